@@ -1,0 +1,161 @@
+//! The whole pipeline, from a program file to an ELF object: what `luabpf compile`, the
+//! loader and build scripts call.
+
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::eval::{self, EvalOptions};
+use crate::ir;
+use crate::program::{Evaluated, Hook};
+use crate::source::SourceDb;
+use crate::types::{self, MapTable};
+use runtime_bpf::object::{MapSpec, Object, ProgramCode, SourceFile};
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra directories searched by `require`.
+    pub include_dirs: Vec<PathBuf>,
+}
+
+/// A compiled program file.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub object: Object,
+    /// The ELF bytes of `object`.
+    pub elf: Vec<u8>,
+    pub sources: SourceDb,
+    /// The optimised IR of each program, for `--emit ir` and tests.
+    pub ir: Vec<ir::Function>,
+    /// Every file the program read (the program file and the modules it required), for
+    /// build systems (`cargo:rerun-if-changed`).
+    pub dependencies: Vec<PathBuf>,
+}
+
+/// Why a program file did not compile: diagnostics over its sources.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub sources: SourceDb,
+    pub diags: Diagnostics,
+}
+
+impl Failure {
+    /// The diagnostics as `luabpf check` prints them.
+    pub fn render(&self) -> String {
+        crate::diag::render(&self.sources, &self.diags)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl std::error::Error for Failure {}
+
+pub fn compile_path(path: &Path, opts: &Options) -> Result<Compiled, Failure> {
+    let ev = eval::evaluate(path, &EvalOptions { include_dirs: opts.include_dirs.clone() })
+        .map_err(|(sources, diags)| Failure { sources, diags })?;
+    compile_evaluated(ev)
+}
+
+/// Compiles program text; `name` is the file name shown in diagnostics and line info, and
+/// relative `require`s resolve from its directory.
+pub fn compile_source(text: &str, name: &str, opts: &Options) -> Result<Compiled, Failure> {
+    let ev = eval::evaluate_source(text, name, &EvalOptions { include_dirs: opts.include_dirs.clone() })
+        .map_err(|(sources, diags)| Failure { sources, diags })?;
+    compile_evaluated(ev)
+}
+
+/// ELF section of a hook's programs.
+pub fn section_of(hook: &Hook) -> &'static str {
+    match hook {
+        Hook::Xdp => "xdp",
+        // aya only recognises `classifier`; libbpf and iproute2 accept it too.
+        Hook::Tc { .. } => "classifier",
+        Hook::Netfilter { .. } => "netfilter",
+    }
+}
+
+pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
+    let mut maps = MapTable::new(&ev);
+    let mut programs = Vec::new();
+    let mut irs = Vec::new();
+    let mut diags = Vec::new();
+    for prog in &ev.programs {
+        match compile_program(&ev, prog, &mut maps) {
+            Ok((code, f)) => {
+                programs.push(code);
+                irs.push(f);
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Failure { sources: ev.sources, diags });
+    }
+    let object = Object {
+        programs,
+        maps: maps
+            .maps
+            .iter()
+            .zip(&maps.init)
+            .map(|(m, init)| MapSpec {
+                name: m.name.clone(),
+                kind: m.kind,
+                key: m.key.clone(),
+                value: m.value.clone(),
+                max_entries: m.max_entries,
+                flags: m.flags,
+                init: init.clone(),
+            })
+            .collect(),
+        sources: ev.sources.files.iter().map(|f| SourceFile { name: f.name.clone(), text: f.text.clone() }).collect(),
+        license: "GPL".into(),
+    };
+    let elf = runtime_bpf::elf::write(&object);
+    let dependencies = ev.sources.files.iter().filter_map(|f| f.path.clone()).collect();
+    Ok(Compiled { object, elf, sources: ev.sources, ir: irs, dependencies })
+}
+
+fn compile_program(ev: &Evaluated, prog: &crate::program::ProgramDecl, maps: &mut MapTable) -> Result<(ProgramCode, ir::Function), Diagnostics> {
+    let checked = types::check_program(ev, prog, maps)?;
+    let default_verdict = prog.default_verdict.unwrap_or(match prog.hook {
+        Hook::Xdp => 2,
+        Hook::Tc { .. } => 0,
+        Hook::Netfilter { .. } => 1,
+    });
+    let input = crate::lower::LowerInput { checked: &checked, maps, hook: &prog.hook, default_verdict, name: &prog.name, db: &ev.sources };
+    let mut f = crate::lower::lower(&input)?;
+    crate::opt::optimize(&mut f);
+    let alloc = crate::regalloc::allocate(&f).map_err(|e| {
+        vec![Diagnostic::new(prog.span, format!("program `{}` does not fit the BPF stack", prog.name), "this program")
+            .hint(format!("{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"))]
+    })?;
+    let code = crate::emit::emit(&f, &alloc, section_of(&prog.hook))
+        .map_err(|e| vec![Diagnostic::new(prog.span, format!("program `{}` could not be emitted: {e}", prog.name), "this program").hint("split the program into smaller functions")])?;
+    Ok((code, f))
+}
+
+/// BPF assembly of every program, annotated with the Lua lines it came from.
+pub fn annotated_asm(obj: &Object) -> String {
+    let mut out = String::new();
+    for p in &obj.programs {
+        out.push_str(&format!("{}:  ; section {}, {} instructions\n", p.name, p.section, p.insns.len()));
+        let names = runtime_bpf::disasm::program_names(p, &obj.maps);
+        let mut last = (u32::MAX, u32::MAX);
+        for line in runtime_bpf::disasm::listing(&p.insns, &names) {
+            let loc = p.locs.get(line.slot).copied().unwrap_or_default();
+            if (loc.file, loc.line) != last && loc.line != 0 {
+                last = (loc.file, loc.line);
+                if let Some(src) = obj.sources.get(loc.file as usize) {
+                    let line_text = src.text.lines().nth(loc.line as usize - 1).unwrap_or("").trim();
+                    out.push_str(&format!("; {}:{}: {}\n", src.name, loc.line, line_text));
+                }
+            }
+            out.push_str(&format!("{:5}: {}\n", line.slot, line.text));
+        }
+        out.push('\n');
+    }
+    out
+}

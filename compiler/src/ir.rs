@@ -1,0 +1,365 @@
+//! The IR: BPF-shaped operations over unlimited virtual registers, in basic blocks.
+//!
+//! It is deliberately close to BPF (64-bit ALU, sized loads and stores, helper calls, compare
+//! and branch) so that lowering decides every safety check the verifier will see, and the
+//! register allocator only maps virtual registers to r0-r9 and stack slots. A virtual register
+//! may be assigned more than once (Lua locals are), so the IR is not SSA; passes that need a
+//! single definition check `def_counts`.
+//!
+//! Every instruction and terminator carries the source location it came from, so that the
+//! emitted BPF has line info and the verifier's complaints can be shown on Lua lines.
+
+use cranelift_entity::{entity_impl, PrimaryMap};
+use runtime_bpf::isa::{JmpOp, Size};
+use runtime_bpf::object::SourceLoc;
+
+/// A virtual register: 64 bits, a scalar or a pointer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Value(u32);
+entity_impl!(Value, "v");
+
+/// A basic block.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Block(u32);
+entity_impl!(Block, "b");
+
+/// A fixed stack buffer (string bytes, map keys, records), addressed from the frame pointer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(u32);
+entity_impl!(Slot, "ss");
+
+/// What a virtual register holds, as far as the verifier is concerned. The allocator may
+/// spill either kind to an 8-byte aligned stack slot (the verifier tracks spilled pointers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    Scalar,
+    /// A pointer (ctx, packet, packet end, map value, stack, map): never mixed into arithmetic
+    /// other than `Add`/`Sub` with a bounded scalar.
+    Pointer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    Value(Value),
+    /// Any 64-bit constant; the emitter materialises values outside i32 with `ld_imm64`.
+    Imm(i64),
+}
+
+impl From<Value> for Operand {
+    fn from(v: Value) -> Operand {
+        Operand::Value(v)
+    }
+}
+
+/// Binary ALU operations, all 64-bit (BPF_ALU64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    /// Unsigned division/modulo (BPF `/=`, `%=`): a zero divisor gives 0 / the dividend.
+    UDiv,
+    UMod,
+    /// Signed division/modulo (BPF cpu v4 `s/=`, `s%=`, truncating like C).
+    SDiv,
+    SMod,
+    Or,
+    And,
+    Xor,
+    /// Shifts take the count modulo 64 (BPF semantics); lowering implements Lua's.
+    Lsh,
+    Rsh,
+    Arsh,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inst {
+    /// `dst = imm`
+    Const { dst: Value, imm: i64 },
+    /// `dst = src`
+    Mov { dst: Value, src: Value },
+    /// `dst = a op b`
+    Bin { op: BinOp, dst: Value, a: Value, b: Operand },
+    /// `dst = -src`
+    Neg { dst: Value, src: Value },
+    /// `dst = bswap(src)` over the low `bits` (16, 32 or 64), zero-extending: network <-> host
+    /// order on a little-endian host.
+    Bswap { dst: Value, src: Value, bits: u8 },
+    /// `dst = zero-extended low `bits` of src` (8, 16 or 32).
+    Zext { dst: Value, src: Value, bits: u8 },
+    /// `dst = sign-extended low `bits` of src` (8, 16 or 32).
+    Sext { dst: Value, src: Value, bits: u8 },
+    /// `dst = *(size *)(base + off)`, zero-extended.
+    Load { dst: Value, base: Value, off: i16, size: Size },
+    /// `*(size *)(base + off) = src`
+    Store { base: Value, off: i16, src: Operand, size: Size },
+    /// `dst = *(size *)(slot + off)`
+    LoadSlot { dst: Value, slot: Slot, off: u32, size: Size },
+    /// `*(size *)(slot + off) = src`
+    StoreSlot { slot: Slot, off: u32, src: Operand, size: Size },
+    /// `dst = &slot + off` (a stack pointer: r10 - k)
+    SlotAddr { dst: Value, slot: Slot, off: u32 },
+    /// `dst = &map` (ld_imm64 with a map relocation); `map` indexes the module's maps.
+    MapAddr { dst: Value, map: u32 },
+    /// `lock *(size *)(base + off) += src`
+    AtomicAdd { base: Value, off: i16, src: Value, size: Size },
+    /// Call a kernel helper. Arguments go to r1..r5 in order; the result (r0) to `dst`.
+    /// r1-r5 are clobbered.
+    Call { helper: i32, args: Vec<Operand>, dst: Option<Value> },
+    /// Call a kernel function (kfunc) by name; the loader resolves its BTF id.
+    CallKfunc { name: String, args: Vec<Operand>, dst: Option<Value> },
+    /// `dst = the entry function's argument `index`` (only in the entry block, first).
+    Arg { dst: Value, index: u8 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Terminator {
+    Jump(Block),
+    /// `if a op b goto then_ else goto else_`
+    Branch { op: JmpOp, a: Value, b: Operand, then_: Block, else_: Block },
+    /// `may_goto`: `exhausted` when the kernel's loop budget ran out, else `cont`.
+    MayGoto { exhausted: Block, cont: Block },
+    /// Return from the program with `r0 = value`.
+    Return(Operand),
+}
+
+impl Terminator {
+    pub fn successors(&self) -> Vec<Block> {
+        match self {
+            Terminator::Jump(b) => vec![*b],
+            Terminator::Branch { then_, else_, .. } => vec![*then_, *else_],
+            Terminator::MayGoto { exhausted, cont } => vec![*exhausted, *cont],
+            Terminator::Return(_) => vec![],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockData {
+    pub insts: Vec<(Inst, SourceLoc)>,
+    pub term: (Terminator, SourceLoc),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotData {
+    pub size: u32,
+    /// 1, 2, 4 or 8.
+    pub align: u32,
+}
+
+/// One program's code: its entry function with every callee inlined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    pub entry: Block,
+    pub blocks: PrimaryMap<Block, BlockData>,
+    pub values: PrimaryMap<Value, ValueKind>,
+    pub slots: PrimaryMap<Slot, SlotData>,
+}
+
+impl Inst {
+    /// The virtual registers this instruction reads.
+    pub fn uses(&self) -> Vec<Value> {
+        fn op(o: &Operand) -> Option<Value> {
+            match o {
+                Operand::Value(v) => Some(*v),
+                Operand::Imm(_) => None,
+            }
+        }
+        match self {
+            Inst::Const { .. } | Inst::SlotAddr { .. } | Inst::MapAddr { .. } | Inst::Arg { .. } => vec![],
+            Inst::LoadSlot { .. } => vec![],
+            Inst::Mov { src, .. } | Inst::Neg { src, .. } => vec![*src],
+            Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => vec![*src],
+            Inst::Bin { a, b, .. } => std::iter::once(*a).chain(op(b)).collect(),
+            Inst::Load { base, .. } => vec![*base],
+            Inst::Store { base, src, .. } => std::iter::once(*base).chain(op(src)).collect(),
+            Inst::StoreSlot { src, .. } => op(src).into_iter().collect(),
+            Inst::AtomicAdd { base, src, .. } => vec![*base, *src],
+            Inst::Call { args, .. } | Inst::CallKfunc { args, .. } => args.iter().filter_map(op).collect(),
+        }
+    }
+
+    /// The virtual register this instruction writes, if any.
+    pub fn def(&self) -> Option<Value> {
+        match self {
+            Inst::Const { dst, .. }
+            | Inst::Mov { dst, .. }
+            | Inst::Bin { dst, .. }
+            | Inst::Neg { dst, .. }
+            | Inst::Bswap { dst, .. }
+            | Inst::Zext { dst, .. }
+            | Inst::Sext { dst, .. }
+            | Inst::Load { dst, .. }
+            | Inst::LoadSlot { dst, .. }
+            | Inst::SlotAddr { dst, .. }
+            | Inst::MapAddr { dst, .. }
+            | Inst::Arg { dst, .. } => Some(*dst),
+            Inst::Call { dst, .. } | Inst::CallKfunc { dst, .. } => *dst,
+            Inst::Store { .. } | Inst::StoreSlot { .. } | Inst::AtomicAdd { .. } => None,
+        }
+    }
+
+    /// True for calls: r1-r5 (and r0) do not survive them.
+    pub fn is_call(&self) -> bool {
+        matches!(self, Inst::Call { .. } | Inst::CallKfunc { .. })
+    }
+
+    /// True when removing the instruction (its result unused) changes nothing observable.
+    pub fn is_pure(&self) -> bool {
+        !matches!(
+            self,
+            Inst::Store { .. } | Inst::StoreSlot { .. } | Inst::AtomicAdd { .. } | Inst::Call { .. } | Inst::CallKfunc { .. }
+        )
+    }
+}
+
+impl Terminator {
+    pub fn uses(&self) -> Vec<Value> {
+        match self {
+            Terminator::Branch { a, b, .. } => {
+                let mut v = vec![*a];
+                if let Operand::Value(b) = b {
+                    v.push(*b);
+                }
+                v
+            }
+            Terminator::Return(Operand::Value(v)) => vec![*v],
+            _ => vec![],
+        }
+    }
+}
+
+impl Function {
+    pub fn new(name: impl Into<String>) -> Function {
+        let mut blocks = PrimaryMap::new();
+        let entry = blocks.push(BlockData {
+            insts: Vec::new(),
+            term: (Terminator::Return(Operand::Imm(0)), SourceLoc::default()),
+        });
+        Function { name: name.into(), entry, blocks, values: PrimaryMap::new(), slots: PrimaryMap::new() }
+    }
+
+    pub fn new_value(&mut self, kind: ValueKind) -> Value {
+        self.values.push(kind)
+    }
+
+    pub fn new_block(&mut self) -> Block {
+        self.blocks.push(BlockData {
+            insts: Vec::new(),
+            term: (Terminator::Return(Operand::Imm(0)), SourceLoc::default()),
+        })
+    }
+
+    pub fn new_slot(&mut self, size: u32, align: u32) -> Slot {
+        self.slots.push(SlotData { size, align })
+    }
+
+    /// Blocks reachable from the entry, in reverse post-order (a good layout order: a block
+    /// comes after all its forward-edge predecessors).
+    pub fn reverse_postorder(&self) -> Vec<Block> {
+        let mut seen = cranelift_entity::SecondaryMap::<Block, bool>::new();
+        let mut post = Vec::new();
+        // Iterative DFS: deep CFGs from long programs must not overflow the native stack.
+        let mut stack: Vec<(Block, usize)> = vec![(self.entry, 0)];
+        seen[self.entry] = true;
+        while let Some((b, i)) = stack.pop() {
+            let succs = self.blocks[b].term.0.successors();
+            if i < succs.len() {
+                stack.push((b, i + 1));
+                // Visit the fall-through (else/cont) side last so it is laid out right after.
+                let s = succs[succs.len() - 1 - i];
+                if !seen[s] {
+                    seen[s] = true;
+                    stack.push((s, 0));
+                }
+            } else {
+                post.push(b);
+            }
+        }
+        post.reverse();
+        post
+    }
+
+    /// How many times each value is written.
+    pub fn def_counts(&self) -> cranelift_entity::SecondaryMap<Value, u32> {
+        let mut counts = cranelift_entity::SecondaryMap::new();
+        for (_, b) in self.blocks.iter() {
+            for (inst, _) in &b.insts {
+                if let Some(d) = inst.def() {
+                    counts[d] += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// A readable listing, for snapshots and `--emit ir`.
+pub fn display(f: &Function) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "function {}:", f.name);
+    for (slot, d) in f.slots.iter() {
+        let _ = writeln!(s, "  {slot}: {} bytes, align {}", d.size, d.align);
+    }
+    for b in f.reverse_postorder() {
+        let _ = writeln!(s, "{b}:");
+        for (inst, _) in &f.blocks[b].insts {
+            let _ = writeln!(s, "  {}", display_inst(inst));
+        }
+        let _ = writeln!(s, "  {}", display_term(&f.blocks[b].term.0));
+    }
+    s
+}
+
+fn display_operand(o: &Operand) -> String {
+    match o {
+        Operand::Value(v) => v.to_string(),
+        Operand::Imm(i) => i.to_string(),
+    }
+}
+
+fn display_args(args: &[Operand]) -> String {
+    args.iter().map(display_operand).collect::<Vec<_>>().join(", ")
+}
+
+pub fn display_inst(inst: &Inst) -> String {
+    let o = display_operand;
+    match inst {
+        Inst::Const { dst, imm } => format!("{dst} = {imm}"),
+        Inst::Mov { dst, src } => format!("{dst} = {src}"),
+        Inst::Bin { op, dst, a, b } => format!("{dst} = {op:?} {a}, {}", o(b)),
+        Inst::Neg { dst, src } => format!("{dst} = -{src}"),
+        Inst::Bswap { dst, src, bits } => format!("{dst} = bswap{bits} {src}"),
+        Inst::Zext { dst, src, bits } => format!("{dst} = zext{bits} {src}"),
+        Inst::Sext { dst, src, bits } => format!("{dst} = sext{bits} {src}"),
+        Inst::Load { dst, base, off, size } => format!("{dst} = load.{size:?} [{base}{off:+}]"),
+        Inst::Store { base, off, src, size } => format!("store.{size:?} [{base}{off:+}], {}", o(src)),
+        Inst::LoadSlot { dst, slot, off, size } => format!("{dst} = load.{size:?} [{slot}+{off}]"),
+        Inst::StoreSlot { slot, off, src, size } => format!("store.{size:?} [{slot}+{off}], {}", o(src)),
+        Inst::SlotAddr { dst, slot, off } => format!("{dst} = &{slot}+{off}"),
+        Inst::MapAddr { dst, map } => format!("{dst} = &map{map}"),
+        Inst::AtomicAdd { base, off, src, size } => format!("atomic_add.{size:?} [{base}{off:+}], {src}"),
+        Inst::Call { helper, args, dst } => match dst {
+            Some(d) => format!("{d} = call #{helper}({})", display_args(args)),
+            None => format!("call #{helper}({})", display_args(args)),
+        },
+        Inst::CallKfunc { name, args, dst } => match dst {
+            Some(d) => format!("{d} = call {name}({})", display_args(args)),
+            None => format!("call {name}({})", display_args(args)),
+        },
+        Inst::Arg { dst, index } => format!("{dst} = arg{index}"),
+    }
+}
+
+pub fn display_term(t: &Terminator) -> String {
+    match t {
+        Terminator::Jump(b) => format!("jump {b}"),
+        Terminator::Branch { op, a, b, then_, else_ } => {
+            format!("if {op:?} {a}, {} then {then_} else {else_}", display_operand(b))
+        }
+        Terminator::MayGoto { exhausted, cont } => format!("may_goto {exhausted} else {cont}"),
+        Terminator::Return(v) => format!("return {}", display_operand(v)),
+    }
+}

@@ -1,0 +1,23 @@
+//! luabpf's compiler: Lua program files to BPF ELF objects.
+//!
+//! The pipeline, one module a stage:
+//! `syntax` (parse) -> `modules` + `eval` (run the compile-time body) -> `types` (check the
+//! compiled functions) -> `lower` (to `ir`) -> `opt` -> `regalloc` -> `emit` (BPF) -> object.
+//! This crate does not depend on aya, so build scripts can use it alone.
+
+pub mod diag;
+pub mod emit;
+pub mod ir;
+pub mod liveness;
+pub mod program;
+pub mod regalloc;
+pub mod source;
+pub mod hir;
+pub mod semantics;
+pub mod types;
+pub mod lower;
+pub mod opt;
+pub mod eval;
+pub mod modules;
+pub mod syntax;
+pub mod compile;

@@ -1,0 +1,1960 @@
+//! Lowering: the typed program (`hir`) to the IR, with every safety check the verifier needs.
+//!
+//! This is where Lua semantics meet BPF: packet reads get their bounds checks, `//` and `%`
+//! their zero and floor handling, shifts Lua's out-of-range rules, map lookups their nil
+//! tests, loops their iteration bounds. Every runtime error jumps to one block that returns the
+//! program's default verdict. Lua functions are inlined at each call (the checker refused
+//! recursion), so the IR is one function per program.
+
+use std::collections::HashMap;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::hir::{self, ArithOp, Builtin, CmpOp, Expr, ExprKind, LocalId, Stmt, StmtKind, Ty};
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Slot, Terminator, Value, ValueKind};
+use crate::program::{Hook, MapId};
+use crate::source::{SourceDb, Span};
+use crate::types::{Checked, MapTable};
+use runtime_bpf::helpers as h;
+use runtime_bpf::isa::{JmpOp, Size};
+use runtime_bpf::object::{Format, SourceLoc};
+
+/// Largest packet offset an access may start at. The verifier only grants a range to a
+/// packet pointer whose maximum offset plus the access size stays within MAX_PACKET_OFF
+/// (0xffff), so the bound leaves room for the widest (8-byte) access.
+const MAX_PACKET_OFF: i64 = 0xfff0;
+/// Iterations a loop without a constant bound may run before the program takes its default
+/// verdict: the verifier walks every iteration, so this bounds its work.
+pub const LOOP_CAP: i64 = 1024;
+/// Constant-bound loops beyond this many iterations are refused (the verifier would give up).
+pub const MAX_CONST_TRIPS: i64 = 65536;
+
+/// Inputs of lowering one program.
+pub struct LowerInput<'a> {
+    pub checked: &'a Checked,
+    pub maps: &'a MapTable,
+    pub hook: &'a Hook,
+    pub default_verdict: i64,
+    pub name: &'a str,
+    pub db: &'a SourceDb,
+}
+
+pub fn lower(input: &LowerInput) -> Result<Function, Diagnostics> {
+    let mut f = Function::new(input.name);
+    let entry = f.entry;
+    let err_block = f.new_block();
+    f.blocks[err_block].term = (Terminator::Return(Operand::Imm(input.default_verdict)), SourceLoc::default());
+    let ctx = f.new_value(ValueKind::Pointer);
+    let mut l = Lowerer {
+        input,
+        f,
+        cur: entry,
+        loc: SourceLoc::default(),
+        err_block,
+        ctx,
+        frames: Vec::new(),
+        loops: Vec::new(),
+        diags: Vec::new(),
+        line_cache: HashMap::new(),
+        terminated: std::collections::HashSet::new(),
+    };
+    l.push(Inst::Arg { dst: ctx, index: 0 });
+    let entry_fn = &input.checked.funcs[input.checked.entry];
+    let mut frame = Frame { locals: HashMap::new(), func: input.checked.entry, ret: None, assigned: assigned_counts(&entry_fn.body) };
+    // The entry's one parameter is the ctx.
+    if let Some(&p) = entry_fn.params.first() {
+        frame.locals.insert(p, Storage::Ctx);
+    }
+    l.frames.push(frame);
+    l.stmts(&entry_fn.body);
+    if !l.is_terminated() {
+        let v = input.default_verdict;
+        l.terminate(Terminator::Return(Operand::Imm(v)));
+    }
+    if l.diags.is_empty() {
+        Ok(l.f)
+    } else {
+        Err(l.diags)
+    }
+}
+
+/// A lowered value.
+#[derive(Clone, Debug)]
+enum LV {
+    Nil,
+    /// An integer or boolean (0/1).
+    Scalar(Operand),
+    /// An optional scalar or string: `present` is 0 or 1.
+    Opt { present: Operand, value: Box<LV> },
+    /// A pointer that is never null here (ctx, a record).
+    Ptr(Value),
+    /// A record pointer that may be null (nil).
+    OptPtr(Value),
+    Str(StrV),
+    /// The packet proxy (its accesses go through the ctx).
+    Packet,
+}
+
+#[derive(Clone, Debug)]
+struct StrV {
+    buf: StrBuf,
+    /// The length; `None` when unknown (a zero-padded map string).
+    len: Option<Operand>,
+}
+
+#[derive(Clone, Debug)]
+enum StrBuf {
+    Const(Vec<u8>),
+    /// A zero-padded stack buffer of `cap` bytes (a multiple of 8).
+    Slot { slot: Slot, cap: u32 },
+    /// `cap` zero-padded bytes at `base + off` (a map value or record field).
+    Ptr { base: Value, off: i16, cap: u32 },
+}
+
+impl StrBuf {
+    fn cap(&self) -> u32 {
+        match self {
+            StrBuf::Const(b) => b.len() as u32,
+            StrBuf::Slot { cap, .. } | StrBuf::Ptr { cap, .. } => *cap,
+        }
+    }
+}
+
+/// Where a local lives.
+#[derive(Clone, Debug)]
+enum Storage {
+    Nil,
+    Ctx,
+    Packet,
+    Scalar(Value),
+    Opt { present: Value, value: Box<Storage> },
+    Ptr(Value),
+    OptPtr(Value),
+    /// A string local: its own buffer (copied into on assignment) or an alias of the buffer
+    /// of its only value.
+    Str { slot: Option<(Slot, u32)>, alias: Option<StrV>, len: Value },
+}
+
+struct Frame {
+    locals: HashMap<LocalId, Storage>,
+    func: hir::HirFuncId,
+    /// For inlined calls: where `return` goes and where results are stored.
+    ret: Option<(Block, Vec<Storage>, Vec<Ty>)>,
+    assigned: HashMap<LocalId, u32>,
+}
+
+struct LoopCtx {
+    exit: Block,
+}
+
+struct Lowerer<'a> {
+    input: &'a LowerInput<'a>,
+    f: Function,
+    cur: Block,
+    loc: SourceLoc,
+    err_block: Block,
+    ctx: Value,
+    frames: Vec<Frame>,
+    loops: Vec<LoopCtx>,
+    diags: Diagnostics,
+    line_cache: HashMap<(u32, usize), SourceLoc>,
+    /// Fresh blocks opened after a terminator: unreachable, so code there is dead.
+    terminated: std::collections::HashSet<Block>,
+}
+
+fn assigned_counts(body: &[Stmt]) -> HashMap<LocalId, u32> {
+    fn walk(stmts: &[Stmt], out: &mut HashMap<LocalId, u32>) {
+        for s in stmts {
+            match &s.kind {
+                StmtKind::SetLocal { local, .. } => *out.entry(*local).or_default() += 1,
+                StmtKind::SetLocals { locals, .. } => {
+                    for l in locals {
+                        *out.entry(*l).or_default() += 1;
+                    }
+                }
+                StmtKind::If { then_, else_, .. } => {
+                    walk(then_, out);
+                    walk(else_, out);
+                }
+                StmtKind::While { body, .. } | StmtKind::Repeat { body, .. } | StmtKind::Block(body) => walk(body, out),
+                StmtKind::NumFor { body, var, .. } => {
+                    *out.entry(*var).or_default() += 2;
+                    walk(body, out)
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    walk(body, &mut out);
+    out
+}
+
+impl<'a> Lowerer<'a> {
+    // ---- building blocks ----------------------------------------------------------------
+
+    fn set_loc(&mut self, span: Span) {
+        let key = (span.file, span.start);
+        if let Some(l) = self.line_cache.get(&key) {
+            self.loc = *l;
+            return;
+        }
+        let (line, col) = self.input.db.line_col(span.file, span.start);
+        let l = SourceLoc { file: span.file, line, col };
+        self.line_cache.insert(key, l);
+        self.loc = l;
+    }
+
+    fn push(&mut self, inst: Inst) {
+        let loc = self.loc;
+        self.f.blocks[self.cur].insts.push((inst, loc));
+    }
+
+    fn terminate(&mut self, t: Terminator) {
+        let loc = self.loc;
+        self.f.blocks[self.cur].term = (t, loc);
+        // Anything emitted after a terminator lands in a fresh, unreachable block.
+        self.cur = self.f.new_block();
+        self.f.blocks[self.cur].term = (Terminator::Return(Operand::Imm(self.input.default_verdict)), loc);
+        self.terminated.insert(self.cur);
+    }
+
+    fn is_terminated(&self) -> bool {
+        self.terminated.contains(&self.cur)
+    }
+
+    fn switch_to(&mut self, b: Block) {
+        self.cur = b;
+    }
+
+    fn jump(&mut self, b: Block) {
+        self.terminate(Terminator::Jump(b));
+    }
+
+    fn branch(&mut self, op: JmpOp, a: Value, b: Operand, then_: Block, else_: Block) {
+        self.terminate(Terminator::Branch { op, a, b, then_, else_ });
+    }
+
+    fn scalar(&mut self) -> Value {
+        self.f.new_value(ValueKind::Scalar)
+    }
+
+    fn pointer(&mut self) -> Value {
+        self.f.new_value(ValueKind::Pointer)
+    }
+
+    fn konst(&mut self, imm: i64) -> Value {
+        let v = self.scalar();
+        self.push(Inst::Const { dst: v, imm });
+        v
+    }
+
+    /// An operand in a register (constants materialised).
+    fn reg(&mut self, o: Operand) -> Value {
+        match o {
+            Operand::Value(v) => v,
+            Operand::Imm(i) => self.konst(i),
+        }
+    }
+
+    fn bin(&mut self, op: BinOp, a: Operand, b: Operand) -> Value {
+        let a = self.reg(a);
+        let dst = self.scalar();
+        self.push(Inst::Bin { op, dst, a, b });
+        dst
+    }
+
+    fn mov(&mut self, dst: Value, src: Operand) {
+        match src {
+            Operand::Value(v) => self.push(Inst::Mov { dst, src: v }),
+            Operand::Imm(imm) => self.push(Inst::Const { dst, imm }),
+        }
+    }
+
+    /// Jumps to the error block when `a op b`.
+    fn error_if(&mut self, op: JmpOp, a: Value, b: Operand) {
+        let ok = self.f.new_block();
+        let err = self.err_block;
+        self.branch(op, a, b, err, ok);
+        self.switch_to(ok);
+    }
+
+    fn error(&mut self, span: Span, msg: impl Into<String>, label: impl Into<String>, hint: impl Into<String>) {
+        self.diags.push(Diagnostic::new(span, msg, label).hint(hint));
+    }
+
+    fn frame(&self) -> &Frame {
+        self.frames.last().expect("a frame")
+    }
+
+    fn local_ty(&self, id: LocalId) -> Ty {
+        let func = self.frame().func;
+        self.input.checked.funcs[func].locals[id].ty.clone()
+    }
+
+    // ---- statements ---------------------------------------------------------------------
+
+    fn stmts(&mut self, stmts: &[Stmt]) {
+        for s in stmts {
+            self.stmt(s);
+        }
+    }
+
+    fn stmt(&mut self, s: &Stmt) {
+        self.set_loc(s.span);
+        match &s.kind {
+            StmtKind::Local { locals, values } => {
+                let vals = self.expr_list(values, locals.len());
+                for (id, v) in locals.iter().zip(vals) {
+                    let ty = self.local_ty(*id);
+                    let once = self.frame().assigned.get(id).copied().unwrap_or(0) == 0;
+                    let st = self.new_storage(&ty, once.then_some(&v.0));
+                    self.frames.last_mut().expect("frame").locals.insert(*id, st.clone());
+                    self.store(&st, &v.0, &v.1, &ty);
+                }
+            }
+            StmtKind::SetLocal { local, value } => {
+                let v = self.expr(value);
+                let st = self.storage(*local);
+                let ty = self.local_ty(*local);
+                self.store(&st, &v, &value.ty, &ty);
+            }
+            StmtKind::SetLocals { locals, values } => {
+                let vals = self.expr_list(values, locals.len());
+                // Evaluate everything first, then assign (Lua's multiple assignment).
+                let vals: Vec<(LV, Ty)> = vals.into_iter().map(|(v, t)| (self.snapshot(v, &t), t)).collect();
+                for (id, (v, t)) in locals.iter().zip(vals) {
+                    let st = self.storage(*id);
+                    let ty = self.local_ty(*id);
+                    self.store(&st, &v, &t, &ty);
+                }
+            }
+            StmtKind::MapSet { map, key, value } => self.map_set(*map, key, value.as_ref()),
+            StmtKind::MapAdd { map, key, delta } => self.map_add(*map, key, delta),
+            StmtKind::FieldSet { base, map, field, value } => {
+                let b = self.expr(base);
+                let LV::Ptr(p) = b else { return };
+                let v = self.expr(value);
+                self.store_field(p, *map, *field, v, s.span);
+            }
+            StmtKind::PacketStore { bytes, off, value } => {
+                let o = self.expr_scalar(off);
+                let v = self.expr_scalar(value);
+                let p = self.packet_ptr(o, *bytes as i64);
+                let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
+                self.push(Inst::Store { base: p, off: 0, src: v, size });
+            }
+            StmtKind::PacketStoreString { off, value } => {
+                let o = self.expr_scalar(off);
+                let v = self.expr(value);
+                self.packet_store_string(o, v);
+            }
+            StmtKind::CtxStore { field, value } => {
+                let v = self.expr_scalar(value);
+                let size = Size::from_bytes(field.bytes as u32).unwrap_or(Size::W);
+                let ctx = self.ctx;
+                self.push(Inst::Store { base: ctx, off: field.offset, src: v, size });
+            }
+            StmtKind::If { cond, then_, else_ } => {
+                let t = self.f.new_block();
+                let e = self.f.new_block();
+                let join = self.f.new_block();
+                self.cond(cond, t, e);
+                self.switch_to(t);
+                self.stmts(then_);
+                if !self.is_terminated() {
+                    self.jump(join);
+                }
+                self.switch_to(e);
+                self.stmts(else_);
+                if !self.is_terminated() {
+                    self.jump(join);
+                }
+                self.switch_to(join);
+            }
+            StmtKind::While { cond, body } => {
+                let (head, counter) = self.loop_head();
+                let body_b = self.f.new_block();
+                let exit = self.f.new_block();
+                self.switch_to(head);
+                self.loop_guard(counter);
+                self.cond(cond, body_b, exit);
+                self.switch_to(body_b);
+                self.loops.push(LoopCtx { exit });
+                self.stmts(body);
+                self.loops.pop();
+                if !self.is_terminated() {
+                    self.jump(head);
+                }
+                self.switch_to(exit);
+            }
+            StmtKind::Repeat { body, cond } => {
+                let (head, counter) = self.loop_head();
+                let exit = self.f.new_block();
+                self.switch_to(head);
+                self.loop_guard(counter);
+                self.loops.push(LoopCtx { exit });
+                self.stmts(body);
+                self.loops.pop();
+                if !self.is_terminated() {
+                    self.set_loc(cond.span);
+                    self.cond(cond, exit, head);
+                }
+                self.switch_to(exit);
+            }
+            StmtKind::NumFor { var, start, limit, step, body } => self.numeric_for(*var, start, limit, *step, body, s.span),
+            StmtKind::Break => {
+                if let Some(l) = self.loops.last() {
+                    let exit = l.exit;
+                    self.jump(exit);
+                }
+            }
+            StmtKind::Return(values) => self.ret(values),
+            StmtKind::Eval(e) => {
+                let _ = self.expr(e);
+            }
+            StmtKind::Error => {
+                let err = self.err_block;
+                self.jump(err);
+            }
+            StmtKind::Block(b) => self.stmts(b),
+            StmtKind::Print { fmt, args } => {
+                let mut bytes = fmt.clone();
+                bytes.push(0);
+                let sv = StrV { buf: StrBuf::Const(bytes.clone()), len: Some(Operand::Imm(bytes.len() as i64)) };
+                let (slot, _) = self.str_to_slot(&sv, round8(bytes.len() as u32));
+                let p = self.pointer();
+                self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+                let mut call_args = vec![Operand::Value(p), Operand::Imm(bytes.len() as i64)];
+                for a in args {
+                    let v = self.expr_scalar(a);
+                    call_args.push(v);
+                }
+                self.push(Inst::Call { helper: h::TRACE_PRINTK, args: call_args, dst: None });
+            }
+        }
+    }
+
+    /// A loop's head block with its hidden iteration counter (for loops without a constant
+    /// bound): the counter is a constant-stepped value the verifier tracks exactly.
+    fn loop_head(&mut self) -> (Block, Value) {
+        let counter = self.konst(0);
+        let head = self.f.new_block();
+        self.jump(head);
+        (head, counter)
+    }
+
+    fn loop_guard(&mut self, counter: Value) {
+        self.error_if(JmpOp::Jsge, counter, Operand::Imm(LOOP_CAP));
+        self.push(Inst::Bin { op: BinOp::Add, dst: counter, a: counter, b: Operand::Imm(1) });
+    }
+
+    fn numeric_for(&mut self, var: LocalId, start: &Expr, limit: &Expr, step: i64, body: &[Stmt], span: Span) {
+        let s = self.expr_scalar(start);
+        let lim = self.expr_scalar(limit);
+        let st = Storage::Scalar(self.scalar());
+        self.frames.last_mut().expect("frame").locals.insert(var, st.clone());
+        let Storage::Scalar(i) = st else { return };
+        // Constant bounds: an exact trip count the verifier follows iteration by iteration.
+        if let (Operand::Imm(a), Operand::Imm(b)) = (s, lim) {
+            let trips = if step > 0 {
+                if a > b { 0 } else { ((b as i128 - a as i128) / step as i128) + 1 }
+            } else if a < b {
+                0
+            } else {
+                ((a as i128 - b as i128) / (-(step as i128))) + 1
+            };
+            if trips == 0 {
+                return;
+            }
+            if trips > MAX_CONST_TRIPS as i128 {
+                self.error(span, format!("this loop runs {trips} times; the verifier cannot follow that many iterations"), "loop", format!("keep constant loops under {MAX_CONST_TRIPS} iterations"));
+                return;
+            }
+            let count = self.konst(trips as i64);
+            self.push(Inst::Const { dst: i, imm: a });
+            let head = self.f.new_block();
+            let exit = self.f.new_block();
+            self.jump(head);
+            self.switch_to(head);
+            self.loops.push(LoopCtx { exit });
+            // The Lua variable is a copy: assignments to it in the body do not change the count.
+            let user = self.scalar();
+            self.push(Inst::Mov { dst: user, src: i });
+            self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
+            self.stmts(body);
+            self.loops.pop();
+            if !self.is_terminated() {
+                self.push(Inst::Bin { op: BinOp::Sub, dst: count, a: count, b: Operand::Imm(1) });
+                self.push(Inst::Bin { op: BinOp::Add, dst: i, a: i, b: Operand::Imm(step) });
+                self.branch(JmpOp::Jne, count, Operand::Imm(0), head, exit);
+            }
+            self.switch_to(exit);
+            return;
+        }
+        // Run-time bounds: Lua's precomputed iteration count, plus the hidden cap.
+        let exit = self.f.new_block();
+        let pre = self.f.new_block();
+        let sreg = self.reg(s);
+        let lreg = self.reg(lim);
+        if step > 0 {
+            self.branch(JmpOp::Jsgt, sreg, Operand::Value(lreg), exit, pre);
+        } else {
+            self.branch(JmpOp::Jslt, sreg, Operand::Value(lreg), exit, pre);
+        }
+        self.switch_to(pre);
+        // count = |limit - start| / |step| (unsigned: the difference may exceed i64::MAX)
+        let diff = if step > 0 { self.bin(BinOp::Sub, Operand::Value(lreg), Operand::Value(sreg)) } else { self.bin(BinOp::Sub, Operand::Value(sreg), Operand::Value(lreg)) };
+        let count = if step.unsigned_abs() == 1 { diff } else { self.bin(BinOp::UDiv, Operand::Value(diff), Operand::Imm(step.unsigned_abs() as i64)) };
+        self.push(Inst::Mov { dst: i, src: sreg });
+        let counter = self.konst(0);
+        let head = self.f.new_block();
+        self.jump(head);
+        self.switch_to(head);
+        self.loop_guard(counter);
+        self.loops.push(LoopCtx { exit });
+        let user = self.scalar();
+        self.push(Inst::Mov { dst: user, src: i });
+        self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
+        self.stmts(body);
+        self.loops.pop();
+        if !self.is_terminated() {
+            let next = self.f.new_block();
+            self.branch(JmpOp::Jeq, count, Operand::Imm(0), exit, next);
+            self.switch_to(next);
+            self.push(Inst::Bin { op: BinOp::Sub, dst: count, a: count, b: Operand::Imm(1) });
+            self.push(Inst::Bin { op: BinOp::Add, dst: i, a: i, b: Operand::Imm(step) });
+            self.jump(head);
+        }
+        self.switch_to(exit);
+    }
+
+    fn ret(&mut self, values: &[Expr]) {
+        let frame_ret = self.frame().ret.clone();
+        match frame_ret {
+            None => {
+                // The entry function: a verdict.
+                let verdict = match values.first() {
+                    None => Operand::Imm(self.input.default_verdict),
+                    Some(e) => {
+                        let v = self.expr(e);
+                        match v {
+                            LV::Scalar(o) => o,
+                            LV::Opt { present, value } => {
+                                let LV::Scalar(val) = *value else { return };
+                                let out = self.scalar();
+                                self.mov(out, Operand::Imm(self.input.default_verdict));
+                                let some = self.f.new_block();
+                                let join = self.f.new_block();
+                                let p = self.reg(present);
+                                self.branch(JmpOp::Jne, p, Operand::Imm(0), some, join);
+                                self.switch_to(some);
+                                self.mov(out, val);
+                                self.jump(join);
+                                self.switch_to(join);
+                                Operand::Value(out)
+                            }
+                            _ => Operand::Imm(self.input.default_verdict),
+                        }
+                    }
+                };
+                let verdict = match verdict {
+                    // The kernel reads r0 as a 32-bit verdict; keep it a clean value.
+                    Operand::Value(v) => Operand::Value(v),
+                    o => o,
+                };
+                self.terminate(Terminator::Return(verdict));
+            }
+            Some((block, storages, tys)) => {
+                let vals = self.expr_list(values, storages.len());
+                let vals: Vec<(LV, Ty)> = vals.into_iter().map(|(v, t)| (self.snapshot(v, &t), t)).collect();
+                for ((st, want), (v, t)) in storages.iter().zip(&tys).zip(vals) {
+                    self.store(st, &v, &t, want);
+                }
+                self.jump(block);
+            }
+        }
+    }
+
+    // ---- storage ------------------------------------------------------------------------
+
+    fn storage(&mut self, id: LocalId) -> Storage {
+        if let Some(s) = self.frame().locals.get(&id) {
+            return s.clone();
+        }
+        // A local first assigned on some path: it starts nil.
+        let ty = self.local_ty(id);
+        let st = self.new_storage(&ty, None);
+        self.frames.last_mut().expect("frame").locals.insert(id, st.clone());
+        st
+    }
+
+    /// Storage for a local of type `ty`. A string local assigned only at its declaration
+    /// aliases its value's buffer instead of copying it.
+    fn new_storage(&mut self, ty: &Ty, only_value: Option<&LV>) -> Storage {
+        match ty {
+            Ty::Nil => Storage::Nil,
+            Ty::Ctx => Storage::Ctx,
+            Ty::Packet => Storage::Packet,
+            Ty::Int | Ty::Bool => Storage::Scalar(self.scalar()),
+            Ty::Record(_) => Storage::Ptr(self.pointer()),
+            Ty::Str => {
+                let len = self.scalar();
+                match only_value {
+                    Some(LV::Str(sv)) => Storage::Str { slot: None, alias: Some(sv.clone()), len },
+                    _ => {
+                        let slot = self.f.new_slot(256, 8);
+                        self.zero_slot(slot, 256);
+                        Storage::Str { slot: Some((slot, 256)), alias: None, len }
+                    }
+                }
+            }
+            Ty::Opt(inner) => match &**inner {
+                Ty::Record(_) => Storage::OptPtr(self.pointer()),
+                t => {
+                    let present = self.scalar();
+                    self.push(Inst::Const { dst: present, imm: 0 });
+                    let only = match only_value {
+                        Some(LV::Opt { value, .. }) => Some(&**value),
+                        Some(v) => Some(v),
+                        None => None,
+                    };
+                    let value = Box::new(self.new_storage(t, only));
+                    // Zero the value too: the verifier must never see it uninitialised.
+                    if let Storage::Scalar(v) = &*value {
+                        self.push(Inst::Const { dst: *v, imm: 0 });
+                    }
+                    Storage::Opt { present, value }
+                }
+            },
+        }
+    }
+
+    /// Stores `v` (of type `from`) into storage of type `to`.
+    fn store(&mut self, st: &Storage, v: &LV, from: &Ty, to: &Ty) {
+        match (st, v) {
+            (Storage::Nil | Storage::Ctx | Storage::Packet, _) => {}
+            (Storage::Scalar(d), LV::Scalar(o)) => self.mov(*d, *o),
+            (Storage::Ptr(d), LV::Ptr(p)) | (Storage::OptPtr(d), LV::Ptr(p)) | (Storage::OptPtr(d), LV::OptPtr(p)) => {
+                self.push(Inst::Mov { dst: *d, src: *p })
+            }
+            (Storage::OptPtr(d), LV::Nil) => self.push(Inst::Const { dst: *d, imm: 0 }),
+            (Storage::Opt { present, .. }, LV::Nil) => self.push(Inst::Const { dst: *present, imm: 0 }),
+            (Storage::Opt { present, value }, LV::Opt { present: p, value: val }) => {
+                self.mov(*present, *p);
+                let inner = from.strip().clone();
+                self.store(value, val, &inner, to.strip());
+            }
+            (Storage::Opt { present, value }, other) => {
+                // `c and x` yields false for "no value": treat a false boolean as nil when
+                // the target is an optional of another type.
+                if *from == Ty::Bool && *to.strip() != Ty::Bool {
+                    self.push(Inst::Const { dst: *present, imm: 0 });
+                    return;
+                }
+                self.push(Inst::Const { dst: *present, imm: 1 });
+                self.store(value, other, from.strip(), to.strip());
+            }
+            (Storage::Str { slot, alias, len }, LV::Str(sv)) => {
+                if let Some(l) = sv.len {
+                    self.mov(*len, l);
+                } else {
+                    let l = self.str_len(sv);
+                    self.mov(*len, l);
+                }
+                if alias.is_some() {
+                    return;
+                }
+                if let Some((slot, cap)) = slot {
+                    self.copy_str_into(sv, *slot, *cap);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads a local as a value of type `want` (narrowing: an optional read as its inner type).
+    fn load(&mut self, st: &Storage, want: &Ty) -> LV {
+        match st {
+            Storage::Nil => LV::Nil,
+            Storage::Ctx => LV::Ptr(self.ctx),
+            Storage::Packet => LV::Packet,
+            Storage::Scalar(v) => LV::Scalar(Operand::Value(*v)),
+            Storage::Ptr(p) => LV::Ptr(*p),
+            Storage::OptPtr(p) => {
+                if want.is_opt() {
+                    LV::OptPtr(*p)
+                } else if *want == Ty::Nil {
+                    LV::Nil
+                } else {
+                    LV::Ptr(*p)
+                }
+            }
+            Storage::Opt { present, value } => {
+                if *want == Ty::Nil {
+                    return LV::Nil;
+                }
+                let inner = self.load(value, want.strip());
+                if want.is_opt() {
+                    LV::Opt { present: Operand::Value(*present), value: Box::new(inner) }
+                } else {
+                    inner
+                }
+            }
+            Storage::Str { slot, alias, len } => {
+                let buf = match (alias, slot) {
+                    (Some(a), _) => a.buf.clone(),
+                    (None, Some((s, cap))) => StrBuf::Slot { slot: *s, cap: *cap },
+                    (None, None) => StrBuf::Const(Vec::new()),
+                };
+                LV::Str(StrV { buf, len: Some(Operand::Value(*len)) })
+            }
+        }
+    }
+
+    /// A value that later assignments cannot change (for multiple assignment).
+    fn snapshot(&mut self, v: LV, _ty: &Ty) -> LV {
+        match v {
+            LV::Scalar(Operand::Value(x)) => {
+                let c = self.scalar();
+                self.push(Inst::Mov { dst: c, src: x });
+                LV::Scalar(Operand::Value(c))
+            }
+            LV::Opt { present, value } => {
+                let p = match present {
+                    Operand::Value(x) => {
+                        let c = self.scalar();
+                        self.push(Inst::Mov { dst: c, src: x });
+                        Operand::Value(c)
+                    }
+                    o => o,
+                };
+                let inner = self.snapshot(*value, _ty);
+                LV::Opt { present: p, value: Box::new(inner) }
+            }
+            other => other,
+        }
+    }
+
+    // ---- expressions --------------------------------------------------------------------
+
+    fn expr_list(&mut self, values: &[Expr], n: usize) -> Vec<(LV, Ty)> {
+        let mut out = Vec::new();
+        for (i, e) in values.iter().enumerate() {
+            let last = i + 1 == values.len();
+            if let (ExprKind::Call { func, args }, true) = (&e.kind, last) {
+                let results = self.call(*func, args);
+                let tys = self.input.checked.funcs[*func].results.clone();
+                if results.is_empty() {
+                    out.push((LV::Nil, Ty::Nil));
+                }
+                out.extend(results.into_iter().zip(tys));
+            } else {
+                let v = self.expr(e);
+                out.push((v, e.ty.clone()));
+            }
+        }
+        while out.len() < n {
+            out.push((LV::Nil, Ty::Nil));
+        }
+        out
+    }
+
+    fn expr_scalar(&mut self, e: &Expr) -> Operand {
+        match self.expr(e) {
+            LV::Scalar(o) => o,
+            _ => Operand::Imm(0),
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> LV {
+        match &e.kind {
+            ExprKind::Int(i) => LV::Scalar(Operand::Imm(*i)),
+            ExprKind::Bool(b) => LV::Scalar(Operand::Imm(*b as i64)),
+            ExprKind::Nil => LV::Nil,
+            ExprKind::Str(s) => LV::Str(StrV { buf: StrBuf::Const(s.clone()), len: Some(Operand::Imm(s.len() as i64)) }),
+            ExprKind::Local(id) => {
+                let st = self.storage(*id);
+                self.load(&st, &e.ty)
+            }
+            ExprKind::Unwrap(x) => match self.expr(x) {
+                LV::Opt { value, .. } => *value,
+                LV::OptPtr(p) => LV::Ptr(p),
+                v => v,
+            },
+            ExprKind::Wrap(x) => {
+                let v = self.expr(x);
+                LV::Opt { present: Operand::Imm(1), value: Box::new(v) }
+            }
+            ExprKind::Arith(op, a, b) => {
+                let x = self.expr_scalar(a);
+                let y = self.expr_scalar(b);
+                self.set_loc(e.span);
+                LV::Scalar(self.arith(*op, x, y))
+            }
+            ExprKind::Neg(a) => {
+                let x = self.expr_scalar(a);
+                let r = self.reg(x);
+                let d = self.scalar();
+                self.push(Inst::Neg { dst: d, src: r });
+                LV::Scalar(Operand::Value(d))
+            }
+            ExprKind::BNot(a) => {
+                let x = self.expr_scalar(a);
+                LV::Scalar(Operand::Value(self.bin(BinOp::Xor, x, Operand::Imm(-1))))
+            }
+            ExprKind::Not(_) | ExprKind::Compare(..) | ExprKind::IsNil(_) => self.bool_value(e),
+            ExprKind::And(a, b) | ExprKind::Or(a, b) => self.and_or(e, a, b),
+            ExprKind::PacketLoad { bytes, signed, off } => {
+                let o = self.expr_scalar(off);
+                self.set_loc(e.span);
+                LV::Scalar(Operand::Value(self.packet_load(o, *bytes, *signed)))
+            }
+            ExprKind::PacketLen => {
+                let (data, end) = self.packet_bounds();
+                let d = self.scalar();
+                self.push(Inst::Mov { dst: d, src: end });
+                self.push(Inst::Bin { op: BinOp::Sub, dst: d, a: d, b: Operand::Value(data) });
+                LV::Scalar(Operand::Value(d))
+            }
+            ExprKind::PacketString { off, len } => {
+                let o = self.expr_scalar(off);
+                let l = self.expr_scalar(len);
+                self.set_loc(e.span);
+                LV::Str(self.packet_string(o, l))
+            }
+            ExprKind::CtxField(field) => {
+                let d = self.scalar();
+                let size = Size::from_bytes(field.bytes as u32).unwrap_or(Size::W);
+                let ctx = self.ctx;
+                self.push(Inst::Load { dst: d, base: ctx, off: field.offset, size });
+                LV::Scalar(Operand::Value(d))
+            }
+            ExprKind::Packet => LV::Packet,
+            ExprKind::Ctx => LV::Ptr(self.ctx),
+            ExprKind::MapGet { map, key } => {
+                self.set_loc(e.span);
+                self.map_get(*map, key)
+            }
+            ExprKind::Field { base, map, field } => {
+                let b = self.expr(base);
+                let LV::Ptr(p) = b else { return LV::Nil };
+                self.load_field(p, *map, *field)
+            }
+            ExprKind::StrLen(s) => {
+                let v = self.expr(s);
+                match v {
+                    LV::Str(sv) => LV::Scalar(self.str_len(&sv)),
+                    _ => LV::Scalar(Operand::Imm(0)),
+                }
+            }
+            ExprKind::StrByte(s, i) => {
+                let sv = match self.expr(s) {
+                    LV::Str(sv) => sv,
+                    _ => return LV::Nil,
+                };
+                let i = self.expr_scalar(i);
+                self.str_byte(&sv, i)
+            }
+            ExprKind::Call { func, args } => {
+                let mut r = self.call(*func, args);
+                if r.is_empty() {
+                    LV::Nil
+                } else {
+                    r.swap_remove(0)
+                }
+            }
+            ExprKind::Builtin { op, args } => {
+                let vals: Vec<Operand> = args.iter().map(|a| self.expr_scalar(a)).collect();
+                self.set_loc(e.span);
+                LV::Scalar(self.builtin(*op, &vals))
+            }
+            ExprKind::RecordCtor { map, fields } => {
+                // Only meaningful as a map value: build it in a zeroed slot.
+                let slot = self.record_slot(*map, fields);
+                let p = self.pointer();
+                self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+                LV::Ptr(p)
+            }
+        }
+    }
+
+    // ---- booleans, conditions -----------------------------------------------------------
+
+    /// Materialises a condition as 0/1.
+    fn bool_value(&mut self, e: &Expr) -> LV {
+        let d = self.scalar();
+        let t = self.f.new_block();
+        let f_ = self.f.new_block();
+        let join = self.f.new_block();
+        self.cond(e, t, f_);
+        self.switch_to(t);
+        self.push(Inst::Const { dst: d, imm: 1 });
+        self.jump(join);
+        self.switch_to(f_);
+        self.push(Inst::Const { dst: d, imm: 0 });
+        self.jump(join);
+        self.switch_to(join);
+        LV::Scalar(Operand::Value(d))
+    }
+
+    /// Branches on Lua truthiness of `e`.
+    fn cond(&mut self, e: &Expr, t: Block, f_: Block) {
+        match &e.kind {
+            ExprKind::Bool(b) => {
+                self.jump(if *b { t } else { f_ });
+            }
+            ExprKind::Nil => self.jump(f_),
+            ExprKind::Not(x) => self.cond(x, f_, t),
+            ExprKind::And(a, b) => {
+                let mid = self.f.new_block();
+                self.cond(a, mid, f_);
+                self.switch_to(mid);
+                self.cond(b, t, f_);
+            }
+            ExprKind::Or(a, b) => {
+                let mid = self.f.new_block();
+                self.cond(a, t, mid);
+                self.switch_to(mid);
+                self.cond(b, t, f_);
+            }
+            ExprKind::Compare(op, a, b) => {
+                if a.ty == Ty::Str {
+                    let (x, y) = (self.expr(a), self.expr(b));
+                    let eq = self.str_eq(x, y);
+                    let (tt, ff) = if *op == CmpOp::Eq { (t, f_) } else { (f_, t) };
+                    self.branch(JmpOp::Jne, eq, Operand::Imm(0), tt, ff);
+                    return;
+                }
+                let x = self.expr_scalar(a);
+                let y = self.expr_scalar(b);
+                self.set_loc(e.span);
+                let jop = match op {
+                    CmpOp::Eq => JmpOp::Jeq,
+                    CmpOp::Ne => JmpOp::Jne,
+                    CmpOp::Lt => JmpOp::Jslt,
+                    CmpOp::Le => JmpOp::Jsle,
+                    CmpOp::Gt => JmpOp::Jsgt,
+                    CmpOp::Ge => JmpOp::Jsge,
+                };
+                match (x, y) {
+                    (Operand::Value(a), b) => self.branch(jop, a, b, t, f_),
+                    (Operand::Imm(a), Operand::Value(b)) => self.branch(jop.swap(), b, Operand::Imm(a), t, f_),
+                    (Operand::Imm(a), Operand::Imm(b)) => {
+                        let r = self.konst(a);
+                        self.branch(jop, r, Operand::Imm(b), t, f_)
+                    }
+                }
+            }
+            ExprKind::IsNil(x) => {
+                let v = self.expr(x);
+                self.truthy(v, &x.ty, f_, t);
+            }
+            _ => {
+                let v = self.expr(e);
+                self.truthy(v, &e.ty, t, f_);
+            }
+        }
+    }
+
+    /// Branches on the truthiness of a lowered value (for `IsNil`, on presence only).
+    fn truthy(&mut self, v: LV, ty: &Ty, t: Block, f_: Block) {
+        match v {
+            LV::Nil => self.jump(f_),
+            LV::Scalar(o) => {
+                if *ty.strip() == Ty::Bool {
+                    let r = self.reg(o);
+                    self.branch(JmpOp::Jne, r, Operand::Imm(0), t, f_);
+                } else {
+                    self.jump(t);
+                }
+            }
+            LV::Opt { present, value } => {
+                let p = self.reg(present);
+                if *ty.strip() == Ty::Bool {
+                    let mid = self.f.new_block();
+                    self.branch(JmpOp::Jne, p, Operand::Imm(0), mid, f_);
+                    self.switch_to(mid);
+                    self.truthy(*value, &Ty::Bool, t, f_);
+                } else {
+                    self.branch(JmpOp::Jne, p, Operand::Imm(0), t, f_);
+                }
+            }
+            LV::OptPtr(p) => self.branch(JmpOp::Jne, p, Operand::Imm(0), t, f_),
+            LV::Ptr(_) | LV::Str(_) | LV::Packet => self.jump(t),
+        }
+    }
+
+    /// `a and b` / `a or b` as a value of type `e.ty`.
+    fn and_or(&mut self, e: &Expr, a: &Expr, b: &Expr) -> LV {
+        let is_and = matches!(e.kind, ExprKind::And(..));
+        let st = self.new_storage(&e.ty, None);
+        let take_a = self.f.new_block();
+        let take_b = self.f.new_block();
+        let join = self.f.new_block();
+        let av = self.expr(a);
+        let av2 = av.clone();
+        // `a and b`: a when a is falsy; `a or b`: a when a is truthy.
+        if is_and {
+            self.truthy(av, &a.ty, take_b, take_a);
+        } else {
+            self.truthy(av, &a.ty, take_a, take_b);
+        }
+        self.switch_to(take_a);
+        let aty = if is_and { a.ty.clone() } else { a.ty.strip().clone() };
+        let av2 = if !is_and { unwrap_lv(av2) } else { av2 };
+        self.store(&st, &av2, &aty, &e.ty);
+        self.jump(join);
+        self.switch_to(take_b);
+        let bv = self.expr(b);
+        self.store(&st, &bv, &b.ty, &e.ty);
+        self.jump(join);
+        self.switch_to(join);
+        self.load(&st, &e.ty)
+    }
+
+    // ---- arithmetic ---------------------------------------------------------------------
+
+    fn arith(&mut self, op: ArithOp, a: Operand, b: Operand) -> Operand {
+        if let (Operand::Imm(x), Operand::Imm(y)) = (a, b) {
+            if let Some(v) = crate::semantics::arith(op, x, y) {
+                return Operand::Imm(v);
+            }
+        }
+        let simple = match op {
+            ArithOp::Add => Some(BinOp::Add),
+            ArithOp::Sub => Some(BinOp::Sub),
+            ArithOp::Mul => Some(BinOp::Mul),
+            ArithOp::BAnd => Some(BinOp::And),
+            ArithOp::BOr => Some(BinOp::Or),
+            ArithOp::BXor => Some(BinOp::Xor),
+            _ => None,
+        };
+        if let Some(bop) = simple {
+            return Operand::Value(self.bin(bop, a, b));
+        }
+        match op {
+            ArithOp::IDiv | ArithOp::Mod => Operand::Value(self.floor_div_mod(op == ArithOp::IDiv, a, b)),
+            ArithOp::Shl => self.shift(a, b, false),
+            ArithOp::Shr => self.shift(a, b, true),
+            _ => Operand::Imm(0),
+        }
+    }
+
+    /// Lua's floor division/modulo: a zero divisor is a runtime error.
+    fn floor_div_mod(&mut self, div: bool, a: Operand, b: Operand) -> Value {
+        let out = self.scalar();
+        let join = self.f.new_block();
+        let bv = self.reg(b);
+        if !matches!(b, Operand::Imm(x) if x != 0) {
+            self.error_if(JmpOp::Jeq, bv, Operand::Imm(0));
+        }
+        // b == -1: `a // -1` is -a (wrapping), `a % -1` is 0; avoids INT_MIN / -1.
+        if !matches!(b, Operand::Imm(x) if x != -1) {
+            let minus_one = self.f.new_block();
+            let general = self.f.new_block();
+            self.branch(JmpOp::Jeq, bv, Operand::Imm(-1), minus_one, general);
+            self.switch_to(minus_one);
+            if div {
+                let av = self.reg(a);
+                self.push(Inst::Neg { dst: out, src: av });
+            } else {
+                self.push(Inst::Const { dst: out, imm: 0 });
+            }
+            self.jump(join);
+            self.switch_to(general);
+        }
+        let av = self.reg(a);
+        // Truncating quotient and remainder, then the floor correction when the remainder is
+        // non-zero and its sign differs from the divisor's.
+        let q = self.scalar();
+        self.push(Inst::Bin { op: BinOp::SDiv, dst: q, a: av, b: Operand::Value(bv) });
+        let r = self.scalar();
+        self.push(Inst::Bin { op: BinOp::SMod, dst: r, a: av, b: Operand::Value(bv) });
+        self.push(Inst::Mov { dst: out, src: if div { q } else { r } });
+        let check_sign = self.f.new_block();
+        let adjust = self.f.new_block();
+        self.branch(JmpOp::Jeq, r, Operand::Imm(0), join, check_sign);
+        self.switch_to(check_sign);
+        let x = self.scalar();
+        self.push(Inst::Bin { op: BinOp::Xor, dst: x, a: r, b: Operand::Value(bv) });
+        self.branch(JmpOp::Jslt, x, Operand::Imm(0), adjust, join);
+        self.switch_to(adjust);
+        if div {
+            self.push(Inst::Bin { op: BinOp::Sub, dst: out, a: out, b: Operand::Imm(1) });
+        } else {
+            self.push(Inst::Bin { op: BinOp::Add, dst: out, a: out, b: Operand::Value(bv) });
+        }
+        self.jump(join);
+        self.switch_to(join);
+        out
+    }
+
+    /// Lua's shifts: a count of 64 or more gives 0, a negative count shifts the other way.
+    fn shift(&mut self, a: Operand, b: Operand, right: bool) -> Operand {
+        if let Operand::Imm(n) = b {
+            let n = if right { n.wrapping_neg() } else { n };
+            if n <= -64 || n >= 64 {
+                return Operand::Imm(0);
+            }
+            if n == 0 {
+                return a;
+            }
+            let op = if n > 0 { BinOp::Lsh } else { BinOp::Rsh };
+            return Operand::Value(self.bin(op, a, Operand::Imm(n.abs())));
+        }
+        let out = self.scalar();
+        let av = self.reg(a);
+        let bv = self.reg(b);
+        let n = self.scalar();
+        if right {
+            self.push(Inst::Neg { dst: n, src: bv });
+        } else {
+            self.push(Inst::Mov { dst: n, src: bv });
+        }
+        let join = self.f.new_block();
+        let zero = self.f.new_block();
+        let in_range = self.f.new_block();
+        let left = self.f.new_block();
+        let rightb = self.f.new_block();
+        let c1 = self.f.new_block();
+        self.branch(JmpOp::Jsge, n, Operand::Imm(64), zero, c1);
+        self.switch_to(c1);
+        self.branch(JmpOp::Jsle, n, Operand::Imm(-64), zero, in_range);
+        self.switch_to(zero);
+        self.push(Inst::Const { dst: out, imm: 0 });
+        self.jump(join);
+        self.switch_to(in_range);
+        self.branch(JmpOp::Jsge, n, Operand::Imm(0), left, rightb);
+        self.switch_to(left);
+        self.push(Inst::Bin { op: BinOp::Lsh, dst: out, a: av, b: Operand::Value(n) });
+        self.jump(join);
+        self.switch_to(rightb);
+        let m = self.scalar();
+        self.push(Inst::Neg { dst: m, src: n });
+        self.push(Inst::Bin { op: BinOp::Rsh, dst: out, a: av, b: Operand::Value(m) });
+        self.jump(join);
+        self.switch_to(join);
+        Operand::Value(out)
+    }
+
+    fn builtin(&mut self, op: Builtin, args: &[Operand]) -> Operand {
+        match op {
+            Builtin::ByteSwap(bits) => {
+                let x = self.reg(args.first().copied().unwrap_or(Operand::Imm(0)));
+                let d = self.scalar();
+                self.push(Inst::Bswap { dst: d, src: x, bits });
+                Operand::Value(d)
+            }
+            Builtin::Ktime => self.call0(h::KTIME_GET_NS),
+            Builtin::Random => self.call0(h::GET_PRANDOM_U32),
+            Builtin::Cpu => self.call0(h::GET_SMP_PROCESSOR_ID),
+        }
+    }
+
+    fn call0(&mut self, helper: i32) -> Operand {
+        let d = self.scalar();
+        self.push(Inst::Call { helper, args: vec![], dst: Some(d) });
+        Operand::Value(d)
+    }
+
+    // ---- calls (inlined) ----------------------------------------------------------------
+
+    fn call(&mut self, func: hir::HirFuncId, args: &[Expr]) -> Vec<LV> {
+        let callee = &self.input.checked.funcs[func];
+        let vals: Vec<(LV, Ty)> = args.iter().map(|a| (self.expr(a), a.ty.clone())).collect();
+        let ret_block = self.f.new_block();
+        let tys = callee.results.clone();
+        let storages: Vec<Storage> = tys.iter().map(|t| self.new_storage(t, None)).collect();
+        let mut frame = Frame { locals: HashMap::new(), func, ret: Some((ret_block, storages.clone(), tys.clone())), assigned: assigned_counts(&callee.body) };
+        let params = callee.params.clone();
+        let ptys: Vec<Ty> = params.iter().map(|p| callee.locals[*p].ty.clone()).collect();
+        let body = &callee.body;
+        let saved_loops = std::mem::take(&mut self.loops);
+        self.frames.push(Frame { locals: HashMap::new(), func, ret: None, assigned: HashMap::new() });
+        for (i, p) in params.iter().enumerate() {
+            let (v, vt) = vals.get(i).cloned().unwrap_or((LV::Nil, Ty::Nil));
+            let once = frame.assigned.get(p).copied().unwrap_or(0) == 0;
+            let st = self.new_storage(&ptys[i], once.then_some(&v));
+            self.store(&st, &v, &vt, &ptys[i]);
+            frame.locals.insert(*p, st);
+        }
+        self.frames.pop();
+        self.frames.push(frame);
+        self.stmts(body);
+        if !self.is_terminated() {
+            // Falling off the end returns nothing: the results are nil.
+            for (st, t) in storages.iter().zip(&tys) {
+                self.store(st, &LV::Nil, &Ty::Nil, t);
+            }
+            self.jump(ret_block);
+        }
+        self.frames.pop();
+        self.loops = saved_loops;
+        self.switch_to(ret_block);
+        storages.iter().zip(&tys).map(|(st, t)| self.load(st, t)).collect()
+    }
+
+    // ---- the packet ---------------------------------------------------------------------
+
+    fn packet_bounds(&mut self) -> (Value, Value) {
+        let (doff, eoff) = match self.input.hook {
+            Hook::Xdp => (0, 4),
+            _ => (76, 80),
+        };
+        let data = self.pointer();
+        let end = self.pointer();
+        let ctx = self.ctx;
+        self.push(Inst::Load { dst: data, base: ctx, off: doff, size: Size::W });
+        self.push(Inst::Load { dst: end, base: ctx, off: eoff, size: Size::W });
+        (data, end)
+    }
+
+    /// A packet pointer to `off` with `bytes` readable behind it; out of bounds is a runtime
+    /// error. The offset is bounded before it touches the pointer, on the same register.
+    fn packet_ptr(&mut self, off: Operand, bytes: i64) -> Value {
+        let (data, end) = self.packet_bounds();
+        let p = self.pointer();
+        self.push(Inst::Mov { dst: p, src: data });
+        match off {
+            Operand::Imm(k) => {
+                if !(0..=MAX_PACKET_OFF).contains(&k) {
+                    let err = self.err_block;
+                    self.jump(err);
+                    return p;
+                }
+                if k != 0 {
+                    self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Imm(k) });
+                }
+            }
+            Operand::Value(o) => {
+                self.error_if(JmpOp::Jgt, o, Operand::Imm(MAX_PACKET_OFF));
+                self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Value(o) });
+            }
+        }
+        let t = self.pointer();
+        self.push(Inst::Mov { dst: t, src: p });
+        self.push(Inst::Bin { op: BinOp::Add, dst: t, a: t, b: Operand::Imm(bytes) });
+        self.error_if(JmpOp::Jgt, t, Operand::Value(end));
+        p
+    }
+
+    fn packet_load(&mut self, off: Operand, bytes: u8, signed: bool) -> Value {
+        let p = self.packet_ptr(off, bytes as i64);
+        let d = self.scalar();
+        let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
+        self.push(Inst::Load { dst: d, base: p, off: 0, size });
+        if signed && bytes < 8 {
+            let s = self.scalar();
+            self.push(Inst::Sext { dst: s, src: d, bits: bytes * 8 });
+            return s;
+        }
+        d
+    }
+
+    /// `getstring(off, len)`: copied into a zeroed stack buffer by the kernel's
+    /// `load_bytes` helper, which checks the packet bounds itself.
+    fn packet_string(&mut self, off: Operand, len: Operand) -> StrV {
+        let cap = match len {
+            Operand::Imm(n) => round8(n.clamp(0, 255) as u32).max(8),
+            Operand::Value(_) => 256,
+        };
+        let slot = self.f.new_slot(cap, 8);
+        self.zero_slot(slot, cap);
+        let done = self.f.new_block();
+        let lv = self.reg(len);
+        // len > 255 (or negative) is a runtime error; len == 0 copies nothing.
+        self.error_if(JmpOp::Jgt, lv, Operand::Imm(255.min(cap as i64)));
+        let copy = self.f.new_block();
+        self.branch(JmpOp::Jlt, lv, Operand::Imm(1), done, copy);
+        self.switch_to(copy);
+        let ov = self.reg(off);
+        self.error_if(JmpOp::Jgt, ov, Operand::Imm(MAX_PACKET_OFF));
+        let p = self.pointer();
+        self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+        let r = self.scalar();
+        let ctx = self.ctx;
+        let helper = match self.input.hook {
+            Hook::Xdp => h::XDP_LOAD_BYTES,
+            _ => h::SKB_LOAD_BYTES,
+        };
+        self.push(Inst::Call { helper, args: vec![Operand::Value(ctx), Operand::Value(ov), Operand::Value(p), Operand::Value(lv)], dst: Some(r) });
+        self.error_if(JmpOp::Jne, r, Operand::Imm(0));
+        self.jump(done);
+        self.switch_to(done);
+        StrV { buf: StrBuf::Slot { slot, cap }, len: Some(Operand::Value(lv)) }
+    }
+
+    fn packet_store_string(&mut self, off: Operand, v: LV) {
+        let LV::Str(sv) = v else { return };
+        let len = self.str_len(&sv);
+        let (slot, _) = match &sv.buf {
+            StrBuf::Slot { slot, cap } => (*slot, *cap),
+            _ => {
+                let cap = round8(sv.buf.cap()).max(8);
+                self.str_to_slot(&sv, cap)
+            }
+        };
+        let done = self.f.new_block();
+        let copy = self.f.new_block();
+        let lv = self.reg(len);
+        self.branch(JmpOp::Jlt, lv, Operand::Imm(1), done, copy);
+        self.switch_to(copy);
+        let ov = self.reg(off);
+        self.error_if(JmpOp::Jgt, ov, Operand::Imm(MAX_PACKET_OFF));
+        self.error_if(JmpOp::Jgt, lv, Operand::Imm(255));
+        let p = self.pointer();
+        self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+        let r = self.scalar();
+        let ctx = self.ctx;
+        let (helper, mut args) = match self.input.hook {
+            Hook::Xdp => (h::XDP_STORE_BYTES, vec![Operand::Value(ctx), Operand::Value(ov), Operand::Value(p), Operand::Value(lv)]),
+            _ => (h::SKB_STORE_BYTES, vec![Operand::Value(ctx), Operand::Value(ov), Operand::Value(p), Operand::Value(lv)]),
+        };
+        if helper == h::SKB_STORE_BYTES {
+            args.push(Operand::Imm(0));
+        }
+        self.push(Inst::Call { helper, args, dst: Some(r) });
+        self.error_if(JmpOp::Jne, r, Operand::Imm(0));
+        self.jump(done);
+        self.switch_to(done);
+    }
+
+    // ---- strings ------------------------------------------------------------------------
+
+    fn zero_slot(&mut self, slot: Slot, size: u32) {
+        let mut off = 0;
+        while off + 8 <= size {
+            self.push(Inst::StoreSlot { slot, off, src: Operand::Imm(0), size: Size::DW });
+            off += 8;
+        }
+        while off < size {
+            self.push(Inst::StoreSlot { slot, off, src: Operand::Imm(0), size: Size::B });
+            off += 1;
+        }
+    }
+
+    /// The length of a string; for zero-padded map strings, counted up to the first of the
+    /// trailing zero bytes.
+    fn str_len(&mut self, sv: &StrV) -> Operand {
+        if let Some(l) = sv.len {
+            return l;
+        }
+        let (base, off, cap) = match &sv.buf {
+            StrBuf::Ptr { base, off, cap } => (*base, *off, *cap),
+            StrBuf::Const(b) => return Operand::Imm(b.len() as i64),
+            StrBuf::Slot { .. } => return Operand::Imm(0),
+        };
+        // Unrolled: len = i + 1 for the last non-zero byte i.
+        let len = self.konst(0);
+        for i in 0..cap.min(255) {
+            let b = self.scalar();
+            self.push(Inst::Load { dst: b, base, off: off + i as i16, size: Size::B });
+            let set = self.f.new_block();
+            let next = self.f.new_block();
+            self.branch(JmpOp::Jne, b, Operand::Imm(0), set, next);
+            self.switch_to(set);
+            self.push(Inst::Const { dst: len, imm: i as i64 + 1 });
+            self.jump(next);
+            self.switch_to(next);
+        }
+        Operand::Value(len)
+    }
+
+    fn str_byte(&mut self, sv: &StrV, i: Operand) -> LV {
+        let len = self.str_len(sv);
+        let present = self.scalar();
+        let value = self.scalar();
+        self.push(Inst::Const { dst: present, imm: 0 });
+        self.push(Inst::Const { dst: value, imm: 0 });
+        let join = self.f.new_block();
+        let iv = self.reg(i);
+        let lenv = self.reg(len);
+        // Negative indices count from the end (Lua): idx = i - 1, or len + i.
+        let idx = self.scalar();
+        let neg = self.f.new_block();
+        let pos = self.f.new_block();
+        let check = self.f.new_block();
+        self.branch(JmpOp::Jslt, iv, Operand::Imm(0), neg, pos);
+        self.switch_to(neg);
+        self.push(Inst::Bin { op: BinOp::Add, dst: idx, a: lenv, b: Operand::Value(iv) });
+        self.jump(check);
+        self.switch_to(pos);
+        self.push(Inst::Bin { op: BinOp::Sub, dst: idx, a: iv, b: Operand::Imm(1) });
+        self.jump(check);
+        self.switch_to(check);
+        // 0 <= idx < len (unsigned compare catches negatives); also idx < cap for the verifier.
+        let in1 = self.f.new_block();
+        let in2 = self.f.new_block();
+        self.branch(JmpOp::Jge, idx, Operand::Value(lenv), join, in1);
+        self.switch_to(in1);
+        let cap = sv.buf.cap().max(1) as i64;
+        self.branch(JmpOp::Jge, idx, Operand::Imm(cap), join, in2);
+        self.switch_to(in2);
+        match &sv.buf {
+            StrBuf::Const(b) => {
+                // A constant string indexed at run time: spill it to the stack.
+                let cap8 = round8(b.len() as u32).max(8);
+                let (slot, _) = self.str_to_slot(sv, cap8);
+                self.load_byte_slot(slot, idx, value);
+            }
+            StrBuf::Slot { slot, .. } => self.load_byte_slot(*slot, idx, value),
+            StrBuf::Ptr { base, off, .. } => {
+                let p = self.pointer();
+                self.push(Inst::Mov { dst: p, src: *base });
+                self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Value(idx) });
+                self.push(Inst::Load { dst: value, base: p, off: *off, size: Size::B });
+            }
+        }
+        self.push(Inst::Const { dst: present, imm: 1 });
+        self.jump(join);
+        self.switch_to(join);
+        LV::Opt { present: Operand::Value(present), value: Box::new(LV::Scalar(Operand::Value(value))) }
+    }
+
+    fn load_byte_slot(&mut self, slot: Slot, idx: Value, dst: Value) {
+        let p = self.pointer();
+        self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+        self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Value(idx) });
+        self.push(Inst::Load { dst, base: p, off: 0, size: Size::B });
+    }
+
+    /// Copies a string into a fresh zeroed slot of `cap` bytes (a multiple of 8).
+    fn str_to_slot(&mut self, sv: &StrV, cap: u32) -> (Slot, u32) {
+        let slot = self.f.new_slot(cap, 8);
+        self.zero_slot(slot, cap);
+        self.copy_str_into(sv, slot, cap);
+        (slot, cap)
+    }
+
+    /// Copies the bytes of `sv` into `slot` (already zero beyond them), 8 bytes at a time.
+    fn copy_str_into(&mut self, sv: &StrV, slot: Slot, cap: u32) {
+        match &sv.buf {
+            StrBuf::Const(b) => {
+                for (k, chunk) in b.chunks(8).enumerate() {
+                    let off = k as u32 * 8;
+                    if off + 8 > cap {
+                        break;
+                    }
+                    let mut w = [0u8; 8];
+                    w[..chunk.len()].copy_from_slice(chunk);
+                    let v = i64::from_le_bytes(w);
+                    self.push(Inst::StoreSlot { slot, off, src: Operand::Imm(v), size: Size::DW });
+                }
+            }
+            StrBuf::Slot { slot: src, cap: scap } => {
+                let n = (*scap).min(cap);
+                let mut off = 0;
+                while off + 8 <= n {
+                    let t = self.scalar();
+                    self.push(Inst::LoadSlot { dst: t, slot: *src, off, size: Size::DW });
+                    self.push(Inst::StoreSlot { slot, off, src: Operand::Value(t), size: Size::DW });
+                    off += 8;
+                }
+                // Bytes of a longer source beyond `cap` would be lost: zero the rest instead.
+                let mut o2 = off;
+                while o2 < cap {
+                    self.push(Inst::StoreSlot { slot, off: o2, src: Operand::Imm(0), size: Size::B });
+                    o2 += 1;
+                }
+            }
+            StrBuf::Ptr { base, off: boff, cap: scap } => {
+                let n = (*scap).min(cap);
+                let mut off = 0;
+                while off < n {
+                    let size = if off + 8 <= n { Size::DW } else { Size::B };
+                    let t = self.scalar();
+                    self.push(Inst::Load { dst: t, base: *base, off: *boff + off as i16, size });
+                    self.push(Inst::StoreSlot { slot, off, src: Operand::Value(t), size });
+                    off += size.bytes();
+                }
+            }
+        }
+    }
+
+    /// `a == b` for strings, as 0/1. Buffers are zero-padded, so equal lengths and equal
+    /// padded words mean equal strings.
+    fn str_eq(&mut self, a: LV, b: LV) -> Value {
+        let (LV::Str(a), LV::Str(b)) = (a, b) else { return self.konst(0) };
+        let out = self.konst(0);
+        let done = self.f.new_block();
+        if let (Some(la), Some(lb)) = (a.len, b.len) {
+            let next = self.f.new_block();
+            let la = self.reg(la);
+            self.branch(JmpOp::Jne, la, lb, done, next);
+            self.switch_to(next);
+        }
+        let n = round8(a.buf.cap().max(b.buf.cap()));
+        let mut off = 0;
+        while off < n {
+            let x = self.str_word(&a, off);
+            let y = self.str_word(&b, off);
+            let next = self.f.new_block();
+            match (x, y) {
+                (Operand::Imm(p), Operand::Imm(q)) => {
+                    if p != q {
+                        self.jump(done);
+                    } else {
+                        self.jump(next);
+                    }
+                }
+                (Operand::Value(xv), y) => self.branch(JmpOp::Jne, xv, y, done, next),
+                (x, Operand::Value(yv)) => self.branch(JmpOp::Jne, yv, x, done, next),
+            }
+            self.switch_to(next);
+            off += 8;
+        }
+        self.push(Inst::Const { dst: out, imm: 1 });
+        self.jump(done);
+        self.switch_to(done);
+        out
+    }
+
+    /// The 8-byte word at `off` of a zero-padded string (zero past its buffer).
+    fn str_word(&mut self, s: &StrV, off: u32) -> Operand {
+        match &s.buf {
+            StrBuf::Const(b) => {
+                let mut w = [0u8; 8];
+                for (i, x) in w.iter_mut().enumerate() {
+                    *x = b.get(off as usize + i).copied().unwrap_or(0);
+                }
+                Operand::Imm(i64::from_le_bytes(w))
+            }
+            StrBuf::Slot { slot, cap } => {
+                if off + 8 > *cap {
+                    return Operand::Imm(0);
+                }
+                let t = self.scalar();
+                self.push(Inst::LoadSlot { dst: t, slot: *slot, off, size: Size::DW });
+                Operand::Value(t)
+            }
+            StrBuf::Ptr { base, off: boff, cap } => {
+                if off >= *cap {
+                    return Operand::Imm(0);
+                }
+                let t = self.scalar();
+                if off + 8 <= *cap {
+                    self.push(Inst::Load { dst: t, base: *base, off: *boff + off as i16, size: Size::DW });
+                } else {
+                    // A tail shorter than a word: assemble it byte by byte.
+                    self.push(Inst::Const { dst: t, imm: 0 });
+                    for i in 0..(*cap - off) {
+                        let b = self.scalar();
+                        self.push(Inst::Load { dst: b, base: *base, off: *boff + (off + i) as i16, size: Size::B });
+                        if i > 0 {
+                            self.push(Inst::Bin { op: BinOp::Lsh, dst: b, a: b, b: Operand::Imm(8 * i as i64) });
+                        }
+                        self.push(Inst::Bin { op: BinOp::Or, dst: t, a: t, b: Operand::Value(b) });
+                    }
+                }
+                Operand::Value(t)
+            }
+        }
+    }
+
+    // ---- maps ---------------------------------------------------------------------------
+
+    fn map_format(&self, map: MapId) -> (&Format, &Format) {
+        let m = &self.input.maps.maps[map];
+        (&m.key, &m.value)
+    }
+
+    /// Builds the key of `map` in a stack slot. Returns `None` (after branching to `miss`)
+    /// when the key cannot be represented (an integer out of range, a string too long): such
+    /// a key is never in the map.
+    fn map_key(&mut self, map: MapId, key: &Expr, miss: Block) -> Value {
+        let kv = self.expr(key);
+        let kf = self.map_format(map).0.clone();
+        let size = kf.size();
+        let p = self.pointer();
+        match (&kf, kv) {
+            (Format::Int { bytes, signed }, LV::Scalar(o)) => {
+                let slot = self.f.new_slot(round8(size).max(8), 8);
+                if *bytes < 8 {
+                    // The key must fit the format: otherwise it is never found.
+                    let v = self.reg(o);
+                    let (lo, hi) = int_range(*bytes, *signed);
+                    let c1 = self.f.new_block();
+                    let c2 = self.f.new_block();
+                    self.branch(JmpOp::Jslt, v, Operand::Imm(lo), miss, c1);
+                    self.switch_to(c1);
+                    self.branch(JmpOp::Jsgt, v, Operand::Imm(hi), miss, c2);
+                    self.switch_to(c2);
+                    self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Value(v), size: Size::DW });
+                } else {
+                    self.push(Inst::StoreSlot { slot, off: 0, src: o, size: Size::DW });
+                }
+                self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+            }
+            (Format::Chars(n), LV::Str(sv)) => {
+                let n = *n;
+                // Longer than the key: never found.
+                if let Some(l) = sv.len {
+                    if !matches!(l, Operand::Imm(x) if x <= n as i64) {
+                        let lv = self.reg(l);
+                        let ok = self.f.new_block();
+                        self.branch(JmpOp::Jgt, lv, Operand::Imm(n as i64), miss, ok);
+                        self.switch_to(ok);
+                    }
+                }
+                match &sv.buf {
+                    // A zero-padded slot at least as long as the key is the key itself.
+                    StrBuf::Slot { slot, cap } if *cap >= n => {
+                        self.push(Inst::SlotAddr { dst: p, slot: *slot, off: 0 });
+                    }
+                    _ => {
+                        let (slot, _) = self.str_to_slot(&sv, round8(n).max(8));
+                        self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+                    }
+                }
+            }
+            _ => {
+                let err = self.err_block;
+                self.jump(err);
+            }
+        }
+        p
+    }
+
+    fn map_get(&mut self, map: MapId, key: &Expr) -> LV {
+        let vty = self.input.maps.maps[map].value.clone();
+        let is_bool = self.input.maps.bool_values.contains(&map);
+        let miss = self.f.new_block();
+        let join = self.f.new_block();
+        let present = self.scalar();
+        let value = self.scalar();
+        let ptr = self.pointer();
+        // Results start as nil: the miss path and the key-out-of-range path share them.
+        self.push(Inst::Const { dst: present, imm: 0 });
+        self.push(Inst::Const { dst: value, imm: 0 });
+        self.push(Inst::Const { dst: ptr, imm: 0 });
+        let k = self.map_key(map, key, miss);
+        let m = self.pointer();
+        self.push(Inst::MapAddr { dst: m, map: map as u32 });
+        self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: Some(ptr) });
+        match &vty {
+            Format::Record(_) => {
+                self.jump(join);
+                self.switch_to(miss);
+                self.jump(join);
+                self.switch_to(join);
+                LV::OptPtr(ptr)
+            }
+            Format::Chars(n) => {
+                let n = *n;
+                let hit = self.f.new_block();
+                self.branch(JmpOp::Jne, ptr, Operand::Imm(0), hit, join);
+                self.switch_to(hit);
+                // Copy out: the map value may change under us, a Lua string does not.
+                let slot = self.f.new_slot(round8(n).max(8), 8);
+                self.zero_slot(slot, round8(n).max(8));
+                let sv = StrV { buf: StrBuf::Ptr { base: ptr, off: 0, cap: n }, len: None };
+                self.copy_str_into(&sv, slot, round8(n).max(8));
+                self.push(Inst::Const { dst: present, imm: 1 });
+                self.jump(join);
+                self.switch_to(miss);
+                self.jump(join);
+                self.switch_to(join);
+                // The slot is zeroed on every path that reaches here through `hit`; on the
+                // others `present` is 0 and the buffer is never read.
+                let slot_sv = StrV { buf: StrBuf::Slot { slot, cap: round8(n).max(8) }, len: None };
+                let len = self.slot_strlen(slot, n, present);
+                LV::Opt { present: Operand::Value(present), value: Box::new(LV::Str(StrV { len: Some(len), ..slot_sv })) }
+            }
+            Format::Int { bytes, signed } => {
+                let hit = self.f.new_block();
+                self.branch(JmpOp::Jne, ptr, Operand::Imm(0), hit, join);
+                self.switch_to(hit);
+                let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
+                self.push(Inst::Load { dst: value, base: ptr, off: 0, size });
+                if *signed && *bytes < 8 {
+                    self.push(Inst::Sext { dst: value, src: value, bits: bytes * 8 });
+                }
+                if is_bool {
+                    let t = self.f.new_block();
+                    let one = self.f.new_block();
+                    self.branch(JmpOp::Jne, value, Operand::Imm(0), one, t);
+                    self.switch_to(one);
+                    self.push(Inst::Const { dst: value, imm: 1 });
+                    self.jump(t);
+                    self.switch_to(t);
+                }
+                self.push(Inst::Const { dst: present, imm: 1 });
+                self.jump(join);
+                self.switch_to(miss);
+                self.jump(join);
+                self.switch_to(join);
+                LV::Opt { present: Operand::Value(present), value: Box::new(LV::Scalar(Operand::Value(value))) }
+            }
+        }
+    }
+
+    /// The length of a zero-padded string in a slot (0 when `present` is 0).
+    fn slot_strlen(&mut self, slot: Slot, n: u32, present: Value) -> Operand {
+        let len = self.konst(0);
+        let join = self.f.new_block();
+        let go = self.f.new_block();
+        self.branch(JmpOp::Jeq, present, Operand::Imm(0), join, go);
+        self.switch_to(go);
+        for i in 0..n.min(255) {
+            let b = self.scalar();
+            self.push(Inst::LoadSlot { dst: b, slot, off: i, size: Size::B });
+            let set = self.f.new_block();
+            let next = self.f.new_block();
+            self.branch(JmpOp::Jne, b, Operand::Imm(0), set, next);
+            self.switch_to(set);
+            self.push(Inst::Const { dst: len, imm: i as i64 + 1 });
+            self.jump(next);
+            self.switch_to(next);
+        }
+        self.jump(join);
+        self.switch_to(join);
+        Operand::Value(len)
+    }
+
+    /// Writes a value of the map's value format into a fresh slot; returns its address.
+    fn value_slot(&mut self, map: MapId, v: LV, span: Span) -> Value {
+        let vf = self.map_format(map).1.clone();
+        let size = round8(vf.size()).max(8);
+        let p = self.pointer();
+        match (&vf, v) {
+            (_, LV::Ptr(rec)) if matches!(vf, Format::Record(_)) => {
+                // A record built in a slot (RecordCtor) or another record: copy it.
+                let slot = self.f.new_slot(size, 8);
+                let mut off = 0;
+                let total = vf.size();
+                while off < total {
+                    let sz = if off + 8 <= total { Size::DW } else if off + 4 <= total { Size::W } else if off + 2 <= total { Size::H } else { Size::B };
+                    let t = self.scalar();
+                    self.push(Inst::Load { dst: t, base: rec, off: off as i16, size: sz });
+                    self.push(Inst::StoreSlot { slot, off, src: Operand::Value(t), size: sz });
+                    off += sz.bytes();
+                }
+                self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+            }
+            (Format::Int { bytes, .. }, LV::Scalar(o)) => {
+                let slot = self.f.new_slot(size, 8);
+                let sz = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
+                self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Imm(0), size: Size::DW });
+                self.push(Inst::StoreSlot { slot, off: 0, src: o, size: sz });
+                self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+            }
+            (Format::Chars(n), LV::Str(sv)) => {
+                let n = *n;
+                self.check_str_fits(&sv, n);
+                let (slot, _) = match &sv.buf {
+                    StrBuf::Slot { slot, cap } if *cap >= n => (*slot, *cap),
+                    _ => self.str_to_slot(&sv, round8(n).max(8)),
+                };
+                self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+            }
+            _ => {
+                self.error(span, "internal: this value does not match the map's value format", "here", "please report this");
+            }
+        }
+        p
+    }
+
+    /// Storing a string longer than a `cN` field is a runtime error.
+    fn check_str_fits(&mut self, sv: &StrV, n: u32) {
+        if let Some(l) = sv.len {
+            match l {
+                Operand::Imm(x) if x <= n as i64 => {}
+                _ => {
+                    let lv = self.reg(l);
+                    self.error_if(JmpOp::Jgt, lv, Operand::Imm(n as i64));
+                }
+            }
+        }
+    }
+
+    fn map_set(&mut self, map: MapId, key: &Expr, value: Option<&Expr>) {
+        let after = self.f.new_block();
+        let m_kind = self.input.maps.maps[map].kind;
+        match value {
+            None => {
+                let k = self.map_key(map, key, after);
+                let m = self.pointer();
+                self.push(Inst::MapAddr { dst: m, map: map as u32 });
+                self.push(Inst::Call { helper: h::MAP_DELETE_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: None });
+                self.jump(after);
+            }
+            Some(v) => {
+                // A key that does not fit the format cannot be stored: a runtime error.
+                let err = self.err_block;
+                let k = self.map_key(map, key, err);
+                let vv = self.expr(v);
+                let vp = self.value_slot(map, vv, v.span);
+                let m = self.pointer();
+                self.push(Inst::MapAddr { dst: m, map: map as u32 });
+                let r = self.scalar();
+                self.push(Inst::Call { helper: h::MAP_UPDATE_ELEM, args: vec![Operand::Value(m), Operand::Value(k), Operand::Value(vp), Operand::Imm(0)], dst: Some(r) });
+                let _ = m_kind;
+                self.error_if(JmpOp::Jslt, r, Operand::Imm(0));
+                self.jump(after);
+            }
+        }
+        self.switch_to(after);
+    }
+
+    /// `m[k] = (m[k] or 0) + delta` with one lookup and an atomic add.
+    fn map_add(&mut self, map: MapId, key: &Expr, delta: &Expr) {
+        let err = self.err_block;
+        let k = self.map_key(map, key, err);
+        let d = self.expr_scalar(delta);
+        let d = self.reg(d);
+        let (bytes, percpu) = match &self.input.maps.maps[map].value {
+            Format::Int { bytes, .. } => (*bytes, self.input.maps.maps[map].kind.is_percpu()),
+            _ => (8, false),
+        };
+        let m = self.pointer();
+        self.push(Inst::MapAddr { dst: m, map: map as u32 });
+        let p = self.pointer();
+        self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: Some(p) });
+        let hit = self.f.new_block();
+        let missing = self.f.new_block();
+        let done = self.f.new_block();
+        self.branch(JmpOp::Jne, p, Operand::Imm(0), hit, missing);
+        self.switch_to(hit);
+        self.add_in_place(p, d, bytes, percpu);
+        self.jump(done);
+        self.switch_to(missing);
+        // Insert `delta` unless another CPU inserted first; then add to theirs.
+        let slot = self.f.new_slot(8, 8);
+        self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Value(d), size: Size::DW });
+        let vp = self.pointer();
+        self.push(Inst::SlotAddr { dst: vp, slot, off: 0 });
+        let m2 = self.pointer();
+        self.push(Inst::MapAddr { dst: m2, map: map as u32 });
+        let k2 = k;
+        let r = self.scalar();
+        const BPF_NOEXIST: i64 = 1;
+        self.push(Inst::Call { helper: h::MAP_UPDATE_ELEM, args: vec![Operand::Value(m2), Operand::Value(k2), Operand::Value(vp), Operand::Imm(BPF_NOEXIST)], dst: Some(r) });
+        let retry = self.f.new_block();
+        self.branch(JmpOp::Jsge, r, Operand::Imm(0), done, retry);
+        self.switch_to(retry);
+        let m3 = self.pointer();
+        self.push(Inst::MapAddr { dst: m3, map: map as u32 });
+        let p2 = self.pointer();
+        self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m3), Operand::Value(k2)], dst: Some(p2) });
+        self.error_if(JmpOp::Jeq, p2, Operand::Imm(0));
+        self.add_in_place(p2, d, bytes, percpu);
+        self.jump(done);
+        self.switch_to(done);
+    }
+
+    fn add_in_place(&mut self, p: Value, d: Value, bytes: u8, percpu: bool) {
+        let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
+        if !percpu && matches!(size, Size::DW | Size::W) {
+            self.push(Inst::AtomicAdd { base: p, off: 0, src: d, size });
+        } else {
+            let t = self.scalar();
+            self.push(Inst::Load { dst: t, base: p, off: 0, size });
+            self.push(Inst::Bin { op: BinOp::Add, dst: t, a: t, b: Operand::Value(d) });
+            self.push(Inst::Store { base: p, off: 0, src: Operand::Value(t), size });
+        }
+    }
+
+    fn record_slot(&mut self, map: MapId, fields: &[(usize, Expr)]) -> Slot {
+        let vf = self.map_format(map).1.clone();
+        let Format::Record(layout) = &vf else { return self.f.new_slot(8, 8) };
+        let size = round8(vf.size()).max(8);
+        let slot = self.f.new_slot(size, 8);
+        self.zero_slot(slot, size);
+        for (idx, e) in fields {
+            let v = self.expr(e);
+            let Some(field) = layout.get(*idx) else { continue };
+            match (&field.format, v) {
+                (Format::Int { bytes, .. }, LV::Scalar(o)) => {
+                    let sz = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
+                    self.push(Inst::StoreSlot { slot, off: field.offset, src: o, size: sz });
+                }
+                (Format::Chars(n), LV::Str(sv)) => {
+                    let n = *n;
+                    self.check_str_fits(&sv, n);
+                    let (tmp, _) = self.str_to_slot(&sv, round8(n).max(8));
+                    let mut off = 0;
+                    while off < n {
+                        let t = self.scalar();
+                        self.push(Inst::LoadSlot { dst: t, slot: tmp, off, size: Size::B });
+                        self.push(Inst::StoreSlot { slot, off: field.offset + off, src: Operand::Value(t), size: Size::B });
+                        off += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        slot
+    }
+
+    fn load_field(&mut self, p: Value, map: MapId, field: usize) -> LV {
+        let Format::Record(layout) = self.map_format(map).1.clone() else { return LV::Nil };
+        let Some(f) = layout.get(field) else { return LV::Nil };
+        match &f.format {
+            Format::Int { bytes, signed } => {
+                let d = self.scalar();
+                let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
+                self.push(Inst::Load { dst: d, base: p, off: f.offset as i16, size });
+                if *signed && *bytes < 8 {
+                    self.push(Inst::Sext { dst: d, src: d, bits: bytes * 8 });
+                }
+                LV::Scalar(Operand::Value(d))
+            }
+            Format::Chars(n) => {
+                let n = *n;
+                let cap = round8(n).max(8);
+                let slot = self.f.new_slot(cap, 8);
+                self.zero_slot(slot, cap);
+                let sv = StrV { buf: StrBuf::Ptr { base: p, off: f.offset as i16, cap: n }, len: None };
+                self.copy_str_into(&sv, slot, cap);
+                let one = self.konst(1);
+                let len = self.slot_strlen(slot, n, one);
+                LV::Str(StrV { buf: StrBuf::Slot { slot, cap }, len: Some(len) })
+            }
+            Format::Record(_) => LV::Nil,
+        }
+    }
+
+    fn store_field(&mut self, p: Value, map: MapId, field: usize, v: LV, span: Span) {
+        let Format::Record(layout) = self.map_format(map).1.clone() else { return };
+        let Some(f) = layout.get(field) else { return };
+        match (&f.format, v) {
+            (Format::Int { bytes, .. }, LV::Scalar(o)) => {
+                let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
+                let r = self.reg(o);
+                self.push(Inst::Store { base: p, off: f.offset as i16, src: Operand::Value(r), size });
+            }
+            (Format::Chars(n), LV::Str(sv)) => {
+                let n = *n;
+                self.check_str_fits(&sv, n);
+                let (tmp, _) = self.str_to_slot(&sv, round8(n).max(8));
+                for off in 0..n {
+                    let t = self.scalar();
+                    self.push(Inst::LoadSlot { dst: t, slot: tmp, off, size: Size::B });
+                    self.push(Inst::Store { base: p, off: (f.offset + off) as i16, src: Operand::Value(t), size: Size::B });
+                }
+            }
+            _ => self.error(span, "internal: field type mismatch", "here", "please report this"),
+        }
+    }
+}
+
+fn unwrap_lv(v: LV) -> LV {
+    match v {
+        LV::Opt { value, .. } => *value,
+        LV::OptPtr(p) => LV::Ptr(p),
+        v => v,
+    }
+}
+
+fn round8(n: u32) -> u32 {
+    n.div_ceil(8) * 8
+}
+
+fn int_range(bytes: u8, signed: bool) -> (i64, i64) {
+    let bits = bytes as u32 * 8;
+    if signed {
+        (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+    } else {
+        (0, (1i64 << bits) - 1)
+    }
+}

@@ -1,0 +1,225 @@
+//! Optimisation passes over the IR: small functions over plain data, run to a fixpoint.
+//!
+//! - `propagate_constants`: a value written once by a constant is used as an immediate.
+//! - `fold`: arithmetic and branches on immediates are computed now.
+//! - `remove_dead`: pure instructions whose results nobody reads are dropped.
+//! - `thread_jumps`: branches to empty blocks that only jump go straight to the target.
+
+use cranelift_entity::SecondaryMap;
+
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
+use runtime_bpf::isa::JmpOp;
+
+pub fn optimize(f: &mut Function) {
+    for _ in 0..8 {
+        let mut changed = false;
+        changed |= propagate_constants(f);
+        changed |= fold(f);
+        changed |= remove_dead(f);
+        changed |= thread_jumps(f);
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// Values defined exactly once, by a constant.
+fn constants(f: &Function) -> SecondaryMap<Value, Option<i64>> {
+    let defs = f.def_counts();
+    let mut out = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::Const { dst, imm } = inst {
+                if defs[*dst] == 1 {
+                    out[*dst] = Some(*imm);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn subst(o: &mut Operand, consts: &SecondaryMap<Value, Option<i64>>) -> bool {
+    if let Operand::Value(v) = o {
+        if let Some(c) = consts[*v] {
+            *o = Operand::Imm(c);
+            return true;
+        }
+    }
+    false
+}
+
+pub fn propagate_constants(f: &mut Function) -> bool {
+    let consts = constants(f);
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        for (inst, _) in b.insts.iter_mut() {
+            match inst {
+                Inst::Bin { b: o, .. } => changed |= subst(o, &consts),
+                Inst::Store { src, .. } | Inst::StoreSlot { src, .. } => changed |= subst(src, &consts),
+                Inst::Call { args, .. } | Inst::CallKfunc { args, .. } => {
+                    for a in args.iter_mut() {
+                        changed |= subst(a, &consts);
+                    }
+                }
+                Inst::Mov { dst, src } => {
+                    if let Some(c) = consts[*src] {
+                        *inst = Inst::Const { dst: *dst, imm: c };
+                        changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        match &mut b.term.0 {
+            Terminator::Branch { b: o, .. } => changed |= subst(o, &consts),
+            Terminator::Return(o) => changed |= subst(o, &consts),
+            _ => {}
+        }
+    }
+    changed
+}
+
+fn eval_bin(op: BinOp, a: i64, b: i64) -> Option<i64> {
+    Some(match op {
+        BinOp::Add => a.wrapping_add(b),
+        BinOp::Sub => a.wrapping_sub(b),
+        BinOp::Mul => a.wrapping_mul(b),
+        BinOp::And => a & b,
+        BinOp::Or => a | b,
+        BinOp::Xor => a ^ b,
+        BinOp::Lsh => ((a as u64) << (b & 63)) as i64,
+        BinOp::Rsh => ((a as u64) >> (b & 63)) as i64,
+        BinOp::Arsh => a >> (b & 63),
+        // Division is left to the kernel's semantics (and lowering's checks).
+        _ => return None,
+    })
+}
+
+fn eval_cond(op: JmpOp, a: i64, b: i64) -> Option<bool> {
+    let (ua, ub) = (a as u64, b as u64);
+    Some(match op {
+        JmpOp::Jeq => a == b,
+        JmpOp::Jne => a != b,
+        JmpOp::Jgt => ua > ub,
+        JmpOp::Jge => ua >= ub,
+        JmpOp::Jlt => ua < ub,
+        JmpOp::Jle => ua <= ub,
+        JmpOp::Jsgt => a > b,
+        JmpOp::Jsge => a >= b,
+        JmpOp::Jslt => a < b,
+        JmpOp::Jsle => a <= b,
+        JmpOp::Jset => a & b != 0,
+        _ => return None,
+    })
+}
+
+pub fn fold(f: &mut Function) -> bool {
+    let consts = constants(f);
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        for (inst, _) in b.insts.iter_mut() {
+            if let Inst::Bin { op, dst, a, b: Operand::Imm(y) } = inst {
+                if let Some(x) = consts[*a] {
+                    if let Some(v) = eval_bin(*op, x, *y) {
+                        *inst = Inst::Const { dst: *dst, imm: v };
+                        changed = true;
+                        continue;
+                    }
+                }
+                // x + 0, x - 0, x | 0 ... are moves.
+                if *y == 0 && matches!(op, BinOp::Add | BinOp::Sub | BinOp::Or | BinOp::Xor | BinOp::Lsh | BinOp::Rsh | BinOp::Arsh) {
+                    *inst = Inst::Mov { dst: *dst, src: *a };
+                    changed = true;
+                }
+            }
+        }
+        if let Terminator::Branch { op, a, b: Operand::Imm(y), then_, else_ } = &b.term.0 {
+            if let Some(x) = consts[*a] {
+                if let Some(taken) = eval_cond(*op, x, *y) {
+                    b.term.0 = Terminator::Jump(if taken { *then_ } else { *else_ });
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
+pub fn remove_dead(f: &mut Function) -> bool {
+    let mut used: SecondaryMap<Value, bool> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            for u in inst.uses() {
+                used[u] = true;
+            }
+        }
+        for u in b.term.0.uses() {
+            used[u] = true;
+        }
+    }
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        let before = b.insts.len();
+        b.insts.retain(|(inst, _)| match inst.def() {
+            Some(d) if !used[d] && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) => false,
+            _ => true,
+        });
+        // A call whose result is unused still runs, but needs no destination.
+        for (inst, _) in b.insts.iter_mut() {
+            if let Inst::Call { dst: Some(d), .. } = inst {
+                if !used[*d] {
+                    if let Inst::Call { dst, .. } = inst {
+                        *dst = None;
+                    }
+                }
+            }
+        }
+        changed |= b.insts.len() != before;
+    }
+    changed
+}
+
+/// Where control really goes from `b` if `b` is an empty block that only jumps.
+fn forward(f: &Function, mut b: Block) -> Block {
+    for _ in 0..64 {
+        let d = &f.blocks[b];
+        match (&d.insts.is_empty(), &d.term.0) {
+            (true, Terminator::Jump(t)) if *t != b => b = *t,
+            _ => break,
+        }
+    }
+    b
+}
+
+pub fn thread_jumps(f: &mut Function) -> bool {
+    let blocks: Vec<Block> = f.blocks.keys().collect();
+    let mut changed = false;
+    for b in blocks {
+        let term = f.blocks[b].term.0.clone();
+        let new = match term {
+            Terminator::Jump(t) => Terminator::Jump(forward(f, t)),
+            Terminator::Branch { op, a, b: o, then_, else_ } => {
+                let (t, e) = (forward(f, then_), forward(f, else_));
+                if t == e {
+                    Terminator::Jump(t)
+                } else {
+                    Terminator::Branch { op, a, b: o, then_: t, else_: e }
+                }
+            }
+            Terminator::MayGoto { exhausted, cont } => Terminator::MayGoto { exhausted: forward(f, exhausted), cont: forward(f, cont) },
+            t => t,
+        };
+        if new != f.blocks[b].term.0 {
+            f.blocks[b].term.0 = new;
+            changed = true;
+        }
+    }
+    let entry = f.entry;
+    let fwd = forward(f, entry);
+    if fwd != entry && f.blocks[entry].insts.is_empty() {
+        f.entry = fwd;
+        changed = true;
+    }
+    changed
+}

@@ -1,0 +1,443 @@
+//! Register allocation: every virtual register gets one home for its whole life, a BPF
+//! register or an 8-byte stack spill slot; every IR stack `Slot` gets its frame offset.
+//!
+//! # Method
+//!
+//! 1. Liveness by backward dataflow (`liveness`), iterative.
+//! 2. Positions: the reachable blocks are numbered in reverse post-order (the emitter's
+//!    layout). Instruction `k` of the walk reads its operands at position `2k` and writes its
+//!    result at `2k + 1`; a terminator reads at its even position. A value's interval is the
+//!    hull `[first, last]` of every position where it is live (block entry when live-in, block
+//!    end when live-out, each use, each def). Values are not SSA, so one hull per value is the
+//!    simple conservative choice: a value live into a loop header is live to the end of the
+//!    loop's last block.
+//! 3. Linear scan (Poletto & Sarkar) over intervals sorted by start. When no register is
+//!    free, the interval (active or current) with the furthest end goes to the stack.
+//!
+//! # Registers
+//!
+//! - r10 is the frame pointer; r0 is the emitter's scratch (it is also the call result and
+//!   the return value, so it is never worth allocating).
+//! - r1-r9 are allocatable, except that when some instruction ends up with two operands in
+//!   spill slots (or one spilled and one 64-bit immediate), the allocation is redone with
+//!   r5 reserved as the second scratch (`Allocation::scratch2`). Functions that never spill
+//!   keep nine registers.
+//! - Calls clobber r0-r5 and the verifier treats r1-r5 as unreadable afterwards, so an
+//!   interval that is live *across* a call position (`start <= call < end`) may only use
+//!   r6-r9 or the stack. An interval that *ends* at the call (an argument read for the last
+//!   time) may use r1-r5: the emitter moves arguments into r1..r5 with a parallel move
+//!   (using r0 to break cycles) before the `call`, so they are read before the clobber. Such
+//!   arguments are hinted to their argument register, which usually makes the move vanish.
+//! - Leading `Arg` instructions of the entry block read r1..r5 as they are on entry; the
+//!   emitter performs them as one parallel move, and the allocator keeps their results
+//!   mutually distinct.
+//!
+//! # Frame
+//!
+//! IR slots are placed first below r10 (largest alignment first, each at its alignment),
+//! then the spill slots (8 bytes, 8-aligned). Spills and fills are always 8-byte (DW)
+//! accesses, the only kind for which the verifier keeps a spilled pointer or scalar bounds.
+//! Spill slots are shared between values whose intervals do not overlap. The frame must fit
+//! the verifier's 512 bytes.
+
+use crate::ir::{Function, Inst, Operand, Slot, Terminator, Value};
+use crate::liveness::Liveness;
+use cranelift_entity::{EntityRef, SecondaryMap};
+use runtime_bpf::isa::{Reg, R0, R1, R5, R6, R9, STACK_SIZE};
+use std::fmt;
+
+/// Where a value lives for its whole life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Loc {
+    Reg(Reg),
+    /// An 8-byte spill slot at this (negative, 8-aligned) offset from r10.
+    Stack(i16),
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loc::Reg(r) => write!(f, "r{}", r.0),
+            Loc::Stack(off) => write!(f, "[r10{off:+}]"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// IR slots plus spill slots need more than the verifier's 512 bytes of stack.
+    StackTooLarge { needed: u32 },
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllocError::StackTooLarge { needed } => write!(
+                f,
+                "the program needs {needed} bytes of stack (buffers and spilled values); the kernel allows {STACK_SIZE}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AllocError {}
+
+/// The result of register allocation for one function.
+#[derive(Clone, Debug)]
+pub struct Allocation {
+    locs: SecondaryMap<Value, Option<Loc>>,
+    slots: SecondaryMap<Slot, i16>,
+    frame_size: u32,
+    spill_slots: u32,
+    scratch2: Option<Reg>,
+}
+
+impl Allocation {
+    /// The home of `v`; `None` for values that appear in no reachable instruction.
+    pub fn loc(&self, v: Value) -> Option<Loc> {
+        self.locs.get(v).copied().flatten()
+    }
+    /// The r10-relative offset of the start of an IR slot (negative).
+    pub fn slot_offset(&self, s: Slot) -> i16 {
+        self.slots[s]
+    }
+    /// Bytes of stack used below r10 (IR slots, padding and spill slots); at most 512.
+    pub fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+    /// Number of 8-byte spill slots.
+    pub fn spill_slots(&self) -> u32 {
+        self.spill_slots
+    }
+    /// The emitter's first scratch register (always r0).
+    pub fn scratch(&self) -> Reg {
+        R0
+    }
+    /// The second scratch register, reserved only when some instruction needs it (see the
+    /// module documentation): r5 or none.
+    pub fn scratch2(&self) -> Option<Reg> {
+        self.scratch2
+    }
+    /// A listing `v3 -> r6` of every allocated value, then the slot offsets.
+    pub fn display(&self, f: &Function) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for (v, _) in f.values.iter() {
+            if let Some(l) = self.loc(v) {
+                let _ = writeln!(s, "{v} -> {l}");
+            }
+        }
+        for (slot, _) in f.slots.iter() {
+            let _ = writeln!(s, "{slot} -> [r10{:+}]", self.slots[slot]);
+        }
+        let _ = writeln!(s, "frame {} bytes, {} spill slots", self.frame_size, self.spill_slots);
+        s
+    }
+}
+
+/// One value's live range.
+#[derive(Clone, Debug)]
+struct Interval {
+    value: Value,
+    start: u32,
+    end: u32,
+    /// Live across a call: only r6-r9 or the stack.
+    crosses_call: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Hint {
+    Reg(Reg),
+    SameAs(Value),
+}
+
+/// Positions, intervals and hints of a function (independent of the register set).
+struct Ranges {
+    intervals: Vec<Interval>,
+    hints: SecondaryMap<Value, Vec<Hint>>,
+}
+
+fn compute_ranges(f: &Function) -> Ranges {
+    let live = Liveness::compute(f);
+    let nvals = f.values.len();
+    let mut start = vec![u32::MAX; nvals];
+    let mut end = vec![0u32; nvals];
+    let mut seen = vec![false; nvals];
+    let mut touch = |v: Value, p: u32| {
+        let i = v.index();
+        seen[i] = true;
+        start[i] = start[i].min(p);
+        end[i] = end[i].max(p);
+    };
+    let mut calls: Vec<u32> = Vec::new();
+    let mut hints: SecondaryMap<Value, Vec<Hint>> = SecondaryMap::new();
+    let mut leading_args: Vec<Value> = Vec::new();
+    let mut last_arg_def = 0;
+
+    let mut pos = 0u32;
+    for (bi, &b) in live.order().iter().enumerate() {
+        let data = &f.blocks[b];
+        let bstart = pos;
+        for v in live.live_in(b) {
+            touch(v, bstart);
+        }
+        let mut leading = bi == 0;
+        for (inst, _) in &data.insts {
+            for u in inst.uses() {
+                touch(u, pos);
+            }
+            if let Some(d) = inst.def() {
+                touch(d, pos + 1);
+            }
+            match inst {
+                Inst::Arg { dst, index } if leading => {
+                    leading_args.push(*dst);
+                    last_arg_def = pos + 1;
+                    hints[*dst].push(Hint::Reg(Reg(index + 1)));
+                }
+                Inst::Call { args, .. } | Inst::CallKfunc { args, .. } => {
+                    calls.push(pos);
+                    for (i, a) in args.iter().enumerate() {
+                        if let Operand::Value(v) = a {
+                            hints[*v].push(Hint::Reg(Reg(i as u8 + 1)));
+                        }
+                    }
+                }
+                Inst::Mov { dst, src }
+                | Inst::Neg { dst, src }
+                | Inst::Bswap { dst, src, .. }
+                | Inst::Zext { dst, src, .. }
+                | Inst::Sext { dst, src, .. } => hints[*dst].push(Hint::SameAs(*src)),
+                Inst::Bin { dst, a, .. } => hints[*dst].push(Hint::SameAs(*a)),
+                _ => {}
+            }
+            if !matches!(inst, Inst::Arg { .. }) {
+                leading = false;
+            }
+            pos += 2;
+        }
+        for u in data.term.0.uses() {
+            touch(u, pos);
+        }
+        pos += 2;
+        let bend = pos - 1;
+        for v in live.live_out(b) {
+            touch(v, bend);
+        }
+    }
+    // The leading Args are one parallel move at entry: their results must all be distinct
+    // and none may reuse a register another Arg still has to read.
+    for &v in &leading_args {
+        start[v.index()] = 0;
+        end[v.index()] = end[v.index()].max(last_arg_def);
+    }
+
+    let mut intervals = Vec::new();
+    for i in 0..nvals {
+        if !seen[i] {
+            continue;
+        }
+        let (s, e) = (start[i], end[i]);
+        // Crosses a call when some call position c has s <= c < e.
+        let k = calls.partition_point(|&c| c < s);
+        let crosses_call = k < calls.len() && calls[k] < e;
+        intervals.push(Interval { value: Value::new(i), start: s, end: e, crosses_call });
+    }
+    intervals.sort_by_key(|iv| (iv.start, iv.value.index()));
+    Ranges { intervals, hints }
+}
+
+/// Linear scan with a given set of allocatable registers. Returns the register of each
+/// value that got one and the list of spilled intervals.
+fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Option<Reg>>, Vec<usize>) {
+    let mut reg_of: Vec<Option<Reg>> = vec![None; nvals];
+    let mut spilled: Vec<usize> = Vec::new(); // indices into ranges.intervals
+    // Active intervals holding a register: (interval index, reg).
+    let mut active: Vec<(usize, Reg)> = Vec::new();
+    let mut free = [false; 11];
+    for r in allocatable {
+        free[r.0 as usize] = true;
+    }
+    let callee_saved = |r: Reg| r.0 >= R6.0 && r.0 <= R9.0;
+
+    for (idx, iv) in ranges.intervals.iter().enumerate() {
+        // Expire intervals that ended before this one starts.
+        active.retain(|&(j, r)| {
+            if ranges.intervals[j].end < iv.start {
+                free[r.0 as usize] = true;
+                false
+            } else {
+                true
+            }
+        });
+        let ok = |r: Reg| !iv.crosses_call || callee_saved(r);
+
+        // 1. A usable hint.
+        let mut choice = None;
+        for h in ranges.hints.get(iv.value).map(|v| v.as_slice()).unwrap_or(&[]) {
+            let r = match *h {
+                Hint::Reg(r) => Some(r),
+                Hint::SameAs(v) => reg_of[v.index()],
+            };
+            if let Some(r) = r {
+                if free[r.0 as usize] && ok(r) {
+                    choice = Some(r);
+                    break;
+                }
+            }
+        }
+        // 2. Any free register: caller-saved first for intervals that do not cross calls,
+        //    so r6-r9 stay available for those that do.
+        if choice.is_none() {
+            choice = allocatable
+                .iter()
+                .copied()
+                .filter(|&r| free[r.0 as usize] && ok(r))
+                .min_by_key(|&r| (callee_saved(r), r.0));
+        }
+        if let Some(r) = choice {
+            free[r.0 as usize] = false;
+            reg_of[iv.value.index()] = Some(r);
+            active.push((idx, r));
+            continue;
+        }
+        // 3. Spill the interval with the furthest end among those whose register this one
+        //    could use (or this one).
+        let victim = active
+            .iter()
+            .enumerate()
+            .filter(|(_, &(_, r))| ok(r))
+            .max_by_key(|(_, &(j, _))| (ranges.intervals[j].end, ranges.intervals[j].value.index()))
+            .map(|(k, &(j, r))| (k, j, r));
+        match victim {
+            Some((k, j, r)) if ranges.intervals[j].end > iv.end => {
+                reg_of[ranges.intervals[j].value.index()] = None;
+                spilled.push(j);
+                active[k] = (idx, r);
+                reg_of[iv.value.index()] = Some(r);
+            }
+            _ => spilled.push(idx),
+        }
+    }
+    (reg_of, spilled)
+}
+
+/// Assigns spill slots to spilled intervals: interval-graph colouring, greedy by start,
+/// reusing the slot whose last occupant ended earliest. Returns (slot index per interval,
+/// number of slots).
+fn assign_spill_slots(ranges: &Ranges, spilled: &mut [usize]) -> (Vec<(usize, u32)>, u32) {
+    spilled.sort_by_key(|&j| (ranges.intervals[j].start, j));
+    let mut slot_end: Vec<u32> = Vec::new(); // last occupant's end, per slot
+    let mut out = Vec::new();
+    for &j in spilled.iter() {
+        let iv = &ranges.intervals[j];
+        let slot = match slot_end.iter().position(|&e| e < iv.start) {
+            Some(s) => s,
+            None => {
+                slot_end.push(0);
+                slot_end.len() - 1
+            }
+        };
+        slot_end[slot] = iv.end;
+        out.push((j, slot as u32));
+    }
+    let n = slot_end.len() as u32;
+    (out, n)
+}
+
+/// True when the emitter needs a second scratch register for `inst` (or a terminator) with
+/// these locations: two operands must be brought into registers while r0 is busy.
+fn needs_two_scratches(f: &Function, loc: &dyn Fn(Value) -> Option<Loc>) -> bool {
+    let stack = |v: Value| matches!(loc(v), Some(Loc::Stack(_)));
+    let wide = |i: i64| i32::try_from(i).is_err();
+    let op_needs_reg = |o: &Operand| match *o {
+        Operand::Value(v) => stack(v),
+        Operand::Imm(i) => wide(i),
+    };
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            let two = match inst {
+                Inst::Bin { dst, b, .. } => stack(*dst) && op_needs_reg(b),
+                // Store materialises every immediate into a register (BPF_ST may not target ctx).
+                Inst::Store { base, src, .. } => {
+                    stack(*base) && !matches!(src, Operand::Value(v) if !stack(*v))
+                }
+                Inst::AtomicAdd { base, src, .. } => stack(*base) && stack(*src),
+                _ => false,
+            };
+            if two {
+                return true;
+            }
+        }
+        if let Terminator::Branch { a, b, .. } = &b.term.0 {
+            if stack(*a) && op_needs_reg(b) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Lays out the IR slots below r10; returns their offsets and the bytes used.
+fn layout_slots(f: &Function) -> (SecondaryMap<Slot, i64>, u64) {
+    let mut order: Vec<Slot> = f.slots.keys().collect();
+    // Largest alignment first: no padding between slots of decreasing alignment.
+    order.sort_by_key(|&s| std::cmp::Reverse(f.slots[s].align.clamp(1, 8)));
+    let mut offsets: SecondaryMap<Slot, i64> = SecondaryMap::new();
+    let mut used: u64 = 0;
+    for s in order {
+        let d = &f.slots[s];
+        let align = d.align.clamp(1, 8) as u64;
+        used = (used + d.size as u64).div_ceil(align) * align;
+        offsets[s] = -(used as i64);
+    }
+    (offsets, used)
+}
+
+/// Allocates registers and stack for `f`.
+pub fn allocate(f: &Function) -> Result<Allocation, AllocError> {
+    let ranges = compute_ranges(f);
+    let nvals = f.values.len();
+    let all: Vec<Reg> = (R1.0..=R9.0).map(Reg).collect();
+    let without_r5: Vec<Reg> = all.iter().copied().filter(|&r| r != R5).collect();
+
+    let (slot_offsets, slots_bytes) = layout_slots(f);
+    let spill_base = slots_bytes.div_ceil(8) * 8;
+
+    let build = |allocatable: &[Reg]| {
+        let (reg_of, mut spilled) = linear_scan(&ranges, nvals, allocatable);
+        let (slots, nslots) = assign_spill_slots(&ranges, &mut spilled);
+        let mut locs: SecondaryMap<Value, Option<Loc>> = SecondaryMap::with_capacity(nvals);
+        for iv in &ranges.intervals {
+            if let Some(r) = reg_of[iv.value.index()] {
+                locs[iv.value] = Some(Loc::Reg(r));
+            }
+        }
+        for (j, s) in slots {
+            let off = spill_base + 8 * (s as u64 + 1);
+            // Offsets beyond i16 are reported as StackTooLarge below; clamp to keep types.
+            let off = -(off.min(i16::MAX as u64) as i64);
+            locs[ranges.intervals[j].value] = Some(Loc::Stack(off as i16));
+        }
+        (locs, nslots)
+    };
+
+    let (mut locs, mut nslots) = build(&all);
+    let mut scratch2 = None;
+    if nslots > 0 && needs_two_scratches(f, &|v| locs.get(v).copied().flatten()) {
+        let (l, n) = build(&without_r5);
+        locs = l;
+        nslots = n;
+        scratch2 = Some(R5);
+    }
+
+    let frame = spill_base + 8 * nslots as u64;
+    if frame > STACK_SIZE as u64 {
+        return Err(AllocError::StackTooLarge { needed: frame.min(u32::MAX as u64) as u32 });
+    }
+    let mut slots: SecondaryMap<Slot, i16> = SecondaryMap::new();
+    for (s, _) in f.slots.iter() {
+        slots[s] = slot_offsets[s] as i16;
+    }
+    Ok(Allocation { locs, slots, frame_size: frame as u32, spill_slots: nslots, scratch2 })
+}

@@ -1,0 +1,490 @@
+//! Loading an object into the kernel: maps, programs, static tables.
+//!
+//! [`load`] hands the ELF object to aya (which creates the maps from the BTF `.maps` section
+//! and applies the map relocations), loads every program it finds (XDP in `xdp`, SCHED_CLS in
+//! `classifier`), and then fills the static tables listed in `.luabpf.init`. A program the
+//! verifier refuses yields [`LoadError::Verifier`] with the program name, the errno and the
+//! verifier's full log, for the CLI to render against the Lua source.
+//!
+//! Everything loaded stays alive as long as the returned [`Loaded`] (it owns aya's `Ebpf`):
+//! drop it and the kernel frees the programs and maps that nothing else holds (no pin, no link).
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::OnceLock;
+
+use aya::maps::{Map, MapData};
+use aya::programs::{Program, ProgramError};
+use aya::{Btf, EbpfError, EbpfLoader};
+
+use crate::init::{self, InitError};
+use crate::maps::{MapError, RawMap, UpdateMode};
+use crate::sys::{errno_text, Aligned};
+
+/// How many trailing verifier-log lines the `Display` of a verifier error shows
+/// (the whole log is in [`VerifierError::log`]).
+const LOG_TAIL_LINES: usize = 30;
+
+/// A program the verifier (or `BPF_PROG_LOAD`) refused.
+#[derive(Debug)]
+pub struct VerifierError {
+    /// The program (ELF symbol) name.
+    pub program: String,
+    /// The errno `BPF_PROG_LOAD` returned (`EACCES` for most verifier refusals, `E2BIG` when
+    /// the program is too complex, `EINVAL` for malformed code).
+    pub errno: Option<i32>,
+    /// `EACCES (Permission denied)`.
+    pub errno_text: String,
+    /// The verifier's whole log (level 1 + stats): the path that failed and the reason on
+    /// its last lines. May be empty if the kernel refused the program before verifying it.
+    pub log: String,
+}
+
+impl VerifierError {
+    /// The verifier's reason: the last non-empty log line that is not a statistics line.
+    pub fn reason(&self) -> Option<&str> {
+        self.log.lines().rev().map(str::trim).find(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        })
+    }
+}
+
+impl std::fmt::Display for VerifierError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the kernel refused program `{}`: {}",
+            self.program, self.errno_text
+        )?;
+        if let Some(reason) = self.reason() {
+            write!(f, ": {reason}")?;
+        }
+        let lines: Vec<&str> = self.log.lines().collect();
+        if lines.is_empty() {
+            return write!(f, "\n(the verifier wrote no log)");
+        }
+        let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
+        write!(f, "\nverifier log")?;
+        if skip > 0 {
+            write!(f, " (last {} of {} lines)", lines.len() - skip, lines.len())?;
+        }
+        write!(f, ":")?;
+        for l in &lines[skip..] {
+            write!(f, "\n  {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an object could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The ELF object could not be parsed or prepared (bad ELF, bad BTF, bad relocation).
+    #[error("cannot load the object: {message}")]
+    Object { message: String },
+    /// The kernel refused the object's BTF (`BPF_BTF_LOAD`); `log` is the BTF verifier's log.
+    #[error("the kernel refused the object's BTF: {}\n{log}", errno_text(.source))]
+    Btf {
+        log: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused to create a map.
+    #[error("cannot create map `{map}`: {}", errno_text(.source))]
+    MapCreate {
+        map: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A program in a section this loader does not load.
+    #[error("program `{program}`: {what}")]
+    Unsupported { program: String, what: String },
+    /// The verifier refused a program.
+    #[error("{0}")]
+    Verifier(Box<VerifierError>),
+    /// Loading a program failed for another reason.
+    #[error("program `{program}`: {message}")]
+    Program { program: String, message: String },
+    /// `.luabpf.init` is malformed.
+    #[error(transparent)]
+    Init(#[from] InitError),
+    /// A static table could not be written into its map.
+    #[error("static table `{map}`: {message}")]
+    StaticTable {
+        map: String,
+        message: String,
+        #[source]
+        source: Option<MapError>,
+    },
+}
+
+impl LoadError {
+    /// The verifier's refusal, if that is what this is.
+    pub fn verifier(&self) -> Option<&VerifierError> {
+        match self {
+            LoadError::Verifier(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// What was loaded for one program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramSummary {
+    pub name: String,
+    /// `"xdp"` or `"sched_cls"`.
+    pub kind: &'static str,
+    /// Instructions the verifier processed (`bpf_prog_info.verified_insns`), where reported.
+    pub verified_insns: Option<u32>,
+}
+
+/// A loaded object: aya's `Ebpf` (which owns every program and map fd) plus a summary.
+pub struct Loaded {
+    ebpf: aya::Ebpf,
+    programs: Vec<ProgramSummary>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("programs", &self.programs)
+            .field("maps", &self.map_names())
+            .finish()
+    }
+}
+
+impl Loaded {
+    /// The loaded programs, sorted by name.
+    pub fn programs(&self) -> &[ProgramSummary] {
+        &self.programs
+    }
+
+    /// Program names, sorted.
+    pub fn program_names(&self) -> Vec<&str> {
+        self.programs.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The kernel fd of a loaded program.
+    pub fn program_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        self.ebpf.program(name)?.fd().ok().map(|fd| fd.as_fd())
+    }
+
+    /// Map names, sorted.
+    pub fn map_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.ebpf.maps().map(|(n, _)| n).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The kernel fd of a map.
+    pub fn map_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        self.ebpf.map(name).map(|m| map_data(m).fd().as_fd())
+    }
+
+    /// Byte-level access to a map (see [`RawMap`]).
+    pub fn map(&self, name: &str) -> Result<RawMap, MapError> {
+        let fd = self.map_fd(name).ok_or_else(|| MapError::NotFound {
+            map: name.to_string(),
+            available: self.map_names().join(", "),
+        })?;
+        Ok(RawMap::from_fd(fd)?.with_name(name))
+    }
+
+    /// aya's handle, for attaching and pinning.
+    pub fn ebpf(&self) -> &aya::Ebpf {
+        &self.ebpf
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut aya::Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn into_ebpf(self) -> aya::Ebpf {
+        self.ebpf
+    }
+}
+
+/// The kernel's BTF, parsed once per process (aya would parse it on every load).
+fn vmlinux_btf() -> Option<&'static Btf> {
+    static BTF: OnceLock<Option<Btf>> = OnceLock::new();
+    BTF.get_or_init(|| Btf::from_sys_fs().ok()).as_ref()
+}
+
+/// Loads an ELF object: creates its maps, loads every program, fills its static tables.
+pub fn load(obj_bytes: &[u8]) -> Result<Loaded, LoadError> {
+    let aligned = Aligned::new(obj_bytes);
+    let file = object::File::parse(aligned.bytes()).map_err(|e| LoadError::Object {
+        message: format!("not an ELF object: {e}"),
+    })?;
+    check_symbols(&file)?;
+    // Static tables first: a malformed section is reported before anything reaches the kernel.
+    let tables = init::tables_in(&file)?;
+    drop(file);
+
+    // aya indexes some ELF contents without checking them (a map symbol past its section's
+    // end panics): a malformed object must be an error, not a crash of the CLI.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        EbpfLoader::new().btf(vmlinux_btf()).load(aligned.bytes())
+    }));
+    let mut ebpf = match parsed {
+        Ok(result) => result.map_err(ebpf_error)?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            return Err(LoadError::Object {
+                message: format!("malformed object (aya's parser panicked: {what})"),
+            });
+        }
+    };
+
+    let mut names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    names.sort_unstable();
+    let mut programs = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(program) = ebpf.program_mut(&name) else {
+            continue;
+        };
+        let (kind, result) = match program {
+            Program::Xdp(p) => ("xdp", p.load()),
+            Program::SchedClassifier(p) => ("sched_cls", p.load()),
+            other => {
+                return Err(LoadError::Unsupported {
+                    what: format!(
+                        "{:?} programs are not loaded by luabpf (only XDP and tc)",
+                        other.prog_type()
+                    ),
+                    program: name,
+                })
+            }
+        };
+        result.map_err(|e| program_error(&name, e))?;
+        let verified_insns = program
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count());
+        programs.push(ProgramSummary {
+            name,
+            kind,
+            verified_insns,
+        });
+    }
+
+    let loaded = Loaded { ebpf, programs };
+    for table in &tables {
+        fill_table(&loaded, table)?;
+    }
+    Ok(loaded)
+}
+
+/// Refuses symbols that reach past their section: aya slices section data by them unchecked.
+fn check_symbols(file: &object::File<'_>) -> Result<(), LoadError> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SectionKind};
+    for sym in file.symbols() {
+        let Some(index) = sym.section_index() else {
+            continue;
+        };
+        let Ok(section) = file.section_by_index(index) else {
+            continue;
+        };
+        if section.kind() == SectionKind::UninitializedData {
+            continue;
+        }
+        let end = sym.address().checked_add(sym.size());
+        if end.is_none_or(|end| end > section.size()) {
+            return Err(LoadError::Object {
+                message: format!(
+                    "symbol `{}` (offset {}, size {}) reaches past the end of section `{}` ({} bytes)",
+                    sym.name().unwrap_or("?"),
+                    sym.address(),
+                    sym.size(),
+                    section.name().unwrap_or("?"),
+                    section.size()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn fill_table(loaded: &Loaded, table: &init::InitTable) -> Result<(), LoadError> {
+    let err = |message: String, source: Option<MapError>| LoadError::StaticTable {
+        map: table.map.clone(),
+        message,
+        source,
+    };
+    let map = loaded
+        .map(&table.map)
+        .map_err(|e| err(e.to_string(), Some(e)))?;
+    let info = map.info();
+    if info.key_size != table.key_size || info.value_size != table.value_size {
+        return Err(err(
+            format!(
+                "{}-byte keys and {}-byte values in {}, the map has {}-byte keys and {}-byte values",
+                table.key_size,
+                table.value_size,
+                init::SECTION,
+                info.key_size,
+                info.value_size
+            ),
+            None,
+        ));
+    }
+    for (i, (key, value)) in table.entries.iter().enumerate() {
+        map.update(key, value, UpdateMode::Any).map_err(|e| {
+            let hint = if e.errno() == Some(libc::E2BIG) {
+                " (the map is full: raise its `entries`)"
+            } else {
+                ""
+            };
+            err(format!("entry #{i} (key {}): {e}{hint}", hex(key)), Some(e))
+        })?;
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Renders an error and its sources, skipping a source whose text the outer one already shows.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+fn ebpf_error(e: EbpfError) -> LoadError {
+    use aya::maps::MapError as AyaMapError;
+    use aya::BtfError;
+    match e {
+        EbpfError::MapError(AyaMapError::CreateError { name, io_error }) => LoadError::MapCreate {
+            map: name,
+            source: io_error,
+        },
+        EbpfError::BtfError(BtfError::LoadError {
+            io_error,
+            verifier_log,
+        }) => LoadError::Btf {
+            log: verifier_log.to_string(),
+            source: io_error,
+        },
+        EbpfError::ParseError(aya_obj::ParseError::InvalidProgramSection { section }) => {
+            let hint = match section.as_str() {
+                "tc" => ": aya 0.14 loads SCHED_CLS programs from a section named `classifier`",
+                "netfilter" => ": netfilter programs need luabpf's own loading path",
+                _ => "",
+            };
+            LoadError::Object {
+                message: format!("unknown program section `{section}`{hint}"),
+            }
+        }
+        other => LoadError::Object {
+            message: chain(&other),
+        },
+    }
+}
+
+fn program_error(program: &str, e: ProgramError) -> LoadError {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => LoadError::Verifier(Box::new(VerifierError {
+            program: program.to_string(),
+            errno: io_error.raw_os_error(),
+            errno_text: errno_text(&io_error),
+            log: verifier_log.to_string(),
+        })),
+        other => LoadError::Program {
+            program: program.to_string(),
+            message: chain(&other),
+        },
+    }
+}
+
+/// The `MapData` inside any `Map` variant (aya has no accessor for it).
+#[allow(deprecated)]
+fn map_data(map: &Map) -> &MapData {
+    match map {
+        Map::Array(m)
+        | Map::ArrayOfMaps(m)
+        | Map::BloomFilter(m)
+        | Map::CgroupArray(m)
+        | Map::CgroupStorage(m)
+        | Map::CgrpStorage(m)
+        | Map::CpuMap(m)
+        | Map::DevMap(m)
+        | Map::DevMapHash(m)
+        | Map::HashMap(m)
+        | Map::HashOfMaps(m)
+        | Map::InodeStorage(m)
+        | Map::LpmTrie(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuArray(m)
+        | Map::PerCpuCgroupStorage(m)
+        | Map::PerCpuHashMap(m)
+        | Map::PerCpuLruHashMap(m)
+        | Map::PerfEventArray(m)
+        | Map::ProgramArray(m)
+        | Map::Queue(m)
+        | Map::ReusePortSockArray(m)
+        | Map::RingBuf(m)
+        | Map::SockHash(m)
+        | Map::SockMap(m)
+        | Map::SkStorage(m)
+        | Map::Stack(m)
+        | Map::StackTraceMap(m)
+        | Map::Unsupported(m)
+        | Map::XskMap(m) => m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_reason_skips_stats() {
+        let v = VerifierError {
+            program: "p".into(),
+            errno: Some(libc::EACCES),
+            errno_text: "EACCES (Permission denied)".into(),
+            log: "0: R1=ctx() R10=fp0\n0: (bf) r0 = r2\nR2 !read_ok\nprocessed 1 insns (limit 1000000)\n"
+                .into(),
+        };
+        assert_eq!(v.reason(), Some("R2 !read_ok"));
+        let shown = v.to_string();
+        assert!(shown.starts_with(
+            "the kernel refused program `p`: EACCES (Permission denied): R2 !read_ok"
+        ));
+        assert!(shown.contains("\n  0: (bf) r0 = r2"));
+    }
+
+    #[test]
+    fn long_logs_show_their_tail() {
+        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let v = VerifierError {
+            program: "p".into(),
+            errno: None,
+            errno_text: "x".into(),
+            log,
+        };
+        let shown = v.to_string();
+        assert!(shown.contains("last 30 of 100 lines"));
+        assert!(shown.contains("line 99") && !shown.contains("line 69\n"));
+    }
+}

@@ -1,0 +1,152 @@
+//! The object model: what a compiled program file is, independent of how it is stored.
+//!
+//! `Object` is produced by the compiler's emitter and written as an ELF relocatable file
+//! (`elf::write`), read back by `elf::read` for the loader (static tables) and for disasm.
+
+use crate::isa::Insn;
+
+/// A map's key or value layout, from a `string.pack`-style format.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// An integer of 1, 2, 4 or 8 bytes, host byte order.
+    Int { bytes: u8, signed: bool },
+    /// `cN`: N bytes, a zero-padded string.
+    Chars(u32),
+    /// A C-like struct: fields in source order, each naturally aligned.
+    Record(Vec<Field>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Field {
+    pub name: String,
+    pub format: Format,
+    /// Byte offset inside the record.
+    pub offset: u32,
+}
+
+impl Format {
+    pub fn size(&self) -> u32 {
+        match self {
+            Format::Int { bytes, .. } => *bytes as u32,
+            Format::Chars(n) => *n,
+            Format::Record(fields) => {
+                let end = fields.iter().map(|f| f.offset + f.format.size()).max().unwrap_or(0);
+                let align = self.align();
+                end.div_ceil(align) * align
+            }
+        }
+    }
+
+    pub fn align(&self) -> u32 {
+        match self {
+            Format::Int { bytes, .. } => *bytes as u32,
+            Format::Chars(_) => 1,
+            Format::Record(fields) => fields.iter().map(|f| f.format.align()).max().unwrap_or(1),
+        }
+    }
+
+    /// Lays out named fields like a C struct, in the given order.
+    pub fn record(fields: Vec<(String, Format)>) -> Format {
+        let mut offset = 0u32;
+        let mut out = Vec::new();
+        for (name, format) in fields {
+            let a = format.align();
+            offset = offset.div_ceil(a) * a;
+            let size = format.size();
+            out.push(Field { name, format, offset });
+            offset += size;
+        }
+        Format::Record(out)
+    }
+}
+
+/// Kernel map types luabpf declares (values of `enum bpf_map_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapKind {
+    Hash = 1,
+    Array = 2,
+    PercpuHash = 5,
+    PercpuArray = 6,
+    LruHash = 9,
+    LpmTrie = 11,
+    Ringbuf = 27,
+}
+
+impl MapKind {
+    pub fn is_array(self) -> bool {
+        matches!(self, MapKind::Array | MapKind::PercpuArray)
+    }
+    pub fn is_percpu(self) -> bool {
+        matches!(self, MapKind::PercpuArray | MapKind::PercpuHash)
+    }
+    /// The name used in `map.<name>(...)` and in listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            MapKind::Hash => "hash",
+            MapKind::Array => "array",
+            MapKind::PercpuHash => "percpu_hash",
+            MapKind::PercpuArray => "percpu_array",
+            MapKind::LruHash => "lru_hash",
+            MapKind::LpmTrie => "lpm_trie",
+            MapKind::Ringbuf => "ringbuf",
+        }
+    }
+}
+
+/// One map of the program file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub name: String,
+    pub kind: MapKind,
+    pub key: Format,
+    pub value: Format,
+    pub max_entries: u32,
+    /// `map_flags` (lpm_trie needs BPF_F_NO_PREALLOC = 1).
+    pub flags: u32,
+    /// Initial contents (static tables): raw key and value bytes, applied by luabpf's loader.
+    pub init: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where an instruction came from, for `.BTF.ext` line info and annotated assembly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SourceLoc {
+    /// Index into `Object::sources`.
+    pub file: u32,
+    /// 1-based line and column; 0 means unknown.
+    pub line: u32,
+    pub col: u32,
+}
+
+/// One program: the code of one entry function (with everything it calls inlined or appended).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramCode {
+    /// ELF symbol and kernel program name.
+    pub name: String,
+    /// ELF section: `xdp`, `tc` (SCHED_CLS, aya's `classifier` is accepted on read), `netfilter`.
+    pub section: String,
+    pub insns: Vec<Insn>,
+    /// Source location of each slot (same length as `insns`).
+    pub locs: Vec<SourceLoc>,
+    /// `(slot index of an ld_imm64, index into Object::maps)`.
+    pub map_relocs: Vec<(usize, usize)>,
+    /// `(slot index of a kfunc call, kernel function name)`: the loader writes the BTF id.
+    pub kfunc_relocs: Vec<(usize, String)>,
+}
+
+/// A source file the line info refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    /// The path as the user gave it (what bpftool and verifier logs will print).
+    pub name: String,
+    pub text: String,
+}
+
+/// A whole compiled program file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Object {
+    pub programs: Vec<ProgramCode>,
+    pub maps: Vec<MapSpec>,
+    pub sources: Vec<SourceFile>,
+    /// Always "GPL" for now: kfuncs and many helpers need it.
+    pub license: String,
+}

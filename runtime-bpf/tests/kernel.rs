@@ -1,0 +1,418 @@
+//! The object file against the real kernel and its tools: the verifier loads what `elf::write`
+//! emits through bpftool (libbpf), iproute2 and aya; bpftool reads its BTF; the constant tables
+//! match the running kernel's BTF; clang objects are read and listed.
+//!
+//! Tests that need root or a tool skip with a loud message, unless LUABPF_REQUIRE_KERNEL=1,
+//! which turns a skip into a failure (for CI on a machine that has everything). Pins,
+//! namespaces and temporary files are removed by guards, also when an assertion fails.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use runtime_bpf::btf::{Btf, Type, KIND_ENUM, KIND_FUNC, KIND_STRUCT};
+use runtime_bpf::disasm::disassemble_program;
+use runtime_bpf::elf;
+use runtime_bpf::helpers::HELPERS;
+use runtime_bpf::isa::Insn;
+use runtime_bpf::object::Object;
+use runtime_bpf::progtypes::{self, ProgType};
+
+// ---- environment ----------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"));
+    uid.and_then(|u| u.split_whitespace().nth(1)) == Some("0")
+}
+
+fn have(tool: &str) -> bool {
+    let arg = match tool {
+        "bpftool" => "version",
+        "ip" => "-V",
+        _ => "--version",
+    };
+    Command::new(tool).arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+/// Whether the test can run; a skip is loud, and fatal under LUABPF_REQUIRE_KERNEL=1.
+fn can_run(test: &str, root: bool, tools: &[&str]) -> bool {
+    let mut missing: Vec<String> = tools.iter().filter(|t| !have(t)).map(|t| t.to_string()).collect();
+    if root && !is_root() {
+        missing.push("root".into());
+    }
+    if root && !Path::new("/sys/fs/bpf").is_dir() {
+        missing.push("bpffs at /sys/fs/bpf".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("SKIPPED {test}: needs {}", missing.join(", "));
+    if std::env::var("LUABPF_REQUIRE_KERNEL").as_deref() == Ok("1") {
+        panic!("{msg} (LUABPF_REQUIRE_KERNEL=1 makes this a failure)");
+    }
+    eprintln!("\n!!!!!!!!!!!!!!!! {msg} !!!!!!!!!!!!!!!!\n");
+    false
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("luabpf-rt-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).expect("write temp file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A bpffs pin (file or directory), removed on drop.
+struct Pin(PathBuf);
+
+impl Pin {
+    fn new(name: &str) -> Pin {
+        let path = PathBuf::from(format!("/sys/fs/bpf/lbpf_test_{}_{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&path);
+        Pin(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A network namespace, deleted on drop (with everything attached inside it).
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let ns = format!("{name}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        run("ip", &["netns", "add", &ns]);
+        Netns(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn bpftool_load(test: &str, obj: &Object) -> String {
+    let dir = TempDir::new(test);
+    let path = dir.write("x.o", &elf::try_write(obj).expect("valid object"));
+    let pin = Pin::new(test);
+    run("bpftool", &["prog", "load", &path, pin.path()]);
+    let show = stdout(&run("bpftool", &["prog", "show", "pinned", pin.path()]));
+    let dump = stdout(&run("bpftool", &["prog", "dump", "xlated", "pinned", pin.path(), "linum"]));
+    format!("{show}\n{dump}")
+}
+
+// ---- loading with the kernel tools ----------------------------------------------------------
+
+#[test]
+fn bpftool_loads_a_trivial_xdp_program() {
+    if !can_run("bpftool_loads_a_trivial_xdp_program", true, &["bpftool"]) {
+        return;
+    }
+    let out = bpftool_load("trivial", &common::trivial_xdp());
+    assert!(out.contains("xdp  name pass"), "{out}");
+}
+
+#[test]
+fn bpftool_loads_a_map_reference_and_shows_lua_lines() {
+    if !can_run("bpftool_loads_a_map_reference_and_shows_lua_lines", true, &["bpftool"]) {
+        return;
+    }
+    let out = bpftool_load("map", &common::xdp_with_map());
+    assert!(out.contains("name sni_filter") && out.contains("map_ids"), "{out}");
+    assert!(out.contains("int sni_filter(struct xdp_md * ctx)"), "func_info: {out}");
+    assert!(out.contains("; line_2() [file:filter.lua line_num:2 line_col:3]"), "line_info: {out}");
+    assert!(out.contains("r1 = map[id:"), "{out}");
+}
+
+#[test]
+fn bpftool_dumps_the_map_btf() {
+    if !can_run("bpftool_dumps_the_map_btf", false, &["bpftool"]) {
+        return;
+    }
+    let dir = TempDir::new("btf");
+    let path = dir.write("x.o", &elf::write(&common::xdp_with_map()));
+    let dump = stdout(&run("bpftool", &["btf", "dump", "file", &path]));
+    for want in [
+        "STRUCT '(anon)' size=32 vlen=4",
+        "'type' type_id=",
+        "'max_entries' type_id=",
+        "'key' type_id=",
+        "'value' type_id=",
+        "ARRAY '(anon)' type_id=3 index_type_id=2 nr_elems=64",
+        "ARRAY '(anon)' type_id=1 index_type_id=2 nr_elems=4096",
+        "VAR 'blocked' type_id=",
+        "linkage=global",
+        "DATASEC '.maps' size=32 vlen=1",
+        "type_id=19 offset=0 size=32 (VAR 'blocked')",
+        "FUNC 'sni_filter' type_id=",
+    ] {
+        assert!(dump.contains(want), "missing {want:?} in\n{dump}");
+    }
+}
+
+#[test]
+fn bpftool_loads_subprograms_and_callbacks() {
+    if !can_run("bpftool_loads_subprograms_and_callbacks", true, &["bpftool"]) {
+        return;
+    }
+    for (name, obj) in [
+        ("ordered", common::xdp_with_subprograms()),
+        ("unordered", common::xdp_with_subprograms_unordered()),
+    ] {
+        let out = bpftool_load(name, &obj);
+        assert!(out.contains("int looper(struct xdp_md * ctx)"), "{out}");
+        assert!(out.contains("static int looper__sub1()") || out.contains("looper__sub1"), "{out}");
+        assert!(out.contains("call bpf_loop"), "{out}");
+    }
+}
+
+/// Two programs in one section, one in another: bpftool loads every program of the file.
+#[test]
+fn bpftool_loads_all_programs() {
+    if !can_run("bpftool_loads_all_programs", true, &["bpftool"]) {
+        return;
+    }
+    let dir = TempDir::new("all");
+    let path = dir.write("x.o", &elf::try_write(&common::several_programs()).unwrap());
+    let pin = Pin::new("all");
+    run("bpftool", &["prog", "loadall", &path, pin.path()]);
+    let pinned: HashSet<String> = std::fs::read_dir(&pin.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(pinned, HashSet::from(["first".into(), "shaper".into(), "second".into()]));
+    let shaper = stdout(&run("bpftool", &["prog", "show", "pinned", &format!("{}/shaper", pin.path())]));
+    assert!(shaper.contains("sched_cls"), "{shaper}");
+}
+
+#[test]
+fn iproute2_attaches_in_a_namespace() {
+    if !can_run("iproute2_attaches_in_a_namespace", true, &["ip"]) {
+        return;
+    }
+    let dir = TempDir::new("netns");
+    let path = dir.write("x.o", &elf::write(&common::xdp_with_map()));
+    let ns = Netns::new("lbpf-rt");
+    run("ip", &["-n", &ns.0, "link", "set", "lo", "up"]);
+    run("ip", &["-n", &ns.0, "link", "set", "dev", "lo", "xdpgeneric", "obj", &path, "sec", "xdp"]);
+    let link = stdout(&run("ip", &["-n", &ns.0, "link", "show", "lo"]));
+    assert!(link.contains("prog/xdp id") && link.contains("name sni_filter"), "{link}");
+    run("ip", &["-n", &ns.0, "link", "set", "dev", "lo", "xdpgeneric", "off"]);
+}
+
+#[test]
+fn aya_loads_the_programs() {
+    if !can_run("aya_loads_the_programs", true, &[]) {
+        return;
+    }
+    for (obj, name) in [
+        (common::xdp_with_map(), "sni_filter"),
+        (common::xdp_with_subprograms_unordered(), "looper"),
+    ] {
+        let mut ebpf = aya::Ebpf::load(&elf::write(&obj)).expect("aya loads the object");
+        let program: &mut aya::programs::Xdp =
+            ebpf.program_mut(name).expect("program").try_into().expect("an XDP program");
+        program.load().expect("the verifier accepts it through aya");
+        assert!(ebpf.map(&obj.maps[0].name).is_some());
+    }
+}
+
+// ---- clang objects ----------------------------------------------------------------------------
+
+const CLANG_SOURCE: &str = r#"
+#include <linux/bpf.h>
+#define SEC(n) __attribute__((section(n), used))
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+
+struct {
+    int (*type)[BPF_MAP_TYPE_HASH];
+    int (*max_entries)[1024];
+    unsigned int *key;
+    unsigned long long *value;
+} counts SEC(".maps");
+
+static __attribute__((noinline)) int bump(unsigned int key)
+{
+    unsigned long long *v = bpf_map_lookup_elem(&counts, &key);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    return XDP_PASS;
+}
+
+SEC("xdp") int count_packets(struct xdp_md *ctx)
+{
+    unsigned int key = ctx->ingress_ifindex;
+    return bump(key);
+}
+
+char _license[] SEC("license") = "GPL";
+"#;
+
+#[test]
+fn clang_objects_are_read_and_listed() {
+    if !can_run("clang_objects_are_read_and_listed", false, &["clang-19"]) {
+        return;
+    }
+    let dir = TempDir::new("clang");
+    let src = dir.write("count.c", CLANG_SOURCE.as_bytes());
+    let obj_path = dir.0.join("count.o");
+    let obj_path = obj_path.to_str().unwrap();
+    run("clang-19", &["-O2", "-g", "-target", "bpf", "-c", &src, "-o", obj_path]);
+    let bytes = std::fs::read(obj_path).unwrap();
+
+    let obj = elf::read(&bytes).expect("read accepts a clang object");
+    assert_eq!(obj.license, "GPL");
+    assert_eq!(obj.maps.len(), 1);
+    assert_eq!((obj.maps[0].name.as_str(), obj.maps[0].max_entries), ("counts", 1024));
+    assert_eq!((obj.maps[0].key.size(), obj.maps[0].value.size()), (4, 8));
+    let p = &obj.programs[0];
+    assert_eq!((p.name.as_str(), p.section.as_str()), ("count_packets", "xdp"));
+    assert_eq!(obj.sources[0].name.rsplit('/').next(), Some("count.c"), "line_info was read");
+
+    let listing = disassemble_program(p, &obj.maps);
+    let text = listing.join("\n");
+    for want in ["= *(u32 *)(r1 +12)", "call pc+", "map[counts] ll", "call bpf_map_lookup_elem#1", "lock *(u64 *)(r0 +0) += r", "exit"] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("invalid insn"), "{text}");
+
+    // aya links the clang object's `.text` function the same way.
+    let mut aya = aya_obj::Object::parse(&bytes).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    use object::{Object as _, ObjectSection};
+    let text_sections: HashSet<usize> = file.section_by_name(".text").map(|s| s.index().0).into_iter().collect();
+    aya.relocate_calls(&text_sections).unwrap();
+    let program = &aya.programs["count_packets"];
+    let linked: Vec<Insn> = aya.functions[&program.function_key()]
+        .instructions
+        .iter()
+        .map(|i| Insn::new(i.code, i.dst_reg(), i.src_reg(), i.off, i.imm))
+        .collect();
+    assert_eq!(linked, p.insns);
+
+    if have("llvm-objdump-19") {
+        let dump = stdout(&run("llvm-objdump-19", &["-d", obj_path]));
+        let objdump_lines = dump.lines().filter(|l| l.trim_start().split(':').next().is_some_and(|n| n.parse::<u32>().is_ok())).count();
+        assert_eq!(listing.len(), objdump_lines, "one line per instruction, as llvm-objdump:\n{dump}");
+    }
+}
+
+// ---- the constant tables against the running kernel's BTF ----------------------------------
+
+fn vmlinux() -> Option<Btf> {
+    let bytes = std::fs::read("/sys/kernel/btf/vmlinux").ok();
+    if bytes.is_none() {
+        can_run("vmlinux BTF checks", false, &["/sys/kernel/btf/vmlinux"]);
+    }
+    Some(Btf::parse(&bytes?).expect("our BTF reader reads the kernel's BTF"))
+}
+
+fn enum_values(btf: &Btf, name: &str) -> Vec<(String, i64)> {
+    let id = btf.find(KIND_ENUM, name).unwrap_or_else(|| panic!("enum {name} in vmlinux"));
+    let Some(Type::Enum { values, .. }) = btf.get(id) else { unreachable!() };
+    values.iter().map(|(n, v)| (btf.string(*n).unwrap().to_string(), *v as i32 as i64)).collect()
+}
+
+fn enum_value(btf: &Btf, enum_name: &str, value_name: &str) -> i64 {
+    let values = enum_values(btf, enum_name);
+    values.iter().find(|(n, _)| n == value_name).unwrap_or_else(|| panic!("{value_name}")).1
+}
+
+fn member_offsets(btf: &Btf, name: &str) -> Vec<(String, u32)> {
+    let id = btf.find(KIND_STRUCT, name).unwrap_or_else(|| panic!("struct {name} in vmlinux"));
+    let Some(Type::Struct { members, .. }) = btf.get(id) else { unreachable!() };
+    members.iter().map(|m| (btf.string(m.name).unwrap().to_string(), m.offset / 8)).collect()
+}
+
+#[test]
+fn helper_ids_match_the_kernel() {
+    let Some(btf) = vmlinux() else { return };
+    let kernel = enum_values(&btf, "bpf_func_id");
+    for h in HELPERS {
+        let want = format!("BPF_FUNC_{}", &h.name["bpf_".len()..]);
+        assert!(kernel.contains(&(want.clone(), h.id as i64)), "{want} = {} not in the kernel", h.id);
+    }
+}
+
+#[test]
+fn program_and_attach_types_match_the_kernel() {
+    let Some(btf) = vmlinux() else { return };
+    assert_eq!(enum_value(&btf, "bpf_prog_type", "BPF_PROG_TYPE_XDP"), ProgType::Xdp.kernel_type() as i64);
+    assert_eq!(enum_value(&btf, "bpf_prog_type", "BPF_PROG_TYPE_SCHED_CLS"), ProgType::Tc.kernel_type() as i64);
+    assert_eq!(enum_value(&btf, "bpf_prog_type", "BPF_PROG_TYPE_NETFILTER"), ProgType::Netfilter.kernel_type() as i64);
+    assert_eq!(enum_value(&btf, "bpf_attach_type", "BPF_XDP"), progtypes::BPF_XDP as i64);
+    assert_eq!(enum_value(&btf, "bpf_attach_type", "BPF_NETFILTER"), progtypes::BPF_NETFILTER as i64);
+    assert_eq!(enum_value(&btf, "bpf_attach_type", "BPF_TCX_INGRESS"), progtypes::BPF_TCX_INGRESS as i64);
+    assert_eq!(enum_value(&btf, "bpf_attach_type", "BPF_TCX_EGRESS"), progtypes::BPF_TCX_EGRESS as i64);
+    for v in progtypes::XDP_VERDICTS {
+        assert_eq!(enum_value(&btf, "xdp_action", &format!("XDP_{}", v.name)), v.value as i64);
+    }
+    for (kind, name) in [(1, "BPF_MAP_TYPE_HASH"), (6, "BPF_MAP_TYPE_PERCPU_ARRAY"), (9, "BPF_MAP_TYPE_LRU_HASH"), (11, "BPF_MAP_TYPE_LPM_TRIE"), (27, "BPF_MAP_TYPE_RINGBUF")] {
+        assert_eq!(enum_value(&btf, "bpf_map_type", name), kind);
+    }
+    assert!(btf.find(KIND_FUNC, "bpf_dynptr_from_skb").is_some(), "the netfilter kfunc exists");
+}
+
+#[test]
+fn context_layouts_match_the_kernel() {
+    let Some(btf) = vmlinux() else { return };
+    for (structure, fields) in [
+        ("xdp_md", progtypes::XDP_MD),
+        ("__sk_buff", progtypes::SK_BUFF),
+        ("bpf_nf_ctx", progtypes::NF_CTX),
+        ("nf_hook_state", progtypes::NF_HOOK_STATE),
+    ] {
+        let kernel = member_offsets(&btf, structure);
+        for f in fields {
+            let found = kernel.iter().find(|(n, _)| n == f.name).map(|(_, o)| *o);
+            assert_eq!(found, Some(f.offset as u32), "{structure}.{}", f.name);
+        }
+    }
+}

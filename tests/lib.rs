@@ -1,0 +1,4 @@
+//! Shared helpers of luabpf's integration tests: packet builders and a harness that compiles
+//! a program, loads it into the kernel and runs packets through it.
+
+pub mod packets;
