@@ -69,12 +69,13 @@ pub fn compile_source(text: &str, name: &str, opts: &Options) -> Result<Compiled
 
 /// ELF section of a hook's programs.
 pub fn section_of(hook: &Hook) -> &'static str {
+    use runtime_bpf::progtypes::ProgType;
     match hook {
-        Hook::Xdp => "xdp",
-        // aya only recognises `classifier`; libbpf and iproute2 accept it too.
-        Hook::Tc { .. } => "classifier",
-        Hook::Netfilter { .. } => "netfilter",
+        Hook::Xdp => ProgType::Xdp,
+        Hook::Tc { .. } => ProgType::Tc,
+        Hook::Netfilter { .. } => ProgType::Netfilter,
     }
+    .section()
 }
 
 pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {

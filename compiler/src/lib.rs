@@ -21,3 +21,4 @@ pub mod eval;
 pub mod modules;
 pub mod syntax;
 pub mod compile;
+pub mod ranges;

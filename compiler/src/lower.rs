@@ -470,7 +470,10 @@ impl<'a> Lowerer<'a> {
                 self.error(span, format!("this loop runs {trips} times; the verifier cannot follow that many iterations"), "loop", format!("keep constant loops under {MAX_CONST_TRIPS} iterations"));
                 return;
             }
-            let count = self.konst(trips as i64);
+            // Test the induction variable itself (when `b + step` cannot overflow): its range
+            // is then visible to the range analysis and to the verifier.
+            let direct = (b as i128 + step as i128) >= i64::MIN as i128 && (b as i128 + step as i128) <= i64::MAX as i128;
+            let count = if direct { None } else { Some(self.konst(trips as i64)) };
             self.push(Inst::Const { dst: i, imm: a });
             let head = self.f.new_block();
             let exit = self.f.new_block();
@@ -484,9 +487,17 @@ impl<'a> Lowerer<'a> {
             self.stmts(body);
             self.loops.pop();
             if !self.is_terminated() {
-                self.push(Inst::Bin { op: BinOp::Sub, dst: count, a: count, b: Operand::Imm(1) });
                 self.push(Inst::Bin { op: BinOp::Add, dst: i, a: i, b: Operand::Imm(step) });
-                self.branch(JmpOp::Jne, count, Operand::Imm(0), head, exit);
+                match count {
+                    None => {
+                        let op = if step > 0 { JmpOp::Jsle } else { JmpOp::Jsge };
+                        self.branch(op, i, Operand::Imm(b), head, exit);
+                    }
+                    Some(count) => {
+                        self.push(Inst::Bin { op: BinOp::Sub, dst: count, a: count, b: Operand::Imm(1) });
+                        self.branch(JmpOp::Jne, count, Operand::Imm(0), head, exit);
+                    }
+                }
             }
             self.switch_to(exit);
             return;

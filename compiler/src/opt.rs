@@ -15,6 +15,7 @@ pub fn optimize(f: &mut Function) {
         let mut changed = false;
         changed |= propagate_constants(f);
         changed |= fold(f);
+        changed |= crate::ranges::remove_decided_branches(f);
         changed |= remove_dead(f);
         changed |= thread_jumps(f);
         if !changed {

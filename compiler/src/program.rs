@@ -35,8 +35,9 @@ pub enum ConstValue {
 /// A body-level table (module tables, constant tables, static tables).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConstTable {
-    /// In Lua's iteration order is not defined; kept in a stable order (sequence part first,
-    /// then the rest in insertion order as far as `next` gives it).
+    /// Lua's iteration order is not defined (it depends on addresses); kept in a reproducible
+    /// order: the sequence part `1..n` first, then the other keys sorted (booleans, integers,
+    /// floats, strings; table or function keys last, in `next` order).
     pub entries: Vec<(ConstValue, ConstValue)>,
     /// Where it was constructed, when known.
     pub span: Option<Span>,

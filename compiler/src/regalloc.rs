@@ -7,12 +7,15 @@
 //! 2. Positions: the reachable blocks are numbered in reverse post-order (the emitter's
 //!    layout). Instruction `k` of the walk reads its operands at position `2k` and writes its
 //!    result at `2k + 1`; a terminator reads at its even position. A value's interval is the
-//!    hull `[first, last]` of every position where it is live (block entry when live-in, block
-//!    end when live-out, each use, each def). Values are not SSA, so one hull per value is the
-//!    simple conservative choice: a value live into a loop header is live to the end of the
-//!    loop's last block.
-//! 3. Linear scan (Poletto & Sarkar) over intervals sorted by start. When no register is
-//!    free, the interval (active or current) with the furthest end goes to the stack.
+//!    set of ranges of positions where it is live (built backwards per block from the
+//!    live-out sets), with lifetime holes: values are not SSA, but one interval per value
+//!    (one home for its whole life) is still exact about *where* it is live, and a value
+//!    live into a loop header is live through every block of the loop.
+//! 3. Linear scan over intervals sorted by start (Poletto & Sarkar, with Wimmer's lifetime
+//!    holes but without interval splitting): a register is free for an interval when no
+//!    interval holding it intersects it. When none is free, the register whose conflicting
+//!    intervals end furthest away is taken from them if they end after the current one
+//!    (they go to the stack), else the current interval goes to the stack.
 //!
 //! # Registers
 //!
@@ -23,7 +26,7 @@
 //!   r5 reserved as the second scratch (`Allocation::scratch2`). Functions that never spill
 //!   keep nine registers.
 //! - Calls clobber r0-r5 and the verifier treats r1-r5 as unreadable afterwards, so an
-//!   interval that is live *across* a call position (`start <= call < end`) may only use
+//!   interval that is live *across* a call position (a range with `start <= call < end`) may only use
 //!   r6-r9 or the stack. An interval that *ends* at the call (an argument read for the last
 //!   time) may use r1-r5: the emitter moves arguments into r1..r5 with a parallel move
 //!   (using r0 to break cycles) before the `call`, so they are read before the clobber. Such
@@ -37,7 +40,7 @@
 //! IR slots are placed first below r10 (largest alignment first, each at its alignment),
 //! then the spill slots (8 bytes, 8-aligned). Spills and fills are always 8-byte (DW)
 //! accesses, the only kind for which the verifier keeps a spilled pointer or scalar bounds.
-//! Spill slots are shared between values whose intervals do not overlap. The frame must fit
+//! Spill slots are shared between values whose lifetimes do not intersect. The frame must fit
 //! the verifier's 512 bytes.
 
 use crate::ir::{Function, Inst, Operand, Slot, Terminator, Value};
@@ -135,14 +138,42 @@ impl Allocation {
     }
 }
 
-/// One value's live range.
+/// One value's lifetime: the positions where it is live, as sorted, disjoint ranges
+/// (inclusive). Holes matter: a loop counter whose latch block is laid out at the end of the
+/// function is not live in the code between, so a register (or a call) there does not
+/// conflict with it.
 #[derive(Clone, Debug)]
 struct Interval {
     value: Value,
-    start: u32,
-    end: u32,
+    ranges: Vec<(u32, u32)>,
     /// Live across a call: only r6-r9 or the stack.
     crosses_call: bool,
+}
+
+impl Interval {
+    fn start(&self) -> u32 {
+        self.ranges[0].0
+    }
+    fn end(&self) -> u32 {
+        self.ranges[self.ranges.len() - 1].1
+    }
+    fn intersects(&self, other: &Interval) -> bool {
+        if self.end() < other.start() || other.end() < self.start() {
+            return false;
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < self.ranges.len() && j < other.ranges.len() {
+            let (a, b) = (self.ranges[i], other.ranges[j]);
+            if a.1 < b.0 {
+                i += 1;
+            } else if b.1 < a.0 {
+                j += 1;
+            } else {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -153,42 +184,28 @@ enum Hint {
 
 /// Positions, intervals and hints of a function (independent of the register set).
 struct Ranges {
+    /// Sorted by start.
     intervals: Vec<Interval>,
     hints: SecondaryMap<Value, Vec<Hint>>,
 }
 
 fn compute_ranges(f: &Function) -> Ranges {
+    const NONE: u32 = u32::MAX;
     let live = Liveness::compute(f);
     let nvals = f.values.len();
-    let mut start = vec![u32::MAX; nvals];
-    let mut end = vec![0u32; nvals];
-    let mut seen = vec![false; nvals];
-    let mut touch = |v: Value, p: u32| {
-        let i = v.index();
-        seen[i] = true;
-        start[i] = start[i].min(p);
-        end[i] = end[i].max(p);
-    };
+    let order = live.order();
+
+    // Forward: block positions, call positions, hints.
+    let mut bstart = Vec::with_capacity(order.len());
     let mut calls: Vec<u32> = Vec::new();
     let mut hints: SecondaryMap<Value, Vec<Hint>> = SecondaryMap::new();
     let mut leading_args: Vec<Value> = Vec::new();
     let mut last_arg_def = 0;
-
     let mut pos = 0u32;
-    for (bi, &b) in live.order().iter().enumerate() {
-        let data = &f.blocks[b];
-        let bstart = pos;
-        for v in live.live_in(b) {
-            touch(v, bstart);
-        }
+    for (bi, &b) in order.iter().enumerate() {
+        bstart.push(pos);
         let mut leading = bi == 0;
-        for (inst, _) in &data.insts {
-            for u in inst.uses() {
-                touch(u, pos);
-            }
-            if let Some(d) = inst.def() {
-                touch(d, pos + 1);
-            }
+        for (inst, _) in &f.blocks[b].insts {
             match inst {
                 Inst::Arg { dst, index } if leading => {
                     leading_args.push(*dst);
@@ -216,61 +233,97 @@ fn compute_ranges(f: &Function) -> Ranges {
             }
             pos += 2;
         }
-        for u in data.term.0.uses() {
-            touch(u, pos);
-        }
         pos += 2;
-        let bend = pos - 1;
+    }
+
+    // Backward over each block: live ranges.
+    let mut ranges: Vec<Vec<(u32, u32)>> = vec![Vec::new(); nvals];
+    let mut open = vec![NONE; nvals]; // end of the range being built in this block
+    let mut opened: Vec<Value> = Vec::new();
+    for (bi, &b) in order.iter().enumerate() {
+        let data = &f.blocks[b];
+        let start = bstart[bi];
+        let tpos = start + 2 * data.insts.len() as u32;
+        let bend = tpos + 1;
         for v in live.live_out(b) {
-            touch(v, bend);
+            open[v.index()] = bend;
+            opened.push(v);
+        }
+        let mut use_at = |v: Value, p: u32, open: &mut Vec<u32>| {
+            if open[v.index()] == NONE {
+                open[v.index()] = p;
+                opened.push(v);
+            }
+        };
+        for u in data.term.0.uses() {
+            use_at(u, tpos, &mut open);
+        }
+        for (k, (inst, _)) in data.insts.iter().enumerate().rev() {
+            let p = start + 2 * k as u32;
+            if let Some(d) = inst.def() {
+                let e = std::mem::replace(&mut open[d.index()], NONE);
+                ranges[d.index()].push((p + 1, if e == NONE { p + 1 } else { e }));
+            }
+            for u in inst.uses() {
+                use_at(u, p, &mut open);
+            }
+        }
+        for v in opened.drain(..) {
+            let e = std::mem::replace(&mut open[v.index()], NONE);
+            if e != NONE {
+                ranges[v.index()].push((start, e));
+            }
         }
     }
     // The leading Args are one parallel move at entry: their results must all be distinct
     // and none may reuse a register another Arg still has to read.
     for &v in &leading_args {
-        start[v.index()] = 0;
-        end[v.index()] = end[v.index()].max(last_arg_def);
+        ranges[v.index()].push((0, last_arg_def));
     }
 
     let mut intervals = Vec::new();
-    for i in 0..nvals {
-        if !seen[i] {
+    for (i, mut rs) in ranges.into_iter().enumerate() {
+        if rs.is_empty() {
             continue;
         }
-        let (s, e) = (start[i], end[i]);
-        // Crosses a call when some call position c has s <= c < e.
-        let k = calls.partition_point(|&c| c < s);
-        let crosses_call = k < calls.len() && calls[k] < e;
-        intervals.push(Interval { value: Value::new(i), start: s, end: e, crosses_call });
+        rs.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(rs.len());
+        for (s, e) in rs {
+            match merged.last_mut() {
+                Some(last) if s <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        // Crosses a call when some call position c has s <= c < e in one of its ranges (a
+        // range that ends at the call is an argument read for the last time).
+        let crosses_call = merged.iter().any(|&(s, e)| {
+            let k = calls.partition_point(|&c| c < s);
+            k < calls.len() && calls[k] < e
+        });
+        intervals.push(Interval { value: Value::new(i), ranges: merged, crosses_call });
     }
-    intervals.sort_by_key(|iv| (iv.start, iv.value.index()));
+    intervals.sort_by_key(|iv| (iv.start(), iv.value.index()));
     Ranges { intervals, hints }
 }
 
-/// Linear scan with a given set of allocatable registers. Returns the register of each
-/// value that got one and the list of spilled intervals.
+/// Linear scan with lifetime holes and a given set of allocatable registers. Returns the
+/// register of each value that got one and the list of spilled intervals.
 fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Option<Reg>>, Vec<usize>) {
+    let ivs = &ranges.intervals;
     let mut reg_of: Vec<Option<Reg>> = vec![None; nvals];
-    let mut spilled: Vec<usize> = Vec::new(); // indices into ranges.intervals
-    // Active intervals holding a register: (interval index, reg).
-    let mut active: Vec<(usize, Reg)> = Vec::new();
-    let mut free = [false; 11];
-    for r in allocatable {
-        free[r.0 as usize] = true;
-    }
+    let mut spilled: Vec<usize> = Vec::new(); // indices into ivs
+    // Per register, the intervals holding it that have not ended yet.
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); 11];
     let callee_saved = |r: Reg| r.0 >= R6.0 && r.0 <= R9.0;
 
-    for (idx, iv) in ranges.intervals.iter().enumerate() {
-        // Expire intervals that ended before this one starts.
-        active.retain(|&(j, r)| {
-            if ranges.intervals[j].end < iv.start {
-                free[r.0 as usize] = true;
-                false
-            } else {
-                true
-            }
-        });
-        let ok = |r: Reg| !iv.crosses_call || callee_saved(r);
+    for (idx, iv) in ivs.iter().enumerate() {
+        for r in allocatable {
+            holders[r.0 as usize].retain(|&j| ivs[j].end() >= iv.start());
+        }
+        let ok = |r: Reg| allocatable.contains(&r) && (!iv.crosses_call || callee_saved(r));
+        let free = |r: Reg, holders: &Vec<Vec<usize>>| {
+            ok(r) && holders[r.0 as usize].iter().all(|&j| !ivs[j].intersects(iv))
+        };
 
         // 1. A usable hint.
         let mut choice = None;
@@ -280,7 +333,7 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
                 Hint::SameAs(v) => reg_of[v.index()],
             };
             if let Some(r) = r {
-                if free[r.0 as usize] && ok(r) {
+                if free(r, &holders) {
                     choice = Some(r);
                     break;
                 }
@@ -292,28 +345,44 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
             choice = allocatable
                 .iter()
                 .copied()
-                .filter(|&r| free[r.0 as usize] && ok(r))
+                .filter(|&r| free(r, &holders))
                 .min_by_key(|&r| (callee_saved(r), r.0));
         }
         if let Some(r) = choice {
-            free[r.0 as usize] = false;
             reg_of[iv.value.index()] = Some(r);
-            active.push((idx, r));
+            holders[r.0 as usize].push(idx);
             continue;
         }
-        // 3. Spill the interval with the furthest end among those whose register this one
-        //    could use (or this one).
-        let victim = active
+        // 3. No register is free for the whole interval. Take the register whose
+        //    conflicting intervals all end furthest away (the classic "spill the furthest
+        //    end"), if they end after this one; otherwise this interval goes to the stack.
+        let best = allocatable
             .iter()
-            .enumerate()
-            .filter(|(_, &(_, r))| ok(r))
-            .max_by_key(|(_, &(j, _))| (ranges.intervals[j].end, ranges.intervals[j].value.index()))
-            .map(|(k, &(j, r))| (k, j, r));
-        match victim {
-            Some((k, j, r)) if ranges.intervals[j].end > iv.end => {
-                reg_of[ranges.intervals[j].value.index()] = None;
-                spilled.push(j);
-                active[k] = (idx, r);
+            .copied()
+            .filter(|&r| ok(r))
+            .map(|r| {
+                let nearest = holders[r.0 as usize]
+                    .iter()
+                    .filter(|&&j| ivs[j].intersects(iv))
+                    .map(|&j| ivs[j].end())
+                    .min()
+                    .unwrap_or(u32::MAX);
+                (nearest, r)
+            })
+            .max_by_key(|&(nearest, r)| (nearest, std::cmp::Reverse(r.0)));
+        match best {
+            Some((nearest, r)) if nearest > iv.end() => {
+                let list = &mut holders[r.0 as usize];
+                list.retain(|&j| {
+                    if ivs[j].intersects(iv) {
+                        reg_of[ivs[j].value.index()] = None;
+                        spilled.push(j);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                list.push(idx);
                 reg_of[iv.value.index()] = Some(r);
             }
             _ => spilled.push(idx),
@@ -322,26 +391,29 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
     (reg_of, spilled)
 }
 
-/// Assigns spill slots to spilled intervals: interval-graph colouring, greedy by start,
-/// reusing the slot whose last occupant ended earliest. Returns (slot index per interval,
-/// number of slots).
+/// Assigns spill slots to spilled intervals, greedily by start: the first slot none of whose
+/// occupants' lifetimes intersect. Returns (slot index per interval, number of slots).
 fn assign_spill_slots(ranges: &Ranges, spilled: &mut [usize]) -> (Vec<(usize, u32)>, u32) {
-    spilled.sort_by_key(|&j| (ranges.intervals[j].start, j));
-    let mut slot_end: Vec<u32> = Vec::new(); // last occupant's end, per slot
+    let ivs = &ranges.intervals;
+    spilled.sort_by_key(|&j| (ivs[j].start(), j));
+    let mut slots: Vec<Vec<usize>> = Vec::new(); // occupants not yet ended, per slot
     let mut out = Vec::new();
     for &j in spilled.iter() {
-        let iv = &ranges.intervals[j];
-        let slot = match slot_end.iter().position(|&e| e < iv.start) {
+        let iv = &ivs[j];
+        for occ in slots.iter_mut() {
+            occ.retain(|&k| ivs[k].end() >= iv.start());
+        }
+        let slot = match slots.iter().position(|occ| occ.iter().all(|&k| !ivs[k].intersects(iv))) {
             Some(s) => s,
             None => {
-                slot_end.push(0);
-                slot_end.len() - 1
+                slots.push(Vec::new());
+                slots.len() - 1
             }
         };
-        slot_end[slot] = iv.end;
+        slots[slot].push(j);
         out.push((j, slot as u32));
     }
-    let n = slot_end.len() as u32;
+    let n = slots.len() as u32;
     (out, n)
 }
 

@@ -697,27 +697,27 @@ fn relative_and_include_requires() {
     assert_eq!(func(&ev, "extra.f").upvalues.len(), 1);
 
     // Without -I the module is not found, and the places searched are listed.
-    let (db, diags) = evaluate(&prog, &EvalOptions::default()).err().expect("must fail");
+    let (db, diags) = evaluate(&prog, &EvalOptions::default()).expect_err("must fail");
     let out = render(&db, &diags);
     assert!(out.contains("module `extra` not found") && out.contains("extra.lua"), "{out}");
 
     // An error inside a module points into the module.
     write(&prog, &format!("{HEADER}local b = require 'broken'\nreturn xdp.program(function() end)\n"));
-    let (db, diags) = evaluate(&prog, &opts).err().expect("must fail");
+    let (db, diags) = evaluate(&prog, &opts).expect_err("must fail");
     let out = render(&db, &diags);
     assert!(out.contains("broken.lua:3"), "{out}");
     assert!(db.files[diags[0].span.file as usize].name.ends_with("broken.lua"));
 
     // A syntax error in a module.
     write(&inc.join("broken.lua"), "local M = {\n");
-    let (db, diags) = evaluate(&prog, &opts).err().expect("must fail");
+    let (db, diags) = evaluate(&prog, &opts).expect_err("must fail");
     assert!(db.files[diags[0].span.file as usize].name.ends_with("broken.lua"), "{}", render(&db, &diags));
 
     // A cycle.
     write(&prog_dir.join("a.lua"), "return require 'b'\n");
     write(&prog_dir.join("b.lua"), "return require 'a'\n");
     write(&prog, &format!("{HEADER}local a = require 'a'\nreturn xdp.program(function() end)\n"));
-    let (db, diags) = evaluate(&prog, &opts).err().expect("must fail");
+    let (db, diags) = evaluate(&prog, &opts).expect_err("must fail");
     let out = render(&db, &diags);
     assert!(out.contains("circular `require`: a -> b -> a"), "{out}");
     let _ = std::fs::remove_dir_all(&root);
@@ -725,12 +725,12 @@ fn relative_and_include_requires() {
 
 #[test]
 fn missing_and_non_utf8_files() {
-    let (db, diags) = evaluate(Path::new("/nonexistent/prog.lua"), &EvalOptions::default()).err().expect("must fail");
+    let (db, diags) = evaluate(Path::new("/nonexistent/prog.lua"), &EvalOptions::default()).expect_err("must fail");
     assert!(render(&db, &diags).contains("cannot read /nonexistent/prog.lua"));
     let dir = temp_dir("utf8");
     let path = dir.join("bad.lua");
     std::fs::write(&path, b"local x = 1\nlocal s = '\xff\xfe'\n").expect("write");
-    let (db, diags) = evaluate(&path, &EvalOptions::default()).err().expect("must fail");
+    let (db, diags) = evaluate(&path, &EvalOptions::default()).expect_err("must fail");
     let out = render(&db, &diags);
     assert!(out.contains("not valid UTF-8"), "{out}");
     assert_eq!(db.line_col(0, diags[0].span.start).0, 2);
@@ -805,7 +805,7 @@ fn deep_nesting_is_a_diagnostic() {
         format!("local x = 'a'{}", " .. 'a'".repeat(100_000)),
         format!("local x = {}1", "- ".repeat(100_000)),
         format!("local x = {}1", "not ".repeat(100_000)),
-        format!("{}", "function f() ".repeat(10_000)),
+        "function f() ".repeat(10_000),
     ] {
         let out = parse_text(&text).expect_err("must be refused");
         assert!(out.contains(&format!("nesting too deep (limit {MAX_NESTING})")), "{}", &out[..out.len().min(500)]);

@@ -92,27 +92,96 @@ pub struct VarSecInfo {
 /// One BTF type. Names are offsets into the string section (0 = anonymous).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Type {
-    Int { name: u32, size: u32, encoding: u8, offset: u8, bits: u8 },
-    Ptr { target: TypeId },
-    Array { elem: TypeId, index: TypeId, nelems: u32 },
-    Struct { name: u32, size: u32, kind_flag: bool, members: Vec<Member> },
-    Union { name: u32, size: u32, kind_flag: bool, members: Vec<Member> },
+    Int {
+        name: u32,
+        size: u32,
+        encoding: u8,
+        offset: u8,
+        bits: u8,
+    },
+    Ptr {
+        target: TypeId,
+    },
+    Array {
+        elem: TypeId,
+        index: TypeId,
+        nelems: u32,
+    },
+    Struct {
+        name: u32,
+        size: u32,
+        kind_flag: bool,
+        members: Vec<Member>,
+    },
+    Union {
+        name: u32,
+        size: u32,
+        kind_flag: bool,
+        members: Vec<Member>,
+    },
     /// `kind_flag` = signed values.
-    Enum { name: u32, size: u32, kind_flag: bool, values: Vec<(u32, u32)> },
+    Enum {
+        name: u32,
+        size: u32,
+        kind_flag: bool,
+        values: Vec<(u32, u32)>,
+    },
     /// `kind_flag` = a forward-declared union rather than struct.
-    Fwd { name: u32, kind_flag: bool },
-    Typedef { name: u32, target: TypeId },
-    Volatile { target: TypeId },
-    Const { target: TypeId },
-    Restrict { target: TypeId },
-    Func { name: u32, proto: TypeId, linkage: u16 },
-    FuncProto { ret: TypeId, params: Vec<Param> },
-    Var { name: u32, ty: TypeId, linkage: u32 },
-    Datasec { name: u32, size: u32, vars: Vec<VarSecInfo> },
-    Float { name: u32, size: u32 },
-    DeclTag { name: u32, target: TypeId, component: i32 },
-    TypeTag { name: u32, target: TypeId },
-    Enum64 { name: u32, size: u32, kind_flag: bool, values: Vec<(u32, u64)> },
+    Fwd {
+        name: u32,
+        kind_flag: bool,
+    },
+    Typedef {
+        name: u32,
+        target: TypeId,
+    },
+    Volatile {
+        target: TypeId,
+    },
+    Const {
+        target: TypeId,
+    },
+    Restrict {
+        target: TypeId,
+    },
+    Func {
+        name: u32,
+        proto: TypeId,
+        linkage: u16,
+    },
+    FuncProto {
+        ret: TypeId,
+        params: Vec<Param>,
+    },
+    Var {
+        name: u32,
+        ty: TypeId,
+        linkage: u32,
+    },
+    Datasec {
+        name: u32,
+        size: u32,
+        vars: Vec<VarSecInfo>,
+    },
+    Float {
+        name: u32,
+        size: u32,
+    },
+    DeclTag {
+        name: u32,
+        target: TypeId,
+        component: i32,
+    },
+    TypeTag {
+        name: u32,
+        target: TypeId,
+    },
+    Enum64 {
+        name: u32,
+        size: u32,
+        kind_flag: bool,
+        values: Vec<(u32, u64)>,
+    },
 }
 
 impl Type {
@@ -165,23 +234,35 @@ impl Type {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BtfError {
     /// The input ends before a structure it announces.
-    Truncated { what: &'static str },
+    Truncated {
+        what: &'static str,
+    },
     BadMagic(u16),
     UnsupportedVersion(u8),
     BadHeader(&'static str),
-    UnknownKind { id: TypeId, kind: u8 },
+    UnknownKind {
+        id: TypeId,
+        kind: u8,
+    },
     /// Record size smaller than the kernel's minimum.
-    BadRecordSize { what: &'static str, size: u32 },
+    BadRecordSize {
+        what: &'static str,
+        size: u32,
+    },
 }
 
 impl fmt::Display for BtfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BtfError::Truncated { what } => write!(f, "BTF truncated in {what}"),
-            BtfError::BadMagic(m) => write!(f, "not BTF: magic {m:#06x} (want 0xeb9f, little-endian)"),
+            BtfError::BadMagic(m) => {
+                write!(f, "not BTF: magic {m:#06x} (want 0xeb9f, little-endian)")
+            }
             BtfError::UnsupportedVersion(v) => write!(f, "unsupported BTF version {v}"),
             BtfError::BadHeader(why) => write!(f, "bad BTF header: {why}"),
-            BtfError::UnknownKind { id, kind } => write!(f, "BTF type [{id}] has unknown kind {kind}"),
+            BtfError::UnknownKind { id, kind } => {
+                write!(f, "BTF type [{id}] has unknown kind {kind}")
+            }
             BtfError::BadRecordSize { what, size } => {
                 write!(f, "BTF.ext {what} record size {size} is too small")
             }
@@ -213,7 +294,11 @@ impl Btf {
     pub fn new() -> Btf {
         let mut string_index = HashMap::new();
         string_index.insert(String::new(), 0);
-        Btf { types: Vec::new(), strings: vec![0], string_index }
+        Btf {
+            types: Vec::new(),
+            strings: vec![0],
+            string_index,
+        }
     }
 
     /// Interns a string and returns its offset. Interior NULs would cut the string short in
@@ -276,7 +361,13 @@ impl Btf {
     pub fn int(&mut self, name: &str, size: u32, encoding: u8) -> TypeId {
         let name = self.add_string(name);
         let bits = (size * 8).min(u8::MAX as u32) as u8;
-        self.add(Type::Int { name, size, encoding, offset: 0, bits })
+        self.add(Type::Int {
+            name,
+            size,
+            encoding,
+            offset: 0,
+            bits,
+        })
     }
 
     pub fn ptr(&mut self, target: TypeId) -> TypeId {
@@ -284,7 +375,11 @@ impl Btf {
     }
 
     pub fn array(&mut self, elem: TypeId, index: TypeId, nelems: u32) -> TypeId {
-        self.add(Type::Array { elem, index, nelems })
+        self.add(Type::Array {
+            elem,
+            index,
+            nelems,
+        })
     }
 
     /// A struct whose members are `(name, type, bit offset)`.
@@ -292,24 +387,46 @@ impl Btf {
         let name = self.add_string(name);
         let members = members
             .iter()
-            .map(|&(n, ty, offset)| Member { name: self.add_string(n), ty, offset })
+            .map(|&(n, ty, offset)| Member {
+                name: self.add_string(n),
+                ty,
+                offset,
+            })
             .collect();
-        self.add(Type::Struct { name, size, kind_flag: false, members })
+        self.add(Type::Struct {
+            name,
+            size,
+            kind_flag: false,
+            members,
+        })
     }
 
     pub fn fwd_struct(&mut self, name: &str) -> TypeId {
         let name = self.add_string(name);
-        self.add(Type::Fwd { name, kind_flag: false })
+        self.add(Type::Fwd {
+            name,
+            kind_flag: false,
+        })
     }
 
     pub fn func_proto(&mut self, ret: TypeId, params: &[(&str, TypeId)]) -> TypeId {
-        let params = params.iter().map(|&(n, ty)| Param { name: self.add_string(n), ty }).collect();
+        let params = params
+            .iter()
+            .map(|&(n, ty)| Param {
+                name: self.add_string(n),
+                ty,
+            })
+            .collect();
         self.add(Type::FuncProto { ret, params })
     }
 
     pub fn func(&mut self, name: &str, proto: TypeId, linkage: u16) -> TypeId {
         let name = self.add_string(name);
-        self.add(Type::Func { name, proto, linkage })
+        self.add(Type::Func {
+            name,
+            proto,
+            linkage,
+        })
     }
 
     pub fn var(&mut self, name: &str, ty: TypeId, linkage: u32) -> TypeId {
@@ -406,13 +523,21 @@ impl Btf {
         if hdr_len < BTF_HEADER_LEN {
             return Err(BtfError::BadHeader("hdr_len below 24"));
         }
-        let body = bytes.get(hdr_len as usize..).ok_or(BtfError::Truncated { what: "header" })?;
+        let body = bytes
+            .get(hdr_len as usize..)
+            .ok_or(BtfError::Truncated { what: "header" })?;
         let type_bytes = slice(body, type_off, type_len, "type section")?;
         let strings = slice(body, str_off, str_len, "string section")?.to_vec();
         if strings.first().is_some_and(|&b| b != 0) {
-            return Err(BtfError::BadHeader("string section does not start with \\0"));
+            return Err(BtfError::BadHeader(
+                "string section does not start with \\0",
+            ));
         }
-        let mut btf = Btf { types: Vec::new(), strings, string_index: HashMap::new() };
+        let mut btf = Btf {
+            types: Vec::new(),
+            strings,
+            string_index: HashMap::new(),
+        };
         btf.index_strings();
         let mut r = Reader::new(type_bytes, "type section");
         while !r.is_empty() {
@@ -427,7 +552,9 @@ impl Btf {
         let mut off = 0usize;
         for s in self.strings.split(|&b| b == 0) {
             if let Ok(text) = std::str::from_utf8(s) {
-                self.string_index.entry(text.to_string()).or_insert(off as u32);
+                self.string_index
+                    .entry(text.to_string())
+                    .or_insert(off as u32);
             }
             off += s.len() + 1;
         }
@@ -450,9 +577,18 @@ fn encode_type(t: &Type, out: &mut Vec<u8>) {
         put_u32(out, size_or_type);
     };
     match t {
-        Type::Int { size, encoding, offset, bits, .. } => {
+        Type::Int {
+            size,
+            encoding,
+            offset,
+            bits,
+            ..
+        } => {
             head(0, false, *size);
-            put_u32(out, ((*encoding as u32) << 24) | ((*offset as u32) << 16) | *bits as u32);
+            put_u32(
+                out,
+                ((*encoding as u32) << 24) | ((*offset as u32) << 16) | *bits as u32,
+            );
         }
         Type::Ptr { target }
         | Type::Typedef { target, .. }
@@ -460,13 +596,28 @@ fn encode_type(t: &Type, out: &mut Vec<u8>) {
         | Type::Const { target }
         | Type::Restrict { target }
         | Type::TypeTag { target, .. } => head(0, false, *target),
-        Type::Array { elem, index, nelems } => {
+        Type::Array {
+            elem,
+            index,
+            nelems,
+        } => {
             head(0, false, 0);
             put_u32(out, *elem);
             put_u32(out, *index);
             put_u32(out, *nelems);
         }
-        Type::Struct { size, kind_flag, members, .. } | Type::Union { size, kind_flag, members, .. } => {
+        Type::Struct {
+            size,
+            kind_flag,
+            members,
+            ..
+        }
+        | Type::Union {
+            size,
+            kind_flag,
+            members,
+            ..
+        } => {
             head(members.len(), *kind_flag, *size);
             for m in members {
                 put_u32(out, m.name);
@@ -474,14 +625,24 @@ fn encode_type(t: &Type, out: &mut Vec<u8>) {
                 put_u32(out, m.offset);
             }
         }
-        Type::Enum { size, kind_flag, values, .. } => {
+        Type::Enum {
+            size,
+            kind_flag,
+            values,
+            ..
+        } => {
             head(values.len(), *kind_flag, *size);
             for (name, val) in values {
                 put_u32(out, *name);
                 put_u32(out, *val);
             }
         }
-        Type::Enum64 { size, kind_flag, values, .. } => {
+        Type::Enum64 {
+            size,
+            kind_flag,
+            values,
+            ..
+        } => {
             head(values.len(), *kind_flag, *size);
             for (name, val) in values {
                 put_u32(out, *name);
@@ -511,7 +672,9 @@ fn encode_type(t: &Type, out: &mut Vec<u8>) {
             }
         }
         Type::Float { size, .. } => head(0, false, *size),
-        Type::DeclTag { target, component, .. } => {
+        Type::DeclTag {
+            target, component, ..
+        } => {
             head(0, false, *target);
             put_u32(out, *component as u32);
         }
@@ -537,47 +700,100 @@ fn decode_type(r: &mut Reader<'_>, id: TypeId) -> Result<Type, BtfError> {
             }
         }
         KIND_PTR => Type::Ptr { target: sot },
-        KIND_ARRAY => Type::Array { elem: r.u32()?, index: r.u32()?, nelems: r.u32()? },
+        KIND_ARRAY => Type::Array {
+            elem: r.u32()?,
+            index: r.u32()?,
+            nelems: r.u32()?,
+        },
         KIND_STRUCT | KIND_UNION => {
             let members = r.records(vlen, 12, |r| {
-                Ok(Member { name: r.u32()?, ty: r.u32()?, offset: r.u32()? })
+                Ok(Member {
+                    name: r.u32()?,
+                    ty: r.u32()?,
+                    offset: r.u32()?,
+                })
             })?;
             if kind == KIND_STRUCT {
-                Type::Struct { name, size: sot, kind_flag, members }
+                Type::Struct {
+                    name,
+                    size: sot,
+                    kind_flag,
+                    members,
+                }
             } else {
-                Type::Union { name, size: sot, kind_flag, members }
+                Type::Union {
+                    name,
+                    size: sot,
+                    kind_flag,
+                    members,
+                }
             }
         }
         KIND_ENUM => {
             let values = r.records(vlen, 8, |r| Ok((r.u32()?, r.u32()?)))?;
-            Type::Enum { name, size: sot, kind_flag, values }
+            Type::Enum {
+                name,
+                size: sot,
+                kind_flag,
+                values,
+            }
         }
         KIND_FWD => Type::Fwd { name, kind_flag },
         KIND_TYPEDEF => Type::Typedef { name, target: sot },
         KIND_VOLATILE => Type::Volatile { target: sot },
         KIND_CONST => Type::Const { target: sot },
         KIND_RESTRICT => Type::Restrict { target: sot },
-        KIND_FUNC => Type::Func { name, proto: sot, linkage: vlen as u16 },
+        KIND_FUNC => Type::Func {
+            name,
+            proto: sot,
+            linkage: vlen as u16,
+        },
         KIND_FUNC_PROTO => {
-            let params = r.records(vlen, 8, |r| Ok(Param { name: r.u32()?, ty: r.u32()? }))?;
+            let params = r.records(vlen, 8, |r| {
+                Ok(Param {
+                    name: r.u32()?,
+                    ty: r.u32()?,
+                })
+            })?;
             Type::FuncProto { ret: sot, params }
         }
-        KIND_VAR => Type::Var { name, ty: sot, linkage: r.u32()? },
+        KIND_VAR => Type::Var {
+            name,
+            ty: sot,
+            linkage: r.u32()?,
+        },
         KIND_DATASEC => {
             let vars = r.records(vlen, 12, |r| {
-                Ok(VarSecInfo { ty: r.u32()?, offset: r.u32()?, size: r.u32()? })
+                Ok(VarSecInfo {
+                    ty: r.u32()?,
+                    offset: r.u32()?,
+                    size: r.u32()?,
+                })
             })?;
-            Type::Datasec { name, size: sot, vars }
+            Type::Datasec {
+                name,
+                size: sot,
+                vars,
+            }
         }
         KIND_FLOAT => Type::Float { name, size: sot },
-        KIND_DECL_TAG => Type::DeclTag { name, target: sot, component: r.u32()? as i32 },
+        KIND_DECL_TAG => Type::DeclTag {
+            name,
+            target: sot,
+            component: r.u32()? as i32,
+        },
         KIND_TYPE_TAG => Type::TypeTag { name, target: sot },
         KIND_ENUM64 => {
             let values = r.records(vlen, 12, |r| {
                 let (n, lo, hi) = (r.u32()?, r.u32()?, r.u32()?);
                 Ok((n, ((hi as u64) << 32) | lo as u64))
             })?;
-            Type::Enum64 { name, size: sot, kind_flag, values }
+            Type::Enum64 {
+                name,
+                size: sot,
+                kind_flag,
+                values,
+            }
         }
         _ => return Err(BtfError::UnknownKind { id, kind }),
     })
@@ -585,7 +801,9 @@ fn decode_type(r: &mut Reader<'_>, id: TypeId) -> Result<Type, BtfError> {
 
 fn slice<'a>(body: &'a [u8], off: u32, len: u32, what: &'static str) -> Result<&'a [u8], BtfError> {
     let start = off as usize;
-    let end = start.checked_add(len as usize).ok_or(BtfError::Truncated { what })?;
+    let end = start
+        .checked_add(len as usize)
+        .ok_or(BtfError::Truncated { what })?;
     body.get(start..end).ok_or(BtfError::Truncated { what })
 }
 
@@ -598,7 +816,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], what: &'static str) -> Reader<'a> {
-        Reader { bytes, pos: 0, what }
+        Reader {
+            bytes,
+            pos: 0,
+            what,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -606,8 +828,14 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], BtfError> {
-        let end = self.pos.checked_add(n).ok_or(BtfError::Truncated { what: self.what })?;
-        let s = self.bytes.get(self.pos..end).ok_or(BtfError::Truncated { what: self.what })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(BtfError::Truncated { what: self.what })?;
+        let s = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(BtfError::Truncated { what: self.what })?;
         self.pos = end;
         Ok(s)
     }
@@ -732,12 +960,17 @@ impl BtfExt {
         if hdr_len < 24 {
             return Err(BtfError::BadHeader(".BTF.ext hdr_len below 24"));
         }
-        let body = bytes.get(hdr_len as usize..).ok_or(BtfError::Truncated { what: ".BTF.ext header" })?;
+        let body = bytes.get(hdr_len as usize..).ok_or(BtfError::Truncated {
+            what: ".BTF.ext header",
+        })?;
         let func = slice(body, func_off, func_len, "func_info")?;
         let line = slice(body, line_off, line_len, "line_info")?;
         Ok(BtfExt {
             func_info: decode_ext(func, "func_info", FUNC_INFO_REC_SIZE, |r| {
-                Ok(FuncInfo { insn_off: r.u32()?, type_id: r.u32()? })
+                Ok(FuncInfo {
+                    insn_off: r.u32()?,
+                    type_id: r.u32()?,
+                })
             })?,
             line_info: decode_ext(line, "line_info", LINE_INFO_REC_SIZE, |r| {
                 Ok(LineInfo {
@@ -784,7 +1017,10 @@ fn decode_ext<T>(
     let rec_size = r.u32()?;
     // Newer producers may append fields; the kernel-defined prefix is what we read.
     if rec_size < min_rec || rec_size % 4 != 0 {
-        return Err(BtfError::BadRecordSize { what, size: rec_size });
+        return Err(BtfError::BadRecordSize {
+            what,
+            size: rec_size,
+        });
     }
     while !r.is_empty() {
         let sec_name_off = r.u32()?;
@@ -794,7 +1030,10 @@ fn decode_ext<T>(
             let rec = r.take(rec_size as usize)?;
             records.push(one(&mut Reader::new(rec, what))?);
         }
-        secs.push(ExtSection { sec_name_off, records });
+        secs.push(ExtSection {
+            sec_name_off,
+            records,
+        });
     }
     Ok(secs)
 }
@@ -817,7 +1056,11 @@ mod tests {
         assert_eq!(bytes[3], 0, "flags");
         assert_eq!(u32_at(&bytes, 4), 24, "hdr_len");
         assert_eq!(u32_at(&bytes, 8), 0, "type_off");
-        assert_eq!(u32_at(&bytes, 12), 16, "type_len: 12-byte btf_type + 4-byte int data");
+        assert_eq!(
+            u32_at(&bytes, 12),
+            16,
+            "type_len: 12-byte btf_type + 4-byte int data"
+        );
         assert_eq!(u32_at(&bytes, 16), 16, "str_off");
         assert_eq!(u32_at(&bytes, 20), 5, "str_len: \\0 int\\0");
         // btf_type of the INT: name_off 1, info kind 1, size 4, then encoding|bits.
@@ -852,18 +1095,51 @@ mod tests {
         let proto = btf.func_proto(int, &[("ctx", fwd)]);
         btf.func("prog", proto, FUNC_GLOBAL);
         let var = btf.var("m", st, VAR_GLOBAL_ALLOCATED);
-        btf.datasec(".maps", 16, vec![VarSecInfo { ty: var, offset: 0, size: 16 }]);
+        btf.datasec(
+            ".maps",
+            16,
+            vec![VarSecInfo {
+                ty: var,
+                offset: 0,
+                size: 16,
+            }],
+        );
         let n = btf.add_string("x");
-        btf.add(Type::Union { name: 0, size: 4, kind_flag: false, members: vec![] });
-        btf.add(Type::Enum { name: n, size: 4, kind_flag: true, values: vec![(n, u32::MAX)] });
-        btf.add(Type::Typedef { name: n, target: arr });
+        btf.add(Type::Union {
+            name: 0,
+            size: 4,
+            kind_flag: false,
+            members: vec![],
+        });
+        btf.add(Type::Enum {
+            name: n,
+            size: 4,
+            kind_flag: true,
+            values: vec![(n, u32::MAX)],
+        });
+        btf.add(Type::Typedef {
+            name: n,
+            target: arr,
+        });
         btf.add(Type::Volatile { target: int });
         btf.add(Type::Const { target: int });
         btf.add(Type::Restrict { target: ptr });
         btf.add(Type::Float { name: n, size: 8 });
-        btf.add(Type::DeclTag { name: n, target: st, component: -1 });
-        btf.add(Type::TypeTag { name: n, target: int });
-        btf.add(Type::Enum64 { name: n, size: 8, kind_flag: false, values: vec![(n, 1 << 40)] });
+        btf.add(Type::DeclTag {
+            name: n,
+            target: st,
+            component: -1,
+        });
+        btf.add(Type::TypeTag {
+            name: n,
+            target: int,
+        });
+        btf.add(Type::Enum64 {
+            name: n,
+            size: 8,
+            kind_flag: false,
+            values: vec![(n, 1 << 40)],
+        });
         let bytes = btf.to_bytes();
         let back = Btf::parse(&bytes).unwrap();
         assert_eq!(back, btf);
@@ -880,7 +1156,11 @@ mod tests {
         let mut btf = Btf::new();
         btf.add(Type::Typedef { name: 0, target: 2 });
         btf.add(Type::Typedef { name: 0, target: 1 });
-        btf.add(Type::Array { elem: 3, index: 0, nelems: 2 });
+        btf.add(Type::Array {
+            elem: 3,
+            index: 0,
+            nelems: 2,
+        });
         assert_eq!(btf.size_of(1), None);
         assert_eq!(btf.size_of(3), None);
     }
@@ -904,18 +1184,37 @@ mod tests {
         assert!(Btf::parse(&huge).is_err());
         let mut kind = good;
         kind[info_at + 3] = 30;
-        assert!(matches!(Btf::parse(&kind), Err(BtfError::UnknownKind { .. })));
+        assert!(matches!(
+            Btf::parse(&kind),
+            Err(BtfError::UnknownKind { .. })
+        ));
     }
 
     #[test]
     fn ext_layout_and_round_trip() {
         let ext = BtfExt {
-            func_info: vec![ExtSection { sec_name_off: 5, records: vec![FuncInfo { insn_off: 0, type_id: 3 }] }],
+            func_info: vec![ExtSection {
+                sec_name_off: 5,
+                records: vec![FuncInfo {
+                    insn_off: 0,
+                    type_id: 3,
+                }],
+            }],
             line_info: vec![ExtSection {
                 sec_name_off: 5,
                 records: vec![
-                    LineInfo { insn_off: 0, file_name_off: 9, line_off: 12, line_col: LineInfo::pack(3, 5) },
-                    LineInfo { insn_off: 16, file_name_off: 9, line_off: 20, line_col: LineInfo::pack(4, 1) },
+                    LineInfo {
+                        insn_off: 0,
+                        file_name_off: 9,
+                        line_off: 12,
+                        line_col: LineInfo::pack(3, 5),
+                    },
+                    LineInfo {
+                        insn_off: 16,
+                        file_name_off: 9,
+                        line_off: 20,
+                        line_col: LineInfo::pack(4, 1),
+                    },
                 ],
             }],
         };
@@ -935,7 +1234,10 @@ mod tests {
         assert_eq!(ext.line_info[0].records[0].line(), 3);
         assert_eq!(ext.line_info[0].records[0].col(), 5);
         for len in 0..bytes.len() {
-            assert!(BtfExt::parse(&bytes[..len]).is_err(), "prefix of {len} bytes");
+            assert!(
+                BtfExt::parse(&bytes[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
         }
     }
 

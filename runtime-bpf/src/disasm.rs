@@ -35,7 +35,11 @@ pub fn disassemble(insns: &[Insn]) -> Vec<String> {
 }
 
 /// One line per instruction, map loads shown by map name.
-pub fn disassemble_with_maps(insns: &[Insn], map_relocs: &[(usize, usize)], maps: &[MapSpec]) -> Vec<String> {
+pub fn disassemble_with_maps(
+    insns: &[Insn],
+    map_relocs: &[(usize, usize)],
+    maps: &[MapSpec],
+) -> Vec<String> {
     let mut names = Names::default();
     for &(slot, map) in map_relocs {
         if let Some(m) = maps.get(map) {
@@ -70,7 +74,10 @@ pub fn listing(insns: &[Insn], names: &Names<'_>) -> Vec<Line> {
     let mut slot = 0;
     while let Some(insn) = insns.get(slot) {
         let next = insn.is_ld_imm64().then(|| insns.get(slot + 1)).flatten();
-        out.push(Line { slot, text: text(insn, next, slot, names) });
+        out.push(Line {
+            slot,
+            text: text(insn, next, slot, names),
+        });
         slot += if insn.is_ld_imm64() { 2 } else { 1 };
     }
     out
@@ -202,8 +209,16 @@ fn jmp(insn: &Insn, slot: usize, names: &Names<'_>) -> Option<String> {
         (false, 0xe0) if insn.src == 0 => Some(format!("may_goto {:+}", insn.off)),
         _ => {
             let cmp = jmp_op(op)?;
-            let rhs = if insn.code & BPF_X != 0 { reg(insn.src, w) } else { insn.imm.to_string() };
-            Some(format!("if {} {cmp} {rhs} goto {:+}", reg(insn.dst, w), insn.off))
+            let rhs = if insn.code & BPF_X != 0 {
+                reg(insn.src, w)
+            } else {
+                insn.imm.to_string()
+            };
+            Some(format!(
+                "if {} {cmp} {rhs} goto {:+}",
+                reg(insn.dst, w),
+                insn.off
+            ))
         }
     }
 }
@@ -215,7 +230,11 @@ fn call(insn: &Insn, slot: usize, names: &Names<'_>) -> String {
             Some(name) => format!("call {name}"),
             None => format!("call kfunc#{}", insn.imm),
         },
-        _ => format!("call {}#{}", helper_name(insn.imm).unwrap_or("unknown"), insn.imm),
+        _ => format!(
+            "call {}#{}",
+            helper_name(insn.imm).unwrap_or("unknown"),
+            insn.imm
+        ),
     }
 }
 
@@ -226,12 +245,22 @@ fn ldx(insn: &Insn) -> Option<String> {
         _ => return None,
     };
     let size = &size_name(insn.code)[1..];
-    Some(format!("r{} = *({sign}{size} *){}", insn.dst, mem(insn.src, insn.off)))
+    Some(format!(
+        "r{} = *({sign}{size} *){}",
+        insn.dst,
+        mem(insn.src, insn.off)
+    ))
 }
 
 fn st(insn: &Insn) -> Option<String> {
-    (insn.code & 0xe0 == BPF_MEM)
-        .then(|| format!("*({} *){} = {}", size_name(insn.code), mem(insn.dst, insn.off), insn.imm))
+    (insn.code & 0xe0 == BPF_MEM).then(|| {
+        format!(
+            "*({} *){} = {}",
+            size_name(insn.code),
+            mem(insn.dst, insn.off),
+            insn.imm
+        )
+    })
 }
 
 fn stx(insn: &Insn) -> Option<String> {
@@ -257,7 +286,12 @@ fn atomic(insn: &Insn, target: &str, src: &str) -> Option<String> {
         0xe1 => format!("{src} = atomic{bits}_xchg({target}, {src})"),
         0xf1 => format!("r0 = atomic{bits}_cmpxchg({target}, r0, {src})"),
         // load_acquire loads into dst from src (the reverse of the other atomics).
-        0x100 => format!("r{} = load_acquire(({} *){})", insn.dst, size_name(insn.code), mem(insn.src, insn.off)),
+        0x100 => format!(
+            "r{} = load_acquire(({} *){})",
+            insn.dst,
+            size_name(insn.code),
+            mem(insn.src, insn.off)
+        ),
         0x110 => format!("store_release({target}, {src})"),
         imm if imm & 1 == 1 => {
             let (op, _) = name(imm & !1)?;
@@ -273,15 +307,19 @@ fn ld(insn: &Insn, next: Option<&Insn>, slot: usize, names: &Names<'_>) -> Optio
     }
     let dst = format!("r{}", insn.dst);
     let Some(next) = next else {
-        return Some(format!("{dst} = {:#x} ll (second slot missing)", insn.imm as u32));
+        return Some(format!(
+            "{dst} = {:#x} ll (second slot missing)",
+            insn.imm as u32
+        ));
     };
     let value = ((next.imm as u32 as u64) << 32) | insn.imm as u32 as u64;
     let rhs = match insn.src {
+        // A relocated load of a map is a map whatever src_reg says (clang leaves it 0).
+        0 | BPF_PSEUDO_MAP_FD if names.maps.contains_key(&slot) => {
+            format!("map[{}]", names.maps[&slot])
+        }
         0 => format!("{value:#x}"),
-        BPF_PSEUDO_MAP_FD => match names.maps.get(&slot) {
-            Some(name) => format!("map[{name}]"),
-            None => format!("map[fd:{}]", insn.imm),
-        },
+        BPF_PSEUDO_MAP_FD => format!("map[fd:{}]", insn.imm),
         2 => match names.maps.get(&slot) {
             Some(name) => format!("map[{name}]+{}", next.imm),
             None => format!("map_value[fd:{}]+{}", insn.imm, next.imm),
@@ -327,18 +365,39 @@ mod tests {
         assert_eq!(one(Insn::neg64(R4)), "r4 = -r4");
         assert_eq!(one(Insn::to_be(R1, 16)), "r1 = be16 r1");
         assert_eq!(one(Insn::to_le(R1, 32)), "r1 = le32 r1");
-        assert_eq!(one(Insn::new(BPF_ALU64 | AluOp::End as u8, 1, 0, 0, 64)), "r1 = bswap64 r1");
-        assert_eq!(one(Insn::new(BPF_ALU64 | BPF_X | AluOp::Mov as u8, 1, 2, 8, 0)), "r1 = (s8)r2");
+        assert_eq!(
+            one(Insn::new(BPF_ALU64 | AluOp::End as u8, 1, 0, 0, 64)),
+            "r1 = bswap64 r1"
+        );
+        assert_eq!(
+            one(Insn::new(BPF_ALU64 | BPF_X | AluOp::Mov as u8, 1, 2, 8, 0)),
+            "r1 = (s8)r2"
+        );
     }
 
     #[test]
     fn memory() {
         assert_eq!(one(Insn::load(Size::W, R1, R6, 0)), "r1 = *(u32 *)(r6 +0)");
-        assert_eq!(one(Insn::load(Size::B, R2, R10, -8)), "r2 = *(u8 *)(r10 -8)");
-        assert_eq!(one(Insn::store_reg(Size::DW, R10, -16, R1)), "*(u64 *)(r10 -16) = r1");
-        assert_eq!(one(Insn::store_imm(Size::H, R10, -2, 7)), "*(u16 *)(r10 -2) = 7");
-        assert_eq!(one(Insn::atomic_add(Size::DW, R0, 0, R1)), "lock *(u64 *)(r0 +0) += r1");
-        assert_eq!(one(Insn::atomic_add(Size::W, R0, 4, R1)), "lock *(u32 *)(r0 +4) += r1");
+        assert_eq!(
+            one(Insn::load(Size::B, R2, R10, -8)),
+            "r2 = *(u8 *)(r10 -8)"
+        );
+        assert_eq!(
+            one(Insn::store_reg(Size::DW, R10, -16, R1)),
+            "*(u64 *)(r10 -16) = r1"
+        );
+        assert_eq!(
+            one(Insn::store_imm(Size::H, R10, -2, 7)),
+            "*(u16 *)(r10 -2) = 7"
+        );
+        assert_eq!(
+            one(Insn::atomic_add(Size::DW, R0, 0, R1)),
+            "lock *(u64 *)(r0 +0) += r1"
+        );
+        assert_eq!(
+            one(Insn::atomic_add(Size::W, R0, 4, R1)),
+            "lock *(u32 *)(r0 +4) += r1"
+        );
         let fetch = Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, 0x01);
         assert_eq!(one(fetch), "r1 = atomic64_fetch_add((u64 *)(r0 +0), r1)");
         let sx = Insn::new(BPF_LDX | 0x80 | BPF_H, 1, 2, 4, 0);
@@ -347,8 +406,14 @@ mod tests {
 
     #[test]
     fn jumps_and_calls() {
-        assert_eq!(one(Insn::jmp_reg(JmpOp::Jgt, R2, R3, 5)), "if r2 > r3 goto +5");
-        assert_eq!(one(Insn::jmp_imm(JmpOp::Jsle, R1, -1, -3)), "if r1 s<= -1 goto -3");
+        assert_eq!(
+            one(Insn::jmp_reg(JmpOp::Jgt, R2, R3, 5)),
+            "if r2 > r3 goto +5"
+        );
+        assert_eq!(
+            one(Insn::jmp_imm(JmpOp::Jsle, R1, -1, -3)),
+            "if r1 s<= -1 goto -3"
+        );
         let w = Insn::new(BPF_JMP32 | BPF_X | JmpOp::Jne as u8, 1, 2, 1, 0);
         assert_eq!(one(w), "if w1 != w2 goto +1");
         assert_eq!(one(Insn::ja(2)), "goto +2");
@@ -365,21 +430,33 @@ mod tests {
         let mut p = Insn::ld_imm64(R0, 0x1122334455667788).to_vec();
         p.extend(Insn::ld_map_fd(R1));
         p.push(Insn::exit());
-        assert_eq!(disassemble(&p), ["r0 = 0x1122334455667788 ll", "r1 = map[fd:0] ll", "exit"]);
+        assert_eq!(
+            disassemble(&p),
+            ["r0 = 0x1122334455667788 ll", "r1 = map[fd:0] ll", "exit"]
+        );
         let maps = [MapSpec {
             name: "blocklist".into(),
             kind: MapKind::Hash,
             key: Format::Chars(64),
-            value: Format::Int { bytes: 8, signed: false },
+            value: Format::Int {
+                bytes: 8,
+                signed: false,
+            },
             max_entries: 1,
             flags: 0,
             init: vec![],
         }];
         let lines = disassemble_with_maps(&p, &[(2, 0)], &maps);
         assert_eq!(lines[1], "r1 = map[blocklist] ll");
-        let slots: Vec<usize> = listing(&p, &Names::default()).iter().map(|l| l.slot).collect();
+        let slots: Vec<usize> = listing(&p, &Names::default())
+            .iter()
+            .map(|l| l.slot)
+            .collect();
         assert_eq!(slots, [0, 2, 4]);
-        assert_eq!(disassemble(&p[..1]), ["r0 = 0x55667788 ll (second slot missing)"]);
+        assert_eq!(
+            disassemble(&p[..1]),
+            ["r0 = 0x55667788 ll (second slot missing)"]
+        );
     }
 
     #[test]

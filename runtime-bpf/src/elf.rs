@@ -98,21 +98,41 @@ pub const EM_BPF: u16 = 247;
 pub enum WriteError {
     /// Kernel BTF accepts only C identifiers as function, variable and member names, and the
     /// kernel's object names are limited to `[A-Za-z0-9_.]`.
-    InvalidName { what: &'static str, name: String },
+    InvalidName {
+        what: &'static str,
+        name: String,
+    },
     /// Two ELF symbols (programs, maps) with the same name: loaders find them by name.
     DuplicateName(String),
     EmptyProgram(String),
     /// A `map_relocs` entry that is not on the first slot of an `ld_imm64`, or names no map.
-    BadMapReloc { program: String, slot: usize, map: usize },
+    BadMapReloc {
+        program: String,
+        slot: usize,
+        map: usize,
+    },
     /// A `kfunc_relocs` entry that is not on a `call` with src_reg 2.
-    BadKfuncReloc { program: String, slot: usize },
+    BadKfuncReloc {
+        program: String,
+        slot: usize,
+    },
     /// A BPF-to-BPF call or function address whose target is outside the program, its entry,
     /// or the second half of an `ld_imm64`.
-    BadCallTarget { program: String, slot: usize, target: i64 },
+    BadCallTarget {
+        program: String,
+        slot: usize,
+        target: i64,
+    },
     /// An integer format of a size other than 1, 2, 4 or 8 bytes.
-    BadFormat { map: String, bytes: u8 },
+    BadFormat {
+        map: String,
+        bytes: u8,
+    },
     /// An initial entry whose key or value length differs from the map's key or value size.
-    BadInitEntry { map: String, entry: usize },
+    BadInitEntry {
+        map: String,
+        entry: usize,
+    },
     /// The ELF library refused the file (a bug in this module).
     Elf(String),
 }
@@ -121,7 +141,10 @@ impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WriteError::InvalidName { what, name } => {
-                write!(f, "{what} name {name:?} must be a C identifier ([A-Za-z_][A-Za-z0-9_]*)")
+                write!(
+                    f,
+                    "{what} name {name:?} must be a C identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                )
             }
             WriteError::DuplicateName(name) => write!(f, "two programs or maps are named {name:?}"),
             WriteError::EmptyProgram(name) => write!(f, "program {name:?} has no instructions"),
@@ -131,15 +154,25 @@ impl fmt::Display for WriteError {
                  or names no map"
             ),
             WriteError::BadKfuncReloc { program, slot } => {
-                write!(f, "program {program:?}: kfunc reference at slot {slot} is not a kfunc call")
+                write!(
+                    f,
+                    "program {program:?}: kfunc reference at slot {slot} is not a kfunc call"
+                )
             }
-            WriteError::BadCallTarget { program, slot, target } => write!(
+            WriteError::BadCallTarget {
+                program,
+                slot,
+                target,
+            } => write!(
                 f,
                 "program {program:?}: call or function address at slot {slot} targets slot \
                  {target}, which does not start a subprogram"
             ),
             WriteError::BadFormat { map, bytes } => {
-                write!(f, "map {map:?}: integer of {bytes} bytes (want 1, 2, 4 or 8)")
+                write!(
+                    f,
+                    "map {map:?}: integer of {bytes} bytes (want 1, 2, 4 or 8)"
+                )
             }
             WriteError::BadInitEntry { map, entry } => write!(
                 f,
@@ -162,11 +195,21 @@ pub enum ReadError {
     Btf(BtfError),
     BtfExt(BtfError),
     /// A program whose code is not whole 8-byte slots inside its section, or similar.
-    BadProgram { program: String, why: String },
+    BadProgram {
+        program: String,
+        why: String,
+    },
     /// A call or function address that leads nowhere.
-    BadCall { program: String, slot: usize, why: String },
+    BadCall {
+        program: String,
+        slot: usize,
+        why: String,
+    },
     /// A malformed `.luabpf.init` or `.luabpf.kfuncs` section.
-    BadLuabpfSection { section: &'static str, why: String },
+    BadLuabpfSection {
+        section: &'static str,
+        why: String,
+    },
     /// Something the object uses that an `Object` cannot express (kernel map types luabpf does
     /// not declare, global data sections); `read_detailed` still lists such objects.
     Unsupported(String),
@@ -183,7 +226,9 @@ impl fmt::Display for ReadError {
             ReadError::BadCall { program, slot, why } => {
                 write!(f, "program {program:?}: call at slot {slot}: {why}")
             }
-            ReadError::BadLuabpfSection { section, why } => write!(f, "bad {section} section: {why}"),
+            ReadError::BadLuabpfSection { section, why } => {
+                write!(f, "bad {section} section: {why}")
+            }
             ReadError::Unsupported(why) => write!(f, "unsupported by luabpf: {why}"),
         }
     }
@@ -194,14 +239,24 @@ impl std::error::Error for ReadError {}
 /// A C identifier: what kernel BTF accepts as a FUNC, VAR or member name.
 pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Turns any string into an identifier, for names this module invents (record types).
 fn sanitize_identifier(name: &str) -> String {
-    let mut out: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if !out.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         out.insert(0, '_');
     }

@@ -62,7 +62,12 @@ pub const BPF_NOEXIST: i32 = 1;
 pub const BPF_EXIST: i32 = 2;
 
 const fn h(id: i32, name: &'static str, args: u8) -> Helper {
-    Helper { id, name, args, variadic: id == TRACE_PRINTK }
+    Helper {
+        id,
+        name,
+        args,
+        variadic: id == TRACE_PRINTK,
+    }
 }
 
 /// Every helper of `enum bpf_func_id`, indexed by id - 1 (id 0 is `unspec`, not callable).
@@ -298,7 +303,11 @@ pub fn helper_args(id: i32) -> Option<u8> {
 
 /// Looks a helper up by name, with or without the `bpf_` prefix.
 pub fn helper_by_name(name: &str) -> Option<&'static Helper> {
-    let full = if name.starts_with("bpf_") { name.to_string() } else { format!("bpf_{name}") };
+    let full = if name.starts_with("bpf_") {
+        name.to_string()
+    } else {
+        format!("bpf_{name}")
+    };
     HELPERS.iter().find(|h| h.name == full)
 }
 

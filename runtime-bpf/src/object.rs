@@ -150,3 +150,41 @@ pub struct Object {
     /// Always "GPL" for now: kfuncs and many helpers need it.
     pub license: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(bytes: u8) -> Format {
+        Format::Int { bytes, signed: false }
+    }
+
+    #[test]
+    fn records_are_laid_out_like_c_structs() {
+        // struct { u8 a; u32 b; u16 c; } -> a@0, b@4, c@8, size 12 (padded to align 4).
+        let r = Format::record(vec![("a".into(), int(1)), ("b".into(), int(4)), ("c".into(), int(2))]);
+        let Format::Record(fields) = &r else { unreachable!() };
+        assert_eq!(fields.iter().map(|f| f.offset).collect::<Vec<_>>(), [0, 4, 8]);
+        assert_eq!((r.size(), r.align()), (12, 4));
+    }
+
+    #[test]
+    fn strings_and_nested_records() {
+        // struct { char name[5]; struct { u64 x; } inner; } -> inner@8, size 16.
+        let inner = Format::record(vec![("x".into(), int(8))]);
+        let r = Format::record(vec![("name".into(), Format::Chars(5)), ("inner".into(), inner)]);
+        let Format::Record(fields) = &r else { unreachable!() };
+        assert_eq!(fields[1].offset, 8);
+        assert_eq!((r.size(), r.align()), (16, 8));
+        assert_eq!((Format::Chars(5).size(), Format::Chars(5).align()), (5, 1));
+        assert_eq!(Format::record(vec![]).size(), 0);
+    }
+
+    #[test]
+    fn map_kinds_are_kernel_numbers() {
+        assert_eq!(MapKind::Hash as u32, 1);
+        assert_eq!(MapKind::LruHash as u32, 9);
+        assert!(MapKind::PercpuArray.is_array() && MapKind::PercpuArray.is_percpu());
+        assert_eq!(MapKind::LpmTrie.name(), "lpm_trie");
+    }
+}

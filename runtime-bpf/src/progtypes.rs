@@ -52,16 +52,31 @@ const fn v(name: &'static str, value: i32) -> Verdict {
 }
 
 const fn ro(name: &'static str, offset: i16, size: Size) -> CtxField {
-    CtxField { name, offset, size, writable: false }
+    CtxField {
+        name,
+        offset,
+        size,
+        writable: false,
+    }
 }
 
 const fn rw(name: &'static str, offset: i16, size: Size) -> CtxField {
-    CtxField { name, offset, size, writable: true }
+    CtxField {
+        name,
+        offset,
+        size,
+        writable: true,
+    }
 }
 
 /// `enum xdp_action`.
-pub const XDP_VERDICTS: &[Verdict] =
-    &[v("ABORTED", 0), v("DROP", 1), v("PASS", 2), v("TX", 3), v("REDIRECT", 4)];
+pub const XDP_VERDICTS: &[Verdict] = &[
+    v("ABORTED", 0),
+    v("DROP", 1),
+    v("PASS", 2),
+    v("TX", 3),
+    v("REDIRECT", 4),
+];
 
 /// `TC_ACT_*` from pkt_cls.h (tcx uses the same values; TC_ACT_OK is what tcx calls NEXT).
 pub const TC_VERDICTS: &[Verdict] = &[
@@ -149,7 +164,7 @@ impl ProgType {
     pub fn section(self) -> &'static str {
         match self {
             ProgType::Xdp => "xdp",
-            ProgType::Tc => "tc",
+            ProgType::Tc => "classifier",
             ProgType::Netfilter => "netfilter",
         }
     }
@@ -230,12 +245,20 @@ impl ProgType {
 
 /// The verdict's name for a value, e.g. `PASS` for XDP 2 (for listings and test reports).
 pub fn verdict_name(progtype: ProgType, value: i32) -> Option<&'static str> {
-    progtype.verdicts().iter().find(|v| v.value == value).map(|v| v.name)
+    progtype
+        .verdicts()
+        .iter()
+        .find(|v| v.value == value)
+        .map(|v| v.name)
 }
 
 /// The value of a named verdict, e.g. 2 for XDP `PASS`.
 pub fn verdict_value(progtype: ProgType, name: &str) -> Option<i32> {
-    progtype.verdicts().iter().find(|v| v.name == name).map(|v| v.value)
+    progtype
+        .verdicts()
+        .iter()
+        .find(|v| v.name == name)
+        .map(|v| v.value)
 }
 
 #[cfg(test)]
@@ -282,10 +305,16 @@ mod tests {
         assert_eq!(ProgType::Xdp.packet_pointers(), Some((0, 4)));
         assert_eq!(ProgType::Tc.packet_pointers(), Some((76, 80)));
         assert_eq!(ProgType::Netfilter.packet_pointers(), None);
-        let writable: Vec<_> =
-            SK_BUFF.iter().filter(|f| f.writable).map(|f| f.name).collect();
+        let writable: Vec<_> = SK_BUFF
+            .iter()
+            .filter(|f| f.writable)
+            .map(|f| f.name)
+            .collect();
         assert_eq!(writable, ["mark", "priority"]);
         assert!(XDP_MD.iter().all(|f| !f.writable && f.size == Size::W));
-        assert_eq!(ProgType::Xdp.ctx_field("rx_queue_index").map(|f| f.offset), Some(16));
+        assert_eq!(
+            ProgType::Xdp.ctx_field("rx_queue_index").map(|f| f.offset),
+            Some(16)
+        );
     }
 }

@@ -83,7 +83,8 @@ fn add(st: &Shared, table: &Table, module: &str, field: &str, f: Function) -> ml
 /// The host is little-endian (x86-64, arm64): network order conversions are byte swaps; the
 /// 16- and 32-bit forms use the low bits of their argument and return a non-negative value.
 fn byteorder(lua: &Lua, st: &Shared, table: &Table) -> mlua::Result<()> {
-    let swaps: [(&str, fn(i64) -> i64); 6] = [
+    type Swap = fn(i64) -> i64;
+    let swaps: [(&str, Swap); 6] = [
         ("ntoh16", |x| (x as u16).swap_bytes() as i64),
         ("ntoh32", |x| (x as u32).swap_bytes() as i64),
         ("ntoh64", |x| x.swap_bytes()),

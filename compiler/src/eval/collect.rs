@@ -173,8 +173,8 @@ impl Collector<'_> {
     fn local_table_span(&self, name: &str) -> Option<Span> {
         let (file, before) = self.current?;
         let locals = &self.s.index(file)?.local_tables;
-        let named = || locals.iter().filter(|(n, _)| n == name);
-        named().filter(|(_, span)| span.start < before).last().or_else(|| named().next()).map(|(_, span)| *span)
+        let before_it = locals.iter().rev().find(|(n, span)| n == name && span.start < before);
+        before_it.or_else(|| locals.iter().find(|(n, _)| n == name)).map(|(_, span)| *span)
     }
 
     fn process_function(&mut self, id: FuncId, f: &Function, hint: Option<String>) {

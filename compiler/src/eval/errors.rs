@@ -116,7 +116,7 @@ fn locate(s: &State, text: &str) -> Option<(Span, String)> {
 /// "..." when it is longer than LUA_IDSIZE allows (`luaO_chunkid`).
 fn short_names(name: &str) -> Vec<String> {
     const KEEP: usize = 56;
-    if name.len() + 1 <= 60 {
+    if name.len() < 60 {
         return vec![name.to_string()];
     }
     let mut cut = name.len() - KEEP;

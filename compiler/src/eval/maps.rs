@@ -121,7 +121,7 @@ fn declare(s: &State, call: &CallInfo, kind: MapKind, args: MultiValue) -> Resul
         }
     };
     if kind.is_array() && !matches!(key, Format::Int { bytes: 4, .. }) {
-        return Err(Diagnostic::new(call.option(s, "key"), format!("the key of an array map must be a 4-byte integer"), "not `I4`")
+        return Err(Diagnostic::new(call.option(s, "key"), "the key of an array map must be a 4-byte integer", "not `I4`")
             .hint("an array is indexed by position: write `key = \"I4\"` or leave `key` out; use `map.hash` for other keys"));
     }
     let max_entries = entries(s, call, get("entries"), ctor)?;

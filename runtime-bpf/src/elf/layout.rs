@@ -70,7 +70,12 @@ pub(crate) struct Split {
 impl Split {
     /// `(start, end)` slot ranges of the subprograms.
     pub fn subs(&self, len: usize) -> Vec<(usize, usize)> {
-        let ends = self.sub_starts.iter().skip(1).copied().chain(std::iter::once(len));
+        let ends = self
+            .sub_starts
+            .iter()
+            .skip(1)
+            .copied()
+            .chain(std::iter::once(len));
         self.sub_starts.iter().copied().zip(ends).collect()
     }
 }
@@ -85,7 +90,10 @@ pub(crate) fn split(insns: &[Insn]) -> Split {
         .collect();
     starts.sort_unstable();
     starts.dedup();
-    Split { main_len: starts.first().copied().unwrap_or(insns.len()), sub_starts: starts }
+    Split {
+        main_len: starts.first().copied().unwrap_or(insns.len()),
+        sub_starts: starts,
+    }
 }
 
 /// Orders a program's functions as libbpf and aya link them, so that slot numbers agree with
@@ -123,7 +131,13 @@ mod tests {
         let mut p = vec![Insn::mov64_imm(R0, 2)];
         p.extend(Insn::ld_imm64(R1, 5));
         p.push(Insn::exit());
-        assert_eq!(split(&p), Split { main_len: 4, sub_starts: vec![] });
+        assert_eq!(
+            split(&p),
+            Split {
+                main_len: 4,
+                sub_starts: vec![]
+            }
+        );
         assert_eq!(second_slots(&p), [false, false, true, false]);
     }
 
@@ -139,7 +153,13 @@ mod tests {
             Insn::exit(),
         ];
         let s = split(&p);
-        assert_eq!(s, Split { main_len: 3, sub_starts: vec![3, 5] });
+        assert_eq!(
+            s,
+            Split {
+                main_len: 3,
+                sub_starts: vec![3, 5]
+            }
+        );
         assert_eq!(s.subs(p.len()), [(3, 5), (5, 6)]);
     }
 
@@ -148,7 +168,11 @@ mod tests {
         // 0 calls 3 then 1; 3 calls 2; 1 calls 3 again; 4 is never called.
         let callees = vec![vec![3, 1], vec![3], vec![], vec![2], vec![]];
         assert_eq!(link_order(0, &callees), [0, 3, 2, 1]);
-        assert_eq!(link_order(0, &[vec![0, 7]]), [0], "self calls and bad ids are ignored");
+        assert_eq!(
+            link_order(0, &[vec![0, 7]]),
+            [0],
+            "self calls and bad ids are ignored"
+        );
     }
 
     #[test]

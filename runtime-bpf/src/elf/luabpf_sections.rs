@@ -58,7 +58,10 @@ pub(super) fn encode_init(maps: &[MapSpec]) -> Option<Vec<u8>> {
 
 /// `.luabpf.kfuncs`, or `None` when no program calls a kfunc.
 pub(super) fn encode_kfuncs(programs: &[KfuncRecord]) -> Option<Vec<u8>> {
-    let calling: Vec<&KfuncRecord> = programs.iter().filter(|(_, calls)| !calls.is_empty()).collect();
+    let calling: Vec<&KfuncRecord> = programs
+        .iter()
+        .filter(|(_, calls)| !calls.is_empty())
+        .collect();
     if calling.is_empty() {
         return None;
     }
@@ -118,7 +121,9 @@ impl<'a> Cursor<'a> {
         }
         let version = self.u32("version")?;
         if version != LUABPF_SECTION_VERSION {
-            return Err(format!("version {version} (this luabpf reads {LUABPF_SECTION_VERSION})"));
+            return Err(format!(
+                "version {version} (this luabpf reads {LUABPF_SECTION_VERSION})"
+            ));
         }
         Ok(())
     }
@@ -148,7 +153,12 @@ pub(super) fn decode_init(bytes: &[u8]) -> Result<Vec<InitRecord>, String> {
             let v = c.take(value_size as usize, "value")?.to_vec();
             entries.push((k, v));
         }
-        out.push(InitRecord { name, key_size, value_size, entries });
+        out.push(InitRecord {
+            name,
+            key_size,
+            value_size,
+            entries,
+        });
     }
     c.finish()?;
     Ok(out)
@@ -183,7 +193,10 @@ mod tests {
             name: "t".into(),
             kind: MapKind::Hash,
             key: Format::Chars(4),
-            value: Format::Int { bytes: 1, signed: false },
+            value: Format::Int {
+                bytes: 1,
+                signed: false,
+            },
             max_entries: 8,
             flags: 0,
             init,
@@ -220,6 +233,9 @@ mod tests {
         let mut long = bytes;
         long.push(0);
         assert!(decode_init(&long).is_err());
-        assert!(decode_kfuncs(b"LBPFKFNC\x02\0\0\0\0\0\0\0").is_err(), "version 2");
+        assert!(
+            decode_kfuncs(b"LBPFKFNC\x02\0\0\0\0\0\0\0").is_err(),
+            "version 2"
+        );
     }
 }

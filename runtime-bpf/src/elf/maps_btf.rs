@@ -53,7 +53,9 @@ impl BtfBuilder {
             return id;
         }
         let name = format!("__{}{}", if signed { 's' } else { 'u' }, bytes * 8);
-        let id = self.btf.int(&name, bytes, if signed { INT_SIGNED } else { 0 });
+        let id = self
+            .btf
+            .int(&name, bytes, if signed { INT_SIGNED } else { 0 });
         self.ints.insert((bytes, signed), id);
         id
     }
@@ -89,9 +91,12 @@ impl BtfBuilder {
                         (name, ty, f.offset.saturating_mul(8))
                     })
                     .collect();
-                let refs: Vec<(&str, TypeId, u32)> =
-                    members.iter().map(|(n, t, o)| (n.as_str(), *t, *o)).collect();
-                self.btf.structure(&sanitize_identifier(hint), format.size(), &refs)
+                let refs: Vec<(&str, TypeId, u32)> = members
+                    .iter()
+                    .map(|(n, t, o)| (n.as_str(), *t, *o))
+                    .collect();
+                self.btf
+                    .structure(&sanitize_identifier(hint), format.size(), &refs)
             }
         }
     }
@@ -188,15 +193,25 @@ fn exact_format(btf: &Btf, id: TypeId, depth: u32) -> Option<Format> {
         return None;
     }
     match btf.get(btf.resolve(id))? {
-        Type::Int { size, encoding, offset: 0, bits, .. }
-            if matches!(size, 1 | 2 | 4 | 8) && *bits as u32 == size * 8 =>
-        {
-            Some(Format::Int { bytes: *size as u8, signed: encoding & INT_SIGNED != 0 })
-        }
+        Type::Int {
+            size,
+            encoding,
+            offset: 0,
+            bits,
+            ..
+        } if matches!(size, 1 | 2 | 4 | 8) && *bits as u32 == size * 8 => Some(Format::Int {
+            bytes: *size as u8,
+            signed: encoding & INT_SIGNED != 0,
+        }),
         Type::Array { elem, nelems, .. } if btf.size_of(*elem) == Some(1) && is_int(btf, *elem) => {
             Some(Format::Chars(*nelems))
         }
-        Type::Struct { kind_flag: false, members, size, .. } => {
+        Type::Struct {
+            kind_flag: false,
+            members,
+            size,
+            ..
+        } => {
             let mut fields = Vec::with_capacity(members.len());
             for m in members {
                 if m.offset % 8 != 0 {
@@ -204,7 +219,11 @@ fn exact_format(btf: &Btf, id: TypeId, depth: u32) -> Option<Format> {
                 }
                 let name = btf.string(m.name)?.to_string();
                 let format = exact_format(btf, m.ty, depth + 1)?;
-                fields.push(Field { name, format, offset: m.offset / 8 });
+                fields.push(Field {
+                    name,
+                    format,
+                    offset: m.offset / 8,
+                });
             }
             let record = Format::Record(fields);
             (record.size() == *size).then_some(record)
@@ -216,7 +235,6 @@ fn exact_format(btf: &Btf, id: TypeId, depth: u32) -> Option<Format> {
 fn is_int(btf: &Btf, id: TypeId) -> bool {
     matches!(btf.get(btf.resolve(id)), Some(Type::Int { .. }))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -238,14 +256,41 @@ mod tests {
     #[test]
     fn formats_round_trip_through_btf() {
         let record = Format::record(vec![
-            ("saddr".into(), Format::Int { bytes: 4, signed: false }),
-            ("dport".into(), Format::Int { bytes: 2, signed: false }),
+            (
+                "saddr".into(),
+                Format::Int {
+                    bytes: 4,
+                    signed: false,
+                },
+            ),
+            (
+                "dport".into(),
+                Format::Int {
+                    bytes: 2,
+                    signed: false,
+                },
+            ),
             ("name".into(), Format::Chars(3)),
-            ("inner".into(), Format::record(vec![("x".into(), Format::Int { bytes: 8, signed: true })])),
+            (
+                "inner".into(),
+                Format::record(vec![(
+                    "x".into(),
+                    Format::Int {
+                        bytes: 8,
+                        signed: true,
+                    },
+                )]),
+            ),
         ]);
         let formats = [
-            Format::Int { bytes: 1, signed: true },
-            Format::Int { bytes: 8, signed: false },
+            Format::Int {
+                bytes: 1,
+                signed: true,
+            },
+            Format::Int {
+                bytes: 8,
+                signed: false,
+            },
             Format::Chars(64),
             record,
         ];
@@ -260,7 +305,14 @@ mod tests {
     #[test]
     fn map_definition_members() {
         let mut b = BtfBuilder::new();
-        let m = spec(Format::Chars(64), Format::Int { bytes: 8, signed: false }, 0);
+        let m = spec(
+            Format::Chars(64),
+            Format::Int {
+                bytes: 8,
+                signed: false,
+            },
+            0,
+        );
         let (def, size) = b.map_def(&m);
         assert_eq!(size, 32);
         let parsed = parse_map_def(&b.btf, def).unwrap();
@@ -269,7 +321,14 @@ mod tests {
         assert_eq!(parsed.flags, None);
         assert_eq!(parsed.key.and_then(|k| b.btf.size_of(k)), Some(64));
         assert_eq!(parsed.value.and_then(|v| b.btf.size_of(v)), Some(8));
-        let (def, size) = b.map_def(&spec(Format::Int { bytes: 4, signed: false }, Format::Chars(1), 1));
+        let (def, size) = b.map_def(&spec(
+            Format::Int {
+                bytes: 4,
+                signed: false,
+            },
+            Format::Chars(1),
+            1,
+        ));
         assert_eq!(size, 40);
         assert_eq!(parse_map_def(&b.btf, def).unwrap().flags, Some(1));
     }
@@ -278,7 +337,12 @@ mod tests {
     fn foreign_types_become_opaque_bytes() {
         let mut btf = Btf::new();
         let int = btf.int("int", 4, INT_SIGNED);
-        let u = btf.add(Type::Union { name: 0, size: 4, kind_flag: false, members: vec![] });
+        let u = btf.add(Type::Union {
+            name: 0,
+            size: 4,
+            kind_flag: false,
+            members: vec![],
+        });
         assert_eq!(format_of(&btf, u), Some(Format::Chars(4)));
         let bitfield = btf.structure("b", 4, &[("x", int, 3)]);
         assert_eq!(format_of(&btf, bitfield), Some(Format::Chars(4)));

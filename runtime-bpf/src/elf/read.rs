@@ -18,7 +18,7 @@ use super::luabpf_sections::{decode_init, decode_kfuncs};
 use super::maps_btf::{format_of, parse_map_def, MapDef};
 use super::{ReadError, INIT_SECTION, KFUNCS_SECTION};
 use crate::btf::{Btf, BtfExt, LineInfo, Type};
-use crate::isa::{Insn, BPF_PSEUDO_KFUNC_CALL};
+use crate::isa::{Insn, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD};
 use crate::object::{Format, MapKind, MapSpec, Object, ProgramCode, SourceFile, SourceLoc};
 
 /// A map whose kernel type luabpf does not declare (found in clang objects).
@@ -66,7 +66,12 @@ pub fn read_detailed(bytes: &[u8]) -> Result<ReadObject, ReadError> {
         None => BtfExt::default(),
     };
     let mut out = ReadObject {
-        object: Object { programs: Vec::new(), maps: Vec::new(), sources: Vec::new(), license: elf.license() },
+        object: Object {
+            programs: Vec::new(),
+            maps: Vec::new(),
+            sources: Vec::new(),
+            license: elf.license(),
+        },
         foreign_maps: Vec::new(),
         foreign_relocs: Vec::new(),
         unsupported: Vec::new(),
@@ -140,26 +145,45 @@ impl<'a> Elf<'a> {
             Ok(kind) => return Err(ReadError::NotBpf(format!("a {kind:?} file, not ELF64"))),
             Err(e) => return Err(ReadError::Elf(e.to_string())),
         }
-        let file = ElfFile64::<Endianness>::parse(bytes).map_err(|e| ReadError::Elf(e.to_string()))?;
+        let file =
+            ElfFile64::<Endianness>::parse(bytes).map_err(|e| ReadError::Elf(e.to_string()))?;
         if !file.is_little_endian() {
             return Err(ReadError::NotBpf("big-endian ELF".into()));
         }
         if file.architecture() != Architecture::Bpf {
-            return Err(ReadError::NotBpf(format!("machine is {:?}", file.architecture())));
+            return Err(ReadError::NotBpf(format!(
+                "machine is {:?}",
+                file.architecture()
+            )));
         }
         let mut sections = BTreeMap::new();
         for s in file.sections() {
-            let name = s.name().map_err(|e| ReadError::Elf(e.to_string()))?.to_string();
-            let data = s.data().map_err(|e| ReadError::Elf(format!("section {name}: {e}")))?;
+            let name = s
+                .name()
+                .map_err(|e| ReadError::Elf(e.to_string()))?
+                .to_string();
+            let data = s
+                .data()
+                .map_err(|e| ReadError::Elf(format!("section {name}: {e}")))?;
             let executable = matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0);
             let relocs = s
                 .relocations()
                 .filter_map(|(offset, r)| match (r.target(), r.flags()) {
-                    (RelocationTarget::Symbol(sym), RelocationFlags::Elf { r_type }) => Some((offset, (sym.0, r_type))),
+                    (RelocationTarget::Symbol(sym), RelocationFlags::Elf { r_type }) => {
+                        Some((offset, (sym.0, r_type)))
+                    }
                     _ => None,
                 })
                 .collect();
-            sections.insert(s.index().0, Section { name, data, executable, relocs });
+            sections.insert(
+                s.index().0,
+                Section {
+                    name,
+                    data,
+                    executable,
+                    relocs,
+                },
+            );
         }
         let symbols = file
             .symbols()
@@ -175,9 +199,18 @@ impl<'a> Elf<'a> {
                 (s.index().0, sym)
             })
             .collect();
-        let mut elf = Elf { sections, symbols, funcs: HashMap::new(), code: HashMap::new() };
-        let executable: Vec<usize> =
-            elf.sections.iter().filter(|(_, s)| s.executable).map(|(&i, _)| i).collect();
+        let mut elf = Elf {
+            sections,
+            symbols,
+            funcs: HashMap::new(),
+            code: HashMap::new(),
+        };
+        let executable: Vec<usize> = elf
+            .sections
+            .iter()
+            .filter(|(_, s)| s.executable)
+            .map(|(&i, _)| i)
+            .collect();
         for index in executable {
             let funcs = elf.compute_functions(index);
             elf.funcs.insert(index, funcs);
@@ -193,19 +226,27 @@ impl<'a> Elf<'a> {
     }
 
     fn section_index(&self, name: &str) -> Option<usize> {
-        self.sections.iter().find(|(_, s)| s.name == name).map(|(&i, _)| i)
+        self.sections
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(&i, _)| i)
     }
 
     /// The license string up to its NUL (empty when the section is missing).
     fn license(&self) -> String {
-        let data = self.section_named("license").map(|s| s.data).unwrap_or_default();
+        let data = self
+            .section_named("license")
+            .map(|s| s.data)
+            .unwrap_or_default();
         let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
         String::from_utf8_lossy(&data[..end]).into_owned()
     }
 
     /// Program sections: executable, not `.text` (whose functions are subprograms).
     fn is_program_section(&self, index: usize) -> bool {
-        self.sections.get(&index).is_some_and(|s| s.executable && !s.name.starts_with(".text"))
+        self.sections
+            .get(&index)
+            .is_some_and(|s| s.executable && !s.name.starts_with(".text"))
     }
 
     /// Function symbols of a section as slot ranges, sorted; a symbol without a size runs to
@@ -222,15 +263,31 @@ impl<'a> Elf<'a> {
         starts.sort_unstable();
         starts.dedup_by_key(|s| s.0);
         if starts.is_empty() {
-            return if slots > 0 { vec![Func { section, start: 0, end: slots }] } else { Vec::new() };
+            return if slots > 0 {
+                vec![Func {
+                    section,
+                    start: 0,
+                    end: slots,
+                }]
+            } else {
+                Vec::new()
+            };
         }
         let nexts: Vec<usize> = starts.iter().skip(1).map(|s| s.0).chain([slots]).collect();
         starts
             .iter()
             .zip(nexts)
             .map(|(&(start, size), next)| {
-                let end = if size > 0 { (start as u64 + size).min(slots as u64) as usize } else { next };
-                Func { section, start, end: end.max(start) }
+                let end = if size > 0 {
+                    (start as u64 + size).min(slots as u64) as usize
+                } else {
+                    next
+                };
+                Func {
+                    section,
+                    start,
+                    end: end.max(start),
+                }
             })
             .collect()
     }
@@ -251,7 +308,9 @@ impl<'a> Elf<'a> {
         let mut out = Vec::new();
         let mut covered = Vec::new();
         for sym in self.symbols.values() {
-            let Some(section) = sym.section.filter(|&s| self.is_program_section(s)) else { continue };
+            let Some(section) = sym.section.filter(|&s| self.is_program_section(s)) else {
+                continue;
+            };
             if sym.kind != SymbolKind::Text || sym.undefined || sym.name.is_empty() {
                 continue;
             }
@@ -264,7 +323,14 @@ impl<'a> Elf<'a> {
         // Stripped objects: a program section without symbols is one program named after it.
         for (&index, s) in &self.sections {
             if self.is_program_section(index) && !covered.contains(&index) && !s.data.is_empty() {
-                out.push((s.name.clone(), Func { section: index, start: 0, end: s.data.len() / 8 }));
+                out.push((
+                    s.name.clone(),
+                    Func {
+                        section: index,
+                        start: 0,
+                        end: s.data.len() / 8,
+                    },
+                ));
             }
         }
         out
@@ -276,17 +342,27 @@ impl<'a> Elf<'a> {
             return Ok(code);
         }
         let name = self.sections.get(&section).map_or("?", |s| s.name.as_str());
-        Err(bad_program(program, &format!("section {name} is not code made of whole 8-byte slots")))
+        Err(bad_program(
+            program,
+            &format!("section {name} is not code made of whole 8-byte slots"),
+        ))
     }
 
     fn reloc(&self, section: usize, slot: usize) -> Option<(usize, u32, &Sym)> {
-        let &(sym, r_type) = self.sections.get(&section)?.relocs.get(&(slot as u64 * 8))?;
+        let &(sym, r_type) = self
+            .sections
+            .get(&section)?
+            .relocs
+            .get(&(slot as u64 * 8))?;
         Some((sym, r_type, self.symbols.get(&sym)?))
     }
 }
 
 fn bad_program(program: &str, why: &str) -> ReadError {
-    ReadError::BadProgram { program: program.to_string(), why: why.to_string() }
+    ReadError::BadProgram {
+        program: program.to_string(),
+        why: why.to_string(),
+    }
 }
 
 // ---- maps -----------------------------------------------------------------------------------
@@ -341,17 +417,28 @@ struct FoundMap {
 fn read_maps(elf: &Elf<'_>, btf: Option<&Btf>, out: &mut ReadObject) -> MapRefs {
     let mut refs = MapRefs::default();
     for (section_name, legacy) in [(".maps", false), ("maps", true)] {
-        let Some(section) = elf.section_index(section_name) else { continue };
+        let Some(section) = elf.section_index(section_name) else {
+            continue;
+        };
         let mut syms: Vec<(&usize, &Sym)> = elf
             .symbols
             .iter()
-            .filter(|(_, s)| s.section == Some(section) && !s.name.is_empty() && s.kind != SymbolKind::Section)
+            .filter(|(_, s)| {
+                s.section == Some(section) && !s.name.is_empty() && s.kind != SymbolKind::Section
+            })
             .collect();
         syms.sort_by_key(|(_, s)| s.value);
         for (&index, sym) in syms {
-            let found = if legacy { legacy_map(elf, section, sym) } else { btf_map(btf, sym) };
+            let found = if legacy {
+                legacy_map(elf, section, sym)
+            } else {
+                btf_map(btf, sym)
+            };
             let Some(found) = found else {
-                out.unsupported.push(format!("map {:?} has no definition luabpf can read", sym.name));
+                out.unsupported.push(format!(
+                    "map {:?} has no definition luabpf can read",
+                    sym.name
+                ));
                 continue;
             };
             let r = add_map(found, out);
@@ -399,19 +486,27 @@ fn add_map(m: FoundMap, out: &mut ReadObject) -> MapRef {
 fn btf_map(btf: Option<&Btf>, sym: &Sym) -> Option<FoundMap> {
     let btf = btf?;
     let var = btf.types().iter().find_map(|t| match t {
-        Type::Datasec { name, vars, .. } if btf.string(*name) == Some(".maps") => {
-            vars.iter().find(|v| v.offset as u64 == sym.value).map(|v| v.ty)
-        }
+        Type::Datasec { name, vars, .. } if btf.string(*name) == Some(".maps") => vars
+            .iter()
+            .find(|v| v.offset as u64 == sym.value)
+            .map(|v| v.ty),
         _ => None,
     });
     let var = var.or_else(|| btf.find(crate::btf::KIND_VAR, &sym.name))?;
-    let Some(Type::Var { ty, name, .. }) = btf.get(var) else { return None };
+    let Some(Type::Var { ty, name, .. }) = btf.get(var) else {
+        return None;
+    };
     let def: MapDef = parse_map_def(btf, *ty)?;
     let format = |id: Option<u32>, size: Option<u32>| {
-        id.and_then(|id| format_of(btf, id)).unwrap_or(Format::Chars(size.unwrap_or(0)))
+        id.and_then(|id| format_of(btf, id))
+            .unwrap_or(Format::Chars(size.unwrap_or(0)))
     };
     Some(FoundMap {
-        name: btf.string(*name).filter(|n| !n.is_empty()).unwrap_or(&sym.name).to_string(),
+        name: btf
+            .string(*name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&sym.name)
+            .to_string(),
         kernel_type: def.kind?,
         key: format(def.key, def.key_size),
         value: format(def.value, def.value_size),
@@ -440,17 +535,24 @@ fn legacy_map(elf: &Elf<'_>, section: usize, sym: &Sym) -> Option<FoundMap> {
 }
 
 fn apply_init(elf: &Elf<'_>, maps: &mut [MapSpec]) -> Result<(), ReadError> {
-    let Some(section) = elf.section_named(INIT_SECTION) else { return Ok(()) };
+    let Some(section) = elf.section_named(INIT_SECTION) else {
+        return Ok(());
+    };
     let records = decode_init(section.data).map_err(|why| bad_section(INIT_SECTION, why))?;
     for r in records {
-        let map = maps
-            .iter_mut()
-            .find(|m| m.name == r.name)
-            .ok_or_else(|| bad_section(INIT_SECTION, format!("contents for unknown map {:?}", r.name)))?;
+        let map = maps.iter_mut().find(|m| m.name == r.name).ok_or_else(|| {
+            bad_section(
+                INIT_SECTION,
+                format!("contents for unknown map {:?}", r.name),
+            )
+        })?;
         if (r.key_size, r.value_size) != (map.key.size(), map.value.size()) {
             return Err(bad_section(
                 INIT_SECTION,
-                format!("map {:?}: entry sizes {}/{} differ from its BTF", r.name, r.key_size, r.value_size),
+                format!(
+                    "map {:?}: entry sizes {}/{} differ from its BTF",
+                    r.name, r.key_size, r.value_size
+                ),
             ));
         }
         map.init = r.entries;
@@ -470,10 +572,17 @@ struct Linked {
 
 /// Where a local call or function address at `slot` of `section` leads: the relocation's
 /// symbol plus the immediate (libbpf's rules), or pc-relative within the section without one.
-fn local_target(elf: &Elf<'_>, section: usize, slot: usize, insn: &Insn) -> Result<(usize, usize), String> {
+fn local_target(
+    elf: &Elf<'_>,
+    section: usize,
+    slot: usize,
+    insn: &Insn,
+) -> Result<(usize, usize), String> {
     let (target_section, target) = match elf.reloc(section, slot) {
         Some((_, _, sym)) => {
-            let s = sym.section.ok_or_else(|| format!("relocation against undefined {:?}", sym.name))?;
+            let s = sym
+                .section
+                .ok_or_else(|| format!("relocation against undefined {:?}", sym.name))?;
             let target = if is_local_call(insn) {
                 (sym.value / 8) as i64 + insn.imm as i64 + 1
             } else {
@@ -483,14 +592,16 @@ fn local_target(elf: &Elf<'_>, section: usize, slot: usize, insn: &Insn) -> Resu
         }
         None => (section, slot as i64 + insn.imm as i64 + 1),
     };
-    let target = usize::try_from(target).map_err(|_| format!("target slot {target} is negative"))?;
+    let target =
+        usize::try_from(target).map_err(|_| format!("target slot {target} is negative"))?;
     Ok((target_section, target))
 }
 
 /// A call relocated against an undefined symbol is a kfunc call as clang emits it.
 fn kfunc_name<'e>(elf: &'e Elf<'_>, section: usize, slot: usize, insn: &Insn) -> Option<&'e str> {
     let (_, _, sym) = elf.reloc(section, slot)?;
-    (insn.code == super::layout::CALL && sym.undefined && !sym.name.is_empty()).then_some(sym.name.as_str())
+    (insn.code == super::layout::CALL && sym.undefined && !sym.name.is_empty())
+        .then_some(sym.name.as_str())
 }
 
 /// Collects the entry and every function it reaches, in the order libbpf and aya link them.
@@ -500,7 +611,9 @@ fn link_program(elf: &Elf<'_>, name: &str, entry: Func) -> Result<Linked, ReadEr
     let mut callees: Vec<Vec<usize>> = Vec::new();
     while let Some(&f) = found.get(callees.len()) {
         let code = elf.slots(f.section, name)?;
-        let body = code.get(f.start..f.end).ok_or_else(|| bad_program(name, "function outside its section"))?;
+        let body = code
+            .get(f.start..f.end)
+            .ok_or_else(|| bad_program(name, "function outside its section"))?;
         let second = second_slots(body);
         let mut mine = Vec::new();
         for (k, insn) in body.iter().enumerate() {
@@ -509,9 +622,15 @@ fn link_program(elf: &Elf<'_>, name: &str, entry: Func) -> Result<Linked, ReadEr
             if second[k] || !local || kfunc_name(elf, f.section, slot, insn).is_some() {
                 continue;
             }
-            let bad_call = |why: String| ReadError::BadCall { program: name.to_string(), slot, why };
+            let bad_call = |why: String| ReadError::BadCall {
+                program: name.to_string(),
+                slot,
+                why,
+            };
             let (ts, t) = local_target(elf, f.section, slot, insn).map_err(bad_call)?;
-            let callee = elf.function_at(ts, t).ok_or_else(|| bad_call(format!("target slot {t} is in no function")))?;
+            let callee = elf
+                .function_at(ts, t)
+                .ok_or_else(|| bad_call(format!("target slot {t} is in no function")))?;
             let id = *ids.entry(callee).or_insert_with(|| {
                 found.push(callee);
                 found.len() - 1
@@ -520,7 +639,10 @@ fn link_program(elf: &Elf<'_>, name: &str, entry: Func) -> Result<Linked, ReadEr
         }
         callees.push(mine);
     }
-    let funcs: Vec<Func> = link_order(0, &callees).into_iter().map(|i| found[i]).collect();
+    let funcs: Vec<Func> = link_order(0, &callees)
+        .into_iter()
+        .map(|i| found[i])
+        .collect();
     let mut bases = Vec::with_capacity(funcs.len());
     let mut len = 0;
     for f in &funcs {
@@ -535,7 +657,9 @@ fn link_program(elf: &Elf<'_>, name: &str, entry: Func) -> Result<Linked, ReadEr
 impl Linked {
     /// The linked slot of (section, slot), if one of the program's functions holds it.
     fn position(&self, section: usize, slot: usize) -> Option<usize> {
-        let i = self.index.partition_point(|(f, _)| (f.section, f.start) <= (section, slot));
+        let i = self
+            .index
+            .partition_point(|(f, _)| (f.section, f.start) <= (section, slot));
         let &(f, base) = self.index.get(i.checked_sub(1)?)?;
         (f.section == section && slot < f.end).then(|| base + slot - f.start)
     }
@@ -553,7 +677,11 @@ fn to_program(
     index: usize,
 ) -> ProgramCode {
     let entry = linked.funcs[0];
-    let section = elf.sections.get(&entry.section).map(|s| s.name.clone()).unwrap_or_default();
+    let section = elf
+        .sections
+        .get(&entry.section)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
     let mut p = ProgramCode {
         name: name.to_string(),
         section,
@@ -566,10 +694,20 @@ fn to_program(
         let code = elf.slots(f.section, name).unwrap_or_default();
         let body = code.get(f.start..f.end).unwrap_or_default();
         let second = second_slots(body);
-        let section_name = elf.sections.get(&f.section).map(|s| s.name.as_str()).unwrap_or_default();
+        let section_name = elf
+            .sections
+            .get(&f.section)
+            .map(|s| s.name.as_str())
+            .unwrap_or_default();
         for (k, &insn) in body.iter().enumerate() {
             let (slot, at) = (f.start + k, p.insns.len());
-            let insn = if second[k] { insn } else { relink(elf, linked, f.section, slot, at, insn, &mut p, map_refs, out, index) };
+            let insn = if second[k] {
+                insn
+            } else {
+                relink(
+                    elf, linked, f.section, slot, at, insn, &mut p, map_refs, out, index,
+                )
+            };
             p.insns.push(insn);
             p.locs.push(lines.loc(section_name, slot));
         }
@@ -599,7 +737,10 @@ fn relink(
     }
     if is_local_call(&insn) || is_func_addr(&insn) {
         // link_program resolved every target already; a failure here cannot happen.
-        if let Some(t) = local_target(elf, section, slot, &insn).ok().and_then(|(s, t)| linked.position(s, t)) {
+        if let Some(t) = local_target(elf, section, slot, &insn)
+            .ok()
+            .and_then(|(s, t)| linked.position(s, t))
+        {
             insn.imm = (t as i64 - at as i64 - 1) as i32;
         }
         return insn;
@@ -607,12 +748,22 @@ fn relink(
     if !insn.is_ld_imm64() {
         return insn;
     }
-    let Some((sym_index, _, sym)) = elf.reloc(section, slot) else { return insn };
+    let Some((sym_index, _, sym)) = elf.reloc(section, slot) else {
+        return insn;
+    };
     match map_refs.resolve(sym_index, sym, insn.imm) {
-        Some(MapRef::Own(m)) => p.map_relocs.push((at, m)),
+        Some(MapRef::Own(m)) => {
+            // clang leaves src_reg 0 for libbpf to set; an `Object` says what it loads.
+            insn.src = BPF_PSEUDO_MAP_FD;
+            insn.imm = 0;
+            p.map_relocs.push((at, m));
+        }
         Some(MapRef::Foreign(m)) => out.foreign_relocs.push((index, at, m)),
         None => {
-            let target = sym.section.and_then(|s| elf.sections.get(&s)).map_or("?", |s| s.name.as_str());
+            let target = sym
+                .section
+                .and_then(|s| elf.sections.get(&s))
+                .map_or("?", |s| s.name.as_str());
             out.unsupported.push(format!(
                 "program {:?} loads the address of {:?} in section {target} (global data)",
                 p.name, sym.name
@@ -647,16 +798,32 @@ impl<'b> LineTable<'b> {
         for records in by_section.values_mut() {
             records.sort_by_key(|r| r.0);
         }
-        LineTable { btf, by_section, files: Vec::new(), texts: Vec::new() }
+        LineTable {
+            btf,
+            by_section,
+            files: Vec::new(),
+            texts: Vec::new(),
+        }
     }
 
     /// The location of a slot: the last line_info at or before it.
     fn loc(&mut self, section: &str, slot: usize) -> SourceLoc {
-        let Some(btf) = self.btf else { return SourceLoc::default() };
-        let Some(records) = self.by_section.get(section) else { return SourceLoc::default() };
-        let Some(&(_, r)) = records.partition_point(|(s, _)| *s <= slot).checked_sub(1).and_then(|i| records.get(i)) else {
+        let Some(btf) = self.btf else {
             return SourceLoc::default();
         };
+        let Some(records) = self.by_section.get(section) else {
+            return SourceLoc::default();
+        };
+        let Some(&(_, r)) = records
+            .partition_point(|(s, _)| *s <= slot)
+            .checked_sub(1)
+            .and_then(|i| records.get(i))
+        else {
+            return SourceLoc::default();
+        };
+        if r.line() == 0 {
+            return SourceLoc::default(); // "unknown", written at function starts
+        }
         let name = btf.string(r.file_name_off).unwrap_or_default();
         let file = match self.files.iter().position(|f| f == name) {
             Some(i) => i,
@@ -667,9 +834,15 @@ impl<'b> LineTable<'b> {
             }
         };
         if let Some(text) = btf.string(r.line_off).filter(|t| !t.is_empty()) {
-            self.texts[file].entry(r.line()).or_insert_with(|| text.to_string());
+            self.texts[file]
+                .entry(r.line())
+                .or_insert_with(|| text.to_string());
         }
-        SourceLoc { file: file as u32, line: r.line(), col: r.col() }
+        SourceLoc {
+            file: file as u32,
+            line: r.line(),
+            col: r.col(),
+        }
     }
 
     /// Source files rebuilt from the line texts BTF carries (lines never referenced are empty).
@@ -679,7 +852,10 @@ impl<'b> LineTable<'b> {
             .zip(self.texts)
             .map(|(name, lines)| {
                 let last = lines.keys().next_back().copied().unwrap_or(0);
-                let text = (1..=last).map(|n| lines.get(&n).map_or("", |s| s.as_str())).collect::<Vec<_>>().join("\n");
+                let text = (1..=last)
+                    .map(|n| lines.get(&n).map_or("", |s| s.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 SourceFile { name, text }
             })
             .collect()

@@ -53,9 +53,16 @@ pub fn validate(obj: &Object) -> Result<(), WriteError> {
     Ok(())
 }
 
-fn check_name<'a>(what: &'static str, name: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), WriteError> {
+fn check_name<'a>(
+    what: &'static str,
+    name: &'a str,
+    seen: &mut HashSet<&'a str>,
+) -> Result<(), WriteError> {
     if !is_identifier(name) {
-        return Err(WriteError::InvalidName { what, name: name.to_string() });
+        return Err(WriteError::InvalidName {
+            what,
+            name: name.to_string(),
+        });
     }
     if !seen.insert(name) {
         return Err(WriteError::DuplicateName(name.to_string()));
@@ -71,18 +78,32 @@ fn validate_program(p: &ProgramCode, maps: usize) -> Result<(), WriteError> {
     for &(slot, map) in &p.map_relocs {
         let ok = p.insns.get(slot).is_some_and(|i| i.is_ld_imm64()) && !second[slot] && map < maps;
         if !ok {
-            return Err(WriteError::BadMapReloc { program: p.name.clone(), slot, map });
+            return Err(WriteError::BadMapReloc {
+                program: p.name.clone(),
+                slot,
+                map,
+            });
         }
     }
     for (slot, _) in &p.kfunc_relocs {
-        let ok = p.insns.get(*slot).is_some_and(|i| i.code == layout::CALL && i.src == BPF_PSEUDO_KFUNC_CALL);
+        let ok = p
+            .insns
+            .get(*slot)
+            .is_some_and(|i| i.code == layout::CALL && i.src == BPF_PSEUDO_KFUNC_CALL);
         if !ok {
-            return Err(WriteError::BadKfuncReloc { program: p.name.clone(), slot: *slot });
+            return Err(WriteError::BadKfuncReloc {
+                program: p.name.clone(),
+                slot: *slot,
+            });
         }
     }
     for (slot, target) in layout::local_references(&p.insns) {
         if !layout::valid_target(&p.insns, &second, target) {
-            return Err(WriteError::BadCallTarget { program: p.name.clone(), slot, target });
+            return Err(WriteError::BadCallTarget {
+                program: p.name.clone(),
+                slot,
+                target,
+            });
         }
     }
     Ok(())
@@ -92,8 +113,15 @@ fn validate_map(m: &MapSpec) -> Result<(), WriteError> {
     check_format(&m.name, &m.key)?;
     check_format(&m.name, &m.value)?;
     let (k, v) = (m.key.size() as usize, m.value.size() as usize);
-    match m.init.iter().position(|(key, value)| key.len() != k || value.len() != v) {
-        Some(entry) => Err(WriteError::BadInitEntry { map: m.name.clone(), entry }),
+    match m
+        .init
+        .iter()
+        .position(|(key, value)| key.len() != k || value.len() != v)
+    {
+        Some(entry) => Err(WriteError::BadInitEntry {
+            map: m.name.clone(),
+            entry,
+        }),
         None => Ok(()),
     }
 }
@@ -101,7 +129,10 @@ fn validate_map(m: &MapSpec) -> Result<(), WriteError> {
 fn check_format(map: &str, f: &Format) -> Result<(), WriteError> {
     match f {
         Format::Int { bytes, .. } if !matches!(bytes, 1 | 2 | 4 | 8) => {
-            Err(WriteError::BadFormat { map: map.to_string(), bytes: *bytes })
+            Err(WriteError::BadFormat {
+                map: map.to_string(),
+                bytes: *bytes,
+            })
         }
         Format::Record(fields) => fields.iter().try_for_each(|f| check_format(map, &f.format)),
         _ => Ok(()),
@@ -155,8 +186,13 @@ struct Plan {
 
 impl Plan {
     fn new(obj: &Object) -> Plan {
-        let mut plan =
-            Plan { groups: Vec::new(), text: Vec::new(), funcs: Vec::new(), relocs: Vec::new(), kfuncs: Vec::new() };
+        let mut plan = Plan {
+            groups: Vec::new(),
+            text: Vec::new(),
+            funcs: Vec::new(),
+            relocs: Vec::new(),
+            kfuncs: Vec::new(),
+        };
         for (index, p) in obj.programs.iter().enumerate() {
             plan.place_program(index, p, obj.maps.len());
         }
@@ -198,25 +234,50 @@ impl Plan {
             l if l < main_len => (Place::Group(g), sec_base + l),
             l => (Place::Text, text_base + l - main_len),
         };
-        let mut insns: Vec<Insn> = order.iter().flat_map(|&f| p.insns[ranges[f].0..ranges[f].1].iter().copied()).collect();
+        let mut insns: Vec<Insn> = order
+            .iter()
+            .flat_map(|&f| p.insns[ranges[f].0..ranges[f].1].iter().copied())
+            .collect();
         self.relocate_local_refs(p, &mut insns, &linked, main_len, text_base, &place_of);
         let second = layout::second_slots(&p.insns);
         for &(slot, map) in &p.map_relocs {
-            let ok = p.insns.get(slot).is_some_and(|i| i.is_ld_imm64()) && !second[slot] && map < maps;
+            let ok =
+                p.insns.get(slot).is_some_and(|i| i.is_ld_imm64()) && !second[slot] && map < maps;
             if ok {
                 let (place, slot) = place_of(slot);
-                self.relocs.push(PlacedReloc { place, slot, target: RelocTarget::Map(map), r_type: R_BPF_64_64 });
+                self.relocs.push(PlacedReloc {
+                    place,
+                    slot,
+                    target: RelocTarget::Map(map),
+                    r_type: R_BPF_64_64,
+                });
             }
         }
         if !p.kfunc_relocs.is_empty() {
-            let calls = p.kfunc_relocs.iter().filter(|(s, _)| *s < p.insns.len()).map(|(s, n)| (linked(*s), n.clone()));
+            let calls = p
+                .kfunc_relocs
+                .iter()
+                .filter(|(s, _)| *s < p.insns.len())
+                .map(|(s, n)| (linked(*s), n.clone()));
             self.kfuncs.push((p.name.clone(), calls.collect()));
         }
         for (k, &f) in order.iter().enumerate() {
             let (start, end) = ranges[f];
             let (place, slot) = place_of(start);
-            let name = if k == 0 { p.name.clone() } else { format!("{}__sub{k}", sanitize_identifier(&p.name)) };
-            self.funcs.push(PlacedFunc { program: index, name, place, slot, start, end, is_main: k == 0 });
+            let name = if k == 0 {
+                p.name.clone()
+            } else {
+                format!("{}__sub{k}", sanitize_identifier(&p.name))
+            };
+            self.funcs.push(PlacedFunc {
+                program: index,
+                name,
+                place,
+                slot,
+                start,
+                end,
+                is_main: k == 0,
+            });
         }
         self.groups[g].1.extend_from_slice(&insns[..main_len]);
         self.text.extend_from_slice(&insns[main_len..]);
@@ -251,7 +312,12 @@ impl Plan {
                 continue;
             };
             let (place, slot) = place_of(slot);
-            self.relocs.push(PlacedReloc { place, slot, target: RelocTarget::TextSection, r_type });
+            self.relocs.push(PlacedReloc {
+                place,
+                slot,
+                target: RelocTarget::TextSection,
+                r_type,
+            });
         }
     }
 }
@@ -293,7 +359,10 @@ fn build_btf(obj: &Object, plan: &Plan) -> BtfPlan {
     for f in &plan.funcs {
         let name = sanitize_identifier(&f.name);
         let ty = if f.is_main {
-            let progtype = obj.programs.get(f.program).and_then(|p| ProgType::from_section(&p.section));
+            let progtype = obj
+                .programs
+                .get(f.program)
+                .and_then(|p| ProgType::from_section(&p.section));
             let proto = match ctx_protos.iter().find(|(t, _)| *t == progtype) {
                 Some(&(_, proto)) => proto,
                 None => {
@@ -309,7 +378,12 @@ fn build_btf(obj: &Object, plan: &Plan) -> BtfPlan {
         func_types.push(ty);
     }
     let (map_slots, maps_size) = build_map_btf(&mut b, &obj.maps);
-    BtfPlan { builder: b, func_types, map_slots, maps_size }
+    BtfPlan {
+        builder: b,
+        func_types,
+        map_slots,
+        maps_size,
+    }
 }
 
 /// `int f(struct <ctx> *ctx)`: xdp_md in full (it is small and bpftool shows it), the other
@@ -339,7 +413,11 @@ fn build_map_btf(b: &mut BtfBuilder, maps: &[MapSpec]) -> (Vec<(u32, u32)>, u32)
     for m in maps {
         let (def, size) = b.map_def(m);
         let var = b.btf.var(&m.name, def, VAR_GLOBAL_ALLOCATED);
-        vars.push(VarSecInfo { ty: var, offset, size });
+        vars.push(VarSecInfo {
+            ty: var,
+            offset,
+            size,
+        });
         slots.push((offset, size));
         offset += size;
     }
@@ -356,7 +434,13 @@ struct Sources<'a> {
 
 impl<'a> Sources<'a> {
     fn new(obj: &'a Object) -> Sources<'a> {
-        Sources { files: obj.sources.iter().map(|s| (s.name.as_str(), s.text.lines().collect())).collect() }
+        Sources {
+            files: obj
+                .sources
+                .iter()
+                .map(|s| (s.name.as_str(), s.text.lines().collect()))
+                .collect(),
+        }
     }
 
     fn name(&self, file: u32) -> &'a str {
@@ -364,8 +448,16 @@ impl<'a> Sources<'a> {
     }
 
     fn line(&self, file: u32, line: u32) -> &'a str {
-        let lines = self.files.get(file as usize).map(|f| f.1.as_slice()).unwrap_or_default();
-        (line as usize).checked_sub(1).and_then(|i| lines.get(i)).copied().unwrap_or("")
+        let lines = self
+            .files
+            .get(file as usize)
+            .map(|f| f.1.as_slice())
+            .unwrap_or_default();
+        (line as usize)
+            .checked_sub(1)
+            .and_then(|i| lines.get(i))
+            .copied()
+            .unwrap_or("")
     }
 }
 
@@ -380,19 +472,26 @@ fn section_name(plan: &Plan, place: Place) -> &str {
 fn push_ext<T>(secs: &mut Vec<ExtSection<T>>, name_off: u32, records: impl IntoIterator<Item = T>) {
     match secs.iter_mut().find(|s| s.sec_name_off == name_off) {
         Some(s) => s.records.extend(records),
-        None => secs.push(ExtSection { sec_name_off: name_off, records: records.into_iter().collect() }),
+        None => secs.push(ExtSection {
+            sec_name_off: name_off,
+            records: records.into_iter().collect(),
+        }),
     }
 }
 
 fn build_ext(obj: &Object, plan: &Plan, btf: &mut BtfPlan) -> BtfExt {
     let mut ext = BtfExt::default();
     let sources = Sources::new(obj);
-    let any_lines = obj.programs.iter().any(|p| p.locs.iter().any(|l| l.line > 0));
+    // line_info even without locations (line 0 at each function start): libbpf warns about a
+    // .BTF.ext lacking line info for a program and drops it for the whole object.
     for (f, &ty) in plan.funcs.iter().zip(&btf.func_types) {
         let name_off = btf.builder.btf.add_string(section_name(plan, f.place));
-        let func = FuncInfo { insn_off: (f.slot * 8) as u32, type_id: ty };
+        let func = FuncInfo {
+            insn_off: (f.slot * 8) as u32,
+            type_id: ty,
+        };
         push_ext(&mut ext.func_info, name_off, [func]);
-        if let (true, Some(p)) = (any_lines, obj.programs.get(f.program)) {
+        if let Some(p) = obj.programs.get(f.program) {
             let lines = line_records(p, f, &sources, &mut btf.builder);
             push_ext(&mut ext.line_info, name_off, lines);
         }
@@ -402,7 +501,12 @@ fn build_ext(obj: &Object, plan: &Plan, btf: &mut BtfPlan) -> BtfExt {
 
 /// line_info of one function: an entry at its first instruction (the kernel requires one per
 /// function) and wherever the (file, line) changes; unknown locations continue the previous.
-fn line_records(p: &ProgramCode, f: &PlacedFunc, sources: &Sources<'_>, b: &mut BtfBuilder) -> Vec<LineInfo> {
+fn line_records(
+    p: &ProgramCode,
+    f: &PlacedFunc,
+    sources: &Sources<'_>,
+    b: &mut BtfBuilder,
+) -> Vec<LineInfo> {
     let second = layout::second_slots(&p.insns);
     let loc = |s: usize| p.locs.get(s).copied().unwrap_or_default();
     let slots = || (f.start..f.end).filter(|&s| !second[s]);
@@ -424,7 +528,12 @@ fn line_records(p: &ProgramCode, f: &PlacedFunc, sources: &Sources<'_>, b: &mut 
     out
 }
 
-fn line_info(section_slot: usize, loc: SourceLoc, sources: &Sources<'_>, b: &mut BtfBuilder) -> LineInfo {
+fn line_info(
+    section_slot: usize,
+    loc: SourceLoc,
+    sources: &Sources<'_>,
+    b: &mut BtfBuilder,
+) -> LineInfo {
     LineInfo {
         insn_off: (section_slot * 8) as u32,
         file_name_off: b.btf.add_string(sources.name(loc.file)),
@@ -474,8 +583,14 @@ fn build(obj: &Object) -> Result<Vec<u8>, WriteError> {
         if let (Some(section), Some(symbol)) = (section_of(r.place), symbol) {
             // Addend 0: BPF uses REL, so a non-zero addend would be written into the
             // instruction's immediate.
-            let reloc = Relocation { offset: (r.slot * 8) as u64, symbol, addend: 0, flags: RelocationFlags::Elf { r_type: r.r_type } };
-            elf.add_relocation(section, reloc).map_err(|e| WriteError::Elf(e.to_string()))?;
+            let reloc = Relocation {
+                offset: (r.slot * 8) as u64,
+                symbol,
+                addend: 0,
+                flags: RelocationFlags::Elf { r_type: r.r_type },
+            };
+            elf.add_relocation(section, reloc)
+                .map_err(|e| WriteError::Elf(e.to_string()))?;
         }
     }
     elf.write().map_err(|e| WriteError::Elf(e.to_string()))
@@ -495,14 +610,24 @@ fn add_function_symbol(elf: &mut ElfWriter<'_>, f: &PlacedFunc, section: Section
         kind: SymbolKind::Text,
         // Dynamic = GLOBAL with default visibility (Linkage would make it STV_HIDDEN);
         // subprograms are local, like clang's static functions.
-        scope: if f.is_main { SymbolScope::Dynamic } else { SymbolScope::Compilation },
+        scope: if f.is_main {
+            SymbolScope::Dynamic
+        } else {
+            SymbolScope::Compilation
+        },
         weak: false,
         section: SymbolSection::Section(section),
         flags: SymbolFlags::None,
     });
 }
 
-fn data_symbol(elf: &mut ElfWriter<'_>, name: &str, section: SectionId, value: u64, size: u64) -> SymbolId {
+fn data_symbol(
+    elf: &mut ElfWriter<'_>,
+    name: &str,
+    section: SectionId,
+    value: u64,
+    size: u64,
+) -> SymbolId {
     elf.add_symbol(Symbol {
         name: name.as_bytes().to_vec(),
         value,

@@ -12,7 +12,11 @@ pub fn locs(insns: &[Insn], first_line: u32) -> Vec<SourceLoc> {
     let mut line = first_line;
     let mut i = 0;
     while i < insns.len() {
-        let loc = SourceLoc { file: 0, line, col: 3 };
+        let loc = SourceLoc {
+            file: 0,
+            line,
+            col: 3,
+        };
         out.push(loc);
         if insns[i].is_ld_imm64() && i + 1 < insns.len() {
             out.push(loc);
@@ -25,11 +29,22 @@ pub fn locs(insns: &[Insn], first_line: u32) -> Vec<SourceLoc> {
 }
 
 pub fn source(lines: u32) -> SourceFile {
-    let text = (1..=lines).map(|n| format!("  line_{n}()")).collect::<Vec<_>>().join("\n");
-    SourceFile { name: "filter.lua".into(), text }
+    let text = (1..=lines)
+        .map(|n| format!("  line_{n}()"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    SourceFile {
+        name: "filter.lua".into(),
+        text,
+    }
 }
 
-pub fn program(name: &str, section: &str, insns: Vec<Insn>, map_relocs: Vec<(usize, usize)>) -> ProgramCode {
+pub fn program(
+    name: &str,
+    section: &str,
+    insns: Vec<Insn>,
+    map_relocs: Vec<(usize, usize)>,
+) -> ProgramCode {
     ProgramCode {
         name: name.into(),
         section: section.into(),
@@ -41,12 +56,25 @@ pub fn program(name: &str, section: &str, insns: Vec<Insn>, map_relocs: Vec<(usi
 }
 
 pub fn object(programs: Vec<ProgramCode>, maps: Vec<MapSpec>) -> Object {
-    Object { programs, maps, sources: vec![source(64)], license: "GPL".into() }
+    Object {
+        programs,
+        maps,
+        sources: vec![source(64)],
+        license: "GPL".into(),
+    }
 }
 
 /// `r0 = 2; exit`: XDP_PASS.
 pub fn trivial_xdp() -> Object {
-    object(vec![program("pass", "xdp", vec![Insn::mov64_imm(R0, 2), Insn::exit()], vec![])], vec![])
+    object(
+        vec![program(
+            "pass",
+            "xdp",
+            vec![Insn::mov64_imm(R0, 2), Insn::exit()],
+            vec![],
+        )],
+        vec![],
+    )
 }
 
 /// The hash map of the SNI filter: 64-byte names to hit counters.
@@ -57,7 +85,10 @@ pub fn blocked_map() -> MapSpec {
         name: "blocked".into(),
         kind: MapKind::Hash,
         key: Format::Chars(64),
-        value: Format::Int { bytes: 8, signed: false },
+        value: Format::Int {
+            bytes: 8,
+            signed: false,
+        },
         max_entries: 4096,
         flags: 0,
         init: vec![(key, 1u64.to_le_bytes().to_vec())],
@@ -69,17 +100,35 @@ pub fn xdp_with_map() -> Object {
     let mut insns = Insn::ld_map_fd(R1).to_vec();
     insns.push(Insn::mov64_imm(R0, 2));
     insns.push(Insn::exit());
-    object(vec![program("sni_filter", "xdp", insns, vec![(0, 0)])], vec![blocked_map()])
+    object(
+        vec![program("sni_filter", "xdp", insns, vec![(0, 0)])],
+        vec![blocked_map()],
+    )
 }
 
 pub fn counts_map() -> MapSpec {
     MapSpec {
         name: "counts".into(),
         kind: MapKind::PercpuArray,
-        key: Format::Int { bytes: 4, signed: false },
+        key: Format::Int {
+            bytes: 4,
+            signed: false,
+        },
         value: Format::record(vec![
-            ("hits".into(), Format::Int { bytes: 8, signed: false }),
-            ("last".into(), Format::Int { bytes: 4, signed: false }),
+            (
+                "hits".into(),
+                Format::Int {
+                    bytes: 8,
+                    signed: false,
+                },
+            ),
+            (
+                "last".into(),
+                Format::Int {
+                    bytes: 4,
+                    signed: false,
+                },
+            ),
         ]),
         max_entries: 256,
         flags: 0,
@@ -126,7 +175,10 @@ fn subprograms(callback: usize, sub: usize) -> Object {
         insns.extend(sub_code);
         insns.extend(callback_code);
     }
-    object(vec![program("looper", "xdp", insns, vec![(sub + 1, 0)])], vec![counts_map()])
+    object(
+        vec![program("looper", "xdp", insns, vec![(sub + 1, 0)])],
+        vec![counts_map()],
+    )
 }
 
 /// Several programs: two share the `xdp` section, one is tc.
@@ -137,7 +189,12 @@ pub fn several_programs() -> Object {
     object(
         vec![
             program("first", "xdp", pass.clone(), vec![]),
-            program("shaper", "tc", vec![Insn::mov64_imm(R0, 0), Insn::exit()], vec![]),
+            program(
+                "shaper",
+                "tc",
+                vec![Insn::mov64_imm(R0, 0), Insn::exit()],
+                vec![],
+            ),
             program("second", "xdp", with_map, vec![(0, 1)]),
         ],
         vec![counts_map(), blocked_map()],
@@ -146,11 +203,7 @@ pub fn several_programs() -> Object {
 
 /// A netfilter program with a kfunc call (imm 0 until a loader patches it).
 pub fn netfilter_with_kfunc() -> Object {
-    let insns = vec![
-        Insn::call_kfunc(0),
-        Insn::mov64_imm(R0, 1),
-        Insn::exit(),
-    ];
+    let insns = vec![Insn::call_kfunc(0), Insn::mov64_imm(R0, 1), Insn::exit()];
     let mut p = program("nf", "netfilter", insns, vec![]);
     p.kfunc_relocs = vec![(0, "bpf_dynptr_from_skb".into())];
     object(vec![p], vec![])

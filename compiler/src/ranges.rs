@@ -1,0 +1,384 @@
+//! Value ranges: an interval analysis over the IR, and the pass that removes the checks it
+//! proves redundant.
+//!
+//! Why it matters for the verifier, not just for speed: when the verifier can predict a
+//! branch from a scalar's bounds, it marks that scalar *precise*, and precise scalars stop
+//! the pruning of equivalent states. A bounds check on a scan offset that can never fail
+//! would make the offset (and the loop index behind it) precise, and the verifier would then
+//! re-walk everything after the scan once per iteration. Removing the checks that cannot fail
+//! keeps such offsets imprecise.
+//!
+//! Soundness towards the verifier: every transfer function here is at most as precise as the
+//! verifier's own (loads give their width's range, byte swaps their width's, multiplication
+//! and shifts only of small non-negative ranges, anything else is unknown), so a check this
+//! analysis removes is one the verifier can also see through.
+
+use std::collections::HashMap;
+
+use cranelift_entity::{EntityRef, SecondaryMap};
+
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
+use runtime_bpf::isa::{JmpOp, Size};
+
+/// A closed interval of signed 64-bit values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+impl Range {
+    pub const FULL: Range = Range { lo: i64::MIN, hi: i64::MAX };
+
+    pub fn exact(v: i64) -> Range {
+        Range { lo: v, hi: v }
+    }
+
+    fn new(lo: i64, hi: i64) -> Option<Range> {
+        (lo <= hi).then_some(Range { lo, hi })
+    }
+
+    fn union(self, o: Range) -> Range {
+        Range { lo: self.lo.min(o.lo), hi: self.hi.max(o.hi) }
+    }
+
+    fn unsigned_bits(bits: u32) -> Range {
+        Range { lo: 0, hi: if bits >= 63 { i64::MAX } else { (1i64 << bits) - 1 } }
+    }
+
+    fn non_negative(self) -> bool {
+        self.lo >= 0
+    }
+}
+
+/// Ranges of the values known at a program point; a missing value is unknown.
+type State = HashMap<Value, Range>;
+
+fn get(s: &State, v: Value) -> Range {
+    s.get(&v).copied().unwrap_or(Range::FULL)
+}
+
+fn set(s: &mut State, v: Value, r: Range) {
+    if r == Range::FULL {
+        s.remove(&v);
+    } else {
+        s.insert(v, r);
+    }
+}
+
+fn operand(s: &State, o: &Operand) -> Range {
+    match o {
+        Operand::Value(v) => get(s, *v),
+        Operand::Imm(i) => Range::exact(*i),
+    }
+}
+
+fn bin(op: BinOp, a: Range, b: Range) -> Range {
+    let full = Range::FULL;
+    match op {
+        BinOp::Add => match (a.lo.checked_add(b.lo), a.hi.checked_add(b.hi)) {
+            (Some(lo), Some(hi)) => Range { lo, hi },
+            _ => full,
+        },
+        BinOp::Sub => match (a.lo.checked_sub(b.hi), a.hi.checked_sub(b.lo)) {
+            (Some(lo), Some(hi)) => Range { lo, hi },
+            _ => full,
+        },
+        BinOp::Mul if a.non_negative() && b.non_negative() => match a.hi.checked_mul(b.hi) {
+            // The verifier gives up on products past 32 bits.
+            Some(hi) if hi <= u32::MAX as i64 => Range { lo: a.lo * b.lo, hi },
+            _ => full,
+        },
+        BinOp::And if b.lo == b.hi && b.lo >= 0 => {
+            if a.non_negative() {
+                Range { lo: 0, hi: a.hi.min(b.lo) }
+            } else {
+                Range { lo: 0, hi: b.lo }
+            }
+        }
+        BinOp::Rsh if b.lo == b.hi && (0..64).contains(&b.lo) && a.non_negative() => Range { lo: a.lo >> b.lo, hi: a.hi >> b.lo },
+        BinOp::Lsh if b.lo == b.hi && (0..32).contains(&b.lo) && a.non_negative() => match a.hi.checked_shl(b.lo as u32) {
+            Some(hi) if hi >> b.lo == a.hi && hi <= u32::MAX as i64 => Range { lo: a.lo << b.lo, hi },
+            _ => full,
+        },
+        BinOp::UDiv if b.lo == b.hi && b.lo > 0 && a.non_negative() => Range { lo: a.lo / b.lo, hi: a.hi / b.lo },
+        _ => full,
+    }
+}
+
+/// Applies one instruction to the state.
+fn step(s: &mut State, inst: &Inst) {
+    let def = match inst.def() {
+        Some(d) => d,
+        None => return,
+    };
+    let r = match inst {
+        Inst::Const { imm, .. } => Range::exact(*imm),
+        Inst::Mov { src, .. } => get(s, *src),
+        Inst::Bin { op, a, b, .. } => bin(*op, get(s, *a), operand(s, b)),
+        Inst::Load { size, .. } | Inst::LoadSlot { size, .. } => match size {
+            Size::DW => Range::FULL,
+            sz => Range::unsigned_bits(sz.bytes() * 8),
+        },
+        Inst::Bswap { bits, .. } | Inst::Zext { bits, .. } => Range::unsigned_bits(*bits as u32),
+        _ => Range::FULL,
+    };
+    set(s, def, r);
+}
+
+/// What a branch implies for its first operand on the `taken` edge.
+fn refine(op: JmpOp, a: Range, b: Range, taken: bool) -> Option<Range> {
+    let op = if taken { op } else { op.negate() };
+    let unsigned_ok = a.non_negative() && b.non_negative();
+    let r = match op {
+        JmpOp::Jeq => Range::new(a.lo.max(b.lo), a.hi.min(b.hi))?,
+        JmpOp::Jne if b.lo == b.hi && a.lo == b.lo => Range::new(a.lo + 1, a.hi)?,
+        JmpOp::Jne if b.lo == b.hi && a.hi == b.lo => Range::new(a.lo, a.hi - 1)?,
+        JmpOp::Jne => a,
+        JmpOp::Jsgt => Range::new(a.lo.max(b.lo.saturating_add(1)), a.hi)?,
+        JmpOp::Jsge => Range::new(a.lo.max(b.lo), a.hi)?,
+        JmpOp::Jslt => Range::new(a.lo, a.hi.min(b.hi.saturating_sub(1)))?,
+        JmpOp::Jsle => Range::new(a.lo, a.hi.min(b.hi))?,
+        // Unsigned comparisons with a non-negative bound: `a <=u k` means 0 <= a <= k.
+        JmpOp::Jle if b.non_negative() => Range::new(a.lo.max(0), a.hi.min(b.hi))?,
+        JmpOp::Jlt if b.non_negative() => Range::new(a.lo.max(0), a.hi.min(b.hi.saturating_sub(1)))?,
+        JmpOp::Jgt if unsigned_ok => Range::new(a.lo.max(b.lo.saturating_add(1)), a.hi)?,
+        JmpOp::Jge if unsigned_ok => Range::new(a.lo.max(b.lo), a.hi)?,
+        _ => a,
+    };
+    Some(r)
+}
+
+/// Does the branch go one way only, given the ranges? `Some(true)`: always taken.
+fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
+    let unsigned = a.non_negative() && b.non_negative();
+    match op {
+        JmpOp::Jeq if a.lo == a.hi && b.lo == b.hi => Some(a.lo == b.lo),
+        JmpOp::Jeq | JmpOp::Jne if a.hi < b.lo || b.hi < a.lo => Some(op == JmpOp::Jne),
+        JmpOp::Jne if a.lo == a.hi && b.lo == b.hi => Some(a.lo != b.lo),
+        JmpOp::Jsgt | JmpOp::Jgt if op == JmpOp::Jsgt || unsigned => {
+            if a.lo > b.hi {
+                Some(true)
+            } else if a.hi <= b.lo {
+                Some(false)
+            } else {
+                None
+            }
+        }
+        JmpOp::Jsge | JmpOp::Jge if op == JmpOp::Jsge || unsigned => {
+            if a.lo >= b.hi {
+                Some(true)
+            } else if a.hi < b.lo {
+                Some(false)
+            } else {
+                None
+            }
+        }
+        JmpOp::Jslt | JmpOp::Jlt if op == JmpOp::Jslt || unsigned => decide(if op == JmpOp::Jslt { JmpOp::Jsge } else { JmpOp::Jge }, a, b).map(|x| !x),
+        JmpOp::Jsle | JmpOp::Jle if op == JmpOp::Jsle || unsigned => decide(if op == JmpOp::Jsle { JmpOp::Jsgt } else { JmpOp::Jgt }, a, b).map(|x| !x),
+        _ => None,
+    }
+}
+
+fn join(a: &State, b: &State) -> State {
+    let mut out = State::new();
+    for (v, ra) in a {
+        if let Some(rb) = b.get(v) {
+            let u = ra.union(*rb);
+            if u != Range::FULL {
+                out.insert(*v, u);
+            }
+        }
+    }
+    out
+}
+
+/// Widening: bounds that moved since the last visit jump to the next constant the function
+/// compares against (a loop bound, usually), then to infinity, so loops converge quickly and
+/// loop variables keep the bound their exit test gives them.
+fn widen(old: &State, new: &State, thresholds: &[i64]) -> State {
+    let up = |x: i64| thresholds.iter().copied().find(|&t| t >= x).unwrap_or(i64::MAX);
+    let down = |x: i64| thresholds.iter().rev().copied().find(|&t| t <= x).unwrap_or(i64::MIN);
+    let mut out = State::new();
+    for (v, rn) in new {
+        if let Some(ro) = old.get(v) {
+            let lo = if rn.lo < ro.lo { down(rn.lo) } else { ro.lo };
+            let hi = if rn.hi > ro.hi { up(rn.hi) } else { ro.hi };
+            let r = Range { lo, hi };
+            if r != Range::FULL {
+                out.insert(*v, r);
+            }
+        }
+    }
+    out
+}
+
+/// The state at the entry of every reachable block.
+pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
+    let order = f.reverse_postorder();
+    let mut rpo_index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    for (i, b) in order.iter().enumerate() {
+        rpo_index[*b] = i;
+    }
+    let thresholds = thresholds(f);
+    let mut entry: SecondaryMap<Block, Option<State>> = SecondaryMap::new();
+    let mut visits: SecondaryMap<Block, u32> = SecondaryMap::new();
+    entry[f.entry] = Some(State::new());
+    let mut work: std::collections::BTreeSet<usize> = [0usize].into_iter().collect();
+    let mut budget = 200_000usize;
+    while let Some(i) = work.pop_first() {
+        budget = budget.saturating_sub(1);
+        if budget == 0 {
+            // Give up soundly: forget everything we learned.
+            for b in &order {
+                entry[*b] = Some(State::new());
+            }
+            break;
+        }
+        let b = order[i];
+        let Some(mut s) = entry[b].clone() else { continue };
+        for (inst, _) in &f.blocks[b].insts {
+            step(&mut s, inst);
+        }
+        for (succ, out) in successors_with_states(&f.blocks[b].term.0, &s) {
+            let Some(out) = out else { continue };
+            let merged = match &entry[succ] {
+                None => out,
+                Some(old) => {
+                    let j = join(old, &out);
+                    if rpo_index[succ] <= i {
+                        visits[succ] += 1;
+                    }
+                    if visits[succ] > 2 {
+                        widen(old, &j, &thresholds)
+                    } else {
+                        j
+                    }
+                }
+            };
+            if entry[succ].as_ref() != Some(&merged) {
+                entry[succ] = Some(merged);
+                work.insert(rpo_index[succ]);
+            }
+        }
+    }
+    entry
+}
+
+/// The constants branches compare against (and their neighbours), sorted.
+fn thresholds(f: &Function) -> Vec<i64> {
+    let mut t = vec![0, -1, 1];
+    for (_, b) in f.blocks.iter() {
+        if let Terminator::Branch { b: Operand::Imm(k), .. } = b.term.0 {
+            t.extend([k.saturating_sub(1), k, k.saturating_add(1)]);
+        }
+    }
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
+/// The states a terminator passes to each successor (`None`: that edge is never taken).
+fn successors_with_states(t: &Terminator, s: &State) -> Vec<(Block, Option<State>)> {
+    match t {
+        Terminator::Branch { op, a, b, then_, else_ } => {
+            let ra = get(s, *a);
+            let rb = operand(s, b);
+            let edge = |taken: bool| -> Option<State> {
+                let mut st = s.clone();
+                let r = refine(*op, ra, rb, taken)?;
+                set(&mut st, *a, r);
+                if let Operand::Value(bv) = b {
+                    // Refine the other side too, by swapping the comparison.
+                    if let Some(r2) = refine(op.swap(), rb, ra, taken) {
+                        set(&mut st, *bv, r2);
+                    } else {
+                        return None;
+                    }
+                }
+                Some(st)
+            };
+            if then_ == else_ {
+                return vec![(*then_, Some(s.clone()))];
+            }
+            vec![(*then_, edge(true)), (*else_, edge(false))]
+        }
+        other => other.successors().into_iter().map(|b| (b, Some(s.clone()))).collect(),
+    }
+}
+
+/// Replaces branches whose outcome the ranges decide with jumps. Returns whether anything
+/// changed.
+pub fn remove_decided_branches(f: &mut Function) -> bool {
+    let states = analyze(f);
+    let mut changed = false;
+    let blocks: Vec<Block> = f.blocks.keys().collect();
+    for b in blocks {
+        let Some(mut s) = states[b].clone() else { continue };
+        for (inst, _) in &f.blocks[b].insts {
+            step(&mut s, inst);
+        }
+        if let Terminator::Branch { op, a, b: o, then_, else_ } = f.blocks[b].term.0.clone() {
+            if let Some(taken) = decide(op, get(&s, a), operand(&s, &o)) {
+                f.blocks[b].term.0 = Terminator::Jump(if taken { then_ } else { else_ });
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// For tests and `--emit ir`: the range of `v` at the end of block `b`, if known.
+pub fn range_at_end(f: &Function, b: Block, v: Value) -> Option<Range> {
+    let states = analyze(f);
+    let mut s = states[b].clone()?;
+    for (inst, _) in &f.blocks[b].insts {
+        step(&mut s, inst);
+    }
+    s.get(&v).copied()
+}
+
+#[allow(dead_code)]
+fn index_of(v: Value) -> usize {
+    v.index()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Operand, ValueKind};
+
+    #[test]
+    fn a_check_that_cannot_fail_is_removed() {
+        // v = load.B; w = v + 14; if w > 0xfff0 goto err else ok
+        let mut f = Function::new("t");
+        let err = f.new_block();
+        let ok = f.new_block();
+        let p = f.new_value(ValueKind::Pointer);
+        let v = f.new_value(ValueKind::Scalar);
+        let w = f.new_value(ValueKind::Scalar);
+        let e = f.entry;
+        let loc = Default::default();
+        f.blocks[e].insts.push((Inst::Arg { dst: p, index: 0 }, loc));
+        f.blocks[e].insts.push((Inst::Load { dst: v, base: p, off: 0, size: Size::B }, loc));
+        f.blocks[e].insts.push((Inst::Bin { op: BinOp::Add, dst: w, a: v, b: Operand::Imm(14) }, loc));
+        f.blocks[e].term.0 = Terminator::Branch { op: JmpOp::Jgt, a: w, b: Operand::Imm(0xfff0), then_: err, else_: ok };
+        assert!(remove_decided_branches(&mut f));
+        assert_eq!(f.blocks[e].term.0, Terminator::Jump(ok));
+    }
+
+    #[test]
+    fn a_check_that_can_fail_stays() {
+        let mut f = Function::new("t");
+        let err = f.new_block();
+        let ok = f.new_block();
+        let p = f.new_value(ValueKind::Pointer);
+        let v = f.new_value(ValueKind::Scalar);
+        let e = f.entry;
+        let loc = Default::default();
+        f.blocks[e].insts.push((Inst::Arg { dst: p, index: 0 }, loc));
+        f.blocks[e].insts.push((Inst::Load { dst: v, base: p, off: 0, size: Size::W }, loc));
+        f.blocks[e].term.0 = Terminator::Branch { op: JmpOp::Jgt, a: v, b: Operand::Imm(0xfff0), then_: err, else_: ok };
+        assert!(!remove_decided_branches(&mut f));
+    }
+}
