@@ -27,6 +27,16 @@ local P3 <const> = string.unpack("<I2", PREFIX, 13)
 local SCAN <const> = 512
 local MAX_COOKIE <const> = 32
 
+-- The length of the cookie value at `value`: up to ";" or the end of the line. Called in
+-- the scan loop, it is compiled as a BPF function that the verifier checks once.
+local function cookie_length(p, value, len)
+  local n = 0
+  while n < MAX_COOKIE and value + n < len and p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59 do
+    n = n + 1
+  end
+  return n
+end
+
 local function guard(ctx)
   local p = ctx:packet()
   if bo.ntoh16(p:getuint16(12)) ~= 0x0800 then return action.PASS end
@@ -44,11 +54,7 @@ local function guard(ctx)
     if at + #PREFIX > len then break end
     if p:getint64(at) == P1 and p:getuint32(at + 8) == P2 and p:getuint16(at + 12) == P3 then
       local value = at + #PREFIX
-      local n = 0
-      while n < MAX_COOKIE and value + n < len and p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59 do
-        n = n + 1
-      end
-      if expected and p:getstring(value, n) == expected then
+      if expected and p:getstring(value, cookie_length(p, value, len)) == expected then
         return action.PASS
       end
       break

@@ -9,7 +9,8 @@ use crate::ir;
 use crate::program::{Evaluated, Hook};
 use crate::source::SourceDb;
 use crate::types::{self, MapTable};
-use runtime_bpf::object::{MapSpec, Object, ProgramCode, SourceFile};
+use runtime_bpf::isa;
+use runtime_bpf::object::{MapSpec, Object, ParamType, ProgramCode, SourceFile, SubFunction};
 
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -85,9 +86,9 @@ pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
     let mut diags = Vec::new();
     for prog in &ev.programs {
         match compile_program(&ev, prog, &mut maps) {
-            Ok((code, f)) => {
+            Ok((code, fs)) => {
                 programs.push(code);
-                irs.push(f);
+                irs.extend(fs);
             }
             Err(d) => diags.extend(d),
         }
@@ -119,7 +120,7 @@ pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
     Ok(Compiled { object, elf, sources: ev.sources, ir: irs, dependencies })
 }
 
-fn compile_program(ev: &Evaluated, prog: &crate::program::ProgramDecl, maps: &mut MapTable) -> Result<(ProgramCode, ir::Function), Diagnostics> {
+fn compile_program(ev: &Evaluated, prog: &crate::program::ProgramDecl, maps: &mut MapTable) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let checked = types::check_program(ev, prog, maps)?;
     let default_verdict = prog.default_verdict.unwrap_or(match prog.hook {
         Hook::Xdp => 2,
@@ -127,15 +128,74 @@ fn compile_program(ev: &Evaluated, prog: &crate::program::ProgramDecl, maps: &mu
         Hook::Netfilter { .. } => 1,
     });
     let input = crate::lower::LowerInput { checked: &checked, maps, hook: &prog.hook, default_verdict, name: &prog.name, db: &ev.sources };
-    let mut f = crate::lower::lower(&input)?;
-    crate::opt::optimize(&mut f);
-    let alloc = crate::regalloc::allocate(&f).map_err(|e| {
-        vec![Diagnostic::new(prog.span, format!("program `{}` does not fit the BPF stack", prog.name), "this program")
-            .hint(format!("{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"))]
-    })?;
-    let code = crate::emit::emit(&f, &alloc, section_of(&prog.hook))
-        .map_err(|e| vec![Diagnostic::new(prog.span, format!("program `{}` could not be emitted: {e}", prog.name), "this program").hint("split the program into smaller functions")])?;
-    Ok((code, f))
+    let mut funcs = crate::lower::lower(&input)?;
+    let section = section_of(&prog.hook);
+    let mut parts = Vec::new();
+    for f in funcs.iter_mut() {
+        crate::opt::optimize(f);
+        let alloc = crate::regalloc::allocate(f).map_err(|e| {
+            vec![Diagnostic::new(prog.span, format!("program `{}` does not fit the BPF stack", prog.name), "this program")
+                .hint(format!("{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"))]
+        })?;
+        let code = crate::emit::emit(f, &alloc, section)
+            .map_err(|e| vec![Diagnostic::new(prog.span, format!("program `{}` could not be emitted: {e}", prog.name), "this program").hint("split the program into smaller functions")])?;
+        parts.push((code, params_of(f)));
+    }
+    Ok((link(parts), funcs))
+}
+
+/// The BTF parameter types of an outlined function, from its leading `Arg`s.
+fn params_of(f: &ir::Function) -> Vec<ParamType> {
+    let mut out = Vec::new();
+    for (inst, _) in &f.blocks[f.entry].insts {
+        match inst {
+            ir::Inst::Arg { dst, index } => {
+                let t = match (index, f.values[*dst]) {
+                    (0, _) => ParamType::Ctx,
+                    (_, ir::ValueKind::Pointer) => ParamType::ScalarPtr,
+                    _ => ParamType::Scalar,
+                };
+                out.push(t);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Joins a program's functions (entry first) into one instruction stream: relocations move
+/// with their function, and each local call's callee index becomes its pc-relative offset.
+fn link(parts: Vec<(ProgramCode, Vec<ParamType>)>) -> ProgramCode {
+    let mut starts = Vec::new();
+    let mut n = 0;
+    for (p, _) in &parts {
+        starts.push(n);
+        n += p.insns.len();
+    }
+    let mut iter = parts.into_iter();
+    let Some((mut out, _)) = iter.next() else {
+        return ProgramCode { name: String::new(), section: String::new(), insns: vec![], locs: vec![], map_relocs: vec![], kfunc_relocs: vec![], subfunctions: vec![] };
+    };
+    for (i, (p, params)) in iter.enumerate() {
+        let base = starts[i + 1];
+        out.subfunctions.push(SubFunction { start: base, name: p.name.clone(), params });
+        out.insns.extend(p.insns);
+        out.locs.extend(p.locs);
+        out.map_relocs.extend(p.map_relocs.into_iter().map(|(s, m)| (s + base, m)));
+        out.kfunc_relocs.extend(p.kfunc_relocs.into_iter().map(|(s, k)| (s + base, k)));
+    }
+    // Patch local calls: emit left the callee's index (1-based into `starts`) in imm.
+    let mut slot = 0;
+    while slot < out.insns.len() {
+        let insn = out.insns[slot];
+        if insn.code == (isa::BPF_JMP | isa::JmpOp::Call as u8) && insn.src == isa::BPF_PSEUDO_CALL {
+            if let Some(&target) = starts.get(insn.imm as usize) {
+                out.insns[slot].imm = target as i32 - (slot as i32 + 1);
+            }
+        }
+        slot += if insn.is_ld_imm64() { 2 } else { 1 };
+    }
+    out
 }
 
 /// BPF assembly of every program, annotated with the Lua lines it came from.

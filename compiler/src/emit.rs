@@ -3,9 +3,10 @@
 //! Blocks are laid out in reverse post-order and branches fall through where they can: a
 //! `Branch` whose `then_` block comes next is emitted as the negated condition to `else_`;
 //! an unconditional jump to the next block disappears. Code is first built with symbolic
-//! block labels, then a small peephole threads jumps to jumps and drops jumps to the next
-//! instruction (`ja +0`) and code left unreachable, and only then are offsets resolved (each
-//! must fit an i16).
+//! block labels, then a small peephole threads jumps to jumps, drops code left unreachable,
+//! turns `if cc goto L1; ja L2; L1:` into `if !cc goto L2`, and drops jumps to the next
+//! instruction (`ja +0`); only then are offsets resolved (each must fit an i16). Moves of a
+//! register to itself are never emitted.
 //!
 //! Register conventions come from `regalloc`: r0 is the scratch (and the call result and
 //! return value), `Allocation::scratch2` (r5) exists only when an instruction needs two
@@ -498,6 +499,9 @@ impl<'a> Emitter<'a> {
             Inst::CallKfunc { name, args, dst } => {
                 self.call(args, *dst, Insn::call_kfunc(0), Reloc::Kfunc(name.clone()))?
             }
+            // The callee's index stays in imm until the program's functions are linked
+            // (`compile::link`), which knows where each function starts.
+            Inst::CallLocal { func, args, dst } => self.call(args, *dst, Insn::call_local(*func as i32), Reloc::None)?,
             Inst::Arg { .. } => return self.err("an Arg that is not at the start of the entry block"),
         }
         Ok(())
@@ -587,7 +591,8 @@ fn is_ja(insn: &Insn) -> bool {
     insn.code == BPF_JMP | JmpOp::Ja as u8
 }
 
-/// Jump threading, removal of unreachable code and of jumps to the next instruction.
+/// Jump threading, removal of unreachable code, branch inversion over a lone `ja`, removal
+/// of jumps to the next instruction.
 fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bool> {
     let mut keep = vec![true; items.len()];
     // Thread: a jump to a label whose first instruction is `ja L2` goes to L2 directly.
@@ -639,6 +644,52 @@ fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bo
             keep[i] = false;
         }
     }
+    // `if cc goto L1; ja L2; L1:` becomes `if !cc goto L2; L1:` (a branch whose fall-through
+    // block was only a jump), when nothing else jumps between the two.
+    let mut referenced: SecondaryMap<Block, u32> = SecondaryMap::new();
+    for (i, it) in items.iter().enumerate() {
+        if let Item::Insn { target: Some(t), .. } = it {
+            if keep[i] {
+                referenced[*t] += 1;
+            }
+        }
+    }
+    for i in 0..items.len() {
+        let Item::Insn { insn, target: Some(t1), .. } = &items[i] else { continue };
+        let (insn, t1) = (*insn, *t1);
+        let Some(op) = jmp_op(insn.code) else { continue };
+        if !keep[i] || insn.class() != BPF_JMP || !is_cond_jump(op) || op.negate() == op {
+            continue;
+        }
+        let Some(j) = next_real(items, &keep, i + 1) else { continue };
+        let Item::Insn { insn: ji, target: Some(t2), .. } = &items[j] else { continue };
+        let t2 = *t2;
+        if !is_ja(ji) || items[i + 1..j].iter().any(|it| matches!(it, Item::Label(b) if referenced[*b] > 0)) {
+            continue;
+        }
+        let mut k = j + 1;
+        let mut lands = false;
+        while k < items.len() {
+            match &items[k] {
+                Item::Label(b) if *b == t1 => {
+                    lands = true;
+                    break;
+                }
+                Item::Label(_) => {}
+                Item::Insn { .. } if !keep[k] => {}
+                Item::Insn { .. } => break,
+            }
+            k += 1;
+        }
+        if lands {
+            keep[j] = false;
+            referenced[t1] -= 1;
+            if let Item::Insn { insn, target, .. } = &mut items[i] {
+                insn.code = (insn.code & 0x0f) | op.negate() as u8;
+                *target = Some(t2);
+            }
+        }
+    }
     // Remove jumps (unconditional or conditional, never may_goto) whose target is the next
     // instruction; backwards, so a removal can expose an earlier one.
     for i in (0..items.len()).rev() {
@@ -666,6 +717,29 @@ fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bo
         }
     }
     keep
+}
+
+/// The jump operation of a JMP/JMP32 opcode.
+fn jmp_op(code: u8) -> Option<JmpOp> {
+    use JmpOp::*;
+    Some(match code & 0xf0 {
+        0x00 => Ja,
+        0x10 => Jeq,
+        0x20 => Jgt,
+        0x30 => Jge,
+        0x40 => Jset,
+        0x50 => Jne,
+        0x60 => Jsgt,
+        0x70 => Jsge,
+        0x80 => Call,
+        0x90 => Exit,
+        0xa0 => Jlt,
+        0xb0 => Jle,
+        0xc0 => Jslt,
+        0xd0 => Jsle,
+        0xe0 => Jcond,
+        _ => return None,
+    })
 }
 
 fn is_cond_jump_code(code: u8) -> bool {
@@ -739,6 +813,7 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         locs: Vec::with_capacity(n),
         map_relocs: Vec::new(),
         kfunc_relocs: Vec::new(),
+        subfunctions: Vec::new(),
     };
     for (i, it) in e.items.iter().enumerate() {
         let Item::Insn { insn, loc, target, reloc } = it else { continue };

@@ -108,6 +108,9 @@ pub enum Inst {
     Call { helper: i32, args: Vec<Operand>, dst: Option<Value> },
     /// Call a kernel function (kfunc) by name; the loader resolves its BTF id.
     CallKfunc { name: String, args: Vec<Operand>, dst: Option<Value> },
+    /// Call another function of the program (`Program::funcs[func]`), a BPF-to-BPF call
+    /// that the verifier checks separately. Same convention as helpers: r1..r5, r0.
+    CallLocal { func: u32, args: Vec<Operand>, dst: Option<Value> },
     /// `dst = the entry function's argument `index`` (only in the entry block, first).
     Arg { dst: Value, index: u8 },
 }
@@ -176,7 +179,7 @@ impl Inst {
             Inst::Store { base, src, .. } => std::iter::once(*base).chain(op(src)).collect(),
             Inst::StoreSlot { src, .. } => op(src).into_iter().collect(),
             Inst::AtomicAdd { base, src, .. } => vec![*base, *src],
-            Inst::Call { args, .. } | Inst::CallKfunc { args, .. } => args.iter().filter_map(op).collect(),
+            Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => args.iter().filter_map(op).collect(),
         }
     }
 
@@ -195,21 +198,21 @@ impl Inst {
             | Inst::SlotAddr { dst, .. }
             | Inst::MapAddr { dst, .. }
             | Inst::Arg { dst, .. } => Some(*dst),
-            Inst::Call { dst, .. } | Inst::CallKfunc { dst, .. } => *dst,
+            Inst::Call { dst, .. } | Inst::CallKfunc { dst, .. } | Inst::CallLocal { dst, .. } => *dst,
             Inst::Store { .. } | Inst::StoreSlot { .. } | Inst::AtomicAdd { .. } => None,
         }
     }
 
     /// True for calls: r1-r5 (and r0) do not survive them.
     pub fn is_call(&self) -> bool {
-        matches!(self, Inst::Call { .. } | Inst::CallKfunc { .. })
+        matches!(self, Inst::Call { .. } | Inst::CallKfunc { .. } | Inst::CallLocal { .. })
     }
 
     /// True when removing the instruction (its result unused) changes nothing observable.
     pub fn is_pure(&self) -> bool {
         !matches!(
             self,
-            Inst::Store { .. } | Inst::StoreSlot { .. } | Inst::AtomicAdd { .. } | Inst::Call { .. } | Inst::CallKfunc { .. }
+            Inst::Store { .. } | Inst::StoreSlot { .. } | Inst::AtomicAdd { .. } | Inst::Call { .. } | Inst::CallKfunc { .. } | Inst::CallLocal { .. }
         )
     }
 }
@@ -348,6 +351,10 @@ pub fn display_inst(inst: &Inst) -> String {
         Inst::CallKfunc { name, args, dst } => match dst {
             Some(d) => format!("{d} = call {name}({})", display_args(args)),
             None => format!("call {name}({})", display_args(args)),
+        },
+        Inst::CallLocal { func, args, dst } => match dst {
+            Some(d) => format!("{d} = call fn{func}({})", display_args(args)),
+            None => format!("call fn{func}({})", display_args(args)),
         },
         Inst::Arg { dst, index } => format!("{dst} = arg{index}"),
     }

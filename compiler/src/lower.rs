@@ -38,7 +38,9 @@ pub struct LowerInput<'a> {
     pub db: &'a SourceDb,
 }
 
-pub fn lower(input: &LowerInput) -> Result<Function, Diagnostics> {
+/// Lowers one program: its entry function first, then the functions outlined as separately
+/// verified BPF functions (`Inst::CallLocal` indexes this list).
+pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
     let mut f = Function::new(input.name);
     let entry = f.entry;
     let err_block = f.new_block();
@@ -56,10 +58,14 @@ pub fn lower(input: &LowerInput) -> Result<Function, Diagnostics> {
         diags: Vec::new(),
         line_cache: HashMap::new(),
         terminated: std::collections::HashSet::new(),
+        loop_depth: 0,
+        subfuncs: Vec::new(),
+        outlined: HashMap::new(),
+        in_subfunc: false,
     };
     l.push(Inst::Arg { dst: ctx, index: 0 });
     let entry_fn = &input.checked.funcs[input.checked.entry];
-    let mut frame = Frame { locals: HashMap::new(), func: input.checked.entry, ret: None, assigned: assigned_counts(&entry_fn.body) };
+    let mut frame = Frame { locals: HashMap::new(), func: input.checked.entry, ret: RetMode::Verdict, assigned: assigned_counts(&entry_fn.body) };
     // The entry's one parameter is the ctx.
     if let Some(&p) = entry_fn.params.first() {
         frame.locals.insert(p, Storage::Ctx);
@@ -71,11 +77,29 @@ pub fn lower(input: &LowerInput) -> Result<Function, Diagnostics> {
         l.terminate(Terminator::Return(Operand::Imm(v)));
     }
     if l.diags.is_empty() {
-        Ok(l.f)
+        let mut funcs = vec![l.f];
+        funcs.extend(l.subfuncs.into_iter().map(|s| s.expect("every outlined function is lowered")));
+        Ok(funcs)
     } else {
         Err(l.diags)
     }
 }
+
+/// How `return` leaves the function being lowered.
+#[derive(Clone, Debug)]
+enum RetMode {
+    /// The program's entry: a verdict.
+    Verdict,
+    /// An inlined call: store the results and jump to the continuation.
+    Inline(Block, Vec<Storage>, Vec<Ty>),
+    /// A separately verified function: the result through the `out` pointer, status in r0
+    /// (`SUB_OK`, `SUB_NIL`; `SUB_ERROR` from the error block).
+    Sub { out: Option<Value>, ty: Option<Ty> },
+}
+
+const SUB_OK: i64 = 0;
+const SUB_ERROR: i64 = 1;
+const SUB_NIL: i64 = 2;
 
 /// A lowered value.
 #[derive(Clone, Debug)]
@@ -137,8 +161,8 @@ enum Storage {
 struct Frame {
     locals: HashMap<LocalId, Storage>,
     func: hir::HirFuncId,
-    /// For inlined calls: where `return` goes and where results are stored.
-    ret: Option<(Block, Vec<Storage>, Vec<Ty>)>,
+    /// Where `return` goes.
+    ret: RetMode,
     assigned: HashMap<LocalId, u32>,
 }
 
@@ -159,6 +183,12 @@ struct Lowerer<'a> {
     line_cache: HashMap<(u32, usize), SourceLoc>,
     /// Fresh blocks opened after a terminator: unreachable, so code there is dead.
     terminated: std::collections::HashSet<Block>,
+    /// Loops enclosing the code being lowered, across inlined calls.
+    loop_depth: u32,
+    /// Separately verified functions (index + 1 is their `CallLocal` number), lowered once.
+    subfuncs: Vec<Option<Function>>,
+    outlined: HashMap<hir::HirFuncId, u32>,
+    in_subfunc: bool,
 }
 
 fn assigned_counts(body: &[Stmt]) -> HashMap<LocalId, u32> {
@@ -380,8 +410,10 @@ impl<'a> Lowerer<'a> {
                 self.cond(cond, body_b, exit);
                 self.switch_to(body_b);
                 self.loops.push(LoopCtx { exit });
+                self.loop_depth += 1;
                 self.stmts(body);
                 self.loops.pop();
+                self.loop_depth -= 1;
                 if !self.is_terminated() {
                     self.jump(head);
                 }
@@ -393,8 +425,10 @@ impl<'a> Lowerer<'a> {
                 self.switch_to(head);
                 self.loop_guard(counter);
                 self.loops.push(LoopCtx { exit });
+                self.loop_depth += 1;
                 self.stmts(body);
                 self.loops.pop();
+                self.loop_depth -= 1;
                 if !self.is_terminated() {
                     self.set_loc(cond.span);
                     self.cond(cond, exit, head);
@@ -480,12 +514,14 @@ impl<'a> Lowerer<'a> {
             self.jump(head);
             self.switch_to(head);
             self.loops.push(LoopCtx { exit });
+                self.loop_depth += 1;
             // The Lua variable is a copy: assignments to it in the body do not change the count.
             let user = self.scalar();
             self.push(Inst::Mov { dst: user, src: i });
             self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
             self.stmts(body);
             self.loops.pop();
+                self.loop_depth -= 1;
             if !self.is_terminated() {
                 self.push(Inst::Bin { op: BinOp::Add, dst: i, a: i, b: Operand::Imm(step) });
                 match count {
@@ -523,11 +559,13 @@ impl<'a> Lowerer<'a> {
         self.switch_to(head);
         self.loop_guard(counter);
         self.loops.push(LoopCtx { exit });
+                self.loop_depth += 1;
         let user = self.scalar();
         self.push(Inst::Mov { dst: user, src: i });
         self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
         self.stmts(body);
         self.loops.pop();
+                self.loop_depth -= 1;
         if !self.is_terminated() {
             let next = self.f.new_block();
             self.branch(JmpOp::Jeq, count, Operand::Imm(0), exit, next);
@@ -542,7 +580,17 @@ impl<'a> Lowerer<'a> {
     fn ret(&mut self, values: &[Expr]) {
         let frame_ret = self.frame().ret.clone();
         match frame_ret {
-            None => {
+            RetMode::Sub { out, ty } => {
+                let status = match (values.first(), out, ty) {
+                    (Some(e), Some(out), Some(ty)) => {
+                        let v = self.expr(e);
+                        self.sub_result(v, &e.ty, &ty, out)
+                    }
+                    _ => Operand::Imm(SUB_OK),
+                };
+                self.terminate(Terminator::Return(status));
+            }
+            RetMode::Verdict => {
                 // The entry function: a verdict.
                 let verdict = match values.first() {
                     None => Operand::Imm(self.input.default_verdict),
@@ -575,7 +623,7 @@ impl<'a> Lowerer<'a> {
                 };
                 self.terminate(Terminator::Return(verdict));
             }
-            Some((block, storages, tys)) => {
+            RetMode::Inline(block, storages, tys) => {
                 let vals = self.expr_list(values, storages.len());
                 let vals: Vec<(LV, Ty)> = vals.into_iter().map(|(v, t)| (self.snapshot(v, &t), t)).collect();
                 for ((st, want), (v, t)) in storages.iter().zip(&tys).zip(vals) {
@@ -1171,17 +1219,20 @@ impl<'a> Lowerer<'a> {
     // ---- calls (inlined) ----------------------------------------------------------------
 
     fn call(&mut self, func: hir::HirFuncId, args: &[Expr]) -> Vec<LV> {
+        if self.should_outline(func) {
+            return self.call_outlined(func, args);
+        }
         let callee = &self.input.checked.funcs[func];
         let vals: Vec<(LV, Ty)> = args.iter().map(|a| (self.expr(a), a.ty.clone())).collect();
         let ret_block = self.f.new_block();
         let tys = callee.results.clone();
         let storages: Vec<Storage> = tys.iter().map(|t| self.new_storage(t, None)).collect();
-        let mut frame = Frame { locals: HashMap::new(), func, ret: Some((ret_block, storages.clone(), tys.clone())), assigned: assigned_counts(&callee.body) };
+        let mut frame = Frame { locals: HashMap::new(), func, ret: RetMode::Inline(ret_block, storages.clone(), tys.clone()), assigned: assigned_counts(&callee.body) };
         let params = callee.params.clone();
         let ptys: Vec<Ty> = params.iter().map(|p| callee.locals[*p].ty.clone()).collect();
         let body = &callee.body;
         let saved_loops = std::mem::take(&mut self.loops);
-        self.frames.push(Frame { locals: HashMap::new(), func, ret: None, assigned: HashMap::new() });
+        self.frames.push(Frame { locals: HashMap::new(), func, ret: RetMode::Verdict, assigned: HashMap::new() });
         for (i, p) in params.iter().enumerate() {
             let (v, vt) = vals.get(i).cloned().unwrap_or((LV::Nil, Ty::Nil));
             let once = frame.assigned.get(p).copied().unwrap_or(0) == 0;
@@ -1203,6 +1254,188 @@ impl<'a> Lowerer<'a> {
         self.loops = saved_loops;
         self.switch_to(ret_block);
         storages.iter().zip(&tys).map(|(st, t)| self.load(st, t)).collect()
+    }
+
+    // ---- separately verified functions ---------------------------------------------------
+
+    /// A function called inside a loop that loops itself becomes a BPF function of its own:
+    /// the verifier then checks it once, for any arguments, instead of once per iteration
+    /// of the caller's loop (which multiplies the two loops' costs).
+    fn should_outline(&self, func: hir::HirFuncId) -> bool {
+        if self.loop_depth == 0 || matches!(self.input.hook, Hook::Netfilter { .. }) {
+            return false;
+        }
+        let callee = &self.input.checked.funcs[func];
+        outline_signature(callee).is_some() && has_loop(&callee.body)
+    }
+
+    fn call_outlined(&mut self, func: hir::HirFuncId, args: &[Expr]) -> Vec<LV> {
+        let callee = &self.input.checked.funcs[func];
+        let Some((scalar_params, result)) = outline_signature(callee) else { return vec![] };
+        let index = match self.outlined.get(&func) {
+            Some(i) => *i,
+            None => {
+                self.subfuncs.push(None);
+                let i = self.subfuncs.len() as u32;
+                self.outlined.insert(func, i);
+                let f = self.lower_subfunc(func, &scalar_params, result.clone());
+                self.subfuncs[i as usize - 1] = Some(f);
+                i
+            }
+        };
+        let mut call_args = vec![Operand::Value(self.ctx)];
+        for (i, a) in args.iter().enumerate() {
+            let v = self.expr(a);
+            if scalar_params.contains(&i) {
+                match v {
+                    LV::Scalar(o) => call_args.push(o),
+                    _ => call_args.push(Operand::Imm(0)),
+                }
+            }
+        }
+        // Parameters the caller did not pass are nil: the callee was checked with them nil.
+        let out_slot = result.as_ref().map(|_| {
+            let slot = self.f.new_slot(8, 8);
+            self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Imm(0), size: Size::DW });
+            let p = self.pointer();
+            self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
+            call_args.push(Operand::Value(p));
+            slot
+        });
+        let status = self.scalar();
+        self.push(Inst::CallLocal { func: index, args: call_args, dst: Some(status) });
+        self.error_if(JmpOp::Jeq, status, Operand::Imm(SUB_ERROR));
+        let (Some(slot), Some(ty)) = (out_slot, result) else { return vec![] };
+        let value = self.scalar();
+        self.push(Inst::LoadSlot { dst: value, slot, off: 0, size: Size::DW });
+        if ty.is_opt() {
+            let present = self.scalar();
+            let nil = self.f.new_block();
+            let some = self.f.new_block();
+            let join = self.f.new_block();
+            self.branch(JmpOp::Jeq, status, Operand::Imm(SUB_NIL), nil, some);
+            self.switch_to(nil);
+            self.push(Inst::Const { dst: present, imm: 0 });
+            self.jump(join);
+            self.switch_to(some);
+            self.push(Inst::Const { dst: present, imm: 1 });
+            self.jump(join);
+            self.switch_to(join);
+            vec![LV::Opt { present: Operand::Value(present), value: Box::new(LV::Scalar(Operand::Value(value))) }]
+        } else {
+            vec![LV::Scalar(Operand::Value(value))]
+        }
+    }
+
+    /// Lowers `func` as a function of its own: r1 the ctx, then its integer parameters, then
+    /// (when it returns a value) a pointer for the result.
+    fn lower_subfunc(&mut self, func: hir::HirFuncId, scalar_params: &[usize], result: Option<Ty>) -> Function {
+        let callee = &self.input.checked.funcs[func];
+        let name = format!("{}_{}", sanitize(&callee.name), func);
+        let mut f = Function::new(name);
+        let err_block = f.new_block();
+        f.blocks[err_block].term = (Terminator::Return(Operand::Imm(SUB_ERROR)), SourceLoc::default());
+        let ctx = f.new_value(ValueKind::Pointer);
+        // Swap in the new function's state; the caller's is restored below.
+        let saved_f = std::mem::replace(&mut self.f, f);
+        let saved_cur = std::mem::replace(&mut self.cur, self.f.entry);
+        let saved_err = std::mem::replace(&mut self.err_block, err_block);
+        let saved_ctx = std::mem::replace(&mut self.ctx, ctx);
+        let saved_frames = std::mem::take(&mut self.frames);
+        let saved_loops = std::mem::take(&mut self.loops);
+        let saved_depth = std::mem::replace(&mut self.loop_depth, 0);
+        let saved_term = std::mem::take(&mut self.terminated);
+        let saved_sub = std::mem::replace(&mut self.in_subfunc, true);
+
+        self.push(Inst::Arg { dst: ctx, index: 0 });
+        let mut frame = Frame { locals: HashMap::new(), func, ret: RetMode::Verdict, assigned: assigned_counts(&callee.body) };
+        let mut argno = 1u8;
+        let mut scalar_vals = Vec::new();
+        for &i in scalar_params {
+            let v = self.scalar();
+            self.push(Inst::Arg { dst: v, index: argno });
+            argno += 1;
+            scalar_vals.push((i, v));
+        }
+        let out = result.as_ref().map(|_| {
+            let p = self.pointer();
+            self.push(Inst::Arg { dst: p, index: argno });
+            p
+        });
+        if let Some(out) = out {
+            // The verifier treats a pointer argument of a global function as maybe-null.
+            self.error_if(JmpOp::Jeq, out, Operand::Imm(0));
+        }
+        for (i, p) in callee.params.iter().enumerate() {
+            let ty = callee.locals[*p].ty.clone();
+            let st = match ty {
+                Ty::Ctx => Storage::Ctx,
+                Ty::Packet => Storage::Packet,
+                Ty::Int | Ty::Bool => {
+                    let v = self.scalar();
+                    if let Some((_, arg)) = scalar_vals.iter().find(|(k, _)| *k == i) {
+                        self.push(Inst::Mov { dst: v, src: *arg });
+                    } else {
+                        self.push(Inst::Const { dst: v, imm: 0 });
+                    }
+                    Storage::Scalar(v)
+                }
+                other => self.new_storage(&other, None),
+            };
+            frame.locals.insert(*p, st);
+        }
+        frame.ret = RetMode::Sub { out, ty: result };
+        self.frames.push(frame);
+        self.stmts(&callee.body);
+        if !self.is_terminated() {
+            let nil = if out.is_some() { SUB_NIL } else { SUB_OK };
+            self.terminate(Terminator::Return(Operand::Imm(nil)));
+        }
+
+        let f = std::mem::replace(&mut self.f, saved_f);
+        self.cur = saved_cur;
+        self.err_block = saved_err;
+        self.ctx = saved_ctx;
+        self.frames = saved_frames;
+        self.loops = saved_loops;
+        self.loop_depth = saved_depth;
+        self.terminated = saved_term;
+        self.in_subfunc = saved_sub;
+        f
+    }
+
+    /// Stores a subfunction's result through `out`; returns the status to return.
+    fn sub_result(&mut self, v: LV, from: &Ty, to: &Ty, out: Value) -> Operand {
+        match v {
+            LV::Nil => Operand::Imm(SUB_NIL),
+            LV::Scalar(o) => {
+                let r = self.reg(o);
+                self.push(Inst::Store { base: out, off: 0, src: Operand::Value(r), size: Size::DW });
+                Operand::Imm(SUB_OK)
+            }
+            LV::Opt { present, value } => {
+                let status = self.scalar();
+                let p = self.reg(present);
+                let some = self.f.new_block();
+                let none = self.f.new_block();
+                let join = self.f.new_block();
+                self.branch(JmpOp::Jne, p, Operand::Imm(0), some, none);
+                self.switch_to(some);
+                if let LV::Scalar(o) = *value {
+                    let r = self.reg(o);
+                    self.push(Inst::Store { base: out, off: 0, src: Operand::Value(r), size: Size::DW });
+                }
+                self.push(Inst::Const { dst: status, imm: SUB_OK });
+                self.jump(join);
+                self.switch_to(none);
+                self.push(Inst::Const { dst: status, imm: SUB_NIL });
+                self.jump(join);
+                self.switch_to(join);
+                let _ = (from, to);
+                Operand::Value(status)
+            }
+            _ => Operand::Imm(SUB_ERROR),
+        }
     }
 
     // ---- the packet ---------------------------------------------------------------------
@@ -1947,6 +2180,43 @@ impl<'a> Lowerer<'a> {
             _ => self.error(span, "internal: field type mismatch", "here", "please report this"),
         }
     }
+}
+
+/// The integer parameters (by position) and the result type of a function that can be
+/// outlined: ctx/packet and at most three integer or boolean parameters, at most one integer
+/// or boolean result (possibly nil). `None` when it cannot.
+fn outline_signature(f: &hir::Func) -> Option<(Vec<usize>, Option<Ty>)> {
+    let mut scalars = Vec::new();
+    for (i, p) in f.params.iter().enumerate() {
+        match f.locals[*p].ty {
+            Ty::Int | Ty::Bool => scalars.push(i),
+            Ty::Ctx | Ty::Packet => {}
+            _ => return None,
+        }
+    }
+    if scalars.len() > 3 || f.results.len() > 1 {
+        return None;
+    }
+    let result = match f.results.first() {
+        None => None,
+        Some(t) if matches!(t.strip(), Ty::Int | Ty::Bool) => Some(Ty::opt(t.strip().clone())),
+        Some(Ty::Nil) => None,
+        Some(_) => return None,
+    };
+    Some((scalars, result))
+}
+
+fn has_loop(stmts: &[Stmt]) -> bool {
+    stmts.iter().any(|s| match &s.kind {
+        StmtKind::While { .. } | StmtKind::Repeat { .. } | StmtKind::NumFor { .. } => true,
+        StmtKind::If { then_, else_, .. } => has_loop(then_) || has_loop(else_),
+        StmtKind::Block(b) => has_loop(b),
+        _ => false,
+    })
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
 }
 
 fn unwrap_lv(v: LV) -> LV {

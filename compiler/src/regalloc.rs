@@ -26,8 +26,8 @@
 //!   r5 reserved as the second scratch (`Allocation::scratch2`). Functions that never spill
 //!   keep nine registers.
 //! - Calls clobber r0-r5 and the verifier treats r1-r5 as unreadable afterwards, so an
-//!   interval that is live *across* a call position (a range with `start <= call < end`) may only use
-//!   r6-r9 or the stack. An interval that *ends* at the call (an argument read for the last
+//!   interval that is live *across* a call position (one of its ranges has
+//!   `start <= call < end`) may only use r6-r9 or the stack. An interval that *ends* at the call (an argument read for the last
 //!   time) may use r1-r5: the emitter moves arguments into r1..r5 with a parallel move
 //!   (using r0 to break cycles) before the `call`, so they are read before the clobber. Such
 //!   arguments are hinted to their argument register, which usually makes the move vanish.
@@ -212,7 +212,7 @@ fn compute_ranges(f: &Function) -> Ranges {
                     last_arg_def = pos + 1;
                     hints[*dst].push(Hint::Reg(Reg(index + 1)));
                 }
-                Inst::Call { args, .. } | Inst::CallKfunc { args, .. } => {
+                Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
                     calls.push(pos);
                     for (i, a) in args.iter().enumerate() {
                         if let Operand::Value(v) = a {
@@ -220,8 +220,13 @@ fn compute_ranges(f: &Function) -> Ranges {
                         }
                     }
                 }
-                Inst::Mov { dst, src }
-                | Inst::Neg { dst, src }
+                Inst::Mov { dst, src } => {
+                    // Both ways: whichever is allocated second tries the other's register,
+                    // and the move disappears.
+                    hints[*dst].push(Hint::SameAs(*src));
+                    hints[*src].push(Hint::SameAs(*dst));
+                }
+                Inst::Neg { dst, src }
                 | Inst::Bswap { dst, src, .. }
                 | Inst::Zext { dst, src, .. }
                 | Inst::Sext { dst, src, .. } => hints[*dst].push(Hint::SameAs(*src)),

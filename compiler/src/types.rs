@@ -730,7 +730,7 @@ impl<'a> Checker<'a> {
         let got = self.expr(st, get);
         self.diags.truncate(ndiags);
         match got {
-            Ok(Expr { kind: ExprKind::MapGet { map: m2, key: k2 }, .. }) if m2 == map && *k2 == *key => {
+            Ok(Expr { kind: ExprKind::MapGet { map: m2, key: k2 }, .. }) if m2 == map && same_value(&k2, key) => {
                 let delta = self.expr(st, rhs)?;
                 let delta = self.coerce(st, delta, &Ty::Int)?;
                 Ok(Some(delta))
@@ -1840,6 +1840,22 @@ fn is_pure(e: &Expr) -> bool {
         ExprKind::Unwrap(x) | ExprKind::Neg(x) | ExprKind::BNot(x) => is_pure(x),
         ExprKind::Arith(op, a, b) => !matches!(op, ArithOp::IDiv | ArithOp::Mod) && is_pure(a) && is_pure(b),
         ExprKind::PacketLoad { .. } | ExprKind::CtxField(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether two pure expressions compute the same value (spans aside).
+fn same_value(a: &Expr, b: &Expr) -> bool {
+    match (&a.kind, &b.kind) {
+        (ExprKind::Int(x), ExprKind::Int(y)) => x == y,
+        (ExprKind::Bool(x), ExprKind::Bool(y)) => x == y,
+        (ExprKind::Str(x), ExprKind::Str(y)) => x == y,
+        (ExprKind::Nil, ExprKind::Nil) => true,
+        (ExprKind::Local(x), ExprKind::Local(y)) => x == y,
+        (ExprKind::Unwrap(x), ExprKind::Unwrap(y)) | (ExprKind::Neg(x), ExprKind::Neg(y)) | (ExprKind::BNot(x), ExprKind::BNot(y)) => same_value(x, y),
+        (ExprKind::Arith(o1, a1, b1), ExprKind::Arith(o2, a2, b2)) => o1 == o2 && same_value(a1, a2) && same_value(b1, b2),
+        (ExprKind::PacketLoad { bytes: n1, signed: s1, off: o1 }, ExprKind::PacketLoad { bytes: n2, signed: s2, off: o2 }) => n1 == n2 && s1 == s2 && same_value(o1, o2),
+        (ExprKind::CtxField(x), ExprKind::CtxField(y)) => x == y,
         _ => false,
     }
 }

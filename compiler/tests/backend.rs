@@ -193,8 +193,8 @@ pub fn case_spills() -> Case {
     for k in 0..N {
         w_e.push((cval(k) as u64).wrapping_mul(cval((k + 1) % N) as u64));
     }
-    for k in 0..N {
-        acc_e = (acc_e.wrapping_mul(31) ^ w_e[k]).wrapping_add(cval(k) as u64);
+    for (k, w) in w_e.iter().enumerate() {
+        acc_e = (acc_e.wrapping_mul(31) ^ w).wrapping_add(cval(k) as u64);
     }
     let last_w = w_e[N - 1];
     xdp_case("spills", move |b, _| {
@@ -383,7 +383,7 @@ pub fn case_imm_stores() -> Case {
             (d2, Expect::Eq(0xdead_beef)),
             (d3, Expect::Eq(0x2345)),
             (d4, Expect::Eq(0xff)),
-            (d5, Expect::Eq(0xff_ff_2345_dead_beef)),
+            (d5, Expect::Eq(0xffff_2345_dead_beef)),
         ]
     })
 }
@@ -894,7 +894,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -902,7 +902,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.below(xs.len() as u64) as usize]
@@ -912,10 +912,10 @@ impl Rng {
         match self.below(6) {
             0 => self.below(8) as i64 - 2,
             1 => self.pick(&[i32::MIN as i64, i32::MAX as i64, -1, 63, 64, 0]),
-            2 => self.next() as i32 as i64,
-            3 => self.next() as u32 as i64,
+            2 => self.next_u64() as i32 as i64,
+            3 => self.next_u64() as u32 as i64,
             4 => self.pick(&[i64::MIN, i64::MAX, 1 << 32, -(1 << 32), u32::MAX as i64 + 1]),
-            _ => self.next() as i64,
+            _ => self.next_u64() as i64,
         }
     }
 }
@@ -1422,10 +1422,8 @@ pub fn check_alloc(f: &Function, alloc: &Allocation) -> Result<(), String> {
     }
     for (v, _) in f.values.iter() {
         match alloc.loc(v) {
-            Some(Loc::Stack(off)) => {
-                if off % 8 != 0 || off >= 0 || -(off as i32) > alloc.frame_size() as i32 {
-                    return Err(format!("{v} spilled to [r10{off:+}]"));
-                }
+            Some(Loc::Stack(off)) if off % 8 != 0 || off >= 0 || -(off as i32) > alloc.frame_size() as i32 => {
+                return Err(format!("{v} spilled to [r10{off:+}]"));
             }
             Some(Loc::Reg(r)) if r.0 == 0 || r.0 >= 10 => return Err(format!("{v} in r{}", r.0)),
             _ => {}
@@ -1757,4 +1755,22 @@ fn random_programs_are_structurally_sound() {
             panic!("{}: {e}\n{}\n{}\n{}", case.name, luabpf_compiler::ir::display(&case.f), alloc.display(&case.f), disasm(&code))
         });
     }
+}
+
+/// Thousands of values live at once: refused with StackTooLarge, quickly.
+#[test]
+fn huge_pressure_is_refused_quickly() {
+    let mut b = Fb::new("huge");
+    let vs: Vec<Value> = (0..3000).map(|k| b.konst(k)).collect();
+    let acc = b.konst(0);
+    for &v in &vs {
+        b.bin_to(acc, BinOp::Add, acc, v);
+    }
+    b.term(Terminator::Return(Operand::Value(acc)));
+    let t = std::time::Instant::now();
+    match allocate(&b.f) {
+        Err(AllocError::StackTooLarge { needed }) => assert!(needed > 3000 * 8 - 100, "{needed}"),
+        other => panic!("{:?}", other.map(|a| a.frame_size())),
+    }
+    assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
 }

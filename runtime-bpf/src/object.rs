@@ -131,6 +131,33 @@ pub struct ProgramCode {
     pub map_relocs: Vec<(usize, usize)>,
     /// `(slot index of a kfunc call, kernel function name)`: the loader writes the BTF id.
     pub kfunc_relocs: Vec<(usize, String)>,
+    /// Functions inside `insns` other than the entry, reached by local calls, that the
+    /// verifier must check on their own (BTF linkage global): each is verified once, for any
+    /// argument values, instead of once per call site and path. Functions reached by a local
+    /// call but not listed here are static (verified in the caller's context).
+    pub subfunctions: Vec<SubFunction>,
+}
+
+/// A separately verified BPF function of a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubFunction {
+    /// Its first slot in `ProgramCode::insns`.
+    pub start: usize,
+    /// Its ELF symbol and BTF name.
+    pub name: String,
+    /// Its parameters, r1 upwards (at most 5); it returns a 32-bit int in r0.
+    pub params: Vec<ParamType>,
+}
+
+/// What a separately verified function's parameter is, as its BTF type says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamType {
+    /// The program's context (`struct xdp_md *`, `struct __sk_buff *`, ...).
+    Ctx,
+    /// A 64-bit integer (`__u64`).
+    Scalar,
+    /// A pointer to one 64-bit integer (`__u64 *`); the verifier treats it as maybe-null.
+    ScalarPtr,
 }
 
 /// A source file the line info refers to.
