@@ -714,6 +714,10 @@ impl<'a> Lowerer<'a> {
                 self.store(value, other, from.strip(), to.strip());
             }
             (Storage::Str { slot, alias, len }, LV::Str(sv)) => {
+                if alias.is_some() {
+                    // The local is its value: nothing to copy, and no length to count.
+                    return;
+                }
                 if let Some(l) = sv.len {
                     self.mov(*len, l);
                 } else {
@@ -760,6 +764,9 @@ impl<'a> Lowerer<'a> {
                 }
             }
             Storage::Str { slot, alias, len } => {
+                if let Some(a) = alias {
+                    return LV::Str(a.clone());
+                }
                 let buf = match (alias, slot) {
                     (Some(a), _) => a.buf.clone(),
                     (None, Some((s, cap))) => StrBuf::Slot { slot: *s, cap: *cap },
@@ -1331,7 +1338,7 @@ impl<'a> Lowerer<'a> {
     /// (when it returns a value) a pointer for the result.
     fn lower_subfunc(&mut self, func: hir::HirFuncId, scalar_params: &[usize], result: Option<Ty>) -> Function {
         let callee = &self.input.checked.funcs[func];
-        let name = format!("{}_{}", sanitize(&callee.name), func);
+        let name = format!("{}__{}_{}", sanitize(self.input.name), sanitize(&callee.name), func);
         let mut f = Function::new(name);
         let err_block = f.new_block();
         f.blocks[err_block].term = (Terminator::Return(Operand::Imm(SUB_ERROR)), SourceLoc::default());
@@ -1583,16 +1590,18 @@ impl<'a> Lowerer<'a> {
         if let Some(l) = sv.len {
             return l;
         }
-        let (base, off, cap) = match &sv.buf {
-            StrBuf::Ptr { base, off, cap } => (*base, *off, *cap),
-            StrBuf::Const(b) => return Operand::Imm(b.len() as i64),
-            StrBuf::Slot { .. } => return Operand::Imm(0),
-        };
-        // Unrolled: len = i + 1 for the last non-zero byte i.
+        if let StrBuf::Const(b) = &sv.buf {
+            return Operand::Imm(b.len() as i64);
+        }
+        // Unrolled: len = i + 1 for the last non-zero byte i of the zero-padded buffer.
         let len = self.konst(0);
-        for i in 0..cap.min(255) {
+        for i in 0..sv.buf.cap().min(255) {
             let b = self.scalar();
-            self.push(Inst::Load { dst: b, base, off: off + i as i16, size: Size::B });
+            match &sv.buf {
+                StrBuf::Ptr { base, off, .. } => self.push(Inst::Load { dst: b, base: *base, off: *off + i as i16, size: Size::B }),
+                StrBuf::Slot { slot, .. } => self.push(Inst::LoadSlot { dst: b, slot: *slot, off: i, size: Size::B }),
+                StrBuf::Const(_) => {}
+            }
             let set = self.f.new_block();
             let next = self.f.new_block();
             self.branch(JmpOp::Jne, b, Operand::Imm(0), set, next);
@@ -1900,9 +1909,11 @@ impl<'a> Lowerer<'a> {
                 self.switch_to(join);
                 // The slot is zeroed on every path that reaches here through `hit`; on the
                 // others `present` is 0 and the buffer is never read.
+                // The length stays unknown until something needs it (`#s`): comparisons and
+                // map keys work on the zero-padded words, and an eager count would give the
+                // verifier one path per possible length.
                 let slot_sv = StrV { buf: StrBuf::Slot { slot, cap: round8(n).max(8) }, len: None };
-                let len = self.slot_strlen(slot, n, present);
-                LV::Opt { present: Operand::Value(present), value: Box::new(LV::Str(StrV { len: Some(len), ..slot_sv })) }
+                LV::Opt { present: Operand::Value(present), value: Box::new(LV::Str(slot_sv)) }
             }
             Format::Int { bytes, signed } => {
                 let hit = self.f.new_block();
@@ -1930,29 +1941,6 @@ impl<'a> Lowerer<'a> {
                 LV::Opt { present: Operand::Value(present), value: Box::new(LV::Scalar(Operand::Value(value))) }
             }
         }
-    }
-
-    /// The length of a zero-padded string in a slot (0 when `present` is 0).
-    fn slot_strlen(&mut self, slot: Slot, n: u32, present: Value) -> Operand {
-        let len = self.konst(0);
-        let join = self.f.new_block();
-        let go = self.f.new_block();
-        self.branch(JmpOp::Jeq, present, Operand::Imm(0), join, go);
-        self.switch_to(go);
-        for i in 0..n.min(255) {
-            let b = self.scalar();
-            self.push(Inst::LoadSlot { dst: b, slot, off: i, size: Size::B });
-            let set = self.f.new_block();
-            let next = self.f.new_block();
-            self.branch(JmpOp::Jne, b, Operand::Imm(0), set, next);
-            self.switch_to(set);
-            self.push(Inst::Const { dst: len, imm: i as i64 + 1 });
-            self.jump(next);
-            self.switch_to(next);
-        }
-        self.jump(join);
-        self.switch_to(join);
-        Operand::Value(len)
     }
 
     /// Writes a value of the map's value format into a fresh slot; returns its address.
@@ -2150,9 +2138,7 @@ impl<'a> Lowerer<'a> {
                 self.zero_slot(slot, cap);
                 let sv = StrV { buf: StrBuf::Ptr { base: p, off: f.offset as i16, cap: n }, len: None };
                 self.copy_str_into(&sv, slot, cap);
-                let one = self.konst(1);
-                let len = self.slot_strlen(slot, n, one);
-                LV::Str(StrV { buf: StrBuf::Slot { slot, cap }, len: Some(len) })
+                LV::Str(StrV { buf: StrBuf::Slot { slot, cap }, len: None })
             }
             Format::Record(_) => LV::Nil,
         }
@@ -2199,7 +2185,7 @@ fn outline_signature(f: &hir::Func) -> Option<(Vec<usize>, Option<Ty>)> {
     }
     let result = match f.results.first() {
         None => None,
-        Some(t) if matches!(t.strip(), Ty::Int | Ty::Bool) => Some(Ty::opt(t.strip().clone())),
+        Some(t) if matches!(t.strip(), Ty::Int | Ty::Bool) => Some(t.clone()),
         Some(Ty::Nil) => None,
         Some(_) => return None,
     };

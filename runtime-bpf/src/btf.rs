@@ -360,7 +360,7 @@ impl Btf {
 
     pub fn int(&mut self, name: &str, size: u32, encoding: u8) -> TypeId {
         let name = self.add_string(name);
-        let bits = (size * 8).min(u8::MAX as u32) as u8;
+        let bits = size.saturating_mul(8).min(u8::MAX as u32) as u8;
         self.add(Type::Int {
             name,
             size,

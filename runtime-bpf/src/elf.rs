@@ -5,7 +5,7 @@
 //! (bpftool, iproute2's `ip link ... obj F sec xdp`) and luabpf's own loader. What each part is
 //! for, and the constraints the loaders impose:
 //!
-//! - One section per program type name (`xdp`, `tc`, `netfilter`, i.e. `ProgramCode::section`),
+//! - One section per program type name (`xdp`, `classifier`, `netfilter`: `ProgramCode::section`),
 //!   SHF_ALLOC|SHF_EXECINSTR. Programs sharing a section are placed one after another, each
 //!   with its own STT_FUNC GLOBAL default-visibility symbol whose `st_size` covers its code.
 //! - BPF-to-BPF subprograms (code a program reaches with `call pc+N` or loads with an
@@ -18,6 +18,18 @@
 //!   slot numbers agree with any loader's verifier log. `read(write(o))` gives `o` back when
 //!   `o`'s subprograms already are in link order (a compiler appending callees as it meets
 //!   them produces that); otherwise it gives the same code renumbered.
+//! - Subprograms listed in `ProgramCode::subfunctions` are *global* functions, which the kernel
+//!   verifies once, on their own, for any arguments their BTF prototype allows ("Func#1 ('f')
+//!   is global and assumed valid." at each call, then "Validating f() func#1..."). They go to
+//!   `.text` like static ones, with the same relocations, but their symbol is STT_FUNC GLOBAL
+//!   of default visibility (clang's non-static function): libbpf 1.1 and aya 0.14 both treat
+//!   every function of `.text` as a subprogram whatever its binding, and libbpf turns the BTF
+//!   of a *hidden* global function static (`mark_btf_static`). Their BTF FUNC has linkage
+//!   global and prototype `int f(a0, ...)`: `Ctx` is a pointer to a STRUCT named after the
+//!   context (`xdp_md`, `__sk_buff`, `bpf_nf_ctx`: the kernel matches that name only, and a
+//!   forward declaration does not count), `Scalar` `unsigned long long`, `ScalarPtr` a pointer
+//!   to it (maybe NULL, 8 bytes). Parameters must be named: the kernel refuses a FUNC whose
+//!   prototype has an unnamed one. `read` recovers them from the FUNC of their func_info.
 //! - `license`: the license string and its NUL ("GPL\0", 4 bytes), with a `_license` symbol.
 //! - `.maps`: BTF-defined maps (legacy `maps` is refused by libbpf 1.0+). Each map is an
 //!   STT_OBJECT GLOBAL default-visibility symbol (a hidden one is refused as "unsupported map
@@ -27,7 +39,8 @@
 //!   (linkage 1, global allocated) per map and a DATASEC `.maps` with real offsets and sizes.
 //!   `ld_imm64` map references carry R_BPF_64_64 against the map's symbol with addend 0.
 //! - `.BTF`: the above, a FUNC per program (global, `int f(struct <ctx> *ctx)`) and per
-//!   subprogram (static), and the source file names and line texts.
+//!   subprogram (static, or global for `ProgramCode::subfunctions`), and the source file
+//!   names and line texts.
 //! - `.BTF.ext`: func_info per function and line_info where the (file, line) of `locs`
 //!   changes, so bpftool and verifier logs show Lua lines.
 //! - `.luabpf.init` and `.luabpf.kfuncs`: luabpf's own sections, described below; other
@@ -105,6 +118,11 @@ pub enum WriteError {
     /// Two ELF symbols (programs, maps) with the same name: loaders find them by name.
     DuplicateName(String),
     EmptyProgram(String),
+    /// A program section that is empty or one this module writes itself (`.text`, `.maps`...).
+    BadSection {
+        program: String,
+        section: String,
+    },
     /// A `map_relocs` entry that is not on the first slot of an `ld_imm64`, or names no map.
     BadMapReloc {
         program: String,
@@ -122,6 +140,14 @@ pub enum WriteError {
         program: String,
         slot: usize,
         target: i64,
+    },
+    /// A `ProgramCode::subfunctions` entry that cannot be a separately verified function: its
+    /// start is not the target of a local call, it is listed twice, it has more than 5
+    /// parameters, or it takes a context in a section of unknown program type.
+    BadSubFunction {
+        program: String,
+        function: String,
+        why: String,
     },
     /// An integer format of a size other than 1, 2, 4 or 8 bytes.
     BadFormat {
@@ -148,6 +174,9 @@ impl fmt::Display for WriteError {
             }
             WriteError::DuplicateName(name) => write!(f, "two programs or maps are named {name:?}"),
             WriteError::EmptyProgram(name) => write!(f, "program {name:?} has no instructions"),
+            WriteError::BadSection { program, section } => {
+                write!(f, "program {program:?} cannot go in section {section:?}")
+            }
             WriteError::BadMapReloc { program, slot, map } => write!(
                 f,
                 "program {program:?}: map reference #{map} at slot {slot} is not on an ld_imm64 \
@@ -167,6 +196,14 @@ impl fmt::Display for WriteError {
                 f,
                 "program {program:?}: call or function address at slot {slot} targets slot \
                  {target}, which does not start a subprogram"
+            ),
+            WriteError::BadSubFunction {
+                program,
+                function,
+                why,
+            } => write!(
+                f,
+                "program {program:?}: global function {function:?}: {why}"
             ),
             WriteError::BadFormat { map, bytes } => {
                 write!(

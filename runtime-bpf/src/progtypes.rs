@@ -159,8 +159,9 @@ impl ProgType {
     }
 
     /// The ELF section luabpf writes programs of this type into.
-    /// Note: aya 0.14 accepts `xdp` but knows tc programs only as `classifier` and has no
-    /// netfilter programs; libbpf (bpftool, iproute2) accepts `xdp`, `tc` and `classifier`.
+    /// `classifier` for tc because aya 0.14 knows tc programs by that name only (it refuses
+    /// `tc`, failing the whole file); libbpf (bpftool, iproute2) accepts both. aya has no
+    /// netfilter programs at all: keep those out of objects handed to it.
     pub fn section(self) -> &'static str {
         match self {
             ProgType::Xdp => "xdp",

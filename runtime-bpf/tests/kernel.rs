@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -31,7 +32,7 @@ fn is_root() -> bool {
 fn have(tool: &str) -> bool {
     let arg = match tool {
         "bpftool" => "version",
-        "ip" => "-V",
+        "ip" | "ping" => "-V",
         _ => "--version",
     };
     Command::new(tool)
@@ -65,7 +66,12 @@ fn skip(test: &str, needs: &str) {
     if std::env::var("LUABPF_REQUIRE_KERNEL").as_deref() == Ok("1") {
         panic!("{msg} (LUABPF_REQUIRE_KERNEL=1 makes this a failure)");
     }
-    eprintln!("\n!!!!!!!!!!!!!!!! {msg} !!!!!!!!!!!!!!!!\n");
+    // Straight to stderr: the test harness captures eprintln! of passing tests, and a skip
+    // must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!!!!!!!!!! {msg} !!!!!!!!!!!!!!!!\n"
+    );
 }
 
 fn run(cmd: &str, args: &[&str]) -> Output {
@@ -223,7 +229,7 @@ fn bpftool_dumps_the_map_btf() {
         "VAR 'blocked' type_id=",
         "linkage=global",
         "DATASEC '.maps' size=32 vlen=1",
-        "type_id=19 offset=0 size=32 (VAR 'blocked')",
+        "offset=0 size=32 (VAR 'blocked')",
         "FUNC 'sni_filter' type_id=",
     ] {
         assert!(dump.contains(want), "missing {want:?} in\n{dump}");
@@ -591,6 +597,362 @@ fn context_layouts_match_the_kernel() {
         for f in fields {
             let found = kernel.iter().find(|(n, _)| n == f.name).map(|(_, o)| *o);
             assert_eq!(found, Some(f.offset as u32), "{structure}.{}", f.name);
+        }
+    }
+}
+
+// ---- separately verified (global) functions --------------------------------------------------
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What the kernel prints about a global function `f` at func#1: its call is not followed
+/// ("assumed valid"), and it is checked once on its own, for any arguments.
+const GLOBAL_VERIFICATION: &[&str] = &[
+    "Func#1 ('f') is global and assumed valid.",
+    "Validating f() func#1...",
+    "Func#1 ('f') is safe for any args that match its prototype",
+];
+
+/// `f`'s prototype as the kernel kept it (bpftool prints func_info before each function).
+const F_PROTOTYPE: &str =
+    "int f(struct xdp_md * a0, unsigned long long a1, unsigned long long * a2):";
+
+#[test]
+fn bpftool_verifies_a_global_function_on_its_own() {
+    let test = "bpftool_verifies_a_global_function_on_its_own";
+    if !can_run(test, true, &["bpftool"]) {
+        return;
+    }
+    let dir = TempDir::new("global");
+    let obj = common::xdp_with_global_function(7, true, true);
+    let path = dir.write("x.o", &elf::try_write(&obj).unwrap());
+    let pin = Pin::new("global");
+    // -d: libbpf's debug output, with the verifier log of the successful load.
+    let load = run(
+        "bpftool",
+        &["-d", "prog", "load", &path, pin.path(), "type", "xdp"],
+    );
+    let log = stderr(&load);
+    for want in GLOBAL_VERIFICATION {
+        assert!(log.contains(want), "missing {want:?} in\n{log}");
+    }
+    let dump = stdout(&run(
+        "bpftool",
+        &["prog", "dump", "xlated", "pinned", pin.path()],
+    ));
+    assert!(dump.contains("int entry(struct xdp_md * ctx):"), "{dump}");
+    assert!(dump.contains(F_PROTOTYPE), "{dump}");
+    let show = stdout(&run("bpftool", &["prog", "show", "pinned", pin.path()]));
+    let btf_id = show
+        .split_whitespace()
+        .skip_while(|w| *w != "btf_id")
+        .nth(1)
+        .expect("btf_id in bpftool prog show");
+    let btf = stdout(&run("bpftool", &["btf", "dump", "id", btf_id]));
+    assert!(btf.contains("FUNC 'f' type_id="), "{btf}");
+    assert!(
+        btf.lines()
+            .any(|l| l.contains("FUNC 'f'") && l.contains("linkage=global")),
+        "{btf}"
+    );
+
+    // It runs: f adds 7 to the first packet byte and stores the sum where the entry said.
+    for (first, want) in [(1u8, 8), (0xfb, 0x102)] {
+        let mut packet = vec![0u8; 64];
+        packet[0] = first;
+        let data = dir.write("packet", &packet);
+        let out = stdout(&run(
+            "bpftool",
+            &[
+                "prog",
+                "run",
+                "pinned",
+                pin.path(),
+                "data_in",
+                &data,
+                "repeat",
+                "1",
+            ],
+        ));
+        assert!(
+            out.contains(&format!("Return value: {want},")),
+            "byte {first:#x}: {out}"
+        );
+    }
+}
+
+/// The proof that `f` is checked without its caller: storing through `out` without a NULL
+/// test is fine when f is static (the caller passes a stack address) and refused when it is
+/// global (out may be NULL for all the verifier knows).
+#[test]
+fn bpftool_global_functions_assume_only_their_prototype() {
+    let test = "bpftool_global_functions_assume_only_their_prototype";
+    if !can_run(test, true, &["bpftool"]) {
+        return;
+    }
+    let dir = TempDir::new("global-null");
+    for global in [false, true] {
+        let obj = common::xdp_with_global_function(7, false, global);
+        let path = dir.write("x.o", &elf::try_write(&obj).unwrap());
+        let pin = Pin::new("global_null");
+        let out = Command::new("bpftool")
+            .args(["-d", "prog", "load", &path, pin.path(), "type", "xdp"])
+            .output()
+            .expect("bpftool runs");
+        let log = stderr(&out);
+        assert_eq!(out.status.success(), !global, "global={global}\n{log}");
+        if global {
+            assert!(log.contains("Validating f() func#1..."), "{log}");
+            assert!(log.contains("R3 invalid mem access 'mem_or_null'"), "{log}");
+        } else {
+            assert!(!log.contains("is global"), "{log}");
+        }
+    }
+}
+
+#[test]
+fn aya_loads_a_global_function() {
+    if !can_run("aya_loads_a_global_function", true, &["bpftool"]) {
+        return;
+    }
+    use aya::programs::{ProgramError, Xdp};
+    use aya::{EbpfLoader, VerifierLogLevel};
+    let level = VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS;
+
+    let bytes = elf::try_write(&common::xdp_with_global_function(7, true, true)).unwrap();
+    let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(level)
+        .load(&bytes)
+        .expect("aya loads the object");
+    assert!(
+        ebpf.program("f").is_none(),
+        "f is a function, not a program"
+    );
+    let program: &mut Xdp = ebpf
+        .program_mut("entry")
+        .expect("program")
+        .try_into()
+        .expect("an XDP program");
+    program.load().expect("the verifier accepts it through aya");
+    // aya keeps no log of a successful load: ask the kernel what it made of f.
+    let info = program.info().unwrap();
+    let id = info.id().to_string();
+    let dump = stdout(&run("bpftool", &["prog", "dump", "xlated", "id", &id]));
+    assert!(dump.contains(F_PROTOTYPE), "{dump}");
+    let btf_id = info.btf_id().expect("the program has BTF").to_string();
+    let btf = stdout(&run("bpftool", &["btf", "dump", "id", &btf_id]));
+    assert!(
+        btf.lines()
+            .any(|l| l.contains("FUNC 'f'") && l.contains("linkage=global")),
+        "aya kept f global:\n{btf}"
+    );
+
+    // The failing variant gives aya's verifier log: f validated alone, out maybe NULL.
+    let bytes = elf::try_write(&common::xdp_with_global_function(7, false, true)).unwrap();
+    let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(level)
+        .load(&bytes)
+        .unwrap();
+    let program: &mut Xdp = ebpf.program_mut("entry").unwrap().try_into().unwrap();
+    match program.load() {
+        Err(ProgramError::LoadError { verifier_log, .. }) => {
+            let log = verifier_log.to_string();
+            for want in [
+                "Func#1 ('f') is global and assumed valid.",
+                "Validating f() func#1...",
+                "R3 invalid mem access 'mem_or_null'",
+            ] {
+                assert!(log.contains(want), "missing {want:?} in\n{log}");
+            }
+        }
+        other => panic!("a global f without a NULL test must be refused: {other:?}"),
+    }
+}
+
+/// iproute2 (libbpf) picks the program by its section and links `f` from `.text`; the
+/// verdict is real: on lo the first frame byte (destination MAC) is 0, so with x = 2 the
+/// program passes traffic and with x = 1 it drops it.
+#[test]
+fn iproute2_attaches_a_program_with_a_global_function() {
+    let test = "iproute2_attaches_a_program_with_a_global_function";
+    if !can_run(test, true, &["ip", "ping"]) {
+        return;
+    }
+    let dir = TempDir::new("global-ip");
+    let ns = Netns::new("lbpf-gf");
+    run("ip", &["-n", &ns.0, "link", "set", "lo", "up"]);
+    for (x, passes) in [(2, true), (1, false)] {
+        let obj = common::xdp_with_global_function(x, true, true);
+        let path = dir.write("x.o", &elf::try_write(&obj).unwrap());
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns.0,
+                "link",
+                "set",
+                "dev",
+                "lo",
+                "xdpgeneric",
+                "obj",
+                &path,
+                "sec",
+                "xdp",
+            ],
+        );
+        let link = stdout(&run("ip", &["-n", &ns.0, "link", "show", "lo"]));
+        assert!(link.contains("name entry"), "{link}");
+        let ping = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "127.0.0.1",
+            ])
+            .output()
+            .expect("ping runs");
+        assert_eq!(ping.status.success(), passes, "x = {x}: {}", stdout(&ping));
+        run(
+            "ip",
+            &["-n", &ns.0, "link", "set", "dev", "lo", "xdpgeneric", "off"],
+        );
+    }
+}
+
+const CLANG_GLOBAL_SOURCE: &str = r#"
+#define SEC(n) __attribute__((section(n), used))
+struct xdp_md {
+    unsigned int data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex;
+};
+typedef unsigned long long __u64;
+
+/* Not static: clang makes it a GLOBAL function of .text with a global BTF FUNC. */
+__attribute__((noinline)) int g(struct xdp_md *ctx, __u64 x, __u64 *out)
+{
+    unsigned char *d = (void *)(long)ctx->data, *e = (void *)(long)ctx->data_end;
+    if (!out || d + 1 > e)
+        return 0;
+    *out = d[0] + x;
+    return 0;
+}
+
+SEC("xdp") int entry(struct xdp_md *ctx)
+{
+    __u64 v = 0;
+    g(ctx, 7, &v);
+    return v;
+}
+
+char _license[] SEC("license") = "GPL";
+"#;
+
+/// clang's global functions (a GLOBAL symbol in `.text`, the call relocated against it, types
+/// through typedefs) are read as `SubFunction`s, and written back they are still global.
+#[test]
+fn clang_global_functions_are_read_and_stay_global() {
+    let test = "clang_global_functions_are_read_and_stay_global";
+    if !can_run(test, true, &["clang-19", "bpftool"]) {
+        return;
+    }
+    let dir = TempDir::new("clang-global");
+    let src = dir.write("g.c", CLANG_GLOBAL_SOURCE.as_bytes());
+    let obj_path = dir.0.join("g.o");
+    let obj_path = obj_path.to_str().unwrap();
+    run(
+        "clang-19",
+        &["-O2", "-g", "-target", "bpf", "-c", &src, "-o", obj_path],
+    );
+    let read = elf::read_detailed(&std::fs::read(obj_path).unwrap()).unwrap();
+    assert!(read.unsupported.is_empty(), "{:?}", read.unsupported);
+    let subs = &read.object.programs[0].subfunctions;
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].name, "g");
+    use runtime_bpf::object::ParamType::*;
+    assert_eq!(subs[0].params, [Ctx, Scalar, ScalarPtr]);
+
+    let path = dir.write("again.o", &elf::try_write(&read.object).unwrap());
+    let pin = Pin::new("clang_global");
+    let load = run(
+        "bpftool",
+        &["-d", "prog", "load", &path, pin.path(), "type", "xdp"],
+    );
+    let log = stderr(&load);
+    assert!(log.contains("Validating g() func#1..."), "{log}");
+}
+
+/// A tc program's global function gets `struct __sk_buff *` and reads the context through it.
+#[test]
+fn bpftool_verifies_a_tc_global_function() {
+    let test = "bpftool_verifies_a_tc_global_function";
+    if !can_run(test, true, &["bpftool"]) {
+        return;
+    }
+    let dir = TempDir::new("global-tc");
+    let path = dir.write(
+        "x.o",
+        &elf::try_write(&common::tc_with_global_function()).unwrap(),
+    );
+    let pin = Pin::new("global_tc");
+    let load = run("bpftool", &["-d", "prog", "load", &path, pin.path()]);
+    let log = stderr(&load);
+    assert!(log.contains("Validating tc_f() func#1..."), "{log}");
+    assert!(log.contains("R1=ctx()"), "{log}");
+    let dump = stdout(&run(
+        "bpftool",
+        &["prog", "dump", "xlated", "pinned", pin.path()],
+    ));
+    assert!(
+        dump.contains("int tc_f(struct __sk_buff * a0, unsigned long long * a1):"),
+        "{dump}"
+    );
+}
+
+/// The context STRUCTs written for global functions have the kernel's names and sizes, and
+/// their members the kernel's offsets.
+#[test]
+fn context_structs_of_global_functions_match_the_kernel() {
+    use runtime_bpf::isa::{Insn, R0};
+    use runtime_bpf::object::{ParamType, SubFunction};
+    let Some(kernel) = vmlinux() else { return };
+    for progtype in ProgType::ALL {
+        let insns = vec![
+            Insn::call_local(1),
+            Insn::exit(),
+            Insn::mov64_imm(R0, 0),
+            Insn::exit(),
+        ];
+        let mut p = common::program("p", progtype.section(), insns, vec![]);
+        p.subfunctions = vec![SubFunction {
+            start: 2,
+            name: "f".into(),
+            params: vec![ParamType::Ctx],
+        }];
+        let bytes = elf::try_write(&common::object(vec![p], vec![])).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        use object::{Object as _, ObjectSection as _};
+        let btf = Btf::parse(file.section_by_name(".BTF").unwrap().data().unwrap()).unwrap();
+        let name = progtype.ctx_struct();
+        let ours = btf.find(KIND_STRUCT, name).expect("ctx struct");
+        let theirs = kernel.find(KIND_STRUCT, name).expect("kernel ctx struct");
+        assert_eq!(btf.size_of(ours), kernel.size_of(theirs), "{name}");
+        let Some(Type::Struct { members, .. }) = btf.get(ours) else {
+            unreachable!()
+        };
+        let kernel_members = member_offsets(&kernel, name);
+        for m in members {
+            let n = btf.string(m.name).unwrap();
+            assert!(
+                kernel_members.contains(&(n.to_string(), m.offset / 8)),
+                "{name}.{n} at {}",
+                m.offset / 8
+            );
         }
     }
 }

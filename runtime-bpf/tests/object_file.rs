@@ -230,6 +230,10 @@ fn aya_parses_and_links_the_same_program() {
     let aya = aya_obj::Object::parse(&elf::write(&common::xdp_with_map())).unwrap();
     assert!(aya.programs.contains_key("sni_filter"));
     assert!(aya.maps.contains_key("blocked"));
+    let aya = aya_obj::Object::parse(&elf::write(&common::several_programs())).unwrap();
+    let mut names: Vec<&str> = aya.programs.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["first", "second", "shaper"]);
 }
 
 #[test]
@@ -328,6 +332,13 @@ fn validate_names_the_problem() {
         Err(WriteError::BadCallTarget { .. })
     ));
 
+    let mut obj = common::trivial_xdp();
+    obj.programs[0].section = ".text".into();
+    assert!(matches!(
+        elf::validate(&obj),
+        Err(WriteError::BadSection { .. })
+    ));
+
     let mut obj = common::several_programs();
     obj.maps[1].name = "first".into();
     assert!(matches!(
@@ -345,6 +356,7 @@ fn garbage_is_an_error_not_a_panic() {
         common::xdp_with_map(),
         common::xdp_with_subprograms(),
         common::several_programs(),
+        common::xdp_with_global_function(7, true, true),
     ] {
         let bytes = elf::write(&obj);
         for len in 0..bytes.len() {
@@ -353,15 +365,33 @@ fn garbage_is_an_error_not_a_panic() {
                 "a {len}-byte prefix was accepted"
             );
         }
-        // Corrupt single bytes everywhere: any result is fine as long as nothing panics.
+        // Corrupt bytes and words everywhere: any result is fine as long as nothing panics.
+        // LUABPF_FUZZ_ITERS=200000 (with --release) for a longer run.
+        let iterations = std::env::var("LUABPF_FUZZ_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000);
         let mut state = 0x2545f4914f6cdd1d_u64;
-        for _ in 0..1_000 {
+        let mut next = || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
+            state
+        };
+        for _ in 0..iterations {
             let mut bad = bytes.clone();
-            let at = (state % bad.len() as u64) as usize;
-            bad[at] ^= (state >> 32) as u8 | 1;
+            for _ in 0..1 + next() % 3 {
+                let r = next();
+                let at = (r % bad.len() as u64) as usize & !3;
+                let word: u32 = match r >> 60 {
+                    0..=5 => bad[at] as u32 ^ ((r >> 32) as u32 | 1),
+                    6..=9 => (r >> 32) as u32,
+                    10..=12 => u32::MAX,
+                    _ => (r >> 32) as u32 % 64,
+                };
+                let end = (at + 4).min(bad.len());
+                bad[at..end].copy_from_slice(&word.to_le_bytes()[..end - at]);
+            }
             let _ = elf::read_detailed(&bad);
         }
     }
@@ -377,4 +407,160 @@ fn a_non_bpf_elf_is_refused() {
     w.add_section(vec![], b".text".to_vec(), object::SectionKind::Text);
     let bytes = w.write().unwrap();
     assert!(matches!(elf::read(&bytes), Err(ReadError::NotBpf(_))));
+}
+
+/// A separately verified function: a GLOBAL STT_FUNC symbol of default visibility in `.text`,
+/// a BTF FUNC of linkage global whose prototype describes its parameters, func_info for it;
+/// `read` gives the `SubFunction` back, and aya sees it as a function, not a program.
+#[test]
+fn global_functions_go_to_text_with_their_prototype() {
+    use runtime_bpf::btf::{Btf, BtfExt, Type, FUNC_GLOBAL, KIND_FUNC};
+    let obj = common::xdp_with_global_function(7, true, true);
+    let bytes = elf::try_write(&obj).unwrap();
+    let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*bytes).unwrap();
+    let text = file.section_by_name(".text").unwrap();
+    assert_eq!(text.size(), 11 * 8);
+    let f = file.symbols().find(|s| s.name() == Ok("f")).unwrap();
+    assert_eq!(
+        (f.kind(), f.is_global(), f.address(), f.size()),
+        (SymbolKind::Text, true, 0, 11 * 8)
+    );
+    assert_eq!(f.section_index(), Some(text.index()));
+    assert_eq!(f.elf_symbol().st_other & 3, object::elf::STV_DEFAULT);
+    // The call is relocated against `.text`, as for static functions.
+    let xdp = file.section_by_name("xdp").unwrap();
+    let relocs: Vec<_> = xdp.relocations().collect();
+    assert_eq!(relocs.len(), 1);
+    assert_eq!(relocs[0].0, 4 * 8);
+
+    let btf = Btf::parse(file.section_by_name(".BTF").unwrap().data().unwrap()).unwrap();
+    let func = btf.find(KIND_FUNC, "f").unwrap();
+    let Some(&Type::Func {
+        proto,
+        linkage: FUNC_GLOBAL,
+        ..
+    }) = btf.get(func)
+    else {
+        panic!("f is not a global FUNC")
+    };
+    let Some(Type::FuncProto { ret, params }) = btf.get(proto) else {
+        panic!()
+    };
+    assert_eq!(btf.name_of(*ret), Some("int"));
+    let names: Vec<_> = params.iter().map(|p| btf.string(p.name).unwrap()).collect();
+    assert_eq!(names, ["a0", "a1", "a2"]);
+    let pointee = |id| match btf.get(id) {
+        Some(Type::Ptr { target }) => *target,
+        other => panic!("{other:?} is not a pointer"),
+    };
+    assert!(matches!(
+        btf.get(pointee(params[0].ty)),
+        Some(Type::Struct { size: 24, .. })
+    ));
+    assert_eq!(btf.name_of(pointee(params[0].ty)), Some("xdp_md"));
+    assert!(matches!(
+        btf.get(params[1].ty),
+        Some(Type::Int {
+            size: 8,
+            encoding: 0,
+            ..
+        })
+    ));
+    assert_eq!(btf.name_of(params[1].ty), Some("unsigned long long"));
+    assert_eq!(pointee(params[2].ty), params[1].ty);
+
+    let ext = BtfExt::parse(file.section_by_name(".BTF.ext").unwrap().data().unwrap()).unwrap();
+    let text_funcs: Vec<_> = ext
+        .func_info
+        .iter()
+        .filter(|s| btf.string(s.sec_name_off) == Some(".text"))
+        .flat_map(|s| s.records.iter().map(|r| (r.insn_off, r.type_id)))
+        .collect();
+    assert_eq!(text_funcs, [(0, func)]);
+
+    let back = assert_round_trip(&obj);
+    assert_eq!(back.programs[0].subfunctions, obj.programs[0].subfunctions);
+
+    // aya: one program, `f` a function of `.text` linked into it.
+    let mut aya = aya_obj::Object::parse(&bytes).expect("aya parses");
+    assert_eq!(aya.programs.keys().collect::<Vec<_>>(), ["entry"]);
+    let text_index: HashSet<usize> = [text.index().0].into();
+    aya.relocate_calls(&text_index).expect("aya links the call");
+    let program = &aya.programs["entry"];
+    let linked = &aya.functions[&program.function_key()];
+    assert_eq!(linked.instructions.len(), obj.programs[0].insns.len());
+    assert_eq!(
+        linked.func_info.func_info.len(),
+        2,
+        "func_info for entry and f"
+    );
+}
+
+/// Static subprograms and global functions in one program, each called once: only the
+/// listed one is global, and each keeps its kind through `read`.
+#[test]
+fn static_and_global_functions_mix() {
+    let mut obj = common::xdp_with_global_function(1, true, true);
+    // Append a static helper `g` (r0 = 0; exit) that f calls before returning.
+    let p = &mut obj.programs[0];
+    let g = p.insns.len() + 1;
+    let exit = p.insns.len() - 1;
+    p.insns.insert(exit, Insn::call_local(0));
+    p.insns[exit].imm = (g - exit - 1) as i32;
+    p.insns.extend([Insn::mov64_imm(R0, 0), Insn::exit()]);
+    p.locs = common::locs(&p.insns, 1);
+    let bytes = elf::try_write(&obj).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let text_syms: Vec<_> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.section().index().is_some())
+        .filter(|s| s.name().is_ok_and(|n| n != "entry"))
+        .map(|s| (s.name().unwrap().to_string(), s.is_global()))
+        .collect();
+    assert_eq!(
+        text_syms,
+        [("entry__sub2".to_string(), false), ("f".to_string(), true)]
+    );
+    let back = assert_round_trip(&obj);
+    assert_eq!(back.programs[0].subfunctions.len(), 1);
+}
+
+#[test]
+fn validate_checks_global_functions() {
+    let bad = |edit: &dyn Fn(&mut ProgramCode)| {
+        let mut obj = common::xdp_with_global_function(7, true, true);
+        edit(&mut obj.programs[0]);
+        elf::validate(&obj)
+    };
+    assert!(bad(&|_| {}).is_ok());
+    assert!(matches!(
+        bad(&|p| p.subfunctions[0].start = 8),
+        Err(WriteError::BadSubFunction { .. })
+    ));
+    assert!(matches!(
+        bad(&|p| p.subfunctions[0].params = vec![ParamType::Scalar; 6]),
+        Err(WriteError::BadSubFunction { .. })
+    ));
+    assert!(matches!(
+        bad(&|p| p.subfunctions.push(p.subfunctions[0].clone())),
+        Err(WriteError::BadSubFunction { .. })
+    ));
+    assert!(matches!(
+        bad(&|p| p.subfunctions[0].name = "memcpy".into()),
+        Err(WriteError::BadSubFunction { .. })
+    ));
+    assert!(matches!(
+        bad(&|p| p.subfunctions[0].name = "f-1".into()),
+        Err(WriteError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        bad(&|p| p.subfunctions[0].name = "entry".into()),
+        Err(WriteError::DuplicateName(_))
+    ));
+    // A listed function that is not a call target is written as if it were not listed.
+    let mut obj = common::xdp_with_global_function(7, true, true);
+    obj.programs[0].subfunctions[0].start = 8;
+    let back = elf::read(&elf::write(&obj)).unwrap();
+    assert!(back.programs[0].subfunctions.is_empty());
+    assert_eq!(back.programs[0].insns, obj.programs[0].insns);
 }

@@ -226,9 +226,28 @@ fn exact_format(btf: &Btf, id: TypeId, depth: u32) -> Option<Format> {
                 });
             }
             let record = Format::Record(fields);
-            (record.size() == *size).then_some(record)
+            (checked_size(&record) == Some(*size)).then_some(record)
         }
         _ => None,
+    }
+}
+
+/// `Format::size` with checked arithmetic: a record read from a file may describe sizes that
+/// overflow u32, which `Format::size` does not survive. Once a record passes this, its
+/// `size()` computes the same value without overflowing.
+fn checked_size(format: &Format) -> Option<u32> {
+    match format {
+        Format::Int { bytes, .. } => Some(*bytes as u32),
+        Format::Chars(n) => Some(*n),
+        Format::Record(fields) => {
+            let mut end = 0u32;
+            for f in fields {
+                end = end.max(f.offset.checked_add(checked_size(&f.format)?)?);
+            }
+            let align = format.align();
+            (align > 0).then_some(())?;
+            end.div_ceil(align).checked_mul(align)
+        }
     }
 }
 
@@ -331,6 +350,16 @@ mod tests {
         ));
         assert_eq!(size, 40);
         assert_eq!(parse_map_def(&b.btf, def).unwrap().flags, Some(1));
+    }
+
+    #[test]
+    fn overflowing_records_become_opaque_bytes() {
+        let mut btf = Btf::new();
+        let char_ = btf.int("char", 1, INT_SIGNED);
+        let huge = btf.array(char_, char_, u32::MAX);
+        let s = btf.structure("s", 0, &[("a", char_, 0), ("b", huge, 8 * 8)]);
+        // The struct claims size 0; its fields overflow u32: no panic, no record.
+        assert_eq!(format_of(&btf, s), Some(Format::Chars(0)));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //!
 //! Programs are rebuilt the way libbpf and aya link them: the entry function, then every
 //! function it reaches through calls or function addresses, in their link order, with call
-//! immediates made relative again; slot numbers then match any loader's verifier log. Everything is bounds-checked; malformed input is an error.
+//! immediates made relative again; slot numbers then match any loader's verifier log. Every
+//! linked function other than the entry whose func_info names a BTF FUNC of linkage global
+//! comes back as a `SubFunction`, its parameters read from the FUNC_PROTO (clang's typedefs
+//! and qualifiers included). Everything is bounds-checked; malformed input is an error.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,13 +16,17 @@ use object::{
     RelocationTarget, SectionFlags, SymbolKind,
 };
 
-use super::layout::{is_func_addr, is_local_call, link_order, second_slots};
+use super::layout::{is_func_addr, is_local_call, link_order, second_slots, CALL};
 use super::luabpf_sections::{decode_init, decode_kfuncs};
 use super::maps_btf::{format_of, parse_map_def, MapDef};
+use super::write::MAX_PARAMS;
 use super::{ReadError, INIT_SECTION, KFUNCS_SECTION};
-use crate::btf::{Btf, BtfExt, LineInfo, Type};
+use crate::btf::{Btf, BtfExt, LineInfo, Type, TypeId, FUNC_GLOBAL};
 use crate::isa::{Insn, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD};
-use crate::object::{Format, MapKind, MapSpec, Object, ProgramCode, SourceFile, SourceLoc};
+use crate::object::{
+    Format, MapKind, MapSpec, Object, ParamType, ProgramCode, SourceFile, SourceLoc, SubFunction,
+};
+use crate::progtypes::ProgType;
 
 /// A map whose kernel type luabpf does not declare (found in clang objects).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,17 +90,48 @@ pub fn read_detailed(bytes: &[u8]) -> Result<ReadObject, ReadError> {
         None => Vec::new(),
     };
     let mut lines = LineTable::new(btf.as_ref(), &ext);
+    let func_types = FuncTypes::new(btf.as_ref(), &ext);
     for (name, entry) in elf.entry_points() {
         let index = out.object.programs.len();
         let linked = link_program(&elf, &name, entry)?;
         let mut program = to_program(&elf, &name, &linked, &map_refs, &mut lines, &mut out, index);
+        program.subfunctions = global_functions(&elf, &linked, &func_types, &program, &mut out);
         if let Some((_, calls)) = kfuncs.iter().find(|(p, _)| *p == name) {
+            check_kfunc_calls(&program, calls)?;
             program.kfunc_relocs = calls.clone();
         }
         out.object.programs.push(program);
     }
+    if let Some((p, _)) = kfuncs
+        .iter()
+        .find(|(p, _)| !out.object.programs.iter().any(|q| q.name == *p))
+    {
+        return Err(bad_section(
+            KFUNCS_SECTION,
+            format!("calls listed for unknown program {p:?}"),
+        ));
+    }
     out.object.sources = lines.into_sources();
     Ok(out)
+}
+
+/// The loader writes a BTF id into each listed slot: it must be a kfunc call, or a corrupt
+/// section would have it patch some other instruction.
+fn check_kfunc_calls(p: &ProgramCode, calls: &[(usize, String)]) -> Result<(), ReadError> {
+    for (slot, name) in calls {
+        let ok = p
+            .insns
+            .get(*slot)
+            .is_some_and(|i| i.code == CALL && i.src == BPF_PSEUDO_KFUNC_CALL);
+        if !ok {
+            let why = format!(
+                "program {:?}: slot {slot} ({name}) is not a kfunc call",
+                p.name
+            );
+            return Err(bad_section(KFUNCS_SECTION, why));
+        }
+    }
+    Ok(())
 }
 
 fn bad_section(section: &'static str, why: String) -> ReadError {
@@ -279,7 +317,7 @@ impl<'a> Elf<'a> {
             .zip(nexts)
             .map(|(&(start, size), next)| {
                 let end = if size > 0 {
-                    (start as u64 + size).min(slots as u64) as usize
+                    (start as u64).saturating_add(size).min(slots as u64) as usize
                 } else {
                     next
                 };
@@ -521,7 +559,7 @@ fn legacy_map(elf: &Elf<'_>, section: usize, sym: &Sym) -> Option<FoundMap> {
     let start = usize::try_from(sym.value).ok()?;
     let field = |i: usize| {
         let at = start.checked_add(i * 4)?;
-        let b = data.get(at..at + 4)?;
+        let b = data.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     Some(FoundMap {
@@ -583,14 +621,16 @@ fn local_target(
             let s = sym
                 .section
                 .ok_or_else(|| format!("relocation against undefined {:?}", sym.name))?;
+            // i128: a crafted symbol value must not overflow the arithmetic.
+            let (value, imm) = (sym.value as i128, insn.imm as i128);
             let target = if is_local_call(insn) {
-                (sym.value / 8) as i64 + insn.imm as i64 + 1
+                value / 8 + imm + 1
             } else {
-                (sym.value as i64 + insn.imm as i64).div_euclid(8)
+                (value + imm).div_euclid(8)
             };
             (s, target)
         }
-        None => (section, slot as i64 + insn.imm as i64 + 1),
+        None => (section, slot as i128 + insn.imm as i128 + 1),
     };
     let target =
         usize::try_from(target).map_err(|_| format!("target slot {target} is negative"))?;
@@ -600,8 +640,7 @@ fn local_target(
 /// A call relocated against an undefined symbol is a kfunc call as clang emits it.
 fn kfunc_name<'e>(elf: &'e Elf<'_>, section: usize, slot: usize, insn: &Insn) -> Option<&'e str> {
     let (_, _, sym) = elf.reloc(section, slot)?;
-    (insn.code == super::layout::CALL && sym.undefined && !sym.name.is_empty())
-        .then_some(sym.name.as_str())
+    (insn.code == CALL && sym.undefined && !sym.name.is_empty()).then_some(sym.name.as_str())
 }
 
 /// Collects the entry and every function it reaches, in the order libbpf and aya link them.
@@ -689,6 +728,7 @@ fn to_program(
         locs: Vec::with_capacity(linked.len),
         map_relocs: Vec::new(),
         kfunc_relocs: Vec::new(),
+        subfunctions: Vec::new(),
     };
     for f in &linked.funcs {
         let code = elf.slots(f.section, name).unwrap_or_default();
@@ -773,6 +813,142 @@ fn relink(
     insn
 }
 
+// ---- global functions -----------------------------------------------------------------------
+
+/// func_info by ELF section: the BTF FUNC of the function starting at each slot.
+struct FuncTypes<'b> {
+    btf: Option<&'b Btf>,
+    by_section: HashMap<String, HashMap<usize, TypeId>>,
+}
+
+impl<'b> FuncTypes<'b> {
+    fn new(btf: Option<&'b Btf>, ext: &BtfExt) -> FuncTypes<'b> {
+        let mut by_section: HashMap<String, HashMap<usize, TypeId>> = HashMap::new();
+        if let Some(btf) = btf {
+            for sec in &ext.func_info {
+                let name = btf.string(sec.sec_name_off).unwrap_or_default().to_string();
+                let records = by_section.entry(name).or_default();
+                records.extend(
+                    sec.records
+                        .iter()
+                        .map(|r| ((r.insn_off / 8) as usize, r.type_id)),
+                );
+            }
+        }
+        FuncTypes { btf, by_section }
+    }
+
+    fn at(&self, section: &str, slot: usize) -> Option<TypeId> {
+        self.by_section.get(section)?.get(&slot).copied()
+    }
+}
+
+/// The program's functions other than its entry whose BTF FUNC has linkage global: the ones the
+/// kernel verifies on their own. One whose prototype a `SubFunction` cannot express (clang
+/// objects: other pointer or return types) is left out and reported as unsupported, since
+/// writing it back as static would change how it is verified.
+fn global_functions(
+    elf: &Elf<'_>,
+    linked: &Linked,
+    func_types: &FuncTypes<'_>,
+    p: &ProgramCode,
+    out: &mut ReadObject,
+) -> Vec<SubFunction> {
+    let Some(btf) = func_types.btf else {
+        return Vec::new();
+    };
+    let progtype = ProgType::from_section(&p.section);
+    let mut subs = Vec::new();
+    let mut start = 0;
+    for (k, f) in linked.funcs.iter().enumerate() {
+        let here = start;
+        start += f.end - f.start;
+        if k == 0 {
+            continue; // the entry: global too, but a program
+        }
+        let Some(section) = elf.sections.get(&f.section) else {
+            continue;
+        };
+        let Some(Type::Func {
+            name,
+            proto,
+            linkage: FUNC_GLOBAL,
+        }) = func_types
+            .at(&section.name, f.start)
+            .and_then(|id| btf.get(id))
+        else {
+            continue;
+        };
+        let name = btf.string(*name).unwrap_or_default().to_string();
+        match global_params(btf, *proto, progtype) {
+            Ok(params) => subs.push(SubFunction {
+                start: here,
+                name,
+                params,
+            }),
+            Err(why) => out.unsupported.push(format!(
+                "program {:?}: global function {name:?} {why}",
+                p.name
+            )),
+        }
+    }
+    subs
+}
+
+/// The parameters of a global function's FUNC_PROTO, if it returns an integer and each
+/// parameter is an integer, a pointer to an 8-byte integer, or a pointer to the program's
+/// context struct.
+fn global_params(
+    btf: &Btf,
+    proto: TypeId,
+    progtype: Option<ProgType>,
+) -> Result<Vec<ParamType>, String> {
+    let Some(Type::FuncProto { ret, params }) = btf.get(btf.resolve(proto)) else {
+        return Err("has no function prototype".into());
+    };
+    let is_int = |id: TypeId| {
+        matches!(
+            btf.get(btf.resolve(id)),
+            Some(Type::Int { .. } | Type::Enum { .. } | Type::Enum64 { .. })
+        )
+    };
+    if !is_int(*ret) {
+        return Err("does not return an integer".into());
+    }
+    if params.len() > MAX_PARAMS {
+        return Err(format!("takes {} parameters", params.len()));
+    }
+    let ctx = progtype.map(|t| t.ctx_struct());
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, param)| {
+            if is_int(param.ty) {
+                return Ok(ParamType::Scalar);
+            }
+            let target = match btf.get(btf.resolve(param.ty)) {
+                Some(Type::Ptr { target }) => btf.resolve(*target),
+                _ => {
+                    return Err(format!(
+                        "parameter #{i} is neither an integer nor a pointer"
+                    ))
+                }
+            };
+            match btf.get(target) {
+                Some(Type::Int { size: 8, .. }) => Ok(ParamType::ScalarPtr),
+                Some(Type::Struct { name, .. } | Type::Union { name, .. })
+                    if ctx.is_some() && btf.string(*name) == ctx =>
+                {
+                    Ok(ParamType::Ctx)
+                }
+                _ => Err(format!(
+                    "parameter #{i} points to something other than a u64 or the context"
+                )),
+            }
+        })
+        .collect()
+}
+
 // ---- source locations -----------------------------------------------------------------------
 
 /// line_info by ELF section, turned into `SourceLoc`s; files are numbered as first seen.
@@ -846,12 +1022,19 @@ impl<'b> LineTable<'b> {
     }
 
     /// Source files rebuilt from the line texts BTF carries (lines never referenced are empty).
+    /// Line numbers come from the file, so the padding they imply has a budget: past it, texts
+    /// are left empty rather than letting a crafted object allocate gigabytes.
     fn into_sources(self) -> Vec<SourceFile> {
+        let mut budget: u32 = 4_000_000;
         self.files
             .into_iter()
             .zip(self.texts)
             .map(|(name, lines)| {
-                let last = lines.keys().next_back().copied().unwrap_or(0);
+                let mut last = lines.keys().next_back().copied().unwrap_or(0);
+                if last > budget {
+                    last = 0;
+                }
+                budget -= last;
                 let text = (1..=last)
                     .map(|n| lines.get(&n).map_or("", |s| s.as_str()))
                     .collect::<Vec<_>>()

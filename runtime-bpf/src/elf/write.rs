@@ -17,12 +17,15 @@ use super::{
     R_BPF_64_64,
 };
 use crate::btf::{
-    BtfExt, ExtSection, FuncInfo, LineInfo, TypeId, VarSecInfo, FUNC_GLOBAL, FUNC_STATIC,
+    BtfExt, ExtSection, FuncInfo, LineInfo, Type, TypeId, VarSecInfo, FUNC_GLOBAL, FUNC_STATIC,
     VAR_GLOBAL_ALLOCATED,
 };
 use crate::isa::{encode_all, Insn, BPF_PSEUDO_KFUNC_CALL};
-use crate::object::{Format, MapSpec, Object, ProgramCode, SourceLoc};
+use crate::object::{Format, MapSpec, Object, ParamType, ProgramCode, SourceLoc, SubFunction};
 use crate::progtypes::ProgType;
+
+/// Registers r1-r5: the most parameters a BPF function can take.
+pub(super) const MAX_PARAMS: usize = 5;
 
 /// Writes `obj` as an ELF relocatable file. Never fails and never panics: an object that
 /// [`validate`] would refuse is written as far as it makes sense (bad relocations are left
@@ -45,6 +48,12 @@ pub fn validate(obj: &Object) -> Result<(), WriteError> {
     for p in &obj.programs {
         check_name("program", &p.name, &mut seen)?;
         validate_program(p, obj.maps.len())?;
+    }
+    // Global functions are GLOBAL ELF symbols too: one namespace with programs and maps.
+    for p in &obj.programs {
+        for f in &p.subfunctions {
+            check_name("function", &f.name, &mut seen)?;
+        }
     }
     for m in &obj.maps {
         check_name("map", &m.name, &mut seen)?;
@@ -70,7 +79,26 @@ fn check_name<'a>(
     Ok(())
 }
 
+/// Sections this module writes itself; a program there would corrupt them.
+const RESERVED_SECTIONS: &[&str] = &[
+    ".text",
+    ".maps",
+    "maps",
+    "license",
+    "version",
+    ".BTF",
+    ".BTF.ext",
+    INIT_SECTION,
+    KFUNCS_SECTION,
+];
+
 fn validate_program(p: &ProgramCode, maps: usize) -> Result<(), WriteError> {
+    if p.section.is_empty() || RESERVED_SECTIONS.contains(&p.section.as_str()) {
+        return Err(WriteError::BadSection {
+            program: p.name.clone(),
+            section: p.section.clone(),
+        });
+    }
     if p.insns.is_empty() {
         return Err(WriteError::EmptyProgram(p.name.clone()));
     }
@@ -97,13 +125,54 @@ fn validate_program(p: &ProgramCode, maps: usize) -> Result<(), WriteError> {
             });
         }
     }
-    for (slot, target) in layout::local_references(&p.insns) {
+    let references = layout::local_references(&p.insns);
+    for &(slot, target) in &references {
         if !layout::valid_target(&p.insns, &second, target) {
             return Err(WriteError::BadCallTarget {
                 program: p.name.clone(),
                 slot,
                 target,
             });
+        }
+    }
+    validate_subfunctions(p, &references)
+}
+
+/// Names aya 0.14 turns static whatever their BTF says (it wants bounds to flow into memory
+/// builtins): a global function named so would be verified differently by aya and libbpf.
+const FORCED_STATIC: &[&str] = &["memset", "memcpy", "memmove", "memcmp"];
+
+/// Each listed function must start where a local call leads (otherwise no loader would link
+/// it; a callback address is not enough), once, with at most 5 parameters, a name aya does not
+/// turn static, and a `Ctx` parameter needs a program type whose context struct is known.
+fn validate_subfunctions(p: &ProgramCode, references: &[(usize, i64)]) -> Result<(), WriteError> {
+    let bad = |f: &SubFunction, why: String| WriteError::BadSubFunction {
+        program: p.name.clone(),
+        function: f.name.clone(),
+        why,
+    };
+    for (i, f) in p.subfunctions.iter().enumerate() {
+        if FORCED_STATIC.contains(&f.name.as_str()) {
+            return Err(bad(f, "aya makes functions of this name static".into()));
+        }
+        let called = references
+            .iter()
+            .any(|&(s, t)| t == f.start as i64 && is_local_call(&p.insns[s]));
+        if !called {
+            let why = format!("slot {} is not the target of a local call", f.start);
+            return Err(bad(f, why));
+        }
+        if p.subfunctions[..i].iter().any(|g| g.start == f.start) {
+            return Err(bad(f, format!("slot {} is listed twice", f.start)));
+        }
+        if f.params.len() > MAX_PARAMS {
+            let why = format!("{} parameters (at most {MAX_PARAMS})", f.params.len());
+            return Err(bad(f, why));
+        }
+        let ctx = f.params.contains(&ParamType::Ctx);
+        if ctx && ProgType::from_section(&p.section).is_none() {
+            let why = format!("section {:?} has no known context type", p.section);
+            return Err(bad(f, why));
         }
     }
     Ok(())
@@ -159,6 +228,9 @@ struct PlacedFunc {
     start: usize,
     end: usize,
     is_main: bool,
+    /// For a separately verified (global) function, its parameters; `None` for the entry and
+    /// for static subprograms.
+    global: Option<Vec<ParamType>>,
 }
 
 enum RelocTarget {
@@ -264,10 +336,13 @@ impl Plan {
         for (k, &f) in order.iter().enumerate() {
             let (start, end) = ranges[f];
             let (place, slot) = place_of(start);
-            let name = if k == 0 {
-                p.name.clone()
-            } else {
-                format!("{}__sub{k}", sanitize_identifier(&p.name))
+            // Ranges start at call targets only, so a listed function that nothing calls (which
+            // `validate` refuses) matches none and its code stays where it is.
+            let sub = p.subfunctions.iter().find(|s| k > 0 && s.start == start);
+            let name = match sub {
+                _ if k == 0 => p.name.clone(),
+                Some(s) => s.name.clone(),
+                None => format!("{}__sub{k}", sanitize_identifier(&p.name)),
             };
             self.funcs.push(PlacedFunc {
                 program: index,
@@ -277,6 +352,7 @@ impl Plan {
                 start,
                 end,
                 is_main: k == 0,
+                global: sub.map(|s| s.params.clone()),
             });
         }
         self.groups[g].1.extend_from_slice(&insns[..main_len]);
@@ -352,28 +428,23 @@ struct BtfPlan {
 
 fn build_btf(obj: &Object, plan: &Plan) -> BtfPlan {
     let mut b = BtfBuilder::new();
-    let mut ctx_protos: Vec<(Option<ProgType>, TypeId)> = Vec::new();
-    let int = b.int_type();
-    let sub_proto = b.btf.func_proto(int, &[]);
+    let mut protos = Protos::default();
     let mut func_types = Vec::with_capacity(plan.funcs.len());
     for f in &plan.funcs {
         let name = sanitize_identifier(&f.name);
+        let progtype = obj
+            .programs
+            .get(f.program)
+            .and_then(|p| ProgType::from_section(&p.section));
         let ty = if f.is_main {
-            let progtype = obj
-                .programs
-                .get(f.program)
-                .and_then(|p| ProgType::from_section(&p.section));
-            let proto = match ctx_protos.iter().find(|(t, _)| *t == progtype) {
-                Some(&(_, proto)) => proto,
-                None => {
-                    let proto = main_proto(&mut b, progtype);
-                    ctx_protos.push((progtype, proto));
-                    proto
-                }
-            };
+            let proto = protos.main(&mut b, progtype);
+            b.btf.func(&name, proto, FUNC_GLOBAL)
+        } else if let Some(params) = &f.global {
+            let proto = protos.global(&mut b, progtype, params);
             b.btf.func(&name, proto, FUNC_GLOBAL)
         } else {
-            b.btf.func(&name, sub_proto, FUNC_STATIC)
+            let proto = protos.static_proto(&mut b);
+            b.btf.func(&name, proto, FUNC_STATIC)
         };
         func_types.push(ty);
     }
@@ -386,24 +457,114 @@ fn build_btf(obj: &Object, plan: &Plan) -> BtfPlan {
     }
 }
 
-/// `int f(struct <ctx> *ctx)`: xdp_md in full (it is small and bpftool shows it), the other
-/// contexts as forward declarations, which is all the kernel needs for an entry function.
-fn main_proto(b: &mut BtfBuilder, progtype: Option<ProgType>) -> TypeId {
-    let ctx = match progtype {
-        Some(ProgType::Xdp) => {
-            let u32_ = b.u32_type();
-            let members: Vec<(&str, TypeId, u32)> = crate::progtypes::XDP_MD
-                .iter()
-                .map(|f| (f.name, u32_, f.offset as u32 * 8))
-                .collect();
-            b.btf.structure("xdp_md", 24, &members)
+/// What a global function's prototype depends on: the context type and the parameters.
+type GlobalKey = (Option<ProgType>, Vec<ParamType>);
+
+/// The FUNC_PROTOs of an object, each built once.
+#[derive(Default)]
+struct Protos {
+    /// `struct <ctx> *` by program type (`void *` for an unknown one).
+    ctx_ptrs: Vec<(Option<ProgType>, TypeId)>,
+    mains: Vec<(Option<ProgType>, TypeId)>,
+    globals: Vec<(GlobalKey, TypeId)>,
+    static_proto: Option<TypeId>,
+    /// `unsigned long long` and a pointer to it.
+    u64_and_ptr: Option<(TypeId, TypeId)>,
+}
+
+impl Protos {
+    /// `int f(struct <ctx> *ctx)`: what the kernel expects of a program's entry.
+    fn main(&mut self, b: &mut BtfBuilder, progtype: Option<ProgType>) -> TypeId {
+        if let Some(&(_, id)) = self.mains.iter().find(|(t, _)| *t == progtype) {
+            return id;
         }
-        Some(p) => b.btf.fwd_struct(p.ctx_struct()),
-        None => 0, // void
+        let ctx = self.ctx_ptr(b, progtype);
+        let id = b.btf.func_proto(b.int_type(), &[("ctx", ctx)]);
+        self.mains.push((progtype, id));
+        id
+    }
+
+    /// `int f(void)`: static subprograms are verified in their caller's context, for which
+    /// the kernel does not look at the prototype.
+    fn static_proto(&mut self, b: &mut BtfBuilder) -> TypeId {
+        *self
+            .static_proto
+            .get_or_insert_with(|| b.btf.func_proto(b.int_type(), &[]))
+    }
+
+    /// `int f(a0, ...)` of a global function: the verifier checks it alone, assuming only what
+    /// this prototype says of r1-r5 (context, scalar, or maybe-null pointer to 8 bytes).
+    /// Parameters are named `a0`, `a1`...: the kernel refuses a FUNC with unnamed parameters.
+    fn global(
+        &mut self,
+        b: &mut BtfBuilder,
+        progtype: Option<ProgType>,
+        params: &[ParamType],
+    ) -> TypeId {
+        let key = (progtype, params.to_vec());
+        if let Some(&(_, id)) = self.globals.iter().find(|(k, _)| *k == key) {
+            return id;
+        }
+        let types: Vec<TypeId> = params
+            .iter()
+            .map(|p| match p {
+                ParamType::Ctx => self.ctx_ptr(b, progtype),
+                ParamType::Scalar => self.u64_and_ptr(b).0,
+                ParamType::ScalarPtr => self.u64_and_ptr(b).1,
+            })
+            .collect();
+        let names: Vec<String> = (0..params.len()).map(|i| format!("a{i}")).collect();
+        let named: Vec<(&str, TypeId)> = names.iter().map(|n| n.as_str()).zip(types).collect();
+        let id = b.btf.func_proto(b.int_type(), &named);
+        self.globals.push((key, id));
+        id
+    }
+
+    fn u64_and_ptr(&mut self, b: &mut BtfBuilder) -> (TypeId, TypeId) {
+        *self.u64_and_ptr.get_or_insert_with(|| {
+            let u64_ = b.btf.int("unsigned long long", 8, 0);
+            (u64_, b.btf.ptr(u64_))
+        })
+    }
+
+    fn ctx_ptr(&mut self, b: &mut BtfBuilder, progtype: Option<ProgType>) -> TypeId {
+        if let Some(&(_, id)) = self.ctx_ptrs.iter().find(|(t, _)| *t == progtype) {
+            return id;
+        }
+        let ctx = progtype.map_or(0, |p| ctx_struct(b, p));
+        let id = b.btf.ptr(ctx);
+        self.ctx_ptrs.push((progtype, id));
+        id
+    }
+}
+
+/// The context STRUCT of a program type. The verifier recognises a context argument of a
+/// global function by the struct's name alone (kernel/bpf/btf.c `btf_is_prog_ctx_type`: a
+/// pointer to a STRUCT or UNION, after modifiers, named like the program type's context; a
+/// forward declaration does not count, size and members are not compared). So the members are
+/// the ones luabpf knows, at their kernel offsets, and the size is the kernel's, which bpftool
+/// then prints faithfully: `xdp_md` whole, `__sk_buff` in part, `bpf_nf_ctx` with its two
+/// pointers to forward-declared kernel structs.
+fn ctx_struct(b: &mut BtfBuilder, progtype: ProgType) -> TypeId {
+    let (size, fields) = match progtype {
+        ProgType::Xdp => (24, crate::progtypes::XDP_MD),
+        ProgType::Tc => (192, crate::progtypes::SK_BUFF),
+        ProgType::Netfilter => {
+            let state = b.btf.fwd_struct("nf_hook_state");
+            let state = b.btf.add(Type::Const { target: state });
+            let state = b.btf.ptr(state);
+            let skb = b.btf.fwd_struct("sk_buff");
+            let skb = b.btf.ptr(skb);
+            let members = [("state", state, 0), ("skb", skb, 64)];
+            return b.btf.structure(progtype.ctx_struct(), 16, &members);
+        }
     };
-    let ptr = b.btf.ptr(ctx);
-    let int = b.int_type();
-    b.btf.func_proto(int, &[("ctx", ptr)])
+    let u32_ = b.u32_type();
+    let members: Vec<(&str, TypeId, u32)> = fields
+        .iter()
+        .map(|f| (f.name, u32_, f.offset as u32 * 8))
+        .collect();
+    b.btf.structure(progtype.ctx_struct(), size, &members)
 }
 
 fn build_map_btf(b: &mut BtfBuilder, maps: &[MapSpec]) -> (Vec<(u32, u32)>, u32) {
@@ -608,9 +769,11 @@ fn add_function_symbol(elf: &mut ElfWriter<'_>, f: &PlacedFunc, section: Section
         value: (f.slot * 8) as u64,
         size: ((f.end - f.start) * 8) as u64,
         kind: SymbolKind::Text,
-        // Dynamic = GLOBAL with default visibility (Linkage would make it STV_HIDDEN);
-        // subprograms are local, like clang's static functions.
-        scope: if f.is_main {
+        // Dynamic = GLOBAL with default visibility (Linkage would make it STV_HIDDEN, and
+        // libbpf turns the BTF of a hidden global function static: `mark_btf_static`).
+        // Static subprograms are local, like clang's static functions; global functions are
+        // GLOBAL in `.text`, like clang's non-static ones.
+        scope: if f.is_main || f.global.is_some() {
             SymbolScope::Dynamic
         } else {
             SymbolScope::Compilation
