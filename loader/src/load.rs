@@ -250,9 +250,21 @@ pub fn load(obj_bytes: &[u8]) -> Result<Loaded, LoadError> {
         let Some(program) = ebpf.program_mut(&name) else {
             continue;
         };
+        // aya 0.14 unwraps the verifier log as UTF-8; a corrupted object's line info can make
+        // it panic there: that must be a load error, not a crash.
+        fn guarded<T>(f: impl FnOnce() -> Result<T, aya::programs::ProgramError>) -> Result<T, Result<aya::programs::ProgramError, String>> {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                Ok(r) => r.map_err(Ok),
+                Err(panic) => Err(Err(panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into()))),
+            }
+        }
         let (kind, result) = match program {
-            Program::Xdp(p) => ("xdp", p.load()),
-            Program::SchedClassifier(p) => ("sched_cls", p.load()),
+            Program::Xdp(p) => ("xdp", guarded(|| p.load())),
+            Program::SchedClassifier(p) => ("sched_cls", guarded(|| p.load())),
             other => {
                 return Err(LoadError::Unsupported {
                     what: format!(
@@ -263,7 +275,16 @@ pub fn load(obj_bytes: &[u8]) -> Result<Loaded, LoadError> {
                 })
             }
         };
-        result.map_err(|e| program_error(&name, e))?;
+        match result {
+            Ok(()) => {}
+            Err(Ok(e)) => return Err(program_error(&name, e)),
+            Err(Err(what)) => {
+                return Err(LoadError::Program {
+                    program: name,
+                    message: format!("the kernel refused the program and its log could not be read (aya panicked: {what})"),
+                })
+            }
+        }
         let verified_insns = program
             .info()
             .ok()
