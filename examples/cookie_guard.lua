@@ -31,7 +31,7 @@ local MAX_COOKIE <const> = 32
 -- the scan loop, it is compiled as a BPF function that the verifier checks once.
 local function cookie_length(p, value, len)
   local n = 0
-  while n < MAX_COOKIE and value + n < len and p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59 do
+  while n <= MAX_COOKIE and value + n < len and p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59 do
     n = n + 1
   end
   return n

@@ -122,6 +122,7 @@ pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
 
 fn compile_program(ev: &Evaluated, prog: &crate::program::ProgramDecl, maps: &mut MapTable) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let checked = types::check_program(ev, prog, maps)?;
+    crate::cost::check(&checked, &prog.hook)?;
     let default_verdict = prog.default_verdict.unwrap_or(match prog.hook {
         Hook::Xdp => 2,
         Hook::Tc { .. } => 0,
@@ -166,18 +167,23 @@ fn params_of(f: &ir::Function) -> Vec<ParamType> {
 /// Joins a program's functions (entry first) into one instruction stream: relocations move
 /// with their function, and each local call's callee index becomes its pc-relative offset.
 fn link(parts: Vec<(ProgramCode, Vec<ParamType>)>) -> ProgramCode {
-    let mut starts = Vec::new();
+    // Only functions still called after optimisation: the kernel refuses unreachable code.
+    let reachable = reachable_functions(&parts);
+    let mut starts = vec![usize::MAX; parts.len()];
     let mut n = 0;
-    for (p, _) in &parts {
-        starts.push(n);
-        n += p.insns.len();
+    for (i, (p, _)) in parts.iter().enumerate() {
+        if reachable[i] {
+            starts[i] = n;
+            n += p.insns.len();
+        }
     }
+    let parts: Vec<(ProgramCode, Vec<ParamType>, usize)> =
+        parts.into_iter().enumerate().filter(|(i, _)| reachable[*i]).map(|(i, (p, t))| (p, t, starts[i])).collect();
     let mut iter = parts.into_iter();
-    let Some((mut out, _)) = iter.next() else {
+    let Some((mut out, _, _)) = iter.next() else {
         return ProgramCode { name: String::new(), section: String::new(), insns: vec![], locs: vec![], map_relocs: vec![], kfunc_relocs: vec![], subfunctions: vec![] };
     };
-    for (i, (p, params)) in iter.enumerate() {
-        let base = starts[i + 1];
+    for (p, params, base) in iter {
         out.subfunctions.push(SubFunction { start: base, name: p.name.clone(), params });
         out.insns.extend(p.insns);
         out.locs.extend(p.locs);
@@ -189,13 +195,31 @@ fn link(parts: Vec<(ProgramCode, Vec<ParamType>)>) -> ProgramCode {
     while slot < out.insns.len() {
         let insn = out.insns[slot];
         if insn.code == (isa::BPF_JMP | isa::JmpOp::Call as u8) && insn.src == isa::BPF_PSEUDO_CALL {
-            if let Some(&target) = starts.get(insn.imm as usize) {
+            if let Some(&target) = starts.get(insn.imm as usize).filter(|&&t| t != usize::MAX) {
                 out.insns[slot].imm = target as i32 - (slot as i32 + 1);
             }
         }
         slot += if insn.is_ld_imm64() { 2 } else { 1 };
     }
     out
+}
+
+/// Which functions the entry (index 0) reaches through local calls.
+fn reachable_functions(parts: &[(ProgramCode, Vec<ParamType>)]) -> Vec<bool> {
+    let mut seen = vec![false; parts.len()];
+    let mut work = vec![0usize];
+    while let Some(f) = work.pop() {
+        if f >= parts.len() || seen[f] {
+            continue;
+        }
+        seen[f] = true;
+        for insn in &parts[f].0.insns {
+            if insn.code == (isa::BPF_JMP | isa::JmpOp::Call as u8) && insn.src == isa::BPF_PSEUDO_CALL {
+                work.push(insn.imm as usize);
+            }
+        }
+    }
+    seen
 }
 
 /// BPF assembly of every program, annotated with the Lua lines it came from.

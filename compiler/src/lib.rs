@@ -22,3 +22,4 @@ pub mod modules;
 pub mod syntax;
 pub mod compile;
 pub mod ranges;
+pub mod cost;

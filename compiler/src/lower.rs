@@ -406,9 +406,11 @@ impl<'a> Lowerer<'a> {
                 let body_b = self.f.new_block();
                 let exit = self.f.new_block();
                 self.switch_to(head);
-                self.loop_guard(counter);
                 self.cond(cond, body_b, exit);
                 self.switch_to(body_b);
+                // Counted when an iteration starts: a loop that ends after exactly
+                // LOOP_CAP iterations is not an error.
+                self.loop_guard(counter);
                 self.loops.push(LoopCtx { exit });
                 self.loop_depth += 1;
                 self.stmts(body);
@@ -1012,8 +1014,16 @@ impl<'a> Lowerer<'a> {
                 }
             }
             ExprKind::IsNil(x) => {
-                let v = self.expr(x);
-                self.truthy(v, &x.ty, f_, t);
+                // Presence only: a present `false` is not nil.
+                match self.expr(x) {
+                    LV::Nil => self.jump(t),
+                    LV::Opt { present, .. } => {
+                        let p = self.reg(present);
+                        self.branch(JmpOp::Jeq, p, Operand::Imm(0), t, f_);
+                    }
+                    LV::OptPtr(p) => self.branch(JmpOp::Jeq, p, Operand::Imm(0), t, f_),
+                    _ => self.jump(f_),
+                }
             }
             _ => {
                 let v = self.expr(e);
@@ -1022,7 +1032,7 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// Branches on the truthiness of a lowered value (for `IsNil`, on presence only).
+    /// Branches on the Lua truthiness of a lowered value.
     fn truthy(&mut self, v: LV, ty: &Ty, t: Block, f_: Block) {
         match v {
             LV::Nil => self.jump(f_),
@@ -1068,7 +1078,13 @@ impl<'a> Lowerer<'a> {
         self.switch_to(take_a);
         let aty = if is_and { a.ty.clone() } else { a.ty.strip().clone() };
         let av2 = if !is_and { unwrap_lv(av2) } else { av2 };
-        self.store(&st, &av2, &aty, &e.ty);
+        if is_and && e.ty.is_opt() && *e.ty.strip() != Ty::Bool {
+            // `a and b` with a falsy: the result is a's nil or false, which an optional of
+            // another type can only hold as nil (falsy either way).
+            self.store(&st, &LV::Nil, &Ty::Nil, &e.ty);
+        } else {
+            self.store(&st, &av2, &aty, &e.ty);
+        }
         self.jump(join);
         self.switch_to(take_b);
         let bv = self.expr(b);
@@ -1230,7 +1246,7 @@ impl<'a> Lowerer<'a> {
             return self.call_outlined(func, args);
         }
         let callee = &self.input.checked.funcs[func];
-        let vals: Vec<(LV, Ty)> = args.iter().map(|a| (self.expr(a), a.ty.clone())).collect();
+        let vals: Vec<(LV, Ty)> = self.expr_list(args, 0);
         let ret_block = self.f.new_block();
         let tys = callee.results.clone();
         let storages: Vec<Storage> = tys.iter().map(|t| self.new_storage(t, None)).collect();
@@ -1291,8 +1307,8 @@ impl<'a> Lowerer<'a> {
             }
         };
         let mut call_args = vec![Operand::Value(self.ctx)];
-        for (i, a) in args.iter().enumerate() {
-            let v = self.expr(a);
+        let vals = self.expr_list(args, 0);
+        for (i, (v, _)) in vals.into_iter().enumerate() {
             if scalar_params.contains(&i) {
                 match v {
                     LV::Scalar(o) => call_args.push(o),
@@ -2171,7 +2187,7 @@ impl<'a> Lowerer<'a> {
 /// The integer parameters (by position) and the result type of a function that can be
 /// outlined: ctx/packet and at most three integer or boolean parameters, at most one integer
 /// or boolean result (possibly nil). `None` when it cannot.
-fn outline_signature(f: &hir::Func) -> Option<(Vec<usize>, Option<Ty>)> {
+pub(crate) fn outline_signature(f: &hir::Func) -> Option<(Vec<usize>, Option<Ty>)> {
     let mut scalars = Vec::new();
     for (i, p) in f.params.iter().enumerate() {
         match f.locals[*p].ty {
@@ -2192,7 +2208,7 @@ fn outline_signature(f: &hir::Func) -> Option<(Vec<usize>, Option<Ty>)> {
     Some((scalars, result))
 }
 
-fn has_loop(stmts: &[Stmt]) -> bool {
+pub(crate) fn has_loop(stmts: &[Stmt]) -> bool {
     stmts.iter().any(|s| match &s.kind {
         StmtKind::While { .. } | StmtKind::Repeat { .. } | StmtKind::NumFor { .. } => true,
         StmtKind::If { then_, else_, .. } => has_loop(then_) || has_loop(else_),

@@ -117,10 +117,8 @@ struct FnState {
     narrowed: HashSet<LocalId>,
     results: Option<Vec<Ty>>,
     loop_depth: u32,
-    is_entry: bool,
     /// Names that resolve to a local of the enclosing function (inner functions only).
     outer_locals: HashSet<String>,
-    name: String,
 }
 
 struct Checker<'a> {
@@ -194,9 +192,7 @@ impl<'a> Checker<'a> {
             narrowed: HashSet::new(),
             results: None,
             loop_depth: 0,
-            is_entry,
             outer_locals,
-            name: name.clone(),
         };
         let mut params = Vec::new();
         let mut ok = true;
@@ -220,6 +216,10 @@ impl<'a> Checker<'a> {
             }
         }
         let stmts = if ok { self.block(&mut st, body.block()) } else { Vec::new() };
+        // Falling off the end returns no values: every result may then be nil.
+        if st.results.is_some() && !terminates(&stmts) {
+            let _ = self.merge_results(&mut st, Vec::new(), span);
+        }
         self.in_progress.pop();
         let results = st.results.clone().unwrap_or_default();
         if is_entry {
@@ -540,8 +540,10 @@ impl<'a> Checker<'a> {
                 _ => tys.push(v.ty.clone()),
             }
         }
-        tys.resize(n.max(tys.len()), Ty::Nil);
-        tys.truncate(n);
+        if n != usize::MAX {
+            tys.resize(n.max(tys.len()), Ty::Nil);
+            tys.truncate(n);
+        }
         tys
     }
 
@@ -1212,6 +1214,35 @@ impl<'a> Checker<'a> {
             }
         }
         let (at, bt) = (a.ty.clone(), b.ty.clone());
+        // `v == x` with `v` maybe nil: false when nil, else the comparison of the values
+        // (Lua compares any two values with `==`). `v` is read twice, so it must be pure.
+        if eq && at.is_opt() != bt.is_opt() {
+            let (o, other) = if at.is_opt() { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+            if is_pure(&o) && *o.ty.strip() == other.ty {
+                let inner_ty = o.ty.strip().clone();
+                let present = Expr { kind: ExprKind::Not(Box::new(Expr { kind: ExprKind::IsNil(Box::new(o.clone())), ty: Ty::Bool, span })), ty: Ty::Bool, span };
+                let value = Expr { kind: ExprKind::Unwrap(Box::new(o)), ty: inner_ty, span };
+                let cmp = self.compare(CmpOp::Eq, value, other, span)?;
+                let both = Expr { kind: ExprKind::And(Box::new(present), Box::new(cmp)), ty: Ty::Bool, span };
+                return Ok(wrap_ne(both));
+            }
+            if *o.ty.strip() != other.ty {
+                return Ok(wrap_ne(konst(false)));
+            }
+        }
+        // Two maybe-nil values: equal when both are nil, or both present with equal values.
+        if eq && at.is_opt() && bt.is_opt() && at.strip() == bt.strip() && is_pure(&a) && is_pure(&b) {
+            let boolean = |kind: ExprKind| Expr { kind, ty: Ty::Bool, span };
+            let is_nil = |e: &Expr| boolean(ExprKind::IsNil(Box::new(e.clone())));
+            let not = |e: Expr| boolean(ExprKind::Not(Box::new(e)));
+            let inner = at.strip().clone();
+            let unwrap = |e: &Expr| Expr { kind: ExprKind::Unwrap(Box::new(e.clone())), ty: inner.clone(), span };
+            let values_equal = self.compare(CmpOp::Eq, unwrap(&a), unwrap(&b), span)?;
+            let both_nil = boolean(ExprKind::And(Box::new(is_nil(&a)), Box::new(is_nil(&b))));
+            let both_present = boolean(ExprKind::And(Box::new(not(is_nil(&a))), Box::new(not(is_nil(&b)))));
+            let same = boolean(ExprKind::And(Box::new(both_present), Box::new(values_equal)));
+            return Ok(wrap_ne(boolean(ExprKind::Or(Box::new(both_nil), Box::new(same)))));
+        }
         if at.is_opt() || bt.is_opt() {
             let which = if at.is_opt() { &a } else { &b };
             return self.refuse(
@@ -1482,7 +1513,12 @@ impl<'a> Checker<'a> {
     }
 
     fn call_lua(&mut self, key: FnKey, args: Vec<Expr>, span: Span) -> R<Val> {
-        let tys: Vec<Ty> = args.iter().map(|a| a.ty.clone()).collect();
+        // A call as the last argument passes all its results (Lua's multiple values).
+        let tys = self.value_types(&args, usize::MAX);
+        let tys: Vec<Ty> = match args.last().map(|a| &a.kind) {
+            Some(ExprKind::Call { .. }) => tys,
+            _ => args.iter().map(|a| a.ty.clone()).collect(),
+        };
         let id = self.instantiate(key, tys, span, false).ok_or(())?;
         let ty = self.funcs[id].results.first().cloned().unwrap_or(Ty::Nil);
         Ok(Val::Rt(Expr { kind: ExprKind::Call { func: id, args }, ty, span }))

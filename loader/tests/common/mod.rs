@@ -61,6 +61,7 @@ pub fn program(
         insns,
         map_relocs,
         kfunc_relocs: vec![],
+        subfunctions: Vec::new(),
     }
 }
 
