@@ -1062,11 +1062,11 @@ impl<'a> Checker<'a> {
                 Ok(Val::Rt(fold(Expr { kind: ExprKind::Not(Box::new(x)), ty: Ty::Bool, span })))
             }
             UnOp::Minus(_) => {
-                let x = self.int_operand(st, e, "negate")?;
+                let x = self.int_operand(st, e, "operand")?;
                 Ok(Val::Rt(fold(Expr { kind: ExprKind::Neg(Box::new(x)), ty: Ty::Int, span })))
             }
             UnOp::Tilde(_) => {
-                let x = self.int_operand(st, e, "apply `~` to")?;
+                let x = self.int_operand(st, e, "operand")?;
                 Ok(Val::Rt(fold(Expr { kind: ExprKind::BNot(Box::new(x)), ty: Ty::Int, span })))
             }
             UnOp::Hash(_) => {
@@ -1100,18 +1100,19 @@ impl<'a> Checker<'a> {
         self.require_int(x, what)
     }
 
+    /// Requires an integer; `what` names its role ("operand", "offset", "length", ...).
     fn require_int(&mut self, x: Expr, what: &str) -> R<Expr> {
         match &x.ty {
             Ty::Int => Ok(x),
             Ty::Opt(t) if **t == Ty::Int => self.refuse(
                 x.span,
-                format!("this value may be nil; cannot {what} it"),
+                format!("this {what} may be nil"),
                 "integer or nil",
                 "test it first (`if v then ... end`) or give a default (`v or 0`)",
             ),
             t => {
                 let t = t.describe();
-                self.refuse(x.span, format!("cannot {what} {t}"), format!("this is {t}"), "arithmetic works on integers")
+                self.refuse(x.span, format!("expected an integer {what}, found {t}"), format!("this is {t}"), format!("the {what} must be an integer"))
             }
         }
     }
@@ -1131,8 +1132,8 @@ impl<'a> Checker<'a> {
             _ => None,
         };
         if let Some(aop) = arith {
-            let a = self.int_operand(st, lhs, "do arithmetic on");
-            let b = self.int_operand(st, rhs, "do arithmetic on");
+            let a = self.int_operand(st, lhs, "operand");
+            let b = self.int_operand(st, rhs, "operand");
             let (a, b) = (a?, b?);
             return Ok(Val::Rt(fold(Expr { kind: ExprKind::Arith(aop, Box::new(a), Box::new(b)), ty: Ty::Int, span })));
         }
@@ -1357,7 +1358,7 @@ impl<'a> Checker<'a> {
         }
         let mut out = Vec::new();
         for a in rest {
-            out.push(self.require_int(a, "print")?);
+            out.push(self.require_int(a, "argument")?);
         }
         Ok(Stmt { kind: StmtKind::Print { fmt, args: out }, span })
     }
@@ -1373,7 +1374,7 @@ impl<'a> Checker<'a> {
         let mut it = args.into_iter();
         let off = it.next().ok_or(())?;
         let value = it.next().ok_or(())?;
-        let off = self.require_int(off, "use as an offset")?;
+        let off = self.require_int(off, "offset")?;
         if name == "setstring" {
             if value.ty != Ty::Str {
                 return self.refuse(value.span, "`setstring` writes a string", "not a string", "pass a string");
@@ -1387,7 +1388,7 @@ impl<'a> Checker<'a> {
             "setint64" | "setnumber" | "setuint64" => 8,
             _ => return self.refuse(span, format!("the packet has no method `{name}`"), "unknown method", "see docs/language.md, section 3"),
         };
-        let value = self.require_int(value, "store")?;
+        let value = self.require_int(value, "value")?;
         Ok(Stmt { kind: StmtKind::PacketStore { bytes, off, value }, span })
     }
 
@@ -1546,7 +1547,7 @@ impl<'a> Checker<'a> {
         }
         let mut out = Vec::new();
         for a in args {
-            out.push(self.require_int(a, "pass")?);
+            out.push(self.require_int(a, "argument")?);
         }
         Ok(fold(Expr { kind: ExprKind::Builtin { op, args: out }, ty: Ty::Int, span }))
     }
@@ -1591,8 +1592,8 @@ impl<'a> Checker<'a> {
                     return self.refuse(span, "`getstring` takes an offset and a length", "here", "write `packet:getstring(offset, length)`");
                 }
                 let mut it = args.into_iter();
-                let off = self.require_int(it.next().ok_or(())?, "use as an offset")?;
-                let len = self.require_int(it.next().ok_or(())?, "use as a length")?;
+                let off = self.require_int(it.next().ok_or(())?, "offset")?;
+                let len = self.require_int(it.next().ok_or(())?, "length")?;
                 if let ExprKind::Int(n) = len.kind {
                     if !(0..=255).contains(&n) {
                         return self.refuse(len.span, format!("`getstring` of {n} bytes"), "length", "strings are at most 255 bytes at run time");
@@ -1608,7 +1609,7 @@ impl<'a> Checker<'a> {
         if args.len() != 1 {
             return self.refuse(span, format!("`{name}` takes one offset"), "here", format!("write `packet:{name}(offset)`"));
         }
-        let off = self.require_int(args.into_iter().next().ok_or(())?, "use as an offset")?;
+        let off = self.require_int(args.into_iter().next().ok_or(())?, "offset")?;
         Ok(Expr { kind: ExprKind::PacketLoad { bytes, signed, off: Box::new(off) }, ty: Ty::Int, span })
     }
 
@@ -1617,7 +1618,7 @@ impl<'a> Checker<'a> {
             "byte" => {
                 let i = match args.len() {
                     0 => Expr { kind: ExprKind::Int(1), ty: Ty::Int, span },
-                    1 => self.require_int(args.into_iter().next().ok_or(())?, "use as an index")?,
+                    1 => self.require_int(args.into_iter().next().ok_or(())?, "index")?,
                     _ => return self.refuse(span, "`s:byte(i)` returns one byte here", "here", "call `s:byte(i)` once per byte"),
                 };
                 if let (ExprKind::Str(bytes), ExprKind::Int(i)) = (&s.kind, &i.kind) {

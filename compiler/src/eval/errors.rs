@@ -27,8 +27,24 @@ pub(crate) fn diagnostics(err: &mlua::Error, s: &State, main: FileId, last: &Las
                 .hint("look for a loop that keeps growing a table or a string")]
         }
         mlua::Error::SyntaxError { message, .. } => {
-            let (span, text) = locate(s, message).unwrap_or((Span::new(main, 0, 0), message.clone()));
-            vec![Diagnostic::new(span, text, "Lua refuses this").hint("Lua 5.4 reports this error when it compiles the file")]
+            let (mut span, text) = locate(s, message).unwrap_or((Span::new(main, 0, 0), message.clone()));
+            // `break` and `goto` are resolved at the end of a block, so Lua reports them at the
+            // block's end and names the real line in the message ("... at line 6").
+            if let Some(line) = at_line(&text) {
+                span = line_span(&s.db, span.file, line);
+                let word = if text.contains("break outside") { "break" } else { "goto" };
+                if let Some(f) = s.db.files.get(span.file as usize) {
+                    if let Some(k) = f.text.get(span.start..span.end).and_then(|l| l.find(word)) {
+                        span = Span::new(span.file, span.start + k, span.start + k + word.len());
+                    }
+                }
+            }
+            let hint = if text.contains("break outside") {
+                "`break` must be inside a `while`, `repeat` or `for` loop"
+            } else {
+                "Lua 5.4 reports this error when it compiles the file"
+            };
+            vec![Diagnostic::new(span, text, "Lua refuses this").hint(hint)]
         }
         _ => vec![runtime_error(err, s, main)],
     }
@@ -66,6 +82,13 @@ fn runtime_error(err: &mlua::Error, s: &State, main: FileId) -> Diagnostic {
     let text = if text.is_empty() { "error in the compile-time body".to_string() } else { text };
     let hint = hint_for(&text);
     Diagnostic::new(span, format!("error in the compile-time body: {text}"), "raised here").hint(hint)
+}
+
+/// The N of "... at line N" in a Lua compile error.
+fn at_line(text: &str) -> Option<usize> {
+    let rest = &text[text.find("at line ")? + "at line ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn hint_for(message: &str) -> String {
