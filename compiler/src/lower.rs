@@ -59,11 +59,15 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
         line_cache: HashMap::new(),
         terminated: std::collections::HashSet::new(),
         loop_depth: 0,
+        pkt: None,
         subfuncs: Vec::new(),
         outlined: HashMap::new(),
         in_subfunc: false,
     };
     l.push(Inst::Arg { dst: ctx, index: 0 });
+    if !matches!(input.hook, Hook::Netfilter { .. }) {
+        l.load_packet_bounds();
+    }
     let entry_fn = &input.checked.funcs[input.checked.entry];
     let mut frame = Frame { locals: HashMap::new(), func: input.checked.entry, ret: RetMode::Verdict, assigned: assigned_counts(&entry_fn.body) };
     // The entry's one parameter is the ctx.
@@ -185,6 +189,8 @@ struct Lowerer<'a> {
     terminated: std::collections::HashSet<Block>,
     /// Loops enclosing the code being lowered, across inlined calls.
     loop_depth: u32,
+    /// The current function's `data` and `data_end` registers.
+    pkt: Option<(Value, Value)>,
     /// Separately verified functions (index + 1 is their `CallLocal` number), lowered once.
     subfuncs: Vec<Option<Function>>,
     outlined: HashMap<hir::HirFuncId, u32>,
@@ -1369,6 +1375,7 @@ impl<'a> Lowerer<'a> {
         let saved_depth = std::mem::replace(&mut self.loop_depth, 0);
         let saved_term = std::mem::take(&mut self.terminated);
         let saved_sub = std::mem::replace(&mut self.in_subfunc, true);
+        let saved_pkt = self.pkt.take();
 
         self.push(Inst::Arg { dst: ctx, index: 0 });
         let mut frame = Frame { locals: HashMap::new(), func, ret: RetMode::Verdict, assigned: assigned_counts(&callee.body) };
@@ -1385,6 +1392,7 @@ impl<'a> Lowerer<'a> {
             self.push(Inst::Arg { dst: p, index: argno });
             p
         });
+        self.load_packet_bounds();
         if let Some(out) = out {
             // The verifier treats a pointer argument of a global function as maybe-null.
             self.error_if(JmpOp::Jeq, out, Operand::Imm(0));
@@ -1424,6 +1432,7 @@ impl<'a> Lowerer<'a> {
         self.loop_depth = saved_depth;
         self.terminated = saved_term;
         self.in_subfunc = saved_sub;
+        self.pkt = saved_pkt;
         f
     }
 
@@ -1463,17 +1472,27 @@ impl<'a> Lowerer<'a> {
 
     // ---- the packet ---------------------------------------------------------------------
 
+    /// `data` and `data_end`, loaded once at the function's entry (which dominates every
+    /// access; unused loads are removed as dead code).
     fn packet_bounds(&mut self) -> (Value, Value) {
+        self.pkt.expect("packet bounds are loaded at function entry")
+    }
+
+    /// Loads `data` and `data_end` from the ctx into the function's packet registers: at
+    /// entry, and again after a helper that may move the packet.
+    fn load_packet_bounds(&mut self) {
         let (doff, eoff) = match self.input.hook {
             Hook::Xdp => (0, 4),
             _ => (76, 80),
         };
-        let data = self.pointer();
-        let end = self.pointer();
+        let (data, end) = match self.pkt {
+            Some(p) => p,
+            None => (self.pointer(), self.pointer()),
+        };
         let ctx = self.ctx;
         self.push(Inst::Load { dst: data, base: ctx, off: doff, size: Size::W });
         self.push(Inst::Load { dst: end, base: ctx, off: eoff, size: Size::W });
-        (data, end)
+        self.pkt = Some((data, end));
     }
 
     /// A packet pointer to `off` with `bytes` readable behind it; out of bounds is a runtime
@@ -1581,6 +1600,10 @@ impl<'a> Lowerer<'a> {
             args.push(Operand::Imm(0));
         }
         self.push(Inst::Call { helper, args, dst: Some(r) });
+        if helper == h::SKB_STORE_BYTES {
+            // The kernel invalidates packet pointers after this helper.
+            self.load_packet_bounds();
+        }
         self.error_if(JmpOp::Jne, r, Operand::Imm(0));
         self.jump(done);
         self.switch_to(done);
