@@ -13,7 +13,7 @@
 //! and shifts only of small non-negative ranges, anything else is unknown), so a check this
 //! analysis removes is one the verifier can also see through.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use cranelift_entity::{EntityRef, SecondaryMap};
 
@@ -53,6 +53,10 @@ impl Range {
 
 /// Ranges of the values known at a program point; a missing value is unknown.
 type State = HashMap<Value, Range>;
+
+fn new_state() -> State {
+    State::default()
+}
 
 fn get(s: &State, v: Value) -> Range {
     s.get(&v).copied().unwrap_or(Range::FULL)
@@ -181,7 +185,7 @@ fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
 }
 
 fn join(a: &State, b: &State) -> State {
-    let mut out = State::new();
+    let mut out = new_state();
     for (v, ra) in a {
         if let Some(rb) = b.get(v) {
             let u = ra.union(*rb);
@@ -199,7 +203,7 @@ fn join(a: &State, b: &State) -> State {
 fn widen(old: &State, new: &State, thresholds: &[i64]) -> State {
     let up = |x: i64| thresholds.iter().copied().find(|&t| t >= x).unwrap_or(i64::MAX);
     let down = |x: i64| thresholds.iter().rev().copied().find(|&t| t <= x).unwrap_or(i64::MIN);
-    let mut out = State::new();
+    let mut out = new_state();
     for (v, rn) in new {
         if let Some(ro) = old.get(v) {
             let lo = if rn.lo < ro.lo { down(rn.lo) } else { ro.lo };
@@ -223,7 +227,7 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     let thresholds = thresholds(f);
     let mut entry: SecondaryMap<Block, Option<State>> = SecondaryMap::new();
     let mut visits: SecondaryMap<Block, u32> = SecondaryMap::new();
-    entry[f.entry] = Some(State::new());
+    entry[f.entry] = Some(new_state());
     let mut work: std::collections::BTreeSet<usize> = [0usize].into_iter().collect();
     let mut budget = 200_000usize;
     while let Some(i) = work.pop_first() {
@@ -231,7 +235,7 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
         if budget == 0 {
             // Give up soundly: forget everything we learned.
             for b in &order {
-                entry[*b] = Some(State::new());
+                entry[*b] = Some(new_state());
             }
             break;
         }
