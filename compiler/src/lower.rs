@@ -2054,6 +2054,24 @@ impl<'a> Lowerer<'a> {
                 let err = self.err_block;
                 let k = self.map_key(map, key, err);
                 let vv = self.expr(v);
+                // An integer value is written in place when the key exists: an update would
+                // allocate a new hash element and free the old one (what `m[k] = hits + 1`
+                // on a counter does on every packet).
+                if let (Format::Int { bytes, .. }, LV::Scalar(o)) = (self.input.maps.maps[map].value.clone(), &vv) {
+                    let m = self.pointer();
+                    self.push(Inst::MapAddr { dst: m, map: map as u32 });
+                    let p = self.pointer();
+                    self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: Some(p) });
+                    let hit = self.f.new_block();
+                    let miss = self.f.new_block();
+                    self.branch(JmpOp::Jne, p, Operand::Imm(0), hit, miss);
+                    self.switch_to(hit);
+                    let r = self.reg(*o);
+                    let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
+                    self.push(Inst::Store { base: p, off: 0, src: Operand::Value(r), size });
+                    self.jump(after);
+                    self.switch_to(miss);
+                }
                 let vp = self.value_slot(map, vv, v.span);
                 let m = self.pointer();
                 self.push(Inst::MapAddr { dst: m, map: map as u32 });
