@@ -10,6 +10,7 @@
 //!   values unpacked per possible CPU.
 //! - [`kernel`]: whether `bpf()` works here, and the skip-or-fail rule for tests.
 //! - [`init`]: the `.luabpf.init` section (static table contents).
+//! - [`pcap`]: packet captures (classic pcap and pcapng in, classic pcap out).
 //!
 //! The raw `bpf(2)` calls live in a private `sys` module; errno values are rendered as
 //! `EACCES (Permission denied)` by [`errno_text`] in every error message.
@@ -25,15 +26,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod attach;
 pub mod init;
 pub mod kernel;
 pub mod load;
 pub mod maps;
+pub mod pcap;
+pub mod pins;
 mod sys;
 pub mod testrun;
 
 pub use kernel::{kernel_available, require_kernel_or_skip};
-pub use load::{load, LoadError, Loaded, ProgramSummary, VerifierError};
+pub use load::{load, load_with, LoadError, LoadOptions, Loaded, ProgramSummary, VerifierError};
 pub use maps::{possible_cpus, MapError, MapInfo, RawMap, UpdateMode};
 pub use sys::{errno_name, errno_text};
 pub use testrun::{test_run, test_run_with, TestRunError, TestRunInput, TestRunResult};

@@ -213,8 +213,23 @@ fn vmlinux_btf() -> Option<&'static Btf> {
     BTF.get_or_init(|| Btf::from_sys_fs().ok()).as_ref()
 }
 
+/// Options of [`load_with`]; the default is what [`load`] does.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Maps to pin in a BPF filesystem, by name: a map already pinned at its path is reused
+    /// (its contents kept), any other is created and pinned there (aya's `map_pin_path`).
+    pub map_pins: Vec<(String, std::path::PathBuf)>,
+    /// Maps whose static tables (`.luabpf.init`) are not written: reused maps keep theirs.
+    pub skip_tables: Vec<String>,
+}
+
 /// Loads an ELF object: creates its maps, loads every program, fills its static tables.
 pub fn load(obj_bytes: &[u8]) -> Result<Loaded, LoadError> {
+    load_with(obj_bytes, &LoadOptions::default())
+}
+
+/// [`load`] with pinned (or reused) maps and static tables left out for some maps.
+pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, LoadError> {
     let aligned = Aligned::new(obj_bytes);
     let file = object::File::parse(aligned.bytes()).map_err(|e| LoadError::Object {
         message: format!("not an ELF object: {e}"),
@@ -227,7 +242,12 @@ pub fn load(obj_bytes: &[u8]) -> Result<Loaded, LoadError> {
     // aya indexes some ELF contents without checking them (a map symbol past its section's
     // end panics): a malformed object must be an error, not a crash of the CLI.
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        EbpfLoader::new().btf(vmlinux_btf()).load(aligned.bytes())
+        let mut loader = EbpfLoader::new();
+        loader.btf(vmlinux_btf());
+        for (name, path) in &options.map_pins {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
+        loader.load(aligned.bytes())
     }));
     let mut ebpf = match parsed {
         Ok(result) => result.map_err(ebpf_error)?,
@@ -298,6 +318,9 @@ pub fn load(obj_bytes: &[u8]) -> Result<Loaded, LoadError> {
 
     let loaded = Loaded { ebpf, programs };
     for table in &tables {
+        if options.skip_tables.contains(&table.map) {
+            continue;
+        }
         fill_table(&loaded, table)?;
     }
     Ok(loaded)

@@ -63,6 +63,32 @@ pub enum Command {
             the kernel, 2 usage or I/O error (including bpf() unavailable)."
     )]
     Verify(VerifyArgs),
+    /// Run a program on every packet of a pcap or pcapng capture, in the kernel
+    #[command(
+        long_about = "Run a program file (compiled first) or an ELF object on every packet of \
+            a capture (classic pcap or pcapng, Ethernet), in order, with BPF_PROG_TEST_RUN. The \
+            object is loaded once: map changes made by earlier packets are seen by later ones, \
+            as on the wire. Prints one line per packet (`1 PASS (2)`), then a summary line.\n\n\
+            Packets shorter than an Ethernet header (14 bytes) are reported as skipped.\n\n\
+            Needs bpf(): root, or CAP_BPF with CAP_NET_ADMIN.",
+        after_help = "Examples:\n  \
+            luabpf run examples/sni_filter.lua --pcap capture.pcap --map blocklist:evil.example=0\n  \
+            luabpf run filter.o --pcap in.pcapng --json\n  \
+            luabpf run rewrite.lua --pcap in.pcap --out out.pcap\n\n\
+            Exit status: 0 ran, 1 diagnostics or refused by the kernel, 2 usage, I/O or capture \
+            error (including bpf() unavailable)."
+    )]
+    Run(super::run::RunArgs),
+    /// Attach a program to a network interface (XDP or tc), pinned so it stays attached
+    #[command(after_help = super::attach::ATTACH_HELP)]
+    Attach(super::attach::AttachArgs),
+    /// Detach a program attached by `luabpf attach` and remove its pins
+    Detach(super::attach::DetachArgs),
+    /// List the programs attached by `luabpf attach`
+    List(super::attach::ListArgs),
+    /// Read and write the maps of an attached program
+    #[command(subcommand)]
+    Map(super::maps_cmd::MapCommand),
 }
 
 /// `-I DIR`, shared by the subcommands that compile.

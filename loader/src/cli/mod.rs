@@ -6,10 +6,13 @@
 //! luabpf: a panic is caught and reported, never shown as a crash).
 
 mod args;
+mod attach;
 mod check;
 mod compile;
 mod input;
+mod maps_cmd;
 mod output;
+mod run;
 mod verify;
 
 use std::process::ExitCode;
@@ -67,6 +70,11 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Compile(a) => compile::run(a),
         Command::Check(a) => check::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Attach(a) => attach::run_attach(a),
+        Command::Detach(a) => attach::run_detach(a),
+        Command::List(a) => attach::run_list(a),
+        Command::Map(a) => maps_cmd::run(a),
     }
 }
 
