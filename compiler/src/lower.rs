@@ -417,11 +417,7 @@ impl<'a> Lowerer<'a> {
                 // Counted when an iteration starts: a loop that ends after exactly
                 // LOOP_CAP iterations is not an error.
                 self.loop_guard(counter);
-                self.loops.push(LoopCtx { exit });
-                self.loop_depth += 1;
-                self.stmts(body);
-                self.loops.pop();
-                self.loop_depth -= 1;
+                self.loop_body(exit, None, body);
                 if !self.is_terminated() {
                     self.jump(head);
                 }
@@ -432,11 +428,7 @@ impl<'a> Lowerer<'a> {
                 let exit = self.f.new_block();
                 self.switch_to(head);
                 self.loop_guard(counter);
-                self.loops.push(LoopCtx { exit });
-                self.loop_depth += 1;
-                self.stmts(body);
-                self.loops.pop();
-                self.loop_depth -= 1;
+                self.loop_body(exit, None, body);
                 if !self.is_terminated() {
                     self.set_loc(cond.span);
                     self.cond(cond, exit, head);
@@ -474,6 +466,21 @@ impl<'a> Lowerer<'a> {
                 self.push(Inst::Call { helper: h::TRACE_PRINTK, args: call_args, dst: None });
             }
         }
+    }
+
+    /// Lowers a loop body: `break` leaves to `exit`; a numeric loop's Lua variable is a fresh
+    /// copy of the induction register, so assignments to it do not change the iteration.
+    fn loop_body(&mut self, exit: Block, var: Option<(LocalId, Value)>, body: &[Stmt]) {
+        self.loops.push(LoopCtx { exit });
+        self.loop_depth += 1;
+        if let Some((var, induction)) = var {
+            let user = self.scalar();
+            self.push(Inst::Mov { dst: user, src: induction });
+            self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
+        }
+        self.stmts(body);
+        self.loops.pop();
+        self.loop_depth -= 1;
     }
 
     /// A loop's head block with its hidden iteration counter (for loops without a constant
@@ -521,15 +528,7 @@ impl<'a> Lowerer<'a> {
             let exit = self.f.new_block();
             self.jump(head);
             self.switch_to(head);
-            self.loops.push(LoopCtx { exit });
-                self.loop_depth += 1;
-            // The Lua variable is a copy: assignments to it in the body do not change the count.
-            let user = self.scalar();
-            self.push(Inst::Mov { dst: user, src: i });
-            self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
-            self.stmts(body);
-            self.loops.pop();
-                self.loop_depth -= 1;
+            self.loop_body(exit, Some((var, i)), body);
             if !self.is_terminated() {
                 self.push(Inst::Bin { op: BinOp::Add, dst: i, a: i, b: Operand::Imm(step) });
                 match count {
@@ -566,14 +565,7 @@ impl<'a> Lowerer<'a> {
         self.jump(head);
         self.switch_to(head);
         self.loop_guard(counter);
-        self.loops.push(LoopCtx { exit });
-                self.loop_depth += 1;
-        let user = self.scalar();
-        self.push(Inst::Mov { dst: user, src: i });
-        self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
-        self.stmts(body);
-        self.loops.pop();
-                self.loop_depth -= 1;
+        self.loop_body(exit, Some((var, i)), body);
         if !self.is_terminated() {
             let next = self.f.new_block();
             self.branch(JmpOp::Jeq, count, Operand::Imm(0), exit, next);
