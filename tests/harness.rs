@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use luabpf_compiler::compile::{compile_path, Compiled, Options};
 pub use luabpf_loader::{
-    load, require_kernel_or_skip, test_run, LoadError, Loaded, MapError, RawMap, TestRunError,
-    TestRunResult, UpdateMode,
+    load, require_kernel_or_skip, test_run, LoadError, Loaded, MapError, RawMap, TestRunError, TestRunResult,
+    UpdateMode,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -39,9 +39,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// `examples/<name>.lua`, absolute.
 pub fn example_path(name: &str) -> PathBuf {
-    workspace_root()
-        .join("examples")
-        .join(format!("{name}.lua"))
+    workspace_root().join("examples").join(format!("{name}.lua"))
 }
 
 /// The examples shipped in examples/, by stem, sorted.
@@ -80,10 +78,7 @@ pub fn example_asm(name: &str) -> String {
 
 /// The running test's name: libtest names each test's thread after the test.
 pub fn test_name() -> String {
-    std::thread::current()
-        .name()
-        .unwrap_or("luabpf test")
-        .to_string()
+    std::thread::current().name().unwrap_or("luabpf test").to_string()
 }
 
 /// `true` if `bpf()` works here; otherwise prints a loud SKIPPED line naming the current test
@@ -122,10 +117,7 @@ impl Harness {
         if !kernel_or_skip() {
             return None;
         }
-        Some(Harness::from_compiled(
-            compile_file(path),
-            &path.display().to_string(),
-        ))
+        Some(Harness::from_compiled(compile_file(path), &path.display().to_string()))
     }
 
     /// Loads an already compiled file; `what` names it in panic messages. The caller has
@@ -186,15 +178,8 @@ impl Harness {
     }
 
     /// `repeat` test runs of the same packet in one syscall (maps see every run).
-    pub fn try_run_repeat(
-        &self,
-        packet: &[u8],
-        repeat: u32,
-    ) -> Result<TestRunResult, TestRunError> {
-        let fd = self
-            .loaded
-            .program_fd(&self.program)
-            .expect("program checked at load");
+    pub fn try_run_repeat(&self, packet: &[u8], repeat: u32) -> Result<TestRunResult, TestRunError> {
+        let fd = self.loaded.program_fd(&self.program).expect("program checked at load");
         test_run(fd, packet, repeat)
     }
 
@@ -455,8 +440,7 @@ impl NetNs {
     /// namespace is left alone).
     pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(self.path())
-            .unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()));
+        let file = std::fs::File::open(self.path()).unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()));
         std::thread::spawn(move || {
             // SAFETY: setns on a valid namespace fd; it affects only this thread.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -504,8 +488,7 @@ pub struct TempDir {
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let path = std::env::temp_dir().join(unique_name(tag));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         TempDir { path }
     }
 

@@ -113,12 +113,8 @@ fn parse_args(root: &Path) -> Result<Options, String> {
                     .map_err(|_| "--repeat: too large")?
             }
             "--rounds" => o.rounds = num(value("--rounds")?, "--rounds")? as usize,
-            "--compile-runs" => {
-                o.compile_runs = num(value("--compile-runs")?, "--compile-runs")? as usize
-            }
-            "--memory-runs" => {
-                o.memory_runs = num(value("--memory-runs")?, "--memory-runs")? as usize
-            }
+            "--compile-runs" => o.compile_runs = num(value("--compile-runs")?, "--compile-runs")? as usize,
+            "--memory-runs" => o.memory_runs = num(value("--memory-runs")?, "--memory-runs")? as usize,
             "--only" => o.only.push(value("--only")?),
             "--cpu" => o.cpu = Some(num(value("--cpu")?, "--cpu")? as usize),
             "--no-build" => o.build = false,
@@ -360,10 +356,7 @@ fn main() {
 }
 
 /// Compiles both versions and loads them; a side that fails is recorded, not fatal.
-fn build_and_load(
-    ex: &Example,
-    tmp: &Path,
-) -> ([ObjectStats; 2], [Option<Loaded>; 2], [Option<Vec<u8>>; 2]) {
+fn build_and_load(ex: &Example, tmp: &Path) -> ([ObjectStats; 2], [Option<Loaded>; 2], [Option<Vec<u8>>; 2]) {
     let mut stats: [ObjectStats; 2] = Default::default();
     let mut loaded: [Option<Loaded>; 2] = [None, None];
     let mut elfs: [Option<Vec<u8>>; 2] = [None, None];
@@ -463,9 +456,7 @@ fn time_runs(
                     let fd = l.program_fd(ex.name).expect("loaded program");
                     match test_run(fd, &p.bytes, 1) {
                         Ok(r) => results[i].packets[j].verdict[side as usize] = Some(r.retval),
-                        Err(e) => results[i].packets[j]
-                            .errors
-                            .push(format!("{}: {e}", side.label())),
+                        Err(e) => results[i].packets[j].errors.push(format!("{}: {e}", side.label())),
                     }
                 }
             }
@@ -570,26 +561,12 @@ fn time_compiles(
         for (what, args, ok) in [
             (
                 "lbc",
-                vec![
-                    "build",
-                    "--release",
-                    "-p",
-                    "luabpf-compiler",
-                    "--example",
-                    "lbc",
-                ],
+                vec!["build", "--release", "-p", "luabpf-compiler", "--example", "lbc"],
                 &mut lbc_ok,
             ),
             (
                 "luabpf",
-                vec![
-                    "build",
-                    "--release",
-                    "-p",
-                    "luabpf-loader",
-                    "--bin",
-                    "luabpf",
-                ],
+                vec!["build", "--release", "-p", "luabpf-loader", "--bin", "luabpf"],
                 &mut cli_ok,
             ),
         ] {
@@ -599,17 +576,13 @@ fn time_compiles(
                 .current_dir(root)
                 .output();
             match out {
-                Ok(o) if o.status.success() => binaries.push((
-                    what.to_string(),
-                    format!("built by `cargo {}`", args.join(" ")),
-                )),
+                Ok(o) if o.status.success() => {
+                    binaries.push((what.to_string(), format!("built by `cargo {}`", args.join(" "))))
+                }
                 Ok(o) => {
                     *ok = false;
                     let err = String::from_utf8_lossy(&o.stderr);
-                    let first = err
-                        .lines()
-                        .find(|l| l.starts_with("error"))
-                        .unwrap_or("build failed");
+                    let first = err.lines().find(|l| l.starts_with("error")).unwrap_or("build failed");
                     binaries.push((
                         what.to_string(),
                         format!("not available: `cargo {}` failed: {first}", args.join(" ")),
@@ -617,10 +590,7 @@ fn time_compiles(
                 }
                 Err(e) => {
                     *ok = false;
-                    binaries.push((
-                        what.to_string(),
-                        format!("not available: cannot run cargo: {e}"),
-                    ));
+                    binaries.push((what.to_string(), format!("not available: cannot run cargo: {e}")));
                 }
             }
         }
@@ -643,11 +613,7 @@ fn time_compiles(
                 ct.in_process_ms.push(ms);
             }
         }
-        let out = |tag: &str| {
-            tmp.join(format!("{}-{tag}.o", ex.name))
-                .display()
-                .to_string()
-        };
+        let out = |tag: &str| tmp.join(format!("{}-{tag}.o", ex.name)).display().to_string();
         let lua = ex.lua.display().to_string();
         if cli_ok {
             ct.commands.push(CommandTiming {
@@ -675,8 +641,7 @@ fn time_compiles(
                 error: None,
             });
         }
-        let mut clang_args: Vec<String> =
-            objects::CLANG_ARGS.iter().map(|s| s.to_string()).collect();
+        let mut clang_args: Vec<String> = objects::CLANG_ARGS.iter().map(|s| s.to_string()).collect();
         clang_args.extend([ex.c.display().to_string(), "-o".into(), out("clang")]);
         ct.commands.push(CommandTiming {
             label: "clang-19",
@@ -782,10 +747,7 @@ fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!(
-                "bench: cannot pin to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            );
+            eprintln!("bench: cannot pin to CPU {cpu}: {}", std::io::Error::last_os_error());
         }
     }
 }

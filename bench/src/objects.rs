@@ -163,8 +163,7 @@ pub fn processed_insns(log: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn processed_from_log() {
-        let log =
-            "0: (b7) r0 = 2\nprocessed 1000001 insns (limit 1000000) max_states_per_insn 20\n";
+        let log = "0: (b7) r0 = 2\nprocessed 1000001 insns (limit 1000000) max_states_per_insn 20\n";
         assert_eq!(super::processed_insns(log), Some(1000001));
         assert_eq!(super::processed_insns("nothing"), None);
     }

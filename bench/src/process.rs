@@ -51,8 +51,7 @@ pub fn peak_rss_kib(cmd: &Cmd, scratch: &std::path::Path) -> Result<u64, String>
         program: PathBuf::from(GNU_TIME),
         args,
     })?;
-    let text =
-        std::fs::read_to_string(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let text = std::fs::read_to_string(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     text.lines()
         .rev()
         .find_map(|l| l.trim().parse().ok())

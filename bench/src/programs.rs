@@ -23,8 +23,7 @@ pub fn verdict_name(v: u32) -> String {
 }
 
 /// A browser's User-Agent: longer than the 64 bytes the filters keep, as real ones are.
-pub const BROWSER_UA: &str =
-    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+pub const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 pub const BLOCKED_UA: &str = "EvilBot/1.0";
 pub const BLOCKED_SNI: &str = "blocked.example";
 pub const OTHER_SNI: &str = "www.example.org";
@@ -72,21 +71,11 @@ fn update(l: &Loaded, map: &str, key: &[u8], value: &[u8]) -> Result<(), String>
 }
 
 fn setup_sni(l: &Loaded) -> Result<(), String> {
-    update(
-        l,
-        "blocklist",
-        &padded(BLOCKED_SNI, 64),
-        &0u64.to_le_bytes(),
-    )
+    update(l, "blocklist", &padded(BLOCKED_SNI, 64), &0u64.to_le_bytes())
 }
 
 fn setup_ua(l: &Loaded) -> Result<(), String> {
-    update(
-        l,
-        "blocked_agents",
-        &padded(BLOCKED_UA, 64),
-        &0u64.to_le_bytes(),
-    )
+    update(l, "blocked_agents", &padded(BLOCKED_UA, 64), &0u64.to_le_bytes())
 }
 
 fn setup_counter(_: &Loaded) -> Result<(), String> {

@@ -55,16 +55,27 @@ impl std::fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 pub fn compile_path(path: &Path, opts: &Options) -> Result<Compiled, Failure> {
-    let ev = eval::evaluate(path, &EvalOptions { include_dirs: opts.include_dirs.clone() })
-        .map_err(|(sources, diags)| Failure { sources, diags })?;
+    let ev = eval::evaluate(
+        path,
+        &EvalOptions {
+            include_dirs: opts.include_dirs.clone(),
+        },
+    )
+    .map_err(|(sources, diags)| Failure { sources, diags })?;
     compile_evaluated(ev)
 }
 
 /// Compiles program text; `name` is the file name shown in diagnostics and line info, and
 /// relative `require`s resolve from its directory.
 pub fn compile_source(text: &str, name: &str, opts: &Options) -> Result<Compiled, Failure> {
-    let ev = eval::evaluate_source(text, name, &EvalOptions { include_dirs: opts.include_dirs.clone() })
-        .map_err(|(sources, diags)| Failure { sources, diags })?;
+    let ev = eval::evaluate_source(
+        text,
+        name,
+        &EvalOptions {
+            include_dirs: opts.include_dirs.clone(),
+        },
+    )
+    .map_err(|(sources, diags)| Failure { sources, diags })?;
     compile_evaluated(ev)
 }
 
@@ -94,7 +105,10 @@ pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
         }
     }
     if !diags.is_empty() {
-        return Err(Failure { sources: ev.sources, diags });
+        return Err(Failure {
+            sources: ev.sources,
+            diags,
+        });
     }
     let object = Object {
         programs,
@@ -112,15 +126,33 @@ pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
                 init: init.clone(),
             })
             .collect(),
-        sources: ev.sources.files.iter().map(|f| SourceFile { name: f.name.clone(), text: f.text.clone() }).collect(),
+        sources: ev
+            .sources
+            .files
+            .iter()
+            .map(|f| SourceFile {
+                name: f.name.clone(),
+                text: f.text.clone(),
+            })
+            .collect(),
         license: "GPL".into(),
     };
     let elf = runtime_bpf::elf::write(&object);
     let dependencies = ev.sources.files.iter().filter_map(|f| f.path.clone()).collect();
-    Ok(Compiled { object, elf, sources: ev.sources, ir: irs, dependencies })
+    Ok(Compiled {
+        object,
+        elf,
+        sources: ev.sources,
+        ir: irs,
+        dependencies,
+    })
 }
 
-fn compile_program(ev: &Evaluated, prog: &crate::program::ProgramDecl, maps: &mut MapTable) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
+fn compile_program(
+    ev: &Evaluated,
+    prog: &crate::program::ProgramDecl,
+    maps: &mut MapTable,
+) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let checked = types::check_program(ev, prog, maps)?;
     crate::cost::check(&checked, &prog.hook)?;
     let default_verdict = prog.default_verdict.unwrap_or(match prog.hook {
@@ -128,18 +160,37 @@ fn compile_program(ev: &Evaluated, prog: &crate::program::ProgramDecl, maps: &mu
         Hook::Tc { .. } => 0,
         Hook::Netfilter { .. } => 1,
     });
-    let input = crate::lower::LowerInput { checked: &checked, maps, hook: &prog.hook, default_verdict, name: &prog.name, db: &ev.sources };
+    let input = crate::lower::LowerInput {
+        checked: &checked,
+        maps,
+        hook: &prog.hook,
+        default_verdict,
+        name: &prog.name,
+        db: &ev.sources,
+    };
     let mut funcs = crate::lower::lower(&input)?;
     let section = section_of(&prog.hook);
     let mut parts = Vec::new();
     for f in funcs.iter_mut() {
         crate::opt::optimize(f);
         let alloc = crate::regalloc::allocate(f).map_err(|e| {
-            vec![Diagnostic::new(prog.span, format!("program `{}` does not fit the BPF stack", prog.name), "this program")
-                .hint(format!("{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"))]
+            vec![Diagnostic::new(
+                prog.span,
+                format!("program `{}` does not fit the BPF stack", prog.name),
+                "this program",
+            )
+            .hint(format!(
+                "{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"
+            ))]
         })?;
-        let code = crate::emit::emit(f, &alloc, section)
-            .map_err(|e| vec![Diagnostic::new(prog.span, format!("program `{}` could not be emitted: {e}", prog.name), "this program").hint("split the program into smaller functions")])?;
+        let code = crate::emit::emit(f, &alloc, section).map_err(|e| {
+            vec![Diagnostic::new(
+                prog.span,
+                format!("program `{}` could not be emitted: {e}", prog.name),
+                "this program",
+            )
+            .hint("split the program into smaller functions")]
+        })?;
         parts.push((code, params_of(f)));
     }
     Ok((link(parts), funcs))
@@ -177,18 +228,36 @@ fn link(parts: Vec<(ProgramCode, Vec<ParamType>)>) -> ProgramCode {
             n += p.insns.len();
         }
     }
-    let parts: Vec<(ProgramCode, Vec<ParamType>, usize)> =
-        parts.into_iter().enumerate().filter(|(i, _)| reachable[*i]).map(|(i, (p, t))| (p, t, starts[i])).collect();
+    let parts: Vec<(ProgramCode, Vec<ParamType>, usize)> = parts
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| reachable[*i])
+        .map(|(i, (p, t))| (p, t, starts[i]))
+        .collect();
     let mut iter = parts.into_iter();
     let Some((mut out, _, _)) = iter.next() else {
-        return ProgramCode { name: String::new(), section: String::new(), insns: vec![], locs: vec![], map_relocs: vec![], kfunc_relocs: vec![], subfunctions: vec![] };
+        return ProgramCode {
+            name: String::new(),
+            section: String::new(),
+            insns: vec![],
+            locs: vec![],
+            map_relocs: vec![],
+            kfunc_relocs: vec![],
+            subfunctions: vec![],
+        };
     };
     for (p, params, base) in iter {
-        out.subfunctions.push(SubFunction { start: base, name: p.name.clone(), params });
+        out.subfunctions.push(SubFunction {
+            start: base,
+            name: p.name.clone(),
+            params,
+        });
         out.insns.extend(p.insns);
         out.locs.extend(p.locs);
-        out.map_relocs.extend(p.map_relocs.into_iter().map(|(s, m)| (s + base, m)));
-        out.kfunc_relocs.extend(p.kfunc_relocs.into_iter().map(|(s, k)| (s + base, k)));
+        out.map_relocs
+            .extend(p.map_relocs.into_iter().map(|(s, m)| (s + base, m)));
+        out.kfunc_relocs
+            .extend(p.kfunc_relocs.into_iter().map(|(s, k)| (s + base, k)));
     }
     // Patch local calls: emit left the callee's index (1-based into `starts`) in imm.
     let mut slot = 0;
@@ -226,7 +295,12 @@ fn reachable_functions(parts: &[(ProgramCode, Vec<ParamType>)]) -> Vec<bool> {
 pub fn annotated_asm(obj: &Object) -> String {
     let mut out = String::new();
     for p in &obj.programs {
-        out.push_str(&format!("{}:  ; section {}, {} instructions\n", p.name, p.section, p.insns.len()));
+        out.push_str(&format!(
+            "{}:  ; section {}, {} instructions\n",
+            p.name,
+            p.section,
+            p.insns.len()
+        ));
         let names = runtime_bpf::disasm::program_names(p, &obj.maps);
         let mut last = (u32::MAX, u32::MAX);
         for line in runtime_bpf::disasm::listing(&p.insns, &names) {

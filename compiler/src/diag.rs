@@ -20,7 +20,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(span: Span, message: impl Into<String>, label: impl Into<String>) -> Diagnostic {
-        Diagnostic { message: message.into(), span, label: label.into(), secondary: Vec::new(), hints: Vec::new() }
+        Diagnostic {
+            message: message.into(),
+            span,
+            label: label.into(),
+            secondary: Vec::new(),
+            hints: Vec::new(),
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Diagnostic {
@@ -49,7 +55,11 @@ pub fn render_with(db: &SourceDb, diags: &[Diagnostic], colour: bool) -> String 
     use codespan_reporting::term::{self, termcolor::Buffer};
 
     let mut files = SimpleFiles::new();
-    let ids: Vec<usize> = db.files.iter().map(|f| files.add(f.name.clone(), f.text.clone())).collect();
+    let ids: Vec<usize> = db
+        .files
+        .iter()
+        .map(|f| files.add(f.name.clone(), f.text.clone()))
+        .collect();
     let mut buf = if colour { Buffer::ansi() } else { Buffer::no_color() };
     let config = term::Config::default();
     for d in diags {

@@ -25,9 +25,7 @@
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use crate::regalloc::{Allocation, Loc};
 use cranelift_entity::SecondaryMap;
-use runtime_bpf::isa::{
-    AluOp, Insn, JmpOp, Reg, Size, BPF_ALU64, BPF_JMP, BPF_K, BPF_X, R0, R10, STACK_SIZE,
-};
+use runtime_bpf::isa::{AluOp, Insn, JmpOp, Reg, Size, BPF_ALU64, BPF_JMP, BPF_K, BPF_X, R0, R10, STACK_SIZE};
 use runtime_bpf::object::{ProgramCode, SourceLoc};
 use std::fmt;
 
@@ -63,7 +61,12 @@ enum Reloc {
 #[derive(Clone, Debug)]
 enum Item {
     Label(Block),
-    Insn { insn: Insn, loc: SourceLoc, target: Option<Block>, reloc: Reloc },
+    Insn {
+        insn: Insn,
+        loc: SourceLoc,
+        target: Option<Block>,
+        reloc: Reloc,
+    },
 }
 
 /// A move source in a parallel move.
@@ -93,20 +96,43 @@ type R<T> = Result<T, EmitError>;
 
 impl<'a> Emitter<'a> {
     fn err<T>(&self, what: impl Into<String>) -> R<T> {
-        Err(EmitError::Unsupported { what: what.into(), loc: self.loc })
+        Err(EmitError::Unsupported {
+            what: what.into(),
+            loc: self.loc,
+        })
     }
 
     fn push(&mut self, insn: Insn) {
-        self.items.push(Item::Insn { insn, loc: self.loc, target: None, reloc: Reloc::None });
+        self.items.push(Item::Insn {
+            insn,
+            loc: self.loc,
+            target: None,
+            reloc: Reloc::None,
+        });
     }
 
     fn push_wide(&mut self, pair: [Insn; 2], reloc: Reloc) {
-        self.items.push(Item::Insn { insn: pair[0], loc: self.loc, target: None, reloc });
-        self.items.push(Item::Insn { insn: pair[1], loc: self.loc, target: None, reloc: Reloc::None });
+        self.items.push(Item::Insn {
+            insn: pair[0],
+            loc: self.loc,
+            target: None,
+            reloc,
+        });
+        self.items.push(Item::Insn {
+            insn: pair[1],
+            loc: self.loc,
+            target: None,
+            reloc: Reloc::None,
+        });
     }
 
     fn push_jump(&mut self, insn: Insn, target: Block) {
-        self.items.push(Item::Insn { insn, loc: self.loc, target: Some(target), reloc: Reloc::None });
+        self.items.push(Item::Insn {
+            insn,
+            loc: self.loc,
+            target: Some(target),
+            reloc: Reloc::None,
+        });
     }
 
     fn loc_of(&self, v: Value) -> R<Loc> {
@@ -195,7 +221,9 @@ impl<'a> Emitter<'a> {
     fn slot_offset(&self, slot: crate::ir::Slot, off: u32, bytes: u32) -> R<i16> {
         let size = self.f.slots[slot].size;
         if off as u64 + bytes as u64 > size as u64 {
-            return self.err(format!("access [{slot}+{off}] of {bytes} bytes is outside the {size}-byte slot"));
+            return self.err(format!(
+                "access [{slot}+{off}] of {bytes} bytes is outside the {size}-byte slot"
+            ));
         }
         let o = self.alloc.slot_offset(slot) as i64 + off as i64;
         if o < -(STACK_SIZE as i64) || o + bytes as i64 > 0 {
@@ -363,7 +391,12 @@ impl<'a> Emitter<'a> {
             moves.push((Loc::Reg(Reg(i as u8 + 1)), self.operand_src(a)?));
         }
         self.parallel_move(&moves);
-        self.items.push(Item::Insn { insn: call, loc: self.loc, target: None, reloc });
+        self.items.push(Item::Insn {
+            insn: call,
+            loc: self.loc,
+            target: None,
+            reloc,
+        });
         if let Some(d) = dst {
             self.finish(d, R0)?;
         }
@@ -409,7 +442,13 @@ impl<'a> Emitter<'a> {
                 }
                 let d = self.target(*dst)?;
                 let s = self.read(*src, R0)?;
-                self.push(Insn::new(BPF_ALU64 | BPF_X | AluOp::Mov as u8, d.0, s.0, *bits as i16, 0));
+                self.push(Insn::new(
+                    BPF_ALU64 | BPF_X | AluOp::Mov as u8,
+                    d.0,
+                    s.0,
+                    *bits as i16,
+                    0,
+                ));
                 self.finish(*dst, d)?;
             }
             Inst::Load { dst, base, off, size } => {
@@ -493,15 +532,15 @@ impl<'a> Emitter<'a> {
                 };
                 self.push(Insn::atomic_add(*size, b, *off, s));
             }
-            Inst::Call { helper, args, dst } => {
-                self.call(args, *dst, Insn::call_helper(*helper), Reloc::None)?
-            }
+            Inst::Call { helper, args, dst } => self.call(args, *dst, Insn::call_helper(*helper), Reloc::None)?,
             Inst::CallKfunc { name, args, dst } => {
                 self.call(args, *dst, Insn::call_kfunc(0), Reloc::Kfunc(name.clone()))?
             }
             // The callee's index stays in imm until the program's functions are linked
             // (`compile::link`), which knows where each function starts.
-            Inst::CallLocal { func, args, dst } => self.call(args, *dst, Insn::call_local(*func as i32), Reloc::None)?,
+            Inst::CallLocal { func, args, dst } => {
+                self.call(args, *dst, Insn::call_local(*func as i32), Reloc::None)?
+            }
             Inst::Arg { .. } => return self.err("an Arg that is not at the start of the entry block"),
         }
         Ok(())
@@ -597,11 +636,20 @@ fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bo
     let mut keep = vec![true; items.len()];
     // Thread: a jump to a label whose first instruction is `ja L2` goes to L2 directly.
     for i in 0..items.len() {
-        let Item::Insn { target: Some(mut t), .. } = items[i] else { continue };
+        let Item::Insn {
+            target: Some(mut t), ..
+        } = items[i]
+        else {
+            continue;
+        };
         for _ in 0..8 {
             match next_real(items, &keep, label_at[t]) {
                 Some(j) if j != i => match &items[j] {
-                    Item::Insn { insn: ji, target: Some(t2), .. } if is_ja(ji) && *t2 != t => t = *t2,
+                    Item::Insn {
+                        insn: ji,
+                        target: Some(t2),
+                        ..
+                    } if is_ja(ji) && *t2 != t => t = *t2,
                     _ => break,
                 },
                 _ => break,
@@ -655,16 +703,34 @@ fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bo
         }
     }
     for i in 0..items.len() {
-        let Item::Insn { insn, target: Some(t1), .. } = &items[i] else { continue };
+        let Item::Insn {
+            insn, target: Some(t1), ..
+        } = &items[i]
+        else {
+            continue;
+        };
         let (insn, t1) = (*insn, *t1);
         let Some(op) = jmp_op(insn.code) else { continue };
         if !keep[i] || insn.class() != BPF_JMP || !is_cond_jump(op) || op.negate() == op {
             continue;
         }
-        let Some(j) = next_real(items, &keep, i + 1) else { continue };
-        let Item::Insn { insn: ji, target: Some(t2), .. } = &items[j] else { continue };
+        let Some(j) = next_real(items, &keep, i + 1) else {
+            continue;
+        };
+        let Item::Insn {
+            insn: ji,
+            target: Some(t2),
+            ..
+        } = &items[j]
+        else {
+            continue;
+        };
         let t2 = *t2;
-        if !is_ja(ji) || items[i + 1..j].iter().any(|it| matches!(it, Item::Label(b) if referenced[*b] > 0)) {
+        if !is_ja(ji)
+            || items[i + 1..j]
+                .iter()
+                .any(|it| matches!(it, Item::Label(b) if referenced[*b] > 0))
+        {
             continue;
         }
         let mut k = j + 1;
@@ -693,7 +759,12 @@ fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bo
     // Remove jumps (unconditional or conditional, never may_goto) whose target is the next
     // instruction; backwards, so a removal can expose an earlier one.
     for i in (0..items.len()).rev() {
-        let Item::Insn { insn, target: Some(t), .. } = &items[i] else { continue };
+        let Item::Insn {
+            insn, target: Some(t), ..
+        } = &items[i]
+        else {
+            continue;
+        };
         if !(is_ja(insn) || (insn.class() == BPF_JMP && is_cond_jump_code(insn.code))) {
             continue;
         }
@@ -750,7 +821,12 @@ fn is_cond_jump_code(code: u8) -> bool {
 /// Emits `f` with allocation `alloc` as the program code of ELF section `section`.
 pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCode, EmitError> {
     let order = f.reverse_postorder();
-    let mut e = Emitter { f, alloc, items: Vec::new(), loc: SourceLoc::default() };
+    let mut e = Emitter {
+        f,
+        alloc,
+        items: Vec::new(),
+        loc: SourceLoc::default(),
+    };
 
     for (bi, &b) in order.iter().enumerate() {
         e.items.push(Item::Label(b));
@@ -816,7 +892,15 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         subfunctions: Vec::new(),
     };
     for (i, it) in e.items.iter().enumerate() {
-        let Item::Insn { insn, loc, target, reloc } = it else { continue };
+        let Item::Insn {
+            insn,
+            loc,
+            target,
+            reloc,
+        } = it
+        else {
+            continue;
+        };
         if !keep[i] {
             continue;
         }
@@ -913,12 +997,21 @@ mod tests {
                 let d = dsts.remove(rnd(dsts.len() as u64) as usize);
                 let s = match rnd(4) {
                     0 => Src::Stack(-8 * (5 + rnd(4) as i16)),
-                    1 => Src::Imm(if rnd(2) == 0 { rnd(100) as i64 - 50 } else { (rnd(1 << 40) as i64) << 20 }),
+                    1 => Src::Imm(if rnd(2) == 0 {
+                        rnd(100) as i64 - 50
+                    } else {
+                        (rnd(1 << 40) as i64) << 20
+                    }),
                     _ => Src::Reg(Reg(1 + rnd(9) as u8)),
                 };
                 moves.push((d, s));
             }
-            let mut e = Emitter { f: &f, alloc: &alloc, items: Vec::new(), loc: SourceLoc::default() };
+            let mut e = Emitter {
+                f: &f,
+                alloc: &alloc,
+                items: Vec::new(),
+                loc: SourceLoc::default(),
+            };
             e.parallel_move(&moves);
             let insns: Vec<Insn> = e
                 .items
@@ -928,7 +1021,10 @@ mod tests {
                     Item::Label(_) => None,
                 })
                 .collect();
-            cycles += insns.iter().filter(|i| **i == Insn::mov64_reg(R0, Reg(i.src)) && i.src != 0).count();
+            cycles += insns
+                .iter()
+                .filter(|i| **i == Insn::mov64_reg(R0, Reg(i.src)) && i.src != 0)
+                .count();
             let (regs, stack) = simulate(&insns);
             for &(d, s) in &moves {
                 let want = match s {

@@ -46,17 +46,29 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> Result<Evaluated, (SourceDb,
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) => {
-            let file = db.add(SourceFile { name: name.clone(), path: Some(path.to_path_buf()), text: String::new() });
+            let file = db.add(SourceFile {
+                name: name.clone(),
+                path: Some(path.to_path_buf()),
+                text: String::new(),
+            });
             let diag = Diagnostic::new(Span::new(file, 0, 0), format!("cannot read {name}: {e}"), "")
                 .hint("check the path and the file's permissions");
             return Err((db, vec![diag]));
         }
     };
     let (text, bad_byte) = decode(bytes);
-    let main = db.add(SourceFile { name, path: Some(path.to_path_buf()), text });
+    let main = db.add(SourceFile {
+        name,
+        path: Some(path.to_path_buf()),
+        text,
+    });
     if let Some(offset) = bad_byte {
-        let diag = Diagnostic::new(Span::new(main, offset, offset), "the file is not valid UTF-8", "invalid byte here")
-            .hint("save the file as UTF-8; write arbitrary bytes in strings with escapes like \"\\xff\"");
+        let diag = Diagnostic::new(
+            Span::new(main, offset, offset),
+            "the file is not valid UTF-8",
+            "invalid byte here",
+        )
+        .hint("save the file as UTF-8; write arbitrary bytes in strings with escapes like \"\\xff\"");
         return Err((db, vec![diag]));
     }
     evaluate_db(db, main, modules::program_dir(path), program_name(path), opts)
@@ -67,7 +79,11 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> Result<Evaluated, (SourceDb,
 /// is its stem.
 pub fn evaluate_source(text: &str, name: &str, opts: &EvalOptions) -> Result<Evaluated, (SourceDb, Diagnostics)> {
     let mut db = SourceDb::default();
-    let main = db.add(SourceFile { name: name.to_string(), path: None, text: text.to_string() });
+    let main = db.add(SourceFile {
+        name: name.to_string(),
+        path: None,
+        text: text.to_string(),
+    });
     let path = Path::new(name);
     evaluate_db(db, main, modules::program_dir(path), program_name(path), opts)
 }
@@ -98,8 +114,14 @@ pub(crate) fn a_type(v: &Value) -> &'static str {
 
 /// The default program name: the file's stem, made an identifier.
 fn program_name(path: &Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
     if name.is_empty() {
         name.push_str("prog");
     } else if name.starts_with(|c: char| c.is_ascii_digit()) {
@@ -119,24 +141,49 @@ fn decode(bytes: Vec<u8>) -> (String, Option<usize>) {
     }
 }
 
-fn evaluate_db(db: SourceDb, main: FileId, program_dir: PathBuf, default_name: String, opts: &EvalOptions) -> Result<Evaluated, (SourceDb, Diagnostics)> {
+fn evaluate_db(
+    db: SourceDb,
+    main: FileId,
+    program_dir: PathBuf,
+    default_name: String,
+    opts: &EvalOptions,
+) -> Result<Evaluated, (SourceDb, Diagnostics)> {
     let include_dirs = opts.include_dirs.clone();
     // Kept to render a diagnostic if the evaluation thread dies (it should not).
     let fallback = db.clone();
     syntax::with_big_stack(move || run(db, main, program_dir, include_dirs, default_name)).unwrap_or_else(|| {
-        let diag = Diagnostic::new(Span::new(main, 0, 0), "internal error: the evaluation of this file crashed", "while evaluating this file")
-            .hint("this is a bug in luabpf: please report it with the file");
+        let diag = Diagnostic::new(
+            Span::new(main, 0, 0),
+            "internal error: the evaluation of this file crashed",
+            "while evaluating this file",
+        )
+        .hint("this is a bug in luabpf: please report it with the file");
         Err((fallback, vec![diag]))
     })
 }
 
-fn run(db: SourceDb, main: FileId, program_dir: PathBuf, include_dirs: Vec<PathBuf>, default_name: String) -> Result<Evaluated, (SourceDb, Diagnostics)> {
+fn run(
+    db: SourceDb,
+    main: FileId,
+    program_dir: PathBuf,
+    include_dirs: Vec<PathBuf>,
+    default_name: String,
+) -> Result<Evaluated, (SourceDb, Diagnostics)> {
     let st: Shared = Rc::new(RefCell::new(State::new(db, program_dir, include_dirs, default_name)));
     let outcome = run_body(&st, main);
     // The Lua state is gone (it lived in `run_body`); nothing borrows the state any more.
-    let sources = st.try_borrow_mut().map(|mut s| std::mem::take(&mut s.db)).unwrap_or_default();
+    let sources = st
+        .try_borrow_mut()
+        .map(|mut s| std::mem::take(&mut s.db))
+        .unwrap_or_default();
     match outcome {
-        Ok(c) => Ok(Evaluated { sources, programs: c.programs, maps: c.maps, functions: c.functions, tables: c.tables }),
+        Ok(c) => Ok(Evaluated {
+            sources,
+            programs: c.programs,
+            maps: c.maps,
+            functions: c.functions,
+            tables: c.tables,
+        }),
         Err(diags) => Err((sources, diags)),
     }
 }
@@ -151,7 +198,9 @@ fn run_body(st: &Shared, main: FileId) -> Result<collect::Collected, Diagnostics
     let values = chunk.call::<MultiValue>(()).map_err(to_diags)?;
     // No finalizer may run Lua code (and call back into luabpf) while results are read.
     sandbox.lua.gc_stop();
-    let s = st.try_borrow().map_err(|_| vec![internal(main, "state busy after the body")])?;
+    let s = st
+        .try_borrow()
+        .map_err(|_| vec![internal(main, "state busy after the body")])?;
     let returned = returned_programs(&s, main, values)?;
     collect::collect(&sandbox.getupvalue, &s, &returned)
 }
@@ -163,14 +212,21 @@ fn internal(main: FileId, what: &str) -> Diagnostic {
 /// The programs the body returned (indices into `State::programs`), in order.
 fn returned_programs(s: &State, main: FileId, values: MultiValue) -> Result<Vec<usize>, Diagnostics> {
     let end = s.db.files.get(main as usize).map_or(0, |f| f.text.len());
-    let span = s.index(main).and_then(|i| i.return_span).unwrap_or(Span::new(main, end, end));
+    let span = s
+        .index(main)
+        .and_then(|i| i.return_span)
+        .unwrap_or(Span::new(main, end, end));
     let refuse = |message: String, label: &str| {
-        vec![Diagnostic::new(span, message, label)
-            .hint("end the file with `return xdp.program(fn, opts)`, or `return { prog1, prog2 }` for several programs")]
+        vec![Diagnostic::new(span, message, label).hint(
+            "end the file with `return xdp.program(fn, opts)`, or `return { prog1, prog2 }` for several programs",
+        )]
     };
     let values = values.into_vec();
     if values.len() > 1 {
-        return Err(refuse(format!("the program file returns {} values", values.len()), "several values returned"));
+        return Err(refuse(
+            format!("the program file returns {} values", values.len()),
+            "several values returned",
+        ));
     }
     let program = |v: &Value| match v {
         Value::UserData(ud) => ud.borrow::<ProgramObj>().ok().map(|p| p.0),
@@ -178,21 +234,40 @@ fn returned_programs(s: &State, main: FileId, values: MultiValue) -> Result<Vec<
     };
     match values.first() {
         None | Some(Value::Nil) => Err(refuse("the program file returns no program".into(), "nothing returned")),
-        Some(v @ Value::UserData(_)) => program(v).map(|p| vec![p]).ok_or_else(|| refuse(format!("the program file returns {}, not a program", a_type(v)), "returned here")),
+        Some(v @ Value::UserData(_)) => program(v).map(|p| vec![p]).ok_or_else(|| {
+            refuse(
+                format!("the program file returns {}, not a program", a_type(v)),
+                "returned here",
+            )
+        }),
         Some(Value::Table(t)) => {
             let mut out = Vec::new();
             for i in 1..=t.raw_len() {
                 let element: Value = t.raw_get(i).unwrap_or(Value::Nil);
                 match program(&element) {
                     Some(p) => out.push(p),
-                    None => return Err(refuse(format!("element {i} of the returned table is {}, not a program", a_type(&element)), "returned here")),
+                    None => {
+                        return Err(refuse(
+                            format!(
+                                "element {i} of the returned table is {}, not a program",
+                                a_type(&element)
+                            ),
+                            "returned here",
+                        ))
+                    }
                 }
             }
             if out.is_empty() {
-                return Err(refuse("the program file returns an empty table".into(), "no program in it"));
+                return Err(refuse(
+                    "the program file returns an empty table".into(),
+                    "no program in it",
+                ));
             }
             Ok(out)
         }
-        Some(other) => Err(refuse(format!("the program file returns {}, not a program", a_type(other)), "returned here")),
+        Some(other) => Err(refuse(
+            format!("the program file returns {}, not a program", a_type(other)),
+            "returned here",
+        )),
     }
 }

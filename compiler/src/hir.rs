@@ -134,15 +134,25 @@ pub enum ExprKind {
     Compare(CmpOp, Box<Expr>, Box<Expr>),
     /// `e == nil` for an optional `e` (negate with `Not`).
     IsNil(Box<Expr>),
+    /// `opt == value`: false when `opt` is nil, else its value compared with `value` (of the
+    /// optional's inner type); `opt` is evaluated once.
+    OptEquals(Box<Expr>, Box<Expr>),
     /// Lua's value-returning `and` / `or`.
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     /// `packet:getuintN(off)` and friends: `bytes` wide, sign-extended when `signed`.
-    PacketLoad { bytes: u8, signed: bool, off: Box<Expr> },
+    PacketLoad {
+        bytes: u8,
+        signed: bool,
+        off: Box<Expr>,
+    },
     /// `#packet`
     PacketLen,
     /// `packet:getstring(off, len)`
-    PacketString { off: Box<Expr>, len: Box<Expr> },
+    PacketString {
+        off: Box<Expr>,
+        len: Box<Expr>,
+    },
     /// `ctx.<field>`
     CtxField(CtxField),
     /// The packet proxy itself (only as an argument passed around).
@@ -150,18 +160,34 @@ pub enum ExprKind {
     /// The ctx pointer (the entry function's parameter).
     Ctx,
     /// `m[k]`: the value or nil.
-    MapGet { map: MapId, key: Box<Expr> },
+    MapGet {
+        map: MapId,
+        key: Box<Expr>,
+    },
     /// `record.field` (index into the map's value record fields).
-    Field { base: Box<Expr>, map: MapId, field: usize },
+    Field {
+        base: Box<Expr>,
+        map: MapId,
+        field: usize,
+    },
     /// `#s`
     StrLen(Box<Expr>),
     /// `s:byte(i)` (1-based; out of range is nil in Lua: here a runtime error unless proven)
     StrByte(Box<Expr>, Box<Expr>),
     /// A call of a checked Lua function; in a single-value context, its first result.
-    Call { func: HirFuncId, args: Vec<Expr> },
-    Builtin { op: Builtin, args: Vec<Expr> },
+    Call {
+        func: HirFuncId,
+        args: Vec<Expr>,
+    },
+    Builtin {
+        op: Builtin,
+        args: Vec<Expr>,
+    },
     /// `{ field = value, ... }` written into a record map (fields it omits are zero).
-    RecordCtor { map: MapId, fields: Vec<(usize, Expr)> },
+    RecordCtor {
+        map: MapId,
+        fields: Vec<(usize, Expr)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -173,27 +199,75 @@ pub struct Stmt {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StmtKind {
     /// `local a, b = e1, e2` (a trailing call may yield several values; missing are nil).
-    Local { locals: Vec<LocalId>, values: Vec<Expr> },
+    Local {
+        locals: Vec<LocalId>,
+        values: Vec<Expr>,
+    },
     /// `a = e` for a local.
-    SetLocal { local: LocalId, value: Expr },
+    SetLocal {
+        local: LocalId,
+        value: Expr,
+    },
     /// Multiple assignment to locals, evaluated before any is assigned.
-    SetLocals { locals: Vec<LocalId>, values: Vec<Expr> },
+    SetLocals {
+        locals: Vec<LocalId>,
+        values: Vec<Expr>,
+    },
     /// `m[k] = v`; `None` deletes (`m[k] = nil`).
-    MapSet { map: MapId, key: Expr, value: Option<Expr> },
+    MapSet {
+        map: MapId,
+        key: Expr,
+        value: Option<Expr>,
+    },
     /// `m[k] = (m[k] or 0) + delta`: an atomic add where the map allows.
-    MapAdd { map: MapId, key: Expr, delta: Expr },
+    MapAdd {
+        map: MapId,
+        key: Expr,
+        delta: Expr,
+    },
     /// `record.field = v`
-    FieldSet { base: Expr, map: MapId, field: usize, value: Expr },
+    FieldSet {
+        base: Expr,
+        map: MapId,
+        field: usize,
+        value: Expr,
+    },
     /// `packet:setuintN(off, v)` / `setstring`
-    PacketStore { bytes: u8, off: Expr, value: Expr },
-    PacketStoreString { off: Expr, value: Expr },
+    PacketStore {
+        bytes: u8,
+        off: Expr,
+        value: Expr,
+    },
+    PacketStoreString {
+        off: Expr,
+        value: Expr,
+    },
     /// `ctx.<field> = v`
-    CtxStore { field: CtxField, value: Expr },
-    If { cond: Expr, then_: Vec<Stmt>, else_: Vec<Stmt> },
-    While { cond: Expr, body: Vec<Stmt> },
-    Repeat { body: Vec<Stmt>, cond: Expr },
+    CtxStore {
+        field: CtxField,
+        value: Expr,
+    },
+    If {
+        cond: Expr,
+        then_: Vec<Stmt>,
+        else_: Vec<Stmt>,
+    },
+    While {
+        cond: Expr,
+        body: Vec<Stmt>,
+    },
+    Repeat {
+        body: Vec<Stmt>,
+        cond: Expr,
+    },
     /// `for var = start, limit, step do body end` with a constant non-zero step.
-    NumFor { var: LocalId, start: Expr, limit: Expr, step: i64, body: Vec<Stmt> },
+    NumFor {
+        var: LocalId,
+        start: Expr,
+        limit: Expr,
+        step: i64,
+        body: Vec<Stmt>,
+    },
     Break,
     Return(Vec<Expr>),
     /// An expression evaluated for its effects (a call statement).
@@ -203,7 +277,10 @@ pub enum StmtKind {
     /// `do ... end`
     Block(Vec<Stmt>),
     /// `bpf.print(fmt, ...)`
-    Print { fmt: Vec<u8>, args: Vec<Expr> },
+    Print {
+        fmt: Vec<u8>,
+        args: Vec<Expr>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -79,7 +79,12 @@ pub enum Inst {
     /// `dst = src`
     Mov { dst: Value, src: Value },
     /// `dst = a op b`
-    Bin { op: BinOp, dst: Value, a: Value, b: Operand },
+    Bin {
+        op: BinOp,
+        dst: Value,
+        a: Value,
+        b: Operand,
+    },
     /// `dst = -src`
     Neg { dst: Value, src: Value },
     /// `dst = bswap(src)` over the low `bits` (16, 32 or 64), zero-extending: network <-> host
@@ -90,27 +95,64 @@ pub enum Inst {
     /// `dst = sign-extended low `bits` of src` (8, 16 or 32).
     Sext { dst: Value, src: Value, bits: u8 },
     /// `dst = *(size *)(base + off)`, zero-extended.
-    Load { dst: Value, base: Value, off: i16, size: Size },
+    Load {
+        dst: Value,
+        base: Value,
+        off: i16,
+        size: Size,
+    },
     /// `*(size *)(base + off) = src`
-    Store { base: Value, off: i16, src: Operand, size: Size },
+    Store {
+        base: Value,
+        off: i16,
+        src: Operand,
+        size: Size,
+    },
     /// `dst = *(size *)(slot + off)`
-    LoadSlot { dst: Value, slot: Slot, off: u32, size: Size },
+    LoadSlot {
+        dst: Value,
+        slot: Slot,
+        off: u32,
+        size: Size,
+    },
     /// `*(size *)(slot + off) = src`
-    StoreSlot { slot: Slot, off: u32, src: Operand, size: Size },
+    StoreSlot {
+        slot: Slot,
+        off: u32,
+        src: Operand,
+        size: Size,
+    },
     /// `dst = &slot + off` (a stack pointer: r10 - k)
     SlotAddr { dst: Value, slot: Slot, off: u32 },
     /// `dst = &map` (ld_imm64 with a map relocation); `map` indexes the module's maps.
     MapAddr { dst: Value, map: u32 },
     /// `lock *(size *)(base + off) += src`
-    AtomicAdd { base: Value, off: i16, src: Value, size: Size },
+    AtomicAdd {
+        base: Value,
+        off: i16,
+        src: Value,
+        size: Size,
+    },
     /// Call a kernel helper. Arguments go to r1..r5 in order; the result (r0) to `dst`.
     /// r1-r5 are clobbered.
-    Call { helper: i32, args: Vec<Operand>, dst: Option<Value> },
+    Call {
+        helper: i32,
+        args: Vec<Operand>,
+        dst: Option<Value>,
+    },
     /// Call a kernel function (kfunc) by name; the loader resolves its BTF id.
-    CallKfunc { name: String, args: Vec<Operand>, dst: Option<Value> },
+    CallKfunc {
+        name: String,
+        args: Vec<Operand>,
+        dst: Option<Value>,
+    },
     /// Call another function of the program (`Program::funcs[func]`), a BPF-to-BPF call
     /// that the verifier checks separately. Same convention as helpers: r1..r5, r0.
-    CallLocal { func: u32, args: Vec<Operand>, dst: Option<Value> },
+    CallLocal {
+        func: u32,
+        args: Vec<Operand>,
+        dst: Option<Value>,
+    },
     /// `dst = the entry function's argument `index`` (only in the entry block, first).
     Arg { dst: Value, index: u8 },
 }
@@ -119,9 +161,18 @@ pub enum Inst {
 pub enum Terminator {
     Jump(Block),
     /// `if a op b goto then_ else goto else_`
-    Branch { op: JmpOp, a: Value, b: Operand, then_: Block, else_: Block },
+    Branch {
+        op: JmpOp,
+        a: Value,
+        b: Operand,
+        then_: Block,
+        else_: Block,
+    },
     /// `may_goto`: `exhausted` when the kernel's loop budget ran out, else `cont`.
-    MayGoto { exhausted: Block, cont: Block },
+    MayGoto {
+        exhausted: Block,
+        cont: Block,
+    },
     /// Return from the program with `r0 = value`.
     Return(Operand),
 }
@@ -179,7 +230,9 @@ impl Inst {
             Inst::Store { base, src, .. } => std::iter::once(*base).chain(op(src)).collect(),
             Inst::StoreSlot { src, .. } => op(src).into_iter().collect(),
             Inst::AtomicAdd { base, src, .. } => vec![*base, *src],
-            Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => args.iter().filter_map(op).collect(),
+            Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
+                args.iter().filter_map(op).collect()
+            }
         }
     }
 
@@ -205,14 +258,22 @@ impl Inst {
 
     /// True for calls: r1-r5 (and r0) do not survive them.
     pub fn is_call(&self) -> bool {
-        matches!(self, Inst::Call { .. } | Inst::CallKfunc { .. } | Inst::CallLocal { .. })
+        matches!(
+            self,
+            Inst::Call { .. } | Inst::CallKfunc { .. } | Inst::CallLocal { .. }
+        )
     }
 
     /// True when removing the instruction (its result unused) changes nothing observable.
     pub fn is_pure(&self) -> bool {
         !matches!(
             self,
-            Inst::Store { .. } | Inst::StoreSlot { .. } | Inst::AtomicAdd { .. } | Inst::Call { .. } | Inst::CallKfunc { .. } | Inst::CallLocal { .. }
+            Inst::Store { .. }
+                | Inst::StoreSlot { .. }
+                | Inst::AtomicAdd { .. }
+                | Inst::Call { .. }
+                | Inst::CallKfunc { .. }
+                | Inst::CallLocal { .. }
         )
     }
 }
@@ -240,7 +301,13 @@ impl Function {
             insts: Vec::new(),
             term: (Terminator::Return(Operand::Imm(0)), SourceLoc::default()),
         });
-        Function { name: name.into(), entry, blocks, values: PrimaryMap::new(), slots: PrimaryMap::new() }
+        Function {
+            name: name.into(),
+            entry,
+            blocks,
+            values: PrimaryMap::new(),
+            slots: PrimaryMap::new(),
+        }
     }
 
     pub fn new_value(&mut self, kind: ValueKind) -> Value {

@@ -5,21 +5,21 @@
 //! compiled functions) -> `lower` (to `ir`) -> `opt` -> `regalloc` -> `emit` (BPF) -> object.
 //! This crate does not depend on aya, so build scripts can use it alone.
 
+pub mod compile;
+pub mod cost;
 pub mod diag;
 pub mod emit;
+pub mod eval;
+pub mod hir;
 pub mod ir;
 pub mod liveness;
-pub mod program;
-pub mod regalloc;
-pub mod source;
-pub mod hir;
-pub mod semantics;
-pub mod types;
 pub mod lower;
-pub mod opt;
-pub mod eval;
 pub mod modules;
-pub mod syntax;
-pub mod compile;
+pub mod opt;
+pub mod program;
 pub mod ranges;
-pub mod cost;
+pub mod regalloc;
+pub mod semantics;
+pub mod source;
+pub mod syntax;
+pub mod types;

@@ -21,7 +21,9 @@ struct BitSet {
 
 impl BitSet {
     fn new(n: usize) -> BitSet {
-        BitSet { words: vec![0; n.div_ceil(64)] }
+        BitSet {
+            words: vec![0; n.div_ceil(64)],
+        }
     }
     fn insert(&mut self, i: usize) {
         self.words[i / 64] |= 1 << (i % 64);
@@ -148,7 +150,13 @@ impl Liveness {
                 live_out[b] = out;
             }
         }
-        Liveness { globals, index, live_in, live_out, rpo }
+        Liveness {
+            globals,
+            index,
+            live_in,
+            live_out,
+            rpo,
+        }
     }
 
     /// Values live on entry to `b`.

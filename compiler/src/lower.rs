@@ -44,7 +44,10 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
     let mut f = Function::new(input.name);
     let entry = f.entry;
     let err_block = f.new_block();
-    f.blocks[err_block].term = (Terminator::Return(Operand::Imm(input.default_verdict)), SourceLoc::default());
+    f.blocks[err_block].term = (
+        Terminator::Return(Operand::Imm(input.default_verdict)),
+        SourceLoc::default(),
+    );
     let ctx = f.new_value(ValueKind::Pointer);
     let mut l = Lowerer {
         input,
@@ -60,6 +63,7 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
         terminated: std::collections::HashSet::new(),
         loop_depth: 0,
         pkt: None,
+        temp_slots: HashMap::new(),
         subfuncs: Vec::new(),
         outlined: HashMap::new(),
         in_subfunc: false,
@@ -69,7 +73,12 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
         l.load_packet_bounds();
     }
     let entry_fn = &input.checked.funcs[input.checked.entry];
-    let mut frame = Frame { locals: HashMap::new(), func: input.checked.entry, ret: RetMode::Verdict, assigned: assigned_counts(&entry_fn.body) };
+    let mut frame = Frame {
+        locals: HashMap::new(),
+        func: input.checked.entry,
+        ret: RetMode::Verdict,
+        assigned: assigned_counts(&entry_fn.body),
+    };
     // The entry's one parameter is the ctx.
     if let Some(&p) = entry_fn.params.first() {
         frame.locals.insert(p, Storage::Ctx);
@@ -82,11 +91,22 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
     }
     if l.diags.is_empty() {
         let mut funcs = vec![l.f];
-        funcs.extend(l.subfuncs.into_iter().map(|s| s.expect("every outlined function is lowered")));
+        funcs.extend(
+            l.subfuncs
+                .into_iter()
+                .map(|s| s.expect("every outlined function is lowered")),
+        );
         Ok(funcs)
     } else {
         Err(l.diags)
     }
+}
+
+/// What a pooled stack buffer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TempSlot {
+    Key,
+    Value,
 }
 
 /// How `return` leaves the function being lowered.
@@ -112,7 +132,10 @@ enum LV {
     /// An integer or boolean (0/1).
     Scalar(Operand),
     /// An optional scalar or string: `present` is 0 or 1.
-    Opt { present: Operand, value: Box<LV> },
+    Opt {
+        present: Operand,
+        value: Box<LV>,
+    },
     /// A pointer that is never null here (ctx, a record).
     Ptr(Value),
     /// A record pointer that may be null (nil).
@@ -133,9 +156,16 @@ struct StrV {
 enum StrBuf {
     Const(Vec<u8>),
     /// A zero-padded stack buffer of `cap` bytes (a multiple of 8).
-    Slot { slot: Slot, cap: u32 },
+    Slot {
+        slot: Slot,
+        cap: u32,
+    },
     /// `cap` zero-padded bytes at `base + off` (a map value or record field).
-    Ptr { base: Value, off: i16, cap: u32 },
+    Ptr {
+        base: Value,
+        off: i16,
+        cap: u32,
+    },
 }
 
 impl StrBuf {
@@ -154,12 +184,19 @@ enum Storage {
     Ctx,
     Packet,
     Scalar(Value),
-    Opt { present: Value, value: Box<Storage> },
+    Opt {
+        present: Value,
+        value: Box<Storage>,
+    },
     Ptr(Value),
     OptPtr(Value),
     /// A string local: its own buffer (copied into on assignment) or an alias of the buffer
     /// of its only value.
-    Str { slot: Option<(Slot, u32)>, alias: Option<StrV>, len: Value },
+    Str {
+        slot: Option<(Slot, u32)>,
+        alias: Option<StrV>,
+        len: Value,
+    },
 }
 
 struct Frame {
@@ -191,6 +228,9 @@ struct Lowerer<'a> {
     loop_depth: u32,
     /// The current function's `data` and `data_end` registers.
     pkt: Option<(Value, Value)>,
+    /// Stack buffers for map keys and values, shared by every map access of the function:
+    /// each is filled right before the helper call that reads it.
+    temp_slots: HashMap<(TempSlot, u32), Slot>,
     /// Separately verified functions (index + 1 is their `CallLocal` number), lowered once.
     subfuncs: Vec<Option<Function>>,
     outlined: HashMap<hir::HirFuncId, u32>,
@@ -235,7 +275,11 @@ impl<'a> Lowerer<'a> {
             return;
         }
         let (line, col) = self.input.db.line_col(span.file, span.start);
-        let l = SourceLoc { file: span.file, line, col };
+        let l = SourceLoc {
+            file: span.file,
+            line,
+            col,
+        };
         self.line_cache.insert(key, l);
         self.loc = l;
     }
@@ -366,7 +410,12 @@ impl<'a> Lowerer<'a> {
             }
             StmtKind::MapSet { map, key, value } => self.map_set(*map, key, value.as_ref()),
             StmtKind::MapAdd { map, key, delta } => self.map_add(*map, key, delta),
-            StmtKind::FieldSet { base, map, field, value } => {
+            StmtKind::FieldSet {
+                base,
+                map,
+                field,
+                value,
+            } => {
                 let b = self.expr(base);
                 let LV::Ptr(p) = b else { return };
                 let v = self.expr(value);
@@ -377,7 +426,12 @@ impl<'a> Lowerer<'a> {
                 let v = self.expr_scalar(value);
                 let p = self.packet_ptr(o, *bytes as i64);
                 let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
-                self.push(Inst::Store { base: p, off: 0, src: v, size });
+                self.push(Inst::Store {
+                    base: p,
+                    off: 0,
+                    src: v,
+                    size,
+                });
             }
             StmtKind::PacketStoreString { off, value } => {
                 let o = self.expr_scalar(off);
@@ -388,7 +442,12 @@ impl<'a> Lowerer<'a> {
                 let v = self.expr_scalar(value);
                 let size = Size::from_bytes(field.bytes as u32).unwrap_or(Size::W);
                 let ctx = self.ctx;
-                self.push(Inst::Store { base: ctx, off: field.offset, src: v, size });
+                self.push(Inst::Store {
+                    base: ctx,
+                    off: field.offset,
+                    src: v,
+                    size,
+                });
             }
             StmtKind::If { cond, then_, else_ } => {
                 let t = self.f.new_block();
@@ -435,7 +494,13 @@ impl<'a> Lowerer<'a> {
                 }
                 self.switch_to(exit);
             }
-            StmtKind::NumFor { var, start, limit, step, body } => self.numeric_for(*var, start, limit, *step, body, s.span),
+            StmtKind::NumFor {
+                var,
+                start,
+                limit,
+                step,
+                body,
+            } => self.numeric_for(*var, start, limit, *step, body, s.span),
             StmtKind::Break => {
                 if let Some(l) = self.loops.last() {
                     let exit = l.exit;
@@ -454,7 +519,10 @@ impl<'a> Lowerer<'a> {
             StmtKind::Print { fmt, args } => {
                 let mut bytes = fmt.clone();
                 bytes.push(0);
-                let sv = StrV { buf: StrBuf::Const(bytes.clone()), len: Some(Operand::Imm(bytes.len() as i64)) };
+                let sv = StrV {
+                    buf: StrBuf::Const(bytes.clone()),
+                    len: Some(Operand::Imm(bytes.len() as i64)),
+                };
                 let (slot, _) = self.str_to_slot(&sv, round8(bytes.len() as u32));
                 let p = self.pointer();
                 self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
@@ -463,7 +531,11 @@ impl<'a> Lowerer<'a> {
                     let v = self.expr_scalar(a);
                     call_args.push(v);
                 }
-                self.push(Inst::Call { helper: h::TRACE_PRINTK, args: call_args, dst: None });
+                self.push(Inst::Call {
+                    helper: h::TRACE_PRINTK,
+                    args: call_args,
+                    dst: None,
+                });
             }
         }
     }
@@ -475,8 +547,15 @@ impl<'a> Lowerer<'a> {
         self.loop_depth += 1;
         if let Some((var, induction)) = var {
             let user = self.scalar();
-            self.push(Inst::Mov { dst: user, src: induction });
-            self.frames.last_mut().expect("frame").locals.insert(var, Storage::Scalar(user));
+            self.push(Inst::Mov {
+                dst: user,
+                src: induction,
+            });
+            self.frames
+                .last_mut()
+                .expect("frame")
+                .locals
+                .insert(var, Storage::Scalar(user));
         }
         self.stmts(body);
         self.loops.pop();
@@ -494,7 +573,12 @@ impl<'a> Lowerer<'a> {
 
     fn loop_guard(&mut self, counter: Value) {
         self.error_if(JmpOp::Jsge, counter, Operand::Imm(LOOP_CAP));
-        self.push(Inst::Bin { op: BinOp::Add, dst: counter, a: counter, b: Operand::Imm(1) });
+        self.push(Inst::Bin {
+            op: BinOp::Add,
+            dst: counter,
+            a: counter,
+            b: Operand::Imm(1),
+        });
     }
 
     fn numeric_for(&mut self, var: LocalId, start: &Expr, limit: &Expr, step: i64, body: &[Stmt], span: Span) {
@@ -506,7 +590,11 @@ impl<'a> Lowerer<'a> {
         // Constant bounds: an exact trip count the verifier follows iteration by iteration.
         if let (Operand::Imm(a), Operand::Imm(b)) = (s, lim) {
             let trips = if step > 0 {
-                if a > b { 0 } else { ((b as i128 - a as i128) / step as i128) + 1 }
+                if a > b {
+                    0
+                } else {
+                    ((b as i128 - a as i128) / step as i128) + 1
+                }
             } else if a < b {
                 0
             } else {
@@ -516,12 +604,18 @@ impl<'a> Lowerer<'a> {
                 return;
             }
             if trips > MAX_CONST_TRIPS as i128 {
-                self.error(span, format!("this loop runs {trips} times; the verifier cannot follow that many iterations"), "loop", format!("keep constant loops under {MAX_CONST_TRIPS} iterations"));
+                self.error(
+                    span,
+                    format!("this loop runs {trips} times; the verifier cannot follow that many iterations"),
+                    "loop",
+                    format!("keep constant loops under {MAX_CONST_TRIPS} iterations"),
+                );
                 return;
             }
             // Test the induction variable itself (when `b + step` cannot overflow): its range
             // is then visible to the range analysis and to the verifier.
-            let direct = (b as i128 + step as i128) >= i64::MIN as i128 && (b as i128 + step as i128) <= i64::MAX as i128;
+            let direct =
+                (b as i128 + step as i128) >= i64::MIN as i128 && (b as i128 + step as i128) <= i64::MAX as i128;
             let count = if direct { None } else { Some(self.konst(trips as i64)) };
             self.push(Inst::Const { dst: i, imm: a });
             let head = self.f.new_block();
@@ -530,14 +624,24 @@ impl<'a> Lowerer<'a> {
             self.switch_to(head);
             self.loop_body(exit, Some((var, i)), body);
             if !self.is_terminated() {
-                self.push(Inst::Bin { op: BinOp::Add, dst: i, a: i, b: Operand::Imm(step) });
+                self.push(Inst::Bin {
+                    op: BinOp::Add,
+                    dst: i,
+                    a: i,
+                    b: Operand::Imm(step),
+                });
                 match count {
                     None => {
                         let op = if step > 0 { JmpOp::Jsle } else { JmpOp::Jsge };
                         self.branch(op, i, Operand::Imm(b), head, exit);
                     }
                     Some(count) => {
-                        self.push(Inst::Bin { op: BinOp::Sub, dst: count, a: count, b: Operand::Imm(1) });
+                        self.push(Inst::Bin {
+                            op: BinOp::Sub,
+                            dst: count,
+                            a: count,
+                            b: Operand::Imm(1),
+                        });
                         self.branch(JmpOp::Jne, count, Operand::Imm(0), head, exit);
                     }
                 }
@@ -557,8 +661,20 @@ impl<'a> Lowerer<'a> {
         }
         self.switch_to(pre);
         // count = |limit - start| / |step| (unsigned: the difference may exceed i64::MAX)
-        let diff = if step > 0 { self.bin(BinOp::Sub, Operand::Value(lreg), Operand::Value(sreg)) } else { self.bin(BinOp::Sub, Operand::Value(sreg), Operand::Value(lreg)) };
-        let count = if step.unsigned_abs() == 1 { diff } else { self.bin(BinOp::UDiv, Operand::Value(diff), Operand::Imm(step.unsigned_abs() as i64)) };
+        let diff = if step > 0 {
+            self.bin(BinOp::Sub, Operand::Value(lreg), Operand::Value(sreg))
+        } else {
+            self.bin(BinOp::Sub, Operand::Value(sreg), Operand::Value(lreg))
+        };
+        let count = if step.unsigned_abs() == 1 {
+            diff
+        } else {
+            self.bin(
+                BinOp::UDiv,
+                Operand::Value(diff),
+                Operand::Imm(step.unsigned_abs() as i64),
+            )
+        };
         self.push(Inst::Mov { dst: i, src: sreg });
         let counter = self.konst(0);
         let head = self.f.new_block();
@@ -570,8 +686,18 @@ impl<'a> Lowerer<'a> {
             let next = self.f.new_block();
             self.branch(JmpOp::Jeq, count, Operand::Imm(0), exit, next);
             self.switch_to(next);
-            self.push(Inst::Bin { op: BinOp::Sub, dst: count, a: count, b: Operand::Imm(1) });
-            self.push(Inst::Bin { op: BinOp::Add, dst: i, a: i, b: Operand::Imm(step) });
+            self.push(Inst::Bin {
+                op: BinOp::Sub,
+                dst: count,
+                a: count,
+                b: Operand::Imm(1),
+            });
+            self.push(Inst::Bin {
+                op: BinOp::Add,
+                dst: i,
+                a: i,
+                b: Operand::Imm(step),
+            });
             self.jump(head);
         }
         self.switch_to(exit);
@@ -659,11 +785,19 @@ impl<'a> Lowerer<'a> {
             Ty::Str => {
                 let len = self.scalar();
                 match only_value {
-                    Some(LV::Str(sv)) => Storage::Str { slot: None, alias: Some(sv.clone()), len },
+                    Some(LV::Str(sv)) => Storage::Str {
+                        slot: None,
+                        alias: Some(sv.clone()),
+                        len,
+                    },
                     _ => {
                         let slot = self.f.new_slot(256, 8);
                         self.zero_slot(slot, 256);
-                        Storage::Str { slot: Some((slot, 256)), alias: None, len }
+                        Storage::Str {
+                            slot: Some((slot, 256)),
+                            alias: None,
+                            len,
+                        }
                     }
                 }
             }
@@ -758,7 +892,10 @@ impl<'a> Lowerer<'a> {
                 }
                 let inner = self.load(value, want.strip());
                 if want.is_opt() {
-                    LV::Opt { present: Operand::Value(*present), value: Box::new(inner) }
+                    LV::Opt {
+                        present: Operand::Value(*present),
+                        value: Box::new(inner),
+                    }
                 } else {
                     inner
                 }
@@ -772,7 +909,10 @@ impl<'a> Lowerer<'a> {
                     (None, Some((s, cap))) => StrBuf::Slot { slot: *s, cap: *cap },
                     (None, None) => StrBuf::Const(Vec::new()),
                 };
-                LV::Str(StrV { buf, len: Some(Operand::Value(*len)) })
+                LV::Str(StrV {
+                    buf,
+                    len: Some(Operand::Value(*len)),
+                })
             }
         }
     }
@@ -795,7 +935,10 @@ impl<'a> Lowerer<'a> {
                     o => o,
                 };
                 let inner = self.snapshot(*value, _ty);
-                LV::Opt { present: p, value: Box::new(inner) }
+                LV::Opt {
+                    present: p,
+                    value: Box::new(inner),
+                }
             }
             other => other,
         }
@@ -837,7 +980,10 @@ impl<'a> Lowerer<'a> {
             ExprKind::Int(i) => LV::Scalar(Operand::Imm(*i)),
             ExprKind::Bool(b) => LV::Scalar(Operand::Imm(*b as i64)),
             ExprKind::Nil => LV::Nil,
-            ExprKind::Str(s) => LV::Str(StrV { buf: StrBuf::Const(s.clone()), len: Some(Operand::Imm(s.len() as i64)) }),
+            ExprKind::Str(s) => LV::Str(StrV {
+                buf: StrBuf::Const(s.clone()),
+                len: Some(Operand::Imm(s.len() as i64)),
+            }),
             ExprKind::Local(id) => {
                 let st = self.storage(*id);
                 self.load(&st, &e.ty)
@@ -849,7 +995,10 @@ impl<'a> Lowerer<'a> {
             },
             ExprKind::Wrap(x) => {
                 let v = self.expr(x);
-                LV::Opt { present: Operand::Imm(1), value: Box::new(v) }
+                LV::Opt {
+                    present: Operand::Imm(1),
+                    value: Box::new(v),
+                }
             }
             ExprKind::Arith(op, a, b) => {
                 let x = self.expr_scalar(a);
@@ -868,7 +1017,9 @@ impl<'a> Lowerer<'a> {
                 let x = self.expr_scalar(a);
                 LV::Scalar(Operand::Value(self.bin(BinOp::Xor, x, Operand::Imm(-1))))
             }
-            ExprKind::Not(_) | ExprKind::Compare(..) | ExprKind::IsNil(_) => self.bool_value(e),
+            ExprKind::Not(_) | ExprKind::Compare(..) | ExprKind::IsNil(_) | ExprKind::OptEquals(..) => {
+                self.bool_value(e)
+            }
             ExprKind::And(a, b) | ExprKind::Or(a, b) => self.and_or(e, a, b),
             ExprKind::PacketLoad { bytes, signed, off } => {
                 let o = self.expr_scalar(off);
@@ -879,7 +1030,12 @@ impl<'a> Lowerer<'a> {
                 let (data, end) = self.packet_bounds();
                 let d = self.scalar();
                 self.push(Inst::Mov { dst: d, src: end });
-                self.push(Inst::Bin { op: BinOp::Sub, dst: d, a: d, b: Operand::Value(data) });
+                self.push(Inst::Bin {
+                    op: BinOp::Sub,
+                    dst: d,
+                    a: d,
+                    b: Operand::Value(data),
+                });
                 LV::Scalar(Operand::Value(d))
             }
             ExprKind::PacketString { off, len } => {
@@ -892,7 +1048,12 @@ impl<'a> Lowerer<'a> {
                 let d = self.scalar();
                 let size = Size::from_bytes(field.bytes as u32).unwrap_or(Size::W);
                 let ctx = self.ctx;
-                self.push(Inst::Load { dst: d, base: ctx, off: field.offset, size });
+                self.push(Inst::Load {
+                    dst: d,
+                    base: ctx,
+                    off: field.offset,
+                    size,
+                });
                 LV::Scalar(Operand::Value(d))
             }
             ExprKind::Packet => LV::Packet,
@@ -1009,6 +1170,33 @@ impl<'a> Lowerer<'a> {
                         let r = self.konst(a);
                         self.branch(jop, r, Operand::Imm(b), t, f_)
                     }
+                }
+            }
+            ExprKind::OptEquals(o, other) => {
+                let ov = self.expr(o);
+                let xv = self.expr(other);
+                let (present, value) = match ov {
+                    LV::Opt { present, value } => (present, *value),
+                    LV::Nil => {
+                        self.jump(f_);
+                        return;
+                    }
+                    v => (Operand::Imm(1), v),
+                };
+                let p = self.reg(present);
+                let go = self.f.new_block();
+                self.branch(JmpOp::Jeq, p, Operand::Imm(0), f_, go);
+                self.switch_to(go);
+                match (value, xv) {
+                    (a @ LV::Str(_), b @ LV::Str(_)) => {
+                        let eq = self.str_eq(a, b);
+                        self.branch(JmpOp::Jne, eq, Operand::Imm(0), t, f_);
+                    }
+                    (LV::Scalar(a), LV::Scalar(b)) => {
+                        let a = self.reg(a);
+                        self.branch(JmpOp::Jeq, a, b, t, f_);
+                    }
+                    _ => self.jump(f_),
                 }
             }
             ExprKind::IsNil(x) => {
@@ -1147,22 +1335,50 @@ impl<'a> Lowerer<'a> {
         // Truncating quotient and remainder, then the floor correction when the remainder is
         // non-zero and its sign differs from the divisor's.
         let q = self.scalar();
-        self.push(Inst::Bin { op: BinOp::SDiv, dst: q, a: av, b: Operand::Value(bv) });
+        self.push(Inst::Bin {
+            op: BinOp::SDiv,
+            dst: q,
+            a: av,
+            b: Operand::Value(bv),
+        });
         let r = self.scalar();
-        self.push(Inst::Bin { op: BinOp::SMod, dst: r, a: av, b: Operand::Value(bv) });
-        self.push(Inst::Mov { dst: out, src: if div { q } else { r } });
+        self.push(Inst::Bin {
+            op: BinOp::SMod,
+            dst: r,
+            a: av,
+            b: Operand::Value(bv),
+        });
+        self.push(Inst::Mov {
+            dst: out,
+            src: if div { q } else { r },
+        });
         let check_sign = self.f.new_block();
         let adjust = self.f.new_block();
         self.branch(JmpOp::Jeq, r, Operand::Imm(0), join, check_sign);
         self.switch_to(check_sign);
         let x = self.scalar();
-        self.push(Inst::Bin { op: BinOp::Xor, dst: x, a: r, b: Operand::Value(bv) });
+        self.push(Inst::Bin {
+            op: BinOp::Xor,
+            dst: x,
+            a: r,
+            b: Operand::Value(bv),
+        });
         self.branch(JmpOp::Jslt, x, Operand::Imm(0), adjust, join);
         self.switch_to(adjust);
         if div {
-            self.push(Inst::Bin { op: BinOp::Sub, dst: out, a: out, b: Operand::Imm(1) });
+            self.push(Inst::Bin {
+                op: BinOp::Sub,
+                dst: out,
+                a: out,
+                b: Operand::Imm(1),
+            });
         } else {
-            self.push(Inst::Bin { op: BinOp::Add, dst: out, a: out, b: Operand::Value(bv) });
+            self.push(Inst::Bin {
+                op: BinOp::Add,
+                dst: out,
+                a: out,
+                b: Operand::Value(bv),
+            });
         }
         self.jump(join);
         self.switch_to(join);
@@ -1206,12 +1422,22 @@ impl<'a> Lowerer<'a> {
         self.switch_to(in_range);
         self.branch(JmpOp::Jsge, n, Operand::Imm(0), left, rightb);
         self.switch_to(left);
-        self.push(Inst::Bin { op: BinOp::Lsh, dst: out, a: av, b: Operand::Value(n) });
+        self.push(Inst::Bin {
+            op: BinOp::Lsh,
+            dst: out,
+            a: av,
+            b: Operand::Value(n),
+        });
         self.jump(join);
         self.switch_to(rightb);
         let m = self.scalar();
         self.push(Inst::Neg { dst: m, src: n });
-        self.push(Inst::Bin { op: BinOp::Rsh, dst: out, a: av, b: Operand::Value(m) });
+        self.push(Inst::Bin {
+            op: BinOp::Rsh,
+            dst: out,
+            a: av,
+            b: Operand::Value(m),
+        });
         self.jump(join);
         self.switch_to(join);
         Operand::Value(out)
@@ -1233,7 +1459,11 @@ impl<'a> Lowerer<'a> {
 
     fn call0(&mut self, helper: i32) -> Operand {
         let d = self.scalar();
-        self.push(Inst::Call { helper, args: vec![], dst: Some(d) });
+        self.push(Inst::Call {
+            helper,
+            args: vec![],
+            dst: Some(d),
+        });
         Operand::Value(d)
     }
 
@@ -1248,12 +1478,22 @@ impl<'a> Lowerer<'a> {
         let ret_block = self.f.new_block();
         let tys = callee.results.clone();
         let storages: Vec<Storage> = tys.iter().map(|t| self.new_storage(t, None)).collect();
-        let mut frame = Frame { locals: HashMap::new(), func, ret: RetMode::Inline(ret_block, storages.clone(), tys.clone()), assigned: assigned_counts(&callee.body) };
+        let mut frame = Frame {
+            locals: HashMap::new(),
+            func,
+            ret: RetMode::Inline(ret_block, storages.clone(), tys.clone()),
+            assigned: assigned_counts(&callee.body),
+        };
         let params = callee.params.clone();
         let ptys: Vec<Ty> = params.iter().map(|p| callee.locals[*p].ty.clone()).collect();
         let body = &callee.body;
         let saved_loops = std::mem::take(&mut self.loops);
-        self.frames.push(Frame { locals: HashMap::new(), func, ret: RetMode::Verdict, assigned: HashMap::new() });
+        self.frames.push(Frame {
+            locals: HashMap::new(),
+            func,
+            ret: RetMode::Verdict,
+            assigned: HashMap::new(),
+        });
         for (i, p) in params.iter().enumerate() {
             let (v, vt) = vals.get(i).cloned().unwrap_or((LV::Nil, Ty::Nil));
             let once = frame.assigned.get(p).copied().unwrap_or(0) == 0;
@@ -1292,7 +1532,9 @@ impl<'a> Lowerer<'a> {
 
     fn call_outlined(&mut self, func: hir::HirFuncId, args: &[Expr]) -> Vec<LV> {
         let callee = &self.input.checked.funcs[func];
-        let Some((scalar_params, result)) = outline_signature(callee) else { return vec![] };
+        let Some((scalar_params, result)) = outline_signature(callee) else {
+            return vec![];
+        };
         let index = match self.outlined.get(&func) {
             Some(i) => *i,
             None => {
@@ -1317,18 +1559,34 @@ impl<'a> Lowerer<'a> {
         // Parameters the caller did not pass are nil: the callee was checked with them nil.
         let out_slot = result.as_ref().map(|_| {
             let slot = self.f.new_slot(8, 8);
-            self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Imm(0), size: Size::DW });
+            self.push(Inst::StoreSlot {
+                slot,
+                off: 0,
+                src: Operand::Imm(0),
+                size: Size::DW,
+            });
             let p = self.pointer();
             self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
             call_args.push(Operand::Value(p));
             slot
         });
         let status = self.scalar();
-        self.push(Inst::CallLocal { func: index, args: call_args, dst: Some(status) });
+        self.push(Inst::CallLocal {
+            func: index,
+            args: call_args,
+            dst: Some(status),
+        });
         self.error_if(JmpOp::Jeq, status, Operand::Imm(SUB_ERROR));
-        let (Some(slot), Some(ty)) = (out_slot, result) else { return vec![] };
+        let (Some(slot), Some(ty)) = (out_slot, result) else {
+            return vec![];
+        };
         let value = self.scalar();
-        self.push(Inst::LoadSlot { dst: value, slot, off: 0, size: Size::DW });
+        self.push(Inst::LoadSlot {
+            dst: value,
+            slot,
+            off: 0,
+            size: Size::DW,
+        });
         if ty.is_opt() {
             let present = self.scalar();
             let nil = self.f.new_block();
@@ -1342,7 +1600,10 @@ impl<'a> Lowerer<'a> {
             self.push(Inst::Const { dst: present, imm: 1 });
             self.jump(join);
             self.switch_to(join);
-            vec![LV::Opt { present: Operand::Value(present), value: Box::new(LV::Scalar(Operand::Value(value))) }]
+            vec![LV::Opt {
+                present: Operand::Value(present),
+                value: Box::new(LV::Scalar(Operand::Value(value))),
+            }]
         } else {
             vec![LV::Scalar(Operand::Value(value))]
         }
@@ -1368,9 +1629,15 @@ impl<'a> Lowerer<'a> {
         let saved_term = std::mem::take(&mut self.terminated);
         let saved_sub = std::mem::replace(&mut self.in_subfunc, true);
         let saved_pkt = self.pkt.take();
+        let saved_temps = std::mem::take(&mut self.temp_slots);
 
         self.push(Inst::Arg { dst: ctx, index: 0 });
-        let mut frame = Frame { locals: HashMap::new(), func, ret: RetMode::Verdict, assigned: assigned_counts(&callee.body) };
+        let mut frame = Frame {
+            locals: HashMap::new(),
+            func,
+            ret: RetMode::Verdict,
+            assigned: assigned_counts(&callee.body),
+        };
         let mut argno = 1u8;
         let mut scalar_vals = Vec::new();
         for &i in scalar_params {
@@ -1425,6 +1692,7 @@ impl<'a> Lowerer<'a> {
         self.terminated = saved_term;
         self.in_subfunc = saved_sub;
         self.pkt = saved_pkt;
+        self.temp_slots = saved_temps;
         f
     }
 
@@ -1434,7 +1702,12 @@ impl<'a> Lowerer<'a> {
             LV::Nil => Operand::Imm(SUB_NIL),
             LV::Scalar(o) => {
                 let r = self.reg(o);
-                self.push(Inst::Store { base: out, off: 0, src: Operand::Value(r), size: Size::DW });
+                self.push(Inst::Store {
+                    base: out,
+                    off: 0,
+                    src: Operand::Value(r),
+                    size: Size::DW,
+                });
                 Operand::Imm(SUB_OK)
             }
             LV::Opt { present, value } => {
@@ -1447,12 +1720,23 @@ impl<'a> Lowerer<'a> {
                 self.switch_to(some);
                 if let LV::Scalar(o) = *value {
                     let r = self.reg(o);
-                    self.push(Inst::Store { base: out, off: 0, src: Operand::Value(r), size: Size::DW });
+                    self.push(Inst::Store {
+                        base: out,
+                        off: 0,
+                        src: Operand::Value(r),
+                        size: Size::DW,
+                    });
                 }
-                self.push(Inst::Const { dst: status, imm: SUB_OK });
+                self.push(Inst::Const {
+                    dst: status,
+                    imm: SUB_OK,
+                });
                 self.jump(join);
                 self.switch_to(none);
-                self.push(Inst::Const { dst: status, imm: SUB_NIL });
+                self.push(Inst::Const {
+                    dst: status,
+                    imm: SUB_NIL,
+                });
                 self.jump(join);
                 self.switch_to(join);
                 let _ = (from, to);
@@ -1482,8 +1766,18 @@ impl<'a> Lowerer<'a> {
             None => (self.pointer(), self.pointer()),
         };
         let ctx = self.ctx;
-        self.push(Inst::Load { dst: data, base: ctx, off: doff, size: Size::W });
-        self.push(Inst::Load { dst: end, base: ctx, off: eoff, size: Size::W });
+        self.push(Inst::Load {
+            dst: data,
+            base: ctx,
+            off: doff,
+            size: Size::W,
+        });
+        self.push(Inst::Load {
+            dst: end,
+            base: ctx,
+            off: eoff,
+            size: Size::W,
+        });
         self.pkt = Some((data, end));
     }
 
@@ -1501,17 +1795,32 @@ impl<'a> Lowerer<'a> {
                     return p;
                 }
                 if k != 0 {
-                    self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Imm(k) });
+                    self.push(Inst::Bin {
+                        op: BinOp::Add,
+                        dst: p,
+                        a: p,
+                        b: Operand::Imm(k),
+                    });
                 }
             }
             Operand::Value(o) => {
                 self.error_if(JmpOp::Jgt, o, Operand::Imm(MAX_PACKET_OFF));
-                self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Value(o) });
+                self.push(Inst::Bin {
+                    op: BinOp::Add,
+                    dst: p,
+                    a: p,
+                    b: Operand::Value(o),
+                });
             }
         }
         let t = self.pointer();
         self.push(Inst::Mov { dst: t, src: p });
-        self.push(Inst::Bin { op: BinOp::Add, dst: t, a: t, b: Operand::Imm(bytes) });
+        self.push(Inst::Bin {
+            op: BinOp::Add,
+            dst: t,
+            a: t,
+            b: Operand::Imm(bytes),
+        });
         self.error_if(JmpOp::Jgt, t, Operand::Value(end));
         p
     }
@@ -1520,10 +1829,19 @@ impl<'a> Lowerer<'a> {
         let p = self.packet_ptr(off, bytes as i64);
         let d = self.scalar();
         let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
-        self.push(Inst::Load { dst: d, base: p, off: 0, size });
+        self.push(Inst::Load {
+            dst: d,
+            base: p,
+            off: 0,
+            size,
+        });
         if signed && bytes < 8 {
             let s = self.scalar();
-            self.push(Inst::Sext { dst: s, src: d, bits: bytes * 8 });
+            self.push(Inst::Sext {
+                dst: s,
+                src: d,
+                bits: bytes * 8,
+            });
             return s;
         }
         d
@@ -1555,11 +1873,23 @@ impl<'a> Lowerer<'a> {
             Hook::Xdp => h::XDP_LOAD_BYTES,
             _ => h::SKB_LOAD_BYTES,
         };
-        self.push(Inst::Call { helper, args: vec![Operand::Value(ctx), Operand::Value(ov), Operand::Value(p), Operand::Value(lv)], dst: Some(r) });
+        self.push(Inst::Call {
+            helper,
+            args: vec![
+                Operand::Value(ctx),
+                Operand::Value(ov),
+                Operand::Value(p),
+                Operand::Value(lv),
+            ],
+            dst: Some(r),
+        });
         self.error_if(JmpOp::Jne, r, Operand::Imm(0));
         self.jump(done);
         self.switch_to(done);
-        StrV { buf: StrBuf::Slot { slot, cap }, len: Some(Operand::Value(lv)) }
+        StrV {
+            buf: StrBuf::Slot { slot, cap },
+            len: Some(Operand::Value(lv)),
+        }
     }
 
     fn packet_store_string(&mut self, off: Operand, v: LV) {
@@ -1585,13 +1915,33 @@ impl<'a> Lowerer<'a> {
         let r = self.scalar();
         let ctx = self.ctx;
         let (helper, mut args) = match self.input.hook {
-            Hook::Xdp => (h::XDP_STORE_BYTES, vec![Operand::Value(ctx), Operand::Value(ov), Operand::Value(p), Operand::Value(lv)]),
-            _ => (h::SKB_STORE_BYTES, vec![Operand::Value(ctx), Operand::Value(ov), Operand::Value(p), Operand::Value(lv)]),
+            Hook::Xdp => (
+                h::XDP_STORE_BYTES,
+                vec![
+                    Operand::Value(ctx),
+                    Operand::Value(ov),
+                    Operand::Value(p),
+                    Operand::Value(lv),
+                ],
+            ),
+            _ => (
+                h::SKB_STORE_BYTES,
+                vec![
+                    Operand::Value(ctx),
+                    Operand::Value(ov),
+                    Operand::Value(p),
+                    Operand::Value(lv),
+                ],
+            ),
         };
         if helper == h::SKB_STORE_BYTES {
             args.push(Operand::Imm(0));
         }
-        self.push(Inst::Call { helper, args, dst: Some(r) });
+        self.push(Inst::Call {
+            helper,
+            args,
+            dst: Some(r),
+        });
         if helper == h::SKB_STORE_BYTES {
             // The kernel invalidates packet pointers after this helper.
             self.load_packet_bounds();
@@ -1603,14 +1953,34 @@ impl<'a> Lowerer<'a> {
 
     // ---- strings ------------------------------------------------------------------------
 
+    /// The function's shared buffer of this kind and size (see `Lowerer::temp_slots`).
+    fn temp_slot(&mut self, kind: TempSlot, size: u32) -> Slot {
+        if let Some(&s) = self.temp_slots.get(&(kind, size)) {
+            return s;
+        }
+        let s = self.f.new_slot(size, 8);
+        self.temp_slots.insert((kind, size), s);
+        s
+    }
+
     fn zero_slot(&mut self, slot: Slot, size: u32) {
         let mut off = 0;
         while off + 8 <= size {
-            self.push(Inst::StoreSlot { slot, off, src: Operand::Imm(0), size: Size::DW });
+            self.push(Inst::StoreSlot {
+                slot,
+                off,
+                src: Operand::Imm(0),
+                size: Size::DW,
+            });
             off += 8;
         }
         while off < size {
-            self.push(Inst::StoreSlot { slot, off, src: Operand::Imm(0), size: Size::B });
+            self.push(Inst::StoreSlot {
+                slot,
+                off,
+                src: Operand::Imm(0),
+                size: Size::B,
+            });
             off += 1;
         }
     }
@@ -1629,15 +1999,28 @@ impl<'a> Lowerer<'a> {
         for i in 0..sv.buf.cap().min(255) {
             let b = self.scalar();
             match &sv.buf {
-                StrBuf::Ptr { base, off, .. } => self.push(Inst::Load { dst: b, base: *base, off: *off + i as i16, size: Size::B }),
-                StrBuf::Slot { slot, .. } => self.push(Inst::LoadSlot { dst: b, slot: *slot, off: i, size: Size::B }),
+                StrBuf::Ptr { base, off, .. } => self.push(Inst::Load {
+                    dst: b,
+                    base: *base,
+                    off: *off + i as i16,
+                    size: Size::B,
+                }),
+                StrBuf::Slot { slot, .. } => self.push(Inst::LoadSlot {
+                    dst: b,
+                    slot: *slot,
+                    off: i,
+                    size: Size::B,
+                }),
                 StrBuf::Const(_) => {}
             }
             let set = self.f.new_block();
             let next = self.f.new_block();
             self.branch(JmpOp::Jne, b, Operand::Imm(0), set, next);
             self.switch_to(set);
-            self.push(Inst::Const { dst: len, imm: i as i64 + 1 });
+            self.push(Inst::Const {
+                dst: len,
+                imm: i as i64 + 1,
+            });
             self.jump(next);
             self.switch_to(next);
         }
@@ -1660,10 +2043,20 @@ impl<'a> Lowerer<'a> {
         let check = self.f.new_block();
         self.branch(JmpOp::Jslt, iv, Operand::Imm(0), neg, pos);
         self.switch_to(neg);
-        self.push(Inst::Bin { op: BinOp::Add, dst: idx, a: lenv, b: Operand::Value(iv) });
+        self.push(Inst::Bin {
+            op: BinOp::Add,
+            dst: idx,
+            a: lenv,
+            b: Operand::Value(iv),
+        });
         self.jump(check);
         self.switch_to(pos);
-        self.push(Inst::Bin { op: BinOp::Sub, dst: idx, a: iv, b: Operand::Imm(1) });
+        self.push(Inst::Bin {
+            op: BinOp::Sub,
+            dst: idx,
+            a: iv,
+            b: Operand::Imm(1),
+        });
         self.jump(check);
         self.switch_to(check);
         // 0 <= idx < len (unsigned compare catches negatives); also idx < cap for the verifier.
@@ -1685,21 +2078,44 @@ impl<'a> Lowerer<'a> {
             StrBuf::Ptr { base, off, .. } => {
                 let p = self.pointer();
                 self.push(Inst::Mov { dst: p, src: *base });
-                self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Value(idx) });
-                self.push(Inst::Load { dst: value, base: p, off: *off, size: Size::B });
+                self.push(Inst::Bin {
+                    op: BinOp::Add,
+                    dst: p,
+                    a: p,
+                    b: Operand::Value(idx),
+                });
+                self.push(Inst::Load {
+                    dst: value,
+                    base: p,
+                    off: *off,
+                    size: Size::B,
+                });
             }
         }
         self.push(Inst::Const { dst: present, imm: 1 });
         self.jump(join);
         self.switch_to(join);
-        LV::Opt { present: Operand::Value(present), value: Box::new(LV::Scalar(Operand::Value(value))) }
+        LV::Opt {
+            present: Operand::Value(present),
+            value: Box::new(LV::Scalar(Operand::Value(value))),
+        }
     }
 
     fn load_byte_slot(&mut self, slot: Slot, idx: Value, dst: Value) {
         let p = self.pointer();
         self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
-        self.push(Inst::Bin { op: BinOp::Add, dst: p, a: p, b: Operand::Value(idx) });
-        self.push(Inst::Load { dst, base: p, off: 0, size: Size::B });
+        self.push(Inst::Bin {
+            op: BinOp::Add,
+            dst: p,
+            a: p,
+            b: Operand::Value(idx),
+        });
+        self.push(Inst::Load {
+            dst,
+            base: p,
+            off: 0,
+            size: Size::B,
+        });
     }
 
     /// Copies a string into a fresh zeroed slot of `cap` bytes (a multiple of 8).
@@ -1722,7 +2138,12 @@ impl<'a> Lowerer<'a> {
                     let mut w = [0u8; 8];
                     w[..chunk.len()].copy_from_slice(chunk);
                     let v = i64::from_le_bytes(w);
-                    self.push(Inst::StoreSlot { slot, off, src: Operand::Imm(v), size: Size::DW });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off,
+                        src: Operand::Imm(v),
+                        size: Size::DW,
+                    });
                 }
             }
             StrBuf::Slot { slot: src, cap: scap } => {
@@ -1730,25 +2151,54 @@ impl<'a> Lowerer<'a> {
                 let mut off = 0;
                 while off + 8 <= n {
                     let t = self.scalar();
-                    self.push(Inst::LoadSlot { dst: t, slot: *src, off, size: Size::DW });
-                    self.push(Inst::StoreSlot { slot, off, src: Operand::Value(t), size: Size::DW });
+                    self.push(Inst::LoadSlot {
+                        dst: t,
+                        slot: *src,
+                        off,
+                        size: Size::DW,
+                    });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off,
+                        src: Operand::Value(t),
+                        size: Size::DW,
+                    });
                     off += 8;
                 }
                 // Bytes of a longer source beyond `cap` would be lost: zero the rest instead.
                 let mut o2 = off;
                 while o2 < cap {
-                    self.push(Inst::StoreSlot { slot, off: o2, src: Operand::Imm(0), size: Size::B });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off: o2,
+                        src: Operand::Imm(0),
+                        size: Size::B,
+                    });
                     o2 += 1;
                 }
             }
-            StrBuf::Ptr { base, off: boff, cap: scap } => {
+            StrBuf::Ptr {
+                base,
+                off: boff,
+                cap: scap,
+            } => {
                 let n = (*scap).min(cap);
                 let mut off = 0;
                 while off < n {
                     let size = if off + 8 <= n { Size::DW } else { Size::B };
                     let t = self.scalar();
-                    self.push(Inst::Load { dst: t, base: *base, off: *boff + off as i16, size });
-                    self.push(Inst::StoreSlot { slot, off, src: Operand::Value(t), size });
+                    self.push(Inst::Load {
+                        dst: t,
+                        base: *base,
+                        off: *boff + off as i16,
+                        size,
+                    });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off,
+                        src: Operand::Value(t),
+                        size,
+                    });
                     off += size.bytes();
                 }
             }
@@ -1758,7 +2208,9 @@ impl<'a> Lowerer<'a> {
     /// `a == b` for strings, as 0/1. Buffers are zero-padded, so equal lengths and equal
     /// padded words mean equal strings.
     fn str_eq(&mut self, a: LV, b: LV) -> Value {
-        let (LV::Str(a), LV::Str(b)) = (a, b) else { return self.konst(0) };
+        let (LV::Str(a), LV::Str(b)) = (a, b) else {
+            return self.konst(0);
+        };
         let out = self.konst(0);
         let done = self.f.new_block();
         if let (Some(la), Some(lb)) = (a.len, b.len) {
@@ -1808,7 +2260,12 @@ impl<'a> Lowerer<'a> {
                     return Operand::Imm(0);
                 }
                 let t = self.scalar();
-                self.push(Inst::LoadSlot { dst: t, slot: *slot, off, size: Size::DW });
+                self.push(Inst::LoadSlot {
+                    dst: t,
+                    slot: *slot,
+                    off,
+                    size: Size::DW,
+                });
                 Operand::Value(t)
             }
             StrBuf::Ptr { base, off: boff, cap } => {
@@ -1817,17 +2274,37 @@ impl<'a> Lowerer<'a> {
                 }
                 let t = self.scalar();
                 if off + 8 <= *cap {
-                    self.push(Inst::Load { dst: t, base: *base, off: *boff + off as i16, size: Size::DW });
+                    self.push(Inst::Load {
+                        dst: t,
+                        base: *base,
+                        off: *boff + off as i16,
+                        size: Size::DW,
+                    });
                 } else {
                     // A tail shorter than a word: assemble it byte by byte.
                     self.push(Inst::Const { dst: t, imm: 0 });
                     for i in 0..(*cap - off) {
                         let b = self.scalar();
-                        self.push(Inst::Load { dst: b, base: *base, off: *boff + (off + i) as i16, size: Size::B });
+                        self.push(Inst::Load {
+                            dst: b,
+                            base: *base,
+                            off: *boff + (off + i) as i16,
+                            size: Size::B,
+                        });
                         if i > 0 {
-                            self.push(Inst::Bin { op: BinOp::Lsh, dst: b, a: b, b: Operand::Imm(8 * i as i64) });
+                            self.push(Inst::Bin {
+                                op: BinOp::Lsh,
+                                dst: b,
+                                a: b,
+                                b: Operand::Imm(8 * i as i64),
+                            });
                         }
-                        self.push(Inst::Bin { op: BinOp::Or, dst: t, a: t, b: Operand::Value(b) });
+                        self.push(Inst::Bin {
+                            op: BinOp::Or,
+                            dst: t,
+                            a: t,
+                            b: Operand::Value(b),
+                        });
                     }
                 }
                 Operand::Value(t)
@@ -1852,7 +2329,7 @@ impl<'a> Lowerer<'a> {
         let p = self.pointer();
         match (&kf, kv) {
             (Format::Int { bytes, signed }, LV::Scalar(o)) => {
-                let slot = self.f.new_slot(round8(size).max(8), 8);
+                let slot = self.temp_slot(TempSlot::Key, round8(size).max(8));
                 if *bytes < 8 {
                     // The key must fit the format: otherwise it is never found.
                     let v = self.reg(o);
@@ -1863,9 +2340,19 @@ impl<'a> Lowerer<'a> {
                     self.switch_to(c1);
                     self.branch(JmpOp::Jsgt, v, Operand::Imm(hi), miss, c2);
                     self.switch_to(c2);
-                    self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Value(v), size: Size::DW });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off: 0,
+                        src: Operand::Value(v),
+                        size: Size::DW,
+                    });
                 } else {
-                    self.push(Inst::StoreSlot { slot, off: 0, src: o, size: Size::DW });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off: 0,
+                        src: o,
+                        size: Size::DW,
+                    });
                 }
                 self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
             }
@@ -1883,10 +2370,17 @@ impl<'a> Lowerer<'a> {
                 match &sv.buf {
                     // A zero-padded slot at least as long as the key is the key itself.
                     StrBuf::Slot { slot, cap } if *cap >= n => {
-                        self.push(Inst::SlotAddr { dst: p, slot: *slot, off: 0 });
+                        self.push(Inst::SlotAddr {
+                            dst: p,
+                            slot: *slot,
+                            off: 0,
+                        });
                     }
                     _ => {
-                        let (slot, _) = self.str_to_slot(&sv, round8(n).max(8));
+                        let size = round8(n).max(8);
+                        let slot = self.temp_slot(TempSlot::Key, size);
+                        self.zero_slot(slot, size);
+                        self.copy_str_into(&sv, slot, size);
                         self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
                     }
                 }
@@ -1913,8 +2407,15 @@ impl<'a> Lowerer<'a> {
         self.push(Inst::Const { dst: ptr, imm: 0 });
         let k = self.map_key(map, key, miss);
         let m = self.pointer();
-        self.push(Inst::MapAddr { dst: m, map: map as u32 });
-        self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: Some(ptr) });
+        self.push(Inst::MapAddr {
+            dst: m,
+            map: map as u32,
+        });
+        self.push(Inst::Call {
+            helper: h::MAP_LOOKUP_ELEM,
+            args: vec![Operand::Value(m), Operand::Value(k)],
+            dst: Some(ptr),
+        });
         match &vty {
             Format::Record(_) => {
                 self.jump(join);
@@ -1931,7 +2432,14 @@ impl<'a> Lowerer<'a> {
                 // Copy out: the map value may change under us, a Lua string does not.
                 let slot = self.f.new_slot(round8(n).max(8), 8);
                 self.zero_slot(slot, round8(n).max(8));
-                let sv = StrV { buf: StrBuf::Ptr { base: ptr, off: 0, cap: n }, len: None };
+                let sv = StrV {
+                    buf: StrBuf::Ptr {
+                        base: ptr,
+                        off: 0,
+                        cap: n,
+                    },
+                    len: None,
+                };
                 self.copy_str_into(&sv, slot, round8(n).max(8));
                 self.push(Inst::Const { dst: present, imm: 1 });
                 self.jump(join);
@@ -1943,17 +2451,35 @@ impl<'a> Lowerer<'a> {
                 // The length stays unknown until something needs it (`#s`): comparisons and
                 // map keys work on the zero-padded words, and an eager count would give the
                 // verifier one path per possible length.
-                let slot_sv = StrV { buf: StrBuf::Slot { slot, cap: round8(n).max(8) }, len: None };
-                LV::Opt { present: Operand::Value(present), value: Box::new(LV::Str(slot_sv)) }
+                let slot_sv = StrV {
+                    buf: StrBuf::Slot {
+                        slot,
+                        cap: round8(n).max(8),
+                    },
+                    len: None,
+                };
+                LV::Opt {
+                    present: Operand::Value(present),
+                    value: Box::new(LV::Str(slot_sv)),
+                }
             }
             Format::Int { bytes, signed } => {
                 let hit = self.f.new_block();
                 self.branch(JmpOp::Jne, ptr, Operand::Imm(0), hit, join);
                 self.switch_to(hit);
                 let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
-                self.push(Inst::Load { dst: value, base: ptr, off: 0, size });
+                self.push(Inst::Load {
+                    dst: value,
+                    base: ptr,
+                    off: 0,
+                    size,
+                });
                 if *signed && *bytes < 8 {
-                    self.push(Inst::Sext { dst: value, src: value, bits: bytes * 8 });
+                    self.push(Inst::Sext {
+                        dst: value,
+                        src: value,
+                        bits: bytes * 8,
+                    });
                 }
                 if is_bool {
                     let t = self.f.new_block();
@@ -1969,7 +2495,10 @@ impl<'a> Lowerer<'a> {
                 self.switch_to(miss);
                 self.jump(join);
                 self.switch_to(join);
-                LV::Opt { present: Operand::Value(present), value: Box::new(LV::Scalar(Operand::Value(value))) }
+                LV::Opt {
+                    present: Operand::Value(present),
+                    value: Box::new(LV::Scalar(Operand::Value(value))),
+                }
             }
         }
     }
@@ -1982,23 +2511,51 @@ impl<'a> Lowerer<'a> {
         match (&vf, v) {
             (_, LV::Ptr(rec)) if matches!(vf, Format::Record(_)) => {
                 // A record built in a slot (RecordCtor) or another record: copy it.
-                let slot = self.f.new_slot(size, 8);
+                let slot = self.temp_slot(TempSlot::Value, size);
                 let mut off = 0;
                 let total = vf.size();
                 while off < total {
-                    let sz = if off + 8 <= total { Size::DW } else if off + 4 <= total { Size::W } else if off + 2 <= total { Size::H } else { Size::B };
+                    let sz = if off + 8 <= total {
+                        Size::DW
+                    } else if off + 4 <= total {
+                        Size::W
+                    } else if off + 2 <= total {
+                        Size::H
+                    } else {
+                        Size::B
+                    };
                     let t = self.scalar();
-                    self.push(Inst::Load { dst: t, base: rec, off: off as i16, size: sz });
-                    self.push(Inst::StoreSlot { slot, off, src: Operand::Value(t), size: sz });
+                    self.push(Inst::Load {
+                        dst: t,
+                        base: rec,
+                        off: off as i16,
+                        size: sz,
+                    });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off,
+                        src: Operand::Value(t),
+                        size: sz,
+                    });
                     off += sz.bytes();
                 }
                 self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
             }
             (Format::Int { bytes, .. }, LV::Scalar(o)) => {
-                let slot = self.f.new_slot(size, 8);
+                let slot = self.temp_slot(TempSlot::Value, size);
                 let sz = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
-                self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Imm(0), size: Size::DW });
-                self.push(Inst::StoreSlot { slot, off: 0, src: o, size: sz });
+                self.push(Inst::StoreSlot {
+                    slot,
+                    off: 0,
+                    src: Operand::Imm(0),
+                    size: Size::DW,
+                });
+                self.push(Inst::StoreSlot {
+                    slot,
+                    off: 0,
+                    src: o,
+                    size: sz,
+                });
                 self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
             }
             (Format::Chars(n), LV::Str(sv)) => {
@@ -2011,7 +2568,12 @@ impl<'a> Lowerer<'a> {
                 self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
             }
             _ => {
-                self.error(span, "internal: this value does not match the map's value format", "here", "please report this");
+                self.error(
+                    span,
+                    "internal: this value does not match the map's value format",
+                    "here",
+                    "please report this",
+                );
             }
         }
         p
@@ -2037,38 +2599,70 @@ impl<'a> Lowerer<'a> {
             None => {
                 let k = self.map_key(map, key, after);
                 let m = self.pointer();
-                self.push(Inst::MapAddr { dst: m, map: map as u32 });
-                self.push(Inst::Call { helper: h::MAP_DELETE_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: None });
+                self.push(Inst::MapAddr {
+                    dst: m,
+                    map: map as u32,
+                });
+                self.push(Inst::Call {
+                    helper: h::MAP_DELETE_ELEM,
+                    args: vec![Operand::Value(m), Operand::Value(k)],
+                    dst: None,
+                });
                 self.jump(after);
             }
             Some(v) => {
                 // A key that does not fit the format cannot be stored: a runtime error.
                 let err = self.err_block;
-                let k = self.map_key(map, key, err);
+                // The value first: evaluating it may look up maps, which reuse the key buffer.
                 let vv = self.expr(v);
+                let k = self.map_key(map, key, err);
                 // An integer value is written in place when the key exists: an update would
                 // allocate a new hash element and free the old one (what `m[k] = hits + 1`
                 // on a counter does on every packet).
                 if let (Format::Int { bytes, .. }, LV::Scalar(o)) = (self.input.maps.maps[map].value.clone(), &vv) {
                     let m = self.pointer();
-                    self.push(Inst::MapAddr { dst: m, map: map as u32 });
+                    self.push(Inst::MapAddr {
+                        dst: m,
+                        map: map as u32,
+                    });
                     let p = self.pointer();
-                    self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: Some(p) });
+                    self.push(Inst::Call {
+                        helper: h::MAP_LOOKUP_ELEM,
+                        args: vec![Operand::Value(m), Operand::Value(k)],
+                        dst: Some(p),
+                    });
                     let hit = self.f.new_block();
                     let miss = self.f.new_block();
                     self.branch(JmpOp::Jne, p, Operand::Imm(0), hit, miss);
                     self.switch_to(hit);
                     let r = self.reg(*o);
                     let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
-                    self.push(Inst::Store { base: p, off: 0, src: Operand::Value(r), size });
+                    self.push(Inst::Store {
+                        base: p,
+                        off: 0,
+                        src: Operand::Value(r),
+                        size,
+                    });
                     self.jump(after);
                     self.switch_to(miss);
                 }
                 let vp = self.value_slot(map, vv, v.span);
                 let m = self.pointer();
-                self.push(Inst::MapAddr { dst: m, map: map as u32 });
+                self.push(Inst::MapAddr {
+                    dst: m,
+                    map: map as u32,
+                });
                 let r = self.scalar();
-                self.push(Inst::Call { helper: h::MAP_UPDATE_ELEM, args: vec![Operand::Value(m), Operand::Value(k), Operand::Value(vp), Operand::Imm(0)], dst: Some(r) });
+                self.push(Inst::Call {
+                    helper: h::MAP_UPDATE_ELEM,
+                    args: vec![
+                        Operand::Value(m),
+                        Operand::Value(k),
+                        Operand::Value(vp),
+                        Operand::Imm(0),
+                    ],
+                    dst: Some(r),
+                });
                 let _ = m_kind;
                 self.error_if(JmpOp::Jslt, r, Operand::Imm(0));
                 self.jump(after);
@@ -2080,17 +2674,24 @@ impl<'a> Lowerer<'a> {
     /// `m[k] = (m[k] or 0) + delta` with one lookup and an atomic add.
     fn map_add(&mut self, map: MapId, key: &Expr, delta: &Expr) {
         let err = self.err_block;
-        let k = self.map_key(map, key, err);
         let d = self.expr_scalar(delta);
         let d = self.reg(d);
+        let k = self.map_key(map, key, err);
         let (bytes, percpu) = match &self.input.maps.maps[map].value {
             Format::Int { bytes, .. } => (*bytes, self.input.maps.maps[map].kind.is_percpu()),
             _ => (8, false),
         };
         let m = self.pointer();
-        self.push(Inst::MapAddr { dst: m, map: map as u32 });
+        self.push(Inst::MapAddr {
+            dst: m,
+            map: map as u32,
+        });
         let p = self.pointer();
-        self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m), Operand::Value(k)], dst: Some(p) });
+        self.push(Inst::Call {
+            helper: h::MAP_LOOKUP_ELEM,
+            args: vec![Operand::Value(m), Operand::Value(k)],
+            dst: Some(p),
+        });
         let hit = self.f.new_block();
         let missing = self.f.new_block();
         let done = self.f.new_block();
@@ -2100,23 +2701,47 @@ impl<'a> Lowerer<'a> {
         self.jump(done);
         self.switch_to(missing);
         // Insert `delta` unless another CPU inserted first; then add to theirs.
-        let slot = self.f.new_slot(8, 8);
-        self.push(Inst::StoreSlot { slot, off: 0, src: Operand::Value(d), size: Size::DW });
+        let slot = self.temp_slot(TempSlot::Value, 8);
+        self.push(Inst::StoreSlot {
+            slot,
+            off: 0,
+            src: Operand::Value(d),
+            size: Size::DW,
+        });
         let vp = self.pointer();
         self.push(Inst::SlotAddr { dst: vp, slot, off: 0 });
         let m2 = self.pointer();
-        self.push(Inst::MapAddr { dst: m2, map: map as u32 });
+        self.push(Inst::MapAddr {
+            dst: m2,
+            map: map as u32,
+        });
         let k2 = k;
         let r = self.scalar();
         const BPF_NOEXIST: i64 = 1;
-        self.push(Inst::Call { helper: h::MAP_UPDATE_ELEM, args: vec![Operand::Value(m2), Operand::Value(k2), Operand::Value(vp), Operand::Imm(BPF_NOEXIST)], dst: Some(r) });
+        self.push(Inst::Call {
+            helper: h::MAP_UPDATE_ELEM,
+            args: vec![
+                Operand::Value(m2),
+                Operand::Value(k2),
+                Operand::Value(vp),
+                Operand::Imm(BPF_NOEXIST),
+            ],
+            dst: Some(r),
+        });
         let retry = self.f.new_block();
         self.branch(JmpOp::Jsge, r, Operand::Imm(0), done, retry);
         self.switch_to(retry);
         let m3 = self.pointer();
-        self.push(Inst::MapAddr { dst: m3, map: map as u32 });
+        self.push(Inst::MapAddr {
+            dst: m3,
+            map: map as u32,
+        });
         let p2 = self.pointer();
-        self.push(Inst::Call { helper: h::MAP_LOOKUP_ELEM, args: vec![Operand::Value(m3), Operand::Value(k2)], dst: Some(p2) });
+        self.push(Inst::Call {
+            helper: h::MAP_LOOKUP_ELEM,
+            args: vec![Operand::Value(m3), Operand::Value(k2)],
+            dst: Some(p2),
+        });
         self.error_if(JmpOp::Jeq, p2, Operand::Imm(0));
         self.add_in_place(p2, d, bytes, percpu);
         self.jump(done);
@@ -2126,18 +2751,40 @@ impl<'a> Lowerer<'a> {
     fn add_in_place(&mut self, p: Value, d: Value, bytes: u8, percpu: bool) {
         let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
         if !percpu && matches!(size, Size::DW | Size::W) {
-            self.push(Inst::AtomicAdd { base: p, off: 0, src: d, size });
+            self.push(Inst::AtomicAdd {
+                base: p,
+                off: 0,
+                src: d,
+                size,
+            });
         } else {
             let t = self.scalar();
-            self.push(Inst::Load { dst: t, base: p, off: 0, size });
-            self.push(Inst::Bin { op: BinOp::Add, dst: t, a: t, b: Operand::Value(d) });
-            self.push(Inst::Store { base: p, off: 0, src: Operand::Value(t), size });
+            self.push(Inst::Load {
+                dst: t,
+                base: p,
+                off: 0,
+                size,
+            });
+            self.push(Inst::Bin {
+                op: BinOp::Add,
+                dst: t,
+                a: t,
+                b: Operand::Value(d),
+            });
+            self.push(Inst::Store {
+                base: p,
+                off: 0,
+                src: Operand::Value(t),
+                size,
+            });
         }
     }
 
     fn record_slot(&mut self, map: MapId, fields: &[(usize, Expr)]) -> Slot {
         let vf = self.map_format(map).1.clone();
-        let Format::Record(layout) = &vf else { return self.f.new_slot(8, 8) };
+        let Format::Record(layout) = &vf else {
+            return self.f.new_slot(8, 8);
+        };
         let size = round8(vf.size()).max(8);
         let slot = self.f.new_slot(size, 8);
         self.zero_slot(slot, size);
@@ -2147,7 +2794,12 @@ impl<'a> Lowerer<'a> {
             match (&field.format, v) {
                 (Format::Int { bytes, .. }, LV::Scalar(o)) => {
                     let sz = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
-                    self.push(Inst::StoreSlot { slot, off: field.offset, src: o, size: sz });
+                    self.push(Inst::StoreSlot {
+                        slot,
+                        off: field.offset,
+                        src: o,
+                        size: sz,
+                    });
                 }
                 (Format::Chars(n), LV::Str(sv)) => {
                     let n = *n;
@@ -2156,8 +2808,18 @@ impl<'a> Lowerer<'a> {
                     let mut off = 0;
                     while off < n {
                         let t = self.scalar();
-                        self.push(Inst::LoadSlot { dst: t, slot: tmp, off, size: Size::B });
-                        self.push(Inst::StoreSlot { slot, off: field.offset + off, src: Operand::Value(t), size: Size::B });
+                        self.push(Inst::LoadSlot {
+                            dst: t,
+                            slot: tmp,
+                            off,
+                            size: Size::B,
+                        });
+                        self.push(Inst::StoreSlot {
+                            slot,
+                            off: field.offset + off,
+                            src: Operand::Value(t),
+                            size: Size::B,
+                        });
                         off += 1;
                     }
                 }
@@ -2168,15 +2830,26 @@ impl<'a> Lowerer<'a> {
     }
 
     fn load_field(&mut self, p: Value, map: MapId, field: usize) -> LV {
-        let Format::Record(layout) = self.map_format(map).1.clone() else { return LV::Nil };
+        let Format::Record(layout) = self.map_format(map).1.clone() else {
+            return LV::Nil;
+        };
         let Some(f) = layout.get(field) else { return LV::Nil };
         match &f.format {
             Format::Int { bytes, signed } => {
                 let d = self.scalar();
                 let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
-                self.push(Inst::Load { dst: d, base: p, off: f.offset as i16, size });
+                self.push(Inst::Load {
+                    dst: d,
+                    base: p,
+                    off: f.offset as i16,
+                    size,
+                });
                 if *signed && *bytes < 8 {
-                    self.push(Inst::Sext { dst: d, src: d, bits: bytes * 8 });
+                    self.push(Inst::Sext {
+                        dst: d,
+                        src: d,
+                        bits: bytes * 8,
+                    });
                 }
                 LV::Scalar(Operand::Value(d))
             }
@@ -2185,22 +2858,39 @@ impl<'a> Lowerer<'a> {
                 let cap = round8(n).max(8);
                 let slot = self.f.new_slot(cap, 8);
                 self.zero_slot(slot, cap);
-                let sv = StrV { buf: StrBuf::Ptr { base: p, off: f.offset as i16, cap: n }, len: None };
+                let sv = StrV {
+                    buf: StrBuf::Ptr {
+                        base: p,
+                        off: f.offset as i16,
+                        cap: n,
+                    },
+                    len: None,
+                };
                 self.copy_str_into(&sv, slot, cap);
-                LV::Str(StrV { buf: StrBuf::Slot { slot, cap }, len: None })
+                LV::Str(StrV {
+                    buf: StrBuf::Slot { slot, cap },
+                    len: None,
+                })
             }
             Format::Record(_) => LV::Nil,
         }
     }
 
     fn store_field(&mut self, p: Value, map: MapId, field: usize, v: LV, span: Span) {
-        let Format::Record(layout) = self.map_format(map).1.clone() else { return };
+        let Format::Record(layout) = self.map_format(map).1.clone() else {
+            return;
+        };
         let Some(f) = layout.get(field) else { return };
         match (&f.format, v) {
             (Format::Int { bytes, .. }, LV::Scalar(o)) => {
                 let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
                 let r = self.reg(o);
-                self.push(Inst::Store { base: p, off: f.offset as i16, src: Operand::Value(r), size });
+                self.push(Inst::Store {
+                    base: p,
+                    off: f.offset as i16,
+                    src: Operand::Value(r),
+                    size,
+                });
             }
             (Format::Chars(n), LV::Str(sv)) => {
                 let n = *n;
@@ -2208,8 +2898,18 @@ impl<'a> Lowerer<'a> {
                 let (tmp, _) = self.str_to_slot(&sv, round8(n).max(8));
                 for off in 0..n {
                     let t = self.scalar();
-                    self.push(Inst::LoadSlot { dst: t, slot: tmp, off, size: Size::B });
-                    self.push(Inst::Store { base: p, off: (f.offset + off) as i16, src: Operand::Value(t), size: Size::B });
+                    self.push(Inst::LoadSlot {
+                        dst: t,
+                        slot: tmp,
+                        off,
+                        size: Size::B,
+                    });
+                    self.push(Inst::Store {
+                        base: p,
+                        off: (f.offset + off) as i16,
+                        src: Operand::Value(t),
+                        size: Size::B,
+                    });
                 }
             }
             _ => self.error(span, "internal: field type mismatch", "here", "please report this"),
@@ -2251,7 +2951,9 @@ pub(crate) fn has_loop(stmts: &[Stmt]) -> bool {
 }
 
 fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 fn unwrap_lv(v: LV) -> LV {

@@ -93,9 +93,12 @@ pub fn module_path(name: &str) -> PathBuf {
 /// Dot-separated parts of letters, digits, `_` and `-`: no path syntax can sneak in.
 pub fn valid_module_name(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .split('.')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
 }
 
 fn stdlib_names() -> String {

@@ -120,7 +120,13 @@ pub fn fold(f: &mut Function) -> bool {
     let mut changed = false;
     for (_, b) in f.blocks.iter_mut() {
         for (inst, _) in b.insts.iter_mut() {
-            if let Inst::Bin { op, dst, a, b: Operand::Imm(y) } = inst {
+            if let Inst::Bin {
+                op,
+                dst,
+                a,
+                b: Operand::Imm(y),
+            } = inst
+            {
                 if let Some(x) = consts[*a] {
                     if let Some(v) = eval_bin(*op, x, *y) {
                         *inst = Inst::Const { dst: *dst, imm: v };
@@ -129,13 +135,25 @@ pub fn fold(f: &mut Function) -> bool {
                     }
                 }
                 // x + 0, x - 0, x | 0 ... are moves.
-                if *y == 0 && matches!(op, BinOp::Add | BinOp::Sub | BinOp::Or | BinOp::Xor | BinOp::Lsh | BinOp::Rsh | BinOp::Arsh) {
+                if *y == 0
+                    && matches!(
+                        op,
+                        BinOp::Add | BinOp::Sub | BinOp::Or | BinOp::Xor | BinOp::Lsh | BinOp::Rsh | BinOp::Arsh
+                    )
+                {
                     *inst = Inst::Mov { dst: *dst, src: *a };
                     changed = true;
                 }
             }
         }
-        if let Terminator::Branch { op, a, b: Operand::Imm(y), then_, else_ } = &b.term.0 {
+        if let Terminator::Branch {
+            op,
+            a,
+            b: Operand::Imm(y),
+            then_,
+            else_,
+        } = &b.term.0
+        {
             if let Some(x) = consts[*a] {
                 if let Some(taken) = eval_cond(*op, x, *y) {
                     b.term.0 = Terminator::Jump(if taken { *then_ } else { *else_ });
@@ -200,15 +218,30 @@ pub fn thread_jumps(f: &mut Function) -> bool {
         let term = f.blocks[b].term.0.clone();
         let new = match term {
             Terminator::Jump(t) => Terminator::Jump(forward(f, t)),
-            Terminator::Branch { op, a, b: o, then_, else_ } => {
+            Terminator::Branch {
+                op,
+                a,
+                b: o,
+                then_,
+                else_,
+            } => {
                 let (t, e) = (forward(f, then_), forward(f, else_));
                 if t == e {
                     Terminator::Jump(t)
                 } else {
-                    Terminator::Branch { op, a, b: o, then_: t, else_: e }
+                    Terminator::Branch {
+                        op,
+                        a,
+                        b: o,
+                        then_: t,
+                        else_: e,
+                    }
                 }
             }
-            Terminator::MayGoto { exhausted, cont } => Terminator::MayGoto { exhausted: forward(f, exhausted), cont: forward(f, cont) },
+            Terminator::MayGoto { exhausted, cont } => Terminator::MayGoto {
+                exhausted: forward(f, exhausted),
+                cont: forward(f, cont),
+            },
             t => t,
         };
         if new != f.blocks[b].term.0 {

@@ -61,8 +61,14 @@ pub struct MapDecl {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hook {
     Xdp,
-    Tc { egress: bool },
-    Netfilter { family: String, hook: String, priority: i32 },
+    Tc {
+        egress: bool,
+    },
+    Netfilter {
+        family: String,
+        hook: String,
+        priority: i32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

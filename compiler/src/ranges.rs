@@ -28,7 +28,10 @@ pub struct Range {
 }
 
 impl Range {
-    pub const FULL: Range = Range { lo: i64::MIN, hi: i64::MAX };
+    pub const FULL: Range = Range {
+        lo: i64::MIN,
+        hi: i64::MAX,
+    };
 
     pub fn exact(v: i64) -> Range {
         Range { lo: v, hi: v }
@@ -39,11 +42,17 @@ impl Range {
     }
 
     fn union(self, o: Range) -> Range {
-        Range { lo: self.lo.min(o.lo), hi: self.hi.max(o.hi) }
+        Range {
+            lo: self.lo.min(o.lo),
+            hi: self.hi.max(o.hi),
+        }
     }
 
     fn unsigned_bits(bits: u32) -> Range {
-        Range { lo: 0, hi: if bits >= 63 { i64::MAX } else { (1i64 << bits) - 1 } }
+        Range {
+            lo: 0,
+            hi: if bits >= 63 { i64::MAX } else { (1i64 << bits) - 1 },
+        }
     }
 
     fn non_negative(self) -> bool {
@@ -95,17 +104,28 @@ fn bin(op: BinOp, a: Range, b: Range) -> Range {
         },
         BinOp::And if b.lo == b.hi && b.lo >= 0 => {
             if a.non_negative() {
-                Range { lo: 0, hi: a.hi.min(b.lo) }
+                Range {
+                    lo: 0,
+                    hi: a.hi.min(b.lo),
+                }
             } else {
                 Range { lo: 0, hi: b.lo }
             }
         }
-        BinOp::Rsh if b.lo == b.hi && (0..64).contains(&b.lo) && a.non_negative() => Range { lo: a.lo >> b.lo, hi: a.hi >> b.lo },
-        BinOp::Lsh if b.lo == b.hi && (0..32).contains(&b.lo) && a.non_negative() => match a.hi.checked_shl(b.lo as u32) {
-            Some(hi) if hi >> b.lo == a.hi && hi <= u32::MAX as i64 => Range { lo: a.lo << b.lo, hi },
-            _ => full,
+        BinOp::Rsh if b.lo == b.hi && (0..64).contains(&b.lo) && a.non_negative() => Range {
+            lo: a.lo >> b.lo,
+            hi: a.hi >> b.lo,
         },
-        BinOp::UDiv if b.lo == b.hi && b.lo > 0 && a.non_negative() => Range { lo: a.lo / b.lo, hi: a.hi / b.lo },
+        BinOp::Lsh if b.lo == b.hi && (0..32).contains(&b.lo) && a.non_negative() => {
+            match a.hi.checked_shl(b.lo as u32) {
+                Some(hi) if hi >> b.lo == a.hi && hi <= u32::MAX as i64 => Range { lo: a.lo << b.lo, hi },
+                _ => full,
+            }
+        }
+        BinOp::UDiv if b.lo == b.hi && b.lo > 0 && a.non_negative() => Range {
+            lo: a.lo / b.lo,
+            hi: a.hi / b.lo,
+        },
         _ => full,
     }
 }
@@ -124,7 +144,8 @@ fn step(s: &mut State, inst: &Inst) {
             Size::DW => Range::FULL,
             sz => Range::unsigned_bits(sz.bytes() * 8),
         },
-        Inst::Bswap { bits, .. } | Inst::Zext { bits, .. } => Range::unsigned_bits(*bits as u32),
+        // A 64-bit swap can set the sign bit: only narrower swaps are non-negative.
+        Inst::Bswap { bits, .. } | Inst::Zext { bits, .. } if *bits < 64 => Range::unsigned_bits(*bits as u32),
         _ => Range::FULL,
     };
     set(s, def, r);
@@ -178,8 +199,12 @@ fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
                 None
             }
         }
-        JmpOp::Jslt | JmpOp::Jlt if op == JmpOp::Jslt || unsigned => decide(if op == JmpOp::Jslt { JmpOp::Jsge } else { JmpOp::Jge }, a, b).map(|x| !x),
-        JmpOp::Jsle | JmpOp::Jle if op == JmpOp::Jsle || unsigned => decide(if op == JmpOp::Jsle { JmpOp::Jsgt } else { JmpOp::Jgt }, a, b).map(|x| !x),
+        JmpOp::Jslt | JmpOp::Jlt if op == JmpOp::Jslt || unsigned => {
+            decide(if op == JmpOp::Jslt { JmpOp::Jsge } else { JmpOp::Jge }, a, b).map(|x| !x)
+        }
+        JmpOp::Jsle | JmpOp::Jle if op == JmpOp::Jsle || unsigned => {
+            decide(if op == JmpOp::Jsle { JmpOp::Jsgt } else { JmpOp::Jgt }, a, b).map(|x| !x)
+        }
         _ => None,
     }
 }
@@ -322,7 +347,14 @@ pub fn remove_decided_branches(f: &mut Function) -> bool {
         for (inst, _) in &f.blocks[b].insts {
             step(&mut s, inst);
         }
-        if let Terminator::Branch { op, a, b: o, then_, else_ } = f.blocks[b].term.0.clone() {
+        if let Terminator::Branch {
+            op,
+            a,
+            b: o,
+            then_,
+            else_,
+        } = f.blocks[b].term.0.clone()
+        {
             if let Some(taken) = decide(op, get(&s, a), operand(&s, &o)) {
                 f.blocks[b].term.0 = Terminator::Jump(if taken { then_ } else { else_ });
                 changed = true;
@@ -364,9 +396,31 @@ mod tests {
         let e = f.entry;
         let loc = Default::default();
         f.blocks[e].insts.push((Inst::Arg { dst: p, index: 0 }, loc));
-        f.blocks[e].insts.push((Inst::Load { dst: v, base: p, off: 0, size: Size::B }, loc));
-        f.blocks[e].insts.push((Inst::Bin { op: BinOp::Add, dst: w, a: v, b: Operand::Imm(14) }, loc));
-        f.blocks[e].term.0 = Terminator::Branch { op: JmpOp::Jgt, a: w, b: Operand::Imm(0xfff0), then_: err, else_: ok };
+        f.blocks[e].insts.push((
+            Inst::Load {
+                dst: v,
+                base: p,
+                off: 0,
+                size: Size::B,
+            },
+            loc,
+        ));
+        f.blocks[e].insts.push((
+            Inst::Bin {
+                op: BinOp::Add,
+                dst: w,
+                a: v,
+                b: Operand::Imm(14),
+            },
+            loc,
+        ));
+        f.blocks[e].term.0 = Terminator::Branch {
+            op: JmpOp::Jgt,
+            a: w,
+            b: Operand::Imm(0xfff0),
+            then_: err,
+            else_: ok,
+        };
         assert!(remove_decided_branches(&mut f));
         assert_eq!(f.blocks[e].term.0, Terminator::Jump(ok));
     }
@@ -381,8 +435,22 @@ mod tests {
         let e = f.entry;
         let loc = Default::default();
         f.blocks[e].insts.push((Inst::Arg { dst: p, index: 0 }, loc));
-        f.blocks[e].insts.push((Inst::Load { dst: v, base: p, off: 0, size: Size::W }, loc));
-        f.blocks[e].term.0 = Terminator::Branch { op: JmpOp::Jgt, a: v, b: Operand::Imm(0xfff0), then_: err, else_: ok };
+        f.blocks[e].insts.push((
+            Inst::Load {
+                dst: v,
+                base: p,
+                off: 0,
+                size: Size::W,
+            },
+            loc,
+        ));
+        f.blocks[e].term.0 = Terminator::Branch {
+            op: JmpOp::Jgt,
+            a: v,
+            b: Operand::Imm(0xfff0),
+            then_: err,
+            else_: ok,
+        };
         assert!(!remove_decided_branches(&mut f));
     }
 }

@@ -305,7 +305,11 @@ fn compute_ranges(f: &Function) -> Ranges {
             let k = calls.partition_point(|&c| c < s);
             k < calls.len() && calls[k] < e
         });
-        intervals.push(Interval { value: Value::new(i), ranges: merged, crosses_call });
+        intervals.push(Interval {
+            value: Value::new(i),
+            ranges: merged,
+            crosses_call,
+        });
     }
     intervals.sort_by_key(|iv| (iv.start(), iv.value.index()));
     Ranges { intervals, hints }
@@ -317,7 +321,7 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
     let ivs = &ranges.intervals;
     let mut reg_of: Vec<Option<Reg>> = vec![None; nvals];
     let mut spilled: Vec<usize> = Vec::new(); // indices into ivs
-    // Per register, the intervals holding it that have not ended yet.
+                                              // Per register, the intervals holding it that have not ended yet.
     let mut holders: Vec<Vec<usize>> = vec![Vec::new(); 11];
     let callee_saved = |r: Reg| r.0 >= R6.0 && r.0 <= R9.0;
 
@@ -326,9 +330,8 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
             holders[r.0 as usize].retain(|&j| ivs[j].end() >= iv.start());
         }
         let ok = |r: Reg| allocatable.contains(&r) && (!iv.crosses_call || callee_saved(r));
-        let free = |r: Reg, holders: &Vec<Vec<usize>>| {
-            ok(r) && holders[r.0 as usize].iter().all(|&j| !ivs[j].intersects(iv))
-        };
+        let free =
+            |r: Reg, holders: &Vec<Vec<usize>>| ok(r) && holders[r.0 as usize].iter().all(|&j| !ivs[j].intersects(iv));
 
         // 1. A usable hint.
         let mut choice = None;
@@ -436,9 +439,7 @@ fn needs_two_scratches(f: &Function, loc: &dyn Fn(Value) -> Option<Loc>) -> bool
             let two = match inst {
                 Inst::Bin { dst, b, .. } => stack(*dst) && op_needs_reg(b),
                 // Store materialises every immediate into a register (BPF_ST may not target ctx).
-                Inst::Store { base, src, .. } => {
-                    stack(*base) && !matches!(src, Operand::Value(v) if !stack(*v))
-                }
+                Inst::Store { base, src, .. } => stack(*base) && !matches!(src, Operand::Value(v) if !stack(*v)),
                 Inst::AtomicAdd { base, src, .. } => stack(*base) && stack(*src),
                 _ => false,
             };
@@ -510,11 +511,19 @@ pub fn allocate(f: &Function) -> Result<Allocation, AllocError> {
 
     let frame = spill_base + 8 * nslots as u64;
     if frame > STACK_SIZE as u64 {
-        return Err(AllocError::StackTooLarge { needed: frame.min(u32::MAX as u64) as u32 });
+        return Err(AllocError::StackTooLarge {
+            needed: frame.min(u32::MAX as u64) as u32,
+        });
     }
     let mut slots: SecondaryMap<Slot, i16> = SecondaryMap::new();
     for (s, _) in f.slots.iter() {
         slots[s] = slot_offsets[s] as i16;
     }
-    Ok(Allocation { locs, slots, frame_size: frame as u32, spill_slots: nslots, scratch2 })
+    Ok(Allocation {
+        locs,
+        slots,
+        frame_size: frame as u32,
+        spill_slots: nslots,
+        scratch2,
+    })
 }

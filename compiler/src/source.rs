@@ -19,7 +19,11 @@ impl Span {
     }
     /// The smallest span covering both (same file assumed).
     pub fn to(self, other: Span) -> Span {
-        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            file: self.file,
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -46,7 +50,9 @@ impl SourceDb {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, file: FileId, offset: usize) -> (u32, u32) {
-        let Some(f) = self.files.get(file as usize) else { return (0, 0) };
+        let Some(f) = self.files.get(file as usize) else {
+            return (0, 0);
+        };
         let offset = offset.min(f.text.len());
         let before = &f.text.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;

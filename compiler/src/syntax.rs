@@ -25,8 +25,7 @@ const MAX_PARSE_ERRORS: usize = 5;
 /// Parses one file of `db` as Lua 5.4. Runs on its own large-stack thread, so it is safe to
 /// call from any thread; it never panics.
 pub fn parse(db: &SourceDb, file: FileId) -> Result<Ast, Diagnostics> {
-    with_big_stack(|| parse_here(db, file))
-        .unwrap_or_else(|| Err(vec![internal_parser_error(db, file)]))
+    with_big_stack(|| parse_here(db, file)).unwrap_or_else(|| Err(vec![internal_parser_error(db, file)]))
 }
 
 /// The byte span of a syntax node (full_moon positions are byte offsets).
@@ -41,7 +40,10 @@ pub fn span_of(file: FileId, node: &impl Node) -> Span {
 /// started.
 pub fn with_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
     std::thread::scope(|scope| {
-        let handle = std::thread::Builder::new().stack_size(BIG_STACK).spawn_scoped(scope, f).ok()?;
+        let handle = std::thread::Builder::new()
+            .stack_size(BIG_STACK)
+            .spawn_scoped(scope, f)
+            .ok()?;
         handle.join().ok()
     })
 }
@@ -49,7 +51,11 @@ pub fn with_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
 /// Parses on the current thread: for callers that already run on a large stack.
 pub(crate) fn parse_here(db: &SourceDb, file: FileId) -> Result<Ast, Diagnostics> {
     let Some(source) = db.files.get(file as usize) else {
-        return Err(vec![Diagnostic::new(Span::new(file, 0, 0), "internal error: unknown source file", "")]);
+        return Err(vec![Diagnostic::new(
+            Span::new(file, 0, 0),
+            "internal error: unknown source file",
+            "",
+        )]);
     };
     let text = lua_text(&source.text);
     let unclosed = check_nesting(file, &text).map_err(|d| vec![d])?;
@@ -88,8 +94,14 @@ pub(crate) fn lua_text(text: &str) -> Cow<'_, str> {
 
 fn internal_parser_error(db: &SourceDb, file: FileId) -> Diagnostic {
     let len = db.files.get(file as usize).map(|f| f.text.len()).unwrap_or(0);
-    Diagnostic::new(Span::new(file, 0, 0), "internal error: the Lua parser failed on this file", "while parsing this file")
-        .hint(format!("this is a bug in luabpf; the file has {len} bytes — please report it with the file attached"))
+    Diagnostic::new(
+        Span::new(file, 0, 0),
+        "internal error: the Lua parser failed on this file",
+        "while parsing this file",
+    )
+    .hint(format!(
+        "this is a bug in luabpf; the file has {len} bytes — please report it with the file attached"
+    ))
 }
 
 /// Turns one full_moon error into a diagnostic with a span, a label and a hint.
@@ -113,7 +125,10 @@ fn parse_error(file: FileId, text: &str, error: &full_moon::Error, unclosed: Opt
             let mut diag = Diagnostic::new(span, format!("syntax error: {what}"), label).hint(syntax_hint(what));
             if let (true, Some((start, end))) = (at_eof, unclosed) {
                 let opener = &text[start..end];
-                diag = diag.with_secondary(clamp_span(file, text, start, end), format!("this `{opener}` is never closed"));
+                diag = diag.with_secondary(
+                    clamp_span(file, text, start, end),
+                    format!("this `{opener}` is never closed"),
+                );
             }
             diag
         }
@@ -164,8 +179,14 @@ fn syntax_hint(message: &str) -> String {
 
 /// The part of `span` on its first line (an unclosed string runs to the end of the line).
 fn first_line(text: &str, span: Span) -> Span {
-    let end = text[span.start..span.end].find('\n').map_or(span.end, |p| span.start + p);
-    Span::new(span.file, span.start, end.max(span.start + 1).min(span.end.max(span.start)))
+    let end = text[span.start..span.end]
+        .find('\n')
+        .map_or(span.end, |p| span.start + p);
+    Span::new(
+        span.file,
+        span.start,
+        end.max(span.start + 1).min(span.end.max(span.start)),
+    )
 }
 
 /// A span inside `text`, on character boundaries, never past the end.
@@ -223,8 +244,12 @@ pub(crate) fn check_nesting(file: FileId, text: &str) -> Result<Vec<(usize, usiz
             Tok::Other => {}
             // full_moon's lexer panics on a backtick outside Luau mode: refuse it here.
             Tok::Backtick => {
-                return Err(Diagnostic::new(clamp_span(file, text, start, start + 1), "unexpected character `` ` ``", "this character")
-                    .hint("Lua has no backtick strings: quote strings with \" or '"));
+                return Err(Diagnostic::new(
+                    clamp_span(file, text, start, start + 1),
+                    "unexpected character `` ` ``",
+                    "this character",
+                )
+                .hint("Lua has no backtick strings: quote strings with \" or '"));
             }
         }
         if depth > MAX_NESTING {
@@ -358,8 +383,9 @@ fn keyword(word: &[u8]) -> Tok {
         b"function" | b"if" | b"do" | b"repeat" => Tok::Open,
         b"end" | b"until" => Tok::Close,
         b"and" | b"or" | b"not" => Tok::Operator,
-        b"local" | b"return" | b"then" | b"else" | b"elseif" | b"break" | b"goto" | b"in" | b"while"
-        | b"for" => Tok::Reset,
+        b"local" | b"return" | b"then" | b"else" | b"elseif" | b"break" | b"goto" | b"in" | b"while" | b"for" => {
+            Tok::Reset
+        }
         _ => Tok::Other,
     }
 }

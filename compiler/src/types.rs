@@ -11,8 +11,8 @@
 use std::collections::{HashMap, HashSet};
 
 use full_moon::ast::{
-    self, punctuated::Punctuated, BinOp, Call, Expression, Field as AField, FunctionArgs, Index, LastStmt,
-    Parameter, Prefix, Stmt as AStmt, Suffix, UnOp, Var,
+    self, punctuated::Punctuated, BinOp, Call, Expression, Field as AField, FunctionArgs, Index, LastStmt, Parameter,
+    Prefix, Stmt as AStmt, Suffix, UnOp, Var,
 };
 use full_moon::node::Node;
 use full_moon::tokenizer::{Symbol, TokenReference, TokenType};
@@ -36,7 +36,12 @@ pub struct MapTable {
 
 impl MapTable {
     pub fn new(ev: &Evaluated) -> MapTable {
-        MapTable { maps: ev.maps.clone(), init: vec![Vec::new(); ev.maps.len()], bool_values: HashSet::new(), static_of: HashMap::new() }
+        MapTable {
+            maps: ev.maps.clone(),
+            init: vec![Vec::new(); ev.maps.len()],
+            bool_values: HashSet::new(),
+            static_of: HashMap::new(),
+        }
     }
 }
 
@@ -65,7 +70,11 @@ pub fn check_program(ev: &Evaluated, prog: &ProgramDecl, maps: &mut MapTable) ->
     }
     match entry {
         Some(entry) => Ok(Checked { funcs: c.funcs, entry }),
-        None => Err(vec![Diagnostic::new(prog.span, "the program's function could not be checked", "here")]),
+        None => Err(vec![Diagnostic::new(
+            prog.span,
+            "the program's function could not be checked",
+            "here",
+        )]),
     }
 }
 
@@ -148,7 +157,13 @@ impl<'a> Checker<'a> {
         self.diags.push(d);
     }
 
-    fn refuse<T>(&mut self, span: Span, msg: impl Into<String>, label: impl Into<String>, hint: impl Into<String>) -> R<T> {
+    fn refuse<T>(
+        &mut self,
+        span: Span,
+        msg: impl Into<String>,
+        label: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> R<T> {
         self.err(Diagnostic::new(span, msg, label).hint(hint));
         Err(())
     }
@@ -168,27 +183,45 @@ impl<'a> Checker<'a> {
         }
         if self.in_progress.contains(&key) {
             self.err(
-                Diagnostic::new(call_span, "recursive call", "this call reaches a function that is still running")
-                    .hint("BPF programs cannot recurse: rewrite it as a loop"),
+                Diagnostic::new(
+                    call_span,
+                    "recursive call",
+                    "this call reaches a function that is still running",
+                )
+                .hint("BPF programs cannot recurse: rewrite it as a loop"),
             );
             return None;
         }
         let (file, name, body, span, env, outer_locals) = match &key {
             FnKey::Decl(id) => {
                 let d = &self.ev.functions[*id];
-                let env = d.upvalues.iter().map(|(n, v)| (n.clone(), Known::Value(v.clone()))).collect();
+                let env = d
+                    .upvalues
+                    .iter()
+                    .map(|(n, v)| (n.clone(), Known::Value(v.clone())))
+                    .collect();
                 (d.file, d.name.clone(), d.body.clone(), d.span, env, HashSet::new())
             }
             FnKey::Inner(i) => {
                 let f = &self.inner[*i];
-                (f.file, f.name.clone(), f.body.clone(), f.span, f.env.clone(), f.outer_locals.clone())
+                (
+                    f.file,
+                    f.name.clone(),
+                    f.body.clone(),
+                    f.span,
+                    f.env.clone(),
+                    f.outer_locals.clone(),
+                )
             }
         };
         self.in_progress.push(key.clone());
         let mut st = FnState {
             file,
             locals: Vec::new(),
-            scopes: vec![env.into_iter().map(|(n, k)| (n, Binding::Known(k))).collect(), Vec::new()],
+            scopes: vec![
+                env.into_iter().map(|(n, k)| (n, Binding::Known(k))).collect(),
+                Vec::new(),
+            ],
             narrowed: HashSet::new(),
             results: None,
             loop_depth: 0,
@@ -215,7 +248,11 @@ impl<'a> Checker<'a> {
                 _ => ok = false,
             }
         }
-        let stmts = if ok { self.block(&mut st, body.block()) } else { Vec::new() };
+        let stmts = if ok {
+            self.block(&mut st, body.block())
+        } else {
+            Vec::new()
+        };
         // Falling off the end returns no values: every result may then be nil.
         if st.results.is_some() && !terminates(&stmts) {
             let _ = self.merge_results(&mut st, Vec::new(), span);
@@ -225,7 +262,14 @@ impl<'a> Checker<'a> {
         if is_entry {
             self.check_verdict(&st, &results, span);
         }
-        let f = Func { name, params, locals: st.locals, body: stmts, results, span };
+        let f = Func {
+            name,
+            params,
+            locals: st.locals,
+            body: stmts,
+            results,
+            span,
+        };
         self.funcs.push(f);
         let id = self.funcs.len() - 1;
         self.instances.insert((key, args), id);
@@ -236,15 +280,23 @@ impl<'a> Checker<'a> {
         if let Some(t) = results.first() {
             if !matches!(t.strip(), Ty::Int) && *t != Ty::Nil {
                 self.err(
-                    Diagnostic::new(span, format!("a program must return a verdict (an integer), not {}", t.describe()), "this function")
-                        .hint("return one of the hook's verdicts, e.g. `action.PASS`"),
+                    Diagnostic::new(
+                        span,
+                        format!("a program must return a verdict (an integer), not {}", t.describe()),
+                        "this function",
+                    )
+                    .hint("return one of the hook's verdicts, e.g. `action.PASS`"),
                 );
             }
         }
     }
 
     fn declare(&mut self, st: &mut FnState, name: &str, ty: Ty, span: Span) -> LocalId {
-        st.locals.push(Local { name: name.to_string(), ty, span });
+        st.locals.push(Local {
+            name: name.to_string(),
+            ty,
+            span,
+        });
         let id = st.locals.len() - 1;
         if let Some(scope) = st.scopes.last_mut() {
             scope.push((name.to_string(), Binding::Local(id)));
@@ -289,13 +341,19 @@ impl<'a> Checker<'a> {
                 if st.loop_depth == 0 {
                     return self.refuse(span, "`break` outside a loop", "here", "remove it");
                 }
-                Ok(Stmt { kind: StmtKind::Break, span })
+                Ok(Stmt {
+                    kind: StmtKind::Break,
+                    span,
+                })
             }
             LastStmt::Return(ret) => {
                 let values = self.expr_list(st, ret.returns())?;
                 let tys: Vec<Ty> = values.iter().map(|e| e.ty.clone()).collect();
                 self.merge_results(st, tys, span)?;
-                Ok(Stmt { kind: StmtKind::Return(values), span })
+                Ok(Stmt {
+                    kind: StmtKind::Return(values),
+                    span,
+                })
             }
             _ => self.refuse(span, "unsupported statement", "here", "remove it"),
         }
@@ -316,7 +374,11 @@ impl<'a> Checker<'a> {
                             st.results = Some(prev.clone());
                             return self.refuse(
                                 span,
-                                format!("this function returns {} here but {} elsewhere", b.describe(), a.describe()),
+                                format!(
+                                    "this function returns {} here but {} elsewhere",
+                                    b.describe(),
+                                    a.describe()
+                                ),
                                 "conflicting return value",
                                 "return values of one type from every `return` (nil is allowed)",
                             );
@@ -415,9 +477,19 @@ impl<'a> Checker<'a> {
             _ => {
                 let text = s.to_string();
                 if text.trim_start().starts_with("goto") || text.trim_start().starts_with("::") {
-                    return self.refuse(span, "`goto` and labels are not supported", "here", "use `break`, `if` or a loop condition");
+                    return self.refuse(
+                        span,
+                        "`goto` and labels are not supported",
+                        "here",
+                        "use `break`, `if` or a loop condition",
+                    );
                 }
-                return self.refuse(span, "unsupported statement", "here", "see docs/language.md for the supported subset");
+                return self.refuse(
+                    span,
+                    "unsupported statement",
+                    "here",
+                    "see docs/language.md for the supported subset",
+                );
             }
         };
         Ok(Some(Stmt { kind, span }))
@@ -481,7 +553,14 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        self.inner.push(InnerFn { file: st.file, name: name.to_string(), body: body.clone(), span, env, outer_locals: outer });
+        self.inner.push(InnerFn {
+            file: st.file,
+            name: name.to_string(),
+            body: body.clone(),
+            span,
+            env,
+            outer_locals: outer,
+        });
         self.inner.len() - 1
     }
 
@@ -490,7 +569,12 @@ impl<'a> Checker<'a> {
             let a = attr.name().token().to_string();
             if a != "const" {
                 let sp = self.span(st, attr);
-                return self.refuse(sp, format!("the attribute <{a}> is not supported"), "here", "only <const> is supported");
+                return self.refuse(
+                    sp,
+                    format!("the attribute <{a}> is not supported"),
+                    "here",
+                    "only <const> is supported",
+                );
             }
         }
         let names: Vec<(String, Span)> = la.names().iter().map(|t| (ident(t), self.span(st, t))).collect();
@@ -503,13 +587,22 @@ impl<'a> Checker<'a> {
                     if let Some(scope) = st.scopes.last_mut() {
                         scope.push((names[0].0.clone(), Binding::Known(k)));
                     }
-                    Ok(Stmt { kind: StmtKind::Block(Vec::new()), span })
+                    Ok(Stmt {
+                        kind: StmtKind::Block(Vec::new()),
+                        span,
+                    })
                 }
                 v => {
                     let e = self.to_rt(st, v)?;
                     let id = self.declare(st, &names[0].0, e.ty.clone(), names[0].1);
                     self.after_assign(st, id, &e.ty);
-                    Ok(Stmt { kind: StmtKind::Local { locals: vec![id], values: vec![e] }, span })
+                    Ok(Stmt {
+                        kind: StmtKind::Local {
+                            locals: vec![id],
+                            values: vec![e],
+                        },
+                        span,
+                    })
                 }
             };
         }
@@ -521,7 +614,10 @@ impl<'a> Checker<'a> {
             self.after_assign(st, id, &ty);
             ids.push(id);
         }
-        Ok(Stmt { kind: StmtKind::Local { locals: ids, values }, span })
+        Ok(Stmt {
+            kind: StmtKind::Local { locals: ids, values },
+            span,
+        })
     }
 
     /// The types the targets of a multiple assignment receive (a trailing call spreads).
@@ -568,7 +664,12 @@ impl<'a> Checker<'a> {
                 Var::Name(tok) => ids.push(self.local_target(st, tok)?),
                 _ => {
                     let sp = self.span(st, *v);
-                    return self.refuse(sp, "multiple assignment is supported for locals only", "not a local", "assign map entries and fields one per statement");
+                    return self.refuse(
+                        sp,
+                        "multiple assignment is supported for locals only",
+                        "not a local",
+                        "assign map entries and fields one per statement",
+                    );
                 }
             }
         }
@@ -577,7 +678,10 @@ impl<'a> Checker<'a> {
         for (id, ty) in ids.iter().zip(tys) {
             self.assign_type(st, *id, &ty, span)?;
         }
-        Ok(Stmt { kind: StmtKind::SetLocals { locals: ids, values }, span })
+        Ok(Stmt {
+            kind: StmtKind::SetLocals { locals: ids, values },
+            span,
+        })
     }
 
     fn local_target(&mut self, st: &mut FnState, tok: &TokenReference) -> R<LocalId> {
@@ -619,9 +723,17 @@ impl<'a> Checker<'a> {
                 let name = st.locals[id].name.clone();
                 let decl = st.locals[id].span;
                 self.err(
-                    Diagnostic::new(span, format!("`{name}` holds {}; it cannot also hold {}", cur.describe(), ty.describe()), "assigned here")
-                        .with_secondary(decl, "declared here")
-                        .hint("a local keeps one type for its whole life: use another local"),
+                    Diagnostic::new(
+                        span,
+                        format!(
+                            "`{name}` holds {}; it cannot also hold {}",
+                            cur.describe(),
+                            ty.describe()
+                        ),
+                        "assigned here",
+                    )
+                    .with_secondary(decl, "declared here")
+                    .hint("a local keeps one type for its whole life: use another local"),
                 );
                 Err(())
             }
@@ -634,7 +746,10 @@ impl<'a> Checker<'a> {
                 let id = self.local_target(st, tok)?;
                 let value = self.expr(st, e)?;
                 self.assign_type(st, id, &value.ty.clone(), span)?;
-                Ok(Stmt { kind: StmtKind::SetLocal { local: id, value }, span })
+                Ok(Stmt {
+                    kind: StmtKind::SetLocal { local: id, value },
+                    span,
+                })
             }
             Var::Expression(ve) => {
                 let sp = self.span(st, var);
@@ -642,7 +757,12 @@ impl<'a> Checker<'a> {
                 let (last, init) = suffixes.split_last().ok_or(())?;
                 let base = self.prefix_and_suffixes(st, ve.prefix(), init)?;
                 let Suffix::Index(index) = last else {
-                    return self.refuse(sp, "cannot assign to a call", "here", "assign to a local, a map entry or a record field");
+                    return self.refuse(
+                        sp,
+                        "cannot assign to a call",
+                        "here",
+                        "assign to a local, a map entry or a record field",
+                    );
                 };
                 match base {
                     Val::Known(Known::Value(ConstValue::Map(map)), _) => {
@@ -661,7 +781,15 @@ impl<'a> Checker<'a> {
                             let value = self.expr(st, e)?;
                             let fty = self.field_ty(map, field);
                             let value = self.coerce(st, value, &fty)?;
-                            Ok(Stmt { kind: StmtKind::FieldSet { base, map, field, value }, span })
+                            Ok(Stmt {
+                                kind: StmtKind::FieldSet {
+                                    base,
+                                    map,
+                                    field,
+                                    value,
+                                },
+                                span,
+                            })
                         }
                         (Ty::Ctx, Index::Dot { name, .. }) => {
                             let fname = ident(name);
@@ -669,11 +797,19 @@ impl<'a> Checker<'a> {
                             let field = self.ctx_field(&fname, true, nsp)?;
                             let value = self.expr(st, e)?;
                             let value = self.coerce(st, value, &Ty::Int)?;
-                            Ok(Stmt { kind: StmtKind::CtxStore { field, value }, span })
+                            Ok(Stmt {
+                                kind: StmtKind::CtxStore { field, value },
+                                span,
+                            })
                         }
                         (t, _) => {
                             let t = t.describe();
-                            self.refuse(sp, format!("cannot assign into a value of type {t}"), "here", "assign to a local, a map entry or a record field")
+                            self.refuse(
+                                sp,
+                                format!("cannot assign into a value of type {t}"),
+                                "here",
+                                "assign to a local, a map entry or a record field",
+                            )
                         }
                     },
                     Val::Known(_, ksp) => self.refuse(
@@ -684,7 +820,12 @@ impl<'a> Checker<'a> {
                     ),
                 }
             }
-            _ => self.refuse(span, "unsupported assignment", "here", "assign to a local, a map entry or a record field"),
+            _ => self.refuse(
+                span,
+                "unsupported assignment",
+                "here",
+                "assign to a local, a map entry or a record field",
+            ),
         }
     }
 
@@ -695,14 +836,25 @@ impl<'a> Checker<'a> {
             if matches!(t.token_type(), TokenType::Symbol { symbol: Symbol::Nil }) {
                 if self.maps.maps[map].kind.is_array() {
                     let sp = self.span(st, e);
-                    return self.refuse(sp, "entries of an array map cannot be deleted", "here", "store 0 instead");
+                    return self.refuse(
+                        sp,
+                        "entries of an array map cannot be deleted",
+                        "here",
+                        "store 0 instead",
+                    );
                 }
-                return Ok(Stmt { kind: StmtKind::MapSet { map, key, value: None }, span });
+                return Ok(Stmt {
+                    kind: StmtKind::MapSet { map, key, value: None },
+                    span,
+                });
             }
         }
         // `m[k] = (m[k] or 0) + n`: one lookup and an atomic add.
         if let Some(delta) = self.match_map_add(st, map, &key, e)? {
-            return Ok(Stmt { kind: StmtKind::MapAdd { map, key, delta }, span });
+            return Ok(Stmt {
+                kind: StmtKind::MapAdd { map, key, delta },
+                span,
+            });
         }
         let vty = self.map_value_ty(map);
         let value = match (e, &self.maps.maps[map].value) {
@@ -712,16 +864,37 @@ impl<'a> Checker<'a> {
                 self.coerce(st, v, &vty)?
             }
         };
-        Ok(Stmt { kind: StmtKind::MapSet { map, key, value: Some(value) }, span })
+        Ok(Stmt {
+            kind: StmtKind::MapSet {
+                map,
+                key,
+                value: Some(value),
+            },
+            span,
+        })
     }
 
     fn match_map_add(&mut self, st: &mut FnState, map: MapId, key: &Expr, e: &Expression) -> R<Option<Expr>> {
-        let Expression::BinaryOperator { lhs, binop: BinOp::Plus(_), rhs } = e else { return Ok(None) };
+        let Expression::BinaryOperator {
+            lhs,
+            binop: BinOp::Plus(_),
+            rhs,
+        } = e
+        else {
+            return Ok(None);
+        };
         let mut inner = &**lhs;
         while let Expression::Parentheses { expression, .. } = inner {
             inner = expression;
         }
-        let Expression::BinaryOperator { lhs: get, binop: BinOp::Or(_), rhs: zero } = inner else { return Ok(None) };
+        let Expression::BinaryOperator {
+            lhs: get,
+            binop: BinOp::Or(_),
+            rhs: zero,
+        } = inner
+        else {
+            return Ok(None);
+        };
         if !matches!(&**zero, Expression::Number(t) if t.token().to_string() == "0") {
             return Ok(None);
         }
@@ -732,7 +905,10 @@ impl<'a> Checker<'a> {
         let got = self.expr(st, get);
         self.diags.truncate(ndiags);
         match got {
-            Ok(Expr { kind: ExprKind::MapGet { map: m2, key: k2 }, .. }) if m2 == map && same_value(&k2, key) => {
+            Ok(Expr {
+                kind: ExprKind::MapGet { map: m2, key: k2 },
+                ..
+            }) if m2 == map && same_value(&k2, key) => {
                 let delta = self.expr(st, rhs)?;
                 let delta = self.coerce(st, delta, &Ty::Int)?;
                 Ok(Some(delta))
@@ -755,11 +931,20 @@ impl<'a> Checker<'a> {
                 }
                 other => {
                     let sp = self.span(st, other);
-                    return self.refuse(sp, "a record is written with named fields", "not `name = value`", "write `{ hits = 1, last = now }`");
+                    return self.refuse(
+                        sp,
+                        "a record is written with named fields",
+                        "not `name = value`",
+                        "write `{ hits = 1, last = now }`",
+                    );
                 }
             }
         }
-        Ok(Expr { kind: ExprKind::RecordCtor { map, fields }, ty: Ty::Record(map), span })
+        Ok(Expr {
+            kind: ExprKind::RecordCtor { map, fields },
+            ty: Ty::Record(map),
+            span,
+        })
     }
 
     fn call_stmt(&mut self, st: &mut FnState, call: &ast::FunctionCall, span: Span) -> R<Option<Stmt>> {
@@ -779,7 +964,13 @@ impl<'a> Checker<'a> {
         self.if_chain(st, &arms, else_block, span)
     }
 
-    fn if_chain(&mut self, st: &mut FnState, arms: &[(&Expression, &ast::Block)], else_block: Option<&ast::Block>, span: Span) -> R<Stmt> {
+    fn if_chain(
+        &mut self,
+        st: &mut FnState,
+        arms: &[(&Expression, &ast::Block)],
+        else_block: Option<&ast::Block>,
+        span: Span,
+    ) -> R<Stmt> {
         let (cond_e, block) = arms[0];
         let (cond, facts) = self.cond(st, cond_e)?;
         let saved = st.narrowed.clone();
@@ -805,7 +996,10 @@ impl<'a> Checker<'a> {
             (false, true) => then_narrowed,
             (false, false) => then_narrowed.intersection(&else_narrowed).copied().collect(),
         };
-        Ok(Stmt { kind: StmtKind::If { cond, then_, else_ }, span })
+        Ok(Stmt {
+            kind: StmtKind::If { cond, then_, else_ },
+            span,
+        })
     }
 
     fn numeric_for(&mut self, st: &mut FnState, f: &ast::NumericFor, span: Span) -> R<Stmt> {
@@ -818,12 +1012,26 @@ impl<'a> Checker<'a> {
             Some(e) => {
                 let sp = self.span(st, e);
                 match self.expr(st, e)? {
-                    Expr { kind: ExprKind::Int(0), .. } => {
-                        return self.refuse(sp, "a `for` step of 0 never ends", "step", "use a non-zero constant step");
+                    Expr {
+                        kind: ExprKind::Int(0), ..
+                    } => {
+                        return self.refuse(
+                            sp,
+                            "a `for` step of 0 never ends",
+                            "step",
+                            "use a non-zero constant step",
+                        );
                     }
-                    Expr { kind: ExprKind::Int(n), .. } => n,
+                    Expr {
+                        kind: ExprKind::Int(n), ..
+                    } => n,
                     _ => {
-                        return self.refuse(sp, "the step of a numeric `for` must be a constant", "not a constant", "use a constant step such as 1 or -1, or a `while` loop");
+                        return self.refuse(
+                            sp,
+                            "the step of a numeric `for` must be a constant",
+                            "not a constant",
+                            "use a constant step such as 1 or -1, or a `while` loop",
+                        );
                     }
                 }
             }
@@ -841,7 +1049,16 @@ impl<'a> Checker<'a> {
             Some(b)
         });
         st.scopes.pop();
-        Ok(Stmt { kind: StmtKind::NumFor { var, start, limit, step, body: body.unwrap_or_default() }, span })
+        Ok(Stmt {
+            kind: StmtKind::NumFor {
+                var,
+                start,
+                limit,
+                step,
+                body: body.unwrap_or_default(),
+            },
+            span,
+        })
     }
 
     // ---- conditions and narrowing -------------------------------------------------------
@@ -849,12 +1066,26 @@ impl<'a> Checker<'a> {
     fn cond(&mut self, st: &mut FnState, e: &Expression) -> R<(Expr, Facts)> {
         match e {
             Expression::Parentheses { expression, .. } => self.cond(st, expression),
-            Expression::UnaryOperator { unop: UnOp::Not(_), expression } => {
+            Expression::UnaryOperator {
+                unop: UnOp::Not(_),
+                expression,
+            } => {
                 let (inner, facts) = self.cond(st, expression)?;
                 let span = self.span(st, e);
-                Ok((Expr { kind: ExprKind::Not(Box::new(inner)), ty: Ty::Bool, span }, facts.negate()))
+                Ok((
+                    Expr {
+                        kind: ExprKind::Not(Box::new(inner)),
+                        ty: Ty::Bool,
+                        span,
+                    },
+                    facts.negate(),
+                ))
             }
-            Expression::BinaryOperator { lhs, binop: BinOp::And(_), rhs } => {
+            Expression::BinaryOperator {
+                lhs,
+                binop: BinOp::And(_),
+                rhs,
+            } => {
                 let (a, fa) = self.cond(st, lhs)?;
                 let saved = st.narrowed.clone();
                 st.narrowed.extend(fa.when_true.iter().copied());
@@ -865,9 +1096,20 @@ impl<'a> Checker<'a> {
                 let when_true = fa.when_true.union(&fb.when_true).copied().collect();
                 let when_false = fa.when_false.intersection(&fb.when_false).copied().collect();
                 let ty = and_or_cond_ty(&a.ty, &b.ty);
-                Ok((Expr { kind: ExprKind::And(Box::new(a), Box::new(b)), ty, span }, Facts { when_true, when_false }))
+                Ok((
+                    Expr {
+                        kind: ExprKind::And(Box::new(a), Box::new(b)),
+                        ty,
+                        span,
+                    },
+                    Facts { when_true, when_false },
+                ))
             }
-            Expression::BinaryOperator { lhs, binop: BinOp::Or(_), rhs } => {
+            Expression::BinaryOperator {
+                lhs,
+                binop: BinOp::Or(_),
+                rhs,
+            } => {
                 let (a, fa) = self.cond(st, lhs)?;
                 let saved = st.narrowed.clone();
                 st.narrowed.extend(fa.when_false.iter().copied());
@@ -878,7 +1120,14 @@ impl<'a> Checker<'a> {
                 let when_true = fa.when_true.intersection(&fb.when_true).copied().collect();
                 let when_false = fa.when_false.union(&fb.when_false).copied().collect();
                 let ty = and_or_cond_ty(&a.ty, &b.ty);
-                Ok((Expr { kind: ExprKind::Or(Box::new(a), Box::new(b)), ty, span }, Facts { when_true, when_false }))
+                Ok((
+                    Expr {
+                        kind: ExprKind::Or(Box::new(a), Box::new(b)),
+                        ty,
+                        span,
+                    },
+                    Facts { when_true, when_false },
+                ))
             }
             _ => {
                 let x = self.expr(st, e)?;
@@ -916,14 +1165,35 @@ impl<'a> Checker<'a> {
         match v {
             Val::Rt(e) => Ok(e),
             Val::Known(Known::Value(c), span) => match c {
-                ConstValue::Int(i) => Ok(Expr { kind: ExprKind::Int(i), ty: Ty::Int, span }),
-                ConstValue::Bool(b) => Ok(Expr { kind: ExprKind::Bool(b), ty: Ty::Bool, span }),
-                ConstValue::Nil => Ok(Expr { kind: ExprKind::Nil, ty: Ty::Nil, span }),
+                ConstValue::Int(i) => Ok(Expr {
+                    kind: ExprKind::Int(i),
+                    ty: Ty::Int,
+                    span,
+                }),
+                ConstValue::Bool(b) => Ok(Expr {
+                    kind: ExprKind::Bool(b),
+                    ty: Ty::Bool,
+                    span,
+                }),
+                ConstValue::Nil => Ok(Expr {
+                    kind: ExprKind::Nil,
+                    ty: Ty::Nil,
+                    span,
+                }),
                 ConstValue::Str(s) => {
                     if s.len() > 255 {
-                        return self.refuse(span, format!("a string of {} bytes is too long for the kernel", s.len()), "this string", "strings are at most 255 bytes at run time");
+                        return self.refuse(
+                            span,
+                            format!("a string of {} bytes is too long for the kernel", s.len()),
+                            "this string",
+                            "strings are at most 255 bytes at run time",
+                        );
                     }
-                    Ok(Expr { kind: ExprKind::Str(s), ty: Ty::Str, span })
+                    Ok(Expr {
+                        kind: ExprKind::Str(s),
+                        ty: Ty::Str,
+                        span,
+                    })
                 }
                 ConstValue::Float(f) => self.refuse(
                     span,
@@ -933,12 +1203,20 @@ impl<'a> Checker<'a> {
                 ),
                 other => {
                     let what = describe_const(&other);
-                    self.refuse(span, format!("{what} cannot be used as a run-time value"), "used as a value here", "index it, call it, or pass its fields instead")
+                    self.refuse(
+                        span,
+                        format!("{what} cannot be used as a run-time value"),
+                        "used as a value here",
+                        "index it, call it, or pass its fields instead",
+                    )
                 }
             },
-            Val::Known(Known::Inner(_), span) => {
-                self.refuse(span, "a function cannot be used as a run-time value", "here", "call it instead")
-            }
+            Val::Known(Known::Inner(_), span) => self.refuse(
+                span,
+                "a function cannot be used as a run-time value",
+                "here",
+                "call it instead",
+            ),
         }
     }
 
@@ -1023,7 +1301,11 @@ impl<'a> Checker<'a> {
                     Ty::Opt(inner) if st.narrowed.contains(&id) => (**inner).clone(),
                     _ => ty,
                 };
-                Ok(Val::Rt(Expr { kind: ExprKind::Local(id), ty, span }))
+                Ok(Val::Rt(Expr {
+                    kind: ExprKind::Local(id),
+                    ty,
+                    span,
+                }))
             }
             Some(Binding::Known(k)) => Ok(Val::Known(k, span)),
             None if st.outer_locals.contains(&name) => self.refuse(
@@ -1034,17 +1316,30 @@ impl<'a> Checker<'a> {
             ),
             None => match name.as_str() {
                 "error" => Ok(Val::Known(Known::Value(ConstValue::Builtin("error".into())), span)),
-                "pcall" | "xpcall" => self.refuse(span, format!("`{name}` is not supported"), "here", "a runtime error takes the program's default verdict; test for the failing case instead"),
-                "setmetatable" | "getmetatable" | "rawget" | "rawset" => {
-                    self.refuse(span, "metatables are not supported in compiled functions", "here", "use plain values and maps")
-                }
+                "pcall" | "xpcall" => self.refuse(
+                    span,
+                    format!("`{name}` is not supported"),
+                    "here",
+                    "a runtime error takes the program's default verdict; test for the failing case instead",
+                ),
+                "setmetatable" | "getmetatable" | "rawget" | "rawset" => self.refuse(
+                    span,
+                    "metatables are not supported in compiled functions",
+                    "here",
+                    "use plain values and maps",
+                ),
                 "load" | "loadstring" | "dofile" | "require" => self.refuse(
                     span,
                     format!("`{name}` cannot be called in a compiled function"),
                     "here",
                     "require modules at the top level of the file",
                 ),
-                "coroutine" => self.refuse(span, "coroutines are not supported", "here", "write the logic as a loop"),
+                "coroutine" => self.refuse(
+                    span,
+                    "coroutines are not supported",
+                    "here",
+                    "write the logic as a loop",
+                ),
                 _ => self.refuse(
                     span,
                     format!("unknown global `{name}`"),
@@ -1059,15 +1354,27 @@ impl<'a> Checker<'a> {
         match op {
             UnOp::Not(_) => {
                 let (x, _) = self.cond(st, e)?;
-                Ok(Val::Rt(fold(Expr { kind: ExprKind::Not(Box::new(x)), ty: Ty::Bool, span })))
+                Ok(Val::Rt(fold(Expr {
+                    kind: ExprKind::Not(Box::new(x)),
+                    ty: Ty::Bool,
+                    span,
+                })))
             }
             UnOp::Minus(_) => {
                 let x = self.int_operand(st, e, "operand")?;
-                Ok(Val::Rt(fold(Expr { kind: ExprKind::Neg(Box::new(x)), ty: Ty::Int, span })))
+                Ok(Val::Rt(fold(Expr {
+                    kind: ExprKind::Neg(Box::new(x)),
+                    ty: Ty::Int,
+                    span,
+                })))
             }
             UnOp::Tilde(_) => {
                 let x = self.int_operand(st, e, "operand")?;
-                Ok(Val::Rt(fold(Expr { kind: ExprKind::BNot(Box::new(x)), ty: Ty::Int, span })))
+                Ok(Val::Rt(fold(Expr {
+                    kind: ExprKind::BNot(Box::new(x)),
+                    ty: Ty::Int,
+                    span,
+                })))
             }
             UnOp::Hash(_) => {
                 let v = self.expr_val(st, e)?;
@@ -1075,17 +1382,38 @@ impl<'a> Checker<'a> {
                     Val::Known(Known::Value(ConstValue::Table(t)), _) => {
                         // The border of a sequence, computed at compile time.
                         let n = seq_len(&self.ev.tables[t].entries);
-                        Ok(Val::Rt(Expr { kind: ExprKind::Int(n), ty: Ty::Int, span }))
+                        Ok(Val::Rt(Expr {
+                            kind: ExprKind::Int(n),
+                            ty: Ty::Int,
+                            span,
+                        }))
                     }
                     v => {
                         let x = self.to_rt(st, v)?;
                         match (&x.ty, &x.kind) {
-                            (Ty::Packet, _) => Ok(Val::Rt(Expr { kind: ExprKind::PacketLen, ty: Ty::Int, span })),
-                            (Ty::Str, ExprKind::Str(s)) => Ok(Val::Rt(Expr { kind: ExprKind::Int(s.len() as i64), ty: Ty::Int, span })),
-                            (Ty::Str, _) => Ok(Val::Rt(Expr { kind: ExprKind::StrLen(Box::new(x)), ty: Ty::Int, span })),
+                            (Ty::Packet, _) => Ok(Val::Rt(Expr {
+                                kind: ExprKind::PacketLen,
+                                ty: Ty::Int,
+                                span,
+                            })),
+                            (Ty::Str, ExprKind::Str(s)) => Ok(Val::Rt(Expr {
+                                kind: ExprKind::Int(s.len() as i64),
+                                ty: Ty::Int,
+                                span,
+                            })),
+                            (Ty::Str, _) => Ok(Val::Rt(Expr {
+                                kind: ExprKind::StrLen(Box::new(x)),
+                                ty: Ty::Int,
+                                span,
+                            })),
                             (t, _) => {
                                 let t = t.describe();
-                                self.refuse(span, format!("cannot take the length of {t}"), "here", "`#` applies to strings, the packet and constant tables")
+                                self.refuse(
+                                    span,
+                                    format!("cannot take the length of {t}"),
+                                    "here",
+                                    "`#` applies to strings, the packet and constant tables",
+                                )
                             }
                         }
                     }
@@ -1112,7 +1440,12 @@ impl<'a> Checker<'a> {
             ),
             t => {
                 let t = t.describe();
-                self.refuse(x.span, format!("expected an integer {what}, found {t}"), format!("this is {t}"), format!("the {what} must be an integer"))
+                self.refuse(
+                    x.span,
+                    format!("expected an integer {what}, found {t}"),
+                    format!("this is {t}"),
+                    format!("the {what} must be an integer"),
+                )
             }
         }
     }
@@ -1135,7 +1468,11 @@ impl<'a> Checker<'a> {
             let a = self.int_operand(st, lhs, "operand");
             let b = self.int_operand(st, rhs, "operand");
             let (a, b) = (a?, b?);
-            return Ok(Val::Rt(fold(Expr { kind: ExprKind::Arith(aop, Box::new(a), Box::new(b)), ty: Ty::Int, span })));
+            return Ok(Val::Rt(fold(Expr {
+                kind: ExprKind::Arith(aop, Box::new(a), Box::new(b)),
+                ty: Ty::Int,
+                span,
+            })));
         }
         let cmp = match op {
             BinOp::TwoEqual(_) => Some(CmpOp::Eq),
@@ -1155,7 +1492,22 @@ impl<'a> Checker<'a> {
         match op {
             BinOp::And(_) | BinOp::Or(_) => {
                 let is_and = matches!(op, BinOp::And(_));
-                let (a, fa) = self.cond(st, lhs)?;
+                let (mut a, fa) = self.cond(st, lhs)?;
+                // The left side was checked as a condition; as a value, a nested and/or
+                // must still have one type.
+                if matches!(a.kind, ExprKind::And(..) | ExprKind::Or(..)) {
+                    match and_or_chain_ty(&a) {
+                        Some(t) => a.ty = t,
+                        None => {
+                            return self.refuse(
+                                a.span,
+                                "this `and`/`or` mixes values of different types",
+                                "the result would have two types",
+                                "give every operand one type, e.g. `v or 0` for an integer that may be nil",
+                            );
+                        }
+                    }
+                }
                 let saved = st.narrowed.clone();
                 st.narrowed.extend(if is_and { fa.when_true } else { fa.when_false });
                 let b = self.expr(st, rhs);
@@ -1173,11 +1525,25 @@ impl<'a> Checker<'a> {
                         );
                     }
                 };
-                let kind = if is_and { ExprKind::And(Box::new(a), Box::new(b)) } else { ExprKind::Or(Box::new(a), Box::new(b)) };
+                let kind = if is_and {
+                    ExprKind::And(Box::new(a), Box::new(b))
+                } else {
+                    ExprKind::Or(Box::new(a), Box::new(b))
+                };
                 Ok(Val::Rt(fold(Expr { kind, ty, span })))
             }
-            BinOp::Slash(_) => self.refuse(span, "`/` is float division", "float division", "use `//` for integer (floor) division"),
-            BinOp::Caret(_) => self.refuse(span, "`^` is float exponentiation", "float power", "use a constant, `<<` for powers of two, or a loop"),
+            BinOp::Slash(_) => self.refuse(
+                span,
+                "`/` is float division",
+                "float division",
+                "use `//` for integer (floor) division",
+            ),
+            BinOp::Caret(_) => self.refuse(
+                span,
+                "`^` is float exponentiation",
+                "float power",
+                "use a constant, `<<` for powers of two, or a loop",
+            ),
             BinOp::TwoDots(_) => {
                 // Concatenation of constants folds; anything at run time is refused.
                 let a = self.expr(st, lhs)?;
@@ -1186,7 +1552,8 @@ impl<'a> Checker<'a> {
                     (ExprKind::Str(x), ExprKind::Str(y)) => {
                         let mut s = x.clone();
                         s.extend_from_slice(y);
-                        self.to_rt(st, Val::Known(Known::Value(ConstValue::Str(s)), span)).map(Val::Rt)
+                        self.to_rt(st, Val::Known(Known::Value(ConstValue::Str(s)), span))
+                            .map(Val::Rt)
                     }
                     _ => self.refuse(
                         span,
@@ -1202,14 +1569,40 @@ impl<'a> Checker<'a> {
 
     fn compare(&mut self, op: CmpOp, a: Expr, b: Expr, span: Span) -> R<Expr> {
         let eq = matches!(op, CmpOp::Eq | CmpOp::Ne);
-        let wrap_ne = |e: Expr| if op == CmpOp::Ne { fold(Expr { kind: ExprKind::Not(Box::new(e)), ty: Ty::Bool, span }) } else { e };
-        let konst = |b: bool| Expr { kind: ExprKind::Bool(b), ty: Ty::Bool, span };
+        let wrap_ne = |e: Expr| {
+            if op == CmpOp::Ne {
+                fold(Expr {
+                    kind: ExprKind::Not(Box::new(e)),
+                    ty: Ty::Bool,
+                    span,
+                })
+            } else {
+                e
+            }
+        };
+        let konst = |b: bool| Expr {
+            kind: ExprKind::Bool(b),
+            ty: Ty::Bool,
+            span,
+        };
         if eq {
             // Comparisons with nil.
             match (&a.ty, &b.ty) {
                 (Ty::Nil, Ty::Nil) => return Ok(wrap_ne(konst(true))),
-                (Ty::Opt(_), Ty::Nil) => return Ok(wrap_ne(Expr { kind: ExprKind::IsNil(Box::new(a)), ty: Ty::Bool, span })),
-                (Ty::Nil, Ty::Opt(_)) => return Ok(wrap_ne(Expr { kind: ExprKind::IsNil(Box::new(b)), ty: Ty::Bool, span })),
+                (Ty::Opt(_), Ty::Nil) => {
+                    return Ok(wrap_ne(Expr {
+                        kind: ExprKind::IsNil(Box::new(a)),
+                        ty: Ty::Bool,
+                        span,
+                    }))
+                }
+                (Ty::Nil, Ty::Opt(_)) => {
+                    return Ok(wrap_ne(Expr {
+                        kind: ExprKind::IsNil(Box::new(b)),
+                        ty: Ty::Bool,
+                        span,
+                    }))
+                }
                 (_, Ty::Nil) | (Ty::Nil, _) => return Ok(wrap_ne(konst(false))),
                 _ => {}
             }
@@ -1218,26 +1611,61 @@ impl<'a> Checker<'a> {
         // `v == x` with `v` maybe nil: false when nil, else the comparison of the values
         // (Lua compares any two values with `==`). `v` is read twice, so it must be pure.
         if eq && at.is_opt() != bt.is_opt() {
-            let (o, other) = if at.is_opt() { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+            let (o, other) = if at.is_opt() {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
             if is_pure(&o) && *o.ty.strip() == other.ty {
                 let inner_ty = o.ty.strip().clone();
-                let present = Expr { kind: ExprKind::Not(Box::new(Expr { kind: ExprKind::IsNil(Box::new(o.clone())), ty: Ty::Bool, span })), ty: Ty::Bool, span };
-                let value = Expr { kind: ExprKind::Unwrap(Box::new(o)), ty: inner_ty, span };
+                let present = Expr {
+                    kind: ExprKind::Not(Box::new(Expr {
+                        kind: ExprKind::IsNil(Box::new(o.clone())),
+                        ty: Ty::Bool,
+                        span,
+                    })),
+                    ty: Ty::Bool,
+                    span,
+                };
+                let value = Expr {
+                    kind: ExprKind::Unwrap(Box::new(o)),
+                    ty: inner_ty,
+                    span,
+                };
                 let cmp = self.compare(CmpOp::Eq, value, other, span)?;
-                let both = Expr { kind: ExprKind::And(Box::new(present), Box::new(cmp)), ty: Ty::Bool, span };
+                let both = Expr {
+                    kind: ExprKind::And(Box::new(present), Box::new(cmp)),
+                    ty: Ty::Bool,
+                    span,
+                };
                 return Ok(wrap_ne(both));
             }
             if *o.ty.strip() != other.ty {
                 return Ok(wrap_ne(konst(false)));
             }
+            if matches!(other.ty, Ty::Int | Ty::Bool | Ty::Str) {
+                return Ok(wrap_ne(Expr {
+                    kind: ExprKind::OptEquals(Box::new(o), Box::new(other)),
+                    ty: Ty::Bool,
+                    span,
+                }));
+            }
         }
         // Two maybe-nil values: equal when both are nil, or both present with equal values.
         if eq && at.is_opt() && bt.is_opt() && at.strip() == bt.strip() && is_pure(&a) && is_pure(&b) {
-            let boolean = |kind: ExprKind| Expr { kind, ty: Ty::Bool, span };
+            let boolean = |kind: ExprKind| Expr {
+                kind,
+                ty: Ty::Bool,
+                span,
+            };
             let is_nil = |e: &Expr| boolean(ExprKind::IsNil(Box::new(e.clone())));
             let not = |e: Expr| boolean(ExprKind::Not(Box::new(e)));
             let inner = at.strip().clone();
-            let unwrap = |e: &Expr| Expr { kind: ExprKind::Unwrap(Box::new(e.clone())), ty: inner.clone(), span };
+            let unwrap = |e: &Expr| Expr {
+                kind: ExprKind::Unwrap(Box::new(e.clone())),
+                ty: inner.clone(),
+                span,
+            };
             let values_equal = self.compare(CmpOp::Eq, unwrap(&a), unwrap(&b), span)?;
             let both_nil = boolean(ExprKind::And(Box::new(is_nil(&a)), Box::new(is_nil(&b))));
             let both_present = boolean(ExprKind::And(Box::new(not(is_nil(&a))), Box::new(not(is_nil(&b)))));
@@ -1254,12 +1682,23 @@ impl<'a> Checker<'a> {
             );
         }
         match (&at, &bt) {
-            (Ty::Int, Ty::Int) => Ok(fold(Expr { kind: ExprKind::Compare(op, Box::new(a), Box::new(b)), ty: Ty::Bool, span })),
-            (Ty::Bool, Ty::Bool) | (Ty::Str, Ty::Str) if eq => {
-                Ok(fold(Expr { kind: ExprKind::Compare(op, Box::new(a), Box::new(b)), ty: Ty::Bool, span }))
-            }
+            (Ty::Int, Ty::Int) => Ok(fold(Expr {
+                kind: ExprKind::Compare(op, Box::new(a), Box::new(b)),
+                ty: Ty::Bool,
+                span,
+            })),
+            (Ty::Bool, Ty::Bool) | (Ty::Str, Ty::Str) if eq => Ok(fold(Expr {
+                kind: ExprKind::Compare(op, Box::new(a), Box::new(b)),
+                ty: Ty::Bool,
+                span,
+            })),
             (x, y) if eq && x != y => Ok(wrap_ne(konst(false))),
-            (Ty::Str, Ty::Str) => self.refuse(span, "strings can only be compared with `==` and `~=`", "ordering of strings", "compare bytes with `s:byte(i)`"),
+            (Ty::Str, Ty::Str) => self.refuse(
+                span,
+                "strings can only be compared with `==` and `~=`",
+                "ordering of strings",
+                "compare bytes with `s:byte(i)`",
+            ),
             _ => self.refuse(
                 span,
                 format!("cannot compare {} with {}", at.describe(), bt.describe()),
@@ -1283,7 +1722,12 @@ impl<'a> Checker<'a> {
             ),
             (have, want) => {
                 let (h, w) = (have.describe(), want.describe());
-                self.refuse(v.span, format!("expected {w}, found {h}"), format!("this is {h}"), format!("pass {w} here"))
+                self.refuse(
+                    v.span,
+                    format!("expected {w}, found {h}"),
+                    format!("this is {h}"),
+                    format!("pass {w} here"),
+                )
             }
         }
     }
@@ -1306,7 +1750,13 @@ impl<'a> Checker<'a> {
 
     /// A call used as a statement: statement-only operations (map writes through methods,
     /// packet writes, `error`, `bpf.print`) are allowed here.
-    fn prefix_and_suffixes_stmt(&mut self, st: &mut FnState, prefix: &Prefix, suffixes: &[&Suffix], span: Span) -> R<Option<Stmt>> {
+    fn prefix_and_suffixes_stmt(
+        &mut self,
+        st: &mut FnState,
+        prefix: &Prefix,
+        suffixes: &[&Suffix],
+        span: Span,
+    ) -> R<Option<Stmt>> {
         let (last, init) = suffixes.split_last().ok_or(())?;
         let base = {
             let mut v = match prefix {
@@ -1322,12 +1772,19 @@ impl<'a> Checker<'a> {
             v
         };
         match (&base, last) {
-            (Val::Known(Known::Value(ConstValue::Builtin(b)), _), Suffix::Call(Call::AnonymousCall(args))) if b == "error" => {
+            (Val::Known(Known::Value(ConstValue::Builtin(b)), _), Suffix::Call(Call::AnonymousCall(args)))
+                if b == "error" =>
+            {
                 // Arguments are evaluated for their checks only: the message never reaches the kernel.
                 let _ = self.args(st, args);
-                return Ok(Some(Stmt { kind: StmtKind::Error, span }));
+                return Ok(Some(Stmt {
+                    kind: StmtKind::Error,
+                    span,
+                }));
             }
-            (Val::Known(Known::Value(ConstValue::Builtin(b)), _), Suffix::Call(Call::AnonymousCall(args))) if b == "bpf.print" => {
+            (Val::Known(Known::Value(ConstValue::Builtin(b)), _), Suffix::Call(Call::AnonymousCall(args)))
+                if b == "bpf.print" =>
+            {
                 return self.print(st, args, span).map(Some);
             }
             (Val::Rt(Expr { ty: Ty::Packet, .. }), Suffix::Call(Call::MethodCall(m))) => {
@@ -1340,7 +1797,10 @@ impl<'a> Checker<'a> {
         }
         let v = self.suffix(st, base, last, span)?;
         match v {
-            Val::Rt(e) => Ok(Some(Stmt { kind: StmtKind::Eval(e), span })),
+            Val::Rt(e) => Ok(Some(Stmt {
+                kind: StmtKind::Eval(e),
+                span,
+            })),
             Val::Known(..) => self.refuse(span, "this statement does nothing", "here", "remove it"),
         }
     }
@@ -1349,27 +1809,54 @@ impl<'a> Checker<'a> {
         let args = self.args(st, args)?;
         let mut it = args.into_iter();
         let fmt = match it.next() {
-            Some(Expr { kind: ExprKind::Str(s), .. }) => s,
-            _ => return self.refuse(span, "`bpf.print` needs a constant format string first", "here", "write `bpf.print(\"x=%d\", x)`"),
+            Some(Expr {
+                kind: ExprKind::Str(s), ..
+            }) => s,
+            _ => {
+                return self.refuse(
+                    span,
+                    "`bpf.print` needs a constant format string first",
+                    "here",
+                    "write `bpf.print(\"x=%d\", x)`",
+                )
+            }
         };
         let rest: Vec<Expr> = it.collect();
         if rest.len() > 3 {
-            return self.refuse(span, "`bpf.print` takes at most 3 values after the format", "too many arguments", "print in several calls");
+            return self.refuse(
+                span,
+                "`bpf.print` takes at most 3 values after the format",
+                "too many arguments",
+                "print in several calls",
+            );
         }
         let mut out = Vec::new();
         for a in rest {
             out.push(self.require_int(a, "argument")?);
         }
-        Ok(Stmt { kind: StmtKind::Print { fmt, args: out }, span })
+        Ok(Stmt {
+            kind: StmtKind::Print { fmt, args: out },
+            span,
+        })
     }
 
     fn packet_store(&mut self, st: &mut FnState, name: &str, args: &FunctionArgs, span: Span) -> R<Stmt> {
         if matches!(self.hook, Hook::Netfilter { .. }) {
-            return self.refuse(span, "netfilter programs cannot write to the packet", "a packet write", "attach the program at XDP or tc to rewrite packets");
+            return self.refuse(
+                span,
+                "netfilter programs cannot write to the packet",
+                "a packet write",
+                "attach the program at XDP or tc to rewrite packets",
+            );
         }
         let args = self.args(st, args)?;
         if args.len() != 2 {
-            return self.refuse(span, format!("`{name}` takes an offset and a value"), "here", format!("write `packet:{name}(offset, value)`"));
+            return self.refuse(
+                span,
+                format!("`{name}` takes an offset and a value"),
+                "here",
+                format!("write `packet:{name}(offset, value)`"),
+            );
         }
         let mut it = args.into_iter();
         let off = it.next().ok_or(())?;
@@ -1377,19 +1864,37 @@ impl<'a> Checker<'a> {
         let off = self.require_int(off, "offset")?;
         if name == "setstring" {
             if value.ty != Ty::Str {
-                return self.refuse(value.span, "`setstring` writes a string", "not a string", "pass a string");
+                return self.refuse(
+                    value.span,
+                    "`setstring` writes a string",
+                    "not a string",
+                    "pass a string",
+                );
             }
-            return Ok(Stmt { kind: StmtKind::PacketStoreString { off, value }, span });
+            return Ok(Stmt {
+                kind: StmtKind::PacketStoreString { off, value },
+                span,
+            });
         }
         let bytes = match name {
             "setbyte" | "setuint8" | "setint8" => 1,
             "setuint16" | "setint16" => 2,
             "setuint32" | "setint32" => 4,
             "setint64" | "setnumber" | "setuint64" => 8,
-            _ => return self.refuse(span, format!("the packet has no method `{name}`"), "unknown method", "see docs/language.md, section 3"),
+            _ => {
+                return self.refuse(
+                    span,
+                    format!("the packet has no method `{name}`"),
+                    "unknown method",
+                    "see docs/language.md, section 3",
+                )
+            }
         };
         let value = self.require_int(value, "value")?;
-        Ok(Stmt { kind: StmtKind::PacketStore { bytes, off, value }, span })
+        Ok(Stmt {
+            kind: StmtKind::PacketStore { bytes, off, value },
+            span,
+        })
     }
 
     fn args(&mut self, st: &mut FnState, args: &FunctionArgs) -> R<Vec<Expr>> {
@@ -1401,7 +1906,12 @@ impl<'a> Checker<'a> {
             }
             FunctionArgs::TableConstructor(tc) => {
                 let sp = self.span(st, &**tc);
-                self.refuse(sp, "tables cannot be created in the kernel", "table argument", "pass the values as separate arguments")
+                self.refuse(
+                    sp,
+                    "tables cannot be created in the kernel",
+                    "table argument",
+                    "pass the values as separate arguments",
+                )
             }
             _ => Err(()),
         }
@@ -1412,7 +1922,11 @@ impl<'a> Checker<'a> {
             Index::Brackets { expression, .. } => self.expr(st, expression),
             Index::Dot { name, .. } => {
                 let sp = self.span(st, name);
-                Ok(Expr { kind: ExprKind::Str(ident(name).into_bytes()), ty: Ty::Str, span: sp })
+                Ok(Expr {
+                    kind: ExprKind::Str(ident(name).into_bytes()),
+                    ty: Ty::Str,
+                    span: sp,
+                })
             }
             _ => Err(()),
         }
@@ -1436,40 +1950,75 @@ impl<'a> Checker<'a> {
             Val::Known(Known::Value(ConstValue::Table(t)), _) => {
                 let key = self.index_key(st, index)?;
                 if let Some(k) = const_of(&key) {
-                    let entry = self.ev.tables[t].entries.iter().find(|(ek, _)| *ek == k).map(|(_, v)| v.clone());
+                    let entry = self.ev.tables[t]
+                        .entries
+                        .iter()
+                        .find(|(ek, _)| *ek == k)
+                        .map(|(_, v)| v.clone());
                     return Ok(Val::Known(Known::Value(entry.unwrap_or(ConstValue::Nil)), span));
                 }
                 // A run-time key: the table becomes a map (a static table).
                 let map = self.static_map(st, t, span)?;
                 let key = self.map_key(st, map, key)?;
                 let vty = self.map_value_ty(map);
-                Ok(Val::Rt(Expr { kind: ExprKind::MapGet { map, key: Box::new(key) }, ty: Ty::opt(vty), span }))
+                Ok(Val::Rt(Expr {
+                    kind: ExprKind::MapGet {
+                        map,
+                        key: Box::new(key),
+                    },
+                    ty: Ty::opt(vty),
+                    span,
+                }))
             }
             Val::Known(Known::Value(ConstValue::Map(map)), _) => {
                 let key = self.index_key(st, index)?;
                 let key = self.map_key(st, map, key)?;
                 let vty = self.map_value_ty(map);
-                Ok(Val::Rt(Expr { kind: ExprKind::MapGet { map, key: Box::new(key) }, ty: Ty::opt(vty), span }))
+                Ok(Val::Rt(Expr {
+                    kind: ExprKind::MapGet {
+                        map,
+                        key: Box::new(key),
+                    },
+                    ty: Ty::opt(vty),
+                    span,
+                }))
             }
             Val::Known(k, ksp) => {
                 let what = match &k {
                     Known::Value(c) => describe_const(c),
                     Known::Inner(_) => "a function".into(),
                 };
-                self.refuse(ksp, format!("cannot index {what}"), "indexed here", "index tables, maps, records and ctx")
+                self.refuse(
+                    ksp,
+                    format!("cannot index {what}"),
+                    "indexed here",
+                    "index tables, maps, records and ctx",
+                )
             }
             Val::Rt(e) => match (&e.ty, index) {
                 (Ty::Record(map), Index::Dot { name, .. }) => {
                     let map = *map;
                     let field = self.record_field(st, map, name)?;
                     let ty = self.field_ty(map, field);
-                    Ok(Val::Rt(Expr { kind: ExprKind::Field { base: Box::new(e), map, field }, ty, span }))
+                    Ok(Val::Rt(Expr {
+                        kind: ExprKind::Field {
+                            base: Box::new(e),
+                            map,
+                            field,
+                        },
+                        ty,
+                        span,
+                    }))
                 }
                 (Ty::Ctx, Index::Dot { name, .. }) => {
                     let fname = ident(name);
                     let nsp = self.span(st, name);
                     let field = self.ctx_field(&fname, false, nsp)?;
-                    Ok(Val::Rt(Expr { kind: ExprKind::CtxField(field), ty: Ty::Int, span }))
+                    Ok(Val::Rt(Expr {
+                        kind: ExprKind::CtxField(field),
+                        ty: Ty::Int,
+                        span,
+                    }))
                 }
                 (Ty::Opt(_), _) => self.refuse(
                     e.span,
@@ -1479,7 +2028,12 @@ impl<'a> Checker<'a> {
                 ),
                 (t, _) => {
                     let t = t.describe();
-                    self.refuse(span, format!("cannot index {t}"), "here", "index tables, maps, records and ctx")
+                    self.refuse(
+                        span,
+                        format!("cannot index {t}"),
+                        "here",
+                        "index tables, maps, records and ctx",
+                    )
                 }
             },
         }
@@ -1504,7 +2058,12 @@ impl<'a> Checker<'a> {
                     Known::Value(c) => describe_const(c),
                     Known::Inner(_) => "a function".into(),
                 };
-                self.refuse(ksp, format!("cannot call {what} in a compiled function"), "called here", "call Lua functions of the file, its modules, or the `bpf`/`linux` builtins")
+                self.refuse(
+                    ksp,
+                    format!("cannot call {what} in a compiled function"),
+                    "called here",
+                    "call Lua functions of the file, its modules, or the `bpf`/`linux` builtins",
+                )
             }
             Val::Rt(e) => {
                 let t = e.ty.describe();
@@ -1522,7 +2081,11 @@ impl<'a> Checker<'a> {
         };
         let id = self.instantiate(key, tys, span, false).ok_or(())?;
         let ty = self.funcs[id].results.first().cloned().unwrap_or(Ty::Nil);
-        Ok(Val::Rt(Expr { kind: ExprKind::Call { func: id, args }, ty, span }))
+        Ok(Val::Rt(Expr {
+            kind: ExprKind::Call { func: id, args },
+            ty,
+            span,
+        }))
     }
 
     fn builtin(&mut self, name: &str, args: Vec<Expr>, span: Span) -> R<Expr> {
@@ -1535,21 +2098,47 @@ impl<'a> Checker<'a> {
             "bpf.random" => (Builtin::Random, 0),
             "bpf.cpu" => (Builtin::Cpu, 0),
             "error" => {
-                return self.refuse(span, "`error(...)` is a statement here", "used as a value", "write `error(\"...\")` on its own line");
+                return self.refuse(
+                    span,
+                    "`error(...)` is a statement here",
+                    "used as a value",
+                    "write `error(\"...\")` on its own line",
+                );
             }
-            "bpf.print" => return self.refuse(span, "`bpf.print` is a statement", "used as a value", "call it on its own line"),
+            "bpf.print" => {
+                return self.refuse(
+                    span,
+                    "`bpf.print` is a statement",
+                    "used as a value",
+                    "call it on its own line",
+                )
+            }
             _ => {
-                return self.refuse(span, format!("`{name}` cannot be called in a compiled function"), "here", "see docs/language.md, section 7");
+                return self.refuse(
+                    span,
+                    format!("`{name}` cannot be called in a compiled function"),
+                    "here",
+                    "see docs/language.md, section 7",
+                );
             }
         };
         if args.len() != nargs {
-            return self.refuse(span, format!("`{name}` takes {nargs} argument(s), got {}", args.len()), "here", "check the call");
+            return self.refuse(
+                span,
+                format!("`{name}` takes {nargs} argument(s), got {}", args.len()),
+                "here",
+                "check the call",
+            );
         }
         let mut out = Vec::new();
         for a in args {
             out.push(self.require_int(a, "argument")?);
         }
-        Ok(fold(Expr { kind: ExprKind::Builtin { op, args: out }, ty: Ty::Int, span }))
+        Ok(fold(Expr {
+            kind: ExprKind::Builtin { op, args: out },
+            ty: Ty::Int,
+            span,
+        }))
     }
 
     fn method(&mut self, st: &mut FnState, recv: Expr, name: &str, args: &FunctionArgs, span: Span) -> R<Val> {
@@ -1557,9 +2146,18 @@ impl<'a> Checker<'a> {
             Ty::Ctx => {
                 if name == "packet" {
                     let _ = self.args(st, args)?;
-                    return Ok(Val::Rt(Expr { kind: ExprKind::Packet, ty: Ty::Packet, span }));
+                    return Ok(Val::Rt(Expr {
+                        kind: ExprKind::Packet,
+                        ty: Ty::Packet,
+                        span,
+                    }));
                 }
-                self.refuse(span, format!("ctx has no method `{name}`"), "unknown method", "use `ctx:packet()` and ctx fields such as `ctx.ingress_ifindex`")
+                self.refuse(
+                    span,
+                    format!("ctx has no method `{name}`"),
+                    "unknown method",
+                    "use `ctx:packet()` and ctx fields such as `ctx.ingress_ifindex`",
+                )
             }
             Ty::Packet => {
                 let args = self.args(st, args)?;
@@ -1569,10 +2167,20 @@ impl<'a> Checker<'a> {
                 let args = self.args(st, args)?;
                 self.string_method(recv, name, args, span).map(Val::Rt)
             }
-            Ty::Opt(_) => self.refuse(recv.span, "this value may be nil; test it before calling a method", "may be nil", "test it first: `if v then ... end`"),
+            Ty::Opt(_) => self.refuse(
+                recv.span,
+                "this value may be nil; test it before calling a method",
+                "may be nil",
+                "test it first: `if v then ... end`",
+            ),
             t => {
                 let t = t.describe();
-                self.refuse(span, format!("{t} has no method `{name}`"), "here", "methods exist on ctx, the packet and strings")
+                self.refuse(
+                    span,
+                    format!("{t} has no method `{name}`"),
+                    "here",
+                    "methods exist on ctx, the packet and strings",
+                )
             }
         }
     }
@@ -1589,28 +2197,70 @@ impl<'a> Checker<'a> {
             "getint64" | "getnumber" | "getuint64" => load(8, false),
             "getstring" => {
                 if args.len() != 2 {
-                    return self.refuse(span, "`getstring` takes an offset and a length", "here", "write `packet:getstring(offset, length)`");
+                    return self.refuse(
+                        span,
+                        "`getstring` takes an offset and a length",
+                        "here",
+                        "write `packet:getstring(offset, length)`",
+                    );
                 }
                 let mut it = args.into_iter();
                 let off = self.require_int(it.next().ok_or(())?, "offset")?;
                 let len = self.require_int(it.next().ok_or(())?, "length")?;
                 if let ExprKind::Int(n) = len.kind {
                     if !(0..=255).contains(&n) {
-                        return self.refuse(len.span, format!("`getstring` of {n} bytes"), "length", "strings are at most 255 bytes at run time");
+                        return self.refuse(
+                            len.span,
+                            format!("`getstring` of {n} bytes"),
+                            "length",
+                            "strings are at most 255 bytes at run time",
+                        );
                     }
                 }
-                return Ok(Expr { kind: ExprKind::PacketString { off: Box::new(off), len: Box::new(len) }, ty: Ty::Str, span });
+                return Ok(Expr {
+                    kind: ExprKind::PacketString {
+                        off: Box::new(off),
+                        len: Box::new(len),
+                    },
+                    ty: Ty::Str,
+                    span,
+                });
             }
             n if n.starts_with("set") => {
-                return self.refuse(span, format!("`{n}` is a statement"), "used as a value", "call it on its own line");
+                return self.refuse(
+                    span,
+                    format!("`{n}` is a statement"),
+                    "used as a value",
+                    "call it on its own line",
+                );
             }
-            _ => return self.refuse(span, format!("the packet has no method `{name}`"), "unknown method", "see docs/language.md, section 3"),
+            _ => {
+                return self.refuse(
+                    span,
+                    format!("the packet has no method `{name}`"),
+                    "unknown method",
+                    "see docs/language.md, section 3",
+                )
+            }
         };
         if args.len() != 1 {
-            return self.refuse(span, format!("`{name}` takes one offset"), "here", format!("write `packet:{name}(offset)`"));
+            return self.refuse(
+                span,
+                format!("`{name}` takes one offset"),
+                "here",
+                format!("write `packet:{name}(offset)`"),
+            );
         }
         let off = self.require_int(args.into_iter().next().ok_or(())?, "offset")?;
-        Ok(Expr { kind: ExprKind::PacketLoad { bytes, signed, off: Box::new(off) }, ty: Ty::Int, span })
+        Ok(Expr {
+            kind: ExprKind::PacketLoad {
+                bytes,
+                signed,
+                off: Box::new(off),
+            },
+            ty: Ty::Int,
+            span,
+        })
     }
 
     fn string_method(&mut self, s: Expr, name: &str, args: Vec<Expr>, span: Span) -> R<Expr> {
@@ -1667,7 +2317,9 @@ impl<'a> Checker<'a> {
     fn record_field(&mut self, st: &FnState, map: MapId, name: &TokenReference) -> R<usize> {
         let fname = ident(name);
         let sp = self.span(st, name);
-        let Format::Record(fields) = &self.maps.maps[map].value else { return Err(()) };
+        let Format::Record(fields) = &self.maps.maps[map].value else {
+            return Err(());
+        };
         if let Some(i) = fields.iter().position(|f| f.name == fname) {
             if matches!(fields[i].format, Format::Record(_)) {
                 return self.refuse(sp, "nested records are not supported", "here", "flatten the record");
@@ -1676,7 +2328,12 @@ impl<'a> Checker<'a> {
         }
         let known: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
         let mname = self.maps.maps[map].name.clone();
-        self.refuse(sp, format!("the values of map `{mname}` have no field `{fname}`"), "unknown field", format!("the fields are: {}", known.join(", ")))
+        self.refuse(
+            sp,
+            format!("the values of map `{mname}` have no field `{fname}`"),
+            "unknown field",
+            format!("the fields are: {}", known.join(", ")),
+        )
     }
 
     /// Checks a key against the map's key format.
@@ -1687,22 +2344,42 @@ impl<'a> Checker<'a> {
             Format::Chars(_) => Ty::Str,
             Format::Record(_) => {
                 let name = m.name.clone();
-                return self.refuse(key.span, format!("map `{name}` has record keys, which compiled code cannot build yet"), "key", "use an integer or `cN` key");
+                return self.refuse(
+                    key.span,
+                    format!("map `{name}` has record keys, which compiled code cannot build yet"),
+                    "key",
+                    "use an integer or `cN` key",
+                );
             }
         };
         if let (ExprKind::Str(s), Format::Chars(n)) = (&key.kind, &m.key) {
             if s.len() > *n as usize {
                 let (len, n) = (s.len(), *n);
-                return self.refuse(key.span, format!("this key is {len} bytes; the map's keys are c{n}"), "too long", "a longer key is never found: shorten it");
+                return self.refuse(
+                    key.span,
+                    format!("this key is {len} bytes; the map's keys are c{n}"),
+                    "too long",
+                    "a longer key is never found: shorten it",
+                );
             }
         }
         if key.ty.is_opt() {
-            return self.refuse(key.span, "a map key may not be nil", "may be nil", "test it first: `if k then ... end`");
+            return self.refuse(
+                key.span,
+                "a map key may not be nil",
+                "may be nil",
+                "test it first: `if k then ... end`",
+            );
         }
         if key.ty != want {
             let (have, w) = (key.ty.describe(), want.describe());
             let name = self.maps.maps[map].name.clone();
-            return self.refuse(key.span, format!("map `{name}` has {w} keys, not {have}"), format!("this is {have}"), format!("index it with {w}"));
+            return self.refuse(
+                key.span,
+                format!("map `{name}` has {w} keys, not {have}"),
+                format!("this is {have}"),
+                format!("index it with {w}"),
+            );
         }
         Ok(key)
     }
@@ -1718,14 +2395,32 @@ impl<'a> Checker<'a> {
         match static_table_layout(&table.entries) {
             Ok((key, value, init)) => {
                 if self.maps.maps.iter().any(|m| m.name == name) {
-                    return self.refuse(span, format!("a map named `{name}` already exists"), "this table", "rename the table or the map");
+                    return self.refuse(
+                        span,
+                        format!("a map named `{name}` already exists"),
+                        "this table",
+                        "rename the table or the map",
+                    );
                 }
                 let n = init.len().max(1) as u32;
-                self.maps.maps.push(MapDecl { name, kind: MapKind::Hash, key, value, max_entries: n.next_power_of_two().max(64), flags: 0, span: decl_span });
+                self.maps.maps.push(MapDecl {
+                    name,
+                    kind: MapKind::Hash,
+                    key,
+                    value,
+                    max_entries: n.next_power_of_two().max(64),
+                    flags: 0,
+                    span: decl_span,
+                });
                 self.maps.init.push(init);
                 let id = self.maps.maps.len() - 1;
                 self.maps.static_of.insert(t, id);
-                if self.maps.maps[id].value == (Format::Int { bytes: 1, signed: false }) {
+                if self.maps.maps[id].value
+                    == (Format::Int {
+                        bytes: 1,
+                        signed: false,
+                    })
+                {
                     self.maps.bool_values.insert(id);
                 }
                 Ok(id)
@@ -1757,13 +2452,22 @@ impl<'a> Checker<'a> {
         match fields.iter().find(|f| f.0 == name) {
             Some(&(_, offset, bytes, writable)) => {
                 if write && !writable {
-                    return self.refuse(span, format!("ctx.{name} is read-only"), "assigned here", "only `mark` and `priority` of tc programs can be written");
+                    return self.refuse(
+                        span,
+                        format!("ctx.{name} is read-only"),
+                        "assigned here",
+                        "only `mark` and `priority` of tc programs can be written",
+                    );
                 }
                 Ok(CtxField { offset, bytes })
             }
             None => {
                 let names: Vec<&str> = fields.iter().map(|f| f.0).collect();
-                let hint = if names.is_empty() { "this hook's ctx has no fields yet; use `ctx:packet()`".to_string() } else { format!("this hook's ctx has: {}", names.join(", ")) };
+                let hint = if names.is_empty() {
+                    "this hook's ctx has no fields yet; use `ctx:packet()`".to_string()
+                } else {
+                    format!("this hook's ctx has: {}", names.join(", "))
+                };
                 self.refuse(span, format!("ctx has no field `{name}` here"), "unknown field", hint)
             }
         }
@@ -1781,7 +2485,10 @@ struct Facts {
 
 impl Facts {
     fn negate(self) -> Facts {
-        Facts { when_true: self.when_false, when_false: self.when_true }
+        Facts {
+            when_true: self.when_false,
+            when_false: self.when_true,
+        }
     }
 }
 
@@ -1837,13 +2544,27 @@ fn and_or_value_ty(is_and: bool, a: &Ty, b: &Ty) -> Option<Ty> {
     }
 }
 
+/// The value type of an and/or chain checked as a condition, if it has one.
+fn and_or_chain_ty(e: &Expr) -> Option<Ty> {
+    match &e.kind {
+        ExprKind::And(a, b) => and_or_value_ty(true, &and_or_chain_ty(a)?, &and_or_chain_ty(b)?),
+        ExprKind::Or(a, b) => and_or_value_ty(false, &and_or_chain_ty(a)?, &and_or_chain_ty(b)?),
+        _ => Some(e.ty.clone()),
+    }
+}
+
 /// In a condition only truthiness matters, so any mix is fine.
 fn and_or_cond_ty(a: &Ty, b: &Ty) -> Ty {
     and_or_value_ty(true, a, b).unwrap_or(Ty::Bool)
 }
 
 fn is_scalar_known(k: &Known) -> bool {
-    matches!(k, Known::Value(ConstValue::Int(_) | ConstValue::Bool(_) | ConstValue::Str(_) | ConstValue::Nil | ConstValue::Float(_)))
+    matches!(
+        k,
+        Known::Value(
+            ConstValue::Int(_) | ConstValue::Bool(_) | ConstValue::Str(_) | ConstValue::Nil | ConstValue::Float(_)
+        )
+    )
 }
 
 fn describe_const(c: &ConstValue) -> String {
@@ -1889,9 +2610,24 @@ fn same_value(a: &Expr, b: &Expr) -> bool {
         (ExprKind::Str(x), ExprKind::Str(y)) => x == y,
         (ExprKind::Nil, ExprKind::Nil) => true,
         (ExprKind::Local(x), ExprKind::Local(y)) => x == y,
-        (ExprKind::Unwrap(x), ExprKind::Unwrap(y)) | (ExprKind::Neg(x), ExprKind::Neg(y)) | (ExprKind::BNot(x), ExprKind::BNot(y)) => same_value(x, y),
-        (ExprKind::Arith(o1, a1, b1), ExprKind::Arith(o2, a2, b2)) => o1 == o2 && same_value(a1, a2) && same_value(b1, b2),
-        (ExprKind::PacketLoad { bytes: n1, signed: s1, off: o1 }, ExprKind::PacketLoad { bytes: n2, signed: s2, off: o2 }) => n1 == n2 && s1 == s2 && same_value(o1, o2),
+        (ExprKind::Unwrap(x), ExprKind::Unwrap(y))
+        | (ExprKind::Neg(x), ExprKind::Neg(y))
+        | (ExprKind::BNot(x), ExprKind::BNot(y)) => same_value(x, y),
+        (ExprKind::Arith(o1, a1, b1), ExprKind::Arith(o2, a2, b2)) => {
+            o1 == o2 && same_value(a1, a2) && same_value(b1, b2)
+        }
+        (
+            ExprKind::PacketLoad {
+                bytes: n1,
+                signed: s1,
+                off: o1,
+            },
+            ExprKind::PacketLoad {
+                bytes: n2,
+                signed: s2,
+                off: o2,
+            },
+        ) => n1 == n2 && s1 == s2 && same_value(o1, o2),
         (ExprKind::CtxField(x), ExprKind::CtxField(y)) => x == y,
         _ => false,
     }
@@ -1899,7 +2635,10 @@ fn same_value(a: &Expr, b: &Expr) -> bool {
 
 fn seq_len(entries: &[(ConstValue, ConstValue)]) -> i64 {
     let mut n = 0;
-    while entries.iter().any(|(k, v)| *k == ConstValue::Int(n + 1) && *v != ConstValue::Nil) {
+    while entries
+        .iter()
+        .any(|(k, v)| *k == ConstValue::Int(n + 1) && *v != ConstValue::Nil)
+    {
         n += 1;
     }
     n
@@ -1907,14 +2646,20 @@ fn seq_len(entries: &[(ConstValue, ConstValue)]) -> i64 {
 
 /// Key and value formats and the initial contents of a static table.
 #[allow(clippy::type_complexity)]
-fn static_table_layout(entries: &[(ConstValue, ConstValue)]) -> Result<(Format, Format, Vec<(Vec<u8>, Vec<u8>)>), String> {
+fn static_table_layout(
+    entries: &[(ConstValue, ConstValue)],
+) -> Result<(Format, Format, Vec<(Vec<u8>, Vec<u8>)>), String> {
     let round = |n: usize| ((n.div_ceil(8) * 8).max(64)) as u32;
     let keys_int = entries.iter().all(|(k, _)| matches!(k, ConstValue::Int(_)));
     let keys_str = entries.iter().all(|(k, _)| matches!(k, ConstValue::Str(_)));
     let key = if keys_int {
         Format::Int { bytes: 8, signed: true }
     } else if keys_str {
-        let n = entries.iter().map(|(k, _)| if let ConstValue::Str(s) = k { s.len() } else { 0 }).max().unwrap_or(0);
+        let n = entries
+            .iter()
+            .map(|(k, _)| if let ConstValue::Str(s) = k { s.len() } else { 0 })
+            .max()
+            .unwrap_or(0);
         Format::Chars(round(n))
     } else {
         return Err("its keys mix types".into());
@@ -1923,11 +2668,18 @@ fn static_table_layout(entries: &[(ConstValue, ConstValue)]) -> Result<(Format, 
     let vals_int = entries.iter().all(|(_, v)| matches!(v, ConstValue::Int(_)));
     let vals_str = entries.iter().all(|(_, v)| matches!(v, ConstValue::Str(_)));
     let value = if vals_bool && !entries.is_empty() {
-        Format::Int { bytes: 1, signed: false }
+        Format::Int {
+            bytes: 1,
+            signed: false,
+        }
     } else if vals_int {
         Format::Int { bytes: 8, signed: true }
     } else if vals_str {
-        let n = entries.iter().map(|(_, v)| if let ConstValue::Str(s) = v { s.len() } else { 0 }).max().unwrap_or(0);
+        let n = entries
+            .iter()
+            .map(|(_, v)| if let ConstValue::Str(s) = v { s.len() } else { 0 })
+            .max()
+            .unwrap_or(0);
         Format::Chars(round(n))
     } else {
         return Err("its values are not all integers, all booleans or all strings".into());
@@ -2088,8 +2840,16 @@ fn unescape(s: &str) -> Result<Vec<u8>, String> {
 /// Folds operations on constants, with Lua 5.4 integer semantics.
 pub fn fold(e: Expr) -> Expr {
     let span = e.span;
-    let int = |i: i64| Expr { kind: ExprKind::Int(i), ty: Ty::Int, span };
-    let boolean = |b: bool| Expr { kind: ExprKind::Bool(b), ty: Ty::Bool, span };
+    let int = |i: i64| Expr {
+        kind: ExprKind::Int(i),
+        ty: Ty::Int,
+        span,
+    };
+    let boolean = |b: bool| Expr {
+        kind: ExprKind::Bool(b),
+        ty: Ty::Bool,
+        span,
+    };
     match &e.kind {
         ExprKind::Arith(op, a, b) => {
             if let (ExprKind::Int(x), ExprKind::Int(y)) = (&a.kind, &b.kind) {
@@ -2123,13 +2883,20 @@ pub fn fold(e: Expr) -> Expr {
                     CmpOp::Gt => x > y,
                     CmpOp::Ge => x >= y,
                 }),
-                (ExprKind::Str(x), ExprKind::Str(y)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => Some((x == y) == (*op == CmpOp::Eq)),
-                (ExprKind::Bool(x), ExprKind::Bool(y)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => Some((x == y) == (*op == CmpOp::Eq)),
+                (ExprKind::Str(x), ExprKind::Str(y)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => {
+                    Some((x == y) == (*op == CmpOp::Eq))
+                }
+                (ExprKind::Bool(x), ExprKind::Bool(y)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => {
+                    Some((x == y) == (*op == CmpOp::Eq))
+                }
                 _ => None,
             };
             r.map(boolean).unwrap_or(e)
         }
-        ExprKind::Builtin { op: Builtin::ByteSwap(bits), args } => match args.first().map(|a| &a.kind) {
+        ExprKind::Builtin {
+            op: Builtin::ByteSwap(bits),
+            args,
+        } => match args.first().map(|a| &a.kind) {
             Some(ExprKind::Int(x)) => int(crate::semantics::byteswap(*bits, *x)),
             _ => e,
         },

@@ -14,8 +14,8 @@ use luabpf_compiler::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Val
 use luabpf_compiler::liveness::Liveness;
 use luabpf_compiler::regalloc::{allocate, AllocError, Allocation, Loc};
 use runtime_bpf::isa::{
-    Insn, JmpOp, Reg, Size, BPF_ALU, BPF_ALU64, BPF_ATOMIC, BPF_DW, BPF_JMP, BPF_JMP32, BPF_LD, BPF_LDX,
-    BPF_MEM, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD, BPF_ST, BPF_STX, BPF_X,
+    Insn, JmpOp, Reg, Size, BPF_ALU, BPF_ALU64, BPF_ATOMIC, BPF_DW, BPF_JMP, BPF_JMP32, BPF_LD, BPF_LDX, BPF_MEM,
+    BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD, BPF_ST, BPF_STX, BPF_X,
 };
 use runtime_bpf::object::{Format, MapKind, MapSpec, ProgramCode, SourceLoc};
 
@@ -39,7 +39,11 @@ impl Fb {
     }
     fn loc(&mut self) -> SourceLoc {
         self.line += 1;
-        SourceLoc { file: 0, line: self.line, col: 1 }
+        SourceLoc {
+            file: 0,
+            line: self.line,
+            col: 1,
+        }
     }
     pub fn ins(&mut self, i: Inst) {
         let loc = self.loc();
@@ -68,22 +72,42 @@ impl Fb {
     }
     pub fn bin(&mut self, op: BinOp, a: Value, b: impl Into<Operand>) -> Value {
         let dst = self.scalar();
-        self.ins(Inst::Bin { op, dst, a, b: b.into() });
+        self.ins(Inst::Bin {
+            op,
+            dst,
+            a,
+            b: b.into(),
+        });
         dst
     }
     pub fn bin_to(&mut self, dst: Value, op: BinOp, a: Value, b: impl Into<Operand>) {
-        self.ins(Inst::Bin { op, dst, a, b: b.into() });
+        self.ins(Inst::Bin {
+            op,
+            dst,
+            a,
+            b: b.into(),
+        });
     }
     pub fn call(&mut self, helper: i32, args: Vec<Operand>) -> Value {
         let dst = self.scalar();
-        self.ins(Inst::Call { helper, args, dst: Some(dst) });
+        self.ins(Inst::Call {
+            helper,
+            args,
+            dst: Some(dst),
+        });
         dst
     }
     pub fn jump(&mut self, b: Block) {
         self.term(Terminator::Jump(b));
     }
     pub fn branch(&mut self, op: JmpOp, a: Value, b: impl Into<Operand>, then_: Block, else_: Block) {
-        self.term(Terminator::Branch { op, a, b: b.into(), then_, else_ });
+        self.term(Terminator::Branch {
+            op,
+            a,
+            b: b.into(),
+            then_,
+            else_,
+        });
     }
 }
 
@@ -122,22 +146,48 @@ pub fn xdp_case(name: &str, body: impl FnOnce(&mut Fb, Value) -> Vec<(Value, Exp
     let results = body(&mut b, ctx);
     assert!(results.len() * 8 <= PACKET_LEN, "{name}: too many results");
     let data = b.ptr();
-    b.ins(Inst::Load { dst: data, base: ctx, off: 0, size: Size::W });
+    b.ins(Inst::Load {
+        dst: data,
+        base: ctx,
+        off: 0,
+        size: Size::W,
+    });
     let data_end = b.ptr();
-    b.ins(Inst::Load { dst: data_end, base: ctx, off: 4, size: Size::W });
+    b.ins(Inst::Load {
+        dst: data_end,
+        base: ctx,
+        off: 4,
+        size: Size::W,
+    });
     let end = b.ptr();
-    b.ins(Inst::Bin { op: BinOp::Add, dst: end, a: data, b: imm(8 * results.len() as i64) });
+    b.ins(Inst::Bin {
+        op: BinOp::Add,
+        dst: end,
+        a: data,
+        b: imm(8 * results.len() as i64),
+    });
     let store = b.block();
     let fail = b.block();
     b.branch(JmpOp::Jgt, end, end_operand(data_end), fail, store);
     b.switch_to(store);
     for (k, (v, _)) in results.iter().enumerate() {
-        b.ins(Inst::Store { base: data, off: 8 * k as i16, src: Operand::Value(*v), size: Size::DW });
+        b.ins(Inst::Store {
+            base: data,
+            off: 8 * k as i16,
+            src: Operand::Value(*v),
+            size: Size::DW,
+        });
     }
     b.term(Terminator::Return(imm(XDP_PASS as i64)));
     b.switch_to(fail);
     b.term(Terminator::Return(imm(XDP_DROP as i64)));
-    Case { name: name.into(), f: b.f, expect: results.iter().map(|r| r.1).collect(), verdict: XDP_PASS, maps: vec![] }
+    Case {
+        name: name.into(),
+        f: b.f,
+        expect: results.iter().map(|r| r.1).collect(),
+        verdict: XDP_PASS,
+        maps: vec![],
+    }
 }
 
 fn end_operand(v: Value) -> Operand {
@@ -151,7 +201,13 @@ pub fn verdict_case(name: &str, verdict: u32, body: impl FnOnce(&mut Fb, Value) 
     b.ins(Inst::Arg { dst: ctx, index: 0 });
     let r = body(&mut b, ctx);
     b.term(Terminator::Return(r));
-    Case { name: name.into(), f: b.f, expect: vec![], verdict, maps: vec![] }
+    Case {
+        name: name.into(),
+        f: b.f,
+        expect: vec![],
+        verdict,
+        maps: vec![],
+    }
 }
 
 /// `for i = 1, 10 do s = s + i end`.
@@ -207,7 +263,11 @@ pub fn case_spills() -> Case {
             b.bin_to(acc, BinOp::Xor, acc, ws[k]);
             b.bin_to(acc, BinOp::Add, acc, vs[k]);
         }
-        vec![(acc, Expect::Eq(acc_e)), (vs[3], Expect::Eq(cval(3) as u64)), (ws[N - 1], Expect::Eq(last_w))]
+        vec![
+            (acc, Expect::Eq(acc_e)),
+            (vs[3], Expect::Eq(cval(3) as u64)),
+            (ws[N - 1], Expect::Eq(last_w)),
+        ]
     })
 }
 
@@ -276,13 +336,36 @@ pub fn case_five_args() -> Case {
     xdp_case("five_args", move |b, _| {
         let a = b.f.new_slot(8, 8);
         let t = b.f.new_slot(8, 4);
-        b.ins(Inst::StoreSlot { slot: a, off: 0, src: imm(0x11223344), size: Size::W });
-        b.ins(Inst::StoreSlot { slot: a, off: 4, src: imm(0x55667788), size: Size::W });
-        b.ins(Inst::StoreSlot { slot: t, off: 0, src: imm(0x0102030405060708), size: Size::DW });
+        b.ins(Inst::StoreSlot {
+            slot: a,
+            off: 0,
+            src: imm(0x11223344),
+            size: Size::W,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: a,
+            off: 4,
+            src: imm(0x55667788),
+            size: Size::W,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: t,
+            off: 0,
+            src: imm(0x0102030405060708),
+            size: Size::DW,
+        });
         let pa = b.ptr();
-        b.ins(Inst::SlotAddr { dst: pa, slot: a, off: 0 });
+        b.ins(Inst::SlotAddr {
+            dst: pa,
+            slot: a,
+            off: 0,
+        });
         let pt = b.ptr();
-        b.ins(Inst::SlotAddr { dst: pt, slot: t, off: 0 });
+        b.ins(Inst::SlotAddr {
+            dst: pt,
+            slot: t,
+            off: 0,
+        });
         let r1 = b.call(28, vec![pa.into(), imm(8), pt.into(), imm(8), imm(0x1234)]);
         let n = b.konst(8);
         let seed = b.konst(0xfffe);
@@ -307,7 +390,9 @@ pub const IMMS: [i64; 11] = [
 ];
 
 pub fn case_imm_consts() -> Case {
-    xdp_case("imm_consts", |b, _| IMMS.iter().map(|&i| (b.konst(i), Expect::Eq(i as u64))).collect())
+    xdp_case("imm_consts", |b, _| {
+        IMMS.iter().map(|&i| (b.konst(i), Expect::Eq(i as u64))).collect()
+    })
 }
 
 /// Wide immediates as ALU operands, comparison operands and stored values.
@@ -359,24 +444,84 @@ pub fn case_imm_operands() -> Case {
 pub fn case_imm_stores() -> Case {
     xdp_case("imm_stores", |b, _| {
         let s = b.f.new_slot(24, 8);
-        b.ins(Inst::StoreSlot { slot: s, off: 0, src: imm(0x0123_4567_89ab_cdef), size: Size::DW });
-        b.ins(Inst::StoreSlot { slot: s, off: 8, src: imm(-2), size: Size::DW });
-        b.ins(Inst::StoreSlot { slot: s, off: 16, src: imm(0xdead_beef), size: Size::W });
-        b.ins(Inst::StoreSlot { slot: s, off: 20, src: imm(0x12345), size: Size::H });
-        b.ins(Inst::StoreSlot { slot: s, off: 22, src: imm(0x1ff), size: Size::B });
-        b.ins(Inst::StoreSlot { slot: s, off: 23, src: imm(-1), size: Size::B });
+        b.ins(Inst::StoreSlot {
+            slot: s,
+            off: 0,
+            src: imm(0x0123_4567_89ab_cdef),
+            size: Size::DW,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: s,
+            off: 8,
+            src: imm(-2),
+            size: Size::DW,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: s,
+            off: 16,
+            src: imm(0xdead_beef),
+            size: Size::W,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: s,
+            off: 20,
+            src: imm(0x12345),
+            size: Size::H,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: s,
+            off: 22,
+            src: imm(0x1ff),
+            size: Size::B,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: s,
+            off: 23,
+            src: imm(-1),
+            size: Size::B,
+        });
         let d0 = b.scalar();
-        b.ins(Inst::LoadSlot { dst: d0, slot: s, off: 0, size: Size::DW });
+        b.ins(Inst::LoadSlot {
+            dst: d0,
+            slot: s,
+            off: 0,
+            size: Size::DW,
+        });
         let d1 = b.scalar();
-        b.ins(Inst::LoadSlot { dst: d1, slot: s, off: 8, size: Size::DW });
+        b.ins(Inst::LoadSlot {
+            dst: d1,
+            slot: s,
+            off: 8,
+            size: Size::DW,
+        });
         let d2 = b.scalar();
-        b.ins(Inst::LoadSlot { dst: d2, slot: s, off: 16, size: Size::W });
+        b.ins(Inst::LoadSlot {
+            dst: d2,
+            slot: s,
+            off: 16,
+            size: Size::W,
+        });
         let d3 = b.scalar();
-        b.ins(Inst::LoadSlot { dst: d3, slot: s, off: 20, size: Size::H });
+        b.ins(Inst::LoadSlot {
+            dst: d3,
+            slot: s,
+            off: 20,
+            size: Size::H,
+        });
         let d4 = b.scalar();
-        b.ins(Inst::LoadSlot { dst: d4, slot: s, off: 22, size: Size::B });
+        b.ins(Inst::LoadSlot {
+            dst: d4,
+            slot: s,
+            off: 22,
+            size: Size::B,
+        });
         let d5 = b.scalar();
-        b.ins(Inst::LoadSlot { dst: d5, slot: s, off: 16, size: Size::DW });
+        b.ins(Inst::LoadSlot {
+            dst: d5,
+            slot: s,
+            off: 16,
+            size: Size::DW,
+        });
         vec![
             (d0, Expect::Eq(0x0123_4567_89ab_cdef)),
             (d1, Expect::Eq(-2i64 as u64)),
@@ -458,28 +603,101 @@ pub fn case_stack_slots() -> Case {
         let small = b.f.new_slot(3, 1);
         let s = b.f.new_slot(16, 8);
         let p = b.ptr();
-        b.ins(Inst::SlotAddr { dst: p, slot: s, off: 0 });
+        b.ins(Inst::SlotAddr {
+            dst: p,
+            slot: s,
+            off: 0,
+        });
         let v = b.konst(0xcafe_f00d);
-        b.ins(Inst::Store { base: p, off: 0, src: imm(0x1122_3344_5566_7788), size: Size::DW });
-        b.ins(Inst::Store { base: p, off: 8, src: Operand::Value(v), size: Size::W });
-        b.ins(Inst::Store { base: p, off: 12, src: imm(0x1ab), size: Size::B });
-        b.ins(Inst::Store { base: p, off: 13, src: imm(0), size: Size::B });
-        b.ins(Inst::Store { base: p, off: 14, src: imm(-1), size: Size::H });
-        b.ins(Inst::StoreSlot { slot: small, off: 0, src: imm(7), size: Size::B });
-        b.ins(Inst::StoreSlot { slot: small, off: 1, src: Operand::Value(v), size: Size::B });
-        b.ins(Inst::StoreSlot { slot: small, off: 2, src: imm(9), size: Size::B });
+        b.ins(Inst::Store {
+            base: p,
+            off: 0,
+            src: imm(0x1122_3344_5566_7788),
+            size: Size::DW,
+        });
+        b.ins(Inst::Store {
+            base: p,
+            off: 8,
+            src: Operand::Value(v),
+            size: Size::W,
+        });
+        b.ins(Inst::Store {
+            base: p,
+            off: 12,
+            src: imm(0x1ab),
+            size: Size::B,
+        });
+        b.ins(Inst::Store {
+            base: p,
+            off: 13,
+            src: imm(0),
+            size: Size::B,
+        });
+        b.ins(Inst::Store {
+            base: p,
+            off: 14,
+            src: imm(-1),
+            size: Size::H,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: small,
+            off: 0,
+            src: imm(7),
+            size: Size::B,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: small,
+            off: 1,
+            src: Operand::Value(v),
+            size: Size::B,
+        });
+        b.ins(Inst::StoreSlot {
+            slot: small,
+            off: 2,
+            src: imm(9),
+            size: Size::B,
+        });
         let l0 = b.ptr();
-        b.ins(Inst::Load { dst: l0, base: p, off: 0, size: Size::DW });
+        b.ins(Inst::Load {
+            dst: l0,
+            base: p,
+            off: 0,
+            size: Size::DW,
+        });
         let l1 = b.scalar();
-        b.ins(Inst::Load { dst: l1, base: p, off: 8, size: Size::DW });
+        b.ins(Inst::Load {
+            dst: l1,
+            base: p,
+            off: 8,
+            size: Size::DW,
+        });
         let l2 = b.scalar();
-        b.ins(Inst::Load { dst: l2, base: p, off: 4, size: Size::W });
+        b.ins(Inst::Load {
+            dst: l2,
+            base: p,
+            off: 4,
+            size: Size::W,
+        });
         let l3 = b.scalar();
-        b.ins(Inst::LoadSlot { dst: l3, slot: small, off: 1, size: Size::B });
+        b.ins(Inst::LoadSlot {
+            dst: l3,
+            slot: small,
+            off: 1,
+            size: Size::B,
+        });
         let q = b.ptr();
-        b.ins(Inst::SlotAddr { dst: q, slot: s, off: 12 });
+        b.ins(Inst::SlotAddr {
+            dst: q,
+            slot: s,
+            off: 12,
+        });
         let l4 = b.scalar();
-        b.ins(Inst::Load { dst: l4, base: q, off: 0, size: Size::B });
+        b.ins(Inst::Load {
+            dst: l4,
+            base: q,
+            off: 0,
+            size: Size::B,
+        });
         vec![
             (l0, Expect::Eq(0x1122_3344_5566_7788)),
             (l1, Expect::Eq(0xffff_00ab_cafe_f00d)),
@@ -534,17 +752,107 @@ pub fn case_alu() -> Case {
             out.push((d, Expect::Eq(e as u64)));
         };
         un(b, &|d, s| Inst::Neg { dst: d, src: s }, va, 7);
-        un(b, &|d, s| Inst::Bswap { dst: d, src: s, bits: 16 }, vbig, 0x8807);
-        un(b, &|d, s| Inst::Bswap { dst: d, src: s, bits: 32 }, vbig, 0x8807_0605);
-        un(b, &|d, s| Inst::Bswap { dst: d, src: s, bits: 64 }, vbig, big.swap_bytes());
-        un(b, &|d, s| Inst::Zext { dst: d, src: s, bits: 8 }, va, 0xf9);
-        un(b, &|d, s| Inst::Zext { dst: d, src: s, bits: 16 }, va, 0xfff9);
-        un(b, &|d, s| Inst::Zext { dst: d, src: s, bits: 32 }, va, 0xffff_fff9);
-        un(b, &|d, s| Inst::Sext { dst: d, src: s, bits: 8 }, vbig, 0x88u8 as i8 as i64);
-        un(b, &|d, s| Inst::Sext { dst: d, src: s, bits: 16 }, vbig, 0x0788);
-        un(b, &|d, s| Inst::Sext { dst: d, src: s, bits: 32 }, vbig, 0x0506_0788);
+        un(
+            b,
+            &|d, s| Inst::Bswap {
+                dst: d,
+                src: s,
+                bits: 16,
+            },
+            vbig,
+            0x8807,
+        );
+        un(
+            b,
+            &|d, s| Inst::Bswap {
+                dst: d,
+                src: s,
+                bits: 32,
+            },
+            vbig,
+            0x8807_0605,
+        );
+        un(
+            b,
+            &|d, s| Inst::Bswap {
+                dst: d,
+                src: s,
+                bits: 64,
+            },
+            vbig,
+            big.swap_bytes(),
+        );
+        un(
+            b,
+            &|d, s| Inst::Zext {
+                dst: d,
+                src: s,
+                bits: 8,
+            },
+            va,
+            0xf9,
+        );
+        un(
+            b,
+            &|d, s| Inst::Zext {
+                dst: d,
+                src: s,
+                bits: 16,
+            },
+            va,
+            0xfff9,
+        );
+        un(
+            b,
+            &|d, s| Inst::Zext {
+                dst: d,
+                src: s,
+                bits: 32,
+            },
+            va,
+            0xffff_fff9,
+        );
+        un(
+            b,
+            &|d, s| Inst::Sext {
+                dst: d,
+                src: s,
+                bits: 8,
+            },
+            vbig,
+            0x88u8 as i8 as i64,
+        );
+        un(
+            b,
+            &|d, s| Inst::Sext {
+                dst: d,
+                src: s,
+                bits: 16,
+            },
+            vbig,
+            0x0788,
+        );
+        un(
+            b,
+            &|d, s| Inst::Sext {
+                dst: d,
+                src: s,
+                bits: 32,
+            },
+            vbig,
+            0x0506_0788,
+        );
         let m = b.konst(0x8000_0000);
-        un(b, &|d, s| Inst::Sext { dst: d, src: s, bits: 32 }, m, 0x8000_0000u32 as i32 as i64);
+        un(
+            b,
+            &|d, s| Inst::Sext {
+                dst: d,
+                src: s,
+                bits: 32,
+            },
+            m,
+            0x8000_0000u32 as i32 as i64,
+        );
         // dst aliasing b: `x = b - x` style (b's register is free when dst is allocated).
         let t = b.konst(100);
         let u = b.bin(Sub, va, t); // t dies here
@@ -560,26 +868,64 @@ pub fn case_alu() -> Case {
 pub fn case_map_atomic() -> Case {
     let mut c = xdp_case("map_atomic", |b, _| {
         let key = b.f.new_slot(4, 4);
-        b.ins(Inst::StoreSlot { slot: key, off: 0, src: imm(0), size: Size::W });
+        b.ins(Inst::StoreSlot {
+            slot: key,
+            off: 0,
+            src: imm(0),
+            size: Size::W,
+        });
         let m = b.ptr();
         b.ins(Inst::MapAddr { dst: m, map: 0 });
         let pk = b.ptr();
-        b.ins(Inst::SlotAddr { dst: pk, slot: key, off: 0 });
+        b.ins(Inst::SlotAddr {
+            dst: pk,
+            slot: key,
+            off: 0,
+        });
         let val = b.f.new_value(ValueKind::Pointer);
-        b.ins(Inst::Call { helper: 1, args: vec![m.into(), pk.into()], dst: Some(val) });
+        b.ins(Inst::Call {
+            helper: 1,
+            args: vec![m.into(), pk.into()],
+            dst: Some(val),
+        });
         let res = b.konst(0xdead);
         let found = b.block();
         let join = b.block();
         b.branch(JmpOp::Jne, val, imm(0), found, join);
         b.switch_to(found);
         let five = b.konst(5);
-        b.ins(Inst::AtomicAdd { base: val, off: 0, src: five, size: Size::DW });
+        b.ins(Inst::AtomicAdd {
+            base: val,
+            off: 0,
+            src: five,
+            size: Size::DW,
+        });
         let big = b.konst(0x1_0000_0000);
-        b.ins(Inst::AtomicAdd { base: val, off: 0, src: big, size: Size::DW });
-        b.ins(Inst::AtomicAdd { base: val, off: 8, src: five, size: Size::W });
+        b.ins(Inst::AtomicAdd {
+            base: val,
+            off: 0,
+            src: big,
+            size: Size::DW,
+        });
+        b.ins(Inst::AtomicAdd {
+            base: val,
+            off: 8,
+            src: five,
+            size: Size::W,
+        });
         let l = b.scalar();
-        b.ins(Inst::Load { dst: res, base: val, off: 0, size: Size::DW });
-        b.ins(Inst::Load { dst: l, base: val, off: 8, size: Size::W });
+        b.ins(Inst::Load {
+            dst: res,
+            base: val,
+            off: 0,
+            size: Size::DW,
+        });
+        b.ins(Inst::Load {
+            dst: l,
+            base: val,
+            off: 8,
+            size: Size::W,
+        });
         b.bin_to(res, BinOp::Add, res, l);
         b.jump(join);
         b.switch_to(join);
@@ -588,10 +934,25 @@ pub fn case_map_atomic() -> Case {
     c.maps.push(MapSpec {
         name: "counts".into(),
         kind: MapKind::Array,
-        key: Format::Int { bytes: 4, signed: false },
+        key: Format::Int {
+            bytes: 4,
+            signed: false,
+        },
         value: Format::record(vec![
-            ("a".into(), Format::Int { bytes: 8, signed: false }),
-            ("b".into(), Format::Int { bytes: 4, signed: false }),
+            (
+                "a".into(),
+                Format::Int {
+                    bytes: 8,
+                    signed: false,
+                },
+            ),
+            (
+                "b".into(),
+                Format::Int {
+                    bytes: 4,
+                    signed: false,
+                },
+            ),
         ]),
         max_entries: 1,
         flags: 0,
@@ -617,7 +978,10 @@ pub fn case_may_goto() -> Case {
                 None => b.jump(check),
             }
             b.switch_to(check);
-            b.term(Terminator::MayGoto { exhausted: exit, cont: body });
+            b.term(Terminator::MayGoto {
+                exhausted: exit,
+                cont: body,
+            });
             b.switch_to(body);
             b.bin_to(i, BinOp::Add, i, imm(1));
             b.jump(head);
@@ -637,7 +1001,11 @@ pub fn case_kfunc() -> Case {
         let dynptr = b.f.new_slot(16, 8);
         let buf = b.f.new_slot(8, 8);
         let pd = b.ptr();
-        b.ins(Inst::SlotAddr { dst: pd, slot: dynptr, off: 0 });
+        b.ins(Inst::SlotAddr {
+            dst: pd,
+            slot: dynptr,
+            off: 0,
+        });
         let rc = b.scalar();
         b.ins(Inst::CallKfunc {
             name: "bpf_dynptr_from_xdp".into(),
@@ -645,13 +1013,30 @@ pub fn case_kfunc() -> Case {
             dst: Some(rc),
         });
         let pb = b.ptr();
-        b.ins(Inst::SlotAddr { dst: pb, slot: buf, off: 0 });
+        b.ins(Inst::SlotAddr {
+            dst: pb,
+            slot: buf,
+            off: 0,
+        });
         let pd2 = b.ptr();
-        b.ins(Inst::SlotAddr { dst: pd2, slot: dynptr, off: 0 });
+        b.ins(Inst::SlotAddr {
+            dst: pd2,
+            slot: dynptr,
+            off: 0,
+        });
         let rc2 = b.call(201, vec![pb.into(), imm(8), pd2.into(), imm(0), imm(0)]);
         let v = b.scalar();
-        b.ins(Inst::LoadSlot { dst: v, slot: buf, off: 0, size: Size::DW });
-        vec![(rc, Expect::Eq(0)), (rc2, Expect::Eq(0)), (v, Expect::Eq(0x0706_0504_0302_0100))]
+        b.ins(Inst::LoadSlot {
+            dst: v,
+            slot: buf,
+            off: 0,
+            size: Size::DW,
+        });
+        vec![
+            (rc, Expect::Eq(0)),
+            (rc2, Expect::Eq(0)),
+            (v, Expect::Eq(0x0706_0504_0302_0100)),
+        ]
     })
 }
 
@@ -706,7 +1091,10 @@ pub fn interpret(f: &Function, packet: &[u8]) -> Result<(u64, Vec<u8>), String> 
     let mut clock = 1000u64;
     let mut block = f.entry;
     let get = |regs: &HashMap<Value, Option<IV>>, v: Value| {
-        regs.get(&v).copied().flatten().ok_or(format!("{v} read before written"))
+        regs.get(&v)
+            .copied()
+            .flatten()
+            .ok_or(format!("{v} read before written"))
     };
     let int = |x: IV| match x {
         IV::Int(i) => Ok(i),
@@ -778,7 +1166,10 @@ pub fn interpret(f: &Function, packet: &[u8]) -> Result<(u64, Vec<u8>), String> 
                     }
                 }
                 Inst::LoadSlot { dst, slot, off, size } => {
-                    regs.insert(*dst, Some(IV::Int(read_le(slots.get(slot).ok_or("slot")?, *off as i64, *size)?)));
+                    regs.insert(
+                        *dst,
+                        Some(IV::Int(read_le(slots.get(slot).ok_or("slot")?, *off as i64, *size)?)),
+                    );
                 }
                 Inst::StoreSlot { slot, off, src, size } => {
                     let v = int(opnd(&regs, src)?)?;
@@ -831,7 +1222,9 @@ pub fn interpret(f: &Function, packet: &[u8]) -> Result<(u64, Vec<u8>), String> 
 fn read_le(mem: &[u8], off: i64, size: Size) -> Result<u64, String> {
     let n = size.bytes() as usize;
     let o = usize::try_from(off).map_err(|_| format!("negative offset {off}"))?;
-    let bytes = mem.get(o..o + n).ok_or(format!("read of {n} at {off} outside {} bytes", mem.len()))?;
+    let bytes = mem
+        .get(o..o + n)
+        .ok_or(format!("read of {n} at {off} outside {} bytes", mem.len()))?;
     let mut b = [0u8; 8];
     b[..n].copy_from_slice(bytes);
     Ok(u64::from_le_bytes(b))
@@ -841,7 +1234,9 @@ fn write_le(mem: &mut [u8], off: i64, size: Size, v: u64) -> Result<(), String> 
     let n = size.bytes() as usize;
     let len = mem.len();
     let o = usize::try_from(off).map_err(|_| format!("negative offset {off}"))?;
-    let dst = mem.get_mut(o..o + n).ok_or(format!("write of {n} at {off} outside {len} bytes"))?;
+    let dst = mem
+        .get_mut(o..o + n)
+        .ok_or(format!("write of {n} at {off} outside {len} bytes"))?;
     dst.copy_from_slice(&v.to_le_bytes()[..n]);
     Ok(())
 }
@@ -856,8 +1251,20 @@ pub fn alu(op: BinOp, a: u64, b: u64) -> u64 {
         Mul => a.wrapping_mul(b),
         UDiv => a.checked_div(b).unwrap_or(0),
         UMod => a.checked_rem(b).unwrap_or(a),
-        SDiv => if sb == 0 { 0 } else { sa.wrapping_div(sb) as u64 },
-        SMod => if sb == 0 { a } else { sa.wrapping_rem(sb) as u64 },
+        SDiv => {
+            if sb == 0 {
+                0
+            } else {
+                sa.wrapping_div(sb) as u64
+            }
+        }
+        SMod => {
+            if sb == 0 {
+                a
+            } else {
+                sa.wrapping_rem(sb) as u64
+            }
+        }
         Or => a | b,
         And => a & b,
         Xor => a ^ b,
@@ -963,8 +1370,19 @@ impl Gen<'_> {
     fn stmt(&mut self, avail: &mut Vec<Value>, depth: u32) {
         use BinOp::*;
         let ops = [Add, Sub, Mul, UDiv, UMod, SDiv, SMod, Or, And, Xor, Lsh, Rsh, Arsh];
-        let conds = [JmpOp::Jeq, JmpOp::Jne, JmpOp::Jgt, JmpOp::Jge, JmpOp::Jlt, JmpOp::Jle, JmpOp::Jsgt,
-                     JmpOp::Jsge, JmpOp::Jslt, JmpOp::Jsle, JmpOp::Jset];
+        let conds = [
+            JmpOp::Jeq,
+            JmpOp::Jne,
+            JmpOp::Jgt,
+            JmpOp::Jge,
+            JmpOp::Jlt,
+            JmpOp::Jle,
+            JmpOp::Jsgt,
+            JmpOp::Jsge,
+            JmpOp::Jslt,
+            JmpOp::Jsle,
+            JmpOp::Jset,
+        ];
         let sizes = [Size::B, Size::H, Size::W, Size::DW];
         match self.rng.below(20) {
             0..=1 => {
@@ -989,9 +1407,21 @@ impl Gen<'_> {
                 let d = self.b.scalar();
                 let inst = match self.rng.below(5) {
                     0 => Inst::Neg { dst: d, src },
-                    1 => Inst::Bswap { dst: d, src, bits: self.rng.pick(&[16, 32, 64]) },
-                    2 => Inst::Zext { dst: d, src, bits: self.rng.pick(&[8, 16, 32]) },
-                    3 => Inst::Sext { dst: d, src, bits: self.rng.pick(&[8, 16, 32]) },
+                    1 => Inst::Bswap {
+                        dst: d,
+                        src,
+                        bits: self.rng.pick(&[16, 32, 64]),
+                    },
+                    2 => Inst::Zext {
+                        dst: d,
+                        src,
+                        bits: self.rng.pick(&[8, 16, 32]),
+                    },
+                    3 => Inst::Sext {
+                        dst: d,
+                        src,
+                        bits: self.rng.pick(&[8, 16, 32]),
+                    },
                     _ => Inst::Mov { dst: d, src },
                 };
                 self.b.ins(inst);
@@ -1010,9 +1440,19 @@ impl Gen<'_> {
                 let off = self.rng.below((SLOT_BYTES / size.bytes()) as u64) as u32 * size.bytes();
                 let src = self.operand(avail);
                 if self.rng.below(2) == 0 {
-                    self.b.ins(Inst::StoreSlot { slot: self.slot, off, src, size });
+                    self.b.ins(Inst::StoreSlot {
+                        slot: self.slot,
+                        off,
+                        src,
+                        size,
+                    });
                 } else {
-                    self.b.ins(Inst::Store { base: self.ptr, off: off as i16, src, size });
+                    self.b.ins(Inst::Store {
+                        base: self.ptr,
+                        off: off as i16,
+                        src,
+                        size,
+                    });
                 }
             }
             12..=13 => {
@@ -1020,20 +1460,38 @@ impl Gen<'_> {
                 let off = self.rng.below((SLOT_BYTES / size.bytes()) as u64) as u32 * size.bytes();
                 let d = self.b.scalar();
                 if self.rng.below(2) == 0 {
-                    self.b.ins(Inst::LoadSlot { dst: d, slot: self.slot, off, size });
+                    self.b.ins(Inst::LoadSlot {
+                        dst: d,
+                        slot: self.slot,
+                        off,
+                        size,
+                    });
                 } else {
-                    self.b.ins(Inst::Load { dst: d, base: self.ptr, off: off as i16, size });
+                    self.b.ins(Inst::Load {
+                        dst: d,
+                        base: self.ptr,
+                        off: off as i16,
+                        size,
+                    });
                 }
                 avail.push(d);
             }
             14 => {
                 // A clobber: ktime, result unused.
-                self.b.ins(Inst::Call { helper: 5, args: vec![], dst: None });
+                self.b.ins(Inst::Call {
+                    helper: 5,
+                    args: vec![],
+                    dst: None,
+                });
             }
             15 => {
                 // csum_diff(NULL, 0, NULL, 0, seed) = seed folded: a call with five arguments.
                 let seed = self.operand(avail);
-                let z = if self.rng.below(2) == 0 { imm(0) } else { Operand::Value(self.b.konst(0)) };
+                let z = if self.rng.below(2) == 0 {
+                    imm(0)
+                } else {
+                    Operand::Value(self.b.konst(0))
+                };
                 let d = self.b.call(28, vec![imm(0), z, imm(0), imm(0), seed]);
                 avail.push(d);
             }
@@ -1089,12 +1547,23 @@ pub fn random_case(seed: u64) -> Case {
     let mut case = xdp_case(&format!("rand{seed}"), |b, _| {
         let slot = b.f.new_slot(SLOT_BYTES, 8);
         for k in 0..SLOT_BYTES / 8 {
-            b.ins(Inst::StoreSlot { slot, off: 8 * k, src: imm(0), size: Size::DW });
+            b.ins(Inst::StoreSlot {
+                slot,
+                off: 8 * k,
+                src: imm(0),
+                size: Size::DW,
+            });
         }
         let ptr = b.ptr();
         b.ins(Inst::SlotAddr { dst: ptr, slot, off: 0 });
         let mut avail: Vec<Value> = (0..3).map(|k| b.konst(k * 7 + 1)).collect();
-        let mut g = Gen { b, rng, slot, ptr, budget };
+        let mut g = Gen {
+            b,
+            rng,
+            slot,
+            ptr,
+            budget,
+        };
         while g.budget > 0 {
             let k = g.rng.imm();
             avail.push(g.b.konst(k));
@@ -1122,19 +1591,44 @@ pub fn disasm(code: &ProgramCode) -> String {
     while k < code.insns.len() {
         let i = code.insns[k];
         let (cls, op) = (i.class(), i.code & 0xf0);
-        let sz = |c: u8| match c & 0x18 { 0x00 => "u32", 0x08 => "u16", 0x10 => "u8", _ => "u64" };
-        let src = |i: &Insn| if i.code & BPF_X != 0 { format!("r{}", i.src) } else { format!("{}", i.imm) };
-        let alu = ["+=", "-=", "*=", "/=", "|=", "&=", "<<=", ">>=", "neg", "%=", "^=", "=", "s>>=", "end"];
-        let jmp = ["ja", "==", ">", ">=", "&", "!=", "s>", "s>=", "call", "exit", "<", "<=", "s<", "s<=", "may_goto"];
+        let sz = |c: u8| match c & 0x18 {
+            0x00 => "u32",
+            0x08 => "u16",
+            0x10 => "u8",
+            _ => "u64",
+        };
+        let src = |i: &Insn| {
+            if i.code & BPF_X != 0 {
+                format!("r{}", i.src)
+            } else {
+                format!("{}", i.imm)
+            }
+        };
+        let alu = [
+            "+=", "-=", "*=", "/=", "|=", "&=", "<<=", ">>=", "neg", "%=", "^=", "=", "s>>=", "end",
+        ];
+        let jmp = [
+            "ja", "==", ">", ">=", "&", "!=", "s>", "s>=", "call", "exit", "<", "<=", "s<", "s<=", "may_goto",
+        ];
         let text = match cls {
             BPF_ALU | BPF_ALU64 => {
                 let r = if cls == BPF_ALU64 { "r" } else { "w" };
                 match op {
                     0x80 => format!("{r}{} = -{r}{}", i.dst, i.dst),
-                    0xd0 => format!("r{} = {}{} r{}", i.dst, if i.code & BPF_X != 0 { "be" } else { "le" }, i.imm, i.dst),
+                    0xd0 => format!(
+                        "r{} = {}{} r{}",
+                        i.dst,
+                        if i.code & BPF_X != 0 { "be" } else { "le" },
+                        i.imm,
+                        i.dst
+                    ),
                     0xb0 if i.off != 0 => format!("r{} = (s{})r{}", i.dst, i.off, i.src),
                     _ => {
-                        let s = if i.off == 1 && matches!(op, 0x30 | 0x90) { "s" } else { "" };
+                        let s = if i.off == 1 && matches!(op, 0x30 | 0x90) {
+                            "s"
+                        } else {
+                            ""
+                        };
                         format!("{r}{} {s}{} {}", i.dst, alu[(op >> 4) as usize], src(&i))
                     }
                 }
@@ -1143,11 +1637,17 @@ pub fn disasm(code: &ProgramCode) -> String {
                 let hi = code.insns[k + 1].imm as u32 as u64;
                 let v = (hi << 32) | i.imm as u32 as u64;
                 k += 1;
-                if i.src == 1 { format!("r{} = map ll", i.dst) } else { format!("r{} = {:#x} ll", i.dst, v) }
+                if i.src == 1 {
+                    format!("r{} = map ll", i.dst)
+                } else {
+                    format!("r{} = {:#x} ll", i.dst, v)
+                }
             }
             BPF_LDX => format!("r{} = *({} *)(r{} {:+})", i.dst, sz(i.code), i.src, i.off),
             BPF_ST => format!("*({} *)(r{} {:+}) = {}", sz(i.code), i.dst, i.off, i.imm),
-            BPF_STX if i.code & 0xe0 == BPF_ATOMIC => format!("lock *({} *)(r{} {:+}) += r{}", sz(i.code), i.dst, i.off, i.src),
+            BPF_STX if i.code & 0xe0 == BPF_ATOMIC => {
+                format!("lock *({} *)(r{} {:+}) += r{}", sz(i.code), i.dst, i.off, i.src)
+            }
             BPF_STX => format!("*({} *)(r{} {:+}) = r{}", sz(i.code), i.dst, i.off, i.src),
             _ => match op {
                 0x00 => format!("goto {:+}", i.off),
@@ -1159,7 +1659,11 @@ pub fn disasm(code: &ProgramCode) -> String {
             },
         };
         let line = code.locs[k.min(code.locs.len() - 1)].line;
-        let _ = writeln!(out, "{:4}: {text:<40} ; line {line}", if cls == BPF_LD { k - 1 } else { k });
+        let _ = writeln!(
+            out,
+            "{:4}: {text:<40} ; line {line}",
+            if cls == BPF_LD { k - 1 } else { k }
+        );
         k += 1;
     }
     out
@@ -1254,7 +1758,10 @@ pub fn check_code(code: &ProgramCode, alloc: &Allocation) -> Result<(), String> 
     }
 
     let mut states: Vec<Option<State>> = vec![None; n];
-    states[0] = Some(State { regs: (1 << 1) | (1 << 10), stack: [0; 8] });
+    states[0] = Some(State {
+        regs: (1 << 1) | (1 << 10),
+        stack: [0; 8],
+    });
     let mut work = vec![0usize];
     while let Some(pc) = work.pop() {
         let mut st = states[pc].clone().unwrap();
@@ -1279,7 +1786,9 @@ pub fn check_code(code: &ProgramCode, alloc: &Allocation) -> Result<(), String> 
         let stack_access = |off: i16, size: i32| -> Result<(), String> {
             let off = off as i32;
             if off >= 0 || off < -frame || off + size > 0 {
-                return Err(format!("slot {pc}: stack access [r10{off:+}] of {size} outside the {frame}-byte frame"));
+                return Err(format!(
+                    "slot {pc}: stack access [r10{off:+}] of {size} outside the {frame}-byte frame"
+                ));
             }
             if off % size != 0 {
                 return Err(format!("slot {pc}: misaligned stack access [r10{off:+}] of {size}"));
@@ -1496,7 +2005,10 @@ fn loop_values_share_no_register() {
     let case = case_sum_loop();
     let (alloc, _) = compile(&case.f);
     let locs: Vec<Loc> = case.f.values.keys().take(3).map(|v| alloc.loc(v).unwrap()).collect();
-    assert!(locs[0] != locs[1] && locs[1] != locs[2] && locs[0] != locs[2], "{locs:?}");
+    assert!(
+        locs[0] != locs[1] && locs[1] != locs[2] && locs[0] != locs[2],
+        "{locs:?}"
+    );
     assert_eq!(alloc.spill_slots(), 0);
     assert_eq!(alloc.scratch2(), None);
 }
@@ -1546,7 +2058,12 @@ fn second_scratch_only_when_needed() {
         if let Some(r) = alloc.scratch2() {
             assert_eq!(r, Reg(5));
             for v in case.f.values.keys() {
-                assert_ne!(alloc.loc(v), Some(Loc::Reg(Reg(5))), "{}: {v} in the scratch", case.name);
+                assert_ne!(
+                    alloc.loc(v),
+                    Some(Loc::Reg(Reg(5))),
+                    "{}: {v} in the scratch",
+                    case.name
+                );
             }
         }
     }
@@ -1575,10 +2092,19 @@ fn branch_layout_uses_fall_through_both_ways() {
     let case = case_branches();
     let (_, code) = compile(&case.f);
     // Diamonds of both shapes: conditional jumps forward, no `ja` that could fall through.
-    let conds = code.insns.iter().filter(|i| i.class() == BPF_JMP && !matches!(i.code & 0xf0, 0x00 | 0x80 | 0x90)).count();
+    let conds = code
+        .insns
+        .iter()
+        .filter(|i| i.class() == BPF_JMP && !matches!(i.code & 0xf0, 0x00 | 0x80 | 0x90))
+        .count();
     assert_eq!(conds, 110 + 1, "one conditional jump per diamond plus the harness's");
     // Both the negated form and the plain form occur: count Jeq and Jne.
-    let op = |o: JmpOp| code.insns.iter().filter(|i| i.class() == BPF_JMP && i.code & 0xf0 == o as u8).count();
+    let op = |o: JmpOp| {
+        code.insns
+            .iter()
+            .filter(|i| i.class() == BPF_JMP && i.code & 0xf0 == o as u8)
+            .count()
+    };
     assert!(op(JmpOp::Jeq) > 0 && op(JmpOp::Jne) > 0);
     assert!(op(JmpOp::Jset) == 10, "jset is never negated");
 }
@@ -1589,7 +2115,11 @@ fn sum_loop_code_is_tidy() {
     let (_, code) = compile(&case.f);
     // r1 = ctx is dead: nothing moved. i, s: 2 movs; loop: cond, 2 adds, ja; r0 = s; exit.
     assert!(code.insns.len() <= 8, "{:#?}", code.insns);
-    assert_eq!(code.insns.iter().filter(|i| i.code == BPF_JMP).count(), 1, "one ja (the back edge)");
+    assert_eq!(
+        code.insns.iter().filter(|i| i.code == BPF_JMP).count(),
+        1,
+        "one ja (the back edge)"
+    );
 }
 
 #[test]
@@ -1597,7 +2127,12 @@ fn stack_too_large() {
     let mut b = Fb::new("big");
     let s = b.f.new_slot(520, 8);
     let v = b.scalar();
-    b.ins(Inst::LoadSlot { dst: v, slot: s, off: 0, size: Size::DW });
+    b.ins(Inst::LoadSlot {
+        dst: v,
+        slot: s,
+        off: 0,
+        size: Size::DW,
+    });
     b.term(Terminator::Return(Operand::Value(v)));
     assert_eq!(allocate(&b.f).unwrap_err(), AllocError::StackTooLarge { needed: 520 });
 
@@ -1718,7 +2253,12 @@ fn dump() {
     }
     for case in cases.into_iter().filter(|c| c.name == name) {
         let (alloc, code) = compile(&case.f);
-        println!("{}\n{}\n{}", luabpf_compiler::ir::display(&case.f), alloc.display(&case.f), disasm(&code));
+        println!(
+            "{}\n{}\n{}",
+            luabpf_compiler::ir::display(&case.f),
+            alloc.display(&case.f),
+            disasm(&code)
+        );
     }
 }
 
@@ -1729,7 +2269,9 @@ fn interpreter_agrees_with_hand_built_cases() {
     let packet: Vec<u8> = (0..PACKET_LEN).map(|i| i as u8).collect();
     let mut ran = 0;
     for case in all_cases() {
-        let Ok((ret, out)) = interpret(&case.f, &packet) else { continue };
+        let Ok((ret, out)) = interpret(&case.f, &packet) else {
+            continue;
+        };
         ran += 1;
         assert_eq!(ret, case.verdict as u64, "{}", case.name);
         for (k, e) in case.expect.iter().enumerate() {
@@ -1752,7 +2294,13 @@ fn random_programs_are_structurally_sound() {
         let (alloc, code) = compile(&case.f);
         check_alloc(&case.f, &alloc).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         check_code(&code, &alloc).unwrap_or_else(|e| {
-            panic!("{}: {e}\n{}\n{}\n{}", case.name, luabpf_compiler::ir::display(&case.f), alloc.display(&case.f), disasm(&code))
+            panic!(
+                "{}: {e}\n{}\n{}\n{}",
+                case.name,
+                luabpf_compiler::ir::display(&case.f),
+                alloc.display(&case.f),
+                disasm(&code)
+            )
         });
     }
 }

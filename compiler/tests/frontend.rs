@@ -41,14 +41,25 @@ fn err_line(text: &str) -> u32 {
 
 fn func<'a>(ev: &'a Evaluated, name: &str) -> &'a FunctionDecl {
     ev.functions.iter().find(|f| f.name == name).unwrap_or_else(|| {
-        panic!("no function {name}; have {:?}", ev.functions.iter().map(|f| &f.name).collect::<Vec<_>>())
+        panic!(
+            "no function {name}; have {:?}",
+            ev.functions.iter().map(|f| &f.name).collect::<Vec<_>>()
+        )
     })
 }
 
 fn upvalue<'a>(f: &'a FunctionDecl, name: &str) -> &'a ConstValue {
-    f.upvalues.iter().find(|(n, _)| n == name).map(|(_, v)| v).unwrap_or_else(|| {
-        panic!("{} has no upvalue {name}; has {:?}", f.name, f.upvalues.iter().map(|u| &u.0).collect::<Vec<_>>())
-    })
+    f.upvalues
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no upvalue {name}; has {:?}",
+                f.name,
+                f.upvalues.iter().map(|u| &u.0).collect::<Vec<_>>()
+            )
+        })
 }
 
 fn table<'a>(ev: &'a Evaluated, v: &ConstValue) -> &'a ConstTable {
@@ -72,7 +83,10 @@ fn int(bytes: u8, signed: bool) -> Format {
 
 fn record_fields(f: &Format) -> Vec<(&str, u32)> {
     match f {
-        Format::Record(fields) => fields.iter().map(|Field { name, offset, .. }| (name.as_str(), *offset)).collect(),
+        Format::Record(fields) => fields
+            .iter()
+            .map(|Field { name, offset, .. }| (name.as_str(), *offset))
+            .collect(),
         other => panic!("not a record: {other:?}"),
     }
 }
@@ -80,7 +94,11 @@ fn record_fields(f: &Format) -> Vec<(&str, u32)> {
 /// A fresh directory under the system temp dir.
 fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("luabpf-frontend-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "luabpf-frontend-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -93,7 +111,8 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
-const HEADER: &str = "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal action = require \"linux.xdp\"\n";
+const HEADER: &str =
+    "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal action = require \"linux.xdp\"\n";
 
 // ---------------------------------------------------------------------------------------
 // A whole program file
@@ -150,33 +169,68 @@ fn example_program_evaluates() {
     let names: Vec<&str> = ev.maps.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["blocked", "counts", "clients"]);
     let blocked = &ev.maps[0];
-    assert_eq!((blocked.kind, &blocked.key, &blocked.value, blocked.max_entries, blocked.flags), (MapKind::Hash, &Format::Chars(64), &int(8, false), 4096, 0));
+    assert_eq!(
+        (
+            blocked.kind,
+            &blocked.key,
+            &blocked.value,
+            blocked.max_entries,
+            blocked.flags
+        ),
+        (MapKind::Hash, &Format::Chars(64), &int(8, false), 4096, 0)
+    );
     let counts = &ev.maps[1];
-    assert_eq!((counts.kind, &counts.key, counts.max_entries), (MapKind::PercpuArray, &int(4, false), 256));
+    assert_eq!(
+        (counts.kind, &counts.key, counts.max_entries),
+        (MapKind::PercpuArray, &int(4, false), 256)
+    );
     let clients = &ev.maps[2];
     assert_eq!(clients.kind, MapKind::LruHash);
     assert_eq!(record_fields(&clients.key), [("saddr", 0), ("dport", 4)]);
     assert_eq!((clients.key.size(), clients.value.size()), (8, 16));
     assert_eq!(record_fields(&clients.value), [("hits", 0), ("last", 8)]);
-    assert_eq!(&ev.sources.files[0].text[blocked.span.start..blocked.span.end], r#"map.hash("blocked", { key = "c64", value = "I8", entries = 4096 })"#);
+    assert_eq!(
+        &ev.sources.files[0].text[blocked.span.start..blocked.span.end],
+        r#"map.hash("blocked", { key = "c64", value = "I8", entries = 4096 })"#
+    );
 
     // The program.
     assert_eq!(ev.programs.len(), 1);
     let p = &ev.programs[0];
-    assert_eq!((p.name.as_str(), &p.hook, p.default_verdict), ("sni_filter", &Hook::Xdp, Some(2)));
+    assert_eq!(
+        (p.name.as_str(), &p.hook, p.default_verdict),
+        ("sni_filter", &Hook::Xdp, Some(2))
+    );
     assert_eq!(ev.functions[p.entry].name, "filter");
-    assert_eq!(&ev.sources.files[0].text[p.span.start..p.span.end], r#"xdp.program(filter, { name = "sni_filter" })"#);
+    assert_eq!(
+        &ev.sources.files[0].text[p.span.start..p.span.end],
+        r#"xdp.program(filter, { name = "sni_filter" })"#
+    );
 
     // The entry function and what it captures.
     let filter = func(&ev, "filter");
-    assert!(ev.sources.files[filter.file as usize].text[filter.span.start..filter.span.end].starts_with("function filter(ctx)"));
+    assert!(
+        ev.sources.files[filter.file as usize].text[filter.span.start..filter.span.end]
+            .starts_with("function filter(ctx)")
+    );
     assert_eq!(filter.body.parameters().len(), 1);
-    assert_eq!(upvalue(filter, "MAX_NAME"), &ConstValue::Int(64), "a <const> local is still an upvalue");
+    assert_eq!(
+        upvalue(filter, "MAX_NAME"),
+        &ConstValue::Int(64),
+        "a <const> local is still an upvalue"
+    );
     assert_eq!(upvalue(filter, "blocked"), &ConstValue::Map(0));
     assert_eq!(upvalue(filter, "counts"), &ConstValue::Map(1));
     assert_eq!(upvalue(filter, "clients"), &ConstValue::Map(2));
-    assert_eq!(upvalue(filter, "ntoh16"), &ConstValue::Builtin("linux.byteorder.ntoh16".into()));
-    assert_eq!(upvalue(filter, "SWAPPED"), &ConstValue::Int(0x0201), "byteorder computes in the body");
+    assert_eq!(
+        upvalue(filter, "ntoh16"),
+        &ConstValue::Builtin("linux.byteorder.ntoh16".into())
+    );
+    assert_eq!(
+        upvalue(filter, "SWAPPED"),
+        &ConstValue::Int(0x0201),
+        "byteorder computes in the body"
+    );
     assert!(!filter.upvalues.iter().any(|(n, _)| n == "_ENV"));
     let action = table(&ev, upvalue(filter, "action"));
     assert_eq!(field(action, "PASS"), &ConstValue::Int(2));
@@ -185,10 +239,19 @@ fn example_program_evaluates() {
     assert_eq!(field(bpf, "ktime"), &ConstValue::Builtin("bpf.ktime".into()));
 
     // A local function reached through an upvalue, and the table it captures.
-    let ConstValue::Function(is_web) = upvalue(filter, "is_web") else { panic!("is_web is not a function") };
+    let ConstValue::Function(is_web) = upvalue(filter, "is_web") else {
+        panic!("is_web is not a function")
+    };
     assert_eq!(ev.functions[*is_web].name, "is_web");
     let ports = table(&ev, upvalue(&ev.functions[*is_web], "ports"));
-    assert_eq!(ports.entries, [(ConstValue::Int(1), ConstValue::Int(80)), (ConstValue::Int(2), ConstValue::Int(443)), (ConstValue::Int(3), ConstValue::Int(8080))]);
+    assert_eq!(
+        ports.entries,
+        [
+            (ConstValue::Int(1), ConstValue::Int(80)),
+            (ConstValue::Int(2), ConstValue::Int(443)),
+            (ConstValue::Int(3), ConstValue::Int(8080))
+        ]
+    );
     assert_eq!(ports.name.as_deref(), Some("ports"));
     let span = ports.span.expect("span of the ports table");
     assert_eq!(&ev.sources.files[0].text[span.start..span.end], "{ 80, 443, 8080 }");
@@ -197,13 +260,22 @@ fn example_program_evaluates() {
     let eth = table(&ev, upvalue(filter, "eth"));
     assert_eq!(eth.name.as_deref(), Some("eth"));
     assert_eq!(field(eth, "IPV4"), &ConstValue::Int(0x0800));
-    let ConstValue::Function(ethertype) = field(eth, "ethertype") else { panic!("eth.ethertype is not a function") };
+    let ConstValue::Function(ethertype) = field(eth, "ethertype") else {
+        panic!("eth.ethertype is not a function")
+    };
     let ethertype = &ev.functions[*ethertype];
     assert_eq!(ethertype.name, "eth.ethertype");
     assert_eq!(ev.sources.files[ethertype.file as usize].name, "stdlib/net/eth.lua");
-    assert_eq!(upvalue(ethertype, "ntoh16"), &ConstValue::Builtin("linux.byteorder.ntoh16".into()));
+    assert_eq!(
+        upvalue(ethertype, "ntoh16"),
+        &ConstValue::Builtin("linux.byteorder.ntoh16".into())
+    );
     let payload = func(&ev, "eth.payload_offset");
-    assert_eq!(upvalue(payload, "M"), &ConstValue::Table(table_id(upvalue(filter, "eth"))), "the module table is deduplicated");
+    assert_eq!(
+        upvalue(payload, "M"),
+        &ConstValue::Table(table_id(upvalue(filter, "eth"))),
+        "the module table is deduplicated"
+    );
 }
 
 fn table_id(v: &ConstValue) -> usize {
@@ -253,7 +325,9 @@ return xdp.program(f)
     // Same names, different orders, in one call: each resolved from its own constructor.
     assert_eq!(record_fields(&ev.maps[1].key), [("y", 0), ("x", 4)]);
     assert_eq!(record_fields(&ev.maps[1].value), [("x", 0), ("y", 4), ("inner", 8)]);
-    let Format::Record(fields) = &ev.maps[1].value else { unreachable!() };
+    let Format::Record(fields) = &ev.maps[1].value else {
+        unreachable!()
+    };
     assert_eq!(record_fields(&fields[2].format), [("q", 0), ("p", 4)]);
 }
 
@@ -309,23 +383,65 @@ return xdp.program(f)
 #[test]
 fn map_errors() {
     let cases: &[(&str, &str)] = &[
-        (r#"map.hash{ key = "I3", value = "I8", entries = 1 }"#, "unknown format `I3`"),
-        (r#"map.hash{ key = "I4I4", value = "I8", entries = 1 }"#, "unknown format `I4I4`"),
-        (r#"map.hash{ key = 4, value = "I8", entries = 1 }"#, "must be a string or a table"),
+        (
+            r#"map.hash{ key = "I3", value = "I8", entries = 1 }"#,
+            "unknown format `I3`",
+        ),
+        (
+            r#"map.hash{ key = "I4I4", value = "I8", entries = 1 }"#,
+            "unknown format `I4I4`",
+        ),
+        (
+            r#"map.hash{ key = 4, value = "I8", entries = 1 }"#,
+            "must be a string or a table",
+        ),
         (r#"map.hash{ value = "I8", entries = 1 }"#, "needs a `key` format"),
         (r#"map.hash{ key = "I4", entries = 1 }"#, "needs a `value` format"),
         (r#"map.hash{ key = "I4", value = "I8" }"#, "needs `entries`"),
-        (r#"map.hash{ key = "I4", value = "I8", entries = 0 }"#, "`entries` must be a positive integer"),
-        (r#"map.hash{ key = "I4", value = "I8", entries = -5 }"#, "`entries` must be a positive integer"),
-        (r#"map.hash{ key = "I4", value = "I8", entries = 1.5 }"#, "`entries` must be a positive integer"),
-        (r#"map.hash{ key = "I4", value = "I8", entries = 1, size = 3 }"#, "unknown option `size`"),
-        (r#"map.array{ key = "I8", value = "I8", entries = 1 }"#, "the key of an array map must be a 4-byte integer"),
-        (r#"map.percpu_array{ key = "c4", value = "I8", entries = 1 }"#, "the key of an array map must be a 4-byte integer"),
-        (r#"map.hash("bad name", { key = "I4", value = "I8", entries = 1 })"#, "`bad name` cannot name a map"),
-        (r#"map.hash(3, { key = "I4", value = "I8", entries = 1 })"#, "a map name must be a string"),
-        (r#"map.hash("a", { name = "b", key = "I4", value = "I8", entries = 1 })"#, "named both"),
-        (r#"map.hash{ key = {}, value = "I8", entries = 1 }"#, "at least one field"),
-        (r#"map.hash{ key = { "I4" }, value = "I8", entries = 1 }"#, "fields must be named"),
+        (
+            r#"map.hash{ key = "I4", value = "I8", entries = 0 }"#,
+            "`entries` must be a positive integer",
+        ),
+        (
+            r#"map.hash{ key = "I4", value = "I8", entries = -5 }"#,
+            "`entries` must be a positive integer",
+        ),
+        (
+            r#"map.hash{ key = "I4", value = "I8", entries = 1.5 }"#,
+            "`entries` must be a positive integer",
+        ),
+        (
+            r#"map.hash{ key = "I4", value = "I8", entries = 1, size = 3 }"#,
+            "unknown option `size`",
+        ),
+        (
+            r#"map.array{ key = "I8", value = "I8", entries = 1 }"#,
+            "the key of an array map must be a 4-byte integer",
+        ),
+        (
+            r#"map.percpu_array{ key = "c4", value = "I8", entries = 1 }"#,
+            "the key of an array map must be a 4-byte integer",
+        ),
+        (
+            r#"map.hash("bad name", { key = "I4", value = "I8", entries = 1 })"#,
+            "`bad name` cannot name a map",
+        ),
+        (
+            r#"map.hash(3, { key = "I4", value = "I8", entries = 1 })"#,
+            "a map name must be a string",
+        ),
+        (
+            r#"map.hash("a", { name = "b", key = "I4", value = "I8", entries = 1 })"#,
+            "named both",
+        ),
+        (
+            r#"map.hash{ key = {}, value = "I8", entries = 1 }"#,
+            "at least one field",
+        ),
+        (
+            r#"map.hash{ key = { "I4" }, value = "I8", entries = 1 }"#,
+            "fields must be named",
+        ),
         (r#"map.ringbuf{ entries = 4096 }"#, "`map.ringbuf` is not supported yet"),
         (r#"map.hash()"#, "bad arguments to `map.hash`"),
     ];
@@ -377,15 +493,35 @@ return {
     );
     let p = &ev.programs;
     assert_eq!(p.len(), 4);
-    assert_eq!((p[0].name.as_str(), &p[0].hook, p[0].default_verdict), ("prog", &Hook::Xdp, Some(2)));
-    assert_eq!((p[1].name.as_str(), &p[1].hook, p[1].default_verdict), ("egress_b", &Hook::Tc { egress: true }, Some(2)));
+    assert_eq!(
+        (p[0].name.as_str(), &p[0].hook, p[0].default_verdict),
+        ("prog", &Hook::Xdp, Some(2))
+    );
+    assert_eq!(
+        (p[1].name.as_str(), &p[1].hook, p[1].default_verdict),
+        ("egress_b", &Hook::Tc { egress: true }, Some(2))
+    );
     assert_eq!(
         (&p[2].hook, p[2].default_verdict),
-        (&Hook::Netfilter { family: "ipv4".into(), hook: "local_in".into(), priority: 0 }, Some(1))
+        (
+            &Hook::Netfilter {
+                family: "ipv4".into(),
+                hook: "local_in".into(),
+                priority: 0
+            },
+            Some(1)
+        )
     );
     assert_eq!(
         (&p[3].hook, p[3].default_verdict),
-        (&Hook::Netfilter { family: "ipv6".into(), hook: "forward".into(), priority: -10 }, Some(0))
+        (
+            &Hook::Netfilter {
+                family: "ipv6".into(),
+                hook: "forward".into(),
+                priority: -10
+            },
+            Some(0)
+        )
     );
     let entries: Vec<&str> = p.iter().map(|p| ev.functions[p.entry].name.as_str()).collect();
     assert_eq!(entries, ["a", "b", "c", "d"]);
@@ -393,8 +529,12 @@ return {
 
 #[test]
 fn default_program_name_is_the_file_stem() {
-    let ev = evaluate_source("local xdp = require 'bpf.xdp'\nreturn xdp.program(function() end)\n", "dir/my-filter.v2.lua", &EvalOptions::default())
-        .unwrap_or_else(|(db, d)| panic!("{}", render(&db, &d)));
+    let ev = evaluate_source(
+        "local xdp = require 'bpf.xdp'\nreturn xdp.program(function() end)\n",
+        "dir/my-filter.v2.lua",
+        &EvalOptions::default(),
+    )
+    .unwrap_or_else(|(db, d)| panic!("{}", render(&db, &d)));
     assert_eq!(ev.programs[0].name, "my_filter_v2");
     assert_eq!(ev.functions[0].name, "<anonymous>");
 }
@@ -402,17 +542,35 @@ fn default_program_name_is_the_file_stem() {
 #[test]
 fn program_errors() {
     let cases: &[(&str, &str)] = &[
-        ("xdp.program(f, { default = 99 })", "`default` must be one of the hook's verdicts"),
+        (
+            "xdp.program(f, { default = 99 })",
+            "`default` must be one of the hook's verdicts",
+        ),
         ("xdp.program(f, { defualt = 1 })", "unknown option `defualt`"),
-        ("xdp.program(f, { name = 'has space' })", "a program name must be an identifier string"),
+        (
+            "xdp.program(f, { name = 'has space' })",
+            "a program name must be an identifier string",
+        ),
         ("xdp.program(f, { egress = true })", "unknown option `egress`"),
         ("xdp.program(42)", "expects a function, got an integer"),
         ("xdp.program(print)", "needs a function written in Lua"),
         ("xdp.program(f, 3)", "the options must be a table"),
-        ("require('bpf.tc').program(f, { egress = 1 })", "`egress` must be a boolean"),
-        ("require('bpf.netfilter').program(f, { hook = 'input' })", "bad `hook` for a netfilter program"),
-        ("require('bpf.netfilter').program(f, { family = 'ipx' })", "bad `family`"),
-        ("require('bpf.netfilter').program(f, { priority = 2147483647 })", "`priority` must be a 32-bit integer"),
+        (
+            "require('bpf.tc').program(f, { egress = 1 })",
+            "`egress` must be a boolean",
+        ),
+        (
+            "require('bpf.netfilter').program(f, { hook = 'input' })",
+            "bad `hook` for a netfilter program",
+        ),
+        (
+            "require('bpf.netfilter').program(f, { family = 'ipx' })",
+            "bad `family`",
+        ),
+        (
+            "require('bpf.netfilter').program(f, { priority = 2147483647 })",
+            "`priority` must be a 32-bit integer",
+        ),
     ];
     for (call, expected) in cases {
         let text = format!("{HEADER}local function f() end\nlocal p = {call}\nreturn p\n");
@@ -428,9 +586,18 @@ fn body_must_return_programs() {
         ("", "returns no program"),
         ("return 42", "returns an integer, not a program"),
         ("return {}", "returns an empty table"),
-        ("return { xdp.program(function() end), 3 }", "element 2 of the returned table is an integer"),
-        ("return xdp.program(function() end), xdp.program(function() end)", "returns 2 values"),
-        ("local m = map.hash{ key = 'I4', value = 'I4', entries = 1 }\nreturn m", "returns a map, not a program"),
+        (
+            "return { xdp.program(function() end), 3 }",
+            "element 2 of the returned table is an integer",
+        ),
+        (
+            "return xdp.program(function() end), xdp.program(function() end)",
+            "returns 2 values",
+        ),
+        (
+            "local m = map.hash{ key = 'I4', value = 'I4', entries = 1 }\nreturn m",
+            "returns a map, not a program",
+        ),
     ];
     for (tail, expected) in cases {
         let out = err_text(&format!("{HEADER}{tail}\n"));
@@ -441,7 +608,9 @@ fn body_must_return_programs() {
 
 #[test]
 fn duplicate_program_names() {
-    let out = err_text(&format!("{HEADER}local function f() end\nreturn {{ xdp.program(f), xdp.program(f) }}\n"));
+    let out = err_text(&format!(
+        "{HEADER}local function f() end\nreturn {{ xdp.program(f), xdp.program(f) }}\n"
+    ));
     assert!(out.contains("two programs are named `prog`"), "{out}");
 }
 
@@ -476,11 +645,22 @@ return xdp.program(f)
     assert_eq!(cfg.name.as_deref(), Some("cfg"));
     // Sorted and reproducible: booleans, integers, then strings.
     let keys: Vec<&ConstValue> = cfg.entries.iter().map(|(k, _)| k).collect();
-    assert_eq!(keys, [&ConstValue::Bool(false), &ConstValue::Int(10), &ConstValue::Str(b"name".to_vec()), &ConstValue::Str(b"ports".to_vec()), &ConstValue::Str(b"self".to_vec())]);
+    assert_eq!(
+        keys,
+        [
+            &ConstValue::Bool(false),
+            &ConstValue::Int(10),
+            &ConstValue::Str(b"name".to_vec()),
+            &ConstValue::Str(b"ports".to_vec()),
+            &ConstValue::Str(b"self".to_vec())
+        ]
+    );
     assert_eq!(field(cfg, "self"), upvalue(f, "cfg"), "a cycle is one table");
     let ports = table(&ev, field(cfg, "ports"));
     assert_eq!(ports.name.as_deref(), Some("cfg.ports"));
-    let ConstValue::Function(helper) = upvalue(f, "helper") else { panic!() };
+    let ConstValue::Function(helper) = upvalue(f, "helper") else {
+        panic!()
+    };
     assert_eq!(ev.functions[*helper].name, "helper");
     assert_eq!(upvalue(&ev.functions[*helper], "i"), &ConstValue::Int(7));
 }
@@ -573,13 +753,25 @@ fn runtime_errors_point_at_their_line() {
         ("local x = nil\nx()", "attempt to call a nil value (local 'x')", 5),
         ("error('custom failure')", "custom failure", 4),
         ("local function g()\n  error('deep')\nend\ng()", "deep", 5),
-        ("local t = {}\nlocal y = t.a.b", "attempt to index a nil value (field 'a')", 5),
+        (
+            "local t = {}\nlocal y = t.a.b",
+            "attempt to index a nil value (field 'a')",
+            5,
+        ),
         ("io.write('x')", "global 'io'", 4),
         ("load('return 1')()", "global 'load'", 4),
         ("require('linux.byteorder').ntoh16('abc')", "bad argument", 4),
-        ("local bpf = require 'bpf'\nlocal t = bpf.ktime()", "`bpf.ktime()` reads the kernel's clock", 5),
+        (
+            "local bpf = require 'bpf'\nlocal t = bpf.ktime()",
+            "`bpf.ktime()` reads the kernel's clock",
+            5,
+        ),
         ("error({})", "error in the compile-time body", 4),
-        ("local x <const> = 1\nx = 2", "attempt to assign to const variable 'x'", 5),
+        (
+            "local x <const> = 1\nx = 2",
+            "attempt to assign to const variable 'x'",
+            5,
+        ),
     ];
     for (body, expected, line) in cases {
         let text = format!("{HEADER}{body}\nreturn xdp.program(function() end)\n");
@@ -587,7 +779,12 @@ fn runtime_errors_point_at_their_line() {
         assert!(out.contains(expected), "for {body:?}: expected `{expected}` in\n{out}");
         assert_eq!(err_line(&text), *line, "line for {body:?}:\n{out}");
     }
-    insta::assert_snapshot!("runtime_error", err_text(&format!("{HEADER}local limits = {{ max = 10 }}\nlocal n = limits.min + 1\nreturn xdp.program(function() end)\n")));
+    insta::assert_snapshot!(
+        "runtime_error",
+        err_text(&format!(
+            "{HEADER}local limits = {{ max = 10 }}\nlocal n = limits.min + 1\nreturn xdp.program(function() end)\n"
+        ))
+    );
 }
 
 #[test]
@@ -619,20 +816,35 @@ fn body_that_never_finishes() {
         let start = Instant::now();
         let text = format!("{HEADER}{body}\nreturn xdp.program(function() end)\n");
         let out = err_text(&text);
-        assert!(out.contains("the compile-time body did not finish"), "for {body:?}:\n{out}");
+        assert!(
+            out.contains("the compile-time body did not finish"),
+            "for {body:?}:\n{out}"
+        );
         assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
     }
-    insta::assert_snapshot!("did_not_finish", err_text(&format!("{HEADER}local n = 0\nwhile n >= 0 do\n  n = n + 1\nend\nreturn xdp.program(function() end)\n")));
+    insta::assert_snapshot!(
+        "did_not_finish",
+        err_text(&format!(
+            "{HEADER}local n = 0\nwhile n >= 0 do\n  n = n + 1\nend\nreturn xdp.program(function() end)\n"
+        ))
+    );
 }
 
 #[test]
 fn body_that_uses_too_much_memory() {
     let text = format!("{HEADER}local s = 'x'\nwhile true do s = s .. s end\nreturn xdp.program(function() end)\n");
     let out = err_text(&text);
-    assert!(out.contains("ran out of memory") || out.contains("not enough memory") || out.contains("did not finish"), "{out}");
-    let text = format!("{HEADER}local t = {{}}\nfor i = 1, 1e9 do t[i] = {{ i }} end\nreturn xdp.program(function() end)\n");
+    assert!(
+        out.contains("ran out of memory") || out.contains("not enough memory") || out.contains("did not finish"),
+        "{out}"
+    );
+    let text =
+        format!("{HEADER}local t = {{}}\nfor i = 1, 1e9 do t[i] = {{ i }} end\nreturn xdp.program(function() end)\n");
     let out = err_text(&text);
-    assert!(out.contains("ran out of memory") || out.contains("did not finish"), "{out}");
+    assert!(
+        out.contains("ran out of memory") || out.contains("did not finish"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -648,7 +860,8 @@ fn print_goes_to_stderr_and_pcall_works() {
 
 #[test]
 fn math_random_is_reproducible() {
-    let text = format!("{HEADER}local r = math.random(1, 1000000)\nlocal function f() return r end\nreturn xdp.program(f)\n");
+    let text =
+        format!("{HEADER}local r = math.random(1, 1000000)\nlocal function f() return r end\nreturn xdp.program(f)\n");
     let a = upvalue(func(&eval(&text), "f"), "r").clone();
     let b = upvalue(func(&eval(&text), "f"), "r").clone();
     assert_eq!(a, b);
@@ -675,23 +888,41 @@ fn relative_and_include_requires() {
     let root = temp_dir("require");
     let prog_dir = root.join("prog");
     let inc = root.join("inc");
-    write(&prog_dir.join("lib/util.lua"), "local M = {}\nM.K = 5\nfunction M.twice(x) return 2 * x end\nreturn M\n");
-    write(&inc.join("extra.lua"), "local util = require 'lib.util'\nreturn { k = util.K + 1, f = function(x) return util.twice(x) end }\n");
+    write(
+        &prog_dir.join("lib/util.lua"),
+        "local M = {}\nM.K = 5\nfunction M.twice(x) return 2 * x end\nreturn M\n",
+    );
+    write(
+        &inc.join("extra.lua"),
+        "local util = require 'lib.util'\nreturn { k = util.K + 1, f = function(x) return util.twice(x) end }\n",
+    );
     write(&inc.join("lib/shadowed.lua"), "return 'from -I'\n");
     write(&prog_dir.join("lib/shadowed.lua"), "return 'relative'\n");
-    write(&inc.join("broken.lua"), "local M = {}\n\nlocal y = M.nothing.x\nreturn M\n");
+    write(
+        &inc.join("broken.lua"),
+        "local M = {}\n\nlocal y = M.nothing.x\nreturn M\n",
+    );
     let prog = prog_dir.join("main.lua");
     write(
         &prog,
         &format!("{HEADER}local util = require 'lib.util'\nlocal extra = require 'extra'\nlocal which = require 'lib.shadowed'\nlocal again = require 'lib.util'\nassert(again == util)\nlocal function f(x) return util.twice(x) + extra.k + extra.f(x), which end\nreturn xdp.program(f)\n"),
     );
-    let opts = EvalOptions { include_dirs: vec![inc.clone()] };
+    let opts = EvalOptions {
+        include_dirs: vec![inc.clone()],
+    };
     let ev = evaluate(&prog, &opts).unwrap_or_else(|(db, d)| panic!("{}", render(&db, &d)));
     let f = func(&ev, "f");
-    assert_eq!(upvalue(f, "which"), &ConstValue::Str(b"relative".to_vec()), "the program's directory comes before -I");
+    assert_eq!(
+        upvalue(f, "which"),
+        &ConstValue::Str(b"relative".to_vec()),
+        "the program's directory comes before -I"
+    );
     let twice = func(&ev, "util.twice");
     assert!(ev.sources.files[twice.file as usize].name.ends_with("lib/util.lua"));
-    assert_eq!(ev.sources.files[twice.file as usize].path.as_deref(), Some(prog_dir.join("lib/util.lua").as_path()));
+    assert_eq!(
+        ev.sources.files[twice.file as usize].path.as_deref(),
+        Some(prog_dir.join("lib/util.lua").as_path())
+    );
     let extra = table(&ev, upvalue(f, "extra"));
     assert_eq!(field(extra, "k"), &ConstValue::Int(6));
     assert_eq!(func(&ev, "extra.f").upvalues.len(), 1);
@@ -699,10 +930,16 @@ fn relative_and_include_requires() {
     // Without -I the module is not found, and the places searched are listed.
     let (db, diags) = evaluate(&prog, &EvalOptions::default()).expect_err("must fail");
     let out = render(&db, &diags);
-    assert!(out.contains("module `extra` not found") && out.contains("extra.lua"), "{out}");
+    assert!(
+        out.contains("module `extra` not found") && out.contains("extra.lua"),
+        "{out}"
+    );
 
     // An error inside a module points into the module.
-    write(&prog, &format!("{HEADER}local b = require 'broken'\nreturn xdp.program(function() end)\n"));
+    write(
+        &prog,
+        &format!("{HEADER}local b = require 'broken'\nreturn xdp.program(function() end)\n"),
+    );
     let (db, diags) = evaluate(&prog, &opts).expect_err("must fail");
     let out = render(&db, &diags);
     assert!(out.contains("broken.lua:3"), "{out}");
@@ -711,12 +948,19 @@ fn relative_and_include_requires() {
     // A syntax error in a module.
     write(&inc.join("broken.lua"), "local M = {\n");
     let (db, diags) = evaluate(&prog, &opts).expect_err("must fail");
-    assert!(db.files[diags[0].span.file as usize].name.ends_with("broken.lua"), "{}", render(&db, &diags));
+    assert!(
+        db.files[diags[0].span.file as usize].name.ends_with("broken.lua"),
+        "{}",
+        render(&db, &diags)
+    );
 
     // A cycle.
     write(&prog_dir.join("a.lua"), "return require 'b'\n");
     write(&prog_dir.join("b.lua"), "return require 'a'\n");
-    write(&prog, &format!("{HEADER}local a = require 'a'\nreturn xdp.program(function() end)\n"));
+    write(
+        &prog,
+        &format!("{HEADER}local a = require 'a'\nreturn xdp.program(function() end)\n"),
+    );
     let (db, diags) = evaluate(&prog, &opts).expect_err("must fail");
     let out = render(&db, &diags);
     assert!(out.contains("circular `require`: a -> b -> a"), "{out}");
@@ -739,7 +983,8 @@ fn missing_and_non_utf8_files() {
 
 #[test]
 fn shebang_line_is_skipped() {
-    let ev = eval("#!/usr/bin/env luabpf\nlocal xdp = require 'bpf.xdp'\nlocal function f() end\nreturn xdp.program(f)\n");
+    let ev =
+        eval("#!/usr/bin/env luabpf\nlocal xdp = require 'bpf.xdp'\nlocal function f() end\nreturn xdp.program(f)\n");
     assert_eq!(ev.functions[0].name, "f");
 }
 
@@ -754,7 +999,12 @@ fn stdlib_table_matches_the_directory() {
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "lua") {
-                on_disk.push(path.strip_prefix(&root).expect("prefix").to_string_lossy().replace('\\', "/"));
+                on_disk.push(
+                    path.strip_prefix(&root)
+                        .expect("prefix")
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }
@@ -764,10 +1014,17 @@ fn stdlib_table_matches_the_directory() {
     assert_eq!(on_disk, embedded, "add new stdlib files to modules::STDLIB");
     for m in STDLIB {
         assert_eq!(std::fs::read_to_string(root.join(m.path)).expect("read"), m.text);
-        assert_eq!(modules::module_path(m.name).to_string_lossy().replace('\\', "/"), m.path.trim_start_matches("stdlib/"));
+        assert_eq!(
+            modules::module_path(m.name).to_string_lossy().replace('\\', "/"),
+            m.path.trim_start_matches("stdlib/")
+        );
         // Every stdlib module parses and runs on its own.
         let mut db = SourceDb::default();
-        let id = db.add(SourceFile { name: m.path.into(), path: None, text: m.text.into() });
+        let id = db.add(SourceFile {
+            name: m.path.into(),
+            path: None,
+            text: m.text.into(),
+        });
         assert!(syntax::parse(&db, id).is_ok(), "{} does not parse", m.path);
     }
 }
@@ -777,11 +1034,23 @@ fn resolution_order() {
     let dir = temp_dir("resolve");
     write(&dir.join("bpf/map.lua"), "return 1\n");
     write(&dir.join("net/eth.lua"), "return 1\n");
-    assert!(matches!(modules::resolve("bpf.map", &dir, &[]), Ok(Resolved::Builtin("bpf.map"))));
+    assert!(matches!(
+        modules::resolve("bpf.map", &dir, &[]),
+        Ok(Resolved::Builtin("bpf.map"))
+    ));
     assert!(matches!(modules::resolve("net.eth", &dir, &[]), Ok(Resolved::Stdlib(m)) if m.name == "net.eth"));
-    assert!(matches!(modules::resolve("a..b", &dir, &[]), Err(modules::ResolveError::BadName)));
-    assert!(matches!(modules::resolve("a/b", &dir, &[]), Err(modules::ResolveError::BadName)));
-    assert!(matches!(modules::resolve("", &dir, &[]), Err(modules::ResolveError::BadName)));
+    assert!(matches!(
+        modules::resolve("a..b", &dir, &[]),
+        Err(modules::ResolveError::BadName)
+    ));
+    assert!(matches!(
+        modules::resolve("a/b", &dir, &[]),
+        Err(modules::ResolveError::BadName)
+    ));
+    assert!(matches!(
+        modules::resolve("", &dir, &[]),
+        Err(modules::ResolveError::BadName)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -790,7 +1059,11 @@ fn resolution_order() {
 
 fn parse_text(text: &str) -> Result<(), String> {
     let mut db = SourceDb::default();
-    let id = db.add(SourceFile { name: "t.lua".into(), path: None, text: text.into() });
+    let id = db.add(SourceFile {
+        name: "t.lua".into(),
+        path: None,
+        text: text.into(),
+    });
     syntax::parse(&db, id).map(|_| ()).map_err(|d| render(&db, &d))
 }
 
@@ -808,7 +1081,11 @@ fn deep_nesting_is_a_diagnostic() {
         "function f() ".repeat(10_000),
     ] {
         let out = parse_text(&text).expect_err("must be refused");
-        assert!(out.contains(&format!("nesting too deep (limit {MAX_NESTING})")), "{}", &out[..out.len().min(500)]);
+        assert!(
+            out.contains(&format!("nesting too deep (limit {MAX_NESTING})")),
+            "{}",
+            &out[..out.len().min(500)]
+        );
     }
     // Within the limit: accepted, and full_moon does not overflow its (large) stack.
     let depth = MAX_NESTING - 10;
@@ -818,11 +1095,23 @@ fn deep_nesting_is_a_diagnostic() {
     parse_text(&"local x = 1 + 2\n".repeat(20_000)).expect("many statements");
     parse_text(&format!("f({})", vec!["a + b"; 5_000].join(", "))).expect("many arguments");
     // Strings and comments do not count.
-    parse_text(&format!("local s = '{}' -- {}\nlocal t = [[{}]]", "(".repeat(1000), "{".repeat(1000), "((".repeat(1000))).expect("brackets in strings");
+    parse_text(&format!(
+        "local s = '{}' -- {}\nlocal t = [[{}]]",
+        "(".repeat(1000),
+        "{".repeat(1000),
+        "((".repeat(1000)
+    ))
+    .expect("brackets in strings");
 
     let out = err_text(&format!("local x = {}1{}\n", "(".repeat(100_000), ")".repeat(100_000)));
     assert!(out.contains("nesting too deep"));
-    insta::assert_snapshot!("nesting_too_deep", err_text(&format!("local xdp = require 'bpf.xdp'\nlocal x =\n{}\n", "{\n".repeat(300))));
+    insta::assert_snapshot!(
+        "nesting_too_deep",
+        err_text(&format!(
+            "local xdp = require 'bpf.xdp'\nlocal x =\n{}\n",
+            "{\n".repeat(300)
+        ))
+    );
 }
 
 #[test]
@@ -870,18 +1159,25 @@ fn garbage_never_panics() {
         seed ^= seed << 17;
         seed
     };
-    let tokens = ["local", "function", "end", "(", ")", "{", "}", "[", "]", "=", "==", "..", "...", "x", "1", "'s'", "\"", "if", "then", "do", "return", ",", ";", ":", ".", "+", "--", "[[", "]]", "\n", "<const>", "#", "~", "goto", "::l::"];
+    let tokens = [
+        "local", "function", "end", "(", ")", "{", "}", "[", "]", "=", "==", "..", "...", "x", "1", "'s'", "\"", "if",
+        "then", "do", "return", ",", ";", ":", ".", "+", "--", "[[", "]]", "\n", "<const>", "#", "~", "goto", "::l::",
+    ];
     for _ in 0..300 {
         let len = (next() % 200) as usize;
         let bytes: Vec<u8> = (0..len).map(|_| (next() % 128) as u8).collect();
         inputs.push(String::from_utf8_lossy(&bytes).into_owned());
-        let soup: Vec<&str> = (0..len).map(|_| tokens[(next() % tokens.len() as u64) as usize]).collect();
+        let soup: Vec<&str> = (0..len)
+            .map(|_| tokens[(next() % tokens.len() as u64) as usize])
+            .collect();
         inputs.push(soup.join(" "));
     }
     for input in &inputs {
         let _ = parse_text(input);
     }
-    assert!(parse_text("local s = `x`").expect_err("backtick").contains("unexpected character"));
+    assert!(parse_text("local s = `x`")
+        .expect_err("backtick")
+        .contains("unexpected character"));
     parse_text("-- `comment`\nlocal s = '`' .. \"`\" .. [[`]]").expect("backticks in strings and comments");
     // The whole evaluation too (a sample: each one starts a Lua state).
     for input in inputs.iter().step_by(7) {
@@ -897,7 +1193,11 @@ fn garbage_never_panics() {
 fn span_of_uses_byte_offsets() {
     let text = "local s = 'é'\nlocal y = 2\n";
     let mut db = SourceDb::default();
-    let id = db.add(SourceFile { name: "t.lua".into(), path: None, text: text.into() });
+    let id = db.add(SourceFile {
+        name: "t.lua".into(),
+        path: None,
+        text: text.into(),
+    });
     let ast = syntax::parse(&db, id).expect("parses");
     let stmt = ast.nodes().stmts().nth(1).expect("second statement");
     let span = syntax::span_of(id, stmt);

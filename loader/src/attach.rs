@@ -144,8 +144,7 @@ const _: () = assert!(std::mem::size_of::<LinkUpdateAttr>() == 16);
 
 fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// `BPF_OBJ_PIN`.
@@ -172,12 +171,7 @@ pub fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
     unsafe { bpf_fd(sys::BPF_OBJ_GET, &mut attr) }
 }
 
-fn link_create(
-    prog: BorrowedFd<'_>,
-    ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-) -> io::Result<OwnedFd> {
+fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32, flags: u32) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
@@ -234,8 +228,7 @@ impl Undo {
         if dir.is_dir() {
             return Ok(());
         }
-        std::fs::create_dir(dir)
-            .map_err(|e| AttachError::System(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir(dir).map_err(|e| AttachError::System(format!("cannot create {}: {e}", dir.display())))?;
         self.dirs.push(dir.to_owned());
         Ok(())
     }
@@ -260,11 +253,7 @@ fn sys_err(what: &str, e: io::Error) -> AttachError {
 }
 
 /// Picks the program of `object` to attach at `hook`.
-fn choose_program(
-    object: &Object,
-    hook: Hook,
-    wanted: Option<&str>,
-) -> Result<String, AttachError> {
+fn choose_program(object: &Object, hook: Hook, wanted: Option<&str>) -> Result<String, AttachError> {
     let fits = |section: &str| match hook {
         Hook::Xdp(_) => section == "xdp" || section.starts_with("xdp"),
         Hook::Tc { .. } => section == "tc" || section == "classifier" || section.starts_with("tc"),
@@ -293,11 +282,7 @@ fn choose_program(
         }
         return Ok(w.to_string());
     }
-    let candidates: Vec<&str> = all
-        .iter()
-        .filter(|(_, s)| fits(s))
-        .map(|(n, _)| *n)
-        .collect();
+    let candidates: Vec<&str> = all.iter().filter(|(_, s)| fits(s)).map(|(n, _)| *n).collect();
     match candidates.as_slice() {
         [one] => Ok(one.to_string()),
         [] => Err(AttachError::Usage(format!(
@@ -336,8 +321,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
             "program name `{name}` cannot be used as a pin name"
         )));
     }
-    let ifindex = ifindex(req.interface)
-        .ok_or_else(|| AttachError::NoInterface(req.interface.to_string()))?;
+    let ifindex = ifindex(req.interface).ok_or_else(|| AttachError::NoInterface(req.interface.to_string()))?;
     if !pins::is_bpffs(Path::new(pins::BPFFS)) {
         return Err(AttachError::System(format!(
             "no BPF filesystem at {}: mount one (`mount -t bpf bpf {}`); note that \
@@ -348,9 +332,8 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
     }
 
     let p = Pins::new(&name);
-    let existing = pins::read_meta(&name).map_err(|e| {
-        AttachError::System(format!("cannot read {}: {e}", p.meta_file().display()))
-    })?;
+    let existing = pins::read_meta(&name)
+        .map_err(|e| AttachError::System(format!("cannot read {}: {e}", p.meta_file().display())))?;
     let replace = p.link().exists();
     if replace {
         let Some(old) = &existing else {
@@ -419,9 +402,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
         if !reused.contains(&m.name) {
             continue;
         }
-        let raw = loaded
-            .map(&m.name)
-            .map_err(|e| AttachError::System(e.to_string()))?;
+        let raw = loaded.map(&m.name).map_err(|e| AttachError::System(e.to_string()))?;
         let info = raw.info();
         if info.map_type != m.kind as u32
             || info.key_size != m.key.size()
@@ -457,17 +438,12 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
 
     if replace {
         let old = existing.expect("checked above");
-        let link = open_pinned(&p.link())
-            .map_err(|e| sys_err(&format!("cannot open {}", p.link().display()), e))?;
+        let link = open_pinned(&p.link()).map_err(|e| sys_err(&format!("cannot open {}", p.link().display()), e))?;
         let old_prog = open_pinned(&p.prog()).ok();
         let new_pin = p.dir().join("prog_new");
         let _ = std::fs::remove_file(&new_pin);
-        pin_fd(prog_fd, &new_pin).map_err(|e| {
-            sys_err(
-                &format!("cannot pin the program at {}", new_pin.display()),
-                e,
-            )
-        })?;
+        pin_fd(prog_fd, &new_pin)
+            .map_err(|e| sys_err(&format!("cannot pin the program at {}", new_pin.display()), e))?;
         undo.files.push(new_pin.clone());
         link_update(link.as_fd(), prog_fd).map_err(|e| {
             sys_err(
@@ -476,18 +452,16 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
             )
         })?;
         let finish = || -> Result<Meta, AttachError> {
-            std::fs::rename(&new_pin, p.prog()).map_err(|e| {
-                AttachError::System(format!("cannot rename {}: {e}", new_pin.display()))
-            })?;
+            std::fs::rename(&new_pin, p.prog())
+                .map_err(|e| AttachError::System(format!("cannot rename {}: {e}", new_pin.display())))?;
             let meta = Meta {
                 replaced_at: Some(now),
                 source: req.source.to_string(),
                 maps: maps.clone(),
                 ..old.clone()
             };
-            pins::write_state(&meta, req.object).map_err(|e| {
-                AttachError::System(format!("cannot write {}: {e}", p.state_dir().display()))
-            })?;
+            pins::write_state(&meta, req.object)
+                .map_err(|e| AttachError::System(format!("cannot write {}: {e}", p.state_dir().display())))?;
             Ok(meta)
         };
         match finish() {
@@ -516,18 +490,13 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                 let native = || link_create(prog_fd, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE);
                 let skb = || link_create(prog_fd, ifindex, BPF_XDP, XDP_FLAGS_SKB_MODE);
                 let what = |m: &str, e: io::Error| {
-                    let hint = if e.raw_os_error() == Some(libc::EBUSY)
-                        || e.raw_os_error() == Some(libc::EEXIST)
-                    {
+                    let hint = if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EEXIST) {
                         " (another XDP program is attached to this interface)"
                     } else {
                         ""
                     };
                     sys_err(
-                        &format!(
-                            "cannot attach `{name}` at XDP ({m} mode) on {}{hint}",
-                            req.interface
-                        ),
+                        &format!("cannot attach `{name}` at XDP ({m} mode) on {}{hint}", req.interface),
                         e,
                     )
                 };
@@ -536,10 +505,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                     XdpMode::Skb => (skb().map_err(|e| what("skb", e))?, "skb"),
                     XdpMode::Auto => match native() {
                         Ok(l) => (l, "native"),
-                        Err(e)
-                            if e.raw_os_error() == Some(libc::EBUSY)
-                                || e.raw_os_error() == Some(libc::EEXIST) =>
-                        {
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EEXIST) => {
                             return Err(what("native", e))
                         }
                         Err(_) => (skb().map_err(|e| what("skb", e))?, "skb"),
@@ -547,11 +513,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                 }
             }
             Hook::Tc { egress } => {
-                let at = if egress {
-                    BPF_TCX_EGRESS
-                } else {
-                    BPF_TCX_INGRESS
-                };
+                let at = if egress { BPF_TCX_EGRESS } else { BPF_TCX_INGRESS };
                 let l = link_create(prog_fd, ifindex, at, 0).map_err(|e| {
                     let hint = if e.raw_os_error() == Some(libc::EINVAL) {
                         " (tcx links need Linux 6.6 or later)"
@@ -572,12 +534,8 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
         };
         // Until the link is pinned, dropping `link` detaches it.
         undo.files.push(p.prog());
-        pin_fd(prog_fd, &p.prog()).map_err(|e| {
-            sys_err(
-                &format!("cannot pin the program at {}", p.prog().display()),
-                e,
-            )
-        })?;
+        pin_fd(prog_fd, &p.prog())
+            .map_err(|e| sys_err(&format!("cannot pin the program at {}", p.prog().display()), e))?;
         let meta = Meta {
             program: name.clone(),
             hook: req.hook.name().to_string(),
@@ -592,9 +550,8 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
         undo.dirs.insert(0, p.state_dir());
         undo.files.push(p.meta_file());
         undo.files.push(p.object_file());
-        pins::write_state(&meta, req.object).map_err(|e| {
-            AttachError::System(format!("cannot write {}: {e}", p.state_dir().display()))
-        })?;
+        pins::write_state(&meta, req.object)
+            .map_err(|e| AttachError::System(format!("cannot write {}: {e}", p.state_dir().display())))?;
         undo.files.push(p.link());
         pin_fd(link.as_fd(), &p.link())
             .map_err(|e| sys_err(&format!("cannot pin the link at {}", p.link().display()), e))?;

@@ -39,8 +39,8 @@ pub struct InitError(pub String);
 /// Reads the static tables of an ELF object; an object without the section has none.
 pub fn read_init_tables(elf: &[u8]) -> Result<Vec<InitTable>, InitError> {
     let aligned = crate::sys::Aligned::new(elf);
-    let file = object::File::parse(aligned.bytes())
-        .map_err(|e| InitError(format!("cannot read the ELF object: {e}")))?;
+    let file =
+        object::File::parse(aligned.bytes()).map_err(|e| InitError(format!("cannot read the ELF object: {e}")))?;
     tables_in(&file)
 }
 
@@ -103,8 +103,7 @@ pub fn parse(data: &[u8]) -> Result<Vec<InitTable>, InitError> {
     for i in 0..count {
         let name_len = r.u32("a map name length")? as usize;
         let name = r.bytes(name_len, "a map name")?;
-        let map = String::from_utf8(name.to_vec())
-            .map_err(|_| InitError(format!("map #{i}: name is not UTF-8")))?;
+        let map = String::from_utf8(name.to_vec()).map_err(|_| InitError(format!("map #{i}: name is not UTF-8")))?;
         let key_size = r.u32("a key size")?;
         let value_size = r.u32("a value size")?;
         let n = r.u32("an entry count")?;

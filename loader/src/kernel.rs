@@ -82,12 +82,8 @@ fn probe() -> Result<(), String> {
         expected_attach_type: 0,
     };
     // SAFETY: `insns` and `license` point to live buffers of the declared sizes.
-    let prog = unsafe { sys::bpf_fd(sys::BPF_PROG_LOAD, &mut attr) }.map_err(|e| {
-        format!(
-            "BPF_PROG_LOAD of a 2-instruction XDP program: {}",
-            errno_text(&e)
-        )
-    })?;
+    let prog = unsafe { sys::bpf_fd(sys::BPF_PROG_LOAD, &mut attr) }
+        .map_err(|e| format!("BPF_PROG_LOAD of a 2-instruction XDP program: {}", errno_text(&e)))?;
     drop(prog);
     Ok(())
 }
@@ -134,11 +130,7 @@ mod tests {
         assert!(skip_or_panic("t", Ok(()), true));
         assert!(!skip_or_panic("t", Err("EPERM".into()), false));
         let r = std::panic::catch_unwind(|| skip_or_panic("t", Err("EPERM (x)".into()), true));
-        let msg = r
-            .unwrap_err()
-            .downcast::<String>()
-            .map(|s| *s)
-            .unwrap_or_default();
+        let msg = r.unwrap_err().downcast::<String>().map(|s| *s).unwrap_or_default();
         assert!(msg.contains("t: bpf() unavailable: EPERM (x)"), "{msg}");
     }
 }

@@ -54,11 +54,7 @@ impl VerifierError {
 
 impl std::fmt::Display for VerifierError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the kernel refused program `{}`: {}",
-            self.program, self.errno_text
-        )?;
+        write!(f, "the kernel refused program `{}`: {}", self.program, self.errno_text)?;
         if let Some(reason) = self.reason() {
             write!(f, ": {reason}")?;
         }
@@ -272,7 +268,9 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
         };
         // aya 0.14 unwraps the verifier log as UTF-8; a corrupted object's line info can make
         // it panic there: that must be a load error, not a crash.
-        fn guarded<T>(f: impl FnOnce() -> Result<T, aya::programs::ProgramError>) -> Result<T, Result<aya::programs::ProgramError, String>> {
+        fn guarded<T>(
+            f: impl FnOnce() -> Result<T, aya::programs::ProgramError>,
+        ) -> Result<T, Result<aya::programs::ProgramError, String>> {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
                 Ok(r) => r.map_err(Ok),
                 Err(panic) => Err(Err(panic
@@ -301,14 +299,13 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
             Err(Err(what)) => {
                 return Err(LoadError::Program {
                     program: name,
-                    message: format!("the kernel refused the program and its log could not be read (aya panicked: {what})"),
+                    message: format!(
+                        "the kernel refused the program and its log could not be read (aya panicked: {what})"
+                    ),
                 })
             }
         }
-        let verified_insns = program
-            .info()
-            .ok()
-            .and_then(|i| i.verified_instruction_count());
+        let verified_insns = program.info().ok().and_then(|i| i.verified_instruction_count());
         programs.push(ProgramSummary {
             name,
             kind,
@@ -362,9 +359,7 @@ fn fill_table(loaded: &Loaded, table: &init::InitTable) -> Result<(), LoadError>
         message,
         source,
     };
-    let map = loaded
-        .map(&table.map)
-        .map_err(|e| err(e.to_string(), Some(e)))?;
+    let map = loaded.map(&table.map).map_err(|e| err(e.to_string(), Some(e)))?;
     let info = map.info();
     if info.key_size != table.key_size || info.value_size != table.value_size {
         return Err(err(
@@ -419,10 +414,7 @@ fn ebpf_error(e: EbpfError) -> LoadError {
             map: name,
             source: io_error,
         },
-        EbpfError::BtfError(BtfError::LoadError {
-            io_error,
-            verifier_log,
-        }) => LoadError::Btf {
+        EbpfError::BtfError(BtfError::LoadError { io_error, verifier_log }) => LoadError::Btf {
             log: verifier_log.to_string(),
             source: io_error,
         },
@@ -436,18 +428,13 @@ fn ebpf_error(e: EbpfError) -> LoadError {
                 message: format!("unknown program section `{section}`{hint}"),
             }
         }
-        other => LoadError::Object {
-            message: chain(&other),
-        },
+        other => LoadError::Object { message: chain(&other) },
     }
 }
 
 fn program_error(program: &str, e: ProgramError) -> LoadError {
     match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => LoadError::Verifier(Box::new(VerifierError {
+        ProgramError::LoadError { io_error, verifier_log } => LoadError::Verifier(Box::new(VerifierError {
             program: program.to_string(),
             errno: io_error.raw_os_error(),
             errno_text: errno_text(&io_error),
@@ -507,14 +494,11 @@ mod tests {
             program: "p".into(),
             errno: Some(libc::EACCES),
             errno_text: "EACCES (Permission denied)".into(),
-            log: "0: R1=ctx() R10=fp0\n0: (bf) r0 = r2\nR2 !read_ok\nprocessed 1 insns (limit 1000000)\n"
-                .into(),
+            log: "0: R1=ctx() R10=fp0\n0: (bf) r0 = r2\nR2 !read_ok\nprocessed 1 insns (limit 1000000)\n".into(),
         };
         assert_eq!(v.reason(), Some("R2 !read_ok"));
         let shown = v.to_string();
-        assert!(shown.starts_with(
-            "the kernel refused program `p`: EACCES (Permission denied): R2 !read_ok"
-        ));
+        assert!(shown.starts_with("the kernel refused program `p`: EACCES (Permission denied): R2 !read_ok"));
         assert!(shown.contains("\n  0: (bf) r0 = r2"));
     }
 

@@ -44,18 +44,10 @@ pub enum MapError {
     },
     /// A key slice of the wrong size.
     #[error("map `{map}`: key is {got} bytes, the map's keys are {expected} bytes")]
-    KeySize {
-        map: String,
-        got: usize,
-        expected: u32,
-    },
+    KeySize { map: String, got: usize, expected: u32 },
     /// A value slice of the wrong size.
     #[error("map `{map}`: value is {got} bytes, the map's values are {expected} bytes")]
-    ValueSize {
-        map: String,
-        got: usize,
-        expected: u32,
-    },
+    ValueSize { map: String, got: usize, expected: u32 },
     /// A per-CPU call on a map that is not per-CPU, or the other way round.
     #[error("map `{map}` {}", if *.percpu {
         "is per-CPU: use lookup_percpu/update_percpu (update writes every CPU)"
@@ -65,11 +57,7 @@ pub enum MapError {
     PerCpuMismatch { map: String, percpu: bool },
     /// `update_percpu` with a number of values different from the number of possible CPUs.
     #[error("map `{map}`: {got} per-CPU values given, this machine has {expected} possible CPUs")]
-    CpuCount {
-        map: String,
-        got: usize,
-        expected: usize,
-    },
+    CpuCount { map: String, got: usize, expected: usize },
     /// The possible-CPU count could not be read.
     #[error("cannot count possible CPUs: {0}")]
     PossibleCpus(String),
@@ -86,9 +74,7 @@ impl MapError {
     /// The errno of a failed system call, if that is what this is.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            MapError::Syscall { source, .. } | MapError::Open { source, .. } => {
-                source.raw_os_error()
-            }
+            MapError::Syscall { source, .. } | MapError::Open { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -166,11 +152,7 @@ pub fn map_info(fd: BorrowedFd<'_>) -> io::Result<MapInfo> {
     };
     // SAFETY: `info` is writable for `info_len` bytes and outlives the call.
     unsafe { bpf(sys::BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
-    let name_len = info
-        .name
-        .iter()
-        .position(|b| *b == 0)
-        .unwrap_or(info.name.len());
+    let name_len = info.name.iter().position(|b| *b == 0).unwrap_or(info.name.len());
     Ok(MapInfo {
         map_type: info.map_type,
         id: info.id,
@@ -217,8 +199,7 @@ pub fn possible_cpus() -> Result<usize, MapError> {
     static CACHE: OnceLock<Result<usize, String>> = OnceLock::new();
     CACHE
         .get_or_init(|| {
-            let text = std::fs::read_to_string(POSSIBLE_CPUS)
-                .map_err(|e| format!("{POSSIBLE_CPUS}: {e}"))?;
+            let text = std::fs::read_to_string(POSSIBLE_CPUS).map_err(|e| format!("{POSSIBLE_CPUS}: {e}"))?;
             parse_cpu_list(&text).map_err(|e| format!("{POSSIBLE_CPUS}: {e}"))
         })
         .clone()
@@ -276,13 +257,11 @@ impl fmt::Debug for RawMap {
 impl RawMap {
     /// Wraps a map fd (duplicated: the caller keeps its own).
     pub fn from_fd(fd: BorrowedFd<'_>) -> Result<RawMap, MapError> {
-        let owned = fd
-            .try_clone_to_owned()
-            .map_err(|source| MapError::Syscall {
-                map: format!("fd {}", fd.as_raw_fd()),
-                op: "dup",
-                source,
-            })?;
+        let owned = fd.try_clone_to_owned().map_err(|source| MapError::Syscall {
+            map: format!("fd {}", fd.as_raw_fd()),
+            op: "dup",
+            source,
+        })?;
         RawMap::from_owned_fd(owned)
     }
 
@@ -431,11 +410,7 @@ impl RawMap {
             return Ok(None);
         }
         let size = self.info.value_size as usize;
-        Ok(Some(
-            buf.chunks_exact(stride)
-                .map(|c| c[..size].to_vec())
-                .collect(),
-        ))
+        Ok(Some(buf.chunks_exact(stride).map(|c| c[..size].to_vec()).collect()))
     }
 
     fn update_raw(&self, key: &[u8], buf: &[u8], mode: UpdateMode) -> Result<(), MapError> {
@@ -469,12 +444,7 @@ impl RawMap {
     }
 
     /// Sets each possible CPU's value under `key` (`values[cpu]`; exactly one per possible CPU).
-    pub fn update_percpu(
-        &self,
-        key: &[u8],
-        values: &[Vec<u8>],
-        mode: UpdateMode,
-    ) -> Result<(), MapError> {
+    pub fn update_percpu(&self, key: &[u8], values: &[Vec<u8>], mode: UpdateMode) -> Result<(), MapError> {
         self.check_percpu(true)?;
         let ncpus = possible_cpus()?;
         if values.len() != ncpus {

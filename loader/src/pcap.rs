@@ -33,7 +33,10 @@ const PCAPNG_EPB: u32 = 6;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaptureFormat {
     /// Classic pcap; `nanos` when its timestamps are in nanoseconds.
-    Pcap { nanos: bool, big_endian: bool },
+    Pcap {
+        nanos: bool,
+        big_endian: bool,
+    },
     Pcapng,
 }
 
@@ -129,13 +132,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn slice(
-        &self,
-        off: usize,
-        len: usize,
-        what: &str,
-        packet: Option<usize>,
-    ) -> Result<&'a [u8], PcapError> {
+    fn slice(&self, off: usize, len: usize, what: &str, packet: Option<usize>) -> Result<&'a [u8], PcapError> {
         match off.checked_add(len) {
             Some(end) if end <= self.bytes.len() => Ok(&self.bytes[off..end]),
             _ => Err(PcapError {
@@ -259,10 +256,7 @@ fn read_pcap(bytes: &[u8], big: bool, nanos: bool) -> Result<Capture, PcapError>
         off += 16 + incl as usize;
     }
     Ok(Capture {
-        format: CaptureFormat::Pcap {
-            nanos,
-            big_endian: big,
-        },
+        format: CaptureFormat::Pcap { nanos, big_endian: big },
         packets,
     })
 }
@@ -504,10 +498,7 @@ pub fn write<'p>(packets: impl IntoIterator<Item = (&'p [u8], u64)>) -> Vec<u8> 
 
 /// Writes a pcapng file (one section, one Ethernet interface with nanosecond timestamps, an
 /// Enhanced Packet Block per packet) in the given byte order: for tests and tools.
-pub fn write_pcapng<'p>(
-    packets: impl IntoIterator<Item = (&'p [u8], u64)>,
-    big_endian: bool,
-) -> Vec<u8> {
+pub fn write_pcapng<'p>(packets: impl IntoIterator<Item = (&'p [u8], u64)>, big_endian: bool) -> Vec<u8> {
     let u32b = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
     let u16b = |v: u16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
     let mut out = Vec::new();
@@ -665,7 +656,11 @@ mod tests {
 
     #[test]
     fn foreign_files() {
-        for bytes in [&b""[..], b"GET / HTTP/1.1\r\n", b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0"] {
+        for bytes in [
+            &b""[..],
+            b"GET / HTTP/1.1\r\n",
+            b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0",
+        ] {
             let e = read(bytes).unwrap_err();
             assert!(matches!(e.kind, PcapErrorKind::Foreign(_)), "{e}");
             assert!(e.to_string().contains("not a pcap or pcapng file"), "{e}");

@@ -45,9 +45,7 @@ pub struct Pins {
 
 impl Pins {
     pub fn new(name: &str) -> Pins {
-        Pins {
-            name: name.to_string(),
-        }
+        Pins { name: name.to_string() }
     }
     /// `/sys/fs/bpf/luabpf/<program>`.
     pub fn dir(&self) -> PathBuf {
@@ -206,13 +204,7 @@ impl Meta {
                 "attached_at" => m.attached_at = v.parse().unwrap_or(0),
                 "replaced_at" => m.replaced_at = v.parse().ok(),
                 "source" => m.source = v.to_string(),
-                "maps" => {
-                    m.maps = v
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                }
+                "maps" => m.maps = v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
                 _ => {}
             }
         }

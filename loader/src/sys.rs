@@ -55,8 +55,7 @@ pub(crate) unsafe fn bpf<T>(cmd: u32, attr: &mut T) -> io::Result<i64> {
 pub(crate) unsafe fn bpf_fd<T>(cmd: u32, attr: &mut T) -> io::Result<OwnedFd> {
     // SAFETY: forwarded contract.
     let fd = unsafe { bpf(cmd, attr) }?;
-    let fd = i32::try_from(fd)
-        .map_err(|_| io::Error::other(format!("bpf() returned an impossible fd {fd}")))?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other(format!("bpf() returned an impossible fd {fd}")))?;
     // SAFETY: the kernel just created this descriptor and nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -129,9 +128,7 @@ impl Aligned {
     pub(crate) fn new(bytes: &[u8]) -> Aligned {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         // SAFETY: `words` has at least `bytes.len()` bytes; u64 has no invalid bit patterns.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8)
-        };
+        let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8) };
         dst[..bytes.len()].copy_from_slice(bytes);
         Aligned {
             words,

@@ -117,9 +117,7 @@ impl TestRunError {
     /// The errno the kernel returned, if any.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            TestRunError::PacketTooShort { source, .. } | TestRunError::Syscall { source, .. } => {
-                source.raw_os_error()
-            }
+            TestRunError::PacketTooShort { source, .. } | TestRunError::Syscall { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -127,11 +125,7 @@ impl TestRunError {
 
 /// Runs `prog_fd` on `packet`, `repeat` times; returns the verdict, the output packet and the
 /// mean duration. See the module docs for the kernel's limits on `packet`.
-pub fn test_run(
-    prog_fd: BorrowedFd<'_>,
-    packet: &[u8],
-    repeat: u32,
-) -> Result<TestRunResult, TestRunError> {
+pub fn test_run(prog_fd: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<TestRunResult, TestRunError> {
     test_run_with(
         prog_fd,
         &TestRunInput {
@@ -143,10 +137,7 @@ pub fn test_run(
 }
 
 /// [`test_run`] with a context and flags.
-pub fn test_run_with(
-    prog_fd: BorrowedFd<'_>,
-    input: &TestRunInput<'_>,
-) -> Result<TestRunResult, TestRunError> {
+pub fn test_run_with(prog_fd: BorrowedFd<'_>, input: &TestRunInput<'_>) -> Result<TestRunResult, TestRunError> {
     let packet = input.packet;
     let len32 = |n: usize, what| u32::try_from(n).map_err(|_| TestRunError::TooLarge(what));
     let mut data_out = vec![0u8; (packet.len() + OUT_SLACK).max(OUT_MIN)];
@@ -199,9 +190,7 @@ pub fn test_run_with(
                  ingress_ifindex a real device)"
                     .to_string()
             }
-            Some(libc::ENOTSUP) | Some(524) => {
-                ": this program type has no test-run support in this kernel".to_string()
-            }
+            Some(libc::ENOTSUP) | Some(524) => ": this program type has no test-run support in this kernel".to_string(),
             Some(libc::EBADF) => ": not a program file descriptor".to_string(),
             _ => String::new(),
         };

@@ -19,10 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_luabpf");
 static N: AtomicUsize = AtomicUsize::new(0);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn ip(args: &[&str]) -> Output {
@@ -85,13 +82,7 @@ impl Lab {
         ]));
         ok(&ip(&["-n", &ns, "link", "set", &inner, "up"]));
         ok(&ip(&["-n", &ns, "link", "set", "lo", "up"]));
-        ok(&ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", lab.outer_ip),
-            "dev",
-            &outer,
-        ]));
+        ok(&ip(&["addr", "add", &format!("{}/24", lab.outer_ip), "dev", &outer]));
         ok(&ip(&["link", "set", &outer, "up"]));
         lab
     }
@@ -109,20 +100,11 @@ impl Lab {
 
     /// A copy of an example with its program renamed to a name unique to this test.
     fn example_copy(&mut self, example: &str, old_name: &str, new_name: &str) -> PathBuf {
-        let src =
-            std::fs::read_to_string(workspace().join("examples").join(format!("{example}.lua")))
-                .unwrap();
+        let src = std::fs::read_to_string(workspace().join("examples").join(format!("{example}.lua"))).unwrap();
         let needle = format!("name = \"{old_name}\"");
-        assert!(
-            src.contains(&needle),
-            "{example}.lua names its program {old_name}"
-        );
+        assert!(src.contains(&needle), "{example}.lua names its program {old_name}");
         let path = self.dir.join(format!("{new_name}.lua"));
-        std::fs::write(
-            &path,
-            src.replace(&needle, &format!("name = \"{new_name}\"")),
-        )
-        .unwrap();
+        std::fs::write(&path, src.replace(&needle, &format!("name = \"{new_name}\""))).unwrap();
         self.programs.push(new_name.to_string());
         path
     }
@@ -135,8 +117,7 @@ impl Lab {
     fn send_udp(&self, n: usize) {
         let sock = UdpSocket::bind(format!("{}:0", self.outer_ip)).unwrap();
         for _ in 0..n {
-            sock.send_to(b"hello", format!("{}:9", self.inner_ip))
-                .unwrap();
+            sock.send_to(b"hello", format!("{}:9", self.inner_ip)).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -161,8 +142,7 @@ impl Drop for Lab {
 }
 
 fn pins_of(name: &str) -> bool {
-    Path::new("/sys/fs/bpf/luabpf").join(name).exists()
-        || Path::new("/run/luabpf").join(name).exists()
+    Path::new("/sys/fs/bpf/luabpf").join(name).exists() || Path::new("/run/luabpf").join(name).exists()
 }
 
 /// The per-CPU sum `luabpf map dump` shows for `key` (`KEY: SUM (cpu0=.. ...)`).
@@ -172,12 +152,7 @@ fn dumped_sum(dump: &str, key: u32) -> u64 {
         .lines()
         .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no key {key} in dump:\n{dump}"));
-    line[prefix.len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    line[prefix.len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -194,10 +169,7 @@ fn counter_counts_packets_survives_replace_and_detaches() {
     assert!(out.contains(&format!("attached `{name}` at xdp")), "{out}");
     assert!(lab.xdp_attached(), "no XDP program on {}", lab.inner);
     for f in ["link", "prog", "maps/counts"] {
-        assert!(
-            Path::new("/sys/fs/bpf/luabpf").join(&name).join(f).exists(),
-            "pin {f}"
-        );
+        assert!(Path::new("/sys/fs/bpf/luabpf").join(&name).join(f).exists(), "pin {f}");
     }
     let list = ok(&lab.luabpf(&["list"]));
     assert!(
@@ -218,10 +190,7 @@ fn counter_counts_packets_survives_replace_and_detaches() {
 
     // Re-attach: replaced, counts kept, still attached.
     let out = ok(&lab.luabpf(&["attach", &lab.inner.clone(), file]));
-    assert!(
-        out.contains("replaced") && out.contains("maps kept: counts"),
-        "{out}"
-    );
+    assert!(out.contains("replaced") && out.contains("maps kept: counts"), "{out}");
     let dump = ok(&lab.luabpf(&["map", "dump", &name, "counts"]));
     assert!(dumped_sum(&dump, 17) >= udp, "{dump}");
     assert!(lab.xdp_attached());
@@ -235,10 +204,7 @@ fn counter_counts_packets_survives_replace_and_detaches() {
     // Per-CPU set writes every CPU; get shows the sum.
     ok(&lab.luabpf(&["map", "set", &name, "counts", "0x20", "7"]));
     let got = ok(&lab.luabpf(&["map", "get", &name, "counts", "32", "--json"]));
-    assert!(
-        got.contains("\"key\":32") && got.contains("\"values\":[7"),
-        "{got}"
-    );
+    assert!(got.contains("\"key\":32") && got.contains("\"values\":[7"), "{got}");
     // Bad keys: non-integer and out of range for I4: usage errors naming the format.
     let bad = lab.luabpf(&["map", "get", &name, "counts", "abc"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -247,14 +213,9 @@ fn counter_counts_packets_survives_replace_and_detaches() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("format I8"));
     // An unknown map / program: "not found", exit 1.
+    assert_eq!(lab.luabpf(&["map", "dump", &name, "nosuch"]).status.code(), Some(1));
     assert_eq!(
-        lab.luabpf(&["map", "dump", &name, "nosuch"]).status.code(),
-        Some(1)
-    );
-    assert_eq!(
-        lab.luabpf(&["map", "dump", "nosuch_prog", "counts"])
-            .status
-            .code(),
+        lab.luabpf(&["map", "dump", "nosuch_prog", "counts"]).status.code(),
         Some(1)
     );
 
@@ -300,10 +261,7 @@ fn sni_blocklist_round_trips_and_refuses_bad_keys() {
     assert_eq!(dump.trim(), "[{\"key\":\"evil.example\",\"value\":16}]");
 
     let list = ok(&lab.luabpf(&["map", "list", &name]));
-    assert!(
-        list.contains("blocklist\thash\tkey c64\tvalue I8"),
-        "{list}"
-    );
+    assert!(list.contains("blocklist\thash\tkey c64\tvalue I8"), "{list}");
 
     ok(&lab.luabpf(&["map", "del", &name, "blocklist", "evil.example"]));
     assert_eq!(
@@ -339,13 +297,7 @@ fn failures_leave_nothing_behind() {
             .code(),
         Some(2)
     );
-    let nf = lab.luabpf(&[
-        "attach",
-        &lab.inner.clone(),
-        file,
-        "--netfilter",
-        "ipv4:local_in:-100",
-    ]);
+    let nf = lab.luabpf(&["attach", &lab.inner.clone(), file, "--netfilter", "ipv4:local_in:-100"]);
     assert_eq!(nf.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&nf.stderr).contains("not supported yet"));
     assert!(!pins_of(&name));
@@ -365,14 +317,7 @@ fn failures_leave_nothing_behind() {
         "name",
         "lbdummy1",
     ]));
-    ok(&ip(&[
-        "-n",
-        &lab.ns.clone(),
-        "link",
-        "set",
-        "lbdummy0",
-        "up",
-    ]));
+    ok(&ip(&["-n", &lab.ns.clone(), "link", "set", "lbdummy0", "up"]));
     ok(&lab.luabpf(&["attach", &lab.inner.clone(), file]));
     let out = lab.luabpf(&["attach", "lbdummy0", file]);
     assert_eq!(out.status.code(), Some(1));

@@ -15,10 +15,7 @@ const EXIT_USAGE: i32 = 2;
 const EXIT_INTERNAL: i32 = 3;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn example(name: &str) -> PathBuf {
@@ -141,13 +138,10 @@ fn compile_writes_an_elf_object_named_after_the_file() {
             .any(|s| s.name() == Ok("counter") && s.kind() == object::SymbolKind::Text),
         "program symbol"
     );
-    assert!(
-        file.symbols().any(|s| s.name() == Ok("counts")),
-        "map symbol"
-    );
+    assert!(file.symbols().any(|s| s.name() == Ok("counts")), "map symbol");
     // What the library produces, byte for byte.
-    let lib = luabpf_compiler::compile::compile_path(&example("counter"), &Default::default())
-        .expect("counter compiles");
+    let lib =
+        luabpf_compiler::compile::compile_path(&example("counter"), &Default::default()).expect("counter compiles");
     assert_eq!(bytes, lib.elf);
 }
 
@@ -155,17 +149,11 @@ fn compile_writes_an_elf_object_named_after_the_file() {
 fn compile_with_output_and_to_stdout() {
     let dir = TempDir::new();
     let out = dir.0.join("sub-dir-less.o");
-    let run = luabpf_in(
-        &dir.0,
-        &["compile", s(&example("sni_filter")), "-o", s(&out)],
-    );
+    let run = luabpf_in(&dir.0, &["compile", s(&example("sni_filter")), "-o", s(&out)]);
     assert_eq!(run.code, 0, "{run:?}");
     let written = std::fs::read(&out).expect("-o OUT written");
     assert!(written.starts_with(b"\x7fELF"));
-    assert!(
-        !dir.0.join("sni_filter.o").exists(),
-        "only -o OUT is written"
-    );
+    assert!(!dir.0.join("sni_filter.o").exists(), "only -o OUT is written");
 
     let run = luabpf_in(&dir.0, &["compile", s(&example("sni_filter")), "-o", "-"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -179,15 +167,8 @@ fn compile_refuses_to_overwrite_its_input() {
     dir.file("c.o", &src);
     let run = luabpf_in(&dir.0, &["compile", "c.o"]);
     assert_eq!(run.code, EXIT_USAGE, "{run:?}");
-    assert!(
-        run.stderr.contains("would overwrite the program file"),
-        "{run:?}"
-    );
-    assert_eq!(
-        std::fs::read(dir.0.join("c.o")).unwrap(),
-        src,
-        "input untouched"
-    );
+    assert!(run.stderr.contains("would overwrite the program file"), "{run:?}");
+    assert_eq!(std::fs::read(dir.0.join("c.o")).unwrap(), src, "input untouched");
 }
 
 #[test]
@@ -224,10 +205,7 @@ fn compile_with_diagnostics_exits_1_and_writes_nothing() {
     let run = luabpf_in(&dir.0, &["compile", "bad.lua"]);
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
     assert!(run.stderr.contains("bad.lua:3:13"), "{run:?}");
-    assert!(
-        !dir.0.join("bad.o").exists(),
-        "no object for a refused program"
-    );
+    assert!(!dir.0.join("bad.o").exists(), "no object for a refused program");
 }
 
 #[test]
@@ -251,9 +229,7 @@ fn compile_with_include_dirs() {
     let missing = luabpf_in(&dir.0, &["check", "src/f.lua", "-I", "nope"]);
     assert_eq!(missing.code, EXIT_USAGE, "{missing:?}");
     assert!(
-        missing
-            .stderr
-            .contains("error: -I nope: No such file or directory"),
+        missing.stderr.contains("error: -I nope: No such file or directory"),
         "{missing:?}"
     );
 }
@@ -269,10 +245,7 @@ fn check_prints_one_line_on_success() {
     assert!(run.stderr.is_empty(), "{run:?}");
     let run = luabpf(&["check", "examples/cookie_guard.lua"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        run.out(),
-        "ok: 1 program (cookie_guard), 2 maps (cookies, blocked)\n"
-    );
+    assert_eq!(run.out(), "ok: 1 program (cookie_guard), 2 maps (cookies, blocked)\n");
 }
 
 #[test]
@@ -282,14 +255,8 @@ fn check_reports_file_line_col_and_exits_1() {
     let run = luabpf_in(&dir.0, &["check", "bad.lua"]);
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
     assert!(run.stdout.is_empty(), "diagnostics go to stderr: {run:?}");
-    assert!(
-        run.stderr.contains("error: `/` is float division"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains("bad.lua:3:13"),
-        "file:line:col: {run:?}"
-    );
+    assert!(run.stderr.contains("error: `/` is float division"), "{run:?}");
+    assert!(run.stderr.contains("bad.lua:3:13"), "file:line:col: {run:?}");
     assert!(run.stderr.contains("help: use `//`"), "the hint: {run:?}");
     assert!(
         !run.stderr.contains('\x1b'),
@@ -323,8 +290,7 @@ fn a_missing_file_exits_2() {
     let run = luabpf(&["verify", "does/not/exist.o"]);
     assert_eq!(run.code, EXIT_USAGE, "{run:?}");
     assert!(
-        run.stderr
-            .starts_with("error: cannot read does/not/exist.o: "),
+        run.stderr.starts_with("error: cannot read does/not/exist.o: "),
         "{run:?}"
     );
 }
@@ -334,24 +300,17 @@ fn a_directory_is_not_a_program_file() {
     let run = luabpf(&["check", "examples"]);
     assert_eq!(run.code, EXIT_USAGE, "{run:?}");
     assert!(
-        run.stderr
-            .contains("error: cannot read examples: it is a directory"),
+        run.stderr.contains("error: cannot read examples: it is a directory"),
         "{run:?}"
     );
 }
 
 #[test]
 fn an_unwritable_output_exits_2() {
-    let run = luabpf(&[
-        "compile",
-        "examples/counter.lua",
-        "-o",
-        "/nonexistent-dir/x.o",
-    ]);
+    let run = luabpf(&["compile", "examples/counter.lua", "-o", "/nonexistent-dir/x.o"]);
     assert_eq!(run.code, EXIT_USAGE, "{run:?}");
     assert!(
-        run.stderr
-            .starts_with("error: cannot write /nonexistent-dir/x.o: "),
+        run.stderr.starts_with("error: cannot write /nonexistent-dir/x.o: "),
         "{run:?}"
     );
 }
@@ -377,26 +336,12 @@ fn help_describes_every_command() {
     let run = luabpf(&["--help"]);
     assert_eq!(run.code, 0, "{run:?}");
     let help = run.out();
-    for word in [
-        "compile",
-        "check",
-        "verify",
-        "Exit status",
-        "usage or I/O error",
-    ] {
+    for word in ["compile", "check", "verify", "Exit status", "usage or I/O error"] {
         assert!(help.contains(word), "{word}: {help}");
     }
     let run = luabpf(&["compile", "--help"]);
     assert_eq!(run.code, 0, "{run:?}");
-    for word in [
-        "--emit",
-        "obj",
-        "asm",
-        "ir",
-        "-I <DIR>",
-        "-o, --output",
-        "stem",
-    ] {
+    for word in ["--emit", "obj", "asm", "ir", "-I <DIR>", "-o, --output", "stem"] {
         assert!(run.out().contains(word), "{word}: {}", run.out());
     }
     let run = luabpf(&["verify", "--help"]);
@@ -545,9 +490,8 @@ fn verify_prints_the_verifiers_reason_and_exits_1() {
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
     assert!(run.stdout.is_empty(), "{run:?}");
     assert!(
-        run.stderr.starts_with(
-            "error: the kernel refused program `uninit`: EACCES (Permission denied): R2 !read_ok"
-        ),
+        run.stderr
+            .starts_with("error: the kernel refused program `uninit`: EACCES (Permission denied): R2 !read_ok"),
         "{run:?}"
     );
     assert!(run.stderr.contains("verifier log"), "{run:?}");
@@ -585,10 +529,7 @@ fn diagnostics_are_coloured_only_on_a_terminal() {
             cmd.env_remove("NO_COLOR");
         }
         let out = cmd.output().expect("run script");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let (code, text) = in_pty(false);
     assert_eq!(code, Some(EXIT_REFUSED), "{text}");
@@ -654,18 +595,15 @@ fn verify_never_crashes_on_corrupted_objects() {
         return;
     }
     let dir = TempDir::new();
-    let original =
-        luabpf_compiler::compile::compile_path(&example("sni_filter"), &Default::default())
-            .expect("sni_filter compiles")
-            .elf;
+    let original = luabpf_compiler::compile::compile_path(&example("sni_filter"), &Default::default())
+        .expect("sni_filter compiles")
+        .elf;
     let mut rng = Rng(0x0b1e_c7ed);
     for i in 0..100 {
         let bytes = corrupt(&mut rng, &original);
         let path = dir.file("m.o", &bytes);
         let run = luabpf_in(&dir.0, &["verify", "m.o"]);
-        if !(run.code == 0
-            || (run.code == EXIT_REFUSED || run.code == EXIT_USAGE)
-                && run.stderr.starts_with("error: "))
+        if !(run.code == 0 || (run.code == EXIT_REFUSED || run.code == EXIT_USAGE) && run.stderr.starts_with("error: "))
         {
             let keep = std::env::temp_dir().join(format!("luabpf-crash-{i}.o"));
             let _ = std::fs::copy(&path, &keep);

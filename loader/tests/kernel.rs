@@ -4,9 +4,7 @@
 mod common;
 
 use common::*;
-use luabpf_loader::{
-    load, require_kernel_or_skip, test_run, LoadError, MapError, TestRunError, UpdateMode,
-};
+use luabpf_loader::{load, require_kernel_or_skip, test_run, LoadError, MapError, TestRunError, UpdateMode};
 use runtime_bpf::isa::*;
 use runtime_bpf::object::MapKind;
 
@@ -14,12 +12,7 @@ const XDP_PASS: u32 = 2;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 
 fn xdp_return(name: &str, verdict: i32) -> runtime_bpf::object::ProgramCode {
-    program(
-        name,
-        "xdp",
-        vec![Insn::mov64_imm(R0, verdict), Insn::exit()],
-        vec![],
-    )
+    program(name, "xdp", vec![Insn::mov64_imm(R0, verdict), Insn::exit()], vec![])
 }
 
 /// `v = map[key]; return v and *(u64*)v or 99` for a 4-byte key; map index 0.
@@ -70,18 +63,12 @@ fn xdp_pass_program_loads_and_runs() {
     assert_eq!(loaded.program_names(), vec!["pass"]);
     let summary = &loaded.programs()[0];
     assert_eq!(summary.kind, "xdp");
-    assert!(
-        summary.verified_insns.is_some_and(|n| n >= 2),
-        "{summary:?}"
-    );
+    assert!(summary.verified_insns.is_some_and(|n| n >= 2), "{summary:?}");
     let fd = loaded.program_fd("pass").expect("fd");
     let pkt = packet();
     let run = test_run(fd, &pkt, 1).expect("test run");
     assert_eq!(run.retval, XDP_PASS);
-    assert_eq!(
-        run.data_out, pkt,
-        "an XDP_PASS program leaves the packet as it was"
-    );
+    assert_eq!(run.data_out, pkt, "an XDP_PASS program leaves the packet as it was");
     let run = test_run(fd, &pkt, 1000).expect("repeated test run");
     assert_eq!(run.retval, XDP_PASS);
     assert!(loaded.program_fd("nope").is_none());
@@ -144,11 +131,7 @@ fn program_sees_values_set_through_maps() {
     let loaded = load(&bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.map_names(), vec!["vals"]);
     let fd = loaded.program_fd("get7").expect("fd");
-    assert_eq!(
-        test_run(fd, &packet(), 1).expect("run").retval,
-        99,
-        "missing key"
-    );
+    assert_eq!(test_run(fd, &packet(), 1).expect("run").retval, 99, "missing key");
 
     let vals = loaded.map("vals").expect("map");
     assert_eq!(vals.key_size(), 4);
@@ -163,11 +146,7 @@ fn program_sees_values_set_through_maps() {
 
     // NoExist on a present key, Exist on a missing key.
     let e = vals
-        .update(
-            &7u32.to_le_bytes(),
-            &1i64.to_le_bytes(),
-            UpdateMode::NoExist,
-        )
+        .update(&7u32.to_le_bytes(), &1i64.to_le_bytes(), UpdateMode::NoExist)
         .unwrap_err();
     assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
     assert!(
@@ -184,10 +163,7 @@ fn program_sees_values_set_through_maps() {
         .expect("update");
     let mut keys: Vec<Vec<u8>> = vals.keys().collect::<Result<_, _>>().expect("keys");
     keys.sort();
-    assert_eq!(
-        keys,
-        vec![7u32.to_le_bytes().to_vec(), 9u32.to_le_bytes().to_vec()]
-    );
+    assert_eq!(keys, vec![7u32.to_le_bytes().to_vec(), 9u32.to_le_bytes().to_vec()]);
     assert!(vals.delete(&7u32.to_le_bytes()).expect("delete"));
     assert!(!vals.delete(&7u32.to_le_bytes()).expect("delete again"));
     assert_eq!(test_run(fd, &packet(), 1).expect("run").retval, 99);
@@ -227,10 +203,7 @@ fn missing_keys_and_bad_sizes() {
     ));
     // Arrays: every index exists (zeroed), out of range is missing, deletion is refused.
     let arr = loaded.map("arr").expect("map");
-    assert_eq!(
-        arr.lookup(&3u32.to_le_bytes()).expect("lookup"),
-        Some(vec![0; 8])
-    );
+    assert_eq!(arr.lookup(&3u32.to_le_bytes()).expect("lookup"), Some(vec![0; 8]));
     assert_eq!(arr.lookup(&4u32.to_le_bytes()).expect("lookup"), None);
     let e = arr.delete(&0u32.to_le_bytes()).unwrap_err();
     assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
@@ -248,10 +221,7 @@ fn static_table_is_in_the_kernel_after_load() {
     }
     let mut m = map("blocked", MapKind::Hash, u32_le(), i64_le(), 16);
     m.init = vec![
-        (
-            0x01020304u32.to_le_bytes().to_vec(),
-            17i64.to_le_bytes().to_vec(),
-        ),
+        (0x01020304u32.to_le_bytes().to_vec(), 17i64.to_le_bytes().to_vec()),
         (5u32.to_le_bytes().to_vec(), (-1i64).to_le_bytes().to_vec()),
     ];
     let bytes = write_object(&object(vec![lookup_program("get", 0x01020304)], vec![m]));
@@ -260,9 +230,7 @@ fn static_table_is_in_the_kernel_after_load() {
     let loaded = load(&bytes).unwrap_or_else(|e| panic!("{e}"));
     let blocked = loaded.map("blocked").expect("map");
     assert_eq!(
-        blocked
-            .lookup(&0x01020304u32.to_le_bytes())
-            .expect("lookup"),
+        blocked.lookup(&0x01020304u32.to_le_bytes()).expect("lookup"),
         Some(17i64.to_le_bytes().to_vec())
     );
     assert_eq!(
@@ -291,10 +259,7 @@ fn static_table_errors_name_the_map() {
         matches!(e, LoadError::StaticTable { ref map, .. } if map == "small"),
         "{shown}"
     );
-    assert!(
-        shown.contains("E2BIG") && shown.contains("entry #2"),
-        "{shown}"
-    );
+    assert!(shown.contains("E2BIG") && shown.contains("entry #2"), "{shown}");
 
     // Sizes in .luabpf.init that disagree with the map: swap key_size 4 and value_size 8 in
     // place (entries keep their 12 bytes, so the section stays well-formed).
@@ -317,8 +282,7 @@ fn static_table_errors_name_the_map() {
         "{shown}"
     );
     assert!(
-        shown.contains("8-byte keys and 4-byte values")
-            && shown.contains("4-byte keys and 8-byte values"),
+        shown.contains("8-byte keys and 4-byte values") && shown.contains("4-byte keys and 8-byte values"),
         "{shown}"
     );
 
@@ -378,16 +342,11 @@ fn percpu_array_set_and_get() {
     assert_eq!(sum, 5);
 
     // Distinct values per CPU round-trip.
-    let values: Vec<Vec<u8>> = (0..ncpus)
-        .map(|c| (100 + c as i64).to_le_bytes().to_vec())
-        .collect();
+    let values: Vec<Vec<u8>> = (0..ncpus).map(|c| (100 + c as i64).to_le_bytes().to_vec()).collect();
     counts
         .update_percpu(&2u32.to_le_bytes(), &values, UpdateMode::Any)
         .expect("update");
-    assert_eq!(
-        counts.lookup_percpu(&2u32.to_le_bytes()).expect("lookup"),
-        Some(values)
-    );
+    assert_eq!(counts.lookup_percpu(&2u32.to_le_bytes()).expect("lookup"), Some(values));
     // update() writes the same value on every CPU.
     counts
         .update(&3u32.to_le_bytes(), &7i64.to_le_bytes(), UpdateMode::Any)
@@ -412,17 +371,10 @@ fn verifier_refusal_carries_the_log() {
         return;
     }
     // Reads r2 before anything wrote it.
-    let bad = program(
-        "uninit",
-        "xdp",
-        vec![Insn::mov64_reg(R0, R2), Insn::exit()],
-        vec![],
-    );
+    let bad = program("uninit", "xdp", vec![Insn::mov64_reg(R0, R2), Insn::exit()], vec![]);
     let bytes = write_object(&object(vec![bad], vec![]));
     let e = load(&bytes).unwrap_err();
-    let v = e
-        .verifier()
-        .unwrap_or_else(|| panic!("not a verifier error: {e}"));
+    let v = e.verifier().unwrap_or_else(|| panic!("not a verifier error: {e}"));
     assert_eq!(v.program, "uninit");
     assert_eq!(v.errno, Some(libc::EACCES));
     assert!(v.errno_text.starts_with("EACCES"), "{}", v.errno_text);
@@ -441,9 +393,7 @@ fn verifier_refusal_carries_the_log() {
         vec![],
     ));
     let e = load(&bytes).unwrap_err();
-    let v = e
-        .verifier()
-        .unwrap_or_else(|| panic!("not a verifier error: {e}"));
+    let v = e.verifier().unwrap_or_else(|| panic!("not a verifier error: {e}"));
     assert_eq!(v.program, "oob");
     assert!(v.log.contains("invalid access to packet"), "{}", v.log);
 }
@@ -458,14 +408,7 @@ fn short_packet_is_a_clear_error() {
     let fd = loaded.program_fd("pass").expect("fd");
     let e = test_run(fd, &[0u8; 10], 1).unwrap_err();
     assert!(
-        matches!(
-            e,
-            TestRunError::PacketTooShort {
-                len: 10,
-                min: 14,
-                ..
-            }
-        ),
+        matches!(e, TestRunError::PacketTooShort { len: 10, min: 14, .. }),
         "{e}"
     );
     assert_eq!(e.errno(), Some(libc::EINVAL));
@@ -475,10 +418,7 @@ fn short_packet_is_a_clear_error() {
         "{shown}"
     );
     // Exactly an Ethernet header is enough.
-    assert_eq!(
-        test_run(fd, &[0u8; 14], 1).expect("14 bytes").retval,
-        XDP_PASS
-    );
+    assert_eq!(test_run(fd, &[0u8; 14], 1).expect("14 bytes").retval, XDP_PASS);
 }
 
 #[test]
@@ -530,9 +470,7 @@ fn malformed_object_is_an_error_not_a_panic() {
         return;
     }
     use object::write::{Object as ElfObject, Symbol, SymbolSection};
-    use object::{
-        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
-    };
+    use object::{Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope};
     let mut elf = ElfObject::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
     let maps = elf.add_section(Vec::new(), b"maps".to_vec(), SectionKind::Data);
     elf.append_section_data(maps, &[0u8; 28], 4);
@@ -564,11 +502,7 @@ fn verifier_log_shows_lua_lines() {
     let mut bad = program(
         "uninit",
         "xdp",
-        vec![
-            Insn::mov64_imm(R0, 1),
-            Insn::mov64_reg(R0, R2),
-            Insn::exit(),
-        ],
+        vec![Insn::mov64_imm(R0, 1), Insn::mov64_reg(R0, R2), Insn::exit()],
         vec![],
     );
     bad.locs = vec![
@@ -594,9 +528,7 @@ fn verifier_log_shows_lua_lines() {
         text: "local v = 1\n  return oops\n".into(),
     }];
     let e = load(&write_object(&obj)).unwrap_err();
-    let v = e
-        .verifier()
-        .unwrap_or_else(|| panic!("not a verifier error: {e}"));
+    let v = e.verifier().unwrap_or_else(|| panic!("not a verifier error: {e}"));
     assert!(v.log.contains("R2 !read_ok"), "{}", v.log);
     assert!(
         v.log.contains("return oops"),
@@ -618,10 +550,7 @@ fn bpf_to_bpf_calls_load_and_run() {
         Insn::mov64_imm(R0, 41),
         Insn::exit(),
     ];
-    let bytes = write_object(&object(
-        vec![program("caller", "xdp", insns, vec![])],
-        vec![],
-    ));
+    let bytes = write_object(&object(vec![program("caller", "xdp", insns, vec![])], vec![]));
     let loaded = load(&bytes).unwrap_or_else(|e| panic!("{e}"));
     let run = test_run(loaded.program_fd("caller").expect("fd"), &packet(), 1).expect("run");
     assert_eq!(run.retval, 42);

@@ -17,10 +17,7 @@ use luabpf_loader::pcap;
 use luabpf_loader::require_kernel_or_skip;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn pcaps() -> PathBuf {
@@ -156,9 +153,8 @@ fn checked_in_pcaps_are_current() {
             std::fs::write(&path, &bytes).unwrap();
             continue;
         }
-        let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e} (LUABPF_UPDATE_PCAPS=1 writes it)", path.display())
-        });
+        let on_disk = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (LUABPF_UPDATE_PCAPS=1 writes it)", path.display()));
         assert!(
             on_disk == bytes,
             "{} is stale: run with LUABPF_UPDATE_PCAPS=1",
@@ -209,7 +205,9 @@ fn parse_json(line: &str) -> Json {
                     return Json::Obj(m);
                 }
                 loop {
-                    let Json::Str(k) = value(s, i) else { panic!("key expected at {i}") };
+                    let Json::Str(k) = value(s, i) else {
+                        panic!("key expected at {i}")
+                    };
                     assert_eq!(s[*i], b':', "colon at {i}");
                     *i += 1;
                     let v = value(s, i);
@@ -272,7 +270,12 @@ fn hex(b: &[u8]) -> String {
 
 #[test]
 fn truncated_capture_is_a_clear_usage_error() {
-    let run = luabpf(&["run", &example("sni_filter"), "--pcap", &pcap_path("sni-truncated.pcap")]);
+    let run = luabpf(&[
+        "run",
+        &example("sni_filter"),
+        "--pcap",
+        &pcap_path("sni-truncated.pcap"),
+    ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains("sni-truncated.pcap: truncated capture")
@@ -326,10 +329,7 @@ fn bad_map_seeds_are_usage_errors() {
         ("blocklist:evil.example", "expected MAP:KEY=VALUE"),
         ("blocklist:evil.example=lots", "value: `lots` is not an integer"),
         ("blocklist:evil.example=-1", "value: -1 does not fit a I8"),
-        (
-            &*format!("blocklist:{}=1", "x".repeat(65)),
-            "key: `xxxx",
-        ),
+        (&*format!("blocklist:{}=1", "x".repeat(65)), "key: `xxxx"),
     ] {
         let run = luabpf(&["run", &sni, "--pcap", &cap, "--map", seed]);
         assert_eq!(run.code, 2, "{seed}: {run:?}");
@@ -377,7 +377,11 @@ fn sni_filter_over_a_pcap() {
             "PASS" => format!("{n} PASS (2)"),
             _ => format!("{n} skipped: 10 bytes, shorter than the 14-byte Ethernet header"),
         };
-        assert!(lines[i].starts_with(&expected), "packet {n}: {:?}, want {expected:?}", lines[i]);
+        assert!(
+            lines[i].starts_with(&expected),
+            "packet {n}: {:?}, want {expected:?}",
+            lines[i]
+        );
     }
     assert_eq!(
         lines[corpus.len()],
@@ -467,7 +471,15 @@ fn rewriting_program_with_out() {
     let out = dir.0.join("out.pcap");
     let out_s = out.to_str().unwrap();
 
-    let run = luabpf(&["run", &prog, "--pcap", &pcap_path("plain.pcap"), "--json", "--out", out_s]);
+    let run = luabpf(&[
+        "run",
+        &prog,
+        "--pcap",
+        &pcap_path("plain.pcap"),
+        "--json",
+        "--out",
+        out_s,
+    ]);
     assert_eq!(run.code, 0, "{run:?}");
     let objs: Vec<Json> = run.stdout.lines().map(parse_json).collect();
     assert_eq!(objs.len(), input.packets.len() + 1, "{run:?}");
@@ -492,7 +504,10 @@ fn rewriting_program_with_out() {
     let run = luabpf(&["run", &prog, "--pcap", &pcap_path("plain.pcap")]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.starts_with("1 TX (3), packet rewritten"), "{run:?}");
-    assert!(run.stdout.ends_with("summary: 3 packets: 3 TX, 3 rewritten\n"), "{run:?}");
+    assert!(
+        run.stdout.ends_with("summary: 3 packets: 3 TX, 3 rewritten\n"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -517,7 +532,14 @@ fn object_files_and_program_selection() {
     assert_eq!(from_o.code, 0, "{from_o:?}");
     assert_eq!(from_o.stdout, sni_run(&pcap_path("sni.pcap"), false).stdout);
 
-    let run = luabpf(&["run", obj.to_str().unwrap(), "--pcap", &pcap_path("sni.pcap"), "--program", "nope"]);
+    let run = luabpf(&[
+        "run",
+        obj.to_str().unwrap(),
+        "--pcap",
+        &pcap_path("sni.pcap"),
+        "--program",
+        "nope",
+    ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("--program nope: no such program"), "{run:?}");
 }

@@ -375,11 +375,7 @@ impl Btf {
     }
 
     pub fn array(&mut self, elem: TypeId, index: TypeId, nelems: u32) -> TypeId {
-        self.add(Type::Array {
-            elem,
-            index,
-            nelems,
-        })
+        self.add(Type::Array { elem, index, nelems })
     }
 
     /// A struct whose members are `(name, type, bit offset)`.
@@ -403,10 +399,7 @@ impl Btf {
 
     pub fn fwd_struct(&mut self, name: &str) -> TypeId {
         let name = self.add_string(name);
-        self.add(Type::Fwd {
-            name,
-            kind_flag: false,
-        })
+        self.add(Type::Fwd { name, kind_flag: false })
     }
 
     pub fn func_proto(&mut self, ret: TypeId, params: &[(&str, TypeId)]) -> TypeId {
@@ -422,11 +415,7 @@ impl Btf {
 
     pub fn func(&mut self, name: &str, proto: TypeId, linkage: u16) -> TypeId {
         let name = self.add_string(name);
-        self.add(Type::Func {
-            name,
-            proto,
-            linkage,
-        })
+        self.add(Type::Func { name, proto, linkage })
     }
 
     pub fn var(&mut self, name: &str, ty: TypeId, linkage: u32) -> TypeId {
@@ -476,9 +465,7 @@ impl Btf {
             | Type::Float { size, .. }
             | Type::Datasec { size, .. } => Some(*size),
             Type::Ptr { .. } => Some(8),
-            Type::Array { elem, nelems, .. } => {
-                self.size_at_depth(*elem, depth + 1)?.checked_mul(*nelems)
-            }
+            Type::Array { elem, nelems, .. } => self.size_at_depth(*elem, depth + 1)?.checked_mul(*nelems),
             Type::Var { ty, .. } => self.size_at_depth(*ty, depth + 1),
             _ => None,
         }
@@ -529,9 +516,7 @@ impl Btf {
         let type_bytes = slice(body, type_off, type_len, "type section")?;
         let strings = slice(body, str_off, str_len, "string section")?.to_vec();
         if strings.first().is_some_and(|&b| b != 0) {
-            return Err(BtfError::BadHeader(
-                "string section does not start with \\0",
-            ));
+            return Err(BtfError::BadHeader("string section does not start with \\0"));
         }
         let mut btf = Btf {
             types: Vec::new(),
@@ -552,9 +537,7 @@ impl Btf {
         let mut off = 0usize;
         for s in self.strings.split(|&b| b == 0) {
             if let Ok(text) = std::str::from_utf8(s) {
-                self.string_index
-                    .entry(text.to_string())
-                    .or_insert(off as u32);
+                self.string_index.entry(text.to_string()).or_insert(off as u32);
             }
             off += s.len() + 1;
         }
@@ -596,11 +579,7 @@ fn encode_type(t: &Type, out: &mut Vec<u8>) {
         | Type::Const { target }
         | Type::Restrict { target }
         | Type::TypeTag { target, .. } => head(0, false, *target),
-        Type::Array {
-            elem,
-            index,
-            nelems,
-        } => {
+        Type::Array { elem, index, nelems } => {
             head(0, false, 0);
             put_u32(out, *elem);
             put_u32(out, *index);
@@ -672,9 +651,7 @@ fn encode_type(t: &Type, out: &mut Vec<u8>) {
             }
         }
         Type::Float { size, .. } => head(0, false, *size),
-        Type::DeclTag {
-            target, component, ..
-        } => {
+        Type::DeclTag { target, component, .. } => {
             head(0, false, *target);
             put_u32(out, *component as u32);
         }
@@ -770,11 +747,7 @@ fn decode_type(r: &mut Reader<'_>, id: TypeId) -> Result<Type, BtfError> {
                     size: r.u32()?,
                 })
             })?;
-            Type::Datasec {
-                name,
-                size: sot,
-                vars,
-            }
+            Type::Datasec { name, size: sot, vars }
         }
         KIND_FLOAT => Type::Float { name, size: sot },
         KIND_DECL_TAG => Type::DeclTag {
@@ -801,9 +774,7 @@ fn decode_type(r: &mut Reader<'_>, id: TypeId) -> Result<Type, BtfError> {
 
 fn slice<'a>(body: &'a [u8], off: u32, len: u32, what: &'static str) -> Result<&'a [u8], BtfError> {
     let start = off as usize;
-    let end = start
-        .checked_add(len as usize)
-        .ok_or(BtfError::Truncated { what })?;
+    let end = start.checked_add(len as usize).ok_or(BtfError::Truncated { what })?;
     body.get(start..end).ok_or(BtfError::Truncated { what })
 }
 
@@ -816,11 +787,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], what: &'static str) -> Reader<'a> {
-        Reader {
-            bytes,
-            pos: 0,
-            what,
-        }
+        Reader { bytes, pos: 0, what }
     }
 
     fn is_empty(&self) -> bool {
@@ -828,10 +795,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], BtfError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(BtfError::Truncated { what: self.what })?;
+        let end = self.pos.checked_add(n).ok_or(BtfError::Truncated { what: self.what })?;
         let s = self
             .bytes
             .get(self.pos..end)
@@ -1017,10 +981,7 @@ fn decode_ext<T>(
     let rec_size = r.u32()?;
     // Newer producers may append fields; the kernel-defined prefix is what we read.
     if rec_size < min_rec || rec_size % 4 != 0 {
-        return Err(BtfError::BadRecordSize {
-            what,
-            size: rec_size,
-        });
+        return Err(BtfError::BadRecordSize { what, size: rec_size });
     }
     while !r.is_empty() {
         let sec_name_off = r.u32()?;
@@ -1030,10 +991,7 @@ fn decode_ext<T>(
             let rec = r.take(rec_size as usize)?;
             records.push(one(&mut Reader::new(rec, what))?);
         }
-        secs.push(ExtSection {
-            sec_name_off,
-            records,
-        });
+        secs.push(ExtSection { sec_name_off, records });
     }
     Ok(secs)
 }
@@ -1056,11 +1014,7 @@ mod tests {
         assert_eq!(bytes[3], 0, "flags");
         assert_eq!(u32_at(&bytes, 4), 24, "hdr_len");
         assert_eq!(u32_at(&bytes, 8), 0, "type_off");
-        assert_eq!(
-            u32_at(&bytes, 12),
-            16,
-            "type_len: 12-byte btf_type + 4-byte int data"
-        );
+        assert_eq!(u32_at(&bytes, 12), 16, "type_len: 12-byte btf_type + 4-byte int data");
         assert_eq!(u32_at(&bytes, 16), 16, "str_off");
         assert_eq!(u32_at(&bytes, 20), 5, "str_len: \\0 int\\0");
         // btf_type of the INT: name_off 1, info kind 1, size 4, then encoding|bits.
@@ -1117,10 +1071,7 @@ mod tests {
             kind_flag: true,
             values: vec![(n, u32::MAX)],
         });
-        btf.add(Type::Typedef {
-            name: n,
-            target: arr,
-        });
+        btf.add(Type::Typedef { name: n, target: arr });
         btf.add(Type::Volatile { target: int });
         btf.add(Type::Const { target: int });
         btf.add(Type::Restrict { target: ptr });
@@ -1130,10 +1081,7 @@ mod tests {
             target: st,
             component: -1,
         });
-        btf.add(Type::TypeTag {
-            name: n,
-            target: int,
-        });
+        btf.add(Type::TypeTag { name: n, target: int });
         btf.add(Type::Enum64 {
             name: n,
             size: 8,
@@ -1184,10 +1132,7 @@ mod tests {
         assert!(Btf::parse(&huge).is_err());
         let mut kind = good;
         kind[info_at + 3] = 30;
-        assert!(matches!(
-            Btf::parse(&kind),
-            Err(BtfError::UnknownKind { .. })
-        ));
+        assert!(matches!(Btf::parse(&kind), Err(BtfError::UnknownKind { .. })));
     }
 
     #[test]
@@ -1234,10 +1179,7 @@ mod tests {
         assert_eq!(ext.line_info[0].records[0].line(), 3);
         assert_eq!(ext.line_info[0].records[0].col(), 5);
         for len in 0..bytes.len() {
-            assert!(
-                BtfExt::parse(&bytes[..len]).is_err(),
-                "prefix of {len} bytes"
-            );
+            assert!(BtfExt::parse(&bytes[..len]).is_err(), "prefix of {len} bytes");
         }
     }
 

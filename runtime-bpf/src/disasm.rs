@@ -35,11 +35,7 @@ pub fn disassemble(insns: &[Insn]) -> Vec<String> {
 }
 
 /// One line per instruction, map loads shown by map name.
-pub fn disassemble_with_maps(
-    insns: &[Insn],
-    map_relocs: &[(usize, usize)],
-    maps: &[MapSpec],
-) -> Vec<String> {
+pub fn disassemble_with_maps(insns: &[Insn], map_relocs: &[(usize, usize)], maps: &[MapSpec]) -> Vec<String> {
     let mut names = Names::default();
     for &(slot, map) in map_relocs {
         if let Some(m) = maps.get(map) {
@@ -214,11 +210,7 @@ fn jmp(insn: &Insn, slot: usize, names: &Names<'_>) -> Option<String> {
             } else {
                 insn.imm.to_string()
             };
-            Some(format!(
-                "if {} {cmp} {rhs} goto {:+}",
-                reg(insn.dst, w),
-                insn.off
-            ))
+            Some(format!("if {} {cmp} {rhs} goto {:+}", reg(insn.dst, w), insn.off))
         }
     }
 }
@@ -230,11 +222,7 @@ fn call(insn: &Insn, slot: usize, names: &Names<'_>) -> String {
             Some(name) => format!("call {name}"),
             None => format!("call kfunc#{}", insn.imm),
         },
-        _ => format!(
-            "call {}#{}",
-            helper_name(insn.imm).unwrap_or("unknown"),
-            insn.imm
-        ),
+        _ => format!("call {}#{}", helper_name(insn.imm).unwrap_or("unknown"), insn.imm),
     }
 }
 
@@ -245,11 +233,7 @@ fn ldx(insn: &Insn) -> Option<String> {
         _ => return None,
     };
     let size = &size_name(insn.code)[1..];
-    Some(format!(
-        "r{} = *({sign}{size} *){}",
-        insn.dst,
-        mem(insn.src, insn.off)
-    ))
+    Some(format!("r{} = *({sign}{size} *){}", insn.dst, mem(insn.src, insn.off)))
 }
 
 fn st(insn: &Insn) -> Option<String> {
@@ -307,10 +291,7 @@ fn ld(insn: &Insn, next: Option<&Insn>, slot: usize, names: &Names<'_>) -> Optio
     }
     let dst = format!("r{}", insn.dst);
     let Some(next) = next else {
-        return Some(format!(
-            "{dst} = {:#x} ll (second slot missing)",
-            insn.imm as u32
-        ));
+        return Some(format!("{dst} = {:#x} ll (second slot missing)", insn.imm as u32));
     };
     let value = ((next.imm as u32 as u64) << 32) | insn.imm as u32 as u64;
     let rhs = match insn.src {
@@ -378,26 +359,11 @@ mod tests {
     #[test]
     fn memory() {
         assert_eq!(one(Insn::load(Size::W, R1, R6, 0)), "r1 = *(u32 *)(r6 +0)");
-        assert_eq!(
-            one(Insn::load(Size::B, R2, R10, -8)),
-            "r2 = *(u8 *)(r10 -8)"
-        );
-        assert_eq!(
-            one(Insn::store_reg(Size::DW, R10, -16, R1)),
-            "*(u64 *)(r10 -16) = r1"
-        );
-        assert_eq!(
-            one(Insn::store_imm(Size::H, R10, -2, 7)),
-            "*(u16 *)(r10 -2) = 7"
-        );
-        assert_eq!(
-            one(Insn::atomic_add(Size::DW, R0, 0, R1)),
-            "lock *(u64 *)(r0 +0) += r1"
-        );
-        assert_eq!(
-            one(Insn::atomic_add(Size::W, R0, 4, R1)),
-            "lock *(u32 *)(r0 +4) += r1"
-        );
+        assert_eq!(one(Insn::load(Size::B, R2, R10, -8)), "r2 = *(u8 *)(r10 -8)");
+        assert_eq!(one(Insn::store_reg(Size::DW, R10, -16, R1)), "*(u64 *)(r10 -16) = r1");
+        assert_eq!(one(Insn::store_imm(Size::H, R10, -2, 7)), "*(u16 *)(r10 -2) = 7");
+        assert_eq!(one(Insn::atomic_add(Size::DW, R0, 0, R1)), "lock *(u64 *)(r0 +0) += r1");
+        assert_eq!(one(Insn::atomic_add(Size::W, R0, 4, R1)), "lock *(u32 *)(r0 +4) += r1");
         let fetch = Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, 0x01);
         assert_eq!(one(fetch), "r1 = atomic64_fetch_add((u64 *)(r0 +0), r1)");
         let sx = Insn::new(BPF_LDX | 0x80 | BPF_H, 1, 2, 4, 0);
@@ -406,14 +372,8 @@ mod tests {
 
     #[test]
     fn jumps_and_calls() {
-        assert_eq!(
-            one(Insn::jmp_reg(JmpOp::Jgt, R2, R3, 5)),
-            "if r2 > r3 goto +5"
-        );
-        assert_eq!(
-            one(Insn::jmp_imm(JmpOp::Jsle, R1, -1, -3)),
-            "if r1 s<= -1 goto -3"
-        );
+        assert_eq!(one(Insn::jmp_reg(JmpOp::Jgt, R2, R3, 5)), "if r2 > r3 goto +5");
+        assert_eq!(one(Insn::jmp_imm(JmpOp::Jsle, R1, -1, -3)), "if r1 s<= -1 goto -3");
         let w = Insn::new(BPF_JMP32 | BPF_X | JmpOp::Jne as u8, 1, 2, 1, 0);
         assert_eq!(one(w), "if w1 != w2 goto +1");
         assert_eq!(one(Insn::ja(2)), "goto +2");
@@ -448,15 +408,9 @@ mod tests {
         }];
         let lines = disassemble_with_maps(&p, &[(2, 0)], &maps);
         assert_eq!(lines[1], "r1 = map[blocklist] ll");
-        let slots: Vec<usize> = listing(&p, &Names::default())
-            .iter()
-            .map(|l| l.slot)
-            .collect();
+        let slots: Vec<usize> = listing(&p, &Names::default()).iter().map(|l| l.slot).collect();
         assert_eq!(slots, [0, 2, 4]);
-        assert_eq!(
-            disassemble(&p[..1]),
-            ["r0 = 0x55667788 ll (second slot missing)"]
-        );
+        assert_eq!(disassemble(&p[..1]), ["r0 = 0x55667788 ll (second slot missing)"]);
     }
 
     #[test]

@@ -188,28 +188,16 @@ impl fmt::Display for WriteError {
                     "program {program:?}: kfunc reference at slot {slot} is not a kfunc call"
                 )
             }
-            WriteError::BadCallTarget {
-                program,
-                slot,
-                target,
-            } => write!(
+            WriteError::BadCallTarget { program, slot, target } => write!(
                 f,
                 "program {program:?}: call or function address at slot {slot} targets slot \
                  {target}, which does not start a subprogram"
             ),
-            WriteError::BadSubFunction {
-                program,
-                function,
-                why,
-            } => write!(
-                f,
-                "program {program:?}: global function {function:?}: {why}"
-            ),
+            WriteError::BadSubFunction { program, function, why } => {
+                write!(f, "program {program:?}: global function {function:?}: {why}")
+            }
             WriteError::BadFormat { map, bytes } => {
-                write!(
-                    f,
-                    "map {map:?}: integer of {bytes} bytes (want 1, 2, 4 or 8)"
-                )
+                write!(f, "map {map:?}: integer of {bytes} bytes (want 1, 2, 4 or 8)")
             }
             WriteError::BadInitEntry { map, entry } => write!(
                 f,
@@ -276,9 +264,7 @@ impl std::error::Error for ReadError {}
 /// A C identifier: what kernel BTF accepts as a FUNC, VAR or member name.
 pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -286,13 +272,7 @@ pub fn is_identifier(name: &str) -> bool {
 fn sanitize_identifier(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
         .collect();
     if !out.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         out.insert(0, '_');

@@ -182,7 +182,13 @@ pub struct Insn {
 
 impl Insn {
     pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        Insn { code, dst, src, off, imm }
+        Insn {
+            code,
+            dst,
+            src,
+            off,
+            imm,
+        }
     }
 
     pub fn encode(&self) -> [u8; 8] {
@@ -335,7 +341,10 @@ mod tests {
         // r0 = *(u32 *)(r1 + 4)
         assert_eq!(Insn::load(Size::W, R0, R1, 4).encode(), [0x61, 0x10, 4, 0, 0, 0, 0, 0]);
         // if r1 > r2 goto +3
-        assert_eq!(Insn::jmp_reg(JmpOp::Jgt, R1, R2, 3).encode(), [0x2d, 0x21, 3, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Insn::jmp_reg(JmpOp::Jgt, R1, R2, 3).encode(),
+            [0x2d, 0x21, 3, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -246,20 +246,12 @@ impl ProgType {
 
 /// The verdict's name for a value, e.g. `PASS` for XDP 2 (for listings and test reports).
 pub fn verdict_name(progtype: ProgType, value: i32) -> Option<&'static str> {
-    progtype
-        .verdicts()
-        .iter()
-        .find(|v| v.value == value)
-        .map(|v| v.name)
+    progtype.verdicts().iter().find(|v| v.value == value).map(|v| v.name)
 }
 
 /// The value of a named verdict, e.g. 2 for XDP `PASS`.
 pub fn verdict_value(progtype: ProgType, name: &str) -> Option<i32> {
-    progtype
-        .verdicts()
-        .iter()
-        .find(|v| v.name == name)
-        .map(|v| v.value)
+    progtype.verdicts().iter().find(|v| v.name == name).map(|v| v.value)
 }
 
 #[cfg(test)]
@@ -306,16 +298,9 @@ mod tests {
         assert_eq!(ProgType::Xdp.packet_pointers(), Some((0, 4)));
         assert_eq!(ProgType::Tc.packet_pointers(), Some((76, 80)));
         assert_eq!(ProgType::Netfilter.packet_pointers(), None);
-        let writable: Vec<_> = SK_BUFF
-            .iter()
-            .filter(|f| f.writable)
-            .map(|f| f.name)
-            .collect();
+        let writable: Vec<_> = SK_BUFF.iter().filter(|f| f.writable).map(|f| f.name).collect();
         assert_eq!(writable, ["mark", "priority"]);
         assert!(XDP_MD.iter().all(|f| !f.writable && f.size == Size::W));
-        assert_eq!(
-            ProgType::Xdp.ctx_field("rx_queue_index").map(|f| f.offset),
-            Some(16)
-        );
+        assert_eq!(ProgType::Xdp.ctx_field("rx_queue_index").map(|f| f.offset), Some(16));
     }
 }

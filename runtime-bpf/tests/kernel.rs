@@ -35,19 +35,12 @@ fn have(tool: &str) -> bool {
         "ip" | "ping" => "-V",
         _ => "--version",
     };
-    Command::new(tool)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(tool).arg(arg).output().is_ok_and(|o| o.status.success())
 }
 
 /// Whether the test can run; a skip is loud, and fatal under LUABPF_REQUIRE_KERNEL=1.
 fn can_run(test: &str, root: bool, tools: &[&str]) -> bool {
-    let mut missing: Vec<String> = tools
-        .iter()
-        .filter(|t| !have(t))
-        .map(|t| t.to_string())
-        .collect();
+    let mut missing: Vec<String> = tools.iter().filter(|t| !have(t)).map(|t| t.to_string()).collect();
     if root && !is_root() {
         missing.push("root".into());
     }
@@ -68,10 +61,7 @@ fn skip(test: &str, needs: &str) {
     }
     // Straight to stderr: the test harness captures eprintln! of passing tests, and a skip
     // must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!!!!!!!!!!!!! {msg} !!!!!!!!!!!!!!!!\n"
-    );
+    let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!!!!!!!! {msg} !!!!!!!!!!!!!!!!\n");
 }
 
 fn run(cmd: &str, args: &[&str]) -> Output {
@@ -122,10 +112,7 @@ struct Pin(PathBuf);
 
 impl Pin {
     fn new(name: &str) -> Pin {
-        let path = PathBuf::from(format!(
-            "/sys/fs/bpf/lbpf_test_{}_{name}",
-            std::process::id()
-        ));
+        let path = PathBuf::from(format!("/sys/fs/bpf/lbpf_test_{}_{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         let _ = std::fs::remove_file(&path);
         Pin(path)
@@ -187,22 +174,12 @@ fn bpftool_loads_a_trivial_xdp_program() {
 
 #[test]
 fn bpftool_loads_a_map_reference_and_shows_lua_lines() {
-    if !can_run(
-        "bpftool_loads_a_map_reference_and_shows_lua_lines",
-        true,
-        &["bpftool"],
-    ) {
+    if !can_run("bpftool_loads_a_map_reference_and_shows_lua_lines", true, &["bpftool"]) {
         return;
     }
     let out = bpftool_load("map", &common::xdp_with_map());
-    assert!(
-        out.contains("name sni_filter") && out.contains("map_ids"),
-        "{out}"
-    );
-    assert!(
-        out.contains("int sni_filter(struct xdp_md * ctx)"),
-        "func_info: {out}"
-    );
+    assert!(out.contains("name sni_filter") && out.contains("map_ids"), "{out}");
+    assert!(out.contains("int sni_filter(struct xdp_md * ctx)"), "func_info: {out}");
     assert!(
         out.contains("; line_2() [file:filter.lua line_num:2 line_col:3]"),
         "line_info: {out}"
@@ -238,11 +215,7 @@ fn bpftool_dumps_the_map_btf() {
 
 #[test]
 fn bpftool_loads_subprograms_and_callbacks() {
-    if !can_run(
-        "bpftool_loads_subprograms_and_callbacks",
-        true,
-        &["bpftool"],
-    ) {
+    if !can_run("bpftool_loads_subprograms_and_callbacks", true, &["bpftool"]) {
         return;
     }
     for (name, obj) in [
@@ -322,10 +295,7 @@ fn iproute2_attaches_in_a_namespace() {
         link.contains("prog/xdp id") && link.contains("name sni_filter"),
         "{link}"
     );
-    run(
-        "ip",
-        &["-n", &ns.0, "link", "set", "dev", "lo", "xdpgeneric", "off"],
-    );
+    run("ip", &["-n", &ns.0, "link", "set", "dev", "lo", "xdpgeneric", "off"]);
 }
 
 #[test]
@@ -393,25 +363,16 @@ fn clang_objects_are_read_and_listed() {
     let src = dir.write("count.c", CLANG_SOURCE.as_bytes());
     let obj_path = dir.0.join("count.o");
     let obj_path = obj_path.to_str().unwrap();
-    run(
-        "clang-19",
-        &["-O2", "-g", "-target", "bpf", "-c", &src, "-o", obj_path],
-    );
+    run("clang-19", &["-O2", "-g", "-target", "bpf", "-c", &src, "-o", obj_path]);
     let bytes = std::fs::read(obj_path).unwrap();
 
     let obj = elf::read(&bytes).expect("read accepts a clang object");
     assert_eq!(obj.license, "GPL");
     assert_eq!(obj.maps.len(), 1);
-    assert_eq!(
-        (obj.maps[0].name.as_str(), obj.maps[0].max_entries),
-        ("counts", 1024)
-    );
+    assert_eq!((obj.maps[0].name.as_str(), obj.maps[0].max_entries), ("counts", 1024));
     assert_eq!((obj.maps[0].key.size(), obj.maps[0].value.size()), (4, 8));
     let p = &obj.programs[0];
-    assert_eq!(
-        (p.name.as_str(), p.section.as_str()),
-        ("count_packets", "xdp")
-    );
+    assert_eq!((p.name.as_str(), p.section.as_str()), ("count_packets", "xdp"));
     assert_eq!(
         obj.sources[0].name.rsplit('/').next(),
         Some("count.c"),
@@ -436,11 +397,7 @@ fn clang_objects_are_read_and_listed() {
     let mut aya = aya_obj::Object::parse(&bytes).unwrap();
     let file = object::File::parse(&*bytes).unwrap();
     use object::{Object as _, ObjectSection};
-    let text_sections: HashSet<usize> = file
-        .section_by_name(".text")
-        .map(|s| s.index().0)
-        .into_iter()
-        .collect();
+    let text_sections: HashSet<usize> = file.section_by_name(".text").map(|s| s.index().0).into_iter().collect();
     aya.relocate_calls(&text_sections).unwrap();
     let program = &aya.programs["count_packets"];
     let mut linked: Vec<Insn> = aya.functions[&program.function_key()]
@@ -616,8 +573,7 @@ const GLOBAL_VERIFICATION: &[&str] = &[
 ];
 
 /// `f`'s prototype as the kernel kept it (bpftool prints func_info before each function).
-const F_PROTOTYPE: &str =
-    "int f(struct xdp_md * a0, unsigned long long a1, unsigned long long * a2):";
+const F_PROTOTYPE: &str = "int f(struct xdp_md * a0, unsigned long long a1, unsigned long long * a2):";
 
 #[test]
 fn bpftool_verifies_a_global_function_on_its_own() {
@@ -630,18 +586,12 @@ fn bpftool_verifies_a_global_function_on_its_own() {
     let path = dir.write("x.o", &elf::try_write(&obj).unwrap());
     let pin = Pin::new("global");
     // -d: libbpf's debug output, with the verifier log of the successful load.
-    let load = run(
-        "bpftool",
-        &["-d", "prog", "load", &path, pin.path(), "type", "xdp"],
-    );
+    let load = run("bpftool", &["-d", "prog", "load", &path, pin.path(), "type", "xdp"]);
     let log = stderr(&load);
     for want in GLOBAL_VERIFICATION {
         assert!(log.contains(want), "missing {want:?} in\n{log}");
     }
-    let dump = stdout(&run(
-        "bpftool",
-        &["prog", "dump", "xlated", "pinned", pin.path()],
-    ));
+    let dump = stdout(&run("bpftool", &["prog", "dump", "xlated", "pinned", pin.path()]));
     assert!(dump.contains("int entry(struct xdp_md * ctx):"), "{dump}");
     assert!(dump.contains(F_PROTOTYPE), "{dump}");
     let show = stdout(&run("bpftool", &["prog", "show", "pinned", pin.path()]));
@@ -665,16 +615,7 @@ fn bpftool_verifies_a_global_function_on_its_own() {
         let data = dir.write("packet", &packet);
         let out = stdout(&run(
             "bpftool",
-            &[
-                "prog",
-                "run",
-                "pinned",
-                pin.path(),
-                "data_in",
-                &data,
-                "repeat",
-                "1",
-            ],
+            &["prog", "run", "pinned", pin.path(), "data_in", &data, "repeat", "1"],
         ));
         assert!(
             out.contains(&format!("Return value: {want},")),
@@ -726,10 +667,7 @@ fn aya_loads_a_global_function() {
         .verifier_log_level(level)
         .load(&bytes)
         .expect("aya loads the object");
-    assert!(
-        ebpf.program("f").is_none(),
-        "f is a function, not a program"
-    );
+    assert!(ebpf.program("f").is_none(), "f is a function, not a program");
     let program: &mut Xdp = ebpf
         .program_mut("entry")
         .expect("program")
@@ -751,10 +689,7 @@ fn aya_loads_a_global_function() {
 
     // The failing variant gives aya's verifier log: f validated alone, out maybe NULL.
     let bytes = elf::try_write(&common::xdp_with_global_function(7, false, true)).unwrap();
-    let mut ebpf = EbpfLoader::new()
-        .verifier_log_level(level)
-        .load(&bytes)
-        .unwrap();
+    let mut ebpf = EbpfLoader::new().verifier_log_level(level).load(&bytes).unwrap();
     let program: &mut Xdp = ebpf.program_mut("entry").unwrap().try_into().unwrap();
     match program.load() {
         Err(ProgramError::LoadError { verifier_log, .. }) => {
@@ -805,24 +740,11 @@ fn iproute2_attaches_a_program_with_a_global_function() {
         let link = stdout(&run("ip", &["-n", &ns.0, "link", "show", "lo"]));
         assert!(link.contains("name entry"), "{link}");
         let ping = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.0,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "127.0.0.1",
-            ])
+            .args(["netns", "exec", &ns.0, "ping", "-c", "1", "-W", "1", "127.0.0.1"])
             .output()
             .expect("ping runs");
         assert_eq!(ping.status.success(), passes, "x = {x}: {}", stdout(&ping));
-        run(
-            "ip",
-            &["-n", &ns.0, "link", "set", "dev", "lo", "xdpgeneric", "off"],
-        );
+        run("ip", &["-n", &ns.0, "link", "set", "dev", "lo", "xdpgeneric", "off"]);
     }
 }
 
@@ -865,10 +787,7 @@ fn clang_global_functions_are_read_and_stay_global() {
     let src = dir.write("g.c", CLANG_GLOBAL_SOURCE.as_bytes());
     let obj_path = dir.0.join("g.o");
     let obj_path = obj_path.to_str().unwrap();
-    run(
-        "clang-19",
-        &["-O2", "-g", "-target", "bpf", "-c", &src, "-o", obj_path],
-    );
+    run("clang-19", &["-O2", "-g", "-target", "bpf", "-c", &src, "-o", obj_path]);
     let read = elf::read_detailed(&std::fs::read(obj_path).unwrap()).unwrap();
     assert!(read.unsupported.is_empty(), "{:?}", read.unsupported);
     let subs = &read.object.programs[0].subfunctions;
@@ -879,10 +798,7 @@ fn clang_global_functions_are_read_and_stay_global() {
 
     let path = dir.write("again.o", &elf::try_write(&read.object).unwrap());
     let pin = Pin::new("clang_global");
-    let load = run(
-        "bpftool",
-        &["-d", "prog", "load", &path, pin.path(), "type", "xdp"],
-    );
+    let load = run("bpftool", &["-d", "prog", "load", &path, pin.path(), "type", "xdp"]);
     let log = stderr(&load);
     assert!(log.contains("Validating g() func#1..."), "{log}");
 }
@@ -895,19 +811,13 @@ fn bpftool_verifies_a_tc_global_function() {
         return;
     }
     let dir = TempDir::new("global-tc");
-    let path = dir.write(
-        "x.o",
-        &elf::try_write(&common::tc_with_global_function()).unwrap(),
-    );
+    let path = dir.write("x.o", &elf::try_write(&common::tc_with_global_function()).unwrap());
     let pin = Pin::new("global_tc");
     let load = run("bpftool", &["-d", "prog", "load", &path, pin.path()]);
     let log = stderr(&load);
     assert!(log.contains("Validating tc_f() func#1..."), "{log}");
     assert!(log.contains("R1=ctx()"), "{log}");
-    let dump = stdout(&run(
-        "bpftool",
-        &["prog", "dump", "xlated", "pinned", pin.path()],
-    ));
+    let dump = stdout(&run("bpftool", &["prog", "dump", "xlated", "pinned", pin.path()]));
     assert!(
         dump.contains("int tc_f(struct __sk_buff * a0, unsigned long long * a1):"),
         "{dump}"
@@ -922,12 +832,7 @@ fn context_structs_of_global_functions_match_the_kernel() {
     use runtime_bpf::object::{ParamType, SubFunction};
     let Some(kernel) = vmlinux() else { return };
     for progtype in ProgType::ALL {
-        let insns = vec![
-            Insn::call_local(1),
-            Insn::exit(),
-            Insn::mov64_imm(R0, 0),
-            Insn::exit(),
-        ];
+        let insns = vec![Insn::call_local(1), Insn::exit(), Insn::mov64_imm(R0, 0), Insn::exit()];
         let mut p = common::program("p", progtype.section(), insns, vec![]);
         p.subfunctions = vec![SubFunction {
             start: 2,

@@ -5,9 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use object::{
-    Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SymbolKind,
-};
+use object::{Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SymbolKind};
 use runtime_bpf::disasm::disassemble_program;
 use runtime_bpf::elf::{self, ReadError, WriteError};
 use runtime_bpf::isa::*;
@@ -20,10 +18,7 @@ fn assert_round_trip(obj: &Object) -> Object {
     assert_eq!(back.programs, obj.programs);
     assert_eq!(back.maps, obj.maps);
     assert_eq!(back.license, obj.license);
-    assert_eq!(
-        back.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
-        ["filter.lua"]
-    );
+    assert_eq!(back.sources.iter().map(|s| &s.name).collect::<Vec<_>>(), ["filter.lua"]);
     back
 }
 
@@ -37,14 +32,8 @@ fn trivial_xdp_program() {
     let xdp = file.section_by_name("xdp").unwrap();
     assert_eq!(xdp.data().unwrap(), encode_all(&obj.programs[0].insns));
     let sym = file.symbols().find(|s| s.name() == Ok("pass")).unwrap();
-    assert_eq!(
-        (sym.kind(), sym.is_global(), sym.size()),
-        (SymbolKind::Text, true, 16)
-    );
-    assert_eq!(
-        file.section_by_name("license").unwrap().data().unwrap(),
-        b"GPL\0"
-    );
+    assert_eq!((sym.kind(), sym.is_global(), sym.size()), (SymbolKind::Text, true, 16));
+    assert_eq!(file.section_by_name("license").unwrap().data().unwrap(), b"GPL\0");
     assert!(file.section_by_name(".maps").is_none());
     assert!(file.section_by_name(".text").is_none());
     assert_round_trip(&obj);
@@ -82,10 +71,7 @@ fn map_reference() {
     assert_eq!(r.target(), RelocationTarget::Symbol(map.index()));
     assert_eq!(r.addend(), 0);
     // The instruction itself is untouched: the loader writes the map fd.
-    assert_eq!(
-        &xdp.data().unwrap()[..16],
-        &encode_all(&Insn::ld_map_fd(R1))
-    );
+    assert_eq!(&xdp.data().unwrap()[..16], &encode_all(&Insn::ld_map_fd(R1)));
 
     let back = assert_round_trip(&obj);
     assert_eq!(back.maps[0].init, obj.maps[0].init);
@@ -106,16 +92,10 @@ fn btf_describes_maps_and_functions() {
     let Some(Type::Var { ty, linkage: 1, .. }) = btf.get(vars[0].ty) else {
         panic!()
     };
-    let Some(Type::Struct {
-        members, size: 32, ..
-    }) = btf.get(*ty)
-    else {
+    let Some(Type::Struct { members, size: 32, .. }) = btf.get(*ty) else {
         panic!()
     };
-    let names: Vec<_> = members
-        .iter()
-        .map(|m| btf.string(m.name).unwrap())
-        .collect();
+    let names: Vec<_> = members.iter().map(|m| btf.string(m.name).unwrap()).collect();
     assert_eq!(names, ["type", "max_entries", "key", "value"]);
     let func = btf.find(runtime_bpf::btf::KIND_FUNC, "sni_filter").unwrap();
     assert!(matches!(btf.get(func), Some(Type::Func { linkage: 1, .. })));
@@ -125,10 +105,7 @@ fn btf_describes_maps_and_functions() {
     let lines = &ext.line_info[0].records;
     // ld_imm64 (line 1), r0 = 2 (line 2), exit (line 3): offsets in bytes.
     assert_eq!(
-        lines
-            .iter()
-            .map(|l| (l.insn_off, l.line()))
-            .collect::<Vec<_>>(),
+        lines.iter().map(|l| (l.insn_off, l.line())).collect::<Vec<_>>(),
         [(0, 1), (16, 2), (24, 3)]
     );
     assert_eq!(btf.string(lines[1].line_off), Some("  line_2()"));
@@ -147,14 +124,7 @@ fn subprograms_go_to_text_and_come_back() {
     let text_syms: Vec<_> = file
         .symbols()
         .filter(|s| s.section_index() == Some(text.index()) && s.kind() == SymbolKind::Text)
-        .map(|s| {
-            (
-                s.name().unwrap().to_string(),
-                s.address(),
-                s.size(),
-                s.is_global(),
-            )
-        })
+        .map(|s| (s.name().unwrap().to_string(), s.address(), s.size(), s.is_global()))
         .collect();
     assert_eq!(
         text_syms,
@@ -181,11 +151,7 @@ fn subprograms_go_to_text_and_come_back() {
             ), // call
         ]
     );
-    assert_eq!(
-        text.relocations().count(),
-        1,
-        "the map load in the subprogram"
-    );
+    assert_eq!(text.relocations().count(), 1, "the map load in the subprogram");
     assert_round_trip(&obj);
 }
 
@@ -194,8 +160,7 @@ fn subprograms_go_to_text_and_come_back() {
 #[test]
 fn subprograms_come_back_in_link_order() {
     let ordered = common::xdp_with_subprograms();
-    let back =
-        elf::read(&elf::try_write(&common::xdp_with_subprograms_unordered()).unwrap()).unwrap();
+    let back = elf::read(&elf::try_write(&common::xdp_with_subprograms_unordered()).unwrap()).unwrap();
     assert_eq!(back.programs[0].insns, ordered.programs[0].insns);
     assert_eq!(back.programs[0].map_relocs, ordered.programs[0].map_relocs);
 }
@@ -208,17 +173,9 @@ fn aya_parses_and_links_the_same_program() {
     let mut aya = aya_obj::Object::parse(&bytes).expect("aya parses");
     assert!(aya.maps.contains_key("counts"));
     let file = object::File::parse(&*bytes).unwrap();
-    let text: HashSet<usize> = file
-        .section_by_name(".text")
-        .map(|s| s.index().0)
-        .into_iter()
-        .collect();
+    let text: HashSet<usize> = file.section_by_name(".text").map(|s| s.index().0).into_iter().collect();
     aya.relocate_calls(&text).expect("aya links calls");
-    let (_, program) = aya
-        .programs
-        .iter()
-        .find(|(name, _)| *name == "looper")
-        .unwrap();
+    let (_, program) = aya.programs.iter().find(|(name, _)| *name == "looper").unwrap();
     let function = &aya.functions[&program.function_key()];
     let linked: Vec<Insn> = function
         .instructions
@@ -246,10 +203,7 @@ fn several_programs_and_sections() {
     assert_eq!((second.address(), second.size()), (16, 32));
     let back = assert_round_trip(&obj);
     assert_eq!(
-        back.programs
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>(),
+        back.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         ["first", "shaper", "second"]
     );
 }
@@ -258,10 +212,7 @@ fn several_programs_and_sections() {
 fn kfunc_calls_survive() {
     let obj = common::netfilter_with_kfunc();
     let back = assert_round_trip(&obj);
-    assert_eq!(
-        back.programs[0].kfunc_relocs,
-        [(0, "bpf_dynptr_from_skb".to_string())]
-    );
+    assert_eq!(back.programs[0].kfunc_relocs, [(0, "bpf_dynptr_from_skb".to_string())]);
     let listing = disassemble_program(&back.programs[0], &back.maps);
     assert_eq!(listing[0], "call bpf_dynptr_from_skb");
 }
@@ -305,46 +256,28 @@ fn programs_without_locations() {
 fn validate_names_the_problem() {
     let mut obj = common::xdp_with_map();
     obj.programs[0].name = "sni-filter".into();
-    assert!(matches!(
-        elf::validate(&obj),
-        Err(WriteError::InvalidName { .. })
-    ));
+    assert!(matches!(elf::validate(&obj), Err(WriteError::InvalidName { .. })));
 
     let mut obj = common::xdp_with_map();
     obj.programs[0].map_relocs = vec![(1, 0)]; // second slot of the ld_imm64
-    assert!(matches!(
-        elf::validate(&obj),
-        Err(WriteError::BadMapReloc { .. })
-    ));
+    assert!(matches!(elf::validate(&obj), Err(WriteError::BadMapReloc { .. })));
 
     let mut obj = common::xdp_with_map();
     obj.maps[0].init[0].0.pop();
-    assert!(matches!(
-        elf::validate(&obj),
-        Err(WriteError::BadInitEntry { .. })
-    ));
+    assert!(matches!(elf::validate(&obj), Err(WriteError::BadInitEntry { .. })));
     assert!(!elf::write(&obj).is_empty(), "write still writes");
 
     let mut obj = common::trivial_xdp();
     obj.programs[0].insns.insert(0, Insn::call_local(5));
-    assert!(matches!(
-        elf::validate(&obj),
-        Err(WriteError::BadCallTarget { .. })
-    ));
+    assert!(matches!(elf::validate(&obj), Err(WriteError::BadCallTarget { .. })));
 
     let mut obj = common::trivial_xdp();
     obj.programs[0].section = ".text".into();
-    assert!(matches!(
-        elf::validate(&obj),
-        Err(WriteError::BadSection { .. })
-    ));
+    assert!(matches!(elf::validate(&obj), Err(WriteError::BadSection { .. })));
 
     let mut obj = common::several_programs();
     obj.maps[1].name = "first".into();
-    assert!(matches!(
-        elf::validate(&obj),
-        Err(WriteError::DuplicateName(_))
-    ));
+    assert!(matches!(elf::validate(&obj), Err(WriteError::DuplicateName(_))));
 }
 
 #[test]
@@ -360,10 +293,7 @@ fn garbage_is_an_error_not_a_panic() {
     ] {
         let bytes = elf::write(&obj);
         for len in 0..bytes.len() {
-            assert!(
-                elf::read(&bytes[..len]).is_err(),
-                "a {len}-byte prefix was accepted"
-            );
+            assert!(elf::read(&bytes[..len]).is_err(), "a {len}-byte prefix was accepted");
         }
         // Corrupt bytes and words everywhere: any result is fine as long as nothing panics.
         // LUABPF_FUZZ_ITERS=200000 (with --release) for a longer run.
@@ -489,11 +419,7 @@ fn global_functions_go_to_text_with_their_prototype() {
     let program = &aya.programs["entry"];
     let linked = &aya.functions[&program.function_key()];
     assert_eq!(linked.instructions.len(), obj.programs[0].insns.len());
-    assert_eq!(
-        linked.func_info.func_info.len(),
-        2,
-        "func_info for entry and f"
-    );
+    assert_eq!(linked.func_info.func_info.len(), 2, "func_info for entry and f");
 }
 
 /// Static subprograms and global functions in one program, each called once: only the
@@ -517,10 +443,7 @@ fn static_and_global_functions_mix() {
         .filter(|s| s.name().is_ok_and(|n| n != "entry"))
         .map(|s| (s.name().unwrap().to_string(), s.is_global()))
         .collect();
-    assert_eq!(
-        text_syms,
-        [("entry__sub2".to_string(), false), ("f".to_string(), true)]
-    );
+    assert_eq!(text_syms, [("entry__sub2".to_string(), false), ("f".to_string(), true)]);
     let back = assert_round_trip(&obj);
     assert_eq!(back.programs[0].subfunctions.len(), 1);
 }

@@ -17,7 +17,10 @@ fn object_for(case: &Case, code: ProgramCode) -> Object {
     Object {
         programs: vec![code],
         maps: case.maps.clone(),
-        sources: vec![SourceFile { name: format!("{}.lua", case.name), text }],
+        sources: vec![SourceFile {
+            name: format!("{}.lua", case.name),
+            text,
+        }],
         license: "GPL".into(),
     }
 }
@@ -33,7 +36,9 @@ fn resolve_kfuncs(code: &mut ProgramCode) {
     let bytes = std::fs::read("/sys/kernel/btf/vmlinux").expect("/sys/kernel/btf/vmlinux");
     let btf = Btf::parse(&bytes).expect("vmlinux BTF");
     for (slot, name) in &code.kfunc_relocs {
-        let id = btf.find(KIND_FUNC, name).unwrap_or_else(|| panic!("kfunc {name} not in vmlinux BTF"));
+        let id = btf
+            .find(KIND_FUNC, name)
+            .unwrap_or_else(|| panic!("kfunc {name} not in vmlinux BTF"));
         code.insns[*slot].imm = id as i32;
     }
 }
@@ -113,7 +118,10 @@ fn kernel_random_programs() {
     if !require_kernel_or_skip("kernel_random_programs") {
         return;
     }
-    let n: u64 = std::env::var("LUABPF_RANDOM_PROGRAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let n: u64 = std::env::var("LUABPF_RANDOM_PROGRAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     for seed in 0..n {
         run(&random_case(seed));
     }
@@ -124,6 +132,10 @@ fn kernel_random_programs() {
 fn every_case_runs_in_the_kernel() {
     let listed = include_str!("backend_kernel.rs");
     for case in all_cases() {
-        assert!(listed.contains(&format!("=> case_{},", case.name)), "{} has no kernel test", case.name);
+        assert!(
+            listed.contains(&format!("=> case_{},", case.name)),
+            "{} has no kernel test",
+            case.name
+        );
     }
 }

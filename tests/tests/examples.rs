@@ -63,9 +63,7 @@ fn verifies_within_cap(example: &str) {
     };
     assert_eq!(h.program, program_of(example));
     assert_eq!(h.loaded.program_names(), [program_of(example)]);
-    let processed = h
-        .verified_insns()
-        .expect("the kernel reports verified_insns (5.16+)");
+    let processed = h.verified_insns().expect("the kernel reports verified_insns (5.16+)");
     eprintln!(
         "{example}: {} instructions, verifier processed {processed}",
         h.object_insns()
@@ -123,14 +121,7 @@ fn loads_with_bpftool(example: &str) {
     let pin = BpfPin::new(example);
     run_cmd(
         "bpftool",
-        &[
-            "prog",
-            "load",
-            obj.to_str().unwrap(),
-            pin.as_str(),
-            "type",
-            "xdp",
-        ],
+        &["prog", "load", obj.to_str().unwrap(), pin.as_str(), "type", "xdp"],
     );
     let show = run_cmd("bpftool", &["prog", "show", "pinned", pin.as_str()]);
     let show = String::from_utf8_lossy(&show.stdout);
@@ -185,11 +176,7 @@ fn attaches_with_ip(example: &str) {
     assert_eq!(attached_prog_id(&ns), None, "detached");
     let path = ns.path();
     drop(ns);
-    assert!(
-        !path.exists(),
-        "the namespace {} was deleted",
-        path.display()
-    );
+    assert!(!path.exists(), "the namespace {} was deleted", path.display());
 }
 
 macro_rules! per_example {
@@ -235,9 +222,9 @@ fn check_truncations(
     for len in ETH_HLEN..=packet.len() {
         before(h);
         let prefix = &packet[..len];
-        let r = h.try_run(prefix).unwrap_or_else(|e| {
-            panic!("{}: the {len}-byte prefix: test run failed: {e}", h.program)
-        });
+        let r = h
+            .try_run(prefix)
+            .unwrap_or_else(|e| panic!("{}: the {len}-byte prefix: test run failed: {e}", h.program));
         assert_eq!(
             r.retval,
             expect(len),
@@ -362,24 +349,11 @@ fn sni_filter_matches_whole_names_only() {
 #[test]
 fn sni_filter_walks_up_to_32_extensions() {
     let Some(h) = sni_filter() else { return };
-    let frame = |n_ext, pos| {
-        tcp_packet(
-            CLIENT,
-            SERVER,
-            40000,
-            443,
-            &[],
-            &client_hello(EVIL, n_ext, pos),
-        )
-    };
+    let frame = |n_ext, pos| tcp_packet(CLIENT, SERVER, 40000, 443, &[], &client_hello(EVIL, n_ext, pos));
     assert_eq!(h.run(&frame(12, 0)), XDP_DROP, "first extension");
     assert_eq!(h.run(&frame(12, 11)), XDP_DROP, "last of 12");
     assert_eq!(h.run(&frame(32, 31)), XDP_DROP, "32nd extension");
-    assert_eq!(
-        h.run(&frame(33, 32)),
-        XDP_PASS,
-        "33rd extension: beyond MAX_EXTENSIONS"
-    );
+    assert_eq!(h.run(&frame(33, 32)), XDP_PASS, "33rd extension: beyond MAX_EXTENSIONS");
     assert_eq!(h.run(&frame(12, 12)), XDP_PASS, "no SNI extension");
     assert_eq!(hits(&h, EVIL), Some(3));
 }
@@ -390,21 +364,12 @@ fn sni_filter_passes_what_is_not_a_client_hello() {
     let hello = client_hello(EVIL, 12, 5);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("HTTP over TCP", http_frame(CLIENT, "curl/8.0", None)),
-        (
-            "TCP without payload",
-            tcp_packet(CLIENT, SERVER, 40000, 443, &[], &[]),
-        ),
-        (
-            "a ClientHello over UDP",
-            udp_packet(CLIENT, SERVER, 40000, 443, &hello),
-        ),
+        ("TCP without payload", tcp_packet(CLIENT, SERVER, 40000, 443, &[], &[])),
+        ("a ClientHello over UDP", udp_packet(CLIENT, SERVER, 40000, 443, &hello)),
         ("IPv6", ipv6_frame()),
         ("ARP", arp_frame()),
         ("an Ethernet header alone", ethernet(0x0800, &[])),
-        (
-            "ICMP",
-            ipv4_packet(CLIENT, SERVER, 1, &[], &[8, 0, 0, 0, 0, 1, 0, 1]),
-        ),
+        ("ICMP", ipv4_packet(CLIENT, SERVER, 1, &[], &[8, 0, 0, 0, 0, 1, 0, 1])),
         ("TLS application data", {
             let mut rec = hello.clone();
             rec[0] = 23;
@@ -441,12 +406,7 @@ fn sni_filter_finds_the_name_behind_ip_options() {
             &options,
             &client_hello("good.example", 12, 5),
         );
-        assert_eq!(
-            h.run(&good),
-            XDP_PASS,
-            "{} bytes of IP options",
-            options.len()
-        );
+        assert_eq!(h.run(&good), XDP_PASS, "{} bytes of IP options", options.len());
     }
     assert_eq!(hits(&h, EVIL), Some(3));
 }
@@ -572,10 +532,7 @@ fn agent_hits(h: &Harness, agent: &str) -> Option<u64> {
 fn ua_filter_drops_a_blocked_agent() {
     let Some(h) = ua_filter() else { return };
     assert_eq!(h.run(&http_frame(CLIENT, EVIL_AGENT, None)), XDP_DROP);
-    assert_eq!(
-        h.run(&http_frame(CLIENT, EVIL_AGENT, Some("x=1"))),
-        XDP_DROP
-    );
+    assert_eq!(h.run(&http_frame(CLIENT, EVIL_AGENT, Some("x=1"))), XDP_DROP);
     assert_eq!(agent_hits(&h, EVIL_AGENT), Some(2));
     for agent in [
         "Mozilla/5.0 (X11; Linux x86_64)",
@@ -586,11 +543,7 @@ fn ua_filter_drops_a_blocked_agent() {
     ] {
         assert_eq!(h.run(&http_frame(CLIENT, agent, None)), XDP_PASS, "{agent}");
     }
-    assert_eq!(
-        h.keys("blocked_agents").len(),
-        1,
-        "the program never adds agents"
-    );
+    assert_eq!(h.keys("blocked_agents").len(), 1, "the program never adds agents");
     assert_eq!(agent_hits(&h, EVIL_AGENT), Some(2));
 }
 
@@ -600,16 +553,10 @@ fn ua_filter_passes_what_is_not_an_http_request() {
     let request = http_request(EVIL_AGENT, None);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("TLS", tls_frame("evil.example")),
-        (
-            "the request over UDP",
-            udp_packet(CLIENT, SERVER, 40000, 80, &request),
-        ),
+        ("the request over UDP", udp_packet(CLIENT, SERVER, 40000, 80, &request)),
         ("IPv6", ipv6_frame()),
         ("ARP", arp_frame()),
-        (
-            "TCP without payload",
-            tcp_packet(CLIENT, SERVER, 40000, 80, &[], &[]),
-        ),
+        ("TCP without payload", tcp_packet(CLIENT, SERVER, 40000, 80, &[], &[])),
         ("an Ethernet header alone", ethernet(0x0800, &[])),
     ];
     for (what, packet) in &cases {
@@ -669,33 +616,19 @@ fn ip(last: u8) -> [u8; 4] {
 fn cookie_guard_passes_the_right_cookie() {
     let Some(h) = cookie_guard() else { return };
     set_cookie(&h, CLIENT, COOKIE);
-    assert_eq!(
-        h.run(&http_frame(CLIENT, "Mozilla/5.0", Some(COOKIE))),
-        XDP_PASS
-    );
+    assert_eq!(h.run(&http_frame(CLIENT, "Mozilla/5.0", Some(COOKIE))), XDP_PASS);
     // The value ends at ';' (further cookies) as well as at the end of the line.
     assert_eq!(
-        h.run(&http_frame(
-            CLIENT,
-            "Mozilla/5.0",
-            Some("s3cr3t; theme=dark")
-        )),
+        h.run(&http_frame(CLIENT, "Mozilla/5.0", Some("s3cr3t; theme=dark"))),
         XDP_PASS
     );
     // A cookie of the full 32 bytes.
     let full = "0123456789abcdef0123456789abcdef";
     set_cookie(&h, ip(9), full);
-    assert_eq!(
-        h.run(&http_frame(ip(9), "Mozilla/5.0", Some(full))),
-        XDP_PASS
-    );
+    assert_eq!(h.run(&http_frame(ip(9), "Mozilla/5.0", Some(full))), XDP_PASS);
     // Other traffic of an unblocked client passes.
     assert_eq!(h.run(&tls_frame("www.example")), XDP_PASS, "port 443");
-    assert_eq!(
-        h.run(&udp_packet(CLIENT, SERVER, 5353, 53, b"q")),
-        XDP_PASS,
-        "UDP"
-    );
+    assert_eq!(h.run(&udp_packet(CLIENT, SERVER, 5353, 53, b"q")), XDP_PASS, "UDP");
     assert!(h.keys("blocked").is_empty(), "nobody blocked");
 }
 
@@ -715,11 +648,7 @@ fn cookie_guard_blocks_a_wrong_or_missing_cookie_and_then_everything_from_there(
     set_cookie(&h, ip(8), COOKIE);
     for (src, cookie, what) in cases {
         assert!(!is_blocked(&h, src));
-        assert_eq!(
-            h.run(&http_frame(src, "Mozilla/5.0", cookie)),
-            XDP_DROP,
-            "{what}"
-        );
+        assert_eq!(h.run(&http_frame(src, "Mozilla/5.0", cookie)), XDP_DROP, "{what}");
         let since = h.get_u64("blocked", &ip_key(src));
         assert!(
             since.is_some_and(|t| t > 0),
@@ -759,16 +688,10 @@ fn cookie_guard_blocks_a_wrong_or_missing_cookie_and_then_everything_from_there(
     assert_eq!(h.keys("blocked").len(), cases.len());
     // Others are not affected.
     set_cookie(&h, CLIENT, COOKIE);
-    assert_eq!(
-        h.run(&http_frame(CLIENT, "Mozilla/5.0", Some(COOKIE))),
-        XDP_PASS
-    );
+    assert_eq!(h.run(&http_frame(CLIENT, "Mozilla/5.0", Some(COOKIE))), XDP_PASS);
     // Unblocking from user space lets the client back in.
     assert!(h.delete("blocked", &ip_key(ip(3))));
-    assert_eq!(
-        h.run(&http_frame(ip(3), "Mozilla/5.0", Some("right"))),
-        XDP_PASS
-    );
+    assert_eq!(h.run(&http_frame(ip(3), "Mozilla/5.0", Some("right"))), XDP_PASS);
 }
 
 #[test]
@@ -778,10 +701,7 @@ fn cookie_guard_only_the_exact_cookie_passes() {
     // exact value may pass, or an attacker who learns a prefix rule gets in.
     let full = "0123456789abcdef0123456789abcdef";
     set_cookie(&h, CLIENT, full);
-    for (i, presented) in [format!("{full}X"), format!("{full}0123")]
-        .iter()
-        .enumerate()
-    {
+    for (i, presented) in [format!("{full}X"), format!("{full}0123")].iter().enumerate() {
         let src = ip(30 + i as u8);
         set_cookie(&h, src, full);
         assert_eq!(
@@ -791,10 +711,7 @@ fn cookie_guard_only_the_exact_cookie_passes() {
         );
         assert!(is_blocked(&h, src));
     }
-    assert_eq!(
-        h.run(&http_frame(CLIENT, "Mozilla/5.0", Some(full))),
-        XDP_PASS
-    );
+    assert_eq!(h.run(&http_frame(CLIENT, "Mozilla/5.0", Some(full))), XDP_PASS);
 }
 
 #[test]
@@ -814,25 +731,12 @@ fn cookie_guard_leaves_other_ports_handshakes_and_non_ipv4_alone() {
         "port 443"
     );
     assert_eq!(
-        h.run(&tcp_packet(
-            src,
-            SERVER,
-            40000,
-            8080,
-            &[],
-            b"GET / HTTP/1.1\r\n\r\n"
-        )),
+        h.run(&tcp_packet(src, SERVER, 40000, 8080, &[], b"GET / HTTP/1.1\r\n\r\n")),
         XDP_PASS,
         "port 8080"
     );
     assert_eq!(
-        h.run(&udp_packet(
-            src,
-            SERVER,
-            40000,
-            80,
-            b"GET / HTTP/1.1\r\n\r\n"
-        )),
+        h.run(&udp_packet(src, SERVER, 40000, 80, b"GET / HTTP/1.1\r\n\r\n")),
         XDP_PASS,
         "UDP to port 80"
     );
@@ -937,8 +841,7 @@ fn counter_counts_real_traffic_on_lo() {
         let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         for i in 0..N {
-            tx.send_to(&[i as u8; 32], rx.local_addr().unwrap())
-                .expect("send");
+            tx.send_to(&[i as u8; 32], rx.local_addr().unwrap()).expect("send");
             let mut buf = [0u8; 64];
             let n = rx.recv(&mut buf).expect("the counter passes every packet");
             assert_eq!(n, 32);
@@ -960,12 +863,9 @@ fn client_hello_arrives(ns: &NetNs, sni: &str) -> bool {
     let hello = client_hello(sni, 12, 5);
     ns.run_inside(move || {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .expect("the handshake (no payload) passes");
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("the handshake (no payload) passes");
         let (mut server, _) = listener.accept().expect("accept");
-        server
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         client.write_all(&hello).expect("send");
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
@@ -973,14 +873,7 @@ fn client_hello_arrives(ns: &NetNs, sni: &str) -> bool {
             match server.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
                 Err(e) => panic!("read: {e}"),
             }
         }
@@ -1010,8 +903,5 @@ fn sni_filter_drops_real_client_hellos_on_lo() {
     );
     assert!(!client_hello_arrives(&ns, EVIL), "a ClientHello for {EVIL}");
     let count = le_u64(&blocklist.lookup(&cstr(EVIL, 64)).unwrap().unwrap());
-    assert!(
-        count >= 1,
-        "the drops are counted ({count}; TCP retransmits)"
-    );
+    assert!(count >= 1, "the drops are counted ({count}; TCP retransmits)");
 }

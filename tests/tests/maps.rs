@@ -14,7 +14,8 @@ fn load(src: &str) -> Option<Harness> {
     if !kernel_or_skip() {
         return None;
     }
-    let compiled = compile_source(src, "maps_test.lua", &Options::default()).unwrap_or_else(|f| panic!("{}", f.render()));
+    let compiled =
+        compile_source(src, "maps_test.lua", &Options::default()).unwrap_or_else(|f| panic!("{}", f.render()));
     Some(Harness::from_compiled(compiled, "maps_test.lua"))
 }
 
@@ -50,7 +51,11 @@ return xdp.program(f, {{ name = 'static_tables' }})"
     assert_eq!(h.run(&packet(8080, b"nothing")), PASS, "false value is falsy");
     assert_eq!(h.run(&packet(80, b"nothing")), PASS, "missing key");
     assert_eq!(h.run(&packet(80, b"drop.me")), DROP);
-    assert_eq!(h.run(&packet(80, b"tx.me\0\0")), TX, "trailing zero bytes are the same key");
+    assert_eq!(
+        h.run(&packet(80, b"tx.me\0\0")),
+        TX,
+        "trailing zero bytes are the same key"
+    );
     // User space sees and changes the static table like any map.
     let ports = h.map("blocked_ports");
     let key = 80i64.to_le_bytes();
@@ -58,7 +63,10 @@ return xdp.program(f, {{ name = 'static_tables' }})"
     assert_eq!(h.run(&packet(80, b"nothing")), DROP);
     let mut k = [0u8; 64];
     k[..7].copy_from_slice(b"drop.me");
-    assert_eq!(h.map("verdict_of").lookup(&k).unwrap(), Some(1i64.to_le_bytes().to_vec()));
+    assert_eq!(
+        h.map("verdict_of").lookup(&k).unwrap(),
+        Some(1i64.to_le_bytes().to_vec())
+    );
 }
 
 #[test]
@@ -90,7 +98,11 @@ return xdp.program(f, {{ name = 'records' }})"
     // Layout: hits u64 @0, port u16 @8, tag c8 @10; size 24 (aligned to 8).
     assert_eq!(v.len(), 24);
     assert_eq!(u64::from_le_bytes(v[0..8].try_into().unwrap()), 3);
-    assert_eq!(u16::from_le_bytes(v[8..10].try_into().unwrap()), 0, "omitted field is zero");
+    assert_eq!(
+        u16::from_le_bytes(v[8..10].try_into().unwrap()),
+        0,
+        "omitted field is zero"
+    );
     assert_eq!(&v[10..18], b"seen\0\0\0\0");
 }
 
@@ -114,7 +126,10 @@ return xdp.program(f, {{ name = 'counters' }})"
     let Some(h) = load(&src) else { return };
     assert_eq!(h.run_repeat(&packet(80, b"\x05"), 10), PASS);
     let key = 7u32.to_le_bytes();
-    assert_eq!(h.map("counts").lookup(&key).unwrap(), Some(50u64.to_le_bytes().to_vec()));
+    assert_eq!(
+        h.map("counts").lookup(&key).unwrap(),
+        Some(50u64.to_le_bytes().to_vec())
+    );
     assert_eq!(h.run(&packet(80, b"d")), DROP);
     assert_eq!(h.map("counts").lookup(&key).unwrap(), None, "m[k] = nil deletes");
 }
@@ -140,11 +155,21 @@ end
 return xdp.program(f, {{ name = 'key_formats', default = 0 }})"
     );
     let Some(h) = load(&src) else { return };
-    h.map("small").update(&[44], &1i64.to_le_bytes(), UpdateMode::Any).unwrap();
+    h.map("small")
+        .update(&[44], &1i64.to_le_bytes(), UpdateMode::Any)
+        .unwrap();
     // 300 = 0x012c: its low byte is 44, but 300 is not 44.
-    assert_eq!(h.run(&packet(80, &[0x2c, 0x01, 0])), PASS, "an out-of-range key is not found");
+    assert_eq!(
+        h.run(&packet(80, &[0x2c, 0x01, 0])),
+        PASS,
+        "an out-of-range key is not found"
+    );
     assert_eq!(h.run(&packet(80, &[0x2c, 0x00, 0])), DROP, "44 is found");
-    assert_eq!(h.run(&packet(80, &[0x2c, 0x01, b's'])), 0, "storing an out-of-range key is a runtime error");
+    assert_eq!(
+        h.run(&packet(80, &[0x2c, 0x01, b's'])),
+        0,
+        "storing an out-of-range key is a runtime error"
+    );
     assert_eq!(h.run(&packet(80, &[0x2d, 0x00, b's'])), TX);
     let mut k = [0u8; 8];
     k[..8].copy_from_slice(b"abcdefgh");

@@ -65,7 +65,11 @@ pub(crate) fn module(lua: &Lua, st: &Shared, name: &str) -> mlua::Result<Table> 
             })?;
             add(st, &table, name, "program", f)?;
         }
-        _ => return Err(mlua::Error::runtime(format!("internal error: no built-in module `{name}`"))),
+        _ => {
+            return Err(mlua::Error::runtime(format!(
+                "internal error: no built-in module `{name}`"
+            )))
+        }
     }
     Ok(table)
 }
@@ -102,7 +106,11 @@ fn byteorder(lua: &Lua, st: &Shared, table: &Table) -> mlua::Result<()> {
 /// `bpf.ktime`, `bpf.random` and `bpf.cpu` only mean something in the kernel: calling them in
 /// the body is an error that says so. `bpf.print` prints to stderr, formatted like Lua.
 fn kernel_services(lua: &Lua, st: &Shared, table: &Table) -> mlua::Result<()> {
-    for (name, what) in [("ktime", "reads the kernel's clock"), ("random", "asks the kernel for a random number"), ("cpu", "tells which CPU runs the program")] {
+    for (name, what) in [
+        ("ktime", "reads the kernel's clock"),
+        ("random", "asks the kernel for a random number"),
+        ("cpu", "tells which CPU runs the program"),
+    ] {
         let f = lua.create_function({
             let st = st.clone();
             move |lua, _: MultiValue| -> mlua::Result<()> {

@@ -41,7 +41,9 @@ pub(crate) fn collect(getupvalue: &Function, s: &State, returned: &[usize]) -> R
     let mut programs = Vec::new();
     for &built in returned {
         let Some(p) = s.programs.get(built) else { continue };
-        let ConstValue::Function(entry) = c.function(p.func.clone(), None) else { continue };
+        let ConstValue::Function(entry) = c.function(p.func.clone(), None) else {
+            continue;
+        };
         programs.push(ProgramDecl {
             name: p.name.clone(),
             hook: p.hook.clone(),
@@ -57,7 +59,12 @@ pub(crate) fn collect(getupvalue: &Function, s: &State, returned: &[usize]) -> R
     if !c.diags.is_empty() {
         return Err(c.diags);
     }
-    Ok(Collected { programs, maps, functions, tables: c.tables })
+    Ok(Collected {
+        programs,
+        maps,
+        functions,
+        tables: c.tables,
+    })
 }
 
 /// A function found but not finished: its syntax is fetched at the end, per file.
@@ -149,7 +156,13 @@ impl Collector<'_> {
             return ConstValue::Other("function".into());
         }
         let id = self.functions.len();
-        self.functions.push(Pending { file: 0, ordinal: None, name: String::new(), span: Span::default(), upvalues: Vec::new() });
+        self.functions.push(Pending {
+            file: 0,
+            ordinal: None,
+            name: String::new(),
+            span: Span::default(),
+            upvalues: Vec::new(),
+        });
         self.func_ids.insert(key, id);
         self.work.push_back(Work::Function(id, f, hint.map(str::to_string)));
         ConstValue::Function(id)
@@ -162,7 +175,11 @@ impl Collector<'_> {
         }
         let id = self.tables.len();
         let span = hint.and_then(|h| self.local_table_span(h));
-        self.tables.push(ConstTable { entries: Vec::new(), span, name: hint.map(str::to_string) });
+        self.tables.push(ConstTable {
+            entries: Vec::new(),
+            span,
+            name: hint.map(str::to_string),
+        });
         self.table_ids.insert(key, id);
         self.work.push_back(Work::Table(id, t));
         ConstValue::Table(id)
@@ -174,7 +191,9 @@ impl Collector<'_> {
         let (file, before) = self.current?;
         let locals = &self.s.index(file)?.local_tables;
         let before_it = locals.iter().rev().find(|(n, span)| n == name && span.start < before);
-        before_it.or_else(|| locals.iter().find(|(n, _)| n == name)).map(|(_, span)| *span)
+        before_it
+            .or_else(|| locals.iter().find(|(n, _)| n == name))
+            .map(|(_, span)| *span)
     }
 
     fn process_function(&mut self, id: FuncId, f: &Function, hint: Option<String>) {
@@ -182,16 +201,26 @@ impl Collector<'_> {
         let source = info.source.unwrap_or_default();
         let (line, last_line) = (info.line_defined.unwrap_or(0), info.last_line_defined.unwrap_or(0));
         let Some(&file) = self.s.chunks.get(&source) else {
-            self.diags.push(Diagnostic::new(Span::default(), format!("internal error: a compiled function comes from unknown code `{source}`"), "")
-                .hint("this is a bug in luabpf"));
+            self.diags.push(
+                Diagnostic::new(
+                    Span::default(),
+                    format!("internal error: a compiled function comes from unknown code `{source}`"),
+                    "",
+                )
+                .hint("this is a bug in luabpf"),
+            );
             return;
         };
-        let Some(site) = self.site(file, line, last_line) else { return };
+        let Some(site) = self.site(file, line, last_line) else {
+            return;
+        };
         let name = function_name(hint.as_deref(), site.name.as_deref());
         self.current = Some((file, site.span.start));
         let mut upvalues = Vec::new();
         for i in 1..=info.num_upvalues as i64 {
-            let Ok((Some(up), value)) = self.getupvalue.call::<(Option<String>, Value)>((f.clone(), i)) else { continue };
+            let Ok((Some(up), value)) = self.getupvalue.call::<(Option<String>, Value)>((f.clone(), i)) else {
+                continue;
+            };
             if up == "_ENV" {
                 continue;
             }
@@ -199,17 +228,26 @@ impl Collector<'_> {
             upvalues.push((up, converted));
         }
         if let Some(p) = self.functions.get_mut(id) {
-            *p = Pending { file, ordinal: Some(site.ordinal), name, span: site.span, upvalues };
+            *p = Pending {
+                file,
+                ordinal: Some(site.ordinal),
+                name,
+                span: site.span,
+                upvalues,
+            };
         }
     }
 
     /// The one syntax site of a function defined at `line`..`last_line` of `file`.
     fn site(&mut self, file: FileId, line: usize, last_line: usize) -> Option<FnSite> {
         let s = self.s;
-        let sites = self.sites.entry(file).or_insert_with(|| match s.files.get(file as usize) {
-            Some(Some(loaded)) => function_sites(file, &loaded.ast),
-            _ => Vec::new(),
-        });
+        let sites = self
+            .sites
+            .entry(file)
+            .or_insert_with(|| match s.files.get(file as usize) {
+                Some(Some(loaded)) => function_sites(file, &loaded.ast),
+                _ => Vec::new(),
+            });
         let found: Vec<&FnSite> = sites.iter().filter(|site| site.matches(line, last_line)).collect();
         if let [one] = found.as_slice() {
             return Some((*one).clone());
@@ -219,8 +257,12 @@ impl Collector<'_> {
         }
         match found.as_slice() {
             [] => {
-                let d = Diagnostic::new(line_span(&s.db, file, line), "internal error: cannot find the source of this function", "defined here")
-                    .hint("this is a bug in luabpf; putting the function on its own lines may work around it");
+                let d = Diagnostic::new(
+                    line_span(&s.db, file, line),
+                    "internal error: cannot find the source of this function",
+                    "defined here",
+                )
+                .hint("this is a bug in luabpf; putting the function on its own lines may work around it");
                 self.diags.push(d);
                 None
             }
@@ -282,7 +324,12 @@ impl Collector<'_> {
         let mut out: Vec<MapDecl> = Vec::new();
         for (id, m) in self.s.maps.iter().enumerate() {
             let derived = self.map_names.get(id).cloned().flatten();
-            let name = m.explicit_name.clone().or(derived).or_else(|| m.target_name.clone()).unwrap_or_else(|| format!("map{id}"));
+            let name = m
+                .explicit_name
+                .clone()
+                .or(derived)
+                .or_else(|| m.target_name.clone())
+                .unwrap_or_else(|| format!("map{id}"));
             if let Some(first) = out.iter().find(|other| other.name == name) {
                 self.diags.push(
                     Diagnostic::new(m.span, format!("two maps are named `{name}`"), "this map")
@@ -322,11 +369,21 @@ impl Collector<'_> {
         let mut out = Vec::new();
         for p in std::mem::take(&mut self.functions) {
             match p.ordinal.and_then(|o| bodies.remove(&(p.file, o))) {
-                Some(body) => out.push(FunctionDecl { file: p.file, name: p.name, body, span: p.span, upvalues: p.upvalues }),
+                Some(body) => out.push(FunctionDecl {
+                    file: p.file,
+                    name: p.name,
+                    body,
+                    span: p.span,
+                    upvalues: p.upvalues,
+                }),
                 // Already reported (no unique site), or a bug: ids would no longer match.
                 None if self.diags.is_empty() => self.diags.push(
-                    Diagnostic::new(p.span, "internal error: lost the syntax of a compiled function", "this function")
-                        .hint("this is a bug in luabpf"),
+                    Diagnostic::new(
+                        p.span,
+                        "internal error: lost the syntax of a compiled function",
+                        "this function",
+                    )
+                    .hint("this is a bug in luabpf"),
                 ),
                 None => {}
             }

@@ -23,8 +23,15 @@ pub(crate) fn diagnostics(err: &mlua::Error, s: &State, main: FileId, last: &Las
         mlua::Error::MemoryError(_) => {
             let (source, line) = last.try_borrow().map(|p| p.clone()).unwrap_or((None, None));
             let span = position_span(s, main, source.as_deref(), line);
-            vec![Diagnostic::new(span, format!("the compile-time body ran out of memory (limit {} MiB)", MEMORY_LIMIT >> 20), "running around here")
-                .hint("look for a loop that keeps growing a table or a string")]
+            vec![Diagnostic::new(
+                span,
+                format!(
+                    "the compile-time body ran out of memory (limit {} MiB)",
+                    MEMORY_LIMIT >> 20
+                ),
+                "running around here",
+            )
+            .hint("look for a loop that keeps growing a table or a string")]
         }
         mlua::Error::SyntaxError { message, .. } => {
             let (mut span, text) = locate(s, message).unwrap_or((Span::new(main, 0, 0), message.clone()));
@@ -32,7 +39,11 @@ pub(crate) fn diagnostics(err: &mlua::Error, s: &State, main: FileId, last: &Las
             // block's end and names the real line in the message ("... at line 6").
             if let Some(line) = at_line(&text) {
                 span = line_span(&s.db, span.file, line);
-                let word = if text.contains("break outside") { "break" } else { "goto" };
+                let word = if text.contains("break outside") {
+                    "break"
+                } else {
+                    "goto"
+                };
                 if let Some(f) = s.db.files.get(span.file as usize) {
                     if let Some(k) = f.text.get(span.start..span.end).and_then(|l| l.find(word)) {
                         span = Span::new(span.file, span.start + k, span.start + k + word.len());
@@ -52,9 +63,13 @@ pub(crate) fn diagnostics(err: &mlua::Error, s: &State, main: FileId, last: &Las
 
 fn did_not_finish(s: &State, main: FileId, source: Option<&str>, line: Option<usize>) -> Diagnostic {
     let span = position_span(s, main, source, line);
-    Diagnostic::new(span, "the compile-time body did not finish", format!("still running here after {INSTRUCTION_BUDGET} Lua instructions"))
-        .hint("the file's top level runs once, at compile time: look for a loop that never ends")
-        .hint("functions handed to a program constructor run in the kernel, not here")
+    Diagnostic::new(
+        span,
+        "the compile-time body did not finish",
+        format!("still running here after {INSTRUCTION_BUDGET} Lua instructions"),
+    )
+    .hint("the file's top level runs once, at compile time: look for a loop that never ends")
+    .hint("functions handed to a program constructor run in the kernel, not here")
 }
 
 fn position_span(s: &State, main: FileId, source: Option<&str>, line: Option<usize>) -> Span {
@@ -77,9 +92,16 @@ fn runtime_error(err: &mlua::Error, s: &State, main: FileId) -> Diagnostic {
     let first_line = message.lines().next().unwrap_or("").to_string();
     let (span, text) = match locate(s, &first_line) {
         Some(found) => found,
-        None => (locate(s, &err.to_string()).map_or(Span::new(main, 0, 0), |(span, _)| span), first_line),
+        None => (
+            locate(s, &err.to_string()).map_or(Span::new(main, 0, 0), |(span, _)| span),
+            first_line,
+        ),
     };
-    let text = if text.is_empty() { "error in the compile-time body".to_string() } else { text };
+    let text = if text.is_empty() {
+        "error in the compile-time body".to_string()
+    } else {
+        text
+    };
     let hint = hint_for(&text);
     Diagnostic::new(span, format!("error in the compile-time body: {text}"), "raised here").hint(hint)
 }
@@ -122,7 +144,9 @@ fn locate(s: &State, text: &str) -> Option<(Span, String)> {
                 if digits == 0 || !rest[digits..].starts_with(':') {
                     continue;
                 }
-                let Ok(line) = rest[..digits].parse::<usize>() else { continue };
+                let Ok(line) = rest[..digits].parse::<usize>() else {
+                    continue;
+                };
                 if best.is_none_or(|b| pos < b.0) {
                     best = Some((pos, file, line, from + 1 + digits + 1));
                 }
@@ -131,7 +155,11 @@ fn locate(s: &State, text: &str) -> Option<(Span, String)> {
         }
     }
     let (pos, file, line, end) = best?;
-    let message = if pos == 0 { text[end..].trim_start().to_string() } else { text.to_string() };
+    let message = if pos == 0 {
+        text[end..].trim_start().to_string()
+    } else {
+        text.to_string()
+    };
     Some((line_span(&s.db, file, line), message))
 }
 

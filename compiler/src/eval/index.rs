@@ -51,7 +51,11 @@ pub(crate) struct FileIndex {
 
 impl FileIndex {
     pub fn build(file: FileId, ast: &Ast) -> FileIndex {
-        let mut v = IndexVisitor { file, index: FileIndex::default(), targets: HashMap::new() };
+        let mut v = IndexVisitor {
+            file,
+            index: FileIndex::default(),
+            targets: HashMap::new(),
+        };
         v.visit_ast(ast);
         let mut index = v.index;
         if let Some(ast::LastStmt::Return(ret)) = ast.nodes().last_stmt() {
@@ -144,7 +148,11 @@ impl Visitor for IndexVisitor {
         }
         let mut sorted: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
         sorted.sort();
-        self.index.records.push(RecordSite { span: span_of(self.file, table), fields, sorted });
+        self.index.records.push(RecordSite {
+            span: span_of(self.file, table),
+            fields,
+            sorted,
+        });
     }
 
     fn visit_attribute(&mut self, attribute: &ast::lua54::Attribute) {
@@ -264,7 +272,13 @@ impl FnSite {
 
 /// Every function definition of a file, in walk order.
 pub(crate) fn function_sites(file: FileId, ast: &Ast) -> Vec<FnSite> {
-    let mut v = SiteVisitor { file, sites: Vec::new(), ordinal: 0, wanted: None, bodies: HashMap::new() };
+    let mut v = SiteVisitor {
+        file,
+        sites: Vec::new(),
+        ordinal: 0,
+        wanted: None,
+        bodies: HashMap::new(),
+    };
     v.visit_ast(ast);
     v.sites
 }
@@ -272,7 +286,13 @@ pub(crate) fn function_sites(file: FileId, ast: &Ast) -> Vec<FnSite> {
 /// Clones the bodies of the sites with the given ordinals (only those: bodies nest, and
 /// cloning every one would copy inner functions many times).
 pub(crate) fn clone_bodies(file: FileId, ast: &Ast, wanted: &HashSet<usize>) -> HashMap<usize, FunctionBody> {
-    let mut v = SiteVisitor { file, sites: Vec::new(), ordinal: 0, wanted: Some(wanted), bodies: HashMap::new() };
+    let mut v = SiteVisitor {
+        file,
+        sites: Vec::new(),
+        ordinal: 0,
+        wanted: Some(wanted),
+        bodies: HashMap::new(),
+    };
     v.visit_ast(ast);
     v.bodies
 }

@@ -26,10 +26,14 @@ pub(crate) struct MapObj(pub usize);
 impl UserData for MapObj {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_meta_method(MetaMethod::Index, |_, _, _: Value| -> mlua::Result<()> {
-            Err(mlua::Error::runtime("a map cannot be read at compile time: it only exists in the kernel"))
+            Err(mlua::Error::runtime(
+                "a map cannot be read at compile time: it only exists in the kernel",
+            ))
         });
         methods.add_meta_method(MetaMethod::NewIndex, |_, _, _: MultiValue| -> mlua::Result<()> {
-            Err(mlua::Error::runtime("a map cannot be written at compile time: it only exists in the kernel"))
+            Err(mlua::Error::runtime(
+                "a map cannot be written at compile time: it only exists in the kernel",
+            ))
         });
         methods.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(format!("map#{}", this.0)));
     }
@@ -45,11 +49,23 @@ struct CallInfo {
 impl CallInfo {
     fn of(s: &State, lua: &Lua, callee: &str) -> CallInfo {
         let Some((file, line)) = s.caller(lua) else {
-            return CallInfo { span: Span::new(0, 0, 0), target: None, options: Vec::new() };
+            return CallInfo {
+                span: Span::new(0, 0, 0),
+                target: None,
+                options: Vec::new(),
+            };
         };
         match s.index(file).and_then(|index| index.call_at(line, callee)) {
-            Some(call) => CallInfo { span: call.span, target: call.target.clone(), options: call.options.clone() },
-            None => CallInfo { span: s.call_span(file, line, callee), target: None, options: Vec::new() },
+            Some(call) => CallInfo {
+                span: call.span,
+                target: call.target.clone(),
+                options: call.options.clone(),
+            },
+            None => CallInfo {
+                span: s.call_span(file, line, callee),
+                target: None,
+                options: Vec::new(),
+            },
         }
     }
 
@@ -82,8 +98,12 @@ pub(crate) fn constructor(lua: &Lua, st: &Shared, kind: MapKind, args: MultiValu
 fn declare(s: &State, call: &CallInfo, kind: MapKind, args: MultiValue) -> Result<MapEntry, Diagnostic> {
     let ctor = kind.name();
     if kind == MapKind::Ringbuf {
-        return Err(Diagnostic::new(call.span, "`map.ringbuf` is not supported yet", "ring buffer declared here")
-            .hint("for now, report events to user space through a hash or array map that user space reads"));
+        return Err(Diagnostic::new(
+            call.span,
+            "`map.ringbuf` is not supported yet",
+            "ring buffer declared here",
+        )
+        .hint("for now, report events to user space through a hash or array map that user space reads"));
     }
     let usage = || {
         Diagnostic::new(call.span, format!("bad arguments to `map.{ctor}`"), "in this call").hint(format!(
@@ -99,30 +119,47 @@ fn declare(s: &State, call: &CallInfo, kind: MapKind, args: MultiValue) -> Resul
     let options = read_options(opts).map_err(|_| usage())?;
     for (key, _) in &options {
         if !["key", "value", "entries", "name"].contains(&key.as_str()) {
-            return Err(Diagnostic::new(call.option(s, key), format!("unknown option `{key}` for `map.{ctor}`"), "unknown option")
-                .hint("the options are `key`, `value`, `entries` and `name`"));
+            return Err(Diagnostic::new(
+                call.option(s, key),
+                format!("unknown option `{key}` for `map.{ctor}`"),
+                "unknown option",
+            )
+            .hint("the options are `key`, `value`, `entries` and `name`"));
         }
     }
     let get = |key: &str| options.iter().find(|(k, _)| k == key).map(|(_, v)| v);
     let explicit_name = map_name(s, call, name_arg, get("name"))?;
     let key = match get("key") {
         Some(v) => format_of(s, v, call.option(s, "key"), Some(call.option(s, "key")), 0)?,
-        None if kind.is_array() => Format::Int { bytes: 4, signed: false },
+        None if kind.is_array() => Format::Int {
+            bytes: 4,
+            signed: false,
+        },
         None => {
-            return Err(Diagnostic::new(call.span, format!("`map.{ctor}` needs a `key` format"), "in this map")
-                .hint(format!("add `key = \"I4\"` (or another format); {FORMAT_HINT}")))
+            return Err(
+                Diagnostic::new(call.span, format!("`map.{ctor}` needs a `key` format"), "in this map")
+                    .hint(format!("add `key = \"I4\"` (or another format); {FORMAT_HINT}")),
+            )
         }
     };
     let value = match get("value") {
         Some(v) => format_of(s, v, call.option(s, "value"), Some(call.option(s, "value")), 0)?,
         None => {
-            return Err(Diagnostic::new(call.span, format!("`map.{ctor}` needs a `value` format"), "in this map")
-                .hint(format!("add `value = \"I8\"` (or another format); {FORMAT_HINT}")))
+            return Err(
+                Diagnostic::new(call.span, format!("`map.{ctor}` needs a `value` format"), "in this map")
+                    .hint(format!("add `value = \"I8\"` (or another format); {FORMAT_HINT}")),
+            )
         }
     };
     if kind.is_array() && !matches!(key, Format::Int { bytes: 4, .. }) {
-        return Err(Diagnostic::new(call.option(s, "key"), "the key of an array map must be a 4-byte integer", "not `I4`")
-            .hint("an array is indexed by position: write `key = \"I4\"` or leave `key` out; use `map.hash` for other keys"));
+        return Err(Diagnostic::new(
+            call.option(s, "key"),
+            "the key of an array map must be a 4-byte integer",
+            "not `I4`",
+        )
+        .hint(
+            "an array is indexed by position: write `key = \"I4\"` or leave `key` out; use `map.hash` for other keys",
+        ));
     }
     let max_entries = entries(s, call, get("entries"), ctor)?;
     Ok(MapEntry {
@@ -156,7 +193,12 @@ fn read_options(table: &Table) -> Result<Vec<(String, Value)>, ()> {
     Ok(out)
 }
 
-fn map_name(s: &State, call: &CallInfo, arg: Option<&Value>, option: Option<&Value>) -> Result<Option<String>, Diagnostic> {
+fn map_name(
+    s: &State,
+    call: &CallInfo,
+    arg: Option<&Value>,
+    option: Option<&Value>,
+) -> Result<Option<String>, Diagnostic> {
     let check = |v: &Value, span: Span| match v {
         Value::String(name) => {
             let name = name.to_string_lossy();
@@ -167,14 +209,22 @@ fn map_name(s: &State, call: &CallInfo, arg: Option<&Value>, option: Option<&Val
                     .hint("a map name is a C-like identifier: letters, digits and `_`, not starting with a digit"))
             }
         }
-        other => Err(Diagnostic::new(span, format!("a map name must be a string, got {}", crate::eval::a_type(other)), "bad name")
-            .hint("write the name as a string: `map.hash(\"flows\", { ... })`")),
+        other => Err(Diagnostic::new(
+            span,
+            format!("a map name must be a string, got {}", crate::eval::a_type(other)),
+            "bad name",
+        )
+        .hint("write the name as a string: `map.hash(\"flows\", { ... })`")),
     };
     let from_arg = arg.map(|v| check(v, call.span)).transpose()?;
     let from_option = option.map(|v| check(v, call.option(s, "name"))).transpose()?;
     match (from_arg, from_option) {
-        (Some(a), Some(b)) if a != b => Err(Diagnostic::new(call.span, format!("the map is named both `{a}` and `{b}`"), "two names")
-            .hint("give the name once, as the first argument or as `name =`")),
+        (Some(a), Some(b)) if a != b => {
+            Err(
+                Diagnostic::new(call.span, format!("the map is named both `{a}` and `{b}`"), "two names")
+                    .hint("give the name once, as the first argument or as `name =`"),
+            )
+        }
         (a, b) => Ok(a.or(b)),
     }
 }
@@ -183,8 +233,10 @@ fn entries(s: &State, call: &CallInfo, value: Option<&Value>, ctor: &str) -> Res
     let span = call.option(s, "entries");
     let n = match value {
         None => {
-            return Err(Diagnostic::new(call.span, format!("`map.{ctor}` needs `entries`"), "in this map")
-                .hint("add `entries = 1024` (the maximum number of entries)"))
+            return Err(
+                Diagnostic::new(call.span, format!("`map.{ctor}` needs `entries`"), "in this map")
+                    .hint("add `entries = 1024` (the maximum number of entries)"),
+            )
         }
         Some(Value::Integer(n)) => Some(*n),
         Some(Value::Number(f)) if f.fract() == 0.0 && f.abs() < 1e18 => Some(*f as i64),
@@ -192,8 +244,10 @@ fn entries(s: &State, call: &CallInfo, value: Option<&Value>, ctor: &str) -> Res
     };
     match n {
         Some(n) if (1..=u32::MAX as i64).contains(&n) => Ok(n as u32),
-        _ => Err(Diagnostic::new(span, "`entries` must be a positive integer", "not a positive integer")
-            .hint(format!("the maximum number of entries, from 1 to {}", u32::MAX))),
+        _ => Err(
+            Diagnostic::new(span, "`entries` must be a positive integer", "not a positive integer")
+                .hint(format!("the maximum number of entries, from 1 to {}", u32::MAX)),
+        ),
     }
 }
 
@@ -204,7 +258,8 @@ fn format_of(s: &State, v: &Value, at: Span, search: Option<Span>, depth: usize)
         Value::String(text) => {
             let text = text.to_string_lossy();
             scalar_format(&text).ok_or_else(|| {
-                let mut d = Diagnostic::new(at, format!("unknown format `{text}`"), "not a map format").hint(FORMAT_HINT);
+                let mut d =
+                    Diagnostic::new(at, format!("unknown format `{text}`"), "not a map format").hint(FORMAT_HINT);
                 if text.trim().len() > 2 && !text.trim().starts_with('c') {
                     d = d.hint("one format describes one field: for several fields, use a table of named fields");
                 }
@@ -212,8 +267,15 @@ fn format_of(s: &State, v: &Value, at: Span, search: Option<Span>, depth: usize)
             })
         }
         Value::Table(table) => record_format(s, table, at, search, depth),
-        other => Err(Diagnostic::new(at, format!("a map format must be a string or a table, got {}", crate::eval::a_type(other)), "not a map format")
-            .hint(FORMAT_HINT)),
+        other => Err(Diagnostic::new(
+            at,
+            format!(
+                "a map format must be a string or a table, got {}",
+                crate::eval::a_type(other)
+            ),
+            "not a map format",
+        )
+        .hint(FORMAT_HINT)),
     }
 }
 
@@ -242,35 +304,52 @@ pub(crate) fn scalar_format(text: &str) -> Option<Format> {
 
 fn record_format(s: &State, table: &Table, at: Span, search: Option<Span>, depth: usize) -> Result<Format, Diagnostic> {
     if depth >= MAX_RECORD_DEPTH {
-        return Err(Diagnostic::new(at, "record formats nest too deep", "here")
-            .hint(format!("records may contain records up to {MAX_RECORD_DEPTH} levels (is the table recursive?)")));
+        return Err(
+            Diagnostic::new(at, "record formats nest too deep", "here").hint(format!(
+                "records may contain records up to {MAX_RECORD_DEPTH} levels (is the table recursive?)"
+            )),
+        );
     }
     let fields = read_options(table).map_err(|_| {
         Diagnostic::new(at, "a record format's fields must be named", "not a record")
             .hint("write `{ saddr = \"I4\", dport = \"I2\" }`: each field a name and a format")
     })?;
     if fields.is_empty() {
-        return Err(Diagnostic::new(at, "a record format needs at least one field", "empty record")
-            .hint("write `{ hits = \"I8\" }`, or a plain format like `\"I8\"`"));
+        return Err(
+            Diagnostic::new(at, "a record format needs at least one field", "empty record")
+                .hint("write `{ hits = \"I8\" }`, or a plain format like `\"I8\"`"),
+        );
     }
     if let Some((bad, _)) = fields.iter().find(|(name, _)| !crate::eval::valid_identifier(name)) {
-        return Err(Diagnostic::new(at, format!("`{bad}` cannot name a record field"), "bad field name")
-            .hint("field names are C-like identifiers (they name the fields in BTF)"));
+        return Err(
+            Diagnostic::new(at, format!("`{bad}` cannot name a record field"), "bad field name")
+                .hint("field names are C-like identifiers (they name the fields in BTF)"),
+        );
     }
     let mut sorted: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
     sorted.sort();
     let site = record_site(s, &sorted, at, search)?;
     let mut out = Vec::with_capacity(site.fields.len());
     for (name, value_span) in &site.fields {
-        let Some((_, value)) = fields.iter().find(|(n, _)| n == name) else { continue };
-        out.push((name.clone(), format_of(s, value, *value_span, Some(*value_span), depth + 1)?));
+        let Some((_, value)) = fields.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        out.push((
+            name.clone(),
+            format_of(s, value, *value_span, Some(*value_span), depth + 1)?,
+        ));
     }
     Ok(Format::record(out))
 }
 
 /// The table constructor that wrote this record: inside `search` if possible, else the one
 /// (or several agreeing) constructors with these names anywhere in the loaded files.
-fn record_site<'s>(s: &'s State, sorted: &[String], at: Span, search: Option<Span>) -> Result<&'s RecordSite, Diagnostic> {
+fn record_site<'s>(
+    s: &'s State,
+    sorted: &[String],
+    at: Span,
+    search: Option<Span>,
+) -> Result<&'s RecordSite, Diagnostic> {
     let candidates: Vec<&RecordSite> = s
         .files
         .iter()

@@ -78,28 +78,58 @@ fn declare(s: &State, span: Span, kind: HookKind, args: MultiValue) -> Result<Pr
     let module = kind.module();
     let args = args.into_vec();
     let usage = |what: String| {
-        Diagnostic::new(span, what, "in this call")
-            .hint(format!("write `{module}.program(fn, {{ name = \"...\" }})` with a function defined in Lua"))
+        Diagnostic::new(span, what, "in this call").hint(format!(
+            "write `{module}.program(fn, {{ name = \"...\" }})` with a function defined in Lua"
+        ))
     };
     let func = match args.first() {
         Some(Value::Function(f)) if is_lua_function(s, f) => f.clone(),
-        Some(Value::Function(_)) => return Err(usage(format!("`{module}.program` needs a function written in Lua, not a built-in"))),
-        Some(other) => return Err(usage(format!("`{module}.program` expects a function, got {}", crate::eval::a_type(other)))),
+        Some(Value::Function(_)) => {
+            return Err(usage(format!(
+                "`{module}.program` needs a function written in Lua, not a built-in"
+            )))
+        }
+        Some(other) => {
+            return Err(usage(format!(
+                "`{module}.program` expects a function, got {}",
+                crate::eval::a_type(other)
+            )))
+        }
         None => return Err(usage(format!("`{module}.program` expects a function"))),
     };
     let options = match args.get(1) {
         None | Some(Value::Nil) => Vec::new(),
-        Some(Value::Table(t)) => read_options(t).ok_or_else(|| usage("the options must be a table with named fields".into()))?,
-        Some(other) => return Err(usage(format!("the options must be a table, got {}", crate::eval::a_type(other)))),
+        Some(Value::Table(t)) => {
+            read_options(t).ok_or_else(|| usage("the options must be a table with named fields".into()))?
+        }
+        Some(other) => {
+            return Err(usage(format!(
+                "the options must be a table, got {}",
+                crate::eval::a_type(other)
+            )))
+        }
     };
     if args.len() > 2 {
-        return Err(usage(format!("`{module}.program` takes a function and an options table")));
+        return Err(usage(format!(
+            "`{module}.program` takes a function and an options table"
+        )));
     }
     let opt_span = |name: &str| s.option_span(span, name);
     for (key, _) in &options {
         if !kind.options().contains(&key.as_str()) {
-            return Err(Diagnostic::new(opt_span(key), format!("unknown option `{key}` for `{module}.program`"), "unknown option")
-                .hint(format!("the options are {}", kind.options().iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "))));
+            return Err(Diagnostic::new(
+                opt_span(key),
+                format!("unknown option `{key}` for `{module}.program`"),
+                "unknown option",
+            )
+            .hint(format!(
+                "the options are {}",
+                kind.options()
+                    .iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
     }
     let get = |key: &str| options.iter().find(|(k, _)| k == key).map(|(_, v)| v);
@@ -107,25 +137,45 @@ fn declare(s: &State, span: Span, kind: HookKind, args: MultiValue) -> Result<Pr
         None => s.default_name.clone(),
         Some(Value::String(n)) if crate::eval::valid_identifier(&n.to_string_lossy()) => n.to_string_lossy(),
         Some(_) => {
-            return Err(Diagnostic::new(opt_span("name"), "a program name must be an identifier string", "bad name")
-                .hint("letters, digits and `_`, not starting with a digit: it names the ELF symbol and the pin"))
+            return Err(Diagnostic::new(
+                opt_span("name"),
+                "a program name must be an identifier string",
+                "bad name",
+            )
+            .hint("letters, digits and `_`, not starting with a digit: it names the ELF symbol and the pin"))
         }
     };
     let default_verdict = match get("default") {
         None => kind.default_verdict(),
         Some(v) => verdict(v, kind).ok_or_else(|| {
             let (module, verdicts) = kind.verdicts();
-            let names = verdicts.iter().map(|(n, v)| format!("{n} = {v}")).collect::<Vec<_>>().join(", ");
-            Diagnostic::new(opt_span("default"), "`default` must be one of the hook's verdicts", "not a verdict")
-                .hint(format!("use a constant of `{module}`: {names}"))
+            let names = verdicts
+                .iter()
+                .map(|(n, v)| format!("{n} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Diagnostic::new(
+                opt_span("default"),
+                "`default` must be one of the hook's verdicts",
+                "not a verdict",
+            )
+            .hint(format!("use a constant of `{module}`: {names}"))
         })?,
     };
     let hook = match kind {
         HookKind::Xdp => Hook::Xdp,
-        HookKind::Tc => Hook::Tc { egress: tc_egress(get("egress"), opt_span("egress"))? },
+        HookKind::Tc => Hook::Tc {
+            egress: tc_egress(get("egress"), opt_span("egress"))?,
+        },
         HookKind::Netfilter => netfilter_hook(get("family"), get("hook"), get("priority"), &opt_span)?,
     };
-    Ok(ProgramEntry { name, hook, func, default_verdict, span })
+    Ok(ProgramEntry {
+        name,
+        hook,
+        func,
+        default_verdict,
+        span,
+    })
 }
 
 /// A function defined in a loaded Lua file (not a C function, not a luabpf helper).
@@ -161,18 +211,38 @@ fn tc_egress(v: Option<&Value>, span: Span) -> Result<bool, Diagnostic> {
     match v {
         None | Some(Value::Nil) => Ok(false),
         Some(Value::Boolean(b)) => Ok(*b),
-        Some(other) => Err(Diagnostic::new(span, format!("`egress` must be a boolean, got {}", crate::eval::a_type(other)), "not a boolean")
-            .hint("`egress = true` attaches on egress; leave it out for ingress")),
+        Some(other) => Err(Diagnostic::new(
+            span,
+            format!("`egress` must be a boolean, got {}", crate::eval::a_type(other)),
+            "not a boolean",
+        )
+        .hint("`egress = true` attaches on egress; leave it out for ingress")),
     }
 }
 
-fn netfilter_hook(family: Option<&Value>, hook: Option<&Value>, priority: Option<&Value>, span: &dyn Fn(&str) -> Span) -> Result<Hook, Diagnostic> {
+fn netfilter_hook(
+    family: Option<&Value>,
+    hook: Option<&Value>,
+    priority: Option<&Value>,
+    span: &dyn Fn(&str) -> Span,
+) -> Result<Hook, Diagnostic> {
     let choice = |v: Option<&Value>, key: &str, allowed: &[&str], default: &str| -> Result<String, Diagnostic> {
         match v {
             None => Ok(default.to_string()),
             Some(Value::String(s)) if allowed.contains(&s.to_string_lossy().as_str()) => Ok(s.to_string_lossy()),
-            Some(_) => Err(Diagnostic::new(span(key), format!("bad `{key}` for a netfilter program"), "not allowed here")
-                .hint(format!("one of {}", allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")))),
+            Some(_) => Err(Diagnostic::new(
+                span(key),
+                format!("bad `{key}` for a netfilter program"),
+                "not allowed here",
+            )
+            .hint(format!(
+                "one of {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
     };
     let family = choice(family, "family", &["ipv4", "ipv6"], "ipv4")?;
@@ -180,10 +250,14 @@ fn netfilter_hook(family: Option<&Value>, hook: Option<&Value>, priority: Option
     let priority = match priority {
         None => 0,
         Some(Value::Integer(p)) if *p > i32::MIN as i64 && *p < i32::MAX as i64 => *p as i32,
-        Some(_) => {
-            return Err(Diagnostic::new(span("priority"), "`priority` must be a 32-bit integer", "bad priority")
-                .hint("netfilter priorities are 32-bit integers, excluding the extreme values (INT_MIN and INT_MAX are reserved)"))
-        }
+        Some(_) => return Err(Diagnostic::new(
+            span("priority"),
+            "`priority` must be a 32-bit integer",
+            "bad priority",
+        )
+        .hint(
+            "netfilter priorities are 32-bit integers, excluding the extreme values (INT_MIN and INT_MAX are reserved)",
+        )),
     };
     Ok(Hook::Netfilter { family, hook, priority })
 }

@@ -5,7 +5,7 @@ use super::builtins;
 use super::index::FileIndex;
 use super::state::{borrow, borrow_mut, fail, BodyError, LoadedFile, Shared};
 use crate::diag::Diagnostic;
-use crate::modules::{self, Resolved, ResolveError};
+use crate::modules::{self, ResolveError, Resolved};
 use crate::source::{FileId, SourceFile, Span};
 use crate::syntax;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
@@ -60,7 +60,15 @@ impl Sandbox {
         let globals = lua.globals();
         let debug: mlua::Table = globals.raw_get("debug")?;
         let getupvalue: Function = debug.raw_get("getupvalue")?;
-        for name in ["debug", "load", "loadstring", "dofile", "loadfile", "collectgarbage", "require"] {
+        for name in [
+            "debug",
+            "load",
+            "loadstring",
+            "dofile",
+            "loadfile",
+            "collectgarbage",
+            "require",
+        ] {
             globals.raw_set(name, Value::Nil)?;
         }
         // Reproducible builds: the body's `math.random` gives the same numbers every compile.
@@ -83,7 +91,11 @@ impl Sandbox {
         lua.set_memory_limit(MEMORY_LIMIT)?;
         let last_position: LastPosition = Rc::new(RefCell::new((None, None)));
         install_budget(&lua, exhausted, last_position.clone())?;
-        Ok(Sandbox { lua, getupvalue, last_position })
+        Ok(Sandbox {
+            lua,
+            getupvalue,
+            last_position,
+        })
     }
 }
 
@@ -99,10 +111,8 @@ fn install_prelude(lua: &Lua, st: &Shared, exhausted: &Rc<Cell<bool>>) -> mlua::
         let exhausted = exhausted.clone();
         move |_, ()| Ok(exhausted.get())
     })?;
-    let (print, bpf_print, pcall, xpcall): (Function, Function, Function, Function) = lua
-        .load(PRELUDE)
-        .set_name("=luabpf")
-        .call((
+    let (print, bpf_print, pcall, xpcall): (Function, Function, Function, Function) =
+        lua.load(PRELUDE).set_name("=luabpf").call((
             globals.raw_get::<Value>("tostring")?,
             globals.raw_get::<Value>("select")?,
             table.raw_get::<Value>("concat")?,
@@ -130,19 +140,22 @@ fn install_prelude(lua: &Lua, st: &Shared, exhausted: &Rc<Cell<bool>>) -> mlua::
 fn install_budget(lua: &Lua, exhausted: Rc<Cell<bool>>, last: LastPosition) -> mlua::Result<()> {
     let calls = Cell::new(0u64);
     let limit = INSTRUCTION_BUDGET / HOOK_INTERVAL as u64;
-    lua.set_hook(HookTriggers::new().every_nth_instruction(HOOK_INTERVAL), move |_, debug| {
-        let source = debug.source().source.map(|s| s.into_owned());
-        let line = debug.current_line();
-        if let Ok(mut last) = last.try_borrow_mut() {
-            *last = (source.clone(), line);
-        }
-        calls.set(calls.get() + 1);
-        if calls.get() > limit {
-            exhausted.set(true);
-            return Err(mlua::Error::external(BodyError::Budget { source, line }));
-        }
-        Ok(VmState::Continue)
-    })
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_INTERVAL),
+        move |_, debug| {
+            let source = debug.source().source.map(|s| s.into_owned());
+            let line = debug.current_line();
+            if let Ok(mut last) = last.try_borrow_mut() {
+                *last = (source.clone(), line);
+            }
+            calls.set(calls.get() + 1);
+            if calls.get() > limit {
+                exhausted.set(true);
+                return Err(mlua::Error::external(BodyError::Budget { source, line }));
+            }
+            Ok(VmState::Continue)
+        },
+    )
 }
 
 /// Adds a file, parses it, indexes it and compiles it to a Lua function (not yet run).
@@ -157,7 +170,11 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
         let mut s = borrow_mut(st)?;
         let ast = syntax::parse_here(&s.db, file).map_err(|d| mlua::Error::external(BodyError::Diags(d)))?;
         let index = FileIndex::build(file, &ast);
-        let name = s.db.files.get(file as usize).map(|f| f.name.clone()).unwrap_or_default();
+        let name =
+            s.db.files
+                .get(file as usize)
+                .map(|f| f.name.clone())
+                .unwrap_or_default();
         let text = syntax::lua_text(&s.db.files[file as usize].text).into_owned();
         let stripped = (!index.consts.is_empty()).then(|| index.strip_consts(&text));
         let chunk = format!("@{name}");
@@ -170,7 +187,12 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
     };
     // With `<const>` attributes, compile the real text first: Lua's own checks (assignment
     // to a constant) apply; then run the text without them.
-    let compile = |text: &str| lua.load(text).set_name(chunk.as_str()).set_mode(mlua::chunk::ChunkMode::Text).into_function();
+    let compile = |text: &str| {
+        lua.load(text)
+            .set_name(chunk.as_str())
+            .set_mode(mlua::chunk::ChunkMode::Text)
+            .into_function()
+    };
     match stripped {
         Some(stripped) => {
             compile(&text)?;
@@ -187,8 +209,12 @@ fn require(lua: &Lua, st: &Shared, name: Value) -> mlua::Result<Value> {
         other => {
             let s = borrow(st)?;
             return fail(
-                Diagnostic::new(s.call_site(lua, "require"), format!("`require` expects a module name, got {}", crate::eval::a_type(other)), "called here")
-                    .hint("write `require \"net.tls\"` with the module's dotted name"),
+                Diagnostic::new(
+                    s.call_site(lua, "require"),
+                    format!("`require` expects a module name, got {}", crate::eval::a_type(other)),
+                    "called here",
+                )
+                .hint("write `require \"net.tls\"` with the module's dotted name"),
             );
         }
     };
@@ -243,7 +269,13 @@ fn run_module(lua: &Lua, st: &Shared, name: &str, file: SourceFile, span: Span) 
     {
         let s = borrow(st)?;
         if s.loading.iter().any(|m| m == name) {
-            let cycle = s.loading.iter().map(String::as_str).chain([name]).collect::<Vec<_>>().join(" -> ");
+            let cycle = s
+                .loading
+                .iter()
+                .map(String::as_str)
+                .chain([name])
+                .collect::<Vec<_>>()
+                .join(" -> ");
             return fail(
                 Diagnostic::new(span, format!("circular `require`: {cycle}"), "required here")
                     .hint("move what both modules need into a third module that neither requires back"),
@@ -262,10 +294,14 @@ fn run_module(lua: &Lua, st: &Shared, name: &str, file: SourceFile, span: Span) 
 
 /// The module name's string literal at the `require` call, else the call's line.
 fn module_name_span(s: &super::state::State, lua: &Lua, name: &str) -> Span {
-    let Some((file, line)) = s.caller(lua) else { return Span::new(0, 0, 0) };
+    let Some((file, line)) = s.caller(lua) else {
+        return Span::new(0, 0, 0);
+    };
     let line_span = super::state::line_span(&s.db, file, line);
     let text = s.db.files.get(file as usize).map(|f| f.text.as_str()).unwrap_or("");
-    let Some(line_text) = text.get(line_span.start..line_span.end) else { return line_span };
+    let Some(line_text) = text.get(line_span.start..line_span.end) else {
+        return line_span;
+    };
     for quote in ['"', '\''] {
         let literal = format!("{quote}{name}{quote}");
         if let Some(pos) = line_text.find(&literal) {

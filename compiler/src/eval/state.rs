@@ -105,7 +105,8 @@ impl State {
     /// The innermost Lua frame that runs code of a known file: (file, line).
     pub fn caller(&self, lua: &mlua::Lua) -> Option<(FileId, usize)> {
         (1..64).find_map(|level| {
-            let (source, line) = lua.inspect_stack(level, |d| (d.source().source.map(|s| s.into_owned()), d.current_line()))?;
+            let (source, line) =
+                lua.inspect_stack(level, |d| (d.source().source.map(|s| s.into_owned()), d.current_line()))?;
             Some((*self.chunks.get(source.as_deref()?)?, line?))
         })
     }
@@ -129,8 +130,12 @@ impl State {
     /// The first occurrence of `name = ` inside `span` (an option in a constructor's table),
     /// else `span` itself: diagnostics about an option point at the option.
     pub fn option_span(&self, span: Span, name: &str) -> Span {
-        let Some(file) = self.db.files.get(span.file as usize) else { return span };
-        let Some(text) = file.text.get(span.start..span.end.min(file.text.len())) else { return span };
+        let Some(file) = self.db.files.get(span.file as usize) else {
+            return span;
+        };
+        let Some(text) = file.text.get(span.start..span.end.min(file.text.len())) else {
+            return span;
+        };
         let bytes = text.as_bytes();
         let mut from = 0;
         while let Some(pos) = text[from..].find(name).map(|p| p + from) {
@@ -153,7 +158,9 @@ fn is_ident_byte(b: u8) -> bool {
 
 /// The span of line `line` (1-based) of `file`, without surrounding whitespace.
 pub(crate) fn line_span(db: &SourceDb, file: FileId, line: usize) -> Span {
-    let Some(source) = db.files.get(file as usize) else { return Span::new(file, 0, 0) };
+    let Some(source) = db.files.get(file as usize) else {
+        return Span::new(file, 0, 0);
+    };
     let text = &source.text;
     let mut start = 0;
     for _ in 1..line.max(1) {
@@ -175,7 +182,10 @@ pub(crate) enum BodyError {
     /// Complete diagnostics (a refused constructor argument, a module's syntax errors, ...).
     Diags(Diagnostics),
     /// The instruction budget ran out while running `source` at `line`.
-    Budget { source: Option<String>, line: Option<usize> },
+    Budget {
+        source: Option<String>,
+        line: Option<usize>,
+    },
 }
 
 impl fmt::Display for BodyError {
@@ -203,5 +213,7 @@ pub(crate) fn borrow_mut(st: &Shared) -> mlua::Result<RefMut<'_, State>> {
 }
 
 fn busy() -> mlua::Error {
-    mlua::Error::runtime("luabpf's compile-time functions cannot be called from a finalizer (__gc) or while luabpf is busy")
+    mlua::Error::runtime(
+        "luabpf's compile-time functions cannot be called from a finalizer (__gc) or while luabpf is busy",
+    )
 }

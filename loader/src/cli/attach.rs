@@ -112,13 +112,11 @@ fn attach_error(e: AttachError) -> CliError {
 pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
     if args.netfilter.is_some() {
         return Err(CliError::Usage(
-            "--netfilter: attaching at netfilter hooks is not supported yet (XDP and tc only)"
-                .into(),
+            "--netfilter: attaching at netfilter hooks is not supported yet (XDP and tc only)".into(),
         ));
     }
     let is_object = args.file.extension().is_some_and(|e| e == "o")
-        || (args.file.extension().is_none_or(|e| e != "lua")
-            && input::read(&args.file)?.starts_with(b"\x7fELF"));
+        || (args.file.extension().is_none_or(|e| e != "lua") && input::read(&args.file)?.starts_with(b"\x7fELF"));
     let elf = if is_object {
         input::read(&args.file)?
     } else {
@@ -148,11 +146,7 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
     let m = &done.meta;
     let mut text = format!(
         "{} `{}` at {} ({}) on {}",
-        if done.replaced {
-            "replaced"
-        } else {
-            "attached"
-        },
+        if done.replaced { "replaced" } else { "attached" },
         m.program,
         m.hook,
         m.mode,
@@ -161,10 +155,7 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
     if !done.reused_maps.is_empty() {
         text.push_str(&format!(", maps kept: {}", done.reused_maps.join(", ")));
     }
-    text.push_str(&format!(
-        "\npinned under {}\n",
-        Pins::new(&m.program).dir().display()
-    ));
+    text.push_str(&format!("\npinned under {}\n", Pins::new(&m.program).dir().display()));
     output::stdout(text.as_bytes())
 }
 
@@ -172,10 +163,7 @@ pub fn run_detach(args: &DetachArgs) -> Result<(), CliError> {
     need_kernel("detach")?;
     let meta = attach::detach(&args.program).map_err(attach_error)?;
     let text = match meta {
-        Some(m) => format!(
-            "detached `{}` from {} on {}\n",
-            m.program, m.hook, m.interface
-        ),
+        Some(m) => format!("detached `{}` from {} on {}\n", m.program, m.hook, m.interface),
         None => format!("removed the pins of `{}`\n", args.program),
     };
     output::stdout(text.as_bytes())
@@ -229,11 +217,7 @@ pub fn run_list(args: &ListArgs) -> Result<(), CliError> {
                 ),
                 None => ("?".into(), "?".into(), "?".into()),
             };
-            let state = if *linked {
-                ""
-            } else {
-                " [no link: run `luabpf detach`]"
-            };
+            let state = if *linked { "" } else { " [no link: run `luabpf detach`]" };
             text.push_str(&format!(
                 "{name}\t{hook}\t{iface}\t{}\t{when}{state}\n",
                 if maps.is_empty() {

@@ -17,8 +17,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
             path.display()
         )));
     }
-    std::fs::read(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {}", path.display(), reason(&e))))
+    std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {}", path.display(), reason(&e))))
 }
 
 /// The compiler's options from `-I`; a directory that does not exist is a usage error (a
@@ -43,6 +42,5 @@ pub fn compile(path: &Path, includes: &Includes) -> Result<Compiled, CliError> {
     let opts = options(includes)?;
     // Read it first: a missing or unreadable file is an I/O error (exit 2), not a diagnostic.
     read(path)?;
-    compile_path(path, &opts)
-        .map_err(|f| CliError::Diagnostics(render_with(&f.sources, &f.diags, colour())))
+    compile_path(path, &opts).map_err(|f| CliError::Diagnostics(render_with(&f.sources, &f.diags, colour())))
 }

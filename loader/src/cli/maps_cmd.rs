@@ -147,10 +147,7 @@ fn parse_int(text: &str, bytes: u8, signed: bool) -> Result<Vec<u8>, String> {
         Some(rest) => (true, rest),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    let mag: u128 = if let Some(h) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
+    let mag: u128 = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
         u128::from_str_radix(h, 16).map_err(|_| format!("`{text}` is not an integer"))?
     } else {
         digits
@@ -178,10 +175,7 @@ pub fn encode(f: &Format, text: &str) -> Result<Vec<u8>, String> {
         Format::Chars(n) => {
             let b = text.as_bytes();
             if b.len() > *n as usize {
-                return Err(fail(format!(
-                    "`{text}` is {} bytes, longer than {n}",
-                    b.len()
-                )));
+                return Err(fail(format!("`{text}` is {} bytes, longer than {n}", b.len())));
             }
             let mut out = b.to_vec();
             out.resize(*n as usize, 0);
@@ -292,11 +286,7 @@ fn entry(spec: &MapSpec, raw: &RawMap, key: &[u8], json: bool) -> Result<Option<
                 sum.map_or("null".to_string(), |s| s.to_string())
             )
         } else {
-            let cpus: Vec<String> = shown
-                .iter()
-                .enumerate()
-                .map(|(i, v)| format!("cpu{i}={v}"))
-                .collect();
+            let cpus: Vec<String> = shown.iter().enumerate().map(|(i, v)| format!("cpu{i}={v}")).collect();
             match sum {
                 Some(s) => format!("{k}: {s} ({})", cpus.join(" ")),
                 None => format!("{k}: {}", cpus.join(" ")),
@@ -357,10 +347,7 @@ fn get(a: &MapKeyArgs) -> Result<(), CliError> {
     let key = encode(&spec.key, &a.key).map_err(|e| usage(format!("key: {e}")))?;
     match entry(&spec, &raw, &key, a.json)? {
         Some(line) => output::stdout(format!("{line}\n").as_bytes()),
-        None => Err(CliError::Refused(format!(
-            "map `{}`: no key `{}`",
-            a.map, a.key
-        ))),
+        None => Err(CliError::Refused(format!("map `{}`: no key `{}`", a.map, a.key))),
     }
 }
 
@@ -371,8 +358,7 @@ fn set(a: &MapSetArgs) -> Result<(), CliError> {
     if raw.is_percpu() {
         let n = possible_cpus().map_err(map_err)?;
         let vals = vec![value; n];
-        raw.update_percpu(&key, &vals, UpdateMode::Any)
-            .map_err(map_err)?;
+        raw.update_percpu(&key, &vals, UpdateMode::Any).map_err(map_err)?;
     } else {
         raw.update(&key, &value, UpdateMode::Any).map_err(map_err)?;
     }
@@ -399,10 +385,7 @@ fn del(a: &MapKeyArgs) -> Result<(), CliError> {
         }
         Ok(())
     } else {
-        Err(CliError::Refused(format!(
-            "map `{}`: no key `{}`",
-            a.map, a.key
-        )))
+        Err(CliError::Refused(format!("map `{}`: no key `{}`", a.map, a.key)))
     }
 }
 
@@ -443,18 +426,12 @@ mod tests {
         assert!(encode(&i4, "abc").unwrap_err().contains("format I4"));
         assert!(encode(&i4, "4294967296").is_err());
         assert!(encode(&i4, "-1").is_err());
-        let i2 = Format::Int {
-            bytes: 2,
-            signed: true,
-        };
+        let i2 = Format::Int { bytes: 2, signed: true };
         assert_eq!(encode(&i2, "-2").unwrap(), (-2i16).to_ne_bytes());
         let c4 = Format::Chars(4);
         assert_eq!(encode(&c4, "ab").unwrap(), b"ab\0\0");
         assert!(encode(&c4, "abcde").unwrap_err().contains("format c4"));
-        let r = Format::record(vec![
-            ("a".into(), i4.clone()),
-            ("b".into(), Format::Chars(3)),
-        ]);
+        let r = Format::record(vec![("a".into(), i4.clone()), ("b".into(), Format::Chars(3))]);
         let b = encode(&r, "b=xy,a=7").unwrap();
         assert_eq!(decode(&r, &b, false), "a=7,b=xy");
         assert_eq!(decode(&r, &b, true), "{\"a\":7,\"b\":\"xy\"}");

@@ -77,8 +77,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let (name, progtype) = select_program(&object, args.program.as_deref(), &args.file)?;
 
     let capture_bytes = input::read(&args.pcap)?;
-    let capture = pcap::read(&capture_bytes)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", args.pcap.display())))?;
+    let capture = pcap::read(&capture_bytes).map_err(|e| CliError::Usage(format!("{}: {e}", args.pcap.display())))?;
 
     let seeds = args
         .maps
@@ -147,8 +146,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
                     rewritten += 1;
                 }
                 let line = if args.json {
-                    let mut l =
-                        format!("{{\"packet\":{n},\"verdict\":{verdict},\"name\":\"{vname}\"");
+                    let mut l = format!("{{\"packet\":{n},\"verdict\":{verdict},\"name\":\"{vname}\"");
                     if changed {
                         l.push_str(&format!(",\"data_out\":\"{}\"", hex(&r.data_out)));
                     }
@@ -266,10 +264,7 @@ fn program_input(path: &Path, includes: &Includes) -> Result<(Vec<u8>, Object), 
     }
     let bytes = input::read(path)?;
     if !bytes.starts_with(ELF_MAGIC) {
-        return Err(CliError::Usage(format!(
-            "{} is not an ELF object",
-            path.display()
-        )));
+        return Err(CliError::Usage(format!("{} is not an ELF object", path.display())));
     }
     let object = runtime_bpf::elf::read_detailed(&bytes)
         .map(|r| r.object)
@@ -278,28 +273,23 @@ fn program_input(path: &Path, includes: &Includes) -> Result<(Vec<u8>, Object), 
 }
 
 /// The program to run and its hook: `--program`, or the only one in the object.
-fn select_program(
-    object: &Object,
-    wanted: Option<&str>,
-    file: &Path,
-) -> Result<(String, ProgType), CliError> {
+fn select_program(object: &Object, wanted: Option<&str>, file: &Path) -> Result<(String, ProgType), CliError> {
     let names: Vec<&str> = object.programs.iter().map(|p| p.name.as_str()).collect();
     let program = match wanted {
         Some(w) => object.programs.iter().find(|p| p.name == w).ok_or_else(|| {
             CliError::Usage(format!(
                 "--program {w}: no such program in {} (it has: {})",
                 file.display(),
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             ))
         })?,
         None => match object.programs.as_slice() {
             [p] => p,
-            [] => {
-                return Err(CliError::Refused(format!(
-                    "{} holds no program",
-                    file.display()
-                )))
-            }
+            [] => return Err(CliError::Refused(format!("{} holds no program", file.display()))),
             _ => {
                 return Err(CliError::Usage(format!(
                     "{} holds {} programs ({}): choose one with --program NAME",
@@ -339,7 +329,11 @@ fn parse_seed(text: &str, object: &Object) -> Result<Seed, CliError> {
         let names: Vec<&str> = object.maps.iter().map(|m| m.name.as_str()).collect();
         usage(format!(
             "no map `{map}` in the program (it has: {})",
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         ))
     })?;
     let key = encode(key, &spec.key).map_err(|e| usage(format!("key: {e}")))?;
@@ -384,10 +378,9 @@ pub fn encode(text: &str, format: &Format) -> Result<Vec<u8>, String> {
             v.resize(*n as usize, 0);
             Ok(v)
         }
-        Format::Record(_) => Err(
-            "record formats cannot be given on the command line yet (only integers and cN text)"
-                .into(),
-        ),
+        Format::Record(_) => {
+            Err("record formats cannot be given on the command line yet (only integers and cN text)".into())
+        }
     }
 }
 
@@ -398,10 +391,7 @@ fn parse_int(text: &str) -> Result<i128, String> {
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
     let digits = digits.replace('_', "");
-    let parsed = if let Some(h) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
+    let parsed = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
         i128::from_str_radix(h, 16)
     } else {
         digits.parse::<i128>()
@@ -436,12 +426,42 @@ mod tests {
 
     #[test]
     fn encodes_seeds() {
-        let u8le = Format::Int { bytes: 8, signed: false };
+        let u8le = Format::Int {
+            bytes: 8,
+            signed: false,
+        };
         assert_eq!(encode("0", &u8le).unwrap(), vec![0; 8]);
-        assert_eq!(encode("0x0102", &Format::Int { bytes: 2, signed: false }).unwrap(), vec![2, 1]);
-        assert_eq!(encode("-1", &Format::Int { bytes: 4, signed: true }).unwrap(), vec![0xff; 4]);
-        assert!(encode("-1", &Format::Int { bytes: 4, signed: false }).is_err());
-        assert!(encode("256", &Format::Int { bytes: 1, signed: false }).is_err());
+        assert_eq!(
+            encode(
+                "0x0102",
+                &Format::Int {
+                    bytes: 2,
+                    signed: false
+                }
+            )
+            .unwrap(),
+            vec![2, 1]
+        );
+        assert_eq!(
+            encode("-1", &Format::Int { bytes: 4, signed: true }).unwrap(),
+            vec![0xff; 4]
+        );
+        assert!(encode(
+            "-1",
+            &Format::Int {
+                bytes: 4,
+                signed: false
+            }
+        )
+        .is_err());
+        assert!(encode(
+            "256",
+            &Format::Int {
+                bytes: 1,
+                signed: false
+            }
+        )
+        .is_err());
         assert!(encode("x", &u8le).is_err());
         assert_eq!(encode("ab", &Format::Chars(4)).unwrap(), b"ab\0\0");
         assert!(encode("abcde", &Format::Chars(4)).is_err());

@@ -16,10 +16,7 @@ pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
     let (elf, sizes): (Vec<u8>, HashMap<String, usize>) = if is_object(&args.file)? {
         let bytes = input::read(&args.file)?;
         if !bytes.starts_with(ELF_MAGIC) {
-            return Err(CliError::Usage(format!(
-                "{} is not an ELF object",
-                args.file.display()
-            )));
+            return Err(CliError::Usage(format!("{} is not an ELF object", args.file.display())));
         }
         let sizes = runtime_bpf::elf::read_detailed(&bytes)
             .map(|r| sizes_of(&r.object))
@@ -43,10 +40,7 @@ pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
         Ok(loaded) => loaded,
         Err(LoadError::Verifier(v)) => {
             let mut msg = if args.full_log {
-                let mut m = format!(
-                    "the kernel refused program `{}`: {}",
-                    v.program, v.errno_text
-                );
+                let mut m = format!("the kernel refused program `{}`: {}", v.program, v.errno_text);
                 if let Some(reason) = v.reason() {
                     m.push_str(": ");
                     m.push_str(reason);
@@ -70,10 +64,7 @@ pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
     };
 
     if loaded.programs().is_empty() {
-        return Err(CliError::Refused(format!(
-            "{} holds no program",
-            args.file.display()
-        )));
+        return Err(CliError::Refused(format!("{} holds no program", args.file.display())));
     }
     let mut text = String::new();
     for p in loaded.programs() {
@@ -103,8 +94,5 @@ fn is_object(path: &Path) -> Result<bool, CliError> {
 }
 
 fn sizes_of(obj: &runtime_bpf::object::Object) -> HashMap<String, usize> {
-    obj.programs
-        .iter()
-        .map(|p| (p.name.clone(), p.insns.len()))
-        .collect()
+    obj.programs.iter().map(|p| (p.name.clone(), p.insns.len())).collect()
 }

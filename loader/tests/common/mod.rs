@@ -7,8 +7,7 @@ use runtime_bpf::isa::Insn;
 use runtime_bpf::object::{Format, MapKind, MapSpec, Object, ProgramCode, SourceLoc};
 
 pub fn write_object(obj: &Object) -> Vec<u8> {
-    runtime_bpf::elf::try_write(obj)
-        .unwrap_or_else(|e| panic!("elf::write refused the test object: {e}"))
+    runtime_bpf::elf::try_write(obj).unwrap_or_else(|e| panic!("elf::write refused the test object: {e}"))
 }
 
 /// The file range of a section, for tests that corrupt objects on purpose.
@@ -29,10 +28,7 @@ pub fn u32_le() -> Format {
 }
 
 pub fn i64_le() -> Format {
-    Format::Int {
-        bytes: 8,
-        signed: true,
-    }
+    Format::Int { bytes: 8, signed: true }
 }
 
 pub fn map(name: &str, kind: MapKind, key: Format, value: Format, entries: u32) -> MapSpec {
@@ -48,12 +44,7 @@ pub fn map(name: &str, kind: MapKind, key: Format, value: Format, entries: u32) 
 }
 
 /// A program from slots; `map_relocs` as in `ProgramCode`.
-pub fn program(
-    name: &str,
-    section: &str,
-    insns: Vec<Insn>,
-    map_relocs: Vec<(usize, usize)>,
-) -> ProgramCode {
+pub fn program(name: &str, section: &str, insns: Vec<Insn>, map_relocs: Vec<(usize, usize)>) -> ProgramCode {
     ProgramCode {
         name: name.into(),
         section: section.into(),

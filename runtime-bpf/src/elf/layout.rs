@@ -70,12 +70,7 @@ pub(crate) struct Split {
 impl Split {
     /// `(start, end)` slot ranges of the subprograms.
     pub fn subs(&self, len: usize) -> Vec<(usize, usize)> {
-        let ends = self
-            .sub_starts
-            .iter()
-            .skip(1)
-            .copied()
-            .chain(std::iter::once(len));
+        let ends = self.sub_starts.iter().skip(1).copied().chain(std::iter::once(len));
         self.sub_starts.iter().copied().zip(ends).collect()
     }
 }
@@ -168,11 +163,7 @@ mod tests {
         // 0 calls 3 then 1; 3 calls 2; 1 calls 3 again; 4 is never called.
         let callees = vec![vec![3, 1], vec![3], vec![], vec![2], vec![]];
         assert_eq!(link_order(0, &callees), [0, 3, 2, 1]);
-        assert_eq!(
-            link_order(0, &[vec![0, 7]]),
-            [0],
-            "self calls and bad ids are ignored"
-        );
+        assert_eq!(link_order(0, &[vec![0, 7]]), [0], "self calls and bad ids are ignored");
     }
 
     #[test]

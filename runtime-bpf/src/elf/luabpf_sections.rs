@@ -58,10 +58,7 @@ pub(super) fn encode_init(maps: &[MapSpec]) -> Option<Vec<u8>> {
 
 /// `.luabpf.kfuncs`, or `None` when no program calls a kfunc.
 pub(super) fn encode_kfuncs(programs: &[KfuncRecord]) -> Option<Vec<u8>> {
-    let calling: Vec<&KfuncRecord> = programs
-        .iter()
-        .filter(|(_, calls)| !calls.is_empty())
-        .collect();
+    let calling: Vec<&KfuncRecord> = programs.iter().filter(|(_, calls)| !calls.is_empty()).collect();
     if calling.is_empty() {
         return None;
     }
@@ -233,9 +230,6 @@ mod tests {
         let mut long = bytes;
         long.push(0);
         assert!(decode_init(&long).is_err());
-        assert!(
-            decode_kfuncs(b"LBPFKFNC\x02\0\0\0\0\0\0\0").is_err(),
-            "version 2"
-        );
+        assert!(decode_kfuncs(b"LBPFKFNC\x02\0\0\0\0\0\0\0").is_err(), "version 2");
     }
 }

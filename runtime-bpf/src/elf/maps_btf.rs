@@ -53,9 +53,7 @@ impl BtfBuilder {
             return id;
         }
         let name = format!("__{}{}", if signed { 's' } else { 'u' }, bytes * 8);
-        let id = self
-            .btf
-            .int(&name, bytes, if signed { INT_SIGNED } else { 0 });
+        let id = self.btf.int(&name, bytes, if signed { INT_SIGNED } else { 0 });
         self.ints.insert((bytes, signed), id);
         id
     }
@@ -73,9 +71,7 @@ impl BtfBuilder {
     /// The BTF type of a key or value format. `hint` names record types (`<map>_key`).
     pub fn format_type(&mut self, format: &Format, hint: &str) -> TypeId {
         match format {
-            Format::Int { bytes, signed } if matches!(bytes, 1 | 2 | 4 | 8) => {
-                self.integer(*bytes as u32, *signed)
-            }
+            Format::Int { bytes, signed } if matches!(bytes, 1 | 2 | 4 | 8) => self.integer(*bytes as u32, *signed),
             // Invalid sizes (refused by `validate`) still get a type of the right size.
             Format::Int { bytes, .. } => {
                 let byte = self.integer(1, false);
@@ -91,12 +87,8 @@ impl BtfBuilder {
                         (name, ty, f.offset.saturating_mul(8))
                     })
                     .collect();
-                let refs: Vec<(&str, TypeId, u32)> = members
-                    .iter()
-                    .map(|(n, t, o)| (n.as_str(), *t, *o))
-                    .collect();
-                self.btf
-                    .structure(&sanitize_identifier(hint), format.size(), &refs)
+                let refs: Vec<(&str, TypeId, u32)> = members.iter().map(|(n, t, o)| (n.as_str(), *t, *o)).collect();
+                self.btf.structure(&sanitize_identifier(hint), format.size(), &refs)
             }
         }
     }
@@ -292,20 +284,11 @@ mod tests {
             ("name".into(), Format::Chars(3)),
             (
                 "inner".into(),
-                Format::record(vec![(
-                    "x".into(),
-                    Format::Int {
-                        bytes: 8,
-                        signed: true,
-                    },
-                )]),
+                Format::record(vec![("x".into(), Format::Int { bytes: 8, signed: true })]),
             ),
         ]);
         let formats = [
-            Format::Int {
-                bytes: 1,
-                signed: true,
-            },
+            Format::Int { bytes: 1, signed: true },
             Format::Int {
                 bytes: 8,
                 signed: false,

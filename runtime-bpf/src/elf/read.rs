@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use object::read::elf::ElfFile64;
 use object::{
-    Architecture, Endianness, FileKind, Object as _, ObjectSection, ObjectSymbol, RelocationFlags,
-    RelocationTarget, SectionFlags, SymbolKind,
+    Architecture, Endianness, FileKind, Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget,
+    SectionFlags, SymbolKind,
 };
 
 use super::layout::{is_func_addr, is_local_call, link_order, second_slots, CALL};
@@ -23,9 +23,7 @@ use super::write::MAX_PARAMS;
 use super::{ReadError, INIT_SECTION, KFUNCS_SECTION};
 use crate::btf::{Btf, BtfExt, LineInfo, Type, TypeId, FUNC_GLOBAL};
 use crate::isa::{Insn, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD};
-use crate::object::{
-    Format, MapKind, MapSpec, Object, ParamType, ProgramCode, SourceFile, SourceLoc, SubFunction,
-};
+use crate::object::{Format, MapKind, MapSpec, Object, ParamType, ProgramCode, SourceFile, SourceLoc, SubFunction};
 use crate::progtypes::ProgType;
 
 /// A map whose kernel type luabpf does not declare (found in clang objects).
@@ -124,10 +122,7 @@ fn check_kfunc_calls(p: &ProgramCode, calls: &[(usize, String)]) -> Result<(), R
             .get(*slot)
             .is_some_and(|i| i.code == CALL && i.src == BPF_PSEUDO_KFUNC_CALL);
         if !ok {
-            let why = format!(
-                "program {:?}: slot {slot} ({name}) is not a kfunc call",
-                p.name
-            );
+            let why = format!("program {:?}: slot {slot} ({name}) is not a kfunc call", p.name);
             return Err(bad_section(KFUNCS_SECTION, why));
         }
     }
@@ -183,33 +178,22 @@ impl<'a> Elf<'a> {
             Ok(kind) => return Err(ReadError::NotBpf(format!("a {kind:?} file, not ELF64"))),
             Err(e) => return Err(ReadError::Elf(e.to_string())),
         }
-        let file =
-            ElfFile64::<Endianness>::parse(bytes).map_err(|e| ReadError::Elf(e.to_string()))?;
+        let file = ElfFile64::<Endianness>::parse(bytes).map_err(|e| ReadError::Elf(e.to_string()))?;
         if !file.is_little_endian() {
             return Err(ReadError::NotBpf("big-endian ELF".into()));
         }
         if file.architecture() != Architecture::Bpf {
-            return Err(ReadError::NotBpf(format!(
-                "machine is {:?}",
-                file.architecture()
-            )));
+            return Err(ReadError::NotBpf(format!("machine is {:?}", file.architecture())));
         }
         let mut sections = BTreeMap::new();
         for s in file.sections() {
-            let name = s
-                .name()
-                .map_err(|e| ReadError::Elf(e.to_string()))?
-                .to_string();
-            let data = s
-                .data()
-                .map_err(|e| ReadError::Elf(format!("section {name}: {e}")))?;
+            let name = s.name().map_err(|e| ReadError::Elf(e.to_string()))?.to_string();
+            let data = s.data().map_err(|e| ReadError::Elf(format!("section {name}: {e}")))?;
             let executable = matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0);
             let relocs = s
                 .relocations()
                 .filter_map(|(offset, r)| match (r.target(), r.flags()) {
-                    (RelocationTarget::Symbol(sym), RelocationFlags::Elf { r_type }) => {
-                        Some((offset, (sym.0, r_type)))
-                    }
+                    (RelocationTarget::Symbol(sym), RelocationFlags::Elf { r_type }) => Some((offset, (sym.0, r_type))),
                     _ => None,
                 })
                 .collect();
@@ -264,18 +248,12 @@ impl<'a> Elf<'a> {
     }
 
     fn section_index(&self, name: &str) -> Option<usize> {
-        self.sections
-            .iter()
-            .find(|(_, s)| s.name == name)
-            .map(|(&i, _)| i)
+        self.sections.iter().find(|(_, s)| s.name == name).map(|(&i, _)| i)
     }
 
     /// The license string up to its NUL (empty when the section is missing).
     fn license(&self) -> String {
-        let data = self
-            .section_named("license")
-            .map(|s| s.data)
-            .unwrap_or_default();
+        let data = self.section_named("license").map(|s| s.data).unwrap_or_default();
         let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
         String::from_utf8_lossy(&data[..end]).into_owned()
     }
@@ -387,11 +365,7 @@ impl<'a> Elf<'a> {
     }
 
     fn reloc(&self, section: usize, slot: usize) -> Option<(usize, u32, &Sym)> {
-        let &(sym, r_type) = self
-            .sections
-            .get(&section)?
-            .relocs
-            .get(&(slot as u64 * 8))?;
+        let &(sym, r_type) = self.sections.get(&section)?.relocs.get(&(slot as u64 * 8))?;
         Some((sym, r_type, self.symbols.get(&sym)?))
     }
 }
@@ -461,9 +435,7 @@ fn read_maps(elf: &Elf<'_>, btf: Option<&Btf>, out: &mut ReadObject) -> MapRefs 
         let mut syms: Vec<(&usize, &Sym)> = elf
             .symbols
             .iter()
-            .filter(|(_, s)| {
-                s.section == Some(section) && !s.name.is_empty() && s.kind != SymbolKind::Section
-            })
+            .filter(|(_, s)| s.section == Some(section) && !s.name.is_empty() && s.kind != SymbolKind::Section)
             .collect();
         syms.sort_by_key(|(_, s)| s.value);
         for (&index, sym) in syms {
@@ -473,10 +445,8 @@ fn read_maps(elf: &Elf<'_>, btf: Option<&Btf>, out: &mut ReadObject) -> MapRefs 
                 btf_map(btf, sym)
             };
             let Some(found) = found else {
-                out.unsupported.push(format!(
-                    "map {:?} has no definition luabpf can read",
-                    sym.name
-                ));
+                out.unsupported
+                    .push(format!("map {:?} has no definition luabpf can read", sym.name));
                 continue;
             };
             let r = add_map(found, out);
@@ -524,10 +494,9 @@ fn add_map(m: FoundMap, out: &mut ReadObject) -> MapRef {
 fn btf_map(btf: Option<&Btf>, sym: &Sym) -> Option<FoundMap> {
     let btf = btf?;
     let var = btf.types().iter().find_map(|t| match t {
-        Type::Datasec { name, vars, .. } if btf.string(*name) == Some(".maps") => vars
-            .iter()
-            .find(|v| v.offset as u64 == sym.value)
-            .map(|v| v.ty),
+        Type::Datasec { name, vars, .. } if btf.string(*name) == Some(".maps") => {
+            vars.iter().find(|v| v.offset as u64 == sym.value).map(|v| v.ty)
+        }
         _ => None,
     });
     let var = var.or_else(|| btf.find(crate::btf::KIND_VAR, &sym.name))?;
@@ -578,12 +547,10 @@ fn apply_init(elf: &Elf<'_>, maps: &mut [MapSpec]) -> Result<(), ReadError> {
     };
     let records = decode_init(section.data).map_err(|why| bad_section(INIT_SECTION, why))?;
     for r in records {
-        let map = maps.iter_mut().find(|m| m.name == r.name).ok_or_else(|| {
-            bad_section(
-                INIT_SECTION,
-                format!("contents for unknown map {:?}", r.name),
-            )
-        })?;
+        let map = maps
+            .iter_mut()
+            .find(|m| m.name == r.name)
+            .ok_or_else(|| bad_section(INIT_SECTION, format!("contents for unknown map {:?}", r.name)))?;
         if (r.key_size, r.value_size) != (map.key.size(), map.value.size()) {
             return Err(bad_section(
                 INIT_SECTION,
@@ -610,12 +577,7 @@ struct Linked {
 
 /// Where a local call or function address at `slot` of `section` leads: the relocation's
 /// symbol plus the immediate (libbpf's rules), or pc-relative within the section without one.
-fn local_target(
-    elf: &Elf<'_>,
-    section: usize,
-    slot: usize,
-    insn: &Insn,
-) -> Result<(usize, usize), String> {
+fn local_target(elf: &Elf<'_>, section: usize, slot: usize, insn: &Insn) -> Result<(usize, usize), String> {
     let (target_section, target) = match elf.reloc(section, slot) {
         Some((_, _, sym)) => {
             let s = sym
@@ -632,8 +594,7 @@ fn local_target(
         }
         None => (section, slot as i128 + insn.imm as i128 + 1),
     };
-    let target =
-        usize::try_from(target).map_err(|_| format!("target slot {target} is negative"))?;
+    let target = usize::try_from(target).map_err(|_| format!("target slot {target} is negative"))?;
     Ok((target_section, target))
 }
 
@@ -678,10 +639,7 @@ fn link_program(elf: &Elf<'_>, name: &str, entry: Func) -> Result<Linked, ReadEr
         }
         callees.push(mine);
     }
-    let funcs: Vec<Func> = link_order(0, &callees)
-        .into_iter()
-        .map(|i| found[i])
-        .collect();
+    let funcs: Vec<Func> = link_order(0, &callees).into_iter().map(|i| found[i]).collect();
     let mut bases = Vec::with_capacity(funcs.len());
     let mut len = 0;
     for f in &funcs {
@@ -744,9 +702,7 @@ fn to_program(
             let insn = if second[k] {
                 insn
             } else {
-                relink(
-                    elf, linked, f.section, slot, at, insn, &mut p, map_refs, out, index,
-                )
+                relink(elf, linked, f.section, slot, at, insn, &mut p, map_refs, out, index)
             };
             p.insns.push(insn);
             p.locs.push(lines.loc(section_name, slot));
@@ -828,11 +784,7 @@ impl<'b> FuncTypes<'b> {
             for sec in &ext.func_info {
                 let name = btf.string(sec.sec_name_off).unwrap_or_default().to_string();
                 let records = by_section.entry(name).or_default();
-                records.extend(
-                    sec.records
-                        .iter()
-                        .map(|r| ((r.insn_off / 8) as usize, r.type_id)),
-                );
+                records.extend(sec.records.iter().map(|r| ((r.insn_off / 8) as usize, r.type_id)));
             }
         }
         FuncTypes { btf, by_section }
@@ -873,9 +825,7 @@ fn global_functions(
             name,
             proto,
             linkage: FUNC_GLOBAL,
-        }) = func_types
-            .at(&section.name, f.start)
-            .and_then(|id| btf.get(id))
+        }) = func_types.at(&section.name, f.start).and_then(|id| btf.get(id))
         else {
             continue;
         };
@@ -886,10 +836,9 @@ fn global_functions(
                 name,
                 params,
             }),
-            Err(why) => out.unsupported.push(format!(
-                "program {:?}: global function {name:?} {why}",
-                p.name
-            )),
+            Err(why) => out
+                .unsupported
+                .push(format!("program {:?}: global function {name:?} {why}", p.name)),
         }
     }
     subs
@@ -898,11 +847,7 @@ fn global_functions(
 /// The parameters of a global function's FUNC_PROTO, if it returns an integer and each
 /// parameter is an integer, a pointer to an 8-byte integer, or a pointer to the program's
 /// context struct.
-fn global_params(
-    btf: &Btf,
-    proto: TypeId,
-    progtype: Option<ProgType>,
-) -> Result<Vec<ParamType>, String> {
+fn global_params(btf: &Btf, proto: TypeId, progtype: Option<ProgType>) -> Result<Vec<ParamType>, String> {
     let Some(Type::FuncProto { ret, params }) = btf.get(btf.resolve(proto)) else {
         return Err("has no function prototype".into());
     };
@@ -928,11 +873,7 @@ fn global_params(
             }
             let target = match btf.get(btf.resolve(param.ty)) {
                 Some(Type::Ptr { target }) => btf.resolve(*target),
-                _ => {
-                    return Err(format!(
-                        "parameter #{i} is neither an integer nor a pointer"
-                    ))
-                }
+                _ => return Err(format!("parameter #{i} is neither an integer nor a pointer")),
             };
             match btf.get(target) {
                 Some(Type::Int { size: 8, .. }) => Ok(ParamType::ScalarPtr),
@@ -1010,9 +951,7 @@ impl<'b> LineTable<'b> {
             }
         };
         if let Some(text) = btf.string(r.line_off).filter(|t| !t.is_empty()) {
-            self.texts[file]
-                .entry(r.line())
-                .or_insert_with(|| text.to_string());
+            self.texts[file].entry(r.line()).or_insert_with(|| text.to_string());
         }
         SourceLoc {
             file: file as u32,

@@ -5,20 +5,15 @@ use std::collections::HashSet;
 
 use object::write::{Object as ElfWriter, Relocation, SectionId, Symbol, SymbolId, SymbolSection};
 use object::{
-    Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags, SymbolKind,
-    SymbolScope,
+    Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
 };
 
 use super::layout::{self, is_func_addr, is_local_call};
 use super::luabpf_sections::{encode_init, encode_kfuncs};
 use super::maps_btf::BtfBuilder;
-use super::{
-    is_identifier, sanitize_identifier, WriteError, INIT_SECTION, KFUNCS_SECTION, R_BPF_64_32,
-    R_BPF_64_64,
-};
+use super::{is_identifier, sanitize_identifier, WriteError, INIT_SECTION, KFUNCS_SECTION, R_BPF_64_32, R_BPF_64_64};
 use crate::btf::{
-    BtfExt, ExtSection, FuncInfo, LineInfo, Type, TypeId, VarSecInfo, FUNC_GLOBAL, FUNC_STATIC,
-    VAR_GLOBAL_ALLOCATED,
+    BtfExt, ExtSection, FuncInfo, LineInfo, Type, TypeId, VarSecInfo, FUNC_GLOBAL, FUNC_STATIC, VAR_GLOBAL_ALLOCATED,
 };
 use crate::isa::{encode_all, Insn, BPF_PSEUDO_KFUNC_CALL};
 use crate::object::{Format, MapSpec, Object, ParamType, ProgramCode, SourceLoc, SubFunction};
@@ -62,11 +57,7 @@ pub fn validate(obj: &Object) -> Result<(), WriteError> {
     Ok(())
 }
 
-fn check_name<'a>(
-    what: &'static str,
-    name: &'a str,
-    seen: &mut HashSet<&'a str>,
-) -> Result<(), WriteError> {
+fn check_name<'a>(what: &'static str, name: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), WriteError> {
     if !is_identifier(name) {
         return Err(WriteError::InvalidName {
             what,
@@ -197,12 +188,10 @@ fn validate_map(m: &MapSpec) -> Result<(), WriteError> {
 
 fn check_format(map: &str, f: &Format) -> Result<(), WriteError> {
     match f {
-        Format::Int { bytes, .. } if !matches!(bytes, 1 | 2 | 4 | 8) => {
-            Err(WriteError::BadFormat {
-                map: map.to_string(),
-                bytes: *bytes,
-            })
-        }
+        Format::Int { bytes, .. } if !matches!(bytes, 1 | 2 | 4 | 8) => Err(WriteError::BadFormat {
+            map: map.to_string(),
+            bytes: *bytes,
+        }),
         Format::Record(fields) => fields.iter().try_for_each(|f| check_format(map, &f.format)),
         _ => Ok(()),
     }
@@ -313,8 +302,7 @@ impl Plan {
         self.relocate_local_refs(p, &mut insns, &linked, main_len, text_base, &place_of);
         let second = layout::second_slots(&p.insns);
         for &(slot, map) in &p.map_relocs {
-            let ok =
-                p.insns.get(slot).is_some_and(|i| i.is_ld_imm64()) && !second[slot] && map < maps;
+            let ok = p.insns.get(slot).is_some_and(|i| i.is_ld_imm64()) && !second[slot] && map < maps;
             if ok {
                 let (place, slot) = place_of(slot);
                 self.relocs.push(PlacedReloc {
@@ -495,12 +483,7 @@ impl Protos {
     /// `int f(a0, ...)` of a global function: the verifier checks it alone, assuming only what
     /// this prototype says of r1-r5 (context, scalar, or maybe-null pointer to 8 bytes).
     /// Parameters are named `a0`, `a1`...: the kernel refuses a FUNC with unnamed parameters.
-    fn global(
-        &mut self,
-        b: &mut BtfBuilder,
-        progtype: Option<ProgType>,
-        params: &[ParamType],
-    ) -> TypeId {
+    fn global(&mut self, b: &mut BtfBuilder, progtype: Option<ProgType>, params: &[ParamType]) -> TypeId {
         let key = (progtype, params.to_vec());
         if let Some(&(_, id)) = self.globals.iter().find(|(k, _)| *k == key) {
             return id;
@@ -560,10 +543,7 @@ fn ctx_struct(b: &mut BtfBuilder, progtype: ProgType) -> TypeId {
         }
     };
     let u32_ = b.u32_type();
-    let members: Vec<(&str, TypeId, u32)> = fields
-        .iter()
-        .map(|f| (f.name, u32_, f.offset as u32 * 8))
-        .collect();
+    let members: Vec<(&str, TypeId, u32)> = fields.iter().map(|f| (f.name, u32_, f.offset as u32 * 8)).collect();
     b.btf.structure(progtype.ctx_struct(), size, &members)
 }
 
@@ -574,11 +554,7 @@ fn build_map_btf(b: &mut BtfBuilder, maps: &[MapSpec]) -> (Vec<(u32, u32)>, u32)
     for m in maps {
         let (def, size) = b.map_def(m);
         let var = b.btf.var(&m.name, def, VAR_GLOBAL_ALLOCATED);
-        vars.push(VarSecInfo {
-            ty: var,
-            offset,
-            size,
-        });
+        vars.push(VarSecInfo { ty: var, offset, size });
         slots.push((offset, size));
         offset += size;
     }
@@ -662,12 +638,7 @@ fn build_ext(obj: &Object, plan: &Plan, btf: &mut BtfPlan) -> BtfExt {
 
 /// line_info of one function: an entry at its first instruction (the kernel requires one per
 /// function) and wherever the (file, line) changes; unknown locations continue the previous.
-fn line_records(
-    p: &ProgramCode,
-    f: &PlacedFunc,
-    sources: &Sources<'_>,
-    b: &mut BtfBuilder,
-) -> Vec<LineInfo> {
+fn line_records(p: &ProgramCode, f: &PlacedFunc, sources: &Sources<'_>, b: &mut BtfBuilder) -> Vec<LineInfo> {
     let second = layout::second_slots(&p.insns);
     let loc = |s: usize| p.locs.get(s).copied().unwrap_or_default();
     let slots = || (f.start..f.end).filter(|&s| !second[s]);
@@ -689,12 +660,7 @@ fn line_records(
     out
 }
 
-fn line_info(
-    section_slot: usize,
-    loc: SourceLoc,
-    sources: &Sources<'_>,
-    b: &mut BtfBuilder,
-) -> LineInfo {
+fn line_info(section_slot: usize, loc: SourceLoc, sources: &Sources<'_>, b: &mut BtfBuilder) -> LineInfo {
     LineInfo {
         insn_off: (section_slot * 8) as u32,
         file_name_off: b.btf.add_string(sources.name(loc.file)),
@@ -784,13 +750,7 @@ fn add_function_symbol(elf: &mut ElfWriter<'_>, f: &PlacedFunc, section: Section
     });
 }
 
-fn data_symbol(
-    elf: &mut ElfWriter<'_>,
-    name: &str,
-    section: SectionId,
-    value: u64,
-    size: u64,
-) -> SymbolId {
+fn data_symbol(elf: &mut ElfWriter<'_>, name: &str, section: SectionId, value: u64, size: u64) -> SymbolId {
     elf.add_symbol(Symbol {
         name: name.as_bytes().to_vec(),
         value,

@@ -12,11 +12,7 @@ pub fn locs(insns: &[Insn], first_line: u32) -> Vec<SourceLoc> {
     let mut line = first_line;
     let mut i = 0;
     while i < insns.len() {
-        let loc = SourceLoc {
-            file: 0,
-            line,
-            col: 3,
-        };
+        let loc = SourceLoc { file: 0, line, col: 3 };
         out.push(loc);
         if insns[i].is_ld_imm64() && i + 1 < insns.len() {
             out.push(loc);
@@ -39,12 +35,7 @@ pub fn source(lines: u32) -> SourceFile {
     }
 }
 
-pub fn program(
-    name: &str,
-    section: &str,
-    insns: Vec<Insn>,
-    map_relocs: Vec<(usize, usize)>,
-) -> ProgramCode {
+pub fn program(name: &str, section: &str, insns: Vec<Insn>, map_relocs: Vec<(usize, usize)>) -> ProgramCode {
     ProgramCode {
         name: name.into(),
         section: section.into(),
