@@ -10,6 +10,7 @@
 
 use luabpf_compiler::compile::{compile_source, Compiled, Options};
 use luabpf_loader::{load, require_kernel_or_skip};
+use luabpf_tests::programs::random_program;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 // ---------------------------------------------------------------------------------------
@@ -223,9 +224,6 @@ impl Rng {
     }
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len())]
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
     }
 }
 
@@ -737,186 +735,6 @@ fn random_token_soup() {
 
 // ---------------------------------------------------------------------------------------
 // Random programs: mostly well-formed, mostly well-typed, so that they reach every stage
-
-struct Gen {
-    rng: Rng,
-    ints: Vec<String>,
-    depth: usize,
-    loops: usize,
-    /// Whether to generate loops with run-time bounds (`for` to a run-time value, `while`,
-    /// `repeat`); without, every loop has constant bounds.
-    runtime_loops: bool,
-}
-
-impl Gen {
-    fn int_expr(&mut self) -> String {
-        self.depth += 1;
-        let leaf = self.depth > 4 || self.rng.chance(35);
-        let e = if leaf {
-            match self.rng.below(9) {
-                0..=3 => self.rng.pick(&self.ints).clone(),
-                4 => self
-                    .rng
-                    .pick(&[
-                        "0",
-                        "1",
-                        "-1",
-                        "7",
-                        "64",
-                        "-64",
-                        "255",
-                        "0x7fffffffffffffff",
-                        "(-0x7fffffffffffffff - 1)",
-                        "0x100000000",
-                        "200",
-                    ])
-                    .to_string(),
-                5 => format!(
-                    "p:get{}({})",
-                    self.rng
-                        .pick(&["byte", "int8", "uint16", "int16", "uint32", "int32", "int64"]),
-                    self.offset()
-                ),
-                6 => "#p".to_string(),
-                7 => format!("(T[{}] or {})", self.rng.pick(&self.ints).clone(), self.rng.below(5)),
-                _ => format!("(m[{}] or 0)", self.rng.pick(&self.ints).clone()),
-            }
-        } else {
-            match self.rng.below(10) {
-                0..=4 => {
-                    let op = *self.rng.pick(&["+", "-", "*", "//", "%", "&", "|", "~", "<<", ">>"]);
-                    format!("({} {op} {})", self.int_expr(), self.int_expr())
-                }
-                5 => format!("{}({})", self.rng.pick(&["-", "~"]), self.int_expr()),
-                6 => format!("(({}) and {} or {})", self.cond(), self.int_expr(), self.int_expr()),
-                7 => format!(
-                    "bo.{}({})",
-                    self.rng.pick(&["ntoh16", "ntoh32", "ntoh64", "hton16"]),
-                    self.int_expr()
-                ),
-                8 => format!("helper({}, {})", self.int_expr(), self.int_expr()),
-                _ => format!("(s:byte({}) or 0)", self.int_expr()),
-            }
-        };
-        self.depth -= 1;
-        e
-    }
-
-    fn offset(&mut self) -> String {
-        if self.rng.chance(60) {
-            format!("{}", 14 + self.rng.below(40))
-        } else {
-            format!("({} & 31) + 14", self.int_expr())
-        }
-    }
-
-    fn cond(&mut self) -> String {
-        self.depth += 1;
-        let c = match self.rng.below(6) {
-            0..=2 => format!(
-                "{} {} {}",
-                self.int_expr(),
-                self.rng.pick(&["<", "<=", ">", ">=", "==", "~="]),
-                self.int_expr()
-            ),
-            3 => format!("not ({})", self.cond()),
-            4 => format!("({}) {} ({})", self.cond(), self.rng.pick(&["and", "or"]), self.cond()),
-            _ => format!("s == \"{}\"", self.rng.pick(&["abc", "", "hello", "\\0"])),
-        };
-        self.depth -= 1;
-        c
-    }
-
-    fn block(&mut self, n: usize, indent: usize) -> String {
-        (0..n).map(|_| self.stmt(indent)).collect()
-    }
-
-    fn stmt(&mut self, indent: usize) -> String {
-        let pad = "  ".repeat(indent);
-        let nested = indent < 4;
-        let s = match self.rng.below(14) {
-            0 | 1 => {
-                let name = format!("v{}", self.ints.len());
-                let e = self.int_expr();
-                self.ints.push(name.clone());
-                format!("local {name} = {e}\n")
-            }
-            2 | 3 => {
-                let target = self.rng.pick(&self.ints[1..]).clone();
-                format!("{target} = {}\n", self.int_expr())
-            }
-            4 => format!(
-                "p:set{}({}, {})\n",
-                self.rng.pick(&["byte", "int16", "uint32", "int64"]),
-                self.offset(),
-                self.int_expr()
-            ),
-            5 if nested => {
-                let saved = self.ints.len();
-                let (c, t) = (self.cond(), self.block(2, indent + 1));
-                self.ints.truncate(saved);
-                let e = self.block(1, indent + 1);
-                self.ints.truncate(saved);
-                format!("if {c} then\n{t}{pad}else\n{e}{pad}end\n")
-            }
-            6 if nested && self.loops < 3 => {
-                self.loops += 1;
-                let saved = self.ints.len();
-                let var = format!("i{}", saved);
-                let (lo, hi) = if !self.runtime_loops || self.rng.chance(50) {
-                    (format!("{}", self.rng.below(3)), format!("{}", self.rng.below(6)))
-                } else {
-                    ("0".to_string(), format!("({} & 7)", self.int_expr()))
-                };
-                let step = *self.rng.pick(&["", ", 1", ", 2", ", -1"]);
-                self.ints.push(var.clone());
-                let b = self.block(2, indent + 1);
-                self.ints.truncate(saved);
-                format!("for {var} = {lo}, {hi}{step} do\n{b}{pad}end\n")
-            }
-            7 if nested && self.loops < 3 && self.runtime_loops => {
-                self.loops += 1;
-                let saved = self.ints.len();
-                let c = self.cond();
-                let b = self.block(2, indent + 1);
-                self.ints.truncate(saved);
-                format!("local w{saved} = 0\n{pad}while {c} do\n{pad}  w{saved} = w{saved} + 1\n{pad}  if w{saved} > 5 then break end\n{b}{pad}end\n")
-            }
-            8 => format!("m[{}] = {}\n", self.int_expr(), self.int_expr()),
-            9 => {
-                let k = self.int_expr();
-                format!(
-                    "do\n{pad}  local mv = m[{k}]\n{pad}  if mv then m[{k}] = mv + 1 else m[{k}] = nil end\n{pad}end\n"
-                )
-            }
-            10 if self.rng.chance(30) => format!("if {} then return {} end\n", self.cond(), self.rng.below(5)),
-            11 => format!("counts[0] = (counts[0] or 0) + {}\n", self.int_expr()),
-            12 if nested && self.runtime_loops => {
-                let saved = self.ints.len();
-                let b = self.block(2, indent + 1);
-                self.ints.truncate(saved);
-                format!("repeat\n{b}{pad}until {}\n", self.cond())
-            }
-            _ => format!("p:setint64(30, {})\n", self.int_expr()),
-        };
-        format!("{pad}{s}")
-    }
-}
-
-fn random_program(seed: u64, runtime_loops: bool) -> String {
-    let mut g = Gen {
-        rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
-        ints: vec!["a".into(), "b".into()],
-        depth: 0,
-        loops: 0,
-        runtime_loops,
-    };
-    let n = 2 + g.rng.below(8);
-    let body = g.block(n, 1);
-    format!(
-        "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal bo = require \"linux.byteorder\"\nlocal m = map.hash(\"m\", {{ key = \"i8\", value = \"i8\", entries = 64 }})\nlocal counts = map.percpu_array(\"counts\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nlocal T = {{ [1] = 10, [2] = 20, [7] = -7 }}\nlocal function helper(x, y)\n  if x > y then return x - y end\n  return y // 3\nend\nlocal function filter(ctx)\n  local p = ctx:packet()\n  local a = p:getint64(14)\n  local b = p:getint64(22)\n  local s = p:getstring(40, 3)\n{body}  return 2\nend\nreturn xdp.program(filter, {{ name = \"t\", default = 1 }})\n"
-    )
-}
 
 /// Random programs whose loops all have constant bounds; those that compile must pass the
 /// verifier.
