@@ -611,3 +611,46 @@ fn verify_never_crashes_on_corrupted_objects() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// disasm
+
+#[test]
+fn disasm_of_an_object_shows_lua_lines_and_map_names() {
+    let dir = std::env::temp_dir().join(format!("luabpf-cli-disasm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let obj = dir.join("sni.o");
+    let run = luabpf(&["compile", "examples/sni_filter.lua", "-o", s(&obj)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = luabpf(&["disasm", s(&obj)]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(run.code, 0, "{run:?}");
+    let asm = run.out();
+    // The line info travels in the object: the same annotation as `--emit asm`.
+    assert!(
+        asm.contains("; examples/sni_filter.lua:40: if not tls then return action.PASS end"),
+        "{asm}"
+    );
+    assert!(asm.contains("map[blocklist]"), "{asm}");
+    assert!(asm.contains("call bpf_map_lookup_elem"), "{asm}");
+}
+
+#[test]
+fn disasm_of_a_program_file_and_of_garbage() {
+    let run = luabpf(&["disasm", "examples/counter.lua"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.out()
+            .contains("; examples/counter.lua:20: counts[proto] = (counts[proto] or 0) + 1"),
+        "{}",
+        run.out()
+    );
+    let dir = std::env::temp_dir().join(format!("luabpf-cli-disasm-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.o");
+    std::fs::write(&bad, b"not an object").unwrap();
+    let run = luabpf(&["disasm", s(&bad)]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("not a readable BPF object"), "{run:?}");
+}

@@ -63,6 +63,14 @@ pub enum Command {
             the kernel, 2 usage or I/O error (including bpf() unavailable)."
     )]
     Verify(VerifyArgs),
+    /// Print a program file's or object's BPF assembly, annotated with its Lua lines
+    #[command(
+        long_about = "Print the BPF assembly of a program file (compiled first) or of an ELF \
+            object, interleaved with the Lua source lines each instruction came from (from the \
+            object's line info), with map and helper names resolved.",
+        after_help = "Exit status: 0 printed, 1 diagnostics or an unreadable object, 2 usage or I/O error."
+    )]
+    Disasm(DisasmArgs),
     /// Run a program on every packet of a pcap or pcapng capture, in the kernel
     #[command(
         long_about = "Run a program file (compiled first) or an ELF object on every packet of \
@@ -132,6 +140,16 @@ pub enum Emit {
 pub struct CheckArgs {
     /// The Lua program file
     #[arg(value_name = "FILE.lua")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub includes: Includes,
+}
+
+#[derive(Debug, Args)]
+pub struct DisasmArgs {
+    /// A Lua program file (compiled first) or an ELF object (`.o`)
+    #[arg(value_name = "FILE.lua|FILE.o")]
     pub file: PathBuf,
 
     #[command(flatten)]

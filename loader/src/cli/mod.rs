@@ -9,6 +9,7 @@ mod args;
 mod attach;
 mod check;
 mod compile;
+mod disasm;
 mod input;
 mod maps_cmd;
 mod output;
@@ -70,6 +71,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Compile(a) => compile::run(a),
         Command::Check(a) => check::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Disasm(a) => disasm::run(a),
         Command::Run(a) => run::run(a),
         Command::Attach(a) => attach::run_attach(a),
         Command::Detach(a) => attach::run_detach(a),

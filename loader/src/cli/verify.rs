@@ -82,7 +82,7 @@ pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
 }
 
 /// `.o` files and anything that starts like an ELF file are objects; the rest is Lua.
-fn is_object(path: &Path) -> Result<bool, CliError> {
+pub(super) fn is_object(path: &Path) -> Result<bool, CliError> {
     if path.extension().is_some_and(|e| e == "o") {
         return Ok(true);
     }
