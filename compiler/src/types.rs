@@ -108,6 +108,8 @@ enum Known {
 enum Binding {
     Local(LocalId),
     Known(Known),
+    /// A local whose declaration was refused: uses fail without a further diagnostic.
+    Poisoned,
 }
 
 /// The result of checking an expression: a run-time value, or something only the compiler
@@ -537,19 +539,10 @@ impl<'a> Checker<'a> {
             for (n, b) in scope {
                 match b {
                     Binding::Known(k) => env.push((n.clone(), k.clone())),
-                    Binding::Local(_) => {
+                    Binding::Local(_) | Binding::Poisoned => {
                         outer.insert(n.clone());
                         env.retain(|(m, _)| m != n);
                     }
-                }
-            }
-        }
-        // A later local of the same name shadows an earlier known binding: drop those.
-        let mut seen_local: HashSet<String> = HashSet::new();
-        for scope in st.scopes.iter().rev() {
-            for (n, b) in scope.iter().rev() {
-                if let Binding::Local(_) = b {
-                    seen_local.insert(n.clone());
                 }
             }
         }
@@ -565,6 +558,20 @@ impl<'a> Checker<'a> {
     }
 
     fn local_assignment(&mut self, st: &mut FnState, la: &ast::LocalAssignment, span: Span) -> R<Stmt> {
+        let r = self.local_assignment_inner(st, la, span);
+        if r.is_err() {
+            // The declaration was refused: its names still exist, so that later uses do not
+            // each report an "unknown global" on top of the real error.
+            for t in la.names().iter() {
+                if let Some(scope) = st.scopes.last_mut() {
+                    scope.push((ident(t), Binding::Poisoned));
+                }
+            }
+        }
+        r
+    }
+
+    fn local_assignment_inner(&mut self, st: &mut FnState, la: &ast::LocalAssignment, span: Span) -> R<Stmt> {
         for attr in la.attributes().flatten() {
             let a = attr.name().token().to_string();
             if a != "const" {
@@ -689,6 +696,7 @@ impl<'a> Checker<'a> {
         let sp = self.span(st, tok);
         match self.lookup(st, &name) {
             Some(Binding::Local(id)) => Ok(id),
+            Some(Binding::Poisoned) => Err(()),
             Some(Binding::Known(_)) => self.refuse(
                 sp,
                 format!("cannot assign to `{name}`: it is captured from the file's top level"),
@@ -1308,6 +1316,7 @@ impl<'a> Checker<'a> {
                 }))
             }
             Some(Binding::Known(k)) => Ok(Val::Known(k, span)),
+            Some(Binding::Poisoned) => Err(()),
             None if st.outer_locals.contains(&name) => self.refuse(
                 span,
                 format!("a nested function cannot capture `{name}`, a local of the enclosing function"),
