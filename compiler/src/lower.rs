@@ -2406,16 +2406,8 @@ impl<'a> Lowerer<'a> {
         self.push(Inst::Const { dst: value, imm: 0 });
         self.push(Inst::Const { dst: ptr, imm: 0 });
         let k = self.map_key(map, key, miss);
-        let m = self.pointer();
-        self.push(Inst::MapAddr {
-            dst: m,
-            map: map as u32,
-        });
-        self.push(Inst::Call {
-            helper: h::MAP_LOOKUP_ELEM,
-            args: vec![Operand::Value(m), Operand::Value(k)],
-            dst: Some(ptr),
-        });
+        let r = self.map_helper(h::MAP_LOOKUP_ELEM, map, &[Operand::Value(k)]);
+        self.push(Inst::Mov { dst: ptr, src: r });
         match &vty {
             Format::Record(_) => {
                 self.jump(join);
@@ -2594,20 +2586,10 @@ impl<'a> Lowerer<'a> {
 
     fn map_set(&mut self, map: MapId, key: &Expr, value: Option<&Expr>) {
         let after = self.f.new_block();
-        let m_kind = self.input.maps.maps[map].kind;
         match value {
             None => {
                 let k = self.map_key(map, key, after);
-                let m = self.pointer();
-                self.push(Inst::MapAddr {
-                    dst: m,
-                    map: map as u32,
-                });
-                self.push(Inst::Call {
-                    helper: h::MAP_DELETE_ELEM,
-                    args: vec![Operand::Value(m), Operand::Value(k)],
-                    dst: None,
-                });
+                self.map_helper(h::MAP_DELETE_ELEM, map, &[Operand::Value(k)]);
                 self.jump(after);
             }
             Some(v) => {
@@ -2620,17 +2602,7 @@ impl<'a> Lowerer<'a> {
                 // allocate a new hash element and free the old one (what `m[k] = hits + 1`
                 // on a counter does on every packet).
                 if let (Format::Int { bytes, .. }, LV::Scalar(o)) = (self.input.maps.maps[map].value.clone(), &vv) {
-                    let m = self.pointer();
-                    self.push(Inst::MapAddr {
-                        dst: m,
-                        map: map as u32,
-                    });
-                    let p = self.pointer();
-                    self.push(Inst::Call {
-                        helper: h::MAP_LOOKUP_ELEM,
-                        args: vec![Operand::Value(m), Operand::Value(k)],
-                        dst: Some(p),
-                    });
+                    let p = self.map_helper(h::MAP_LOOKUP_ELEM, map, &[Operand::Value(k)]);
                     let hit = self.f.new_block();
                     let miss = self.f.new_block();
                     self.branch(JmpOp::Jne, p, Operand::Imm(0), hit, miss);
@@ -2647,23 +2619,11 @@ impl<'a> Lowerer<'a> {
                     self.switch_to(miss);
                 }
                 let vp = self.value_slot(map, vv, v.span);
-                let m = self.pointer();
-                self.push(Inst::MapAddr {
-                    dst: m,
-                    map: map as u32,
-                });
-                let r = self.scalar();
-                self.push(Inst::Call {
-                    helper: h::MAP_UPDATE_ELEM,
-                    args: vec![
-                        Operand::Value(m),
-                        Operand::Value(k),
-                        Operand::Value(vp),
-                        Operand::Imm(0),
-                    ],
-                    dst: Some(r),
-                });
-                let _ = m_kind;
+                let r = self.map_helper(
+                    h::MAP_UPDATE_ELEM,
+                    map,
+                    &[Operand::Value(k), Operand::Value(vp), Operand::Imm(0)],
+                );
                 self.error_if(JmpOp::Jslt, r, Operand::Imm(0));
                 self.jump(after);
             }
@@ -2681,17 +2641,7 @@ impl<'a> Lowerer<'a> {
             Format::Int { bytes, .. } => (*bytes, self.input.maps.maps[map].kind.is_percpu()),
             _ => (8, false),
         };
-        let m = self.pointer();
-        self.push(Inst::MapAddr {
-            dst: m,
-            map: map as u32,
-        });
-        let p = self.pointer();
-        self.push(Inst::Call {
-            helper: h::MAP_LOOKUP_ELEM,
-            args: vec![Operand::Value(m), Operand::Value(k)],
-            dst: Some(p),
-        });
+        let p = self.map_helper(h::MAP_LOOKUP_ELEM, map, &[Operand::Value(k)]);
         let hit = self.f.new_block();
         let missing = self.f.new_block();
         let done = self.f.new_block();
@@ -2710,42 +2660,43 @@ impl<'a> Lowerer<'a> {
         });
         let vp = self.pointer();
         self.push(Inst::SlotAddr { dst: vp, slot, off: 0 });
-        let m2 = self.pointer();
-        self.push(Inst::MapAddr {
-            dst: m2,
-            map: map as u32,
-        });
-        let k2 = k;
-        let r = self.scalar();
         const BPF_NOEXIST: i64 = 1;
-        self.push(Inst::Call {
-            helper: h::MAP_UPDATE_ELEM,
-            args: vec![
-                Operand::Value(m2),
-                Operand::Value(k2),
-                Operand::Value(vp),
-                Operand::Imm(BPF_NOEXIST),
-            ],
-            dst: Some(r),
-        });
+        let r = self.map_helper(
+            h::MAP_UPDATE_ELEM,
+            map,
+            &[Operand::Value(k), Operand::Value(vp), Operand::Imm(BPF_NOEXIST)],
+        );
         let retry = self.f.new_block();
         self.branch(JmpOp::Jsge, r, Operand::Imm(0), done, retry);
         self.switch_to(retry);
-        let m3 = self.pointer();
-        self.push(Inst::MapAddr {
-            dst: m3,
-            map: map as u32,
-        });
-        let p2 = self.pointer();
-        self.push(Inst::Call {
-            helper: h::MAP_LOOKUP_ELEM,
-            args: vec![Operand::Value(m3), Operand::Value(k2)],
-            dst: Some(p2),
-        });
+        let p2 = self.map_helper(h::MAP_LOOKUP_ELEM, map, &[Operand::Value(k)]);
         self.error_if(JmpOp::Jeq, p2, Operand::Imm(0));
         self.add_in_place(p2, d, bytes, percpu);
         self.jump(done);
         self.switch_to(done);
+    }
+
+    /// `map`'s address in r1, then `helper(map, args...)`: every map access goes through
+    /// here. The result is a pointer for lookups, a status otherwise.
+    fn map_helper(&mut self, helper: i32, map: MapId, args: &[Operand]) -> Value {
+        let m = self.pointer();
+        self.push(Inst::MapAddr {
+            dst: m,
+            map: map as u32,
+        });
+        let dst = if helper == h::MAP_LOOKUP_ELEM {
+            self.pointer()
+        } else {
+            self.scalar()
+        };
+        let mut all = vec![Operand::Value(m)];
+        all.extend_from_slice(args);
+        self.push(Inst::Call {
+            helper,
+            args: all,
+            dst: Some(dst),
+        });
+        dst
     }
 
     fn add_in_place(&mut self, p: Value, d: Value, bytes: u8, percpu: bool) {
