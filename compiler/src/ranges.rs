@@ -374,19 +374,14 @@ pub fn range_at_end(f: &Function, b: Block, v: Value) -> Option<Range> {
     s.get(&v).copied()
 }
 
-#[allow(dead_code)]
-fn index_of(v: Value) -> usize {
-    v.index()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ir::{Operand, ValueKind};
 
-    #[test]
-    fn a_check_that_cannot_fail_is_removed() {
-        // v = load.B; w = v + 14; if w > 0xfff0 goto err else ok
+    /// `v = <load of size>; w = op(v); if w > 0xfff0 goto err else ok`: the entry block and
+    /// `ok`.
+    fn check_after(size: Size, op: impl FnOnce(Value, Value) -> Inst) -> (Function, Block, Block) {
         let mut f = Function::new("t");
         let err = f.new_block();
         let ok = f.new_block();
@@ -401,19 +396,11 @@ mod tests {
                 dst: v,
                 base: p,
                 off: 0,
-                size: Size::B,
+                size,
             },
             loc,
         ));
-        f.blocks[e].insts.push((
-            Inst::Bin {
-                op: BinOp::Add,
-                dst: w,
-                a: v,
-                b: Operand::Imm(14),
-            },
-            loc,
-        ));
+        f.blocks[e].insts.push((op(w, v), loc));
         f.blocks[e].term.0 = Terminator::Branch {
             op: JmpOp::Jgt,
             a: w,
@@ -421,36 +408,37 @@ mod tests {
             then_: err,
             else_: ok,
         };
+        (f, e, ok)
+    }
+
+    #[test]
+    fn a_check_that_cannot_fail_is_removed() {
+        let (mut f, e, ok) = check_after(Size::B, |w, v| Inst::Bin {
+            op: BinOp::Add,
+            dst: w,
+            a: v,
+            b: Operand::Imm(14),
+        });
         assert!(remove_decided_branches(&mut f));
         assert_eq!(f.blocks[e].term.0, Terminator::Jump(ok));
     }
 
     #[test]
     fn a_check_that_can_fail_stays() {
-        let mut f = Function::new("t");
-        let err = f.new_block();
-        let ok = f.new_block();
-        let p = f.new_value(ValueKind::Pointer);
-        let v = f.new_value(ValueKind::Scalar);
-        let e = f.entry;
-        let loc = Default::default();
-        f.blocks[e].insts.push((Inst::Arg { dst: p, index: 0 }, loc));
-        f.blocks[e].insts.push((
-            Inst::Load {
-                dst: v,
-                base: p,
-                off: 0,
-                size: Size::W,
-            },
-            loc,
-        ));
-        f.blocks[e].term.0 = Terminator::Branch {
-            op: JmpOp::Jgt,
-            a: v,
-            b: Operand::Imm(0xfff0),
-            then_: err,
-            else_: ok,
-        };
+        let (mut f, _, _) = check_after(Size::W, |w, v| Inst::Mov { dst: w, src: v });
         assert!(!remove_decided_branches(&mut f));
+    }
+
+    #[test]
+    fn a_64_bit_byte_swap_may_be_negative() {
+        // ntoh64 of a byte can set the sign bit: `w > 0xfff0` is not decided either way, and
+        // neither is `w < 0` (the bug was treating it as non-negative).
+        let (mut f, _, _) = check_after(Size::B, |w, v| Inst::Bswap {
+            dst: w,
+            src: v,
+            bits: 64,
+        });
+        assert!(!remove_decided_branches(&mut f));
+        assert!(range_at_end(&f, f.entry, Value::from_u32(2)).is_none_or(|r| r.lo < 0));
     }
 }
