@@ -2,26 +2,7 @@
 //! they reach every stage of the compiler. Shared by the robustness tests (everything that
 //! compiles must verify) and the differential semantics tests (kernel and Lua must agree).
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
+use crate::harness::Rng;
 
 struct Gen {
     rng: Rng,
@@ -190,7 +171,7 @@ impl Gen {
 
 pub fn random_program(seed: u64, runtime_loops: bool) -> String {
     let mut g = Gen {
-        rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        rng: Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
         ints: vec!["a".into(), "b".into()],
         depth: 0,
         loops: 0,

@@ -246,7 +246,7 @@ fn check_mutations(h: &Harness, packet: &[u8], seed: u64, n: usize) -> Vec<u32> 
         let mut p = packet.to_vec();
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(p.len());
-            p[at] = rng.next_u64() as u8;
+            p[at] = rng.next() as u8;
         }
         if rng.below(2) == 0 {
             p.truncate(ETH_HLEN + rng.below(packet.len() - ETH_HLEN + 1));
@@ -790,7 +790,7 @@ fn cookie_guard_survives_random_mutations() {
         let mut p = packet.clone();
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(p.len());
-            p[at] = rng.next_u64() as u8;
+            p[at] = rng.next() as u8;
         }
         if rng.below(2) == 0 {
             p.truncate(ETH_HLEN + rng.below(packet.len() - ETH_HLEN + 1));

@@ -10,6 +10,7 @@
 
 use luabpf_compiler::compile::{compile_source, Compiled, Options};
 use luabpf_loader::{load, require_kernel_or_skip};
+use luabpf_tests::harness::Rng;
 use luabpf_tests::programs::random_program;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -208,23 +209,6 @@ fn scale() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000)
-}
-
-/// xorshift64*.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
 }
 
 const HEAD: &str = "local xdp = require \"bpf.xdp\"\nlocal function filter(ctx)\n  local p = ctx:packet()\n  local a = p:getbyte(14)\n";
@@ -514,7 +498,7 @@ fn degenerate_files() {
 #[test]
 fn garbage_bytes() {
     let mut r = Report::default();
-    let mut rng = Rng(0x9a7b_a9e5);
+    let mut rng = Rng::new(0x9a7b_a9e5);
     for i in 0..scale() / 3 {
         let n = rng.below(400);
         let bytes: Vec<u8> = match i % 3 {
@@ -717,7 +701,7 @@ const TOKENS: &[&str] = &[
 #[test]
 fn random_token_soup() {
     let mut r = Report::default();
-    let mut rng = Rng(0x7031_5eed);
+    let mut rng = Rng::new(0x7031_5eed);
     for i in 0..scale() {
         let n = 1 + rng.below(60);
         let soup: Vec<&str> = (0..n).map(|_| *rng.pick(TOKENS)).collect();

@@ -11,6 +11,7 @@
 
 use luabpf_compiler::compile::{compile_source, Options};
 use luabpf_loader::{load, require_kernel_or_skip, test_run, Loaded};
+use luabpf_tests::harness::Rng;
 use luabpf_tests::programs::random_program;
 use mlua::{Function, Lua, Table};
 
@@ -294,21 +295,6 @@ fn differential(tally: &mut Tally, label: &str, src: &str, packets: &[Vec<u8>], 
 }
 
 /// A tiny deterministic generator (xorshift64*).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn kernel(name: &str) -> bool {
     require_kernel_or_skip(name)
@@ -719,7 +705,7 @@ fn byteorder() {
         return;
     }
     let mut t = Tally::default();
-    let mut rng = Rng(0x5eed_0001);
+    let mut rng = Rng::new(0x5eed_0001);
     let mut packets: Vec<Vec<u8>> = EDGES
         .iter()
         .map(|&a| operands_packet(a, a.wrapping_mul(31), 8))
@@ -1182,7 +1168,7 @@ fn random_programs_differential() {
         .unwrap_or(0);
     let mut t = Tally::default();
     for seed in first..first + n {
-        let mut rng = Rng(0xd1ff_5eed ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = Rng::new(0xd1ff_5eed ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let src = random_program(seed, false);
         if compile_source(&src, "prog.lua", &Options::default()).is_err() {
             continue; // refusals are tests/robustness.rs's business
@@ -1192,8 +1178,8 @@ fn random_programs_differential() {
                 let len = 64 + rng.below(40) as usize;
                 let mut p = rng.bytes(len);
                 if k % 2 == 0 {
-                    let a = EDGES[rng.below(EDGES.len() as u64) as usize];
-                    let b = EDGES[rng.below(EDGES.len() as u64) as usize];
+                    let a = EDGES[rng.below(EDGES.len())];
+                    let b = EDGES[rng.below(EDGES.len())];
                     p[14..22].copy_from_slice(&a.to_le_bytes());
                     p[22..30].copy_from_slice(&b.to_le_bytes());
                 }
