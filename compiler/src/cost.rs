@@ -73,7 +73,7 @@ pub fn check(checked: &Checked, hook: &Hook) -> Result<u64, Vec<Diagnostic>> {
             format!("this loop leaves the kernel's verifier about {} branches to follow; its limit is 8,192", group(est)),
             "every iteration's unpredictable branches stay pending",
         )
-        .hint("give the loop a smaller constant bound, or move its body into a function: a function with a loop, called inside a loop, is verified once")]);
+        .hint("bound the loop by a constant counter (for example `while n < 64 and ...`), or test fewer things per iteration")]);
     }
     Ok(total)
 }

@@ -519,3 +519,24 @@ fn unknown_module() {
     let src = "local xdp = require \"bpf.xdp\"\nlocal tls = require \"net.tlsx\"\nlocal function filter(ctx) return 2 end\nreturn xdp.program(filter)\n";
     check("unknown_module", src, "\"net.tlsx\"", 0);
 }
+
+// The verifier-cost estimate: the heavier shapes that tests/tests/semantics.rs runs in cheaper
+// forms are refused, with the loop to blame.
+
+#[test]
+fn nested_runtime_loops_exceed_the_verifier_budget() {
+    let src = xdp(
+        "",
+        "  local a = p:getbyte(14)\n  local s = 0\n  for i = 0, a do\n    for j = 0, a do\n      s = s + i * j\n    end\n  end\n  p:setbyte(15, s & 255)",
+    );
+    check("nested_runtime_loops", &src, "for j = 0, a do", 0);
+}
+
+#[test]
+fn a_runtime_loop_with_many_branches_exceeds_the_pending_branch_limit() {
+    let src = xdp(
+        "",
+        "  local a = p:getbyte(14)\n  local n, s = 0, 0\n  while n < a do\n    n = n + 1\n    if p:getbyte(14 + (n & 7)) == 1 then s = s + 1 end\n    if p:getbyte(15 + (n & 7)) == 1 then s = s + 2 end\n    if p:getbyte(16 + (n & 7)) == 1 then s = s + 3 end\n    if p:getbyte(17 + (n & 7)) == 1 then s = s + 4 end\n  end\n  p:setbyte(15, s & 255)",
+    );
+    check("many_pending_branches", &src, "while n < a do", 0);
+}
