@@ -1,149 +1,16 @@
 //! `luabpf attach|detach|list|map` against the kernel, with real packets.
 //!
-//! Needs root: skips loudly without bpf(), unless LUABPF_REQUIRE_KERNEL=1. Every test creates
-//! its own network namespace with a veth pair (one end inside), never touches other interfaces,
-//! and uses program names unique to the test (pins live in the host's /sys/fs/bpf, which all
-//! namespaces share). Guards remove namespaces, pins and links also when a test fails.
-//!
-//! The command runs inside the namespace through `nsenter --net=...`: `ip netns exec` would
-//! remount /sys and hide the BPF filesystem.
+//! Needs root: skips loudly without bpf(), unless LUABPF_REQUIRE_KERNEL=1. Every test builds
+//! its own [`Lab`] (two namespaces and a veth pair, common/lab.rs), never touches other
+//! interfaces, and uses program names unique to the lab. The lab's guard removes namespaces,
+//! pins and links also when a test fails. The traffic tests are in wire.rs.
 
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use std::path::Path;
+
+use common::lab::*;
 use luabpf_loader::require_kernel_or_skip;
-
-const BIN: &str = env!("CARGO_BIN_EXE_luabpf");
-static N: AtomicUsize = AtomicUsize::new(0);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn ip(args: &[&str]) -> Output {
-    Command::new("ip").args(args).output().expect("run ip")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace with a veth pair: `inner` inside, `outer` in the test's namespace.
-/// Dropping it detaches the programs registered with it and removes everything.
-struct Lab {
-    ns: String,
-    inner: String,
-    outer: String,
-    outer_ip: String,
-    inner_ip: String,
-    dir: PathBuf,
-    programs: Vec<String>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}{}", std::process::id() % 100_000, n);
-        let ns = format!("luabpf-t{id}");
-        let inner = format!("lbi{id}");
-        let outer = format!("lbo{id}");
-        let net = (std::process::id() as usize * 7 + n) % 250 + 1;
-        let lab = Lab {
-            ns: ns.clone(),
-            inner: inner.clone(),
-            outer: outer.clone(),
-            outer_ip: format!("10.213.{net}.1"),
-            inner_ip: format!("10.213.{net}.2"),
-            dir: std::env::temp_dir().join(format!("luabpf-attach-{id}")),
-            programs: Vec::new(),
-        };
-        std::fs::create_dir_all(&lab.dir).unwrap();
-        ok(&ip(&["netns", "add", &ns]));
-        ok(&ip(&[
-            "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &ns,
-        ]));
-        ok(&ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/24", lab.inner_ip),
-            "dev",
-            &inner,
-        ]));
-        ok(&ip(&["-n", &ns, "link", "set", &inner, "up"]));
-        ok(&ip(&["-n", &ns, "link", "set", "lo", "up"]));
-        ok(&ip(&["addr", "add", &format!("{}/24", lab.outer_ip), "dev", &outer]));
-        ok(&ip(&["link", "set", &outer, "up"]));
-        lab
-    }
-
-    /// `luabpf ARGS` inside the namespace.
-    fn luabpf(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns))
-            .arg(BIN)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run luabpf")
-    }
-
-    /// A copy of an example with its program renamed to a name unique to this test.
-    fn example_copy(&mut self, example: &str, old_name: &str, new_name: &str) -> PathBuf {
-        let src = std::fs::read_to_string(workspace().join("examples").join(format!("{example}.lua"))).unwrap();
-        let needle = format!("name = \"{old_name}\"");
-        assert!(src.contains(&needle), "{example}.lua names its program {old_name}");
-        let path = self.dir.join(format!("{new_name}.lua"));
-        std::fs::write(&path, src.replace(&needle, &format!("name = \"{new_name}\""))).unwrap();
-        self.programs.push(new_name.to_string());
-        path
-    }
-
-    fn unique(&self, base: &str) -> String {
-        format!("{base}_{}", self.ns.trim_start_matches("luabpf-t"))
-    }
-
-    /// Sends `n` UDP datagrams from outside the namespace to the inner end.
-    fn send_udp(&self, n: usize) {
-        let sock = UdpSocket::bind(format!("{}:0", self.outer_ip)).unwrap();
-        for _ in 0..n {
-            sock.send_to(b"hello", format!("{}:9", self.inner_ip)).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    fn xdp_attached(&self) -> bool {
-        let out = ok(&ip(&["-n", &self.ns, "link", "show", &self.inner]));
-        out.contains(" xdp") || out.contains("prog/xdp")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for p in &self.programs {
-            let _ = self.luabpf(&["detach", p]);
-            let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf/luabpf").join(p));
-            let _ = std::fs::remove_dir_all(Path::new("/run/luabpf").join(p));
-        }
-        let _ = ip(&["link", "del", &self.outer]);
-        let _ = ip(&["netns", "del", &self.ns]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn pins_of(name: &str) -> bool {
-    Path::new("/sys/fs/bpf/luabpf").join(name).exists() || Path::new("/run/luabpf").join(name).exists()
-}
 
 /// The per-CPU sum `luabpf map dump` shows for `key` (`KEY: SUM (cpu0=.. ...)`).
 fn dumped_sum(dump: &str, key: u32) -> u64 {

@@ -89,7 +89,8 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-fn need_kernel(what: &str) -> Result<(), CliError> {
+/// Refuses early, with what to do, where bpf() is unavailable (no root, no CAP_BPF).
+pub(super) fn need_kernel(what: &str) -> Result<(), CliError> {
     kernel_available().map_err(|why| {
         CliError::Usage(format!(
             "cannot use bpf() here: {why}\n{what} needs root, or CAP_BPF with CAP_NET_ADMIN"

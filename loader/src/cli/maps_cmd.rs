@@ -102,6 +102,8 @@ fn specs(program: &str) -> Result<Vec<MapSpec>, CliError> {
 }
 
 fn open(program: &str, map: &str) -> Result<(RawMap, MapSpec), CliError> {
+    // Without bpf() the pins cannot be opened: say so rather than show an EACCES.
+    super::attach::need_kernel("map")?;
     let specs = specs(program)?;
     let Some(spec) = specs.iter().find(|m| m.name == map).cloned() else {
         let names: Vec<&str> = specs.iter().map(|m| m.name.as_str()).collect();

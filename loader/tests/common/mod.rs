@@ -2,6 +2,8 @@
 //! (BTF `.maps`, `.luabpf.init`), the format the compiler emits.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use object::{Object as _, ObjectSection as _};
 use runtime_bpf::isa::Insn;
 use runtime_bpf::object::{Format, MapKind, MapSpec, Object, ProgramCode, SourceLoc};
