@@ -13,6 +13,9 @@
 //! Every failure undoes the steps before it: pins created by this call are removed, a link
 //! created by this call is never pinned (closing its fd detaches it), and a link already
 //! switched to the new program is switched back.
+//!
+//! Attaching and detaching hold [`pins::lock`], so that concurrent commands (two attaches of
+//! one name, a detach during a replace) take turns.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -331,6 +334,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
         )));
     }
 
+    let _lock = pins::lock().map_err(|e| sys_err(&format!("cannot lock {}", pins::STATE_ROOT), e))?;
     let p = Pins::new(&name);
     let existing = pins::read_meta(&name)
         .map_err(|e| AttachError::System(format!("cannot read {}: {e}", p.meta_file().display())))?;
@@ -570,6 +574,7 @@ pub fn detach(name: &str) -> Result<Option<Meta>, AttachError> {
     if !pins::valid_name(name) {
         return Err(AttachError::NotAttached(name.to_string()));
     }
+    let _lock = pins::lock().map_err(|e| sys_err(&format!("cannot lock {}", pins::STATE_ROOT), e))?;
     let p = Pins::new(name);
     if !p.exists() {
         return Err(AttachError::NotAttached(name.to_string()));

@@ -124,6 +124,38 @@ impl Pins {
     }
 }
 
+/// The lock file, in [`STATE_ROOT`]; its dot keeps it apart from program names.
+const LOCK_FILE: &str = ".lock";
+
+/// An exclusive lock over luabpf's pins and state, held while attaching or detaching (until
+/// dropped): concurrent commands take turns instead of seeing, and undoing, each other's
+/// half-made attachments.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Waits for the [`StateLock`].
+pub fn lock() -> io::Result<StateLock> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(STATE_ROOT)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(Path::new(STATE_ROOT).join(LOCK_FILE))?;
+    loop {
+        // SAFETY: flock on an open file; released when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(StateLock { _file: file });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Names usable in bpffs (which refuses names with a dot): letters, digits, `_` and `-`.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()

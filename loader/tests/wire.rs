@@ -85,6 +85,23 @@ fn sni_filter_at_native_xdp_drops_blocked_client_hellos_over_tcp() {
     assert!(list.contains("\"mode\":\"native\""), "{list}");
     ok(&lab.luabpf(&["map", "set", &name, "blocklist", "evil.example", "0"]));
 
+    // The same name on another interface: refused; the attachment below keeps filtering.
+    let other = lab.unique("x");
+    lab.ip(&["link", "add", &other, "type", "veth", "peer", "name", &lab.unique("y")]);
+    lab.ip(&["link", "set", &other, "up"]);
+    let file = lab.dir.join(format!("{name}.lua"));
+    let out = lab.luabpf(&["attach", &other, file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "program `{name}` is already attached at xdp on {}: detach it first",
+            lab.inner
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!lab.ip(&["link", "show", &other]).contains("xdp"));
+
     let server = SocketAddrV4::new(lab.inner_ip, 443);
     let listener = run_in(&lab.ns, move || TcpListener::bind(server).expect("bind 443"));
     let connect = |lab: &Lab| {
@@ -252,6 +269,21 @@ fn tc_mark_marks_matching_packets_at_tcx_egress_and_ingress() {
         assert_eq!(marked, [42; 10], "tc {dir}: datagrams to the marked port carry mark 42");
         assert_eq!(plain, [0; 10], "tc {dir}: other datagrams are not marked");
         assert_eq!(percpu_sum(&lab, &name, "marked", "7001"), 10, "tc {dir}");
+        // Replaced at the same hook (a tcx link update): the maps and the marking stay.
+        let out = ok(&lab.luabpf(&["attach", dev, &file, "--tc", dir]));
+        assert!(
+            out.contains("replaced") && out.contains("maps kept: marks, marked"),
+            "{out}"
+        );
+        let (marked, _) = exchange(&lab);
+        assert_eq!(marked, [42; 10], "tc {dir}, replaced");
+        assert_eq!(percpu_sum(&lab, &name, "marked", "7001"), 20, "tc {dir}, replaced");
+        let list = ok(&lab.luabpf(&["list"]));
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(&name) && l.contains(&format!("tc-{dir} (tcx)\t{dev}"))),
+            "{list}"
+        );
         ok(&lab.luabpf(&["detach", &name]));
         assert!(!pins_of(&name));
         // Detached: nothing marks any more.
@@ -629,7 +661,12 @@ fn map_command_round_trips_every_format_and_refuses_bad_input() {
             "format {hits: I8, port: I2, tag: c6, delta: i4}",
         ),
         ("recs", "1", "hits", "format {hits: I8, port: I2, tag: c6, delta: i4}"),
-        ("recs", "1", "port=70000", "format I2"),
+        (
+            "recs",
+            "1",
+            "port=70000",
+            "field `port`: `70000` is out of range (0 to 65535) (format I2)",
+        ),
         ("rkeys", "addr=1,port=2,x=3", "1", "format {addr: I4, port: I2}"),
         ("rkeys", "5", "1", "format {addr: I4, port: I2}"),
     ];
@@ -955,6 +992,10 @@ fn a_failed_attach_undoes_the_steps_before_it() {
         stderr(&out)
     );
     assert!(!pins_of(&name), "pins left after a failed link");
+    // The default mode falls back to generic XDP there.
+    let out = ok(&lab.luabpf(&["attach", "lo", &file]));
+    assert!(out.contains(&format!("attached `{name}` at xdp (skb) on lo")), "{out}");
+    ok(&lab.luabpf(&["detach", &name]));
 
     // Another program already holds the interface's XDP slot (attached with iproute2).
     let foreign = lab.dir.join("foreign.o");
@@ -1027,4 +1068,207 @@ fn pin_files(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static tables, concurrent attaches.
+
+/// An XDP filter dropping UDP to the ports of a static table (a hash map filled at load).
+const STATIC_PORTS: &str = r#"
+local xdp    = require "bpf.xdp"
+local action = require "linux.xdp"
+local bo     = require "linux.byteorder"
+
+local BLOCKED_PORTS = { [7001] = 1, [7003] = 1 }
+
+local function filter(ctx)
+  local p = ctx:packet()
+  if bo.ntoh16(p:getuint16(12)) ~= 0x0800 or p:getbyte(23) ~= 17 then return action.PASS end
+  local l4 = 14 + (p:getbyte(14) & 0x0f) * 4
+  if BLOCKED_PORTS[bo.ntoh16(p:getuint16(l4 + 2))] then return action.DROP end
+  return action.PASS
+end
+
+return xdp.program(filter, { name = "NAME" })
+"#;
+
+/// Which of `ports` a UDP datagram from the peer reaches. One datagram goes to each port,
+/// then one to a probe port nothing blocks; once the probe has arrived, every datagram sent
+/// before it has been either delivered or dropped (one veth queue keeps their order).
+fn udp_reaches(lab: &Lab, ports: &[u16]) -> Vec<u16> {
+    let server = lab.inner_ip;
+    let ports = ports.to_vec();
+    let socks = {
+        let ports = ports.clone();
+        run_in(&lab.ns, move || {
+            let socks: Vec<UdpSocket> = ports.iter().map(|p| UdpSocket::bind((server, *p)).unwrap()).collect();
+            (socks, UdpSocket::bind((server, 7999)).unwrap())
+        })
+    };
+    let (from, targets) = (lab.outer_ip, ports.clone());
+    run_in(&lab.peer, move || {
+        let s = UdpSocket::bind((from, 0)).unwrap();
+        for p in targets.iter().chain([7999].iter()) {
+            s.send_to(b"probe", (server, *p)).unwrap();
+        }
+    });
+    socks.1.set_read_timeout(Some(PATIENCE)).unwrap();
+    socks.1.recv(&mut [0u8; 16]).expect("the probe datagram arrives");
+    ports
+        .iter()
+        .zip(&socks.0)
+        .filter(|(_, s)| {
+            s.set_nonblocking(true).unwrap();
+            s.recv(&mut [0u8; 16]).is_ok()
+        })
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+#[test]
+fn static_tables_are_filled_on_first_attach_and_kept_on_replace() {
+    if !require_kernel_or_skip("static_tables_are_filled_on_first_attach_and_kept_on_replace") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let name = lab.unique("stt");
+    let file = lab.write_program(&name, &STATIC_PORTS.replace("NAME", &name));
+    let file = file.to_str().unwrap().to_string();
+    let table = |lab: &Lab| ok(&lab.luabpf(&["map", "dump", &name, "BLOCKED_PORTS", "--json"]));
+    ok(&lab.luabpf(&["attach", &lab.inner.clone(), &file]));
+    assert_eq!(
+        table(&lab).trim().len(),
+        r#"[{"key":7001,"value":1},{"key":7003,"value":1}]"#.len()
+    );
+    assert!(is_json_entry(&table(&lab), "7001") && is_json_entry(&table(&lab), "7003"));
+    assert_eq!(udp_reaches(&lab, &[7001, 7002, 7003]), [7002]);
+
+    // Edited at run time, then replaced: the edits stay, the object's contents do not return.
+    ok(&lab.luabpf(&["map", "del", &name, "BLOCKED_PORTS", "7001"]));
+    ok(&lab.luabpf(&["map", "set", &name, "BLOCKED_PORTS", "7002", "1"]));
+    let out = ok(&lab.luabpf(&["attach", &lab.inner.clone(), &file]));
+    assert!(
+        out.contains("replaced") && out.contains("maps kept: BLOCKED_PORTS"),
+        "{out}"
+    );
+    let after = table(&lab);
+    assert!(
+        !is_json_entry(&after, "7001") && is_json_entry(&after, "7002"),
+        "{after}"
+    );
+    assert_eq!(udp_reaches(&lab, &[7001, 7002, 7003]), [7001]);
+
+    // A fresh attach starts from the object again.
+    ok(&lab.luabpf(&["detach", &name]));
+    ok(&lab.luabpf(&["attach", &lab.inner.clone(), &file]));
+    let fresh = table(&lab);
+    assert!(
+        is_json_entry(&fresh, "7001") && !is_json_entry(&fresh, "7002"),
+        "{fresh}"
+    );
+    ok(&lab.luabpf(&["detach", &name]));
+    assert!(!pins_of(&name));
+}
+
+#[test]
+fn concurrent_attaches_of_one_name_leave_one_consistent_attachment() {
+    if !require_kernel_or_skip("concurrent_attaches_of_one_name_leave_one_consistent_attachment") {
+        return;
+    }
+    let mut lab = Lab::new();
+    for hook in [None, Some("egress")] {
+        let name = lab.unique(if hook.is_some() { "cct" } else { "ccx" });
+        let src = lab.example_copy(
+            if hook.is_some() { "tc_mark" } else { "counter" },
+            if hook.is_some() { "tc_mark" } else { "counter" },
+            &name,
+        );
+        let obj = lab.dir.join(format!("{name}.o"));
+        ok(&lab.luabpf(&["compile", src.to_str().unwrap(), "-o", obj.to_str().unwrap()]));
+        let mut args = vec![
+            "attach".to_string(),
+            lab.inner.clone(),
+            obj.to_str().unwrap().to_string(),
+        ];
+        if let Some(dir) = hook {
+            args.extend(["--tc".to_string(), dir.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                lab.luabpf_cmd(&args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<_> = runs.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        // One attached, the others replaced it in turn.
+        for o in &outs {
+            ok(o);
+        }
+        let attached = outs
+            .iter()
+            .filter(|o| String::from_utf8_lossy(&o.stdout).starts_with("attached"))
+            .count();
+        assert_eq!(attached, 1, "{hook:?}: exactly one first attach");
+        let pins = pin_files(&Path::new("/sys/fs/bpf/luabpf").join(&name));
+        let maps = if hook.is_some() {
+            vec!["maps/marked", "maps/marks"]
+        } else {
+            vec!["maps/counts"]
+        };
+        let mut want = vec!["link", "maps", "prog"];
+        want.extend(maps);
+        want.sort();
+        assert_eq!(pins, want, "{hook:?}");
+        if hook.is_some() {
+            // tcx allows several programs on one hook: there must be exactly one.
+            assert_eq!(tcx_egress_programs(&lab), 1);
+        }
+        ok(&lab.luabpf(&["detach", &name]));
+        assert!(!pins_of(&name));
+    }
+}
+
+/// How many programs are attached at tcx egress of the lab's inner end (BPF_PROG_QUERY).
+fn tcx_egress_programs(lab: &Lab) -> u32 {
+    #[repr(C)]
+    #[derive(Default)]
+    struct QueryAttr {
+        target_ifindex: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        _pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    const BPF_TCX_EGRESS: u32 = 47;
+    let inner = std::ffi::CString::new(lab.inner.clone()).unwrap();
+    run_in(&lab.ns, move || {
+        let mut attr = QueryAttr {
+            // SAFETY: `inner` is NUL-terminated.
+            target_ifindex: unsafe { libc::if_nametoindex(inner.as_ptr()) },
+            attach_type: BPF_TCX_EGRESS,
+            ..QueryAttr::default()
+        };
+        // SAFETY: `attr` is a valid bpf_attr prefix; no output arrays are given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_QUERY,
+                &mut attr as *mut QueryAttr,
+                std::mem::size_of::<QueryAttr>(),
+            )
+        };
+        assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
+        attr.prog_cnt
+    })
 }

@@ -203,7 +203,7 @@ pub fn encode(f: &Format, text: &str) -> Result<Vec<u8>, String> {
                         "field `{k}` is a record: nested records cannot be written yet"
                     )));
                 }
-                let bytes = encode(&field.format, v)?;
+                let bytes = encode(&field.format, v).map_err(|e| format!("field `{k}`: {e}"))?;
                 let off = field.offset as usize;
                 out[off..off + bytes.len()].copy_from_slice(&bytes);
             }
