@@ -347,6 +347,13 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                 p.state_dir().display()
             )));
         };
+        if old.hook == req.hook.name() && old.interface == req.interface && old.ifindex != ifindex {
+            return Err(AttachError::Conflict(format!(
+                "{} was re-created since `{name}` was attached to it (interface index {} then, {ifindex} \
+                 now): the old attachment is gone with it; remove it with `luabpf detach {name}`",
+                req.interface, old.ifindex
+            )));
+        }
         if old.hook != req.hook.name() || old.interface != req.interface || old.ifindex != ifindex {
             return Err(AttachError::Conflict(format!(
                 "program `{name}` is already attached at {} on {}: detach it first (`luabpf detach {name}`)",

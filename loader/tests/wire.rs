@@ -1272,3 +1272,66 @@ fn tcx_egress_programs(lab: &Lab) -> u32 {
         attr.prog_cnt
     })
 }
+
+#[test]
+fn a_failure_after_the_program_is_pinned_undoes_the_pins_and_the_link() {
+    if !require_kernel_or_skip("a_failure_after_the_program_is_pinned_undoes_the_pins_and_the_link") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let name = lab.unique("late");
+    let file = lab.example_copy("counter", "counter", &name);
+    // The state directory cannot be created: a dangling symlink holds its name. attach gets
+    // as far as the link and the program pin before writing the state, and fails there.
+    let state = Path::new("/run/luabpf").join(&name);
+    std::fs::create_dir_all("/run/luabpf").unwrap();
+    std::os::unix::fs::symlink(lab.dir.join("nowhere"), &state).unwrap();
+    let out = lab.luabpf(&["attach", &lab.inner.clone(), file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&state);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot write {}", state.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!pins_of(&name), "pins left behind");
+    assert!(!lab.xdp_attached(), "the link outlived the failed attach");
+    // Nothing is in the way of the next attempt.
+    ok(&lab.luabpf(&["attach", &lab.inner.clone(), file.to_str().unwrap()]));
+    ok(&lab.luabpf(&["detach", &name]));
+}
+
+#[test]
+fn an_attachment_whose_interface_is_gone_is_reported_and_detaches() {
+    if !require_kernel_or_skip("an_attachment_whose_interface_is_gone_is_reported_and_detaches") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let name = lab.unique("gone");
+    let file = lab.example_copy("counter", "counter", &name);
+    let file = file.to_str().unwrap().to_string();
+    let (dev, peer) = (lab.unique("g"), lab.unique("h"));
+    let make = |lab: &Lab| {
+        lab.ip(&["link", "add", &dev, "type", "veth", "peer", "name", &peer]);
+        lab.ip(&["link", "set", &dev, "up"]);
+    };
+    make(&lab);
+    ok(&lab.luabpf(&["attach", &dev, &file]));
+    ok(&lab.luabpf(&["map", "set", &name, "counts", "1", "5"]));
+    lab.ip(&["link", "del", &dev]);
+    make(&lab);
+    // Same interface name, a new interface: not silently re-attached; the maps still answer.
+    let out = lab.luabpf(&["attach", &dev, &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("{dev} was re-created since `{name}` was attached")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!lab.ip(&["link", "show", &dev]).contains("xdp"));
+    assert!(ok(&lab.luabpf(&["map", "get", &name, "counts", "1"])).contains("cpu0=5"));
+    ok(&lab.luabpf(&["detach", &name]));
+    assert!(!pins_of(&name));
+    ok(&lab.luabpf(&["attach", &dev, &file]));
+    ok(&lab.luabpf(&["detach", &name]));
+}
