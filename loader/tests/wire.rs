@@ -14,23 +14,21 @@ mod common;
 mod packets;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::lab::*;
+use common::sockets::*;
+use common::web::{read_response, WebServer};
 use common::{map, object, program, u32_le, write_object};
 use luabpf_loader::require_kernel_or_skip;
 use packets::{client_hello, http_request, tcp_packet, udp_packet};
 use runtime_bpf::isa::*;
 use runtime_bpf::object::MapKind;
-
-/// Upper bound on waiting for packets and counters; reached only when a test fails.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 fn is_json_entry(dump: &str, key: &str) -> bool {
     dump.contains(&format!("{{\"key\":{key},"))
@@ -156,61 +154,6 @@ fn sni_filter_at_native_xdp_drops_blocked_client_hellos_over_tcp() {
 // ---------------------------------------------------------------------------------------------
 // 2. tc: examples/tc_mark.lua at tcx egress and ingress, the mark seen by a socket.
 
-const SO_MARK: i32 = 36;
-/// `SO_RCVMARK` (Linux 5.19): recvmsg(2) reports each datagram's skb->mark.
-const SO_RCVMARK: i32 = 75;
-
-/// A UDP socket on `port` that reports marks; create it inside the namespace.
-fn mark_socket(port: u16) -> UdpSocket {
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap();
-    let one: i32 = 1;
-    // SAFETY: `one` is a readable int.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_RCVMARK,
-            &one as *const i32 as *const libc::c_void,
-            4,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVMARK: {}", std::io::Error::last_os_error());
-    sock.set_read_timeout(Some(PATIENCE)).unwrap();
-    sock
-}
-
-/// The next datagram and its mark (0 when unmarked).
-fn recv_marked(sock: &UdpSocket) -> (Vec<u8>, u32) {
-    let mut buf = vec![0u8; 2048];
-    let mut control = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: zeroed msghdr, then every pointer set to a live buffer.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: `msg` points at live buffers of the lengths it states.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
-    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
-    let mut mark = 0;
-    // SAFETY: walking the control buffer the kernel filled, with the libc macros.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_MARK {
-                mark = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const u32);
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    buf.truncate(n as usize);
-    (buf, mark)
-}
-
 /// The per-CPU sum for `key` in `luabpf map get --json` of a per-CPU map.
 fn percpu_sum(lab: &Lab, program: &str, map: &str, key: &str) -> u64 {
     let text = ok(&lab.luabpf(&["map", "get", program, map, key, "--json"]));
@@ -294,128 +237,6 @@ fn tc_mark_marks_matching_packets_at_tcx_egress_and_ingress() {
 
 // ---------------------------------------------------------------------------------------------
 // 3. examples/cookie_guard.lua end to end.
-
-/// A tiny HTTP server in the lab's namespace: port 8080 issues a cookie to each client and
-/// writes it into the guard's `cookies` map with `luabpf map set`; port 80 (guarded) answers
-/// `welcome`. It logs `(client, port, request line)` of each request it receives.
-struct WebServer {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<(Ipv4Addr, u16, String)>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// The guard's map key for a client: its address as the program loads it from the packet (the
-/// network bytes read in host order), in hex.
-fn cookie_key(addr: Ipv4Addr) -> String {
-    format!("{:#010x}", u32::from_ne_bytes(addr.octets()))
-}
-
-impl WebServer {
-    fn start(lab: &Lab, program: &str) -> WebServer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, log2, addr, program) = (stop.clone(), log.clone(), lab.inner_ip, program.to_string());
-        let listeners = run_in(&lab.ns, move || {
-            [80u16, 8080].map(|port| {
-                let l = TcpListener::bind((addr, port)).expect("bind");
-                l.set_nonblocking(true).unwrap();
-                (port, l)
-            })
-        });
-        let thread = std::thread::spawn(move || {
-            let issued = AtomicU64::new(0);
-            while !stop2.load(Ordering::Relaxed) {
-                for (port, l) in &listeners {
-                    let Ok((conn, std::net::SocketAddr::V4(peer))) = l.accept() else {
-                        continue;
-                    };
-                    let n = issued.fetch_add(1, Ordering::Relaxed);
-                    let (log, program, port) = (log2.clone(), program.clone(), *port);
-                    std::thread::spawn(move || WebServer::serve(conn, *peer.ip(), port, n, &program, &log));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        WebServer {
-            stop,
-            log,
-            thread: Some(thread),
-        }
-    }
-
-    fn serve(
-        mut conn: TcpStream,
-        client: Ipv4Addr,
-        port: u16,
-        n: u64,
-        program: &str,
-        log: &Mutex<Vec<(Ipv4Addr, u16, String)>>,
-    ) {
-        conn.set_nonblocking(false).unwrap();
-        conn.set_read_timeout(Some(PATIENCE)).unwrap();
-        let Some(request) = read_head(&mut conn) else { return };
-        let line = request.lines().next().unwrap_or("").to_string();
-        log.lock().unwrap().push((client, port, line));
-        let response = if port == 8080 {
-            let cookie = format!("c{n:04}{:08x}", u32::from(client).wrapping_mul(2_654_435_761));
-            let set = std::process::Command::new(BIN)
-                .args(["map", "set", program, "cookies", &cookie_key(client), &cookie])
-                .output()
-                .expect("run luabpf map set");
-            ok(&set);
-            format!("HTTP/1.1 200 OK\r\nSet-Cookie: bot={cookie}\r\nContent-Length: 0\r\n\r\n")
-        } else {
-            "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nwelcome\n".to_string()
-        };
-        let _ = conn.write_all(response.as_bytes());
-    }
-
-    fn requests_from(&self, client: Ipv4Addr, port: u16) -> usize {
-        let log = self.log.lock().unwrap();
-        log.iter().filter(|(c, p, _)| *c == client && *p == port).count()
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// An HTTP head (up to the blank line), or `None` if the peer stopped or timed out first.
-fn read_head(conn: &mut TcpStream) -> Option<String> {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !contains(&data, b"\r\n\r\n") {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(String::from_utf8_lossy(&data).into_owned())
-}
-
-/// A whole response with its `Content-Length` body.
-fn read_response(conn: &mut TcpStream) -> Option<String> {
-    let head = read_head(conn)?;
-    let (h, body) = head.split_once("\r\n\r\n").unwrap();
-    let len: usize = h
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    let mut body = body.as_bytes().to_vec();
-    while body.len() < len {
-        let mut buf = [0u8; 256];
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => body.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(format!("{h}\r\n\r\n{}", String::from_utf8_lossy(&body)))
-}
 
 #[test]
 fn cookie_guard_serves_clients_with_their_cookie_and_blocks_the_others() {
@@ -1176,24 +997,23 @@ fn concurrent_attaches_of_one_name_leave_one_consistent_attachment() {
         return;
     }
     let mut lab = Lab::new();
-    for hook in [None, Some("egress")] {
-        let name = lab.unique(if hook.is_some() { "cct" } else { "ccx" });
-        let src = lab.example_copy(
-            if hook.is_some() { "tc_mark" } else { "counter" },
-            if hook.is_some() { "tc_mark" } else { "counter" },
-            &name,
-        );
+    // (example, attach options, the pins an attachment has)
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        ("counter", &[], &["link", "maps", "maps/counts", "prog"]),
+        (
+            "tc_mark",
+            &["--tc", "egress"],
+            &["link", "maps", "maps/marked", "maps/marks", "prog"],
+        ),
+    ];
+    for (example, options, pins) in cases {
+        let name = lab.unique(&example[..3]);
+        let src = lab.example_copy(example, example, &name);
         let obj = lab.dir.join(format!("{name}.o"));
-        ok(&lab.luabpf(&["compile", src.to_str().unwrap(), "-o", obj.to_str().unwrap()]));
-        let mut args = vec![
-            "attach".to_string(),
-            lab.inner.clone(),
-            obj.to_str().unwrap().to_string(),
-        ];
-        if let Some(dir) = hook {
-            args.extend(["--tc".to_string(), dir.to_string()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let obj = obj.to_str().unwrap();
+        ok(&lab.luabpf(&["compile", src.to_str().unwrap(), "-o", obj]));
+        let inner = lab.inner.clone();
+        let args: Vec<&str> = ["attach", &inner, obj].iter().chain(options).copied().collect();
         let runs: Vec<_> = (0..6)
             .map(|_| {
                 lab.luabpf_cmd(&args)
@@ -1203,29 +1023,21 @@ fn concurrent_attaches_of_one_name_leave_one_consistent_attachment() {
                     .unwrap()
             })
             .collect();
-        let outs: Vec<_> = runs.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let outs: Vec<String> = runs.into_iter().map(|c| ok(&c.wait_with_output().unwrap())).collect();
         // One attached, the others replaced it in turn.
-        for o in &outs {
-            ok(o);
-        }
-        let attached = outs
-            .iter()
-            .filter(|o| String::from_utf8_lossy(&o.stdout).starts_with("attached"))
-            .count();
-        assert_eq!(attached, 1, "{hook:?}: exactly one first attach");
-        let pins = pin_files(&Path::new("/sys/fs/bpf/luabpf").join(&name));
-        let maps = if hook.is_some() {
-            vec!["maps/marked", "maps/marks"]
+        let first = outs.iter().filter(|o| o.starts_with("attached")).count();
+        let replaced = outs.iter().filter(|o| o.starts_with("replaced")).count();
+        assert_eq!((first, replaced), (1, 5), "{example}: {outs:?}");
+        assert_eq!(
+            pin_files(&Path::new("/sys/fs/bpf/luabpf").join(&name)),
+            pins,
+            "{example}"
+        );
+        if options.is_empty() {
+            assert!(lab.xdp_attached());
         } else {
-            vec!["maps/counts"]
-        };
-        let mut want = vec!["link", "maps", "prog"];
-        want.extend(maps);
-        want.sort();
-        assert_eq!(pins, want, "{hook:?}");
-        if hook.is_some() {
             // tcx allows several programs on one hook: there must be exactly one.
-            assert_eq!(tcx_egress_programs(&lab), 1);
+            assert_eq!(tcx_egress_programs(&lab), 1, "{example}");
         }
         ok(&lab.luabpf(&["detach", &name]));
         assert!(!pins_of(&name));

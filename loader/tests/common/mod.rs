@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod sockets;
+pub mod web;
 
 use object::{Object as _, ObjectSection as _};
 use runtime_bpf::isa::Insn;
