@@ -95,7 +95,7 @@ pub enum Command {
     /// List the programs attached by `luabpf attach`
     List(super::attach::ListArgs),
     /// Read and write the maps of an attached program
-    #[command(subcommand)]
+    #[command(subcommand, after_help = super::maps_cmd::MAP_HELP)]
     Map(super::maps_cmd::MapCommand),
 }
 

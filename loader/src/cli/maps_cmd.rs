@@ -12,6 +12,23 @@ use runtime_bpf::object::{Format, MapSpec};
 use super::attach::json_str;
 use super::output::{self, CliError};
 
+pub const MAP_HELP: &str = "\
+Keys and values are typed by the map's declared formats (`luabpf map list PROGRAM`):
+  integers (I1..I8, i1..i8)   decimal or 0x hex: 443, 0x1bb, -16, -0x10
+  cN                          text of at most N bytes: evil.example
+  records {a: I4, b: c8}      field=value,...; fields left out are 0: a=7,b=x
+A key or value that does not fit its format is refused (exit 2) with a message naming the
+format, and nothing is written. Per-CPU maps: `set` writes every CPU, `get` and `dump` show
+each CPU's value and their sum.
+
+Examples:
+  luabpf map set sni_filter blocklist evil.example 0
+  luabpf map get cookie_guard cookies 0x0100000a --json
+  luabpf map dump sni_filter blocklist --json
+
+Exit status: 0 done, 1 no such program, map or key, 2 usage error (a bad key or value) or
+bpf() unavailable.";
+
 #[derive(Debug, Subcommand)]
 pub enum MapCommand {
     /// List the maps of an attached program, with their formats
@@ -28,45 +45,58 @@ pub enum MapCommand {
 
 #[derive(Debug, Args)]
 pub struct MapListArgs {
+    /// The program name (as `luabpf list` shows it)
     #[arg(value_name = "PROGRAM")]
     pub program: String,
+    /// JSON output
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct MapDumpArgs {
+    /// The program name (as `luabpf list` shows it)
     #[arg(value_name = "PROGRAM")]
     pub program: String,
+    /// One of its maps (as `luabpf map list PROGRAM` shows them)
     #[arg(value_name = "MAP")]
     pub map: String,
+    /// JSON output: an array of {"key":..,"value":..} (per-CPU maps: "values" and "sum")
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct MapKeyArgs {
+    /// The program name (as `luabpf list` shows it)
     #[arg(value_name = "PROGRAM")]
     pub program: String,
+    /// One of its maps (as `luabpf map list PROGRAM` shows them)
     #[arg(value_name = "MAP")]
     pub map: String,
     /// Integers in decimal or 0x hex, `cN` keys as text, records as `field=value,...`
     #[arg(value_name = "KEY", allow_hyphen_values = true)]
     pub key: String,
+    /// JSON output
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct MapSetArgs {
+    /// The program name (as `luabpf list` shows it)
     #[arg(value_name = "PROGRAM")]
     pub program: String,
+    /// One of its maps (as `luabpf map list PROGRAM` shows them)
     #[arg(value_name = "MAP")]
     pub map: String,
+    /// Integers in decimal or 0x hex, `cN` keys as text, records as `field=value,...`
     #[arg(value_name = "KEY", allow_hyphen_values = true)]
     pub key: String,
+    /// In the map's value format, like KEY
     #[arg(value_name = "VALUE", allow_hyphen_values = true)]
     pub value: String,
+    /// JSON output (`{"ok":true}`)
     #[arg(long)]
     pub json: bool,
 }
