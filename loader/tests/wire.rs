@@ -28,7 +28,7 @@ use common::{map, object, program, u32_le, write_object};
 use luabpf_loader::require_kernel_or_skip;
 use packets::{client_hello, http_request, tcp_packet, udp_packet};
 use runtime_bpf::isa::*;
-use runtime_bpf::object::MapKind;
+use runtime_bpf::object::{MapKind, SourceFile, SourceLoc};
 
 fn is_json_entry(dump: &str, key: &str) -> bool {
     dump.contains(&format!("{{\"key\":{key},"))
@@ -756,18 +756,24 @@ fn without_privileges_every_command_is_refused_and_changes_nothing() {
     assert_eq!(hits(&lab, &name, "evil.example"), 5);
 }
 
-/// An XDP program that reads the first packet byte without a bounds check, and one map (so
-/// that a map is pinned before the verifier refuses the program).
+/// An XDP program that reads the first packet byte without a bounds check, with line info
+/// pointing into a Lua file, and one map (so that a map is pinned before the verifier refuses
+/// the program).
 fn unchecked_read_object(name: &str) -> Vec<u8> {
     let insns = vec![
         Insn::load(Size::W, R2, R1, 0), // r2 = ctx->data
         Insn::load(Size::B, R0, R2, 0), // no `data + 1 <= data_end` check
         Insn::exit(),
     ];
-    let obj = object(
-        vec![program(name, "xdp", insns, vec![])],
-        vec![map("seen", MapKind::Hash, u32_le(), u32_le(), 16)],
-    );
+    let mut code = program(name, "xdp", insns, vec![]);
+    for (loc, line) in code.locs.iter_mut().zip([2, 3, 4]) {
+        *loc = SourceLoc { file: 0, line, col: 3 };
+    }
+    let mut obj = object(vec![code], vec![map("seen", MapKind::Hash, u32_le(), u32_le(), 16)]);
+    obj.sources.push(SourceFile {
+        name: "unchecked.lua".into(),
+        text: "local function f(ctx)\n  local p = ctx:packet()\n  return p:getbyte(0)\nend\n".into(),
+    });
     write_object(&obj)
 }
 
@@ -789,6 +795,7 @@ fn a_verifier_rejection_is_explained_and_leaves_nothing() {
         err.contains("invalid access to packet"),
         "gives the verifier's reason: {err}"
     );
+    assert!(err.contains("unchecked.lua:3"), "points at the Lua line: {err}");
     assert!(!pins_of(&name), "the map pinned before the refusal is removed");
     assert!(!lab.xdp_attached());
 }
