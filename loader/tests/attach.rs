@@ -156,6 +156,13 @@ fn failures_leave_nothing_behind() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no network interface named `nosuchif0`"));
     assert!(!pins_of(&name));
+    // The same at tc.
+    let tc_name = lab.unique("badtc");
+    let tc = lab.example_copy("tc_mark", "tc_mark", &tc_name);
+    let out = lab.luabpf(&["attach", "nosuchif0", tc.to_str().unwrap(), "--tc", "ingress"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no network interface named `nosuchif0`"));
+    assert!(!pins_of(&tc_name));
 
     // An XDP-only file at tc; netfilter: usage errors, nothing pinned.
     assert_eq!(
