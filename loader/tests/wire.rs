@@ -503,6 +503,24 @@ fn map_command_round_trips_every_format_and_refuses_bad_input() {
             "{m} changed"
         );
     }
+    // A full hash map and an index past an array's end: refused, saying which.
+    for k in 0..7 {
+        ok(&lab.luabpf(&["map", "set", &name, "u4", &k.to_string(), "1"]));
+    }
+    let full = lab.luabpf(&["map", "set", &name, "u4", "100", "1"]);
+    assert_eq!(full.status.code(), Some(1));
+    assert!(
+        stderr(&full).contains("map `u4` is full (8 entries)"),
+        "{}",
+        stderr(&full)
+    );
+    let past = lab.luabpf(&["map", "set", &name, "pc", "4", "1"]);
+    assert_eq!(past.status.code(), Some(1));
+    assert!(
+        stderr(&past).contains("key `4` is past the end of the percpu_array (keys 0 to 3)"),
+        "{}",
+        stderr(&past)
+    );
     let out = lab.luabpf(&["map", "get", &name, "u4", "notanumber"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("format I4"), "{}", stderr(&out));

@@ -387,12 +387,33 @@ fn set(a: &MapSetArgs) -> Result<(), CliError> {
     let (raw, spec) = open(&a.program, &a.map)?;
     let key = encode(&spec.key, &a.key).map_err(|e| usage(format!("key: {e}")))?;
     let value = encode(&spec.value, &a.value).map_err(|e| usage(format!("value: {e}")))?;
-    if raw.is_percpu() {
+    let written = if raw.is_percpu() {
         let n = possible_cpus().map_err(map_err)?;
         let vals = vec![value; n];
-        raw.update_percpu(&key, &vals, UpdateMode::Any).map_err(map_err)?;
+        raw.update_percpu(&key, &vals, UpdateMode::Any)
     } else {
-        raw.update(&key, &value, UpdateMode::Any).map_err(map_err)?;
+        raw.update(&key, &value, UpdateMode::Any)
+    };
+    match written {
+        Ok(()) => {}
+        // E2BIG: an index past an array's end, or a new key in a full hash map.
+        Err(e) if e.errno() == Some(libc::E2BIG) => {
+            return Err(CliError::Refused(if spec.kind.is_array() {
+                format!(
+                    "map `{}`: key `{}` is past the end of the {} (keys 0 to {})",
+                    a.map,
+                    a.key,
+                    spec.kind.name(),
+                    spec.max_entries.saturating_sub(1)
+                )
+            } else {
+                format!(
+                    "map `{}` is full ({} entries): delete a key first, or declare more `entries`",
+                    a.map, spec.max_entries
+                )
+            }))
+        }
+        Err(e) => return Err(map_err(e)),
     }
     if a.json {
         output::stdout(b"{\"ok\":true}\n")
