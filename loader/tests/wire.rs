@@ -710,6 +710,110 @@ fn send_frames(lab: &Lab, frames: Vec<Vec<u8>>) {
     });
 }
 
+/// A tc filter dropping UDP to the ports in `blocked`, counting the drops per port.
+const TC_PORT_FILTER: &str = r#"
+local tc     = require "bpf.tc"
+local map    = require "bpf.map"
+local action = require "linux.tc"
+local bo     = require "linux.byteorder"
+
+local blocked = map.hash("blocked", { key = "I2", value = "I8", entries = 64 })
+
+local function filter(ctx)
+  local p = ctx:packet()
+  if bo.ntoh16(p:getuint16(12)) ~= 0x0800 or p:getbyte(23) ~= 17 then return action.ACT_OK end
+  local l4 = 14 + (p:getbyte(14) & 0x0f) * 4
+  local port = bo.ntoh16(p:getuint16(l4 + 2))
+  local drops = blocked[port]
+  if drops then
+    blocked[port] = drops + 1
+    return action.ACT_SHOT
+  end
+  return action.ACT_OK
+end
+
+return tc.program(filter, { name = "NAME" })
+"#;
+
+#[test]
+fn replacing_at_tc_under_traffic_never_lets_a_blocked_datagram_through() {
+    if !require_kernel_or_skip("replacing_at_tc_under_traffic_never_lets_a_blocked_datagram_through") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let name = lab.unique("tcr");
+    let src = lab.write_program(&name, &TC_PORT_FILTER.replace("NAME", &name));
+    let obj = lab.dir.join(format!("{name}.o"));
+    ok(&lab.luabpf(&["compile", src.to_str().unwrap(), "-o", obj.to_str().unwrap()]));
+    let obj = obj.to_str().unwrap().to_string();
+    let inner = lab.inner.clone();
+    ok(&lab.luabpf(&["attach", &inner, &obj, "--tc", "ingress"]));
+    ok(&lab.luabpf(&["map", "set", &name, "blocked", "7001", "0"]));
+    let drops = |lab: &Lab| -> u64 { json_value(lab, &name, "blocked", "7001").unwrap().parse().unwrap() };
+
+    // Datagrams to 7001 (blocked) and 7002 (allowed), paced, until `stop`; then one to 7003,
+    // which arrives after everything sent before it has been delivered or dropped.
+    let server = lab.inner_ip;
+    let [blocked_sock, allowed_sock, end_sock] = run_in(&lab.ns, move || {
+        [7001, 7002, 7003].map(|p| UdpSocket::bind((server, p)).unwrap())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let (from, stop2) = (lab.outer_ip, stop.clone());
+    let traffic = spawn_in(&lab.peer, move || {
+        let s = UdpSocket::bind((from, 0)).unwrap();
+        let mut sent = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            for port in [7001, 7002] {
+                s.send_to(b"datagram", (server, port)).unwrap();
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        s.send_to(b"end", (server, 7003)).unwrap();
+        sent
+    });
+    wait_until("the stream", PATIENCE, || drops(&lab) > 0);
+    let mut last = drops(&lab);
+    for i in 0..20 {
+        let out = ok(&lab.luabpf(&["attach", &inner, &obj, "--tc", "ingress"]));
+        assert!(
+            out.contains("replaced") && out.contains("maps kept: blocked"),
+            "{i}: {out}"
+        );
+        let now = drops(&lab);
+        assert!(now >= last, "replacement {i}: drops went from {last} to {now}");
+        last = now;
+    }
+    assert_eq!(tcx_programs(&lab, false), 1, "one program at tcx ingress");
+    stop.store(true, Ordering::Relaxed);
+    let sent = traffic.join().unwrap();
+    end_sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    end_sock.recv(&mut [0u8; 8]).expect("the end marker arrives");
+    blocked_sock.set_nonblocking(true).unwrap();
+    allowed_sock.set_nonblocking(true).unwrap();
+    assert!(
+        blocked_sock.recv(&mut [0u8; 16]).is_err(),
+        "a blocked datagram got through during the replacements"
+    );
+    assert!(allowed_sock.recv(&mut [0u8; 16]).is_ok(), "allowed datagrams arrive");
+    assert!(drops(&lab) > 0 && sent > 0);
+    ok(&lab.luabpf(&["detach", &name]));
+    assert!(!pins_of(&name));
+
+    // The control: with the filter gone, a datagram to the blocked port arrives.
+    run_in(&lab.peer, move || {
+        UdpSocket::bind((from, 0))
+            .unwrap()
+            .send_to(b"after", (server, 7001))
+            .unwrap()
+    });
+    blocked_sock.set_nonblocking(false).unwrap();
+    blocked_sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    blocked_sock
+        .recv(&mut [0u8; 16])
+        .expect("a datagram to 7001 arrives once detached");
+}
+
 /// The id of the XDP program on the lab's inner interface.
 fn prog_id(lab: &Lab) -> u32 {
     let link = lab.inner_link();
@@ -1063,15 +1167,16 @@ fn concurrent_attaches_of_one_name_leave_one_consistent_attachment() {
             assert!(lab.xdp_attached());
         } else {
             // tcx allows several programs on one hook: there must be exactly one.
-            assert_eq!(tcx_egress_programs(&lab), 1, "{example}");
+            assert_eq!(tcx_programs(&lab, true), 1, "{example}");
         }
         ok(&lab.luabpf(&["detach", &name]));
         assert!(!pins_of(&name));
     }
 }
 
-/// How many programs are attached at tcx egress of the lab's inner end (BPF_PROG_QUERY).
-fn tcx_egress_programs(lab: &Lab) -> u32 {
+/// How many programs are attached at tcx egress (or ingress) of the lab's inner end
+/// (BPF_PROG_QUERY).
+fn tcx_programs(lab: &Lab, egress: bool) -> u32 {
     #[repr(C)]
     #[derive(Default)]
     struct QueryAttr {
@@ -1088,13 +1193,14 @@ fn tcx_egress_programs(lab: &Lab) -> u32 {
         revision: u64,
     }
     const BPF_PROG_QUERY: libc::c_long = 16;
+    const BPF_TCX_INGRESS: u32 = 46;
     const BPF_TCX_EGRESS: u32 = 47;
     let inner = std::ffi::CString::new(lab.inner.clone()).unwrap();
     run_in(&lab.ns, move || {
         let mut attr = QueryAttr {
             // SAFETY: `inner` is NUL-terminated.
             target_ifindex: unsafe { libc::if_nametoindex(inner.as_ptr()) },
-            attach_type: BPF_TCX_EGRESS,
+            attach_type: if egress { BPF_TCX_EGRESS } else { BPF_TCX_INGRESS },
             ..QueryAttr::default()
         };
         // SAFETY: `attr` is a valid bpf_attr prefix; no output arrays are given.
