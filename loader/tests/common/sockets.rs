@@ -188,18 +188,7 @@ pub const SO_RCVMARK: i32 = 75;
 /// A UDP socket on `port` that reports marks; create it inside the namespace.
 pub fn mark_socket(port: u16) -> UdpSocket {
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap();
-    let one: i32 = 1;
-    // SAFETY: `one` is a readable int.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_RCVMARK,
-            &one as *const i32 as *const libc::c_void,
-            4,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVMARK: {}", std::io::Error::last_os_error());
+    setsockopt(&sock, libc::SOL_SOCKET, SO_RCVMARK, &1i32).expect("SO_RCVMARK");
     sock.set_read_timeout(Some(PATIENCE)).unwrap();
     sock
 }
