@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -38,13 +38,14 @@ impl WebServer {
             })
         });
         let thread = std::thread::spawn(move || {
-            let issued = AtomicU64::new(0);
+            let mut issued = 0u64;
             while !stop2.load(Ordering::Relaxed) {
                 for (port, l) in &listeners {
                     let Ok((conn, std::net::SocketAddr::V4(peer))) = l.accept() else {
                         continue;
                     };
-                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    let n = issued;
+                    issued += 1;
                     let (log, program, port) = (log2.clone(), program.clone(), *port);
                     std::thread::spawn(move || WebServer::serve(conn, *peer.ip(), port, n, &program, &log));
                 }
