@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 
 use luabpf_compiler::program::{Evaluated, Hook};
 use luabpf_compiler::source::Span;
-use runtime_bpf::object::{Format, MapKind, MapSpec, Object};
+use runtime_bpf::object::{Field, Format, MapKind, MapSpec, Object};
 
 use crate::names::{ident, snake_case as snake, type_name};
 use crate::{hook_name, ProgramInfo};
@@ -352,14 +352,7 @@ fn rust_type(format: &Format, name: &str, map: &str, role: &str, types: &mut Str
 }
 
 /// A `#[repr(C)]` struct for a record, its `MapData` impl and layout assertions.
-fn record_type(
-    fields: &[runtime_bpf::object::Field],
-    format: &Format,
-    name: &str,
-    map: &str,
-    role: &str,
-    types: &mut String,
-) {
+fn record_type(fields: &[Field], format: &Format, name: &str, map: &str, role: &str, types: &mut String) {
     let mut field_types = Vec::new();
     let mut nested = String::new();
     for f in fields {
@@ -398,10 +391,9 @@ fn record_type(
     for f in fields {
         let _ = writeln!(
             out,
-            "        {SK}::MapData::encode(&self.{}, &mut out[{}..{}]);",
+            "        {SK}::MapData::encode(&self.{}, &mut out[{}]);",
             ident(&f.name),
-            f.offset,
-            f.offset + f.format.size()
+            byte_range(f)
         );
     }
     out.push_str("    }\n\n    fn decode(bytes: &[u8]) -> Self {\n");
@@ -409,10 +401,9 @@ fn record_type(
     for f in fields {
         let _ = writeln!(
             out,
-            "            {}: {SK}::MapData::decode(&bytes[{}..{}]),",
+            "            {}: {SK}::MapData::decode(&bytes[{}]),",
             ident(&f.name),
-            f.offset,
-            f.offset + f.format.size()
+            byte_range(f)
         );
     }
     out.push_str("        }\n    }\n}\n\n");
@@ -433,6 +424,11 @@ fn record_type(
     out.push('\n');
     types.push_str(&nested);
     types.push_str(&out);
+}
+
+/// `8..10`: where a field's bytes are in its record.
+fn byte_range(f: &Field) -> String {
+    format!("{}..{}", f.offset, f.offset + f.format.size())
 }
 
 /// A format as the Lua file writes it: `I8`, `c64`, `{ hits = I8, last = I8 }`.
