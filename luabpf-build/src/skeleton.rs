@@ -365,25 +365,34 @@ fn record_type(fields: &[Field], format: &Format, name: &str, map: &str, role: &
         "/// The {role} of map `{map}`, laid out like the C struct the program uses:\n/// `{}`.",
         format_text(format)
     );
-    out.push_str("#[allow(dead_code)]\n#[repr(C)]\n#[derive(Clone, Copy, Debug, PartialEq, Eq)]\n");
+    // The standard library has `Default` for arrays of at most 32 elements only: a longer
+    // `cN` field needs a written impl (and a derivable one must be derived, or clippy objects).
+    let derive_default = fields.iter().all(|f| !matches!(f.format, Format::Chars(n) if n > 32));
+    let _ = writeln!(
+        out,
+        "#[allow(dead_code)]\n#[repr(C)]\n#[derive(Clone, Copy, Debug, {}PartialEq, Eq)]",
+        if derive_default { "Default, " } else { "" }
+    );
     let _ = writeln!(out, "pub struct {name} {{");
     for (f, ty) in fields.iter().zip(&field_types) {
         let _ = writeln!(out, "    /// `{}`: `{}`.", f.name, format_text(&f.format));
         let _ = writeln!(out, "    pub {}: {ty},", ident(&f.name));
     }
     out.push_str("}\n\n");
-    let _ = writeln!(out, "impl Default for {name} {{");
-    out.push_str("    fn default() -> Self {\n");
-    let _ = writeln!(out, "        {name} {{");
-    for (f, ty) in fields.iter().zip(&field_types) {
-        let zero = match &f.format {
-            Format::Int { .. } => "0".to_string(),
-            Format::Chars(n) => format!("[0; {n}]"),
-            Format::Record(_) => format!("{ty}::default()"),
-        };
-        let _ = writeln!(out, "            {}: {zero},", ident(&f.name));
+    if !derive_default {
+        let _ = writeln!(out, "impl Default for {name} {{");
+        out.push_str("    fn default() -> Self {\n");
+        let _ = writeln!(out, "        {name} {{");
+        for (f, ty) in fields.iter().zip(&field_types) {
+            let zero = match &f.format {
+                Format::Int { .. } => "0".to_string(),
+                Format::Chars(n) => format!("[0; {n}]"),
+                Format::Record(_) => format!("{ty}::default()"),
+            };
+            let _ = writeln!(out, "            {}: {zero},", ident(&f.name));
+        }
+        out.push_str("        }\n    }\n}\n\n");
     }
-    out.push_str("        }\n    }\n}\n\n");
     let _ = writeln!(out, "impl {SK}::MapData for {name} {{");
     let _ = writeln!(out, "    const SIZE: usize = {};\n", format.size());
     out.push_str("    fn encode(&self, out: &mut [u8]) {\n");

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use luabpf_tests::harness::{kernel_or_skip, NetNs};
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -76,6 +78,7 @@ local verdicts = require "lib.verdicts"
 local ports   = map.hash("ports", { key = "I2", value = "I8", entries = 64 })
 local names   = map.hash("names", { key = "c16", value = "i4", entries = 16 })
 local sources = map.lru_hash("sources", { key = "I4", value = { packets = "I8", last_port = "I2", tag = "c5" }, entries = 256 })
+local notes   = map.hash("notes", { key = "I4", value = { text = "c40" }, entries = 4 })
 
 local function filter(ctx)
   local p = ctx:packet()
@@ -83,7 +86,7 @@ local function filter(ctx)
   local src = p:getuint32(26)
   local s = sources[src]
   if s then s.packets = s.packets + 1 else sources[src] = { packets = 1 } end
-  if names[p:getstring(42, 8)] then return action.DROP end
+  if names[p:getstring(42, 8)] or notes[src] then return action.DROP end
   local port = p:getuint16(36)
   if ports[port] or verdicts.always_dropped(port) then return action.DROP end
   return action.PASS
@@ -100,8 +103,9 @@ end
 return M
 "#;
 
-/// Uses every generated accessor, so that `deny(warnings)` sees the generated code in use
-/// and unused alike.
+/// Uses the generated accessors, so that `deny(warnings)` sees the generated code in use and
+/// unused alike. Given an interface, it attaches there, sends one UDP datagram to 127.0.0.1 and
+/// prints the `sources` records: the one it wrote and the one the program wrote.
 const MAIN: &str = r#"#![deny(warnings)]
 
 mod filter {
@@ -115,9 +119,20 @@ fn run(interface: &str) -> Result<(), Box<dyn std::error::Error>> {
     f.ports()?.insert(53, 0)?;
     f.names()?.insert("blocked.example", 1)?;
     f.names()?.insert([0u8; 16], 2)?;
-    let record = filter::SourcesValue { packets: 1, last_port: 53, tag: *b"abcde" };
-    f.sources()?.insert(0x0a00_0001, record)?;
+    let sources = f.sources()?;
+    let record = filter::SourcesValue { packets: 41, last_port: 53, tag: *b"abcde" };
+    sources.insert(7, record)?;
+    // `Default` is derived for `SourcesValue`, written out for `NotesValue` ([u8; 40]).
+    f.notes()?.insert(8, filter::NotesValue::default())?;
+    sources.insert(9, filter::SourcesValue::default())?;
     let _link = f.attach_xdp(interface, XdpMode::Skb)?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.send_to(b"hello", "127.0.0.1:9")?;
+    let mut keys: Vec<u32> = sources.keys().collect::<Result<_, _>>()?;
+    keys.sort();
+    for key in keys {
+        println!("{key:#x}: {:?}", sources.get(key)?.unwrap_or_default());
+    }
     Ok(())
 }
 
@@ -166,6 +181,32 @@ fn a_fresh_crate_builds_and_rebuilds_when_a_required_module_changes() {
     assert!(
         stderr.contains("bpf/lib/verdicts.lua` has changed"),
         "cargo does not name the module as the reason:\n{stderr}"
+    );
+
+    // In the kernel: the records read back through the generated struct are the one written
+    // from Rust and the one the program wrote (`{ packets = 1 }`, other fields zero), so the
+    // struct has the layout the compiled program uses.
+    if !kernel_or_skip() {
+        return;
+    }
+    let ns = NetNs::new("embedfresh");
+    let binary = tests_dir().join("target/debug/embed_fresh");
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .arg(&binary)
+        .arg("lo")
+        .output()
+        .expect("nsenter runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let from_lo = u32::from_ne_bytes([127, 0, 0, 1]);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("0x")).collect::<Vec<_>>(),
+        [
+            "0x7: SourcesValue { packets: 41, last_port: 53, tag: [97, 98, 99, 100, 101] }".to_string(),
+            "0x9: SourcesValue { packets: 0, last_port: 0, tag: [0, 0, 0, 0, 0] }".to_string(),
+            format!("{from_lo:#x}: SourcesValue {{ packets: 1, last_port: 0, tag: [0, 0, 0, 0, 0] }}"),
+        ]
     );
 }
 
