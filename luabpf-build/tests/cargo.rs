@@ -69,16 +69,21 @@ fn ran_build_script(stderr: &str, name: &str) -> bool {
         .any(|l| l.contains("Running `") && l.contains(&format!("/build/{name}-")) && l.contains("build-script-build"))
 }
 
-const FILTER: &str = r#"-- Blocks UDP packets to listed ports; counts per source address.
+const FILTER: &str = r#"-- Blocks UDP packets to listed ports; counts per source address (XDP) and sent
+-- packets (tc egress).
 local xdp    = require "bpf.xdp"
+local tc     = require "bpf.tc"
 local map    = require "bpf.map"
 local action = require "linux.xdp"
+local tcact  = require "linux.tc"
+local bo     = require "linux.byteorder"
 local verdicts = require "lib.verdicts"
 
 local ports   = map.hash("ports", { key = "I2", value = "I8", entries = 64 })
 local names   = map.hash("names", { key = "c16", value = "i4", entries = 16 })
 local sources = map.lru_hash("sources", { key = "I4", value = { packets = "I8", last_port = "I2", tag = "c5" }, entries = 256 })
 local notes   = map.hash("notes", { key = "I4", value = { text = "c40" }, entries = 4 })
+local sent    = map.percpu_array("sent", { key = "I4", value = "I8", entries = 1 })
 
 local function filter(ctx)
   local p = ctx:packet()
@@ -87,12 +92,17 @@ local function filter(ctx)
   local s = sources[src]
   if s then s.packets = s.packets + 1 else sources[src] = { packets = 1 } end
   if names[p:getstring(42, 8)] or notes[src] then return action.DROP end
-  local port = p:getuint16(36)
+  local port = bo.ntoh16(p:getuint16(36))
   if ports[port] or verdicts.always_dropped(port) then return action.DROP end
   return action.PASS
 end
 
-return xdp.program(filter, { name = "filter" })
+local function count_sent(ctx)
+  sent[0] = (sent[0] or 0) + 1
+  return tcact.ACT_OK
+end
+
+return { xdp.program(filter, { name = "filter" }), tc.program(count_sent, { name = "count_sent", egress = true }) }
 "#;
 
 const VERDICTS: &str = r#"-- Required by filter.lua: a change here must rebuild the crate.
@@ -104,8 +114,9 @@ return M
 "#;
 
 /// Uses the generated accessors, so that `deny(warnings)` sees the generated code in use and
-/// unused alike. Given an interface, it attaches there, sends one UDP datagram to 127.0.0.1 and
-/// prints the `sources` records: the one it wrote and the one the program wrote.
+/// unused alike. Given an interface, it attaches there (XDP and tc egress), sends one UDP
+/// datagram to 127.0.0.1 and prints the `sources` records (those it wrote and the one the
+/// program wrote) and the per-CPU count of sent packets, summed.
 const MAIN: &str = r#"#![deny(warnings)]
 
 mod filter {
@@ -125,14 +136,17 @@ fn run(interface: &str) -> Result<(), Box<dyn std::error::Error>> {
     // `Default` is derived for `SourcesValue`, written out for `NotesValue` ([u8; 40]).
     f.notes()?.insert(8, filter::NotesValue::default())?;
     sources.insert(9, filter::SourcesValue::default())?;
-    let _link = f.attach_xdp(interface, XdpMode::Skb)?;
+    let _xdp = f.attach_xdp(interface, XdpMode::Skb)?;
+    let _tc = f.attach_tc(interface)?;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    socket.send_to(b"hello", "127.0.0.1:9")?;
+    socket.send_to(b"hello, world", "127.0.0.1:9")?;
     let mut keys: Vec<u32> = sources.keys().collect::<Result<_, _>>()?;
     keys.sort();
     for key in keys {
         println!("{key:#x}: {:?}", sources.get(key)?.unwrap_or_default());
     }
+    let sent = f.sent()?.get_per_cpu(0)?.unwrap_or_default();
+    println!("sent: {}", sent.iter().sum::<u64>());
     Ok(())
 }
 
@@ -183,9 +197,11 @@ fn a_fresh_crate_builds_and_rebuilds_when_a_required_module_changes() {
         "cargo does not name the module as the reason:\n{stderr}"
     );
 
-    // In the kernel: the records read back through the generated struct are the one written
+    // In the kernel: the records read back through the generated struct are the ones written
     // from Rust and the one the program wrote (`{ packets = 1 }`, other fields zero), so the
-    // struct has the layout the compiled program uses.
+    // struct has the layout the compiled program uses; the tc program attached at egress
+    // counted the one datagram the namespace sent (XDP dropped it at port 9, so no ICMP
+    // error followed it).
     if !kernel_or_skip() {
         return;
     }
@@ -208,6 +224,7 @@ fn a_fresh_crate_builds_and_rebuilds_when_a_required_module_changes() {
             format!("{from_lo:#x}: SourcesValue {{ packets: 1, last_port: 0, tag: [0, 0, 0, 0, 0] }}"),
         ]
     );
+    assert!(stdout.contains("\nsent: 1\n"), "{stdout}");
 }
 
 /// A Lua error fails `cargo build`, and cargo's output shows the file, line, column and message
