@@ -94,6 +94,7 @@ pub fn generate(input: &Input<'_>) -> String {
         out,
         "    pub fn loaded(&self) -> &{SK}::Loaded {{\n        &self.loaded\n    }}\n"
     );
+    out.push_str("    /// The loaded object, to keep without the skeleton.\n");
     let _ = writeln!(
         out,
         "    pub fn into_loaded(self) -> {SK}::Loaded {{\n        self.loaded\n    }}"

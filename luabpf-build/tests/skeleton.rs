@@ -162,14 +162,35 @@ fn a_lua_error_is_counted_and_rendered() {
 /// by this test's absolute path.
 fn as_in_out_dir(output: &Output, code: &str) -> String {
     let path = format!("{:?}", std::path::absolute(&output.object).unwrap());
-    code.replace(&path, "concat!(env!(\"OUT_DIR\"), \"/rich.o\")")
+    code.replace(&path, &format!("concat!(env!(\"OUT_DIR\"), \"/{}.o\")", output.name))
+}
+
+/// Netfilter programs have no attach helper yet: the skeleton says so instead of offering one.
+#[test]
+fn netfilter_programs_get_no_attach_helper_yet() {
+    let (_, result) = build("netfilter", Builder::new().file("tests/fixtures/netfilter.lua"));
+    let output = result.expect("netfilter.lua compiles").remove(0);
+    let code = std::fs::read_to_string(&output.skeleton).unwrap();
+    assert!(!code.contains("pub fn attach"), "{code}");
+    assert!(
+        code.contains(
+            "    // Program `guard` (tests/fixtures/netfilter.lua:9) is a netfilter program: no attach helper is\n    \
+             // generated for netfilter yet.\n"
+        ),
+        "{code}"
+    );
+    assert!(code.contains("pub struct Netfilter {"), "{code}");
+    assert_formatted(&as_in_out_dir(&output, &code));
 }
 
 /// rustfmt (default settings) leaves the skeleton as it is.
 #[test]
 fn the_skeleton_is_formatted() {
     let (output, code, _) = rich("the_skeleton_is_formatted");
-    let code = as_in_out_dir(&output, &code);
+    assert_formatted(&as_in_out_dir(&output, &code));
+}
+
+fn assert_formatted(code: &str) {
     // Run from a directory without a rustfmt.toml above it (not this repository's, whose
     // max_width is 120), so that the defaults apply.
     let mut child = Command::new("rustfmt")
