@@ -130,6 +130,11 @@ fn run(interface: &str) -> Result<(), Box<dyn std::error::Error>> {
     f.ports()?.insert(53, 0)?;
     f.names()?.insert("blocked.example", 1)?;
     f.names()?.insert([0u8; 16], 2)?;
+    println!("removed: {}", f.names()?.remove("blocked.example")?);
+    println!("removed again: {}", f.names()?.remove("blocked.example")?);
+    if let Err(e) = f.names()?.insert("a.name.longer.than.16", 3) {
+        println!("refused: {e}");
+    }
     let sources = f.sources()?;
     let record = filter::SourcesValue { packets: 41, last_port: 53, tag: *b"abcde" };
     sources.insert(7, record)?;
@@ -225,6 +230,13 @@ fn a_fresh_crate_builds_and_rebuilds_when_a_required_module_changes() {
         ]
     );
     assert!(stdout.contains("\nsent: 1\n"), "{stdout}");
+    for want in [
+        "removed: true\n",
+        "removed again: false\n",
+        "refused: map `names`: key: 21 bytes do not fit in `c16` (at most 16 bytes)\n",
+    ] {
+        assert!(stdout.contains(want), "{stdout}");
+    }
 }
 
 /// A Lua error fails `cargo build`, and cargo's output shows the file, line, column and message
