@@ -52,7 +52,7 @@ impl TestCrate {
     /// `cargo build --offline -v`: (success, stderr).
     fn build(&self) -> (bool, String) {
         let out = Command::new(env!("CARGO"))
-            .args(["build", "--offline", "-v"])
+            .args(["build", "--offline", "-v", "--color", "never"])
             .current_dir(&self.dir)
             .env("CARGO_TARGET_DIR", tests_dir().join("target"))
             .env_remove("RUSTFLAGS")
