@@ -84,6 +84,7 @@ local names   = map.hash("names", { key = "c16", value = "i4", entries = 16 })
 local sources = map.lru_hash("sources", { key = "I4", value = { packets = "I8", last_port = "I2", tag = "c5" }, entries = 256 })
 local notes   = map.hash("notes", { key = "I4", value = { text = "c40" }, entries = 4 })
 local sent    = map.percpu_array("sent", { key = "I4", value = "I8", entries = 1 })
+local limits  = { [53] = 512, [443] = 1500 }   -- a static table: filled when loaded
 
 local function filter(ctx)
   local p = ctx:packet()
@@ -94,6 +95,7 @@ local function filter(ctx)
   if names[p:getstring(42, 8)] or notes[src] then return action.DROP end
   local port = bo.ntoh16(p:getuint16(36))
   if ports[port] or verdicts.always_dropped(port) then return action.DROP end
+  if #p > (limits[port] or 9000) then return action.DROP end
   return action.PASS
 end
 
@@ -135,6 +137,7 @@ fn run(interface: &str) -> Result<(), Box<dyn std::error::Error>> {
     if let Err(e) = f.names()?.insert("a.name.longer.than.16", 3) {
         println!("refused: {e}");
     }
+    println!("limit for 443: {:?}", f.limits()?.get(443)?);
     let sources = f.sources()?;
     let record = filter::SourcesValue { packets: 41, last_port: 53, tag: *b"abcde" };
     sources.insert(7, record)?;
@@ -231,6 +234,7 @@ fn a_fresh_crate_builds_and_rebuilds_when_a_required_module_changes() {
     );
     assert!(stdout.contains("\nsent: 1\n"), "{stdout}");
     for want in [
+        "limit for 443: Some(1500)\n",
         "removed: true\n",
         "removed again: false\n",
         "refused: map `names`: key: 21 bytes do not fit in `c16` (at most 16 bytes)\n",
