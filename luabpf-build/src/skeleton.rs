@@ -317,8 +317,7 @@ fn map_origin(input: &Input<'_>, map: &MapSpec) -> String {
         .iter()
         .find(|t| t.name.as_deref() == Some(map.name.as_str()));
     format!(
-        "the static table `{}` ({}{}) filled when loaded",
-        map.name,
+        "the static table at {}{}, filled by `load()`",
         input.source,
         decl_line(input, table.and_then(|t| t.span))
     )
