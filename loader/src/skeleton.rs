@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 
 // Everything a skeleton names, so that it needs one `use`.
 pub use crate::attach::{AttachError, XdpMode};
-pub use crate::load::{load, LoadError, Loaded};
+pub use crate::load::{load, load_with, LoadError, LoadOptions, Loaded};
 pub use crate::maps::{MapError, RawMap};
 
 use crate::attach::{ifindex, link_create};

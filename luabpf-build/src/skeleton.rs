@@ -49,7 +49,7 @@ pub fn generate(input: &Input<'_>) -> String {
 
     let mut types = String::new();
     let mut accessors = String::new();
-    let mut taken: HashSet<String> = ["load", "object", "loaded", "into_loaded"]
+    let mut taken: HashSet<String> = ["load", "load_with", "object", "loaded", "into_loaded"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -88,6 +88,14 @@ pub fn generate(input: &Input<'_>) -> String {
     out.push_str("    /// Loads every program and map into the kernel and fills the static tables.\n");
     let _ = writeln!(out, "    pub fn load() -> Result<{ty}, {SK}::LoadError> {{");
     let _ = writeln!(out, "        let loaded = {SK}::load(Self::object())?;");
+    let _ = writeln!(out, "        Ok({ty} {{ loaded }})\n    }}\n");
+    out.push_str("    /// [`Self::load`] with options: maps pinned (or reused) in a BPF filesystem, static\n");
+    out.push_str("    /// tables left out for reused maps.\n");
+    let _ = writeln!(
+        out,
+        "    pub fn load_with(options: &{SK}::LoadOptions) -> Result<{ty}, {SK}::LoadError> {{"
+    );
+    let _ = writeln!(out, "        let loaded = {SK}::load_with(Self::object(), options)?;");
     let _ = writeln!(out, "        Ok({ty} {{ loaded }})\n    }}\n");
     out.push_str("    /// The loaded object (program and map fds, aya's handle).\n");
     let _ = writeln!(
