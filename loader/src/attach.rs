@@ -174,7 +174,7 @@ pub fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
     unsafe { bpf_fd(sys::BPF_OBJ_GET, &mut attr) }
 }
 
-fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32, flags: u32) -> io::Result<OwnedFd> {
+pub(crate) fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32, flags: u32) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
