@@ -9,6 +9,8 @@
 //! - [`maps`]: map access by fd with byte slices (lookup, update, delete, next key), per-CPU
 //!   values unpacked per possible CPU.
 //! - [`kernel`]: whether `bpf()` works here, and the skip-or-fail rule for tests.
+//! - [`netfilter`]: netfilter programs, which aya does not know: `BPF_PROG_LOAD` with kfunc
+//!   BTF ids, test runs on IP packets, netfilter links.
 //! - [`init`]: the `.luabpf.init` section (static table contents).
 //! - [`pcap`]: packet captures (classic pcap and pcapng in, classic pcap out).
 //!
@@ -31,6 +33,7 @@ pub mod init;
 pub mod kernel;
 pub mod load;
 pub mod maps;
+pub mod netfilter;
 pub mod pcap;
 pub mod pins;
 mod sys;

@@ -7,9 +7,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use luabpf_loader::pcap;
 use luabpf_loader::testrun::ETH_HLEN;
-use luabpf_loader::{kernel_available, load, test_run, LoadError, TestRunError, UpdateMode};
+use luabpf_loader::{kernel_available, load, test_run, LoadError, TestRunError, TestRunResult, UpdateMode};
+use luabpf_loader::{netfilter, pcap};
 use runtime_bpf::object::{Format, Object};
 use runtime_bpf::progtypes::{verdict_name, ProgType};
 
@@ -136,7 +136,28 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             written.push(data.clone());
             continue;
         }
-        match test_run(fd, data, 1) {
+        let result = if progtype == ProgType::Netfilter {
+            match netfilter_packet(data) {
+                Ok((ip, family)) => netfilter::test_run(fd, ip, family, 1).map(|r| TestRunResult {
+                    data_out: data.clone(),
+                    ..r
+                }),
+                Err(why) => {
+                    skipped += 1;
+                    let line = if args.json {
+                        format!("{{\"packet\":{n},\"skipped\":{}}}", json_str(&why))
+                    } else {
+                        format!("{n} skipped: {why}")
+                    };
+                    emit(&mut out, &line)?;
+                    written.push(data.clone());
+                    continue;
+                }
+            }
+        } else {
+            test_run(fd, data, 1)
+        };
+        match result {
             Ok(r) => {
                 let verdict = r.retval as i32;
                 *counts.entry(verdict).or_default() += 1;
@@ -273,6 +294,33 @@ fn program_input(path: &Path, includes: &Includes) -> Result<(Vec<u8>, Object), 
 }
 
 /// The program to run and its hook: `--program`, or the only one in the object.
+/// The IP packet in an Ethernet frame, as a netfilter program sees it (from the IP header on),
+/// and its family; why not, for frames netfilter's inet hooks never see.
+fn netfilter_packet(frame: &[u8]) -> Result<(&[u8], netfilter::Family), String> {
+    const ETH_P_IP: u16 = 0x0800;
+    const ETH_P_IPV6: u16 = 0x86dd;
+    /// `bpf_prog_test_run_nf` refuses less than an IPv4 header.
+    const MIN_IP: usize = 20;
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    let family = match ethertype {
+        ETH_P_IP => netfilter::Family::Ipv4,
+        ETH_P_IPV6 => netfilter::Family::Ipv6,
+        other => {
+            return Err(format!(
+                "ethertype 0x{other:04x} is neither IPv4 nor IPv6: netfilter programs do not see it"
+            ))
+        }
+    };
+    let ip = &frame[ETH_HLEN..];
+    if ip.len() < MIN_IP {
+        return Err(format!(
+            "{} bytes of IP packet, shorter than the {MIN_IP} bytes a netfilter test run needs",
+            ip.len()
+        ));
+    }
+    Ok((ip, family))
+}
+
 fn select_program(object: &Object, wanted: Option<&str>, file: &Path) -> Result<(String, ProgType), CliError> {
     let names: Vec<&str> = object.programs.iter().map(|p| p.name.as_str()).collect();
     let program = match wanted {
@@ -306,13 +354,6 @@ fn select_program(object: &Object, wanted: Option<&str>, file: &Path) -> Result<
             program.name, program.section
         ))
     })?;
-    if progtype == ProgType::Netfilter {
-        return Err(CliError::Usage(format!(
-            "program `{}` is a netfilter program: `luabpf run` runs XDP and tc programs only \
-             for now",
-            program.name
-        )));
-    }
     Ok((program.name.clone(), progtype))
 }
 
