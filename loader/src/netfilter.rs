@@ -16,11 +16,13 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
 
 use runtime_bpf::isa::{BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD};
 use runtime_bpf::object::ProgramCode;
 use runtime_bpf::progtypes::{ProgType, BPF_NETFILTER};
 
+use crate::attach::{link_detach, open_pinned, pin_fd};
 use crate::load::{LoadError, VerifierError};
 use crate::sys::{self, bpf, bpf_fd, errno_text, ptr_u64};
 use crate::testrun::{TestRunError, TestRunResult};
@@ -308,6 +310,79 @@ pub fn link_create(prog: BorrowedFd<'_>, hook: NfHook) -> io::Result<OwnedFd> {
     };
     // SAFETY: plain integers.
     unsafe { bpf_fd(BPF_LINK_CREATE, &mut attr) }
+}
+
+/// How far from its priority a replacement's bridging link may go looking for a free one.
+const BRIDGE_SEARCH: i32 = 8;
+
+/// Replaces the netfilter link pinned at `link_path` (attached at `hook`) by one of `prog` at the
+/// same hook and priority, with no moment when neither program is attached.
+///
+/// The kernel refuses two BPF links at one hook and priority (`EBUSY`) and cannot update a
+/// netfilter link, so the new program first gets a bridging link at a free neighbouring
+/// priority, pinned in place of the old link; then the old link is detached, the new one created
+/// at `hook` and pinned over the bridge, which goes away with its last reference. For the
+/// instant both run, a packet may meet both programs (a drop by either is a drop). Until the
+/// bridge is pinned nothing has changed; after that, a failure leaves the bridge attached and
+/// pinned, and the error says so.
+pub fn replace_link(link_path: &Path, prog: BorrowedFd<'_>, hook: NfHook) -> Result<(), String> {
+    let sys = |what: &str, e: io::Error| format!("{what}: {}", errno_text(&e));
+    let old = open_pinned(link_path).map_err(|e| sys(&format!("cannot open {}", link_path.display()), e))?;
+    let (bridge, bridge_hook) = bridge_link(prog, hook)?;
+    pin_over(bridge.as_fd(), link_path)?;
+    let stranded = |why: String| {
+        format!("{why}; the new program is attached at {bridge_hook} instead: detach it and attach it again")
+    };
+    link_detach(old.as_fd()).map_err(|e| stranded(sys("cannot detach the old netfilter link", e)))?;
+    drop(old);
+    let new = link_create(prog, hook).map_err(|e| stranded(sys(&format!("cannot attach at {hook}"), e)))?;
+    pin_over(new.as_fd(), link_path).map_err(stranded)?;
+    // Unpinned now: closing it detaches the bridge.
+    drop(bridge);
+    Ok(())
+}
+
+/// Pins `link` at `path`, replacing what is pinned there in one rename (bpffs refuses dots in
+/// names, hence `link_new`).
+fn pin_over(link: BorrowedFd<'_>, path: &Path) -> Result<(), String> {
+    let tmp = path.with_file_name(format!(
+        "{}_new",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    pin_fd(link, &tmp).map_err(|e| format!("cannot pin the new link at {}: {}", tmp.display(), errno_text(&e)))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot rename {} to {}: {e}", tmp.display(), path.display())
+    })
+}
+
+/// A link of `prog` at the first free priority next to `hook`'s (-1, +1, -2, +2, ...).
+fn bridge_link(prog: BorrowedFd<'_>, hook: NfHook) -> Result<(OwnedFd, NfHook), String> {
+    let mut last = None;
+    for d in 1..=BRIDGE_SEARCH {
+        for priority in [hook.priority.checked_sub(d), hook.priority.checked_add(d)] {
+            let Some(priority) = priority.filter(|p| *p != i32::MIN && *p != i32::MAX) else {
+                continue;
+            };
+            let at = NfHook { priority, ..hook };
+            match link_create(prog, at) {
+                Ok(l) => return Ok((l, at)),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = Some(e),
+                Err(e) => {
+                    return Err(format!(
+                        "cannot attach the new program next to {hook}: {}",
+                        errno_text(&e)
+                    ))
+                }
+            }
+        }
+    }
+    Err(format!(
+        "cannot replace the program at {hook}: every priority within {BRIDGE_SEARCH} of it is taken \
+         by another BPF program ({}), and the kernel cannot switch a netfilter link in place",
+        last.map(|e| errno_text(&e)).unwrap_or_default()
+    ))
 }
 
 /// A netfilter link as the kernel describes it.
