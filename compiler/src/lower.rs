@@ -754,6 +754,11 @@ impl<'a> Lowerer<'a> {
                     Operand::Value(v) => Operand::Value(v),
                     o => o,
                 };
+                let verdict = if self.is_netfilter() {
+                    self.nf_verdict(verdict)
+                } else {
+                    verdict
+                };
                 self.terminate(Terminator::Return(verdict));
             }
             RetMode::Inline(block, storages, tys) => {

@@ -355,3 +355,28 @@ return netfilter.program(function(ctx) return verdict.DROP end, { name = "drop_a
     let h = Harness::from_compiled(compiled, "drop_all.lua");
     assert_eq!(run_nf(&h, "drop_all", &ipv6_udp(1), Family::Ipv6), NF_DROP);
 }
+
+#[test]
+fn a_verdict_other_than_drop_or_accept_takes_the_default() {
+    // The verifier refuses netfilter programs that may return anything but 0 or 1: the compiler
+    // turns other values into the default verdict, so what `check` accepts loads.
+    for (default, want_for_7) in [("", NF_ACCEPT), (", default = verdict.DROP", NF_DROP)] {
+        let src = format!(
+            r#"
+local netfilter = require "bpf.netfilter"
+local verdict = require "linux.netfilter"
+return netfilter.program(function(ctx) return ctx:packet():getbyte(0) end, {{ name = "byte0"{default} }})
+"#
+        );
+        let Some(h) = compile(&src, "byte0.lua") else { return };
+        let mut ip = ipv6_udp(1);
+        for (first, want) in [(0u8, NF_DROP), (1, NF_ACCEPT), (7, want_for_7), (255, want_for_7)] {
+            ip[0] = first;
+            assert_eq!(
+                run_nf(&h, "byte0", &ip, Family::Ipv6),
+                want,
+                "first byte {first}, opts{default}"
+            );
+        }
+    }
+}

@@ -166,4 +166,18 @@ impl Lowerer<'_> {
         });
         len
     }
+
+    /// A verdict the kernel accepts: its verifier refuses a netfilter program that may return
+    /// anything but `NF_DROP` (0) or `NF_ACCEPT` (1), so any other value is a runtime error
+    /// (the default verdict), like an out-of-range read.
+    pub(super) fn nf_verdict(&mut self, v: Operand) -> Operand {
+        match v {
+            Operand::Imm(0 | 1) => v,
+            Operand::Imm(_) => Operand::Imm(self.input.default_verdict),
+            Operand::Value(r) => {
+                self.error_if(JmpOp::Jgt, r, Operand::Imm(1));
+                v
+            }
+        }
+    }
 }
