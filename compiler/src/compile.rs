@@ -157,7 +157,7 @@ fn compile_program(
     maps: &mut MapTable,
 ) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let checked = types::check_program(ev, prog, maps)?;
-    crate::cost::check(&checked, &prog.hook)?;
+    crate::cost::check(&checked)?;
     let default_verdict = prog.default_verdict.unwrap_or(match prog.hook {
         Hook::Xdp => 2,
         Hook::Tc { .. } => 0,

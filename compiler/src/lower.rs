@@ -1536,7 +1536,7 @@ impl<'a> Lowerer<'a> {
     /// the verifier then checks it once, for any arguments, instead of once per iteration
     /// of the caller's loop (which multiplies the two loops' costs).
     fn should_outline(&self, func: hir::HirFuncId) -> bool {
-        if self.loop_depth == 0 || matches!(self.input.hook, Hook::Netfilter { .. }) {
+        if self.loop_depth == 0 {
             return false;
         }
         let callee = &self.input.checked.funcs[func];

@@ -325,12 +325,14 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
 
     let mut netfilter = Vec::new();
     if let Some(split) = &split {
-        for code in &split.programs {
+        for &index in &split.programs {
+            let code = &split.object.programs[index];
             let map_fd = |i: usize| {
-                let name = &split.maps.get(i)?;
+                let name = &split.object.maps.get(i)?.name;
                 ebpf.map(name).map(|m| map_data(m).fd().as_fd().as_raw_fd())
             };
-            let (fd, verified_insns) = crate::netfilter::load_program(code, &map_fd)?;
+            let btf = runtime_bpf::elf::program_btf(&split.object, index).expect("program index in range");
+            let (fd, verified_insns) = crate::netfilter::load_program(code, &btf, &map_fd)?;
             programs.push(ProgramSummary {
                 name: code.name.clone(),
                 kind: "netfilter",
@@ -356,9 +358,11 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
 
 /// An object's netfilter programs, and the object without them (what aya loads).
 struct NetfilterSplit {
-    programs: Vec<runtime_bpf::object::ProgramCode>,
-    /// The object's map names, by index (`ProgramCode::map_relocs`).
-    maps: Vec<String>,
+    /// The whole object, as read back.
+    object: runtime_bpf::object::Object,
+    /// Its netfilter programs, by index.
+    programs: Vec<usize>,
+    /// The object without them.
     rest: Vec<u8>,
 }
 
@@ -371,21 +375,20 @@ fn split_netfilter(file: &object::File<'_>, bytes: &[u8]) -> Result<Option<Netfi
     if !file.sections().any(|s| s.name().is_ok_and(is_nf)) {
         return Ok(None);
     }
-    let mut object = runtime_bpf::elf::read(bytes).map_err(|e| LoadError::Object {
+    let object = runtime_bpf::elf::read(bytes).map_err(|e| LoadError::Object {
         message: format!("cannot read the netfilter programs: {e}"),
     })?;
-    let (programs, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut object.programs)
-        .into_iter()
-        .partition(|p| is_nf(&p.section));
-    object.programs = rest;
-    let rest = runtime_bpf::elf::try_write(&object).map_err(|e| LoadError::Object {
+    let programs = (0..object.programs.len())
+        .filter(|&i| is_nf(&object.programs[i].section))
+        .collect();
+    let others = runtime_bpf::object::Object {
+        programs: object.programs.iter().filter(|p| !is_nf(&p.section)).cloned().collect(),
+        ..object.clone()
+    };
+    let rest = runtime_bpf::elf::try_write(&others).map_err(|e| LoadError::Object {
         message: format!("cannot rewrite the object without its netfilter programs: {e}"),
     })?;
-    Ok(Some(NetfilterSplit {
-        programs,
-        maps: object.maps.iter().map(|m| m.name.clone()).collect(),
-        rest,
-    }))
+    Ok(Some(NetfilterSplit { object, programs, rest }))
 }
 
 /// Refuses symbols that reach past their section: aya slices section data by them unchecked.

@@ -18,6 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
+use runtime_bpf::elf::ProgramBtf;
 use runtime_bpf::isa::{BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD};
 use runtime_bpf::object::ProgramCode;
 use runtime_bpf::progtypes::{ProgType, BPF_NETFILTER};
@@ -152,14 +153,77 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
 }
-const _: () = assert!(std::mem::size_of::<ProgLoadAttr>() == 72);
+const _: () = assert!(std::mem::size_of::<ProgLoadAttr>() == 112);
 
-/// Loads one netfilter program. `map_fd` gives the fd of the object's map `i`
-/// (`ProgramCode::map_relocs` indexes `Object::maps`). Returns the program fd and the number of
-/// instructions the verifier processed.
+/// `BPF_BTF_LOAD`'s attributes.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    /// `btf_log_true_size`, written by the kernel.
+    _out: u32,
+}
+const _: () = assert!(std::mem::size_of::<BtfLoadAttr>() == 32);
+const BPF_BTF_LOAD: u32 = 18;
+
+/// Loads a program's BTF; on refusal, the BTF verifier's log.
+fn load_btf(btf: &[u8]) -> Result<OwnedFd, LoadError> {
+    let attempt = |log: Option<&mut Vec<u8>>| {
+        let mut attr = BtfLoadAttr {
+            btf: ptr_u64(btf.as_ptr()),
+            btf_size: btf.len() as u32,
+            ..BtfLoadAttr::default()
+        };
+        if let Some(log) = log {
+            attr.btf_log_level = 1;
+            attr.btf_log_size = log.len() as u32;
+            attr.btf_log_buf = ptr_u64(log.as_mut_ptr());
+        }
+        // SAFETY: `btf` and the log buffer outlive the call and have the sizes declared.
+        unsafe { bpf_fd(BPF_BTF_LOAD, &mut attr) }
+    };
+    attempt(None).map_err(|source| {
+        let mut log = vec![0u8; 1 << 16];
+        let _ = attempt(Some(&mut log));
+        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+        LoadError::Btf {
+            log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            source,
+        }
+    })
+}
+
+/// `bpf_func_info` and `bpf_line_info` records as `BPF_PROG_LOAD` reads them.
+fn ext_records(btf: &ProgramBtf) -> (Vec<u32>, Vec<u32>) {
+    let func = btf.func_info.iter().flat_map(|f| [f.insn_off, f.type_id]).collect();
+    let line = btf
+        .line_info
+        .iter()
+        .flat_map(|l| [l.insn_off, l.file_name_off, l.line_off, l.line_col])
+        .collect();
+    (func, line)
+}
+
+/// Loads one netfilter program with its BTF (function prototypes, so that global functions are
+/// verified on their own, and line info, so that the verifier's log names the Lua lines).
+/// `map_fd` gives the fd of the object's map `i` (`ProgramCode::map_relocs` indexes
+/// `Object::maps`). Returns the program fd and the number of instructions the verifier processed.
 pub(crate) fn load_program(
     code: &ProgramCode,
+    btf: &ProgramBtf,
     map_fd: &dyn Fn(usize) -> Option<RawFd>,
 ) -> Result<(OwnedFd, Option<u32>), LoadError> {
     let program_err = |message: String| LoadError::Program {
@@ -184,6 +248,8 @@ pub(crate) fn load_program(
         insn.imm = id as i32;
     }
     let bytes: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
+    let btf_fd = load_btf(&btf.btf)?;
+    let (func_info, line_info) = ext_records(btf);
     let license = c"GPL";
     let mut name = [0u8; 16];
     // The kernel keeps 15 bytes of the name (and accepts only [A-Za-z0-9_.]).
@@ -198,6 +264,13 @@ pub(crate) fn load_program(
             license: ptr_u64(license.as_ptr()),
             prog_name: name,
             expected_attach_type: BPF_NETFILTER,
+            prog_btf_fd: btf_fd.as_raw_fd() as u32,
+            func_info_rec_size: 8,
+            func_info: ptr_u64(func_info.as_ptr()),
+            func_info_cnt: btf.func_info.len() as u32,
+            line_info_rec_size: 16,
+            line_info: ptr_u64(line_info.as_ptr()),
+            line_info_cnt: btf.line_info.len() as u32,
             ..ProgLoadAttr::default()
         };
         if let Some(log) = log {
@@ -206,8 +279,8 @@ pub(crate) fn load_program(
             attr.log_size = log.len() as u32;
             attr.log_buf = ptr_u64(log.as_mut_ptr());
         }
-        // SAFETY: `insns`, `license` and the log buffer outlive the call and have the sizes
-        // declared next to them.
+        // SAFETY: `insns`, `license`, the func and line records and the log buffer outlive the
+        // call and have the sizes declared next to them.
         unsafe { bpf_fd(sys::BPF_PROG_LOAD, &mut attr) }
     };
     match attempt(None) {

@@ -382,3 +382,106 @@ return netfilter.program(function(ctx) return ctx:packet():getbyte(0) end, {{ na
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Functions verified on their own (a loop called in a loop) make their own dynptr.
+
+const SCORE: &str = r#"
+local netfilter = require "bpf.netfilter"
+local xdp = require "bpf.xdp"
+local na = require "linux.netfilter"
+local xa = require "linux.xdp"
+
+-- How many of the 16 bytes at `from` equal `b`: a loop, called in a loop, so it becomes a
+-- function of its own that the verifier checks once.
+local function count_byte(p, from, b)
+  local n = 0
+  for i = 0, 15 do
+    if p:getbyte(from + i) == b then n = n + 1 end
+  end
+  return n
+end
+
+local function score(p, base)
+  local total = 0
+  for r = 0, 7 do
+    total = total + count_byte(p, base + r * 16, p:getbyte(base + r))
+  end
+  return total
+end
+
+return {
+  netfilter.program(function(ctx) if score(ctx:packet(), 0) > 20 then return na.DROP end return na.ACCEPT end, { name = "score_nf" }),
+  xdp.program(function(ctx) if score(ctx:packet(), 14) > 20 then return xa.DROP end return xa.PASS end, { name = "score_xdp" }),
+}
+"#;
+
+#[test]
+fn outlined_functions_read_the_packet_at_netfilter_too() {
+    let compiled = compile_source(SCORE, "score.lua", &Options::default()).unwrap_or_else(|f| panic!("{}", f.render()));
+    let nf = compiled.object.programs.iter().find(|p| p.name == "score_nf").unwrap();
+    assert_eq!(nf.subfunctions.len(), 1, "count_byte is a separately verified function");
+    let kfuncs: Vec<&str> = nf.kfunc_relocs.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        kfuncs.iter().filter(|n| **n == "bpf_dynptr_from_skb").count(),
+        2,
+        "the entry and the function each make a dynptr: {kfuncs:?}"
+    );
+    if !kernel_or_skip() {
+        return;
+    }
+    let h = Harness::from_compiled(compiled, "score.lua");
+    eprintln!("score_nf: verifier processed {}", verified(&h, "score_nf"));
+    let mut rng = Rng::new(0x5c0e);
+    let mut seen = [0usize; 2];
+    for _ in 0..200 {
+        let len = 20 + rng.below(150);
+        // Few distinct byte values, so that counts cross the threshold either way.
+        let ip: Vec<u8> = (0..len).map(|_| *rng.pick(&[1u8, 2, 3, 4])).collect();
+        let x = as_nf(run_xdp(&h, "score_xdp", &ethernet(0x0800, &ip)));
+        let n = run_nf(&h, "score_nf", &ip, Family::Ipv4);
+        assert_eq!(n, x, "verdicts differ on {}", hex(&ip));
+        seen[n as usize] += 1;
+    }
+    assert!(seen[0] > 10 && seen[1] > 10, "both verdicts exercised: {seen:?}");
+}
+
+#[test]
+fn a_refused_netfilter_program_shows_its_lua_lines() {
+    // Remove the null test after the first slice: the kernel must refuse the load through a
+    // maybe-null pointer, and its log (with the BTF line info luabpf loads) names the Lua line.
+    use runtime_bpf::isa::{Insn, JmpOp, BPF_JMP, BPF_K};
+    if !kernel_or_skip() {
+        return;
+    }
+    let mut compiled = compile_example("netfilter/sni_filter");
+    let nf = compiled
+        .object
+        .programs
+        .iter_mut()
+        .find(|p| p.name == "sni_nf")
+        .unwrap();
+    let slice = nf
+        .kfunc_relocs
+        .iter()
+        .find(|(_, n)| n == "bpf_dynptr_slice")
+        .map(|(s, _)| *s)
+        .expect("a slice");
+    let jeq0 = BPF_JMP | JmpOp::Jeq as u8 | BPF_K;
+    let test = (slice + 1..slice + 4)
+        .find(|&i| nf.insns[i].code == jeq0 && nf.insns[i].imm == 0)
+        .expect("the null test follows the slice");
+    nf.insns[test] = Insn::ja(0);
+    let elf = runtime_bpf::elf::write(&compiled.object);
+    let err = load(&elf).expect_err("the verifier must refuse a load through a maybe-null pointer");
+    let v = err
+        .verifier()
+        .unwrap_or_else(|| panic!("not a verifier refusal: {err}"));
+    assert_eq!(v.program, "sni_nf");
+    assert!(v.log.contains("mem_or_null"), "{}", v.log);
+    assert!(
+        v.log.contains("p:getbyte(ip) >> 4 ~= 4"),
+        "the log names the Lua line:\n{}",
+        v.log
+    );
+}
