@@ -110,7 +110,7 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
 enum TempSlot {
     Key,
     Value,
-    /// The destination of a netfilter packet read.
+    /// The buffer a netfilter packet slice copies into when the bytes are not linear.
     PacketRead,
 }
 

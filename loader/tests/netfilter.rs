@@ -428,11 +428,20 @@ fn netfilter_attach_errors_are_clear_and_leave_nothing_behind() {
     }
     let live = live_link_ids();
     assert!(ids.iter().all(|id| !live.contains(id)), "links left after detach");
+
+    // A compiled object carries the hook of the program's options in its section name.
+    let obj = lab.dir.join("sni.o");
+    ok(&lab.luabpf(&["compile", file2, "-o", obj.to_str().unwrap()]));
+    let out = ok(&lab.luabpf(&["attach", obj.to_str().unwrap(), "--program", &nf2]));
+    assert!(out.contains("at netfilter ipv4:local_in:-100"), "{out}");
+    assert_eq!(pinned_link(&nf2).hook.to_string(), "ipv4:local_in:-100");
+    ok(&lab.luabpf(&["detach", &nf2]));
+    assert!(!pins_of(&nf2));
 }
 
 #[test]
-fn run_pcap_hands_netfilter_programs_the_ip_packet() {
-    if !require_kernel_or_skip("run_pcap_hands_netfilter_programs_the_ip_packet") {
+fn verify_and_run_pcap_hand_netfilter_programs_the_ip_packet() {
+    if !require_kernel_or_skip("verify_and_run_pcap_hand_netfilter_programs_the_ip_packet") {
         return;
     }
     let example = workspace().join("examples/netfilter/sni_filter.lua");
@@ -447,6 +456,14 @@ fn run_pcap_hands_netfilter_programs_the_ip_packet() {
             .expect("run luabpf");
         ok(&out)
     };
+    let verify = ok(&Command::new(BIN)
+        .args(["verify", example.to_str().unwrap()])
+        .output()
+        .unwrap());
+    assert!(
+        verify.contains("sni_nf: verified") && verify.contains("sni_xdp: verified"),
+        "{verify}"
+    );
     let nf = run("sni_nf");
     let xdp = run("sni_xdp");
     // Packet by packet, the same decision: DROP (0) / ACCEPT (1) against DROP (1) / PASS (2).
