@@ -543,8 +543,8 @@ pub fn links() -> io::Result<Vec<NfLink>> {
         // SAFETY: plain integers.
         let fd = match unsafe { bpf_fd(BPF_LINK_GET_FD_BY_ID, &mut get) } {
             Ok(fd) => fd,
-            // Gone in between.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            // Gone in between, or being freed (the kernel clears a dying link's id: EAGAIN).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EAGAIN)) => continue,
             Err(e) => return Err(e),
         };
         if let Some(l) = link_info(fd.as_fd())? {

@@ -477,3 +477,125 @@ fn verify_and_run_pcap_hand_netfilter_programs_the_ip_packet() {
     }
     assert!(nf.contains("DROP (0)") && nf.contains("ACCEPT (1)"), "{nf}");
 }
+
+/// Drops IPv4 UDP datagrams to port 9999 and counts them.
+const UDP_DROP: &str = r#"
+local netfilter = require "bpf.netfilter"
+local map = require "bpf.map"
+local verdict = require "linux.netfilter"
+local bo = require "linux.byteorder"
+
+local dropped = map.array("dropped", { key = "I4", value = "I8", entries = 1 })
+
+return netfilter.program(function(ctx)
+  local p = ctx:packet()
+  if p:getbyte(9) ~= 17 then return verdict.ACCEPT end
+  local udp = (p:getbyte(0) & 0x0f) * 4
+  if bo.ntoh16(p:getuint16(udp + 2)) ~= 9999 then return verdict.ACCEPT end
+  dropped[0] = (dropped[0] or 0) + 1
+  return verdict.DROP
+end, { name = "NAME", hook = "local_in", priority = -50 })
+"#;
+
+#[test]
+fn replacing_twenty_times_under_traffic_lets_nothing_through() {
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if !require_kernel_or_skip("replacing_twenty_times_under_traffic_lets_nothing_through") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let name = lab.unique("udp");
+    lab.programs.push(name.clone());
+    let lua = lab.dir.join("udp_drop.lua");
+    std::fs::write(&lua, UDP_DROP.replace("\"NAME\"", &format!("\"{name}\""))).unwrap();
+    let obj = lab.dir.join("udp_drop.o");
+    ok(&lab.luabpf(&["compile", lua.to_str().unwrap(), "-o", obj.to_str().unwrap()]));
+    let obj = obj.to_str().unwrap();
+    ok(&lab.luabpf(&["attach", obj]));
+    let dropped = |lab: &Lab| -> u64 {
+        let dump = ok(&lab.luabpf(&["map", "dump", &name, "dropped"]));
+        dump.lines()
+            .find_map(|l| l.strip_prefix("0: "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+
+    let receiver = lab
+        .server
+        .run_inside(|| UdpSocket::bind((SERVER_IP, 9999)).expect("bind"));
+    receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let sender = lab.client.run_inside(|| UdpSocket::bind((CLIENT_IP, 0)).expect("bind"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicUsize::new(0));
+    let rx = {
+        let (stop, received) = (stop.clone(), received.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if receiver.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let sending = Arc::new(AtomicBool::new(true));
+    let tx = {
+        let sending = sending.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0usize;
+            while sending.load(Ordering::Relaxed) {
+                if sender.send_to(b"x", (SERVER_IP, 9999)).is_ok() {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        })
+    };
+
+    // Traffic flows and is dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dropped(&lab) < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = dropped(&lab);
+    assert!(before >= 50, "the stream is not reaching the filter ({before} dropped)");
+    for i in 0..20 {
+        let out = ok(&lab.luabpf(&["attach", obj]));
+        assert!(
+            out.contains("replaced") && out.contains("maps kept: dropped"),
+            "replacement {i}: {out}"
+        );
+    }
+    let after = dropped(&lab);
+    assert!(after > before, "the replaced program keeps dropping into the kept map");
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        0,
+        "datagrams got through during the replacements"
+    );
+    let link = pinned_link(&name);
+    let ours = netfilter::links()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.prog_id == link.prog_id)
+        .count();
+    assert_eq!(ours, 1, "one link left after 20 replacements");
+
+    // Without the filter the same stream arrives (the receiver works).
+    ok(&lab.luabpf(&["detach", &name]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sending.store(false, Ordering::Relaxed);
+    let sent = tx.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    rx.join().unwrap();
+    assert!(
+        received.load(Ordering::Relaxed) > 0,
+        "nothing arrived after detach ({sent} sent)"
+    );
+    assert!(!pins_of(&name));
+}
