@@ -1,6 +1,7 @@
-//! Attaching a loaded object to a network interface, pinned so it outlives the process.
+//! Attaching a loaded object to a network interface (XDP, tcx) or to a netfilter hook of the
+//! network namespace, pinned so it outlives the process.
 //!
-//! XDP and tcx attachments are `bpf_link`s created with `BPF_LINK_CREATE` (no netlink
+//! Attachments are `bpf_link`s created with `BPF_LINK_CREATE` (no netlink
 //! fallback: a link that cannot be pinned would not survive the command, and netlink would
 //! silently replace another program's attachment). The link, the program and every map are
 //! pinned under [`crate::pins`]; the metadata goes to `/run/luabpf/<program>/`.
@@ -8,7 +9,9 @@
 //! Re-attaching a program of the same name on the same hook and interface is a replacement:
 //! the new object is loaded with the already pinned maps (contents kept, static tables not
 //! rewritten), and the pinned link is switched to the new program with `BPF_LINK_UPDATE`
-//! (atomic: no packet sees neither program).
+//! (atomic: no packet sees neither program). Netfilter links cannot be updated: a new link
+//! takes the old one's place through a bridging link (`netfilter::replace_link`), so that here
+//! too some program is attached at every moment.
 //!
 //! Every failure undoes the steps before it: pins created by this call are removed, a link
 //! created by this call is never pinned (closing its fd detaches it), and a link already
@@ -19,7 +22,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use runtime_bpf::object::Object;
-
 use runtime_bpf::progtypes::ProgType;
 
 use crate::load::{load_with, LoadError, LoadOptions};
