@@ -555,3 +555,65 @@ fn random_programs_that_compile_for_netfilter_verify() {
     // The compiler refuses the same seeds for XDP (loop budgets): about a fifth.
     assert!(verified >= 70, "{verified} of 100 compiled");
 }
+
+/// The program without its packet writes, for `hook` (`xdp` or `netfilter`).
+fn without_writes(xdp_program: &str, hook: &str) -> String {
+    let nf = as_netfilter(xdp_program);
+    match hook {
+        "netfilter" => nf,
+        _ => nf
+            .replace(
+                "local netfilter = require \"bpf.netfilter\"",
+                "local xdp = require \"bpf.xdp\"",
+            )
+            .replace("netfilter.program(", "xdp.program("),
+    }
+}
+
+#[test]
+fn random_programs_agree_between_xdp_and_netfilter() {
+    // The same code over the same bytes (the netfilter test run takes the data as the packet
+    // from its first byte, so both hooks see identical packets): the same map contents, and the
+    // same verdict where netfilter can return it (other values are its default verdict, 1).
+    if !kernel_or_skip() {
+        return;
+    }
+    let mut rng = Rng::new(0xd1ff);
+    let mut compared = 0;
+    for seed in 0..60u64 {
+        let program = random_program(seed, seed % 3 == 0);
+        let compile = |hook| compile_source(&without_writes(&program, hook), "random.lua", &Options::default());
+        let (Ok(x), Ok(n)) = (compile("xdp"), compile("netfilter")) else {
+            continue;
+        };
+        let (hx, hn) = (
+            Harness::from_compiled(x, "random xdp"),
+            Harness::from_compiled(n, "random nf"),
+        );
+        for _ in 0..4 {
+            let len = 20 + rng.below(100);
+            let packet = rng.bytes(len);
+            let vx = run_xdp(&hx, "t", &packet);
+            let vn = run_nf(&hn, "t", &packet, Family::Ipv4);
+            let want = if vx <= 1 { vx } else { NF_ACCEPT };
+            assert_eq!(
+                vn,
+                want,
+                "seed {seed}: XDP {vx}, netfilter {vn} on {}\n{program}",
+                hex(&packet)
+            );
+        }
+        let dump = |h: &Harness| {
+            let mut m: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                h.keys("m").into_iter().map(|k| (k.clone(), h.get("m", &k))).collect();
+            m.sort();
+            let counts: Vec<u64> = (0u32..4)
+                .map(|k| h.percpu_sum_u64("counts", &k.to_le_bytes()))
+                .collect();
+            (m, counts)
+        };
+        assert_eq!(dump(&hn), dump(&hx), "seed {seed}: maps differ\n{program}");
+        compared += 1;
+    }
+    assert!(compared >= 40, "{compared} of 60 programs compared");
+}
