@@ -398,6 +398,16 @@ fn netfilter_attach_errors_are_clear_and_leave_nothing_behind() {
         2,
         "--netfilter takes no interface",
     );
+    refused(
+        &lab.luabpf(&["attach", file, "--program", &nf, "--mode", "skb"]),
+        2,
+        "--mode is an XDP attach mode",
+    );
+    refused(
+        &lab.luabpf(&["attach", file, "--netfilter", "ipv4:local_in:5", "--mode", "skb"]),
+        2,
+        "cannot be used with",
+    );
     assert!(!pins_of(&nf) && !pins_of(&xdp), "a refused attach left pins");
 
     // Two programs at one hook and priority: the kernel says EBUSY; the second leaves nothing.

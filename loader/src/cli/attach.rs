@@ -65,7 +65,7 @@ pub struct AttachArgs {
     pub file: Option<PathBuf>,
 
     /// XDP attach mode
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto, value_name = "MODE", conflicts_with = "tc")]
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto, value_name = "MODE", conflicts_with_all = ["tc", "netfilter"])]
     pub mode: ModeArg,
 
     /// Attach at tc (tcx) instead of XDP, on ingress or egress
@@ -134,6 +134,11 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
             "--netfilter takes no interface (`{iface}`): netfilter hooks belong to the network namespace; \
              write `luabpf attach --netfilter SPEC FILE`"
         )));
+    }
+    if interface.is_none() && args.mode != ModeArg::Auto {
+        return Err(CliError::Usage(
+            "--mode is an XDP attach mode and needs an interface: `luabpf attach IFACE FILE --mode MODE`".into(),
+        ));
     }
     if interface.is_none() && args.tc.is_some() {
         return Err(CliError::Usage(
