@@ -76,6 +76,15 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let (elf, object) = program_input(&args.file, &args.includes)?;
     let (name, progtype) = select_program(&object, args.program.as_deref(), &args.file)?;
 
+    // A netfilter program sees the packets of its family only (when its section says which).
+    let nf_family = object
+        .programs
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| netfilter::NfHook::from_section(&p.section))
+        .and_then(Result::ok)
+        .map(|h| h.family);
+
     let capture_bytes = input::read(&args.pcap)?;
     let capture = pcap::read(&capture_bytes).map_err(|e| CliError::Usage(format!("{}: {e}", args.pcap.display())))?;
 
@@ -137,7 +146,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             continue;
         }
         let result = if progtype == ProgType::Netfilter {
-            match netfilter_packet(data) {
+            match netfilter_packet(data, nf_family) {
                 Ok((ip, family)) => netfilter::test_run(fd, ip, family, 1).map(|r| TestRunResult {
                     data_out: data.clone(),
                     ..r
@@ -295,14 +304,15 @@ fn program_input(path: &Path, includes: &Includes) -> Result<(Vec<u8>, Object), 
 
 /// The program to run and its hook: `--program`, or the only one in the object.
 /// The IP packet in an Ethernet frame, as a netfilter program sees it (from the IP header on),
-/// and its family; why not, for frames netfilter's inet hooks never see.
-fn netfilter_packet(frame: &[u8]) -> Result<(&[u8], netfilter::Family), String> {
+/// and its family; why not, for frames the program's hook never sees (not IP, or not of
+/// `family` when the program names one).
+fn netfilter_packet(frame: &[u8], family: Option<netfilter::Family>) -> Result<(&[u8], netfilter::Family), String> {
     const ETH_P_IP: u16 = 0x0800;
     const ETH_P_IPV6: u16 = 0x86dd;
     /// `bpf_prog_test_run_nf` refuses less than an IPv4 header.
     const MIN_IP: usize = 20;
     let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    let family = match ethertype {
+    let packet_family = match ethertype {
         ETH_P_IP => netfilter::Family::Ipv4,
         ETH_P_IPV6 => netfilter::Family::Ipv6,
         other => {
@@ -311,6 +321,13 @@ fn netfilter_packet(frame: &[u8]) -> Result<(&[u8], netfilter::Family), String> 
             ))
         }
     };
+    if let Some(want) = family.filter(|f| *f != packet_family) {
+        return Err(format!(
+            "an {} packet: an {} netfilter program does not see it",
+            packet_family.name(),
+            want.name()
+        ));
+    }
     let ip = &frame[ETH_HLEN..];
     if ip.len() < MIN_IP {
         return Err(format!(
@@ -318,7 +335,7 @@ fn netfilter_packet(frame: &[u8]) -> Result<(&[u8], netfilter::Family), String> 
             ip.len()
         ));
     }
-    Ok((ip, family))
+    Ok((ip, packet_family))
 }
 
 fn select_program(object: &Object, wanted: Option<&str>, file: &Path) -> Result<(String, ProgType), CliError> {
