@@ -79,15 +79,18 @@ pub fn compile_source(text: &str, name: &str, opts: &Options) -> Result<Compiled
     compile_evaluated(ev)
 }
 
-/// ELF section of a hook's programs.
-pub fn section_of(hook: &Hook) -> &'static str {
+/// ELF section of a hook's programs. Netfilter programs carry their hook in the name,
+/// `netfilter/FAMILY:HOOK:PRIORITY` (the spec `luabpf attach --netfilter` takes), so that an
+/// object alone says where the program wants to be attached.
+pub fn section_of(hook: &Hook) -> String {
     use runtime_bpf::progtypes::ProgType;
     match hook {
-        Hook::Xdp => ProgType::Xdp,
-        Hook::Tc { .. } => ProgType::Tc,
-        Hook::Netfilter { .. } => ProgType::Netfilter,
+        Hook::Xdp => ProgType::Xdp.section().to_string(),
+        Hook::Tc { .. } => ProgType::Tc.section().to_string(),
+        Hook::Netfilter { family, hook, priority } => {
+            format!("{}/{family}:{hook}:{priority}", ProgType::Netfilter.section())
+        }
     }
-    .section()
 }
 
 pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
@@ -154,7 +157,7 @@ fn compile_program(
     maps: &mut MapTable,
 ) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let checked = types::check_program(ev, prog, maps)?;
-    crate::cost::check(&checked, &prog.hook)?;
+    crate::cost::check(&checked)?;
     let default_verdict = prog.default_verdict.unwrap_or(match prog.hook {
         Hook::Xdp => 2,
         Hook::Tc { .. } => 0,
@@ -183,7 +186,7 @@ fn compile_program(
                 "{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"
             ))]
         })?;
-        let code = crate::emit::emit(f, &alloc, section).map_err(|e| {
+        let code = crate::emit::emit(f, &alloc, &section).map_err(|e| {
             vec![Diagnostic::new(
                 prog.span,
                 format!("program `{}` could not be emitted: {e}", prog.name),

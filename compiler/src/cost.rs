@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use crate::diag::Diagnostic;
 use crate::hir::{Expr, ExprKind, Func, Stmt, StmtKind};
 use crate::lower::{has_loop, outline_signature, LOOP_CAP};
-use crate::program::Hook;
 use crate::types::Checked;
 
 /// The kernel's limit on processed instructions.
@@ -26,7 +25,6 @@ const CLAMP: u64 = 1 << 40;
 
 struct Estimator<'a> {
     checked: &'a Checked,
-    outline_ok: bool,
     /// Inlined cost of each function instance.
     memo: HashMap<usize, u64>,
     /// Functions compiled on their own: each verified once.
@@ -42,10 +40,9 @@ struct Estimator<'a> {
 }
 
 /// Refuses a program whose estimated verification exceeds the kernel's budget.
-pub fn check(checked: &Checked, hook: &Hook) -> Result<u64, Vec<Diagnostic>> {
+pub fn check(checked: &Checked) -> Result<u64, Vec<Diagnostic>> {
     let mut e = Estimator {
         checked,
-        outline_ok: !matches!(hook, Hook::Netfilter { .. }),
         memo: HashMap::new(),
         separate: HashMap::new(),
         loop_depth: 0,
@@ -316,11 +313,7 @@ impl Estimator<'_> {
             ExprKind::Call { func, args } => {
                 let a = self.exprs(args);
                 let callee: &Func = &self.checked.funcs[*func];
-                if self.outline_ok
-                    && self.loop_depth > 0
-                    && outline_signature(callee).is_some()
-                    && has_loop(&callee.body)
-                {
+                if self.loop_depth > 0 && outline_signature(callee).is_some() && has_loop(&callee.body) {
                     // Verified on its own, once: its cost is not multiplied by our loops.
                     if !self.separate.contains_key(func) {
                         let saved = (self.multiplier, self.loop_depth, self.jumps);

@@ -18,6 +18,8 @@ use runtime_bpf::helpers as h;
 use runtime_bpf::isa::{JmpOp, Size};
 use runtime_bpf::object::{Format, SourceLoc};
 
+mod netfilter;
+
 /// Largest packet offset an access may start at. The verifier only grants a range to a
 /// packet pointer whose maximum offset plus the access size stays within MAX_PACKET_OFF
 /// (0xffff), so the bound leaves room for the widest (8-byte) access.
@@ -63,13 +65,14 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
         terminated: std::collections::HashSet::new(),
         loop_depth: 0,
         pkt: None,
+        dynptr: None,
         temp_slots: HashMap::new(),
         subfuncs: Vec::new(),
         outlined: HashMap::new(),
         in_subfunc: false,
     };
     l.push(Inst::Arg { dst: ctx, index: 0 });
-    if !matches!(input.hook, Hook::Netfilter { .. }) {
+    if !l.is_netfilter() {
         l.load_packet_bounds();
     }
     let entry_fn = &input.checked.funcs[input.checked.entry];
@@ -107,6 +110,8 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
 enum TempSlot {
     Key,
     Value,
+    /// The buffer a netfilter packet slice copies into when the bytes are not linear.
+    PacketRead,
 }
 
 /// How `return` leaves the function being lowered.
@@ -228,6 +233,8 @@ struct Lowerer<'a> {
     loop_depth: u32,
     /// The current function's `data` and `data_end` registers.
     pkt: Option<(Value, Value)>,
+    /// Netfilter: the current function's dynptr over the packet, once made.
+    dynptr: Option<Slot>,
     /// Stack buffers for map keys and values, shared by every map access of the function:
     /// each is filled right before the helper call that reads it.
     temp_slots: HashMap<(TempSlot, u32), Slot>,
@@ -747,6 +754,11 @@ impl<'a> Lowerer<'a> {
                     Operand::Value(v) => Operand::Value(v),
                     o => o,
                 };
+                let verdict = if self.is_netfilter() {
+                    self.nf_verdict(verdict)
+                } else {
+                    verdict
+                };
                 self.terminate(Terminator::Return(verdict));
             }
             RetMode::Inline(block, storages, tys) => {
@@ -1026,6 +1038,7 @@ impl<'a> Lowerer<'a> {
                 self.set_loc(e.span);
                 LV::Scalar(Operand::Value(self.packet_load(o, *bytes, *signed)))
             }
+            ExprKind::PacketLen if self.is_netfilter() => LV::Scalar(Operand::Value(self.nf_packet_len())),
             ExprKind::PacketLen => {
                 let (data, end) = self.packet_bounds();
                 let d = self.scalar();
@@ -1523,7 +1536,7 @@ impl<'a> Lowerer<'a> {
     /// the verifier then checks it once, for any arguments, instead of once per iteration
     /// of the caller's loop (which multiplies the two loops' costs).
     fn should_outline(&self, func: hir::HirFuncId) -> bool {
-        if self.loop_depth == 0 || matches!(self.input.hook, Hook::Netfilter { .. }) {
+        if self.loop_depth == 0 {
             return false;
         }
         let callee = &self.input.checked.funcs[func];
@@ -1629,6 +1642,7 @@ impl<'a> Lowerer<'a> {
         let saved_term = std::mem::take(&mut self.terminated);
         let saved_sub = std::mem::replace(&mut self.in_subfunc, true);
         let saved_pkt = self.pkt.take();
+        let saved_dynptr = self.dynptr.take();
         let saved_temps = std::mem::take(&mut self.temp_slots);
 
         self.push(Inst::Arg { dst: ctx, index: 0 });
@@ -1651,7 +1665,9 @@ impl<'a> Lowerer<'a> {
             self.push(Inst::Arg { dst: p, index: argno });
             p
         });
-        self.load_packet_bounds();
+        if !self.is_netfilter() {
+            self.load_packet_bounds();
+        }
         if let Some(out) = out {
             // The verifier treats a pointer argument of a global function as maybe-null.
             self.error_if(JmpOp::Jeq, out, Operand::Imm(0));
@@ -1692,6 +1708,7 @@ impl<'a> Lowerer<'a> {
         self.terminated = saved_term;
         self.in_subfunc = saved_sub;
         self.pkt = saved_pkt;
+        self.dynptr = saved_dynptr;
         self.temp_slots = saved_temps;
         f
     }
@@ -1747,6 +1764,11 @@ impl<'a> Lowerer<'a> {
     }
 
     // ---- the packet ---------------------------------------------------------------------
+
+    /// Netfilter programs read the packet through a dynptr (`lower/netfilter.rs`).
+    fn is_netfilter(&self) -> bool {
+        matches!(self.input.hook, Hook::Netfilter { .. })
+    }
 
     /// `data` and `data_end`, loaded once at the function's entry (which dominates every
     /// access; unused loads are removed as dead code).
@@ -1826,15 +1848,20 @@ impl<'a> Lowerer<'a> {
     }
 
     fn packet_load(&mut self, off: Operand, bytes: u8, signed: bool) -> Value {
-        let p = self.packet_ptr(off, bytes as i64);
-        let d = self.scalar();
-        let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
-        self.push(Inst::Load {
-            dst: d,
-            base: p,
-            off: 0,
-            size,
-        });
+        let d = if self.is_netfilter() {
+            self.nf_packet_load(off, bytes)
+        } else {
+            let p = self.packet_ptr(off, bytes as i64);
+            let d = self.scalar();
+            let size = Size::from_bytes(bytes as u32).unwrap_or(Size::DW);
+            self.push(Inst::Load {
+                dst: d,
+                base: p,
+                off: 0,
+                size,
+            });
+            d
+        };
         if signed && bytes < 8 {
             let s = self.scalar();
             self.push(Inst::Sext {
@@ -1867,23 +1894,27 @@ impl<'a> Lowerer<'a> {
         self.error_if(JmpOp::Jgt, ov, Operand::Imm(MAX_PACKET_OFF));
         let p = self.pointer();
         self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
-        let r = self.scalar();
-        let ctx = self.ctx;
-        let helper = match self.input.hook {
-            Hook::Xdp => h::XDP_LOAD_BYTES,
-            _ => h::SKB_LOAD_BYTES,
-        };
-        self.push(Inst::Call {
-            helper,
-            args: vec![
-                Operand::Value(ctx),
-                Operand::Value(ov),
-                Operand::Value(p),
-                Operand::Value(lv),
-            ],
-            dst: Some(r),
-        });
-        self.error_if(JmpOp::Jne, r, Operand::Imm(0));
+        if self.is_netfilter() {
+            self.nf_packet_copy(p, lv, ov);
+        } else {
+            let r = self.scalar();
+            let ctx = self.ctx;
+            let helper = match self.input.hook {
+                Hook::Xdp => h::XDP_LOAD_BYTES,
+                _ => h::SKB_LOAD_BYTES,
+            };
+            self.push(Inst::Call {
+                helper,
+                args: vec![
+                    Operand::Value(ctx),
+                    Operand::Value(ov),
+                    Operand::Value(p),
+                    Operand::Value(lv),
+                ],
+                dst: Some(r),
+            });
+            self.error_if(JmpOp::Jne, r, Operand::Imm(0));
+        }
         self.jump(done);
         self.switch_to(done);
         StrV {

@@ -1,6 +1,7 @@
-//! Attaching a loaded object to a network interface, pinned so it outlives the process.
+//! Attaching a loaded object to a network interface (XDP, tcx) or to a netfilter hook of the
+//! network namespace, pinned so it outlives the process.
 //!
-//! XDP and tcx attachments are `bpf_link`s created with `BPF_LINK_CREATE` (no netlink
+//! Attachments are `bpf_link`s created with `BPF_LINK_CREATE` (no netlink
 //! fallback: a link that cannot be pinned would not survive the command, and netlink would
 //! silently replace another program's attachment). The link, the program and every map are
 //! pinned under [`crate::pins`]; the metadata goes to `/run/luabpf/<program>/`.
@@ -8,7 +9,9 @@
 //! Re-attaching a program of the same name on the same hook and interface is a replacement:
 //! the new object is loaded with the already pinned maps (contents kept, static tables not
 //! rewritten), and the pinned link is switched to the new program with `BPF_LINK_UPDATE`
-//! (atomic: no packet sees neither program).
+//! (atomic: no packet sees neither program). Netfilter links cannot be updated: a new link
+//! takes the old one's place through a bridging link (`netfilter::replace_link`), so that here
+//! too some program is attached at every moment.
 //!
 //! Every failure undoes the steps before it: pins created by this call are removed, a link
 //! created by this call is never pinned (closing its fd detaches it), and a link already
@@ -22,8 +25,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use runtime_bpf::object::Object;
+use runtime_bpf::progtypes::ProgType;
 
 use crate::load::{load_with, LoadError, LoadOptions};
+use crate::netfilter::{self, NfHook};
 use crate::pins::{self, Meta, Pins};
 use crate::sys::{self, bpf, bpf_fd, errno_text, ptr_u64};
 
@@ -53,16 +58,22 @@ pub enum XdpMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Xdp(XdpMode),
-    Tc { egress: bool },
+    Tc {
+        egress: bool,
+    },
+    /// A netfilter hook of the caller's network namespace; `None`: the one the program's own
+    /// options name (its ELF section, `netfilter/ipv4:local_in:-100`).
+    Netfilter(Option<NfHook>),
 }
 
 impl Hook {
-    /// `xdp`, `tc-ingress`, `tc-egress`.
+    /// `xdp`, `tc-ingress`, `tc-egress`, `netfilter`.
     pub fn name(self) -> &'static str {
         match self {
             Hook::Xdp(_) => "xdp",
             Hook::Tc { egress: false } => "tc-ingress",
             Hook::Tc { egress: true } => "tc-egress",
+            Hook::Netfilter(_) => "netfilter",
         }
     }
 }
@@ -70,6 +81,7 @@ impl Hook {
 /// What to attach, where.
 #[derive(Clone, Debug)]
 pub struct AttachRequest<'a> {
+    /// The network interface (ignored for netfilter, whose hooks are per network namespace).
     pub interface: &'a str,
     pub hook: Hook,
     /// The ELF object.
@@ -196,7 +208,7 @@ fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
     unsafe { bpf(BPF_LINK_UPDATE, &mut attr) }.map(|_| ())
 }
 
-fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
     let mut attr = LinkDetachAttr {
         link_fd: link.as_raw_fd() as u32,
     };
@@ -260,6 +272,7 @@ fn choose_program(object: &Object, hook: Hook, wanted: Option<&str>) -> Result<S
     let fits = |section: &str| match hook {
         Hook::Xdp(_) => section == "xdp" || section.starts_with("xdp"),
         Hook::Tc { .. } => section == "tc" || section == "classifier" || section.starts_with("tc"),
+        Hook::Netfilter(_) => ProgType::from_section(section) == Some(ProgType::Netfilter),
     };
     let all: Vec<(&str, &str)> = object
         .programs
@@ -269,6 +282,7 @@ fn choose_program(object: &Object, hook: Hook, wanted: Option<&str>) -> Result<S
     let hook_kind = match hook {
         Hook::Xdp(_) => "an XDP",
         Hook::Tc { .. } => "a tc",
+        Hook::Netfilter(_) => "a netfilter",
     };
     if let Some(w) = wanted {
         let Some((_, section)) = all.iter().find(|(n, _)| *n == w) else {
@@ -293,6 +307,7 @@ fn choose_program(object: &Object, hook: Hook, wanted: Option<&str>) -> Result<S
             match hook {
                 Hook::Xdp(_) => "XDP",
                 Hook::Tc { .. } => "tc",
+                Hook::Netfilter(_) => "netfilter",
             },
             if all.is_empty() {
                 String::new()
@@ -324,7 +339,21 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
             "program name `{name}` cannot be used as a pin name"
         )));
     }
-    let ifindex = ifindex(req.interface).ok_or_else(|| AttachError::NoInterface(req.interface.to_string()))?;
+    let (hook, interface, ifindex) = match req.hook {
+        Hook::Netfilter(spec) => {
+            let section = &object
+                .programs
+                .iter()
+                .find(|p| p.name == name)
+                .expect("chosen above")
+                .section;
+            (Hook::Netfilter(Some(netfilter_hook(spec, section)?)), "", 0)
+        }
+        other => {
+            let i = ifindex(req.interface).ok_or_else(|| AttachError::NoInterface(req.interface.to_string()))?;
+            (other, req.interface, i)
+        }
+    };
     if !pins::is_bpffs(Path::new(pins::BPFFS)) {
         return Err(AttachError::System(format!(
             "no BPF filesystem at {}: mount one (`mount -t bpf bpf {}`); note that \
@@ -347,20 +376,29 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                 p.state_dir().display()
             )));
         };
-        if old.hook == req.hook.name() && old.interface == req.interface && old.ifindex != ifindex {
+        if old.hook == hook.name() && old.interface == interface && old.ifindex != ifindex {
             return Err(AttachError::Conflict(format!(
                 "{} was re-created since `{name}` was attached to it (interface index {} then, {ifindex} \
                  now): the old attachment is gone with it; remove it with `luabpf detach {name}`",
-                req.interface, old.ifindex
+                interface, old.ifindex
             )));
         }
-        if old.hook != req.hook.name() || old.interface != req.interface || old.ifindex != ifindex {
+        if old.hook != hook.name() || old.interface != interface || old.ifindex != ifindex {
             return Err(AttachError::Conflict(format!(
-                "program `{name}` is already attached at {} on {}: detach it first (`luabpf detach {name}`)",
-                old.hook, old.interface
+                "program `{name}` is already attached at {}: detach it first (`luabpf detach {name}`)",
+                old.place()
             )));
         }
-        if let Hook::Xdp(mode) = req.hook {
+        if let Hook::Netfilter(Some(spec)) = hook {
+            if old.mode != spec.to_string() {
+                return Err(AttachError::Conflict(format!(
+                    "program `{name}` is already attached at {}: a replacement keeps the hook and \
+                     priority; detach it first to move it (`luabpf detach {name}`)",
+                    old.place()
+                )));
+            }
+        }
+        if let Hook::Xdp(mode) = hook {
             let want = match mode {
                 XdpMode::Auto => None,
                 XdpMode::Native => Some("native"),
@@ -456,12 +494,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
         pin_fd(prog_fd, &new_pin)
             .map_err(|e| sys_err(&format!("cannot pin the program at {}", new_pin.display()), e))?;
         undo.files.push(new_pin.clone());
-        link_update(link.as_fd(), prog_fd).map_err(|e| {
-            sys_err(
-                "cannot switch the attached link to the new program (BPF_LINK_UPDATE)",
-                e,
-            )
-        })?;
+        switch_link(&p, link.as_fd(), prog_fd, hook)?;
         let finish = || -> Result<Meta, AttachError> {
             std::fs::rename(&new_pin, p.prog())
                 .map_err(|e| AttachError::System(format!("cannot rename {}: {e}", new_pin.display())))?;
@@ -487,7 +520,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
             Err(e) => {
                 // Back to the old program: the attachment stays as it was.
                 if let Some(old_prog) = &old_prog {
-                    let _ = link_update(link.as_fd(), old_prog.as_fd());
+                    let _ = switch_link(&p, link.as_fd(), old_prog.as_fd(), hook);
                     if !p.prog().exists() {
                         let _ = pin_fd(old_prog.as_fd(), &p.prog());
                     }
@@ -496,7 +529,12 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
             }
         }
     } else {
-        let (link, mode) = match req.hook {
+        let (link, mode) = match hook {
+            Hook::Netfilter(spec) => {
+                let spec = spec.expect("resolved above");
+                let l = netfilter::link_create(prog_fd, spec).map_err(|e| netfilter_link_error(&name, spec, e))?;
+                (l, spec.to_string())
+            }
             Hook::Xdp(mode) => {
                 let native = || link_create(prog_fd, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE);
                 let skb = || link_create(prog_fd, ifindex, BPF_XDP, XDP_FLAGS_SKB_MODE);
@@ -511,7 +549,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                         e,
                     )
                 };
-                match mode {
+                let (l, m) = match mode {
                     XdpMode::Native => (native().map_err(|e| what("native", e))?, "native"),
                     XdpMode::Skb => (skb().map_err(|e| what("skb", e))?, "skb"),
                     XdpMode::Auto => match native() {
@@ -521,7 +559,8 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                         }
                         Err(_) => (skb().map_err(|e| what("skb", e))?, "skb"),
                     },
-                }
+                };
+                (l, m.to_string())
             }
             Hook::Tc { egress } => {
                 let at = if egress { BPF_TCX_EGRESS } else { BPF_TCX_INGRESS };
@@ -540,7 +579,7 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                         e,
                     )
                 })?;
-                (l, "tcx")
+                (l, "tcx".to_string())
             }
         };
         // Until the link is pinned, dropping `link` detaches it.
@@ -549,9 +588,9 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
             .map_err(|e| sys_err(&format!("cannot pin the program at {}", p.prog().display()), e))?;
         let meta = Meta {
             program: name.clone(),
-            hook: req.hook.name().to_string(),
-            mode: mode.to_string(),
-            interface: req.interface.to_string(),
+            hook: hook.name().to_string(),
+            mode,
+            interface: interface.to_string(),
             ifindex,
             attached_at: now,
             replaced_at: None,
@@ -573,6 +612,53 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
             replaced: false,
             reused_maps: reused,
         })
+    }
+}
+
+/// The netfilter hook to attach at: the one asked for, else the one the program's section names.
+fn netfilter_hook(asked: Option<NfHook>, section: &str) -> Result<NfHook, AttachError> {
+    if let Some(h) = asked {
+        return Ok(h);
+    }
+    match NfHook::from_section(section) {
+        Some(Ok(h)) => Ok(h),
+        Some(Err(e)) => Err(AttachError::Usage(format!("the program's section `{section}`: {e}"))),
+        None => Err(AttachError::Usage(format!(
+            "the program (section `{section}`) does not say which netfilter hook it wants: \
+             give one with --netfilter FAMILY:HOOK:PRIORITY, e.g. ipv4:local_in:-100"
+        ))),
+    }
+}
+
+fn netfilter_link_error(name: &str, spec: NfHook, e: io::Error) -> AttachError {
+    let hint = match e.raw_os_error() {
+        Some(libc::EBUSY) => format!(
+            " (another BPF program is attached at {} {} with priority {}: the kernel allows one per \
+             hook and priority; choose another priority)",
+            spec.family.name(),
+            spec.hook_name(),
+            spec.priority
+        ),
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => " (netfilter links need Linux 6.4 or later)".to_string(),
+        _ => String::new(),
+    };
+    sys_err(&format!("cannot attach `{name}` at netfilter {spec}{hint}"), e)
+}
+
+/// Points the pinned attachment of `p` (open as `link`) at `prog`: `BPF_LINK_UPDATE` for XDP
+/// and tcx; netfilter links cannot be updated, so a new link replaces the pinned one without a
+/// moment when neither program runs (`netfilter::replace_link`).
+fn switch_link(p: &Pins, link: BorrowedFd<'_>, prog: BorrowedFd<'_>, hook: Hook) -> Result<(), AttachError> {
+    match hook {
+        Hook::Netfilter(spec) => {
+            netfilter::replace_link(&p.link(), prog, spec.expect("resolved")).map_err(AttachError::System)
+        }
+        _ => link_update(link, prog).map_err(|e| {
+            sys_err(
+                "cannot switch the attached link to the new program (BPF_LINK_UPDATE)",
+                e,
+            )
+        }),
     }
 }
 

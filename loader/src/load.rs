@@ -10,7 +10,7 @@
 //! drop it and the kernel frees the programs and maps that nothing else holds (no pin, no link).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::OnceLock;
 
 use aya::maps::{Map, MapData};
@@ -131,7 +131,7 @@ impl LoadError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramSummary {
     pub name: String,
-    /// `"xdp"` or `"sched_cls"`.
+    /// `"xdp"`, `"sched_cls"` or `"netfilter"`.
     pub kind: &'static str,
     /// Instructions the verifier processed (`bpf_prog_info.verified_insns`), where reported.
     pub verified_insns: Option<u32>,
@@ -141,6 +141,8 @@ pub struct ProgramSummary {
 pub struct Loaded {
     ebpf: aya::Ebpf,
     programs: Vec<ProgramSummary>,
+    /// Netfilter programs, which aya does not load (`crate::netfilter`).
+    netfilter: Vec<(String, std::os::fd::OwnedFd)>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -165,6 +167,9 @@ impl Loaded {
 
     /// The kernel fd of a loaded program.
     pub fn program_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        if let Some((_, fd)) = self.netfilter.iter().find(|(n, _)| n == name) {
+            return Some(fd.as_fd());
+        }
         self.ebpf.program(name)?.fd().ok().map(|fd| fd.as_fd())
     }
 
@@ -204,7 +209,7 @@ impl Loaded {
 }
 
 /// The kernel's BTF, parsed once per process (aya would parse it on every load).
-fn vmlinux_btf() -> Option<&'static Btf> {
+pub(crate) fn vmlinux_btf() -> Option<&'static Btf> {
     static BTF: OnceLock<Option<Btf>> = OnceLock::new();
     BTF.get_or_init(|| Btf::from_sys_fs().ok()).as_ref()
 }
@@ -233,7 +238,12 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
     check_symbols(&file)?;
     // Static tables first: a malformed section is reported before anything reaches the kernel.
     let tables = init::tables_in(&file)?;
+    let split = split_netfilter(&file, aligned.bytes())?;
     drop(file);
+    let aligned = match &split {
+        Some(s) => Aligned::new(&s.rest),
+        None => aligned,
+    };
 
     // aya indexes some ELF contents without checking them (a map symbol past its section's
     // end panics): a malformed object must be an error, not a crash of the CLI.
@@ -313,7 +323,30 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
         });
     }
 
-    let loaded = Loaded { ebpf, programs };
+    let mut netfilter = Vec::new();
+    if let Some(split) = &split {
+        for &index in &split.programs {
+            let code = &split.object.programs[index];
+            let map_fd = |i: usize| {
+                let name = &split.object.maps.get(i)?.name;
+                ebpf.map(name).map(|m| map_data(m).fd().as_fd().as_raw_fd())
+            };
+            let btf = runtime_bpf::elf::program_btf(&split.object, index).expect("program index in range");
+            let (fd, verified_insns) = crate::netfilter::load_program(code, &btf, &map_fd)?;
+            programs.push(ProgramSummary {
+                name: code.name.clone(),
+                kind: "netfilter",
+                verified_insns,
+            });
+            netfilter.push((code.name.clone(), fd));
+        }
+        programs.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let loaded = Loaded {
+        ebpf,
+        programs,
+        netfilter,
+    };
     for table in &tables {
         if options.skip_tables.contains(&table.map) {
             continue;
@@ -321,6 +354,41 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
         fill_table(&loaded, table)?;
     }
     Ok(loaded)
+}
+
+/// An object's netfilter programs, and the object without them (what aya loads).
+struct NetfilterSplit {
+    /// The whole object, as read back.
+    object: runtime_bpf::object::Object,
+    /// Its netfilter programs, by index.
+    programs: Vec<usize>,
+    /// The object without them.
+    rest: Vec<u8>,
+}
+
+/// aya 0.14 refuses an object with a netfilter section; those programs are taken out (and
+/// loaded by `crate::netfilter` with the maps aya creates). `None` when there are none.
+fn split_netfilter(file: &object::File<'_>, bytes: &[u8]) -> Result<Option<NetfilterSplit>, LoadError> {
+    use object::{Object as _, ObjectSection as _};
+    use runtime_bpf::progtypes::ProgType;
+    let is_nf = |name: &str| ProgType::from_section(name) == Some(ProgType::Netfilter);
+    if !file.sections().any(|s| s.name().is_ok_and(is_nf)) {
+        return Ok(None);
+    }
+    let object = runtime_bpf::elf::read(bytes).map_err(|e| LoadError::Object {
+        message: format!("cannot read the netfilter programs: {e}"),
+    })?;
+    let programs = (0..object.programs.len())
+        .filter(|&i| is_nf(&object.programs[i].section))
+        .collect();
+    let others = runtime_bpf::object::Object {
+        programs: object.programs.iter().filter(|p| !is_nf(&p.section)).cloned().collect(),
+        ..object.clone()
+    };
+    let rest = runtime_bpf::elf::try_write(&others).map_err(|e| LoadError::Object {
+        message: format!("cannot rewrite the object without its netfilter programs: {e}"),
+    })?;
+    Ok(Some(NetfilterSplit { object, programs, rest }))
 }
 
 /// Refuses symbols that reach past their section: aya slices section data by them unchecked.

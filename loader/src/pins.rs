@@ -113,6 +113,7 @@ impl Pins {
         rm(&self.maps_dir(), true);
         rm(&self.prog(), false);
         rm(&self.dir().join("prog_new"), false);
+        rm(&self.dir().join("link_new"), false);
         rm(&self.link(), false);
         rm(&self.dir(), true);
         rm(&self.meta_file(), false);
@@ -182,10 +183,11 @@ pub fn is_bpffs(path: &Path) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
     pub program: String,
-    /// `xdp`, `tc-ingress` or `tc-egress`.
+    /// `xdp`, `tc-ingress`, `tc-egress` or `netfilter`.
     pub hook: String,
-    /// XDP: `native` or `skb`; tc: `tcx`.
+    /// XDP: `native` or `skb`; tc: `tcx`; netfilter: `FAMILY:HOOK:PRIORITY`.
     pub mode: String,
+    /// Empty for netfilter (its hooks belong to the network namespace).
     pub interface: String,
     pub ifindex: u32,
     /// Unix seconds of the first attach.
@@ -198,6 +200,15 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// Where the program is attached, for messages: `xdp on eth0`, `netfilter ipv4:local_in:-100`.
+    pub fn place(&self) -> String {
+        if self.interface.is_empty() {
+            format!("{} {}", self.hook, self.mode)
+        } else {
+            format!("{} on {}", self.hook, self.interface)
+        }
+    }
+
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let mut kv = |k: &str, v: &str| {

@@ -164,7 +164,7 @@ fn failures_leave_nothing_behind() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no network interface named `nosuchif0`"));
     assert!(!pins_of(&tc_name));
 
-    // An XDP-only file at tc; netfilter: usage errors, nothing pinned.
+    // An XDP-only file at tc; netfilter with an interface: usage errors, nothing pinned.
     assert_eq!(
         lab.luabpf(&["attach", &lab.inner.clone(), file, "--tc", "egress"])
             .status
@@ -173,7 +173,7 @@ fn failures_leave_nothing_behind() {
     );
     let nf = lab.luabpf(&["attach", &lab.inner.clone(), file, "--netfilter", "ipv4:local_in:-100"]);
     assert_eq!(nf.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&nf.stderr).contains("not supported yet"));
+    assert!(String::from_utf8_lossy(&nf.stderr).contains("--netfilter takes no interface"));
     assert!(!pins_of(&name));
     assert!(!lab.xdp_attached());
 

@@ -88,7 +88,7 @@ use std::fmt;
 use crate::btf::BtfError;
 
 pub use read::{read, read_detailed, ForeignMap, ReadObject};
-pub use write::{try_write, validate, write};
+pub use write::{program_btf, try_write, validate, write, ProgramBtf};
 
 /// Section holding initial map contents (see the module documentation).
 pub const INIT_SECTION: &str = ".luabpf.init";

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use luabpf_loader::attach::{self, AttachError, AttachRequest, Hook, XdpMode};
+use luabpf_loader::netfilter::NfHook;
 use luabpf_loader::pins::{self, Pins};
 use luabpf_loader::{kernel_available, LoadError};
 
@@ -25,6 +26,13 @@ Examples:
   luabpf attach eth0 examples/sni_filter.lua           # XDP, native with fallback to skb
   luabpf attach eth0 filter.lua --tc egress            # tcx
   luabpf attach eth0 filter.o --mode skb
+  luabpf attach --netfilter ipv4:local_in:-100 filter.lua   # netfilter, this network namespace
+  luabpf attach nf_filter.lua                          # netfilter, at the program's own hook
+
+Netfilter links cannot be updated in place: a replacement attaches the new program at a free
+neighbouring priority, detaches the old one, attaches the new one at the priority asked for and
+drops the bridge, so some program is attached at every moment (for that instant a packet may
+meet both). The kernel allows one BPF program per netfilter hook and priority.
 
 Exit status: 0 attached, 1 refused (diagnostics, verifier, unknown interface, name already
 attached elsewhere), 2 usage or I/O error (including bpf() unavailable).";
@@ -47,23 +55,25 @@ pub enum TcDir {
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// The network interface
+    /// The network interface; alone, the program file of a netfilter program (netfilter hooks
+    /// belong to the network namespace, not to an interface)
     #[arg(value_name = "IFACE")]
     pub interface: String,
 
     /// A Lua program file (compiled first) or an ELF object (`.o`)
     #[arg(value_name = "FILE.lua|FILE.o")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
 
     /// XDP attach mode
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto, value_name = "MODE", conflicts_with = "tc")]
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto, value_name = "MODE", conflicts_with_all = ["tc", "netfilter"])]
     pub mode: ModeArg,
 
     /// Attach at tc (tcx) instead of XDP, on ingress or egress
     #[arg(long, value_enum, value_name = "DIR")]
     pub tc: Option<TcDir>,
 
-    /// Attach at netfilter (not supported yet)
+    /// Attach at a netfilter hook of this network namespace, FAMILY:HOOK:PRIORITY (e.g.
+    /// ipv4:local_in:-100); without it a netfilter program goes where its own options say
     #[arg(long, value_name = "SPEC", conflicts_with = "tc")]
     pub netfilter: Option<String>,
 
@@ -111,48 +121,76 @@ fn attach_error(e: AttachError) -> CliError {
 }
 
 pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
-    if args.netfilter.is_some() {
+    // `attach IFACE FILE`, or `attach FILE` for netfilter.
+    let (interface, file) = match &args.file {
+        Some(f) => (Some(args.interface.as_str()), f.clone()),
+        None => (None, PathBuf::from(&args.interface)),
+    };
+    let netfilter = match &args.netfilter {
+        Some(spec) => Some(NfHook::parse(spec).map_err(|e| CliError::Usage(format!("--netfilter: {e}")))?),
+        None => None,
+    };
+    if let (Some(iface), true) = (interface, netfilter.is_some()) {
+        return Err(CliError::Usage(format!(
+            "--netfilter takes no interface (`{iface}`): netfilter hooks belong to the network namespace; \
+             write `luabpf attach --netfilter SPEC FILE`"
+        )));
+    }
+    if interface.is_none() && args.mode != ModeArg::Auto {
         return Err(CliError::Usage(
-            "--netfilter: attaching at netfilter hooks is not supported yet (XDP and tc only)".into(),
+            "--mode is an XDP attach mode and needs an interface: `luabpf attach IFACE FILE --mode MODE`".into(),
         ));
     }
-    let is_object = args.file.extension().is_some_and(|e| e == "o")
-        || (args.file.extension().is_none_or(|e| e != "lua") && input::read(&args.file)?.starts_with(b"\x7fELF"));
+    if interface.is_none() && args.tc.is_some() {
+        return Err(CliError::Usage(
+            "--tc needs an interface: `luabpf attach IFACE FILE --tc ingress|egress`".into(),
+        ));
+    }
+    let is_object = file.extension().is_some_and(|e| e == "o")
+        || (file.extension().is_none_or(|e| e != "lua") && input::read(&file)?.starts_with(b"\x7fELF"));
     let elf = if is_object {
-        input::read(&args.file)?
+        input::read(&file)?
     } else {
-        input::compile(&args.file, &args.includes)?.elf
+        input::compile(&file, &args.includes)?.elf
     };
     need_kernel("attach")?;
-    let hook = match args.tc {
-        Some(dir) => Hook::Tc {
+    let hook = match (interface, args.tc) {
+        (None, _) => Hook::Netfilter(netfilter),
+        (Some(_), Some(dir)) => Hook::Tc {
             egress: dir == TcDir::Egress,
         },
-        None => Hook::Xdp(match args.mode {
+        (Some(_), None) => Hook::Xdp(match args.mode {
             ModeArg::Auto => XdpMode::Auto,
             ModeArg::Native => XdpMode::Native,
             ModeArg::Skb => XdpMode::Skb,
         }),
     };
-    let source = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+    let source = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
     let source = source.display().to_string();
     let done = attach::attach(&AttachRequest {
-        interface: &args.interface,
+        interface: interface.unwrap_or(""),
         hook,
         object: &elf,
         program: args.program.as_deref(),
         source: &source,
     })
-    .map_err(attach_error)?;
+    .map_err(|e| match (e, interface) {
+        // A program for another hook, given without an interface.
+        (AttachError::Usage(m), None) if m.contains("no netfilter program") => CliError::Usage(format!(
+            "{m}; XDP and tc programs need an interface: `luabpf attach IFACE FILE`"
+        )),
+        (e, _) => attach_error(e),
+    })?;
     let m = &done.meta;
     let mut text = format!(
-        "{} `{}` at {} ({}) on {}",
+        "{} `{}` at {}",
         if done.replaced { "replaced" } else { "attached" },
         m.program,
-        m.hook,
-        m.mode,
-        m.interface
+        m.place()
     );
+    if !m.interface.is_empty() {
+        text.push_str(&format!(" ({})", m.mode));
+    }
     if !done.reused_maps.is_empty() {
         text.push_str(&format!(", maps kept: {}", done.reused_maps.join(", ")));
     }
@@ -164,7 +202,7 @@ pub fn run_detach(args: &DetachArgs) -> Result<(), CliError> {
     need_kernel("detach")?;
     let meta = attach::detach(&args.program).map_err(attach_error)?;
     let text = match meta {
-        Some(m) => format!("detached `{}` from {} on {}\n", m.program, m.hook, m.interface),
+        Some(m) => format!("detached `{}` from {}\n", m.program, m.place()),
         None => format!("removed the pins of `{}`\n", args.program),
     };
     output::stdout(text.as_bytes())
@@ -213,7 +251,11 @@ pub fn run_list(args: &ListArgs) -> Result<(), CliError> {
             let (hook, iface, when) = match meta {
                 Some(m) => (
                     format!("{} ({})", m.hook, m.mode),
-                    m.interface.clone(),
+                    if m.interface.is_empty() {
+                        "-".to_string()
+                    } else {
+                        m.interface.clone()
+                    },
                     pins::format_time(m.attached_at),
                 ),
                 None => ("?".into(), "?".into(), "?".into()),

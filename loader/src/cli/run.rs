@@ -7,9 +7,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use luabpf_loader::pcap;
 use luabpf_loader::testrun::ETH_HLEN;
-use luabpf_loader::{kernel_available, load, test_run, LoadError, TestRunError, UpdateMode};
+use luabpf_loader::{kernel_available, load, test_run, LoadError, TestRunError, TestRunResult, UpdateMode};
+use luabpf_loader::{netfilter, pcap};
 use runtime_bpf::object::{Format, Object};
 use runtime_bpf::progtypes::{verdict_name, ProgType};
 
@@ -76,6 +76,15 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let (elf, object) = program_input(&args.file, &args.includes)?;
     let (name, progtype) = select_program(&object, args.program.as_deref(), &args.file)?;
 
+    // A netfilter program sees the packets of its family only (when its section says which).
+    let nf_family = object
+        .programs
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| netfilter::NfHook::from_section(&p.section))
+        .and_then(Result::ok)
+        .map(|h| h.family);
+
     let capture_bytes = input::read(&args.pcap)?;
     let capture = pcap::read(&capture_bytes).map_err(|e| CliError::Usage(format!("{}: {e}", args.pcap.display())))?;
 
@@ -136,7 +145,28 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             written.push(data.clone());
             continue;
         }
-        match test_run(fd, data, 1) {
+        let result = if progtype == ProgType::Netfilter {
+            match netfilter_packet(data, nf_family) {
+                Ok((ip, family)) => netfilter::test_run(fd, ip, family, 1).map(|r| TestRunResult {
+                    data_out: data.clone(),
+                    ..r
+                }),
+                Err(why) => {
+                    skipped += 1;
+                    let line = if args.json {
+                        format!("{{\"packet\":{n},\"skipped\":{}}}", json_str(&why))
+                    } else {
+                        format!("{n} skipped: {why}")
+                    };
+                    emit(&mut out, &line)?;
+                    written.push(data.clone());
+                    continue;
+                }
+            }
+        } else {
+            test_run(fd, data, 1)
+        };
+        match result {
             Ok(r) => {
                 let verdict = r.retval as i32;
                 *counts.entry(verdict).or_default() += 1;
@@ -273,6 +303,41 @@ fn program_input(path: &Path, includes: &Includes) -> Result<(Vec<u8>, Object), 
 }
 
 /// The program to run and its hook: `--program`, or the only one in the object.
+/// The IP packet in an Ethernet frame, as a netfilter program sees it (from the IP header on),
+/// and its family; why not, for frames the program's hook never sees (not IP, or not of
+/// `family` when the program names one).
+fn netfilter_packet(frame: &[u8], family: Option<netfilter::Family>) -> Result<(&[u8], netfilter::Family), String> {
+    const ETH_P_IP: u16 = 0x0800;
+    const ETH_P_IPV6: u16 = 0x86dd;
+    /// `bpf_prog_test_run_nf` refuses less than an IPv4 header.
+    const MIN_IP: usize = 20;
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    let packet_family = match ethertype {
+        ETH_P_IP => netfilter::Family::Ipv4,
+        ETH_P_IPV6 => netfilter::Family::Ipv6,
+        other => {
+            return Err(format!(
+                "ethertype 0x{other:04x} is neither IPv4 nor IPv6: netfilter programs do not see it"
+            ))
+        }
+    };
+    if let Some(want) = family.filter(|f| *f != packet_family) {
+        return Err(format!(
+            "an {} packet: an {} netfilter program does not see it",
+            packet_family.name(),
+            want.name()
+        ));
+    }
+    let ip = &frame[ETH_HLEN..];
+    if ip.len() < MIN_IP {
+        return Err(format!(
+            "{} bytes of IP packet, shorter than the {MIN_IP} bytes a netfilter test run needs",
+            ip.len()
+        ));
+    }
+    Ok((ip, packet_family))
+}
+
 fn select_program(object: &Object, wanted: Option<&str>, file: &Path) -> Result<(String, ProgType), CliError> {
     let names: Vec<&str> = object.programs.iter().map(|p| p.name.as_str()).collect();
     let program = match wanted {
@@ -306,13 +371,6 @@ fn select_program(object: &Object, wanted: Option<&str>, file: &Path) -> Result<
             program.name, program.section
         ))
     })?;
-    if progtype == ProgType::Netfilter {
-        return Err(CliError::Usage(format!(
-            "program `{}` is a netfilter program: `luabpf run` runs XDP and tc programs only \
-             for now",
-            program.name
-        )));
-    }
     Ok((program.name.clone(), progtype))
 }
 

@@ -669,6 +669,58 @@ fn line_info(section_slot: usize, loc: SourceLoc, sources: &Sources<'_>, b: &mut
     }
 }
 
+// ---- one program for BPF_PROG_LOAD ------------------------------------------------------------
+
+/// What `BPF_PROG_LOAD` takes besides the code, for a loader that loads a program itself (aya
+/// cannot load netfilter programs): the BTF to load with `BPF_BTF_LOAD`, and `func_info` and
+/// `line_info` whose `insn_off` is an instruction index in `ProgramCode::insns` (not a byte
+/// offset in an ELF section, as in `.BTF.ext`), sorted as the kernel requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramBtf {
+    pub btf: Vec<u8>,
+    pub func_info: Vec<FuncInfo>,
+    pub line_info: Vec<LineInfo>,
+}
+
+/// The BTF of program `index` of `obj` (its functions' prototypes, as in the object file: the
+/// entry, global functions that the kernel then verifies on their own, static ones), with
+/// the line info that names the Lua lines. `None` if there is no such program.
+pub fn program_btf(obj: &Object, index: usize) -> Option<ProgramBtf> {
+    let p = obj.programs.get(index)?;
+    let single = Object {
+        programs: vec![p.clone()],
+        maps: obj.maps.clone(),
+        sources: obj.sources.clone(),
+        license: obj.license.clone(),
+    };
+    let mut plan = Plan::new(&single);
+    // Offsets in the program as handed to the kernel, whatever ELF section a function would go to.
+    for f in &mut plan.funcs {
+        f.slot = f.start;
+    }
+    let mut btf = build_btf(&single, &plan);
+    let sources = Sources::new(&single);
+    let mut func_info = Vec::new();
+    let mut line_info = Vec::new();
+    for (f, &type_id) in plan.funcs.iter().zip(&btf.func_types) {
+        func_info.push(FuncInfo {
+            insn_off: f.start as u32,
+            type_id,
+        });
+        for mut l in line_records(p, f, &sources, &mut btf.builder) {
+            l.insn_off /= 8;
+            line_info.push(l);
+        }
+    }
+    func_info.sort_by_key(|f| f.insn_off);
+    line_info.sort_by_key(|l| l.insn_off);
+    Some(ProgramBtf {
+        btf: btf.builder.btf.to_bytes(),
+        func_info,
+        line_info,
+    })
+}
+
 // ---- the ELF container ------------------------------------------------------------------------
 
 fn build(obj: &Object) -> Result<Vec<u8>, WriteError> {
