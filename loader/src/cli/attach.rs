@@ -182,15 +182,12 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
         (e, _) => attach_error(e),
     })?;
     let m = &done.meta;
-    let mut text = format!(
-        "{} `{}` at {}",
-        if done.replaced { "replaced" } else { "attached" },
-        m.program,
-        m.place()
-    );
-    if !m.interface.is_empty() {
-        text.push_str(&format!(" ({})", m.mode));
-    }
+    let verb = if done.replaced { "replaced" } else { "attached" };
+    let mut text = if m.interface.is_empty() {
+        format!("{verb} `{}` at {}", m.program, m.place())
+    } else {
+        format!("{verb} `{}` at {} ({}) on {}", m.program, m.hook, m.mode, m.interface)
+    };
     if !done.reused_maps.is_empty() {
         text.push_str(&format!(", maps kept: {}", done.reused_maps.join(", ")));
     }
