@@ -246,9 +246,9 @@ impl Run<'_> {
     fn pointer_arith(&self, op: AluOp, a: Value, b: Value) -> Result<Value, InterpError> {
         let ok = match (op, a, b) {
             (AluOp::Add, Value::Ptr(p), Value::Scalar(s)) | (AluOp::Add, Value::Scalar(s), Value::Ptr(p)) => {
-                Some(Value::Ptr(p.add(s as i64)))
+                Some(Value::Ptr(p.offset_by(s as i64)))
             }
-            (AluOp::Sub, Value::Ptr(p), Value::Scalar(s)) => Some(Value::Ptr(p.add((s as i64).wrapping_neg()))),
+            (AluOp::Sub, Value::Ptr(p), Value::Scalar(s)) => Some(Value::Ptr(p.offset_by((s as i64).wrapping_neg()))),
             (AluOp::Sub, Value::Ptr(p), Value::Ptr(q)) if p.region == q.region => {
                 Some(Value::Scalar(p.off.wrapping_sub(q.off) as u64))
             }
@@ -404,7 +404,7 @@ impl Run<'_> {
         let Value::Ptr(base) = self.reg(insn.src)? else {
             return self.fault(format!("loads through r{}, which holds a number", insn.src));
         };
-        let v = self.load(base.add(insn.off as i64), size)?;
+        let v = self.load(base.offset_by(insn.off as i64), size)?;
         let v = match (mode, v) {
             (BPF_MEMSX, Value::Scalar(x)) if size < 8 => Value::Scalar(sign_extend(x, size as u32 * 8)),
             (BPF_MEMSX, _) => return self.malformed("sign-extending load of 8 bytes or of a pointer"),
@@ -421,7 +421,7 @@ impl Run<'_> {
         let Value::Ptr(base) = self.reg(insn.dst)? else {
             return self.fault(format!("stores through r{}, which holds a number", insn.dst));
         };
-        let at = base.add(insn.off as i64);
+        let at = base.offset_by(insn.off as i64);
         match (insn.class(), mode) {
             (BPF_ST, BPF_MEM) => self.store_value(at, size, Value::Scalar(insn.imm as i64 as u64))?,
             (BPF_STX, BPF_MEM) => {

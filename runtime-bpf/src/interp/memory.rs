@@ -46,7 +46,7 @@ impl Run<'_> {
             Region::Stack(id) => {
                 let frame = &self.frames[self.frame_index(id)?];
                 let r = self.stack_range(p, size)?;
-                if let Some(ptr) = spilled(frame, r.clone())? {
+                if let Some(ptr) = spilled(frame, r.clone()) {
                     return Ok(Value::Ptr(ptr));
                 }
                 if r.clone().any(|i| frame.spills[i / 8].is_some()) {
@@ -67,7 +67,7 @@ impl Run<'_> {
             (Region::Ctx, Value::Scalar(x)) => self.ctx_store(p.off, size, x),
             (Region::Stack(id), Value::Ptr(ptr)) => {
                 let r = self.stack_range(p, size)?;
-                if size != 8 || r.start % 8 != 0 {
+                if size != 8 || !r.start.is_multiple_of(8) {
                     return self.fault("spills a pointer to a partial or unaligned stack slot");
                 }
                 let i = self.frame_index(id)?;
@@ -156,11 +156,11 @@ impl Run<'_> {
 }
 
 /// The pointer spilled exactly at `r`, if `r` is one whole aligned slot holding one.
-fn spilled(frame: &Frame, r: std::ops::Range<usize>) -> Result<Option<Ptr>, InterpError> {
-    if r.len() == 8 && r.start % 8 == 0 {
-        return Ok(frame.spills[r.start / 8]);
+fn spilled(frame: &Frame, r: std::ops::Range<usize>) -> Option<Ptr> {
+    if r.len() == 8 && r.start.is_multiple_of(8) {
+        return frame.spills[r.start / 8];
     }
-    Ok(None)
+    None
 }
 
 fn le(bytes: &[u8]) -> u64 {

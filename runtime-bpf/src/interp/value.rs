@@ -32,7 +32,7 @@ impl Ptr {
         Ptr { region, off }
     }
 
-    pub fn add(self, delta: i64) -> Ptr {
+    pub fn offset_by(self, delta: i64) -> Ptr {
         Ptr {
             region: self.region,
             off: self.off.wrapping_add(delta),
