@@ -14,8 +14,8 @@
 //! The context is what a test run builds: XDP `ingress_ifindex` 1 (loopback) and queue 0; tc
 //! `len`, `protocol` (from the Ethernet header, as `eth_type_trans` sets it), `ifindex` 1,
 //! `mark`/`priority` 0 and writable. Packet-size limits are the kernel's (14 bytes at least;
-//! tc at most 3712; XDP's linear part 3520 bytes, the rest reachable through
-//! `bpf_xdp_load_bytes`/`store_bytes` only). Netfilter programs and kfunc calls are not
+//! tc at most 3712, and IPv4/IPv6 frames at least their network header; XDP's linear part
+//! 3520 bytes, the rest reachable through `bpf_xdp_load_bytes`/`store_bytes` only). Netfilter programs and kfunc calls are not
 //! supported. Per-CPU maps hold the values of CPU 0, which is what `bpf_get_smp_processor_id`
 //! returns; `bpf_ktime_get_ns` is a counter, `bpf_get_prandom_u32` a seeded generator.
 
@@ -170,6 +170,9 @@ impl Machine {
             InterpError::Unsupported(format!("program `{name}` in section `{section}` (not XDP or tc)"))
         })?;
         check_packet(progtype, packet.len())?;
+        if progtype == ProgType::Tc {
+            check_network_header(packet)?;
+        }
         exec::run(self, index, progtype, packet)
     }
 
@@ -209,6 +212,25 @@ fn check_packet(progtype: ProgType, len: usize) -> Result<(), InterpError> {
         return Err(InterpError::Packet(format!(
             "the packet is {len} bytes; a {} test run takes at most {max}",
             if progtype == ProgType::Xdp { "XDP" } else { "tc" }
+        )));
+    }
+    Ok(())
+}
+
+/// A tc test run also refuses (EINVAL, measured on 6.18) an IPv4 or IPv6 frame too short for
+/// the network header its EtherType announces.
+fn check_network_header(packet: &[u8]) -> Result<(), InterpError> {
+    let (name, header) = match packet.get(12..14) {
+        Some([0x08, 0x00]) => ("IPv4", 20),
+        Some([0x86, 0xdd]) => ("IPv6", 40),
+        _ => return Ok(()),
+    };
+    if packet.len() < MIN_PACKET + header {
+        return Err(InterpError::Packet(format!(
+            "the packet is {} bytes; a tc test run of an {name} frame needs at least {} (Ethernet \
+             and {name} headers)",
+            packet.len(),
+            MIN_PACKET + header
         )));
     }
     Ok(())

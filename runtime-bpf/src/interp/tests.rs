@@ -394,6 +394,9 @@ fn tc_context_fields() {
     assert_eq!(m.run("p", &packet).unwrap().retval, 0x0008 + 60 + 5);
     assert!(matches!(m.run("p", &[0; 13]), Err(InterpError::Packet(_))));
     assert!(matches!(m.run("p", &[0; 4000]), Err(InterpError::Packet(_))));
+    // An IPv4 frame shorter than its IP header is refused, as the kernel's test run does.
+    assert!(matches!(m.run("p", &packet[..33]), Err(InterpError::Packet(_))));
+    assert!(m.run("p", &packet[..34]).is_ok());
 }
 
 #[test]
