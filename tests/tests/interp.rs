@@ -335,7 +335,11 @@ fn random_programs_agree_with_the_kernel() {
         return;
     }
     pin_to_cpu0();
-    let seeds = 300u64;
+    // LUABPF_INTERP_PROGRAMS=N runs a longer campaign.
+    let seeds: u64 = std::env::var("LUABPF_INTERP_PROGRAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let (mut compiled, mut verified, mut runs) = (0, 0, 0);
     let mut disagreements = Vec::new();
     let mut rng = Rng::new(0xd1ff);
