@@ -11,6 +11,8 @@ use crate::progtypes::ProgType;
 
 /// `bpf_xdp_load_bytes`/`store_bytes` refuse offsets and lengths above this.
 const XDP_MAX_OFF: u64 = 0xffff;
+/// No buffer a program can pass is larger (the largest is an XDP packet's linear part).
+const MAX_HELPER_LEN: u64 = 1 << 16;
 
 impl Run<'_> {
     pub fn call_helper(&mut self, id: i32) -> Result<Value, InterpError> {
@@ -135,6 +137,10 @@ impl Run<'_> {
             self.write_bytes(buf, &bytes)?;
             Ok(0)
         } else {
+            // The verifier bounds `len` by the buffer's size: check before allocating.
+            if len > MAX_HELPER_LEN {
+                return self.fault(format!("a {len}-byte helper buffer"));
+            }
             self.write_bytes(buf, &vec![0; len as usize])?;
             Ok(-EFAULT)
         }

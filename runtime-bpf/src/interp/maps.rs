@@ -15,13 +15,19 @@ use std::collections::{BTreeMap, HashMap};
 use crate::helpers::{BPF_EXIST, BPF_NOEXIST};
 use crate::object::{MapKind, MapSpec};
 
-pub const EPERM: i64 = 1;
 pub const ENOENT: i64 = 2;
 pub const E2BIG: i64 = 7;
 pub const EFAULT: i64 = 14;
 pub const EEXIST: i64 = 17;
 pub const EINVAL: i64 = 22;
 pub const ENOSPC: i64 = 28;
+
+/// Largest key (the kernel's stack size: keys are passed from the stack).
+pub const MAX_KEY: usize = 512;
+/// Largest value the interpreter creates.
+pub const MAX_VALUE: usize = 1 << 20;
+/// Largest array map the interpreter creates.
+pub const MAX_ARRAY_BYTES: u64 = 1 << 28;
 
 /// One map's state.
 #[derive(Clone, Debug)]
@@ -54,6 +60,21 @@ impl MapState {
         }
         if spec.kind != MapKind::Ringbuf && (key_size == 0 || value_size == 0) {
             return Err(format!("map `{}` has an empty key or value", spec.name));
+        }
+        // The kernel's own limits are of this order; they also keep a malformed object from
+        // making the interpreter allocate without bound.
+        if key_size > MAX_KEY || value_size > MAX_VALUE {
+            return Err(format!(
+                "map `{}` has a {key_size}-byte key or a {value_size}-byte value (at most {MAX_KEY} and \
+                 {MAX_VALUE})",
+                spec.name
+            ));
+        }
+        if spec.kind.is_array() && spec.max_entries as u64 * value_size as u64 > MAX_ARRAY_BYTES {
+            return Err(format!(
+                "array map `{}` is larger than {MAX_ARRAY_BYTES} bytes",
+                spec.name
+            ));
         }
         if spec.kind == MapKind::LpmTrie && key_size <= 4 {
             return Err(format!(

@@ -449,20 +449,79 @@ fn malformed_code_is_an_error_never_a_panic() {
         Err(InterpError::Unsupported(_))
     ));
     assert!(matches!(run(vec![Insn::new(0x05, 11, 0, 0, 0)]), Ok(_) | Err(_)));
-    // Random instruction soup: every outcome is a result.
+    // Sizes that would make the interpreter allocate without bound are refused up front.
+    let mut huge = hash_map("h", MapKind::Hash, 1);
+    huge.value = Format::Chars(u32::MAX);
+    assert!(Machine::new(&object("xdp", vec![Insn::exit()], vec![huge], vec![])).is_err());
+    let mut huge = hash_map("a", MapKind::Array, u32::MAX);
+    huge.value = Format::Chars(1 << 16);
+    assert!(Machine::new(&object("xdp", vec![Insn::exit()], vec![huge], vec![])).is_err());
+    let skb_load = vec![
+        Insn::mov64_imm(R2, 0x7fff_ffff),
+        Insn::mov64_reg(R3, R10),
+        Insn::alu64_imm(AluOp::Add, R3, -8),
+        Insn::mov64_imm(R4, -1),
+        Insn::call_helper(h::SKB_LOAD_BYTES),
+        Insn::exit(),
+    ];
+    let mut m = Machine::new(&object("classifier", skb_load, vec![], vec![])).unwrap();
+    assert!(matches!(m.run("p", &[0; 64]), Err(InterpError::Fault { .. })));
+    // Random instruction soup after registers are set: every outcome is a result. Half the
+    // slots are raw random bytes, half valid opcodes with random registers, offsets and immediates (helper calls
+    // among them), so that the checks past decoding are reached too.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..3000 {
-        let insns: Vec<Insn> = (0..12)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                Insn::decode(&x.to_le_bytes())
-            })
-            .collect();
-        let o = object("xdp", insns, vec![hash_map("m", MapKind::Hash, 4)], vec![(0, 0)]);
-        let mut m = Machine::new(&o).unwrap();
-        m.budget = 10_000;
-        let _ = m.run("p", &[0xab; 64]);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut codes: Vec<u8> = Vec::new();
+    for class in [BPF_ALU, BPF_ALU64, BPF_JMP, BPF_JMP32] {
+        for op in (0..=0xe0).step_by(0x10) {
+            codes.extend([class | op as u8, class | BPF_X | op as u8]);
+        }
     }
+    for size in [BPF_B, BPF_H, BPF_W, BPF_DW] {
+        codes.extend([BPF_LDX | BPF_MEM | size, BPF_LDX | 0x80 | size, BPF_ST | BPF_MEM | size]);
+        codes.extend([BPF_STX | BPF_MEM | size, BPF_STX | BPF_ATOMIC | size]);
+    }
+    codes.push(BPF_LD | BPF_IMM | BPF_DW);
+    let mut outcomes = [0usize; 2];
+    for _ in 0..20_000 {
+        let mut insns: Vec<Insn> = [0u8, 2, 3, 4, 5, 6, 7, 8, 9]
+            .iter()
+            .map(|&r| Insn::mov64_imm(Reg(r), (next() % 64) as i32))
+            .collect();
+        insns.extend((0..12).map(|_| {
+            let r = next();
+            if r % 2 == 0 {
+                return Insn::decode(&next().to_le_bytes());
+            }
+            let code = codes[(r >> 8) as usize % codes.len()];
+            let imm = match (r >> 20) % 4 {
+                0 => (r >> 32) as i32,
+                1 => ((r >> 32) % 16) as i32,
+                2 => [1, 2, 3, 5, 6, 7, 8, 9, 26, 28, 44, 65, 189, 190][(r >> 32) as usize % 14],
+                _ => -(((r >> 32) % 600) as i32),
+            };
+            let off = match (r >> 24) % 3 {
+                0 => ((r >> 40) % 8) as i16,
+                1 => -(((r >> 40) % 520) as i16),
+                _ => (r >> 40) as i16,
+            };
+            Insn::new(code, ((r >> 48) % 11) as u8, ((r >> 52) % 11) as u8, off, imm)
+        }));
+        insns.push(Insn::exit());
+        let section = if next() % 2 == 0 { "xdp" } else { "classifier" };
+        let maps = vec![hash_map("m", MapKind::Hash, 4), hash_map("a", MapKind::Array, 4)];
+        let relocs = (0..insns.len())
+            .filter(|i| insns[*i].is_ld_imm64())
+            .map(|i| (i, i % 2))
+            .collect();
+        let mut m = Machine::new(&object(section, insns, maps, relocs)).unwrap();
+        m.budget = 10_000;
+        outcomes[m.run("p", &[0xab; 64]).is_ok() as usize] += 1;
+    }
+    assert!(outcomes[1] > 0, "no random program ran to its end: {outcomes:?}");
 }
