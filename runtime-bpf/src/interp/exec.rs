@@ -2,6 +2,7 @@
 //! frames (each with its own 512-byte stack), the packet and the context.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::alu::{alu32, alu64, alu_op, byte_order, cond32, cond64, jmp_cond, sign_extend};
 use super::value::{Ptr, Region, Value};
@@ -53,7 +54,7 @@ pub(super) struct Run<'m> {
     pub machine: &'m mut Machine,
     pub insns: &'m [Insn],
     /// Slot of an `ld_imm64` -> index of the map it loads.
-    map_relocs: HashMap<usize, usize>,
+    map_relocs: &'m HashMap<usize, usize>,
     pub progtype: ProgType,
     pub regs: [Value; 11],
     pub frames: Vec<Frame>,
@@ -72,13 +73,14 @@ pub(super) fn run(
     progtype: ProgType,
     packet: &[u8],
 ) -> Result<RunResult, InterpError> {
-    // The code is borrowed while the maps are mutated: take a copy of what the loop reads.
-    let program = machine.object.programs[index].clone();
+    // The code is read while the maps change: hold the object through its own reference.
+    let object = Arc::clone(&machine.object);
+    let relocs = Arc::clone(&machine.map_relocs);
     let budget = machine.budget;
     let mut run = Run {
         machine,
-        insns: &program.insns,
-        map_relocs: program.map_relocs.iter().copied().collect(),
+        insns: &object.programs[index].insns,
+        map_relocs: &relocs[index],
         progtype,
         regs: [Value::Uninit; 11],
         frames: vec![Frame::new(0, [Value::Uninit; 4], 0)],

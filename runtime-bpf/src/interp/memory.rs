@@ -57,7 +57,7 @@ impl Run<'_> {
                 }
                 Ok(Value::Scalar(le(&frame.bytes[r])))
             }
-            _ => Ok(Value::Scalar(le(&self.read_bytes(p, size)?))),
+            _ => Ok(Value::Scalar(le(self.bytes(p, size)?))),
         }
     }
 
@@ -83,8 +83,14 @@ impl Run<'_> {
         }
     }
 
-    /// `len` bytes at `p`, for a load or a helper's input (a map key, a value).
+    /// `len` bytes at `p`, copied, for a helper's input (a map key, a value).
     pub fn read_bytes(&self, p: Ptr, len: usize) -> Result<Vec<u8>, InterpError> {
+        self.bytes(p, len).map(<[u8]>::to_vec)
+    }
+
+    /// `len` bytes at `p`, checked: written stack bytes holding no pointer, the packet's
+    /// linear part, a live map value.
+    fn bytes(&self, p: Ptr, len: usize) -> Result<&[u8], InterpError> {
         match p.region {
             Region::Stack(id) => {
                 let frame = &self.frames[self.frame_index(id)?];
@@ -95,16 +101,16 @@ impl Run<'_> {
                 if let Some(i) = r.clone().find(|&i| !frame.init[i]) {
                     return self.fault(format!("reads uninitialized stack at fp{}", i as i64 - FRAME));
                 }
-                Ok(frame.bytes[r].to_vec())
+                Ok(&frame.bytes[r])
             }
             Region::Packet => {
                 let r = self.range("the packet (data..data_end)", p.off, len, self.linear_len)?;
-                Ok(self.packet[r].to_vec())
+                Ok(&self.packet[r])
             }
             Region::MapValue { map, slot } => {
                 let bytes = self.value_slot(map, slot)?;
                 let r = self.range("a map value", p.off, len, bytes.len())?;
-                Ok(bytes[r].to_vec())
+                Ok(&bytes[r])
             }
             Region::Ctx => self.fault("passes the context as data"),
             Region::Map(_) => self.fault("reads the bytes of a map pointer"),

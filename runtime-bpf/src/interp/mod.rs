@@ -30,7 +30,9 @@ pub mod value;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::object::Object;
 use crate::progtypes::ProgType;
@@ -109,7 +111,10 @@ pub struct RunResult {
 /// An object with its maps: runs keep the maps' contents, as a loaded object does.
 #[derive(Clone, Debug)]
 pub struct Machine {
-    object: Object,
+    /// Shared with each run, which reads the code while it changes the maps.
+    object: Arc<Object>,
+    /// Per program: slot of an `ld_imm64` -> index of the map it loads.
+    map_relocs: Arc<Vec<HashMap<usize, usize>>>,
     maps: Vec<MapState>,
     /// Instructions a run may execute.
     pub budget: u64,
@@ -127,7 +132,14 @@ impl Machine {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|why| InterpError::Malformed { pc: 0, why })?;
         Ok(Machine {
-            object: object.clone(),
+            object: Arc::new(object.clone()),
+            map_relocs: Arc::new(
+                object
+                    .programs
+                    .iter()
+                    .map(|p| p.map_relocs.iter().copied().collect())
+                    .collect(),
+            ),
             maps,
             budget: DEFAULT_BUDGET,
             rng: 0x2545_f491_4f6c_dd1d,
