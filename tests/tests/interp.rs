@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 
 use luabpf_compiler::compile::{compile_source, Compiled, Options};
 use luabpf_tests::harness::{compile_example, cstr, example_names, hex, kernel_or_skip, Harness, Rng};
-use luabpf_tests::packets::{client_hello, ethernet, http_frame, ipv6_frame, tcp_packet, tls_frame, udp_packet};
+use luabpf_tests::packets::{
+    client_hello, ethernet, http_frame, http_request, ipv6_frame, tcp_packet, tls_frame, udp_packet,
+};
 use luabpf_tests::programs::random_program;
 use runtime_bpf::interp::{InterpError, Machine};
 
@@ -199,6 +201,18 @@ fn base_packets() -> Vec<(String, Vec<u8>)> {
         ("udp".into(), udp_packet(a, b, 5353, 53, b"\x12\x34\x01\x00\x00\x01")),
         ("ipv6".into(), ipv6_frame()),
         ("vlan tls".into(), vlan(&tls_frame("evil.example"))),
+        // Past XDP's 3520-byte linear part (the rest is in fragments) and tc's 3712 bytes.
+        (
+            "jumbo http".into(),
+            tcp_packet(
+                a,
+                b,
+                40000,
+                80,
+                &[],
+                &[http_request("EvilBot/1.0", None), vec![b'x'; 5000]].concat(),
+            ),
+        ),
     ];
     for name in ["sni.pcap", "sni-be.pcapng", "plain.pcap"] {
         let path = luabpf_tests::harness::workspace_root().join("tests/pcaps").join(name);
@@ -215,7 +229,13 @@ fn base_packets() -> Vec<(String, Vec<u8>)> {
 fn run_corpus(pair: &mut Pair, rng: &mut Rng) {
     for (name, base) in base_packets() {
         pair.packet(&name, &base);
-        for len in (0..base.len()).rev() {
+        // Every truncation of an ordinary frame; around the size limits of a jumbo one.
+        let cuts: Vec<usize> = if base.len() <= 2000 {
+            (0..base.len()).rev().collect()
+        } else {
+            vec![base.len() - 1, 3713, 3712, 3521, 3520, 3519, 1514, 100, 14, 13]
+        };
+        for len in cuts {
             pair.packet(&format!("{name} cut to {len}"), &base[..len]);
         }
         for k in 0..12 {

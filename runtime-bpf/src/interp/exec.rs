@@ -425,6 +425,9 @@ impl Run<'_> {
         };
         let at = base.offset_by(insn.off as i64);
         match (insn.class(), mode) {
+            (BPF_ST, BPF_MEM) if at.region == Region::Ctx => {
+                return self.fault("BPF_ST (an immediate store) into the context")
+            }
             (BPF_ST, BPF_MEM) => self.store_value(at, size, Value::Scalar(insn.imm as i64 as u64))?,
             (BPF_STX, BPF_MEM) => {
                 let v = self.reg(insn.src)?;
@@ -443,6 +446,9 @@ impl Run<'_> {
         const CMPXCHG: i32 = 0xf0 | FETCH;
         if size != 4 && size != 8 {
             return self.malformed("atomic operation of 1 or 2 bytes");
+        }
+        if !matches!(at.region, Region::Stack(_) | Region::MapValue { .. }) {
+            return self.fault("an atomic operation outside the stack and map values");
         }
         let trunc = |v: u64| if size == 4 { v as u32 as u64 } else { v };
         let old = match self.load(at, size)? {

@@ -183,6 +183,15 @@ fn memory_checks_are_errors_not_undefined_behaviour() {
     assert!(fault(vec![Insn::mov64_imm(R10, 0), Insn::exit()]).contains("r10"));
     assert!(fault(vec![Insn::alu64_imm(AluOp::Mul, R1, 2), Insn::exit()]).contains("pointer"));
     assert!(fault(vec![Insn::mov64_reg(R0, R1), Insn::exit()]).contains("returns a pointer"));
+    // Immediate stores and atomics into the context or the packet.
+    assert!(fault(vec![Insn::store_imm(Size::W, R1, 0, 1), Insn::exit()]).contains("context"));
+    let why = fault(vec![
+        Insn::load(Size::W, R2, R1, 0),
+        Insn::mov64_imm(R3, 1),
+        Insn::atomic_add(Size::W, R2, 14, R3),
+        Insn::exit(),
+    ]);
+    assert!(why.contains("atomic"), "{why}");
     // The verifier refuses egress_ifindex outside devmap programs.
     assert!(fault(vec![Insn::load(Size::W, R0, R1, 20), Insn::exit()]).contains("egress_ifindex"));
 }
