@@ -360,12 +360,17 @@ fn random_programs_agree_with_the_kernel() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let (mut compiled, mut verified, mut runs) = (0, 0, 0);
+    let (mut compiled, mut verified, mut as_tc, mut runs) = (0, 0, 0, 0);
     let mut disagreements = Vec::new();
     let mut rng = Rng::new(0xd1ff);
     for seed in 0..seeds {
         let runtime_loops = seed % 3 == 2;
-        let src = random_program(2_000_000 + seed, runtime_loops);
+        let mut src = random_program(2_000_000 + seed, runtime_loops);
+        // Every fourth program as a tc program: the same code through `__sk_buff` and the skb
+        // helpers (the generator's verdicts 0..4 are tc verdicts too).
+        if seed % 4 == 3 {
+            src = src.replace("require \"bpf.xdp\"", "require \"bpf.tc\"");
+        }
         let Ok(c) = compile_source(&src, "prog.lua", &Options::default()) else {
             continue;
         };
@@ -374,6 +379,9 @@ fn random_programs_agree_with_the_kernel() {
             continue; // the robustness tests hold the verifier to what compiles
         }
         verified += 1;
+        if c.object.programs[0].section == "classifier" {
+            as_tc += 1;
+        }
         let mut pair = Pair::new(&format!("random program {seed}"), c);
         for k in 0..8 {
             let len = 14 + rng.below(90);
@@ -390,10 +398,11 @@ fn random_programs_agree_with_the_kernel() {
         }
     }
     println!(
-        "random programs: {seeds} generated, {compiled} compiled, {verified} verified, {runs} packets \
-         run in both engines, {} disagreeing programs",
+        "random programs: {seeds} generated, {compiled} compiled, {verified} verified ({as_tc} of them tc), \
+         {runs} packets run in both engines, {} disagreeing programs",
         disagreements.len()
     );
+    assert!(as_tc > 0, "no tc program among the random programs");
     assert!(
         verified >= seeds as usize / 2,
         "too few programs verified: {verified} of {seeds}"
