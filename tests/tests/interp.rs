@@ -296,6 +296,38 @@ fn examples_agree_with_the_kernel() {
     finish(&pairs);
 }
 
+/// The stdlib's Ethernet parser (net.eth), VLAN tags included.
+const ETH_PROGRAM: &str = r#"
+local xdp = require "bpf.xdp"
+local eth = require "net.eth"
+local function f(ctx)
+  local p = ctx:packet()
+  local t = eth.ethertype(p)
+  local off = eth.payload_offset(p)
+  if t == eth.VLAN then p:setbyte(0, off) return 3 end
+  if t == eth.IPV4 and p:getbyte(off) >> 4 == 4 then return 2 end
+  if t == eth.IPV6 then return 4 end
+  return 1
+end
+return xdp.program(f, { name = "eth" })
+"#;
+
+#[test]
+fn stdlib_parsers_agree_with_the_kernel() {
+    if !kernel_or_skip() {
+        return;
+    }
+    pin_to_cpu0();
+    let compiled = compile_source(ETH_PROGRAM, "eth.lua", &Options::default())
+        .unwrap_or_else(|f| panic!("eth program does not compile:\n{}", f.render()));
+    let mut pair = Pair::new("net.eth", compiled);
+    run_corpus(&mut pair, &mut Rng::new(11));
+    let verdicts = pair.verdicts.len();
+    let summary = pair.summary();
+    finish(&[pair]);
+    assert!(verdicts >= 4, "{summary}");
+}
+
 /// A tc program reading and writing `__sk_buff` fields and going through the skb helpers.
 /// (`ctx.hash` is left out: the compiler reads it at offset 44, `tc_index`, not at 68 where
 /// the kernel's `__sk_buff.hash` is; the interpreter refuses that access.)
