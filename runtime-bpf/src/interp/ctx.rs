@@ -14,11 +14,19 @@ impl Run<'_> {
         });
         match found {
             Some(f) => Ok(f),
-            None => self.fault(format!(
-                "{size}-byte context access at offset {off}, which is no field of {} the \
-                 interpreter knows",
-                self.progtype.ctx_struct()
-            )),
+            None => match other_field(self.progtype, off) {
+                // A real field luabpf does not expose: the verifier accepts it, the
+                // interpreter has no value for it.
+                Some(name) => Err(InterpError::Unsupported(format!(
+                    "instruction {}: accesses {}.{name} (offset {off}), a field luabpf does not expose",
+                    self.pc,
+                    self.progtype.ctx_struct()
+                ))),
+                None => self.fault(format!(
+                    "{size}-byte context access at offset {off}, which is no field of {}",
+                    self.progtype.ctx_struct()
+                )),
+            },
         }
     }
 
@@ -86,4 +94,27 @@ fn eth_protocol(packet: &[u8]) -> u16 {
         0x0004 // ETH_P_802_2
     };
     host.to_be()
+}
+
+/// The kernel's other fields at the start of `struct __sk_buff` (uapi/linux/bpf.h), for
+/// naming an access luabpf's tables do not cover.
+fn other_field(progtype: ProgType, off: i64) -> Option<&'static str> {
+    const SK_BUFF_OTHERS: &[(i64, i64, &str)] = &[
+        (4, 8, "pkt_type"),
+        (12, 16, "queue_mapping"),
+        (20, 24, "vlan_present"),
+        (28, 32, "vlan_proto"),
+        (36, 40, "ingress_ifindex"),
+        (44, 48, "tc_index"),
+        (48, 68, "cb"),
+        (72, 76, "tc_classid"),
+        (84, 88, "napi_id"),
+    ];
+    match progtype {
+        ProgType::Tc => SK_BUFF_OTHERS
+            .iter()
+            .find(|(start, end, _)| (*start..*end).contains(&off))
+            .map(|(_, _, name)| *name),
+        _ => None,
+    }
 }

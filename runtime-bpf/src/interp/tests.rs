@@ -405,6 +405,13 @@ fn tc_context_fields() {
     assert_eq!(m.run("p", &packet).unwrap().retval, 0x0008 + 60 + 5);
     assert!(matches!(m.run("p", &[0; 13]), Err(InterpError::Packet(_))));
     assert!(matches!(m.run("p", &[0; 4000]), Err(InterpError::Packet(_))));
+    // A real field luabpf does not expose is named, not called a verifier bug.
+    let tc_index = vec![Insn::load(Size::W, R0, R1, 44), Insn::exit()];
+    let mut other = Machine::new(&object("classifier", tc_index, vec![], vec![])).unwrap();
+    match other.run("p", &packet) {
+        Err(InterpError::Unsupported(why)) => assert!(why.contains("__sk_buff.tc_index"), "{why}"),
+        other => panic!("{other:?}"),
+    }
     // An IPv4 frame shorter than its IP header is refused, as the kernel's test run does.
     assert!(matches!(m.run("p", &packet[..33]), Err(InterpError::Packet(_))));
     assert!(m.run("p", &packet[..34]).is_ok());
