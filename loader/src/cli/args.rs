@@ -81,7 +81,10 @@ pub enum Command {
             (`1 PASS (2)`), then a summary line naming the engine that ran.\n\n\
             Packets shorter than an Ethernet header (14 bytes) are reported as skipped.\n\n\
             The kernel engine needs bpf(): root, or CAP_BPF with CAP_NET_ADMIN. Without it, \
-            --engine auto (the default) uses the interpreter and says so on stderr.",
+            --engine auto (the default) uses the interpreter and says so on stderr. The \
+            interpreter emulates maps and helpers but not the verifier: an access the verifier \
+            would refuse is reported as an error for that packet (`luabpf verify` checks the \
+            program where bpf() works).",
         after_help = "Examples:\n  \
             luabpf run examples/sni_filter.lua --pcap capture.pcap --map blocklist:evil.example=0\n  \
             luabpf run filter.o --pcap in.pcapng --json\n  \
