@@ -22,6 +22,7 @@ use crate::hir::*;
 use crate::program::{ConstValue, Evaluated, FuncId, Hook, MapDecl, MapId, ProgramDecl, TableId};
 use crate::source::{FileId, Span};
 use runtime_bpf::object::{Format, MapKind};
+use runtime_bpf::progtypes;
 
 /// Every map of the object: the declared ones, then static tables turned into maps.
 #[derive(Clone, Debug)]
@@ -2444,20 +2445,19 @@ impl<'a> Checker<'a> {
     }
 
     fn ctx_field(&mut self, name: &str, write: bool, span: Span) -> R<CtxField> {
-        // (name, offset, bytes, writable)
-        let fields: &[(&str, i16, u8, bool)] = match self.hook {
-            Hook::Xdp => &[("ingress_ifindex", 12, 4, false), ("rx_queue_index", 16, 4, false)],
-            Hook::Tc { .. } => &[
-                ("len", 0, 4, false),
-                ("mark", 8, 4, true),
-                ("priority", 32, 4, true),
-                ("ifindex", 40, 4, false),
-                ("hash", 44, 4, false),
-                ("protocol", 16, 4, false),
-                ("vlan_tci", 24, 4, false),
-            ],
+        // The user-visible fields of the hook's context, with their layout from runtime-bpf's
+        // one table of context layouts (the packet pointers are reached through ctx:packet()).
+        const PACKET_POINTERS: &[&str] = &["data", "data_end", "data_meta", "egress_ifindex"];
+        let layout: &[progtypes::CtxField] = match self.hook {
+            Hook::Xdp => progtypes::XDP_MD,
+            Hook::Tc { .. } => progtypes::SK_BUFF,
             Hook::Netfilter { .. } => &[],
         };
+        let fields: Vec<(&str, i16, u8, bool)> = layout
+            .iter()
+            .filter(|f| !PACKET_POINTERS.contains(&f.name))
+            .map(|f| (f.name, f.offset, f.size.bytes() as u8, f.writable))
+            .collect();
         match fields.iter().find(|f| f.0 == name) {
             Some(&(_, offset, bytes, writable)) => {
                 if write && !writable {

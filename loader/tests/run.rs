@@ -385,7 +385,7 @@ fn sni_filter_over_a_pcap() {
     }
     assert_eq!(
         lines[corpus.len()],
-        "summary: 7 packets: 2 DROP, 4 PASS, 1 skipped",
+        "summary: 7 packets: 2 DROP, 4 PASS, 1 skipped (engine: kernel)",
         "{run:?}"
     );
 
@@ -393,7 +393,8 @@ fn sni_filter_over_a_pcap() {
     let run = luabpf(&["run", &example("sni_filter"), "--pcap", &pcap_path("sni.pcap")]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.ends_with("summary: 7 packets: 6 PASS, 1 skipped\n"),
+        run.stdout
+            .ends_with("summary: 7 packets: 6 PASS, 1 skipped (engine: kernel)\n"),
         "{run:?}"
     );
 }
@@ -505,7 +506,8 @@ fn rewriting_program_with_out() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.starts_with("1 TX (3), packet rewritten"), "{run:?}");
     assert!(
-        run.stdout.ends_with("summary: 3 packets: 3 TX, 3 rewritten\n"),
+        run.stdout
+            .ends_with("summary: 3 packets: 3 TX, 3 rewritten (engine: kernel)\n"),
         "{run:?}"
     );
 }
@@ -572,10 +574,14 @@ fn map_changes_persist_between_packets_and_seeds_apply() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
         run.stdout,
-        "1 PASS (2)\n2 PASS (2)\n3 DROP (1)\nsummary: 3 packets: 1 DROP, 2 PASS\n"
+        "1 PASS (2)\n2 PASS (2)\n3 DROP (1)\nsummary: 3 packets: 1 DROP, 2 PASS (engine: kernel)\n"
     );
     // Seeded past the threshold (integer key and value, hex accepted): everything dropped.
     let run = luabpf(&["run", &prog, "--pcap", &pcap_path("plain.pcap"), "--map", "seen:0=0x10"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(run.stdout.lines().last(), Some("summary: 3 packets: 3 DROP"), "{run:?}");
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some("summary: 3 packets: 3 DROP (engine: kernel)"),
+        "{run:?}"
+    );
 }

@@ -8,11 +8,13 @@
 //! - [`btf`]: the BTF and `.BTF.ext` writer and reader.
 //! - [`elf`]: `Object` to ELF relocatable file and back.
 //! - [`disasm`]: instructions to text, in the style of the verifier log and bpftool.
+//! - [`interp`]: a user-space interpreter that runs programs with emulated maps and helpers.
 
 pub mod btf;
 pub mod disasm;
 pub mod elf;
 pub mod helpers;
+pub mod interp;
 pub mod isa;
 pub mod object;
 pub mod progtypes;

@@ -71,20 +71,27 @@ pub enum Command {
         after_help = "Exit status: 0 printed, 1 diagnostics or an unreadable object, 2 usage or I/O error."
     )]
     Disasm(DisasmArgs),
-    /// Run a program on every packet of a pcap or pcapng capture, in the kernel
+    /// Run a program on every packet of a pcap or pcapng capture, in the kernel or the BPF
+    /// interpreter
     #[command(
         long_about = "Run a program file (compiled first) or an ELF object on every packet of \
-            a capture (classic pcap or pcapng, Ethernet), in order, with BPF_PROG_TEST_RUN. The \
-            object is loaded once: map changes made by earlier packets are seen by later ones, \
-            as on the wire. Prints one line per packet (`1 PASS (2)`), then a summary line.\n\n\
+            a capture (classic pcap or pcapng, Ethernet), in order, with BPF_PROG_TEST_RUN or in \
+            luabpf's BPF interpreter (--engine). The object is loaded once: map changes made by \
+            earlier packets are seen by later ones, as on the wire. Prints one line per packet \
+            (`1 PASS (2)`), then a summary line naming the engine that ran.\n\n\
             Packets shorter than an Ethernet header (14 bytes) are reported as skipped.\n\n\
-            Needs bpf(): root, or CAP_BPF with CAP_NET_ADMIN.",
+            The kernel engine needs bpf(): root, or CAP_BPF with CAP_NET_ADMIN. Without it, \
+            --engine auto (the default) uses the interpreter and says so on stderr. The \
+            interpreter emulates maps and helpers but not the verifier: an access the verifier \
+            would refuse is reported as an error for that packet (`luabpf verify` checks the \
+            program where bpf() works).",
         after_help = "Examples:\n  \
             luabpf run examples/sni_filter.lua --pcap capture.pcap --map blocklist:evil.example=0\n  \
             luabpf run filter.o --pcap in.pcapng --json\n  \
-            luabpf run rewrite.lua --pcap in.pcap --out out.pcap\n\n\
-            Exit status: 0 ran, 1 diagnostics or refused by the kernel, 2 usage, I/O or capture \
-            error (including bpf() unavailable)."
+            luabpf run rewrite.lua --pcap in.pcap --out out.pcap\n  \
+            luabpf run filter.lua --pcap in.pcap --engine interp   # no root needed\n\n\
+            Exit status: 0 ran, 1 diagnostics or refused by the kernel or the interpreter, 2 \
+            usage, I/O or capture error (including bpf() unavailable for --engine kernel)."
     )]
     Run(super::run::RunArgs),
     /// Attach a program to a network interface (XDP or tc), pinned so it stays attached

@@ -10,6 +10,7 @@ mod attach;
 mod check;
 mod compile;
 mod disasm;
+mod engine;
 mod input;
 mod maps_cmd;
 mod output;

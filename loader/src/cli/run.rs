@@ -1,6 +1,7 @@
 //! `luabpf run FILE.lua|FILE.o --pcap IN`: every packet of a capture through the program in
-//! the kernel (`BPF_PROG_TEST_RUN`), in order, with one object loaded for the whole capture so
-//! that map changes made by earlier packets are seen by later ones, as on the wire.
+//! the kernel (`BPF_PROG_TEST_RUN`) or the BPF interpreter (`--engine`, see [`super::engine`]),
+//! in order, with one object loaded for the whole capture so that map changes made by earlier
+//! packets are seen by later ones, as on the wire.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -8,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use luabpf_loader::testrun::ETH_HLEN;
-use luabpf_loader::{kernel_available, load, test_run, LoadError, TestRunError, TestRunResult, UpdateMode};
 use luabpf_loader::{netfilter, pcap};
 use runtime_bpf::object::{Format, Object};
 use runtime_bpf::progtypes::{verdict_name, ProgType};
 
 use super::args::Includes;
+use super::engine::{Engine, EngineChoice, Ran};
 use super::input;
 use super::output::{reason, write_output, CliError};
 
@@ -50,6 +51,11 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub includes: Includes,
+
+    /// Where to run: `kernel` (BPF_PROG_TEST_RUN, needs bpf()), `interp` (luabpf's BPF
+    /// interpreter, no privileges needed), `auto` (the kernel when bpf() works here)
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto, value_name = "ENGINE")]
+    pub engine: EngineChoice,
 
     /// Also run the program in a reference Lua interpreter and report disagreements (not
     /// implemented yet)
@@ -94,31 +100,12 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         .map(|s| parse_seed(s, &object))
         .collect::<Result<Vec<_>, _>>()?;
 
-    if let Err(why) = kernel_available() {
-        return Err(CliError::Usage(format!(
-            "cannot use bpf() here: {why}\n\
-             run loads the program into the running kernel: run it as root, or with CAP_BPF \
-             and CAP_NET_ADMIN (the user-space engine is not implemented yet)"
-        )));
-    }
-    let loaded = match load(&elf) {
-        Ok(l) => l,
-        Err(LoadError::Verifier(v)) => return Err(CliError::Refused(v.to_string())),
-        Err(e) => return Err(CliError::Refused(e.to_string())),
-    };
+    let mut engine = Engine::open(args.engine, &elf, &object, &name)?;
     for seed in &seeds {
-        let map = loaded
-            .map(&seed.map)
-            .map_err(|e| CliError::Usage(format!("--map {}: {e}", seed.map)))?;
-        map.update(&seed.key, &seed.value, UpdateMode::Any)
+        engine
+            .seed(&seed.map, &seed.key, &seed.value)
             .map_err(|e| CliError::Usage(format!("--map {}: {e}", seed.map)))?;
     }
-    let fd = loaded.program_fd(&name).ok_or_else(|| {
-        CliError::Refused(format!(
-            "program `{name}` was not loaded (loaded: {})",
-            loaded.program_names().join(", ")
-        ))
-    })?;
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -147,7 +134,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         }
         let result = if progtype == ProgType::Netfilter {
             match netfilter_packet(data, nf_family) {
-                Ok((ip, family)) => netfilter::test_run(fd, ip, family, 1).map(|r| TestRunResult {
+                Ok((ip, family)) => engine.run(ip, Some(family)).map(|r| Ran {
                     data_out: data.clone(),
                     ..r
                 }),
@@ -164,7 +151,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
                 }
             }
         } else {
-            test_run(fd, data, 1)
+            engine.run(data, None)
         };
         match result {
             Ok(r) => {
@@ -191,9 +178,8 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
                 written.push(r.data_out);
             }
             Err(e) => {
-                // Too short is caught above; anything else is the kernel refusing this packet.
-                let skip = matches!(e, TestRunError::PacketTooShort { .. });
-                let why = e.to_string();
+                // Too short is caught above; anything else is the engine refusing this packet.
+                let (skip, why) = (e.skip, e.why);
                 let line = match (args.json, skip) {
                     (true, true) => format!("{{\"packet\":{n},\"skipped\":{}}}", json_str(&why)),
                     (true, false) => format!("{{\"packet\":{n},\"error\":{}}}", json_str(&why)),
@@ -227,7 +213,8 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             s.push_str(&format!(",{}:{c}", json_str(name)));
         }
         s.push_str(&format!(
-            ",\"skipped\":{skipped},\"errors\":{errors},\"rewritten\":{rewritten}}}}}"
+            ",\"skipped\":{skipped},\"errors\":{errors},\"rewritten\":{rewritten},\"engine\":\"{}\"}}}}",
+            engine.name()
         ));
         s
     } else {
@@ -242,10 +229,11 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             parts.push(format!("{rewritten} rewritten"));
         }
         let word = if total == 1 { "packet" } else { "packets" };
+        let on = engine.name();
         if parts.is_empty() {
-            format!("summary: {total} {word}")
+            format!("summary: {total} {word} (engine: {on})")
         } else {
-            format!("summary: {total} {word}: {}", parts.join(", "))
+            format!("summary: {total} {word}: {} (engine: {on})", parts.join(", "))
         }
     };
     emit(&mut out, &line)?;
@@ -258,7 +246,8 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     }
     if errors > 0 {
         return Err(CliError::Refused(format!(
-            "the kernel refused to run {errors} of {total} packets"
+            "the {} refused to run {errors} of {total} packets",
+            engine.name()
         )));
     }
     Ok(())

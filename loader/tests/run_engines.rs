@@ -1,0 +1,247 @@
+//! `luabpf run --engine`: the BPF interpreter runs programs without privileges, says so, and
+//! prints what the kernel prints for the same program, capture and seeds.
+//!
+//! The unprivileged runs use `setpriv` (util-linux) to become `nobody` when the tests run as
+//! root; the binary, program and capture are copied to a world-readable temporary directory
+//! first, so that the checkout's own permissions do not matter.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use luabpf_loader::require_kernel_or_skip;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A world-readable temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "luabpf-test-{}-{}-engines",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(path)
+    }
+
+    /// Copies `from` in, readable (and executable when `exec`) by everyone.
+    fn copy(&self, from: &Path, exec: bool) -> String {
+        let to = self.0.join(from.file_name().unwrap());
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        let mode = if exec { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+        to.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn output(cmd: &mut Command) -> Run {
+    let out = cmd
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run luabpf");
+    let run = Run {
+        code: out.status.code().expect("luabpf exited (no signal)"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked at") && run.code != 3,
+        "luabpf crashed: {run:?}"
+    );
+    run
+}
+
+fn luabpf(args: &[&str]) -> Run {
+    output(
+        Command::new(env!("CARGO_BIN_EXE_luabpf"))
+            .args(args)
+            .current_dir(workspace()),
+    )
+}
+
+/// Runs `binary args` as an unprivileged user: `nobody` through setpriv when we are root.
+fn unprivileged(dir: &TempDir, binary: &str, args: &[&str]) -> Run {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        assert!(
+            Command::new("setpriv").arg("--version").output().is_ok(),
+            "setpriv (util-linux) is needed to run luabpf as nobody; scripts/test installs it"
+        );
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            binary,
+        ]);
+        c
+    } else {
+        Command::new(binary)
+    };
+    output(cmd.args(args).current_dir(&dir.0))
+}
+
+fn example(name: &str) -> PathBuf {
+    workspace().join("examples").join(format!("{name}.lua"))
+}
+
+fn pcap(name: &str) -> PathBuf {
+    workspace().join("tests").join("pcaps").join(name)
+}
+
+/// The interpreter works for a user without bpf(), and every way of asking for an engine
+/// says which one ran.
+#[test]
+fn interpreter_runs_without_privileges() {
+    let dir = TempDir::new();
+    let bin = dir.copy(Path::new(env!("CARGO_BIN_EXE_luabpf")), true);
+    let prog = dir.copy(&example("sni_filter"), false);
+    let capture = dir.copy(&pcap("sni.pcap"), false);
+    let seed = "blocklist:evil.example=0";
+
+    let run = unprivileged(
+        &dir,
+        &bin,
+        &["run", &prog, "--pcap", &capture, "--engine", "interp", "--map", seed],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some("summary: 7 packets: 2 DROP, 4 PASS, 1 skipped (engine: interpreter)"),
+        "{run:?}"
+    );
+    assert_eq!(run.stderr, "", "{run:?}");
+
+    // auto: bpf() fails for nobody, so the interpreter runs, with a note saying why.
+    let run = unprivileged(&dir, &bin, &["run", &prog, "--pcap", &capture, "--json", "--map", seed]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.starts_with("note: bpf() is unavailable here (")
+            && run.stderr.contains("running the program in luabpf's BPF interpreter"),
+        "{run:?}"
+    );
+    let summary = run.stdout.lines().last().unwrap();
+    assert!(
+        summary.contains("\"DROP\":2") && summary.ends_with(",\"engine\":\"interpreter\"}}"),
+        "{run:?}"
+    );
+
+    // kernel: a usage error that points at the interpreter.
+    let run = unprivileged(&dir, &bin, &["run", &prog, "--pcap", &capture, "--engine", "kernel"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot use bpf() here") && run.stderr.contains("--engine interp"),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout, "", "{run:?}");
+}
+
+const NTH_DROP: &str = r#"local xdp    = require "bpf.xdp"
+local map    = require "bpf.map"
+local action = require "linux.xdp"
+local seen = map.array("seen", { key = "I4", value = "I8", entries = 1 })
+local T = { [3] = 1 }
+local function f(ctx)
+  local n = (seen[0] or 0) + 1
+  seen[0] = n
+  if T[n] then return action.TX end
+  if n > 2 then return action.DROP end
+  return action.PASS
+end
+return xdp.program(f, { name = "nth_drop" })
+"#;
+
+/// Same program, capture and seeds: the kernel and the interpreter print the same lines, but
+/// for the engine in the summary (map state carried between packets, a static table, seeds,
+/// the JSON form, a rewritten packet written with --out).
+#[test]
+fn kernel_and_interpreter_print_the_same() {
+    if !require_kernel_or_skip("kernel_and_interpreter_print_the_same") {
+        return;
+    }
+    let dir = TempDir::new();
+    let nth = dir.0.join("nth.lua");
+    std::fs::write(&nth, NTH_DROP).unwrap();
+    let nth = nth.to_str().unwrap().to_string();
+    let plain = pcap("plain.pcap").to_str().unwrap().to_string();
+    let sni = pcap("sni.pcap").to_str().unwrap().to_string();
+    let cases: Vec<Vec<String>> = vec![
+        vec![nth.clone(), "--pcap".into(), plain.clone()],
+        vec![
+            nth.clone(),
+            "--pcap".into(),
+            plain.clone(),
+            "--map".into(),
+            "seen:0=1".into(),
+            "--json".into(),
+        ],
+        vec![
+            example("sni_filter").to_str().unwrap().into(),
+            "--pcap".into(),
+            sni.clone(),
+            "--map".into(),
+            "blocklist:evil.example=0".into(),
+        ],
+        vec![
+            example("ua_filter").to_str().unwrap().into(),
+            "--pcap".into(),
+            plain.clone(),
+            "--json".into(),
+        ],
+    ];
+    for case in cases {
+        let mut outputs = Vec::new();
+        for engine in ["kernel", "interp"] {
+            let mut args: Vec<&str> = vec!["run"];
+            args.extend(case.iter().map(String::as_str));
+            let out = dir.0.join(format!("out-{engine}.pcap"));
+            args.extend(["--engine", engine, "--out", out.to_str().unwrap()]);
+            let run = luabpf(&args);
+            assert_eq!(run.code, 0, "{run:?}");
+            let name = if engine == "interp" { "interpreter" } else { "kernel" };
+            assert!(
+                run.stdout.trim_end().ends_with(&format!("{name})"))
+                    || run.stdout.contains(&format!("\"engine\":\"{name}\"")),
+                "{run:?}"
+            );
+            let text = run
+                .stdout
+                .replace(&format!("engine: {name}"), "engine")
+                .replace(&format!("\"engine\":\"{name}\""), "\"engine\"");
+            outputs.push((text, std::fs::read(&out).unwrap()));
+        }
+        assert_eq!(outputs[0], outputs[1], "kernel and interpreter differ on {case:?}");
+    }
+    // The static table and the seed are seen by the interpreter: packet 3 is TX, and a seeded
+    // count of 1 makes packet 2 the third.
+    let run = luabpf(&["run", &nth, "--pcap", &plain, "--engine", "interp", "--map", "seen:0=1"]);
+    assert_eq!(
+        run.stdout,
+        "1 PASS (2)\n2 TX (3)\n3 DROP (1)\nsummary: 3 packets: 1 DROP, 1 PASS, 1 TX (engine: interpreter)\n",
+        "{run:?}"
+    );
+}
