@@ -10,6 +10,8 @@
 //!   values unpacked per possible CPU.
 //! - [`kernel`]: whether `bpf()` works here, and the skip-or-fail rule for tests.
 //! - [`init`]: the `.luabpf.init` section (static table contents).
+//! - [`differential`]: the same packets through several engines (kernel, reference Lua),
+//!   every disagreement in verdict, packet bytes or map contents reported.
 //! - [`pcap`]: packet captures (classic pcap and pcapng in, classic pcap out).
 //!
 //! The raw `bpf(2)` calls live in a private `sys` module; errno values are rendered as
@@ -27,6 +29,7 @@
 //! ```
 
 pub mod attach;
+pub mod differential;
 pub mod init;
 pub mod kernel;
 pub mod load;

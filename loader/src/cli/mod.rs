@@ -13,6 +13,7 @@ mod disasm;
 mod input;
 mod maps_cmd;
 mod output;
+mod reference;
 mod run;
 mod verify;
 

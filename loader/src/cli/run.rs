@@ -16,6 +16,7 @@ use runtime_bpf::progtypes::{verdict_name, ProgType};
 use super::args::Includes;
 use super::input;
 use super::output::{reason, write_output, CliError};
+use super::reference::ReferenceCheck;
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";
 
@@ -51,8 +52,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub includes: Includes,
 
-    /// Also run the program in a reference Lua interpreter and report disagreements (not
-    /// implemented yet)
+    /// Also run every packet in the reference Lua 5.4 interpreter and report each
+    /// disagreement (verdict, output bytes, map contents); exit 1 if there is any
     #[arg(long)]
     pub reference: bool,
 }
@@ -65,14 +66,6 @@ struct Seed {
 }
 
 pub fn run(args: &RunArgs) -> Result<(), CliError> {
-    if args.reference {
-        return Err(CliError::Usage(
-            "--reference is not implemented yet: `luabpf run` has only the kernel engine \
-             (BPF_PROG_TEST_RUN) for now"
-                .into(),
-        ));
-    }
-
     let (elf, object) = program_input(&args.file, &args.includes)?;
     let (name, progtype) = select_program(&object, args.program.as_deref(), &args.file)?;
 
@@ -110,6 +103,19 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             loaded.program_names().join(", ")
         ))
     })?;
+
+    let mut reference = match args.reference {
+        true => Some(ReferenceCheck::start(
+            &args.file,
+            &name,
+            &input::options(&args.includes)?,
+            seeds
+                .iter()
+                .map(|s| (s.map.as_str(), s.key.as_slice(), s.value.as_slice())),
+            args.json,
+        )?),
+        false => None,
+    };
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -158,6 +164,11 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
                     format!("{n} {vname} ({verdict})")
                 };
                 emit(&mut out, &line)?;
+                if let Some(check) = reference.as_mut() {
+                    for line in check.packet(n, data, &r)? {
+                        emit(&mut out, &line)?;
+                    }
+                }
                 written.push(r.data_out);
             }
             Err(e) => {
@@ -219,6 +230,14 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         }
     };
     emit(&mut out, &line)?;
+    let mut agreed = Ok(());
+    if let Some(check) = reference {
+        let (lines, result) = check.finish(&loaded, &name);
+        for line in lines {
+            emit(&mut out, &line)?;
+        }
+        agreed = result;
+    }
     flush(&mut out)?;
 
     if let Some(path) = &args.out {
@@ -231,7 +250,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             "the kernel refused to run {errors} of {total} packets"
         )));
     }
-    Ok(())
+    agreed
 }
 
 fn emit(out: &mut impl Write, line: &str) -> Result<(), CliError> {
@@ -405,7 +424,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// A JSON string literal.
-fn json_str(s: &str) -> String {
+pub(super) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
