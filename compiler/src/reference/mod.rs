@@ -310,7 +310,10 @@ impl Reference {
         Ok(Outcome {
             verdict: verdict as u32,
             data: data.as_bytes().to_vec(),
-            error: r.get("error").map_err(lua_err)?,
+            error: r
+                .get::<Option<mlua::LuaString>>("error")
+                .map_err(lua_err)?
+                .map(|e| String::from_utf8_lossy(&e.as_bytes()).into_owned()),
             nondeterministic: r.get("nondeterministic").map_err(lua_err)?,
         })
     }

@@ -161,6 +161,15 @@ end
 -- Maps -------------------------------------------------------------------------------------
 
 shim.maps = maps.registry
+
+-- The map declared with this name (the first one, if several are), or nil.
+function shim.map(name)
+  for _, m in ipairs(maps.registry) do
+    if maps.info(m) == name then return m end
+  end
+  return nil
+end
+
 shim.map_info = maps.info
 shim.map_entries = maps.entries
 shim.map_get = maps.get
