@@ -22,6 +22,9 @@ pub struct Corpus {
     pub seed_args: Vec<String>,
 }
 
+/// A seed: map, key bytes, value bytes, and the same as `--map` text.
+type SeedSpec = (&'static str, Vec<u8>, Vec<u8>, &'static str);
+
 /// tests/corpus/<example>.pcap
 pub fn corpus_path(example: &str) -> PathBuf {
     workspace_root()
@@ -32,7 +35,7 @@ pub fn corpus_path(example: &str) -> PathBuf {
 
 /// The corpus of an example; `None` for an example without one (a test fails on that).
 pub fn corpus(example: &str) -> Option<Corpus> {
-    let (bases, seeds): (Vec<Vec<u8>>, Vec<(&str, Vec<u8>, Vec<u8>, &str)>) = match example {
+    let (bases, seeds): (Vec<Vec<u8>>, Vec<SeedSpec>) = match example {
         "sni_filter" => (
             sni_bases(),
             vec![(
