@@ -17,7 +17,7 @@ use luabpf_compiler::reference::Reference;
 use luabpf_loader::differential::{pin_to_current_cpu, Differential, Disagreement, Engine, KernelEngine, Run};
 use luabpf_loader::{load, Loaded};
 use luabpf_tests::corpus::{corpus, corpus_path, pcap_bytes};
-use luabpf_tests::harness::{compile_file, example_names, example_path, kernel_or_skip, Rng};
+use luabpf_tests::harness::{compile_file, example_names, example_path, kernel_or_skip, Rng, XDP_DROP, XDP_PASS};
 use luabpf_tests::programs::random_program_with_formats;
 
 /// The engines a program runs in, the first being the one the others must agree with. A
@@ -32,6 +32,8 @@ fn engines<'l>(loaded: &'l Loaded, compiled: &Compiled, cpu: usize, reference: R
 #[derive(Default)]
 struct Found {
     packets: usize,
+    /// How often the first engine gave each verdict.
+    verdicts: std::collections::BTreeMap<u32, usize>,
     disagreements: Vec<Disagreement>,
     excused: usize,
 }
@@ -64,8 +66,9 @@ fn differential(
     }
     let mut found = Found::default();
     for (i, p) in packets.iter().enumerate() {
-        let (_, ds) = d.packet(i + 1, p).unwrap_or_else(|e| panic!("{e}"));
+        let (runs, ds) = d.packet(i + 1, p).unwrap_or_else(|e| panic!("{e}"));
         found.packets += 1;
+        *found.verdicts.entry(runs[0].verdict).or_default() += 1;
         found.add(ds);
     }
     found.add(d.maps().expect("map dumps"));
@@ -113,12 +116,20 @@ fn examples_agree_with_the_reference_on_their_corpus() {
         let packets: Vec<Vec<u8>> = capture.packets.into_iter().map(|p| p.data).collect();
         let found = differential(&loaded, &compiled, reference, &c.seeds, &packets);
         eprintln!(
-            "{name}: {} packets, {} disagreements ({} excused: time or random numbers)",
+            "{name}: {} packets (verdicts {:?}), {} disagreements ({} excused: time or random numbers)",
             found.packets,
+            found.verdicts,
             found.disagreements.len(),
             found.excused
         );
         assert!(found.packets > 100, "{name}: only {} packets", found.packets);
+        // The corpus reaches both outcomes of a filter (the counter passes everything).
+        let filters = name != "counter";
+        assert!(
+            !filters || (found.verdicts.get(&XDP_DROP) >= Some(&10) && found.verdicts.get(&XDP_PASS) >= Some(&10)),
+            "{name}: the corpus does not exercise both verdicts: {:?}",
+            found.verdicts
+        );
         failures.extend(found.disagreements.iter().take(10).map(|d| format!("{name}: {d}")));
     }
     assert!(failures.is_empty(), "disagreements:\n{}", failures.join("\n"));
