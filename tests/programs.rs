@@ -12,6 +12,11 @@ struct Gen {
     /// Whether to generate loops with run-time bounds (`for` to a run-time value, `while`,
     /// `repeat`); without, every loop has constant bounds.
     runtime_loops: bool,
+    /// How many loops a program may have (nested or not).
+    max_loops: usize,
+    /// Whether to use the maps with narrow formats (`small`: i2 keys, I1 values, 8 entries;
+    /// `names`: c4 keys; `recs`: an array of records) and string writes.
+    formats: bool,
 }
 
 impl Gen {
@@ -45,6 +50,11 @@ impl Gen {
                 ),
                 6 => "#p".to_string(),
                 7 => format!("(T[{}] or {})", self.rng.pick(&self.ints).clone(), self.rng.below(5)),
+                8 if self.formats && self.rng.chance(50) => match self.rng.below(3) {
+                    0 => format!("(small[{}] or 0)", self.rng.pick(&self.ints).clone()),
+                    1 => format!("(names[{}] or 3)", self.string_expr()),
+                    _ => format!("recs_hits({})", self.rng.pick(&self.ints).clone()),
+                },
                 _ => format!("(m[{}] or 0)", self.rng.pick(&self.ints).clone()),
             }
         } else {
@@ -66,6 +76,16 @@ impl Gen {
         };
         self.depth -= 1;
         e
+    }
+
+    /// A string of 0 to 6 bytes: some with zero bytes, some (read from the packet) too long for
+    /// `c4`. Constants longer than a key are refused at compile time, so none is generated.
+    fn string_expr(&mut self) -> String {
+        match self.rng.below(3) {
+            0 => format!("p:getstring({}, {})", self.offset(), self.rng.below(7)),
+            1 => "s".to_string(),
+            _ => format!("\"{}\"", self.rng.pick(&["ab", "", "abcd", "a\\0", "ab\\0\\0"])),
+        }
     }
 
     fn offset(&mut self) -> String {
@@ -100,7 +120,8 @@ impl Gen {
     fn stmt(&mut self, indent: usize) -> String {
         let pad = "  ".repeat(indent);
         let nested = indent < 4;
-        let s = match self.rng.below(14) {
+        let kinds = if self.formats { 18 } else { 14 };
+        let s = match self.rng.below(kinds) {
             0 | 1 => {
                 let name = format!("v{}", self.ints.len());
                 let e = self.int_expr();
@@ -125,7 +146,7 @@ impl Gen {
                 self.ints.truncate(saved);
                 format!("if {c} then\n{t}{pad}else\n{e}{pad}end\n")
             }
-            6 if nested && self.loops < 3 => {
+            6 if nested && self.loops < self.max_loops => {
                 self.loops += 1;
                 let saved = self.ints.len();
                 let var = format!("i{}", saved);
@@ -140,7 +161,7 @@ impl Gen {
                 self.ints.truncate(saved);
                 format!("for {var} = {lo}, {hi}{step} do\n{b}{pad}end\n")
             }
-            7 if nested && self.loops < 3 && self.runtime_loops => {
+            7 if nested && self.loops < self.max_loops && self.runtime_loops => {
                 self.loops += 1;
                 let saved = self.ints.len();
                 let c = self.cond();
@@ -163,6 +184,27 @@ impl Gen {
                 self.ints.truncate(saved);
                 format!("repeat\n{b}{pad}until {}\n", self.cond())
             }
+            14 => format!("small[{}] = {}\n", self.int_expr(), self.int_expr()),
+            15 => {
+                let k = self.string_expr();
+                if self.rng.chance(30) {
+                    format!("names[{k}] = nil\n")
+                } else {
+                    format!("names[{k}] = {}\n", self.int_expr())
+                }
+            }
+            16 => {
+                let k = self.int_expr();
+                if self.rng.chance(40) {
+                    format!("recs[{k}] = {{ hits = {} }}\n", self.int_expr())
+                } else {
+                    let (h, l) = (self.int_expr(), self.int_expr());
+                    format!(
+                        "do\n{pad}  local r = recs[{k} & 7]\n{pad}  if r then r.hits = r.hits + {h}; r.last = {l} end\n{pad}end\n"
+                    )
+                }
+            }
+            17 => format!("p:setstring({}, {})\n", self.offset(), self.string_expr()),
             _ => format!("p:setint64(30, {})\n", self.int_expr()),
         };
         format!("{pad}{s}")
@@ -170,16 +212,43 @@ impl Gen {
 }
 
 pub fn random_program(seed: u64, runtime_loops: bool) -> String {
+    generate(seed, runtime_loops, false)
+}
+
+/// Like [`random_program`], also with maps of narrow formats (integer keys and values that
+/// wrap or do not fit, `cN` keys, records, a map that fills up) and string writes into the
+/// packet: what the differential campaign against the reference runs.
+pub fn random_program_with_formats(seed: u64, runtime_loops: bool) -> String {
+    generate(seed, runtime_loops, true)
+}
+
+/// The maps and helpers [`random_program_with_formats`] adds to the file.
+const FORMAT_DECLS: &str = "local small = map.hash(\"small\", { key = \"i2\", value = \"I1\", entries = 8 })
+local names = map.hash(\"names\", { key = \"c4\", value = \"i4\", entries = 16 })
+local recs = map.array(\"recs\", { value = { hits = \"I8\", last = \"i2\" }, entries = 4 })
+local function recs_hits(k)
+  local r = recs[k]
+  if r then return r.hits + r.last end
+  return -5
+end
+";
+
+fn generate(seed: u64, runtime_loops: bool, formats: bool) -> String {
     let mut g = Gen {
         rng: Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
         ints: vec!["a".into(), "b".into()],
         depth: 0,
         loops: 0,
         runtime_loops,
+        // Fewer loops with the formats: every loop multiplies the verifier's work, and the
+        // campaign must load a thousand programs in a couple of minutes.
+        max_loops: if formats { 2 } else { 3 },
+        formats,
     };
     let n = 2 + g.rng.below(8);
     let body = g.block(n, 1);
+    let decls = if formats { FORMAT_DECLS } else { "" };
     format!(
-        "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal bo = require \"linux.byteorder\"\nlocal m = map.hash(\"m\", {{ key = \"i8\", value = \"i8\", entries = 64 }})\nlocal counts = map.percpu_array(\"counts\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nlocal T = {{ [1] = 10, [2] = 20, [7] = -7 }}\nlocal function helper(x, y)\n  if x > y then return x - y end\n  return y // 3\nend\nlocal function filter(ctx)\n  local p = ctx:packet()\n  local a = p:getint64(14)\n  local b = p:getint64(22)\n  local s = p:getstring(40, 3)\n{body}  return 2\nend\nreturn xdp.program(filter, {{ name = \"t\", default = 1 }})\n"
+        "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal bo = require \"linux.byteorder\"\nlocal m = map.hash(\"m\", {{ key = \"i8\", value = \"i8\", entries = 64 }})\nlocal counts = map.percpu_array(\"counts\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nlocal T = {{ [1] = 10, [2] = 20, [7] = -7 }}\n{decls}local function helper(x, y)\n  if x > y then return x - y end\n  return y // 3\nend\nlocal function filter(ctx)\n  local p = ctx:packet()\n  local a = p:getint64(14)\n  local b = p:getint64(22)\n  local s = p:getstring(40, 3)\n{body}  return 2\nend\nreturn xdp.program(filter, {{ name = \"t\", default = 1 }})\n"
     )
 }

@@ -18,6 +18,7 @@ pub mod modules;
 pub mod opt;
 pub mod program;
 pub mod ranges;
+pub mod reference;
 pub mod regalloc;
 pub mod semantics;
 pub mod source;

@@ -307,17 +307,55 @@ fn foreign_and_missing_captures() {
     assert!(run.stderr.contains("link type 113 (LINUX_SLL"), "{run:?}");
 }
 
+/// `--reference`: every packet also runs in the reference Lua interpreter; they agree on the
+/// SNI corpus (a line per packet, then the reference's summary), and an object file is
+/// refused (the reference runs the Lua file).
 #[test]
-fn reference_engine_is_not_implemented_yet() {
-    let run = luabpf(&[
+fn reference_agrees_with_the_kernel() {
+    if !require_kernel_or_skip("reference_agrees_with_the_kernel") {
+        return;
+    }
+    let sni = example("sni_filter");
+    let capture = pcap_path("sni.pcap");
+    let args = [
         "run",
-        &example("sni_filter"),
+        &sni,
         "--pcap",
-        &pcap_path("sni.pcap"),
+        &capture,
+        "--map",
+        "blocklist:evil.example=0",
         "--reference",
-    ]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("--reference is not implemented yet"), "{run:?}");
+    ];
+    let run = luabpf(&args);
+    assert_eq!(run.code, 0, "{run:?}");
+    let compared = sni_corpus().iter().filter(|(_, v)| *v != "skipped").count();
+    let last = run.stdout.lines().last().unwrap_or("");
+    assert_eq!(
+        last,
+        format!("reference: {compared} packets compared, 0 disagreements"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("DROP (1)"), "{run:?}");
+
+    let json = luabpf(&[&args[..], &["--json"]].concat());
+    assert_eq!(json.code, 0, "{json:?}");
+    let last = json.stdout.lines().last().unwrap_or("");
+    assert_eq!(
+        last,
+        format!("{{\"reference\":{{\"packets\":{compared},\"disagreements\":0,\"excused\":0}}}}"),
+        "{json:?}"
+    );
+
+    let dir = TempDir::new();
+    let obj = dir.0.join("sni.o");
+    let c = luabpf(&["compile", &sni, "-o", obj.to_str().unwrap()]);
+    assert_eq!(c.code, 0, "{c:?}");
+    let from_o = luabpf(&["run", obj.to_str().unwrap(), "--pcap", &capture, "--reference"]);
+    assert_eq!(from_o.code, 2, "{from_o:?}");
+    assert!(
+        from_o.stderr.contains("--reference runs the Lua program file"),
+        "{from_o:?}"
+    );
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! run a packet, and keep map contents between packets.
 
 use clap::ValueEnum;
+use luabpf_compiler::reference::MapDump;
+use luabpf_loader::differential::{Engine as _, KernelEngine};
 use luabpf_loader::{kernel_available, load, netfilter, test_run, LoadError, Loaded, TestRunError, UpdateMode};
 use runtime_bpf::helpers::BPF_ANY;
 use runtime_bpf::interp::{InterpError, Machine};
@@ -151,6 +153,28 @@ impl Engine {
                     why: e.to_string(),
                 }),
             },
+        }
+    }
+
+    /// Every map's contents as the kernel's bytes, for comparison with the reference; per-CPU
+    /// maps show `cpu`'s values (the interpreter runs as CPU 0).
+    pub fn dump(&self, cpu: usize) -> Result<Vec<MapDump>, String> {
+        match self {
+            Engine::Kernel { loaded, program } => KernelEngine {
+                loaded,
+                program: program.clone(),
+                cpu,
+            }
+            .dump(),
+            Engine::Interp { machine, .. } => Ok(machine
+                .maps()
+                .iter()
+                .map(|m| MapDump {
+                    name: m.spec.name.clone(),
+                    kind: m.spec.kind,
+                    entries: m.entries(),
+                })
+                .collect()),
         }
     }
 }

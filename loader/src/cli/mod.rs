@@ -14,6 +14,7 @@ mod engine;
 mod input;
 mod maps_cmd;
 mod output;
+mod reference;
 mod run;
 mod verify;
 

@@ -17,6 +17,7 @@ use super::args::Includes;
 use super::engine::{Engine, EngineChoice, Ran};
 use super::input;
 use super::output::{reason, write_output, CliError};
+use super::reference::ReferenceCheck;
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";
 
@@ -57,8 +58,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = EngineChoice::Auto, value_name = "ENGINE")]
     pub engine: EngineChoice,
 
-    /// Also run the program in a reference Lua interpreter and report disagreements (not
-    /// implemented yet)
+    /// Also run every packet in the reference Lua 5.4 interpreter and report each
+    /// disagreement (verdict, output bytes, map contents); exit 1 if there is any
     #[arg(long)]
     pub reference: bool,
 }
@@ -71,14 +72,6 @@ struct Seed {
 }
 
 pub fn run(args: &RunArgs) -> Result<(), CliError> {
-    if args.reference {
-        return Err(CliError::Usage(
-            "--reference is not implemented yet: `luabpf run` has only the kernel engine \
-             (BPF_PROG_TEST_RUN) for now"
-                .into(),
-        ));
-    }
-
     let (elf, object) = program_input(&args.file, &args.includes)?;
     let (name, progtype) = select_program(&object, args.program.as_deref(), &args.file)?;
 
@@ -105,6 +98,22 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         engine
             .seed(&seed.map, &seed.key, &seed.value)
             .map_err(|e| CliError::Usage(format!("--map {}: {e}", seed.map)))?;
+    }
+
+    let mut reference = match args.reference {
+        true => Some(ReferenceCheck::start(
+            &args.file,
+            &name,
+            &input::options(&args.includes)?,
+            seeds
+                .iter()
+                .map(|s| (s.map.as_str(), s.key.as_slice(), s.value.as_slice())),
+            args.json,
+        )?),
+        false => None,
+    };
+    if let (Some(check), Engine::Interp { .. }) = (reference.as_mut(), &engine) {
+        check.run_as_cpu0()?;
     }
 
     let stdout = io::stdout();
@@ -175,6 +184,11 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
                     format!("{n} {vname} ({verdict})")
                 };
                 emit(&mut out, &line)?;
+                if let Some(check) = reference.as_mut() {
+                    for line in check.packet(n, data, r.retval, &r.data_out)? {
+                        emit(&mut out, &line)?;
+                    }
+                }
                 written.push(r.data_out);
             }
             Err(e) => {
@@ -237,6 +251,15 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         }
     };
     emit(&mut out, &line)?;
+    let mut agreed = Ok(());
+    if let Some(check) = reference {
+        let maps = engine.dump(check.cpu());
+        let (lines, result) = check.finish(maps);
+        for line in lines {
+            emit(&mut out, &line)?;
+        }
+        agreed = result;
+    }
     flush(&mut out)?;
 
     if let Some(path) = &args.out {
@@ -250,7 +273,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             engine.name()
         )));
     }
-    Ok(())
+    agreed
 }
 
 fn emit(out: &mut impl Write, line: &str) -> Result<(), CliError> {
@@ -452,7 +475,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// A JSON string literal.
-fn json_str(s: &str) -> String {
+pub(super) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

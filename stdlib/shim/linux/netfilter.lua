@@ -1,0 +1,2 @@
+-- linux.netfilter: netfilter verdicts (NF_DROP, NF_ACCEPT).
+return { DROP = 0, ACCEPT = 1 }
