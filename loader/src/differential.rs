@@ -1,5 +1,5 @@
 //! Differential runs: the same packets through several engines (the kernel, the reference
-//! Lua interpreter, later the user-space BPF interpreter), every disagreement reported.
+//! Lua interpreter, the user-space BPF interpreter), every disagreement reported.
 //!
 //! An [`Engine`] runs packets in order with maps that persist between them, takes `--map`
 //! seeds and dumps its maps as the kernel's bytes. [`Differential`] drives a list of engines
@@ -132,6 +132,53 @@ impl Engine for Reference {
     fn dump(&self) -> Result<Vec<MapDump>, String> {
         Reference::dump(self).map_err(|e| e.to_string())
     }
+}
+
+/// The object in runtime-bpf's user-space BPF interpreter, which runs as CPU 0.
+pub struct InterpEngine {
+    pub machine: runtime_bpf::interp::Machine,
+    pub program: String,
+}
+
+impl Engine for InterpEngine {
+    fn name(&self) -> &str {
+        "interpreter"
+    }
+
+    fn run(&mut self, packet: &[u8]) -> Result<Run, String> {
+        let r = self.machine.run(&self.program, packet).map_err(|e| e.to_string())?;
+        Ok(Run {
+            verdict: r.retval,
+            data: r.data_out,
+            error: None,
+            nondeterministic: false,
+        })
+    }
+
+    fn seed(&mut self, map: &str, key: &[u8], value: &[u8]) -> Result<(), String> {
+        self.machine
+            .map_mut(map)
+            .ok_or_else(|| format!("no map `{map}`"))?
+            .update(key, value, runtime_bpf::helpers::BPF_ANY as u64)
+            .map_err(|errno| format!("the update was refused (errno {errno})"))
+    }
+
+    fn dump(&self) -> Result<Vec<MapDump>, String> {
+        Ok(interp_maps(&self.machine))
+    }
+}
+
+/// The interpreter's maps as the kernel's bytes (per-CPU maps: CPU 0's values).
+pub fn interp_maps(machine: &runtime_bpf::interp::Machine) -> Vec<MapDump> {
+    machine
+        .maps()
+        .iter()
+        .map(|m| MapDump {
+            name: m.spec.name.clone(),
+            kind: m.spec.kind,
+            entries: m.entries(),
+        })
+        .collect()
 }
 
 /// One difference between the first engine (`expected`) and another (`got`).

@@ -14,18 +14,32 @@
 
 use luabpf_compiler::compile::{compile_source, Compiled, Options};
 use luabpf_compiler::reference::Reference;
-use luabpf_loader::differential::{pin_to_current_cpu, Differential, Disagreement, Engine, KernelEngine, Run};
+use luabpf_loader::differential::{
+    pin_to_current_cpu, Differential, Disagreement, Engine, InterpEngine, KernelEngine, Run,
+};
 use luabpf_loader::{load, Loaded};
 use luabpf_tests::corpus::{corpus, corpus_path, pcap_bytes};
 use luabpf_tests::harness::{compile_file, example_names, example_path, kernel_or_skip, Rng, XDP_DROP, XDP_PASS};
 use luabpf_tests::programs::random_program_with_formats;
+use runtime_bpf::interp::Machine;
 
-/// The engines a program runs in, the first being the one the others must agree with. A
-/// new engine (the user-space BPF interpreter) is one more line here.
+/// The engines a program runs in, the first being the one the others must agree with: the
+/// kernel, the reference Lua interpreter and runtime-bpf's BPF interpreter. (The interpreter
+/// runs as CPU 0 and the kernel's per-CPU values are read on the CPU the test is pinned to:
+/// both hold every packet's effect.)
 fn engines<'l>(loaded: &'l Loaded, compiled: &Compiled, cpu: usize, reference: Reference) -> Vec<Box<dyn Engine + 'l>> {
     let program = compiled.object.programs[0].name.clone();
     reference.set_cpu(cpu as u32).expect("reference cpu");
-    vec![Box::new(KernelEngine { loaded, program, cpu }), Box::new(reference)]
+    let machine = Machine::new(&compiled.object).expect("the interpreter takes every compiled object");
+    vec![
+        Box::new(KernelEngine {
+            loaded,
+            program: program.clone(),
+            cpu,
+        }),
+        Box::new(reference),
+        Box::new(InterpEngine { machine, program }),
+    ]
 }
 
 /// What a differential run found.

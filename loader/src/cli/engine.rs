@@ -5,7 +5,7 @@
 
 use clap::ValueEnum;
 use luabpf_compiler::reference::MapDump;
-use luabpf_loader::differential::{Engine as _, KernelEngine};
+use luabpf_loader::differential::{interp_maps, Engine as _, KernelEngine};
 use luabpf_loader::{kernel_available, load, netfilter, test_run, LoadError, Loaded, TestRunError, UpdateMode};
 use runtime_bpf::helpers::BPF_ANY;
 use runtime_bpf::interp::{InterpError, Machine};
@@ -166,15 +166,7 @@ impl Engine {
                 cpu,
             }
             .dump(),
-            Engine::Interp { machine, .. } => Ok(machine
-                .maps()
-                .iter()
-                .map(|m| MapDump {
-                    name: m.spec.name.clone(),
-                    kind: m.spec.kind,
-                    entries: m.entries(),
-                })
-                .collect()),
+            Engine::Interp { machine, .. } => Ok(interp_maps(machine)),
         }
     }
 }
