@@ -219,45 +219,56 @@ fn attach_methods(input: &Input<'_>, taken: &mut HashSet<String>) -> String {
     }
     // The per-hook shorthands, for a file with exactly one program of the kind.
     let mode = format!("mode: {SK}::XdpMode");
-    let shorthands: [(&str, &str, fn(&Hook) -> bool, Vec<&str>, &str); 3] = [
-        (
-            "attach_xdp",
-            "XDP",
-            |h| *h == Hook::Xdp,
-            vec!["&self", "interface: &str", &mode],
-            "interface, mode",
-        ),
-        (
-            "attach_tc",
-            "tc",
-            |h| matches!(h, Hook::Tc { .. }),
-            vec!["&self", "interface: &str"],
-            "interface",
-        ),
-        (
-            "attach_netfilter",
-            "netfilter",
-            |h| matches!(h, Hook::Netfilter { .. }),
-            vec!["&self"],
-            "",
-        ),
+    let shorthands = [
+        Shorthand {
+            method: "attach_xdp",
+            kind: "XDP",
+            is_kind: |h| *h == Hook::Xdp,
+            params: vec!["&self", "interface: &str", &mode],
+            args: "interface, mode",
+        },
+        Shorthand {
+            method: "attach_tc",
+            kind: "tc",
+            is_kind: |h| matches!(h, Hook::Tc { .. }),
+            params: vec!["&self", "interface: &str"],
+            args: "interface",
+        },
+        Shorthand {
+            method: "attach_netfilter",
+            kind: "netfilter",
+            is_kind: |h| matches!(h, Hook::Netfilter { .. }),
+            params: vec!["&self"],
+            args: "",
+        },
     ];
-    for (method, kind, is_kind, params, args) in shorthands {
-        let of_kind: Vec<&ProgramInfo> = input.programs.iter().filter(|p| is_kind(&p.hook)).collect();
+    for s in shorthands {
+        let of_kind: Vec<&ProgramInfo> = input.programs.iter().filter(|p| (s.is_kind)(&p.hook)).collect();
         let [p] = of_kind[..] else { continue };
-        if !taken.insert(method.into()) {
+        if !taken.insert(s.method.into()) {
             continue;
         }
         let target = snake(&p.name);
         let _ = writeln!(
             out,
-            "\n    /// [`Self::attach_{target}`]: `{}` is the file's only {kind} program.",
-            p.name
+            "\n    /// [`Self::attach_{target}`]: `{}` is the file's only {} program.",
+            p.name, s.kind
         );
-        signature(&mut out, method, &params, &attach_result());
-        let _ = writeln!(out, "        self.attach_{target}({args})\n    }}");
+        signature(&mut out, s.method, &s.params, &attach_result());
+        let _ = writeln!(out, "        self.attach_{target}({})\n    }}", s.args);
     }
     out
+}
+
+/// `attach_xdp` and the like: the helper of a file's only program of a kind, by another name.
+struct Shorthand<'a> {
+    method: &'static str,
+    /// The kind, as the doc comment names it.
+    kind: &'static str,
+    is_kind: fn(&Hook) -> bool,
+    params: Vec<&'a str>,
+    /// What the shorthand passes on.
+    args: &'static str,
 }
 
 fn attach_result() -> String {
