@@ -216,6 +216,67 @@ pub(crate) fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
     unsafe { bpf(BPF_LINK_DETACH, &mut attr) }.map(|_| ())
 }
 
+/// An XDP link of `prog` (named `program`) on `interface` (index `ifindex`), and the mode it got:
+/// `native` or `skb`. `XdpMode::Auto` tries native mode and falls back to generic (skb) mode
+/// where the driver has no XDP support, but not when another program holds the interface
+/// (that would fail in skb mode too, with a less clear error). Shared by `attach` and the
+/// skeletons' unpinned links.
+pub(crate) fn xdp_link(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    mode: XdpMode,
+    program: &str,
+    interface: &str,
+) -> Result<(OwnedFd, &'static str), AttachError> {
+    let native = || link_create(prog, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE);
+    let skb = || link_create(prog, ifindex, BPF_XDP, XDP_FLAGS_SKB_MODE);
+    let failed = |m: &str, e: io::Error| {
+        let hint = if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST)) {
+            " (another XDP program is attached to this interface)"
+        } else {
+            ""
+        };
+        sys_err(
+            &format!("cannot attach `{program}` at XDP ({m} mode) on {interface}{hint}"),
+            e,
+        )
+    };
+    match mode {
+        XdpMode::Native => Ok((native().map_err(|e| failed("native", e))?, "native")),
+        XdpMode::Skb => Ok((skb().map_err(|e| failed("skb", e))?, "skb")),
+        XdpMode::Auto => match native() {
+            Ok(l) => Ok((l, "native")),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST)) => Err(failed("native", e)),
+            Err(_) => Ok((skb().map_err(|e| failed("skb", e))?, "skb")),
+        },
+    }
+}
+
+/// A tcx link of `prog` (named `program`) at `interface`'s ingress or egress (Linux 6.6 or later).
+pub(crate) fn tcx_link(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    egress: bool,
+    program: &str,
+    interface: &str,
+) -> Result<OwnedFd, AttachError> {
+    let at = if egress { BPF_TCX_EGRESS } else { BPF_TCX_INGRESS };
+    link_create(prog, ifindex, at, 0).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EINVAL) {
+            " (tcx links need Linux 6.6 or later)"
+        } else {
+            ""
+        };
+        sys_err(
+            &format!(
+                "cannot attach `{program}` at tc {} on {interface}{hint}",
+                if egress { "egress" } else { "ingress" }
+            ),
+            e,
+        )
+    })
+}
+
 /// The interface index of `name` in this network namespace.
 pub fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
@@ -536,51 +597,13 @@ pub fn attach(req: &AttachRequest<'_>) -> Result<Attached, AttachError> {
                 (l, spec.to_string())
             }
             Hook::Xdp(mode) => {
-                let native = || link_create(prog_fd, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE);
-                let skb = || link_create(prog_fd, ifindex, BPF_XDP, XDP_FLAGS_SKB_MODE);
-                let what = |m: &str, e: io::Error| {
-                    let hint = if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EEXIST) {
-                        " (another XDP program is attached to this interface)"
-                    } else {
-                        ""
-                    };
-                    sys_err(
-                        &format!("cannot attach `{name}` at XDP ({m} mode) on {}{hint}", req.interface),
-                        e,
-                    )
-                };
-                let (l, m) = match mode {
-                    XdpMode::Native => (native().map_err(|e| what("native", e))?, "native"),
-                    XdpMode::Skb => (skb().map_err(|e| what("skb", e))?, "skb"),
-                    XdpMode::Auto => match native() {
-                        Ok(l) => (l, "native"),
-                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EEXIST) => {
-                            return Err(what("native", e))
-                        }
-                        Err(_) => (skb().map_err(|e| what("skb", e))?, "skb"),
-                    },
-                };
+                let (l, m) = xdp_link(prog_fd, ifindex, mode, &name, req.interface)?;
                 (l, m.to_string())
             }
-            Hook::Tc { egress } => {
-                let at = if egress { BPF_TCX_EGRESS } else { BPF_TCX_INGRESS };
-                let l = link_create(prog_fd, ifindex, at, 0).map_err(|e| {
-                    let hint = if e.raw_os_error() == Some(libc::EINVAL) {
-                        " (tcx links need Linux 6.6 or later)"
-                    } else {
-                        ""
-                    };
-                    sys_err(
-                        &format!(
-                            "cannot attach `{name}` at tc {} on {}{hint}",
-                            if egress { "egress" } else { "ingress" },
-                            req.interface
-                        ),
-                        e,
-                    )
-                })?;
-                (l, "tcx".to_string())
-            }
+            Hook::Tc { egress } => (
+                tcx_link(prog_fd, ifindex, egress, &name, req.interface)?,
+                "tcx".to_string(),
+            ),
         };
         // Until the link is pinned, dropping `link` detaches it.
         undo.files.push(p.prog());
@@ -630,7 +653,7 @@ fn netfilter_hook(asked: Option<NfHook>, section: &str) -> Result<NfHook, Attach
     }
 }
 
-fn netfilter_link_error(name: &str, spec: NfHook, e: io::Error) -> AttachError {
+pub(crate) fn netfilter_link_error(name: &str, spec: NfHook, e: io::Error) -> AttachError {
     let hint = match e.raw_os_error() {
         Some(libc::EBUSY) => format!(
             " (another BPF program is attached at {} {} with priority {}: the kernel allows one per \

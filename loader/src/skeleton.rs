@@ -8,8 +8,13 @@
 //!   struct). A key or value of the wrong width does not compile: the accessor's arguments are
 //!   bounded by [`MapArg`], which is implemented only for the declared type (plus `&str` and
 //!   byte slices for `cN`, checked for length at run time).
-//! - [`Link`]s: an XDP or tcx attachment (`BPF_LINK_CREATE`) that lasts as long as the value.
-//!   Unlike `luabpf attach`, nothing is pinned: when the process exits, the program detaches.
+//! - [`Link`]s: an XDP, tcx or netfilter attachment (`BPF_LINK_CREATE`) that lasts as long as
+//!   the value. Unlike `luabpf attach`, nothing is pinned: when the process exits, the program
+//!   detaches. The links are made by the same functions as `luabpf attach`'s (XDP mode
+//!   fallback, error messages).
+//!
+//! Netfilter programs are loaded by [`crate::load`] like the others (through
+//! [`crate::netfilter`]: kfunc ids resolved against the running kernel, GPL licence).
 
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
@@ -19,9 +24,9 @@ pub use crate::attach::{AttachError, XdpMode};
 pub use crate::load::{load, load_with, LoadError, LoadOptions, Loaded};
 pub use crate::maps::{MapError, RawMap};
 
-use crate::attach::{ifindex, link_create};
+use crate::attach::{ifindex, netfilter_link_error, tcx_link, xdp_link};
 use crate::maps::UpdateMode;
-use crate::sys::errno_text;
+use crate::netfilter::{self, NfHook};
 
 /// An embedded object, 8-byte aligned so that ELF readers can cast its headers in place:
 /// `static OBJECT: &AlignedObject<[u8]> = &AlignedObject(*include_bytes!("x.o"));`.
@@ -250,7 +255,7 @@ pub struct Link {
     fd: OwnedFd,
     program: String,
     interface: String,
-    mode: &'static str,
+    mode: String,
 }
 
 impl Link {
@@ -259,13 +264,14 @@ impl Link {
         &self.program
     }
 
+    /// The network interface (empty for netfilter, whose hooks belong to the namespace).
     pub fn interface(&self) -> &str {
         &self.interface
     }
 
-    /// `native` or `skb` for XDP, `tcx` for tc.
-    pub fn mode(&self) -> &'static str {
-        self.mode
+    /// `native` or `skb` for XDP, `tcx` for tc, the hook (`ipv4:local_in:-100`) for netfilter.
+    pub fn mode(&self) -> &str {
+        &self.mode
     }
 
     /// The link's file descriptor (to pin it with `BPF_OBJ_PIN`, for example).
@@ -273,24 +279,6 @@ impl Link {
         use std::os::fd::AsFd;
         self.fd.as_fd()
     }
-}
-
-// `enum bpf_attach_type` and XDP flags, as in `attach`.
-const BPF_XDP: u32 = 37;
-const BPF_TCX_INGRESS: u32 = 46;
-const BPF_TCX_EGRESS: u32 = 47;
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-
-fn attach_failed(program: &str, what: &str, interface: &str, e: std::io::Error) -> AttachError {
-    let hint = match e.raw_os_error() {
-        Some(libc::EBUSY) | Some(libc::EEXIST) => " (another program is attached there)",
-        _ => "",
-    };
-    AttachError::System(format!(
-        "cannot attach `{program}` at {what} on {interface}{hint}: {}",
-        errno_text(&e)
-    ))
 }
 
 fn program_fd<'a>(loaded: &'a Loaded, program: &str) -> Result<std::os::fd::BorrowedFd<'a>, AttachError> {
@@ -306,45 +294,57 @@ fn interface_index(interface: &str) -> Result<u32, AttachError> {
 /// Attaches an XDP program of `loaded` to `interface`. `XdpMode::Auto` tries native mode and
 /// falls back to generic (skb) mode where the driver has no XDP support.
 pub fn attach_xdp(loaded: &Loaded, program: &str, interface: &str, mode: XdpMode) -> Result<Link, AttachError> {
-    let prog = program_fd(loaded, program)?;
-    let index = interface_index(interface)?;
-    let native = || link_create(prog, index, BPF_XDP, XDP_FLAGS_DRV_MODE);
-    let skb = || link_create(prog, index, BPF_XDP, XDP_FLAGS_SKB_MODE);
-    let failed = |m: &str, e| attach_failed(program, &format!("XDP ({m} mode)"), interface, e);
-    let (fd, mode) = match mode {
-        XdpMode::Native => (native().map_err(|e| failed("native", e))?, "native"),
-        XdpMode::Skb => (skb().map_err(|e| failed("skb", e))?, "skb"),
-        XdpMode::Auto => match native() {
-            Ok(fd) => (fd, "native"),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST)) => {
-                return Err(failed("native", e))
-            }
-            Err(_) => (skb().map_err(|e| failed("skb", e))?, "skb"),
-        },
-    };
+    let (fd, mode) = xdp_link(
+        program_fd(loaded, program)?,
+        interface_index(interface)?,
+        mode,
+        program,
+        interface,
+    )?;
     Ok(Link {
         fd,
         program: program.to_string(),
         interface: interface.to_string(),
-        mode,
+        mode: mode.to_string(),
     })
 }
 
 /// Attaches a tc program of `loaded` to `interface` with a tcx link (Linux 6.6 or later).
 pub fn attach_tc(loaded: &Loaded, program: &str, interface: &str, egress: bool) -> Result<Link, AttachError> {
-    let prog = program_fd(loaded, program)?;
-    let index = interface_index(interface)?;
-    let (attach_type, what) = if egress {
-        (BPF_TCX_EGRESS, "tc egress")
-    } else {
-        (BPF_TCX_INGRESS, "tc ingress")
-    };
-    let fd = link_create(prog, index, attach_type, 0).map_err(|e| attach_failed(program, what, interface, e))?;
+    let fd = tcx_link(
+        program_fd(loaded, program)?,
+        interface_index(interface)?,
+        egress,
+        program,
+        interface,
+    )?;
     Ok(Link {
         fd,
         program: program.to_string(),
         interface: interface.to_string(),
-        mode: "tcx",
+        mode: "tcx".to_string(),
+    })
+}
+
+/// Attaches a netfilter program of `loaded` at `hook` (`local_in`...) of `family` (`ipv4` or
+/// `ipv6`) with `priority` (lower runs first), in the caller's network namespace. The kernel
+/// allows one BPF program per hook and priority; `INT_MIN` and `INT_MAX` are reserved.
+pub fn attach_netfilter(
+    loaded: &Loaded,
+    program: &str,
+    family: &str,
+    hook: &str,
+    priority: i32,
+) -> Result<Link, AttachError> {
+    let prog = program_fd(loaded, program)?;
+    let spec = NfHook::parse(&format!("{family}:{hook}:{priority}"))
+        .map_err(|e| AttachError::Usage(format!("cannot attach `{program}`: {e}")))?;
+    let fd = netfilter::link_create(prog, spec).map_err(|e| netfilter_link_error(program, spec, e))?;
+    Ok(Link {
+        fd,
+        program: program.to_string(),
+        interface: String::new(),
+        mode: spec.to_string(),
     })
 }
 

@@ -18,27 +18,34 @@ fn tests_dir() -> PathBuf {
     workspace().join("target").join("embed-tests")
 }
 
-/// A crate with a build script compiling `bpf/filter.lua` and a `main.rs` that includes its
-/// skeleton; `files` are (path, text) pairs relative to the crate.
+/// A crate with a build script compiling `bpf/filter.lua` (or other files) and a `main.rs` that
+/// includes the skeletons; `files` are (path, text) pairs relative to the crate. It depends on
+/// the loader's library only (`default-features = false`), as docs/embedding.md advises.
 struct TestCrate {
     dir: PathBuf,
 }
 
 impl TestCrate {
     fn new(name: &str, files: &[(&str, &str)]) -> TestCrate {
+        TestCrate::with_filters(name, &["bpf/filter.lua"], files)
+    }
+
+    /// A crate whose build script compiles each of `filters`.
+    fn with_filters(name: &str, filters: &[&str], files: &[(&str, &str)]) -> TestCrate {
         let dir = tests_dir().join("crates").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         let ws = workspace();
         let manifest = format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
-             [dependencies]\nluabpf-loader = {{ path = {:?} }}\n\n\
+             [dependencies]\nluabpf-loader = {{ path = {:?}, default-features = false }}\n\n\
              [build-dependencies]\nluabpf-build = {{ path = {:?} }}\n\n\
              # Not a member of the luabpf workspace this directory sits in.\n[workspace]\n",
             ws.join("loader").display().to_string(),
             ws.join("luabpf-build").display().to_string()
         );
-        let build_rs = "fn main() {\n    luabpf_build::Builder::new().file(\"bpf/filter.lua\").compile_or_exit();\n}\n";
-        let mut all = vec![("Cargo.toml", manifest.as_str()), ("build.rs", build_rs)];
+        let calls: String = filters.iter().map(|f| format!(".file({f:?})")).collect();
+        let build_rs = format!("fn main() {{\n    luabpf_build::Builder::new(){calls}.compile_or_exit();\n}}\n");
+        let mut all = vec![("Cargo.toml", manifest.as_str()), ("build.rs", build_rs.as_str())];
         all.extend_from_slice(files);
         for (path, text) in all {
             let path = dir.join(path);
@@ -49,16 +56,37 @@ impl TestCrate {
         TestCrate { dir }
     }
 
-    /// `cargo build --offline -v`: (success, stderr).
-    fn build(&self) -> (bool, String) {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--offline", "-v", "--color", "never"])
+    /// `cargo ARGS` in the crate, with the shared target directory.
+    fn cargo(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO"))
+            .args(args)
             .current_dir(&self.dir)
             .env("CARGO_TARGET_DIR", tests_dir().join("target"))
             .env_remove("RUSTFLAGS")
             .output()
-            .expect("cargo runs");
+            .expect("cargo runs")
+    }
+
+    /// `cargo build --offline -v`: (success, stderr).
+    fn build(&self) -> (bool, String) {
+        let out = self.cargo(&["build", "--offline", "-v", "--color", "never"]);
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// The packages the crate's own code links (`cargo tree -e normal`: no build dependencies).
+    fn normal_dependencies(&self) -> String {
+        let out = self.cargo(&[
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--color",
+            "never",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -119,12 +147,27 @@ return M
 /// unused alike. Given an interface, it attaches there (XDP and tc egress), sends one UDP
 /// datagram to 127.0.0.1 and prints the `sources` records (those it wrote and the one the
 /// program wrote) and the per-CPU count of sent packets, summed.
+///
+/// With `--netfilter EVIL GOOD` (files holding ClientHellos for evil.example, which it blocks,
+/// and another name) it attaches examples/netfilter/sni_filter.lua's netfilter program where
+/// the file declares it, tries the same place again and another priority, sends both hellos
+/// over TCP on 127.0.0.1 (local_in sees loopback traffic) and prints what arrived: the
+/// allowed hello at once, the blocked one only after the link is dropped.
 const MAIN: &str = r#"#![deny(warnings)]
 
 mod filter {
     include!(concat!(env!("OUT_DIR"), "/filter.rs"));
 }
 
+mod sni_filter {
+    include!(concat!(env!("OUT_DIR"), "/sni_filter.rs"));
+}
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use luabpf_loader::netfilter::link_info;
 use luabpf_loader::skeleton::XdpMode;
 
 fn run(interface: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -158,9 +201,74 @@ fn run(interface: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The kernel's view of a link: `ipv4:local_in:-100`.
+fn kernel_hook(link: &luabpf_loader::skeleton::Link) -> String {
+    match link_info(link.fd()) {
+        Ok(Some(l)) => l.hook.to_string(),
+        other => format!("not a netfilter link: {other:?}"),
+    }
+}
+
+/// Reads `len` bytes from `conn`, waiting at most 30 s; how many came.
+fn receive(conn: &mut TcpStream, len: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = 0;
+    let mut buf = vec![0u8; len];
+    conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    while got < len && Instant::now() < deadline {
+        match conn.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+fn run_netfilter(evil: &str, good: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (evil, good) = (std::fs::read(evil)?, std::fs::read(good)?);
+    let f = sni_filter::SniFilter::load()?;
+    f.blocklist()?.insert("evil.example", 0)?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let link = f.attach_netfilter()?;
+    println!("attached {} at {} ({})", link.program(), link.mode(), kernel_hook(&link));
+    if let Err(e) = f.attach_sni_nf() {
+        println!("again: {e}");
+    }
+    let moved = f.attach_sni_nf_at_priority(5)?;
+    println!("also at {} ({})", moved.mode(), kernel_hook(&moved));
+    drop(moved);
+
+    let mut blocked = TcpStream::connect(listener.local_addr()?)?;
+    let (mut blocked_in, _) = listener.accept()?;
+    blocked.write_all(&evil)?;
+    let mut allowed = TcpStream::connect(listener.local_addr()?)?;
+    let (mut allowed_in, _) = listener.accept()?;
+    allowed.write_all(&good)?;
+    println!("allowed hello: {} of {} bytes", receive(&mut allowed_in, good.len()), good.len());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut hits = 0;
+    while hits == 0 && Instant::now() < deadline {
+        hits = f.blocklist()?.get("evil.example")?.unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("hits: {}", if hits > 0 { "some" } else { "none" });
+    blocked_in.set_nonblocking(true)?;
+    let early = blocked_in.read(&mut [0u8; 64]).unwrap_or(0);
+    println!("blocked hello while attached: {early} bytes");
+    blocked_in.set_nonblocking(false)?;
+    drop(link);
+    // Unattached: TCP retransmits the hello, and now it gets through.
+    println!("blocked hello after the link is dropped: {} of {} bytes", receive(&mut blocked_in, evil.len()), evil.len());
+    Ok(())
+}
+
 fn main() {
-    if let Some(interface) = std::env::args().nth(1) {
-        run(&interface).unwrap();
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--netfilter") => run_netfilter(&args[2], &args[3]).unwrap(),
+        Some(interface) => run(interface).unwrap(),
+        None => {}
     }
     println!("{} object bytes", filter::Filter::object().len());
 }
@@ -170,17 +278,27 @@ fn main() {
 /// reruns it when a module its filter requires changes.
 #[test]
 fn a_fresh_crate_builds_and_rebuilds_when_a_required_module_changes() {
-    let krate = TestCrate::new(
+    let sni = std::fs::read_to_string(workspace().join("examples/netfilter/sni_filter.lua")).unwrap();
+    let krate = TestCrate::with_filters(
         "embed_fresh",
+        &["bpf/filter.lua", "bpf/sni_filter.lua"],
         &[
             ("bpf/filter.lua", FILTER),
             ("bpf/lib/verdicts.lua", VERDICTS),
+            ("bpf/sni_filter.lua", &sni),
             ("src/main.rs", MAIN),
         ],
     );
     let (ok, stderr) = krate.build();
     assert!(ok, "the fresh crate does not build:\n{stderr}");
     assert!(ran_build_script(&stderr, "embed_fresh"), "{stderr}");
+    // The skeletons need the loader's library only: not the `luabpf` command's parser, nor
+    // the compiler (which the build script alone uses).
+    let linked = krate.normal_dependencies();
+    assert!(linked.contains("luabpf-loader v"), "{linked}");
+    for unwanted in ["clap v", "luabpf-compiler v", "mlua v"] {
+        assert!(!linked.contains(unwanted), "the crate links {unwanted}..:\n{linked}");
+    }
 
     let (ok, stderr) = krate.build();
     assert!(ok, "{stderr}");
@@ -240,6 +358,43 @@ fn a_fresh_crate_builds_and_rebuilds_when_a_required_module_changes() {
         "refused: map `names`: key: 21 bytes do not fit in `c16` (at most 16 bytes)\n",
     ] {
         assert!(stdout.contains(want), "{stdout}");
+    }
+
+    // Netfilter: the skeleton of examples/netfilter/sni_filter.lua attaches its netfilter
+    // program where the file declares it (the kernel's link says so), refuses the same place
+    // twice, moves with the priority override, and drops the blocked ClientHello sent over TCP
+    // until the link is dropped: then TCP's retransmission of it gets through.
+    drop(ns);
+    let ns = NetNs::new("embednf");
+    let hello = |name: &str| {
+        let path = krate.dir.join(format!("{name}.hello"));
+        std::fs::write(&path, luabpf_tests::packets::client_hello(name, 12, 5)).unwrap();
+        path
+    };
+    let (evil, good) = (hello("evil.example"), hello("good.example"));
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .arg(&binary)
+        .arg("--netfilter")
+        .args([&evil, &good])
+        .output()
+        .expect("nsenter runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let evil_len = std::fs::metadata(&evil).unwrap().len();
+    let good_len = std::fs::metadata(&good).unwrap().len();
+    for want in [
+        "attached sni_nf at ipv4:local_in:-100 (ipv4:local_in:-100)\n".to_string(),
+        "again: cannot attach `sni_nf` at netfilter ipv4:local_in:-100 (another BPF program is attached at \
+         ipv4 local_in with priority -100"
+            .to_string(),
+        "also at ipv4:local_in:5 (ipv4:local_in:5)\n".to_string(),
+        format!("allowed hello: {good_len} of {good_len} bytes\n"),
+        "hits: some\n".to_string(),
+        "blocked hello while attached: 0 bytes\n".to_string(),
+        format!("blocked hello after the link is dropped: {evil_len} of {evil_len} bytes\n"),
+    ] {
+        assert!(stdout.contains(&want), "lacks `{want}`:\n{stdout}");
     }
 }
 

@@ -165,20 +165,26 @@ fn as_in_out_dir(output: &Output, code: &str) -> String {
     code.replace(&path, &format!("concat!(env!(\"OUT_DIR\"), \"/{}.o\")", output.name))
 }
 
-/// Netfilter programs have no attach helper yet: the skeleton says so instead of offering one.
+/// A netfilter program's helper attaches it where the Lua file says (family and priority
+/// defaulted), with a variant for another priority and the shorthand for a file's only one.
 #[test]
-fn netfilter_programs_get_no_attach_helper_yet() {
+fn netfilter_helpers_use_the_declared_hook() {
     let (_, result) = build("netfilter", Builder::new().file("tests/fixtures/netfilter.lua"));
     let output = result.expect("netfilter.lua compiles").remove(0);
     let code = std::fs::read_to_string(&output.skeleton).unwrap();
-    assert!(!code.contains("pub fn attach"), "{code}");
-    assert!(
-        code.contains(
-            "    // Program `guard` (tests/fixtures/netfilter.lua:9) is a netfilter program: no attach helper is\n    \
-             // generated for netfilter yet.\n"
-        ),
-        "{code}"
-    );
+    for want in [
+        "    /// Attaches program `guard` (tests/fixtures/netfilter.lua:9) at netfilter ipv4 local_in, priority\n    \
+         /// 0 (as declared), in the caller's network namespace.\n",
+        "    pub fn attach_guard(&self) -> Result<luabpf::Link, luabpf::AttachError> {\n        \
+         self.attach_guard_at_priority(0)\n    }\n",
+        "    pub fn attach_guard_at_priority(\n        &self,\n        priority: i32,\n    ) -> \
+         Result<luabpf::Link, luabpf::AttachError> {\n        \
+         luabpf::attach_netfilter(&self.loaded, \"guard\", \"ipv4\", \"local_in\", priority)\n    }\n",
+        "    pub fn attach_netfilter(&self) -> Result<luabpf::Link, luabpf::AttachError> {\n        \
+         self.attach_guard()\n    }\n",
+    ] {
+        assert!(code.contains(want), "skeleton lacks `{want}`:\n{code}");
+    }
     assert!(code.contains("pub struct Netfilter {"), "{code}");
     assert_formatted(&as_in_out_dir(&output, &code));
 }
