@@ -455,7 +455,11 @@ mod tests {
         f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
         f.blocks[no].term.0 = Terminator::Return(Operand::Imm(2));
         assert!(thread_known_branches(&mut f));
-        assert_eq!(f.blocks[set].term.0, Terminator::Jump(no), "flag 0: the test is not taken");
+        assert_eq!(
+            f.blocks[set].term.0,
+            Terminator::Jump(no),
+            "flag 0: the test is not taken"
+        );
         assert_eq!(f.blocks[set].insts.len(), 2, "the copy travels with the jump");
         // The entry's unknown flag still goes through the test.
         assert_eq!(f.blocks[e].term.0.successors(), vec![set, test]);

@@ -126,7 +126,11 @@ fn bin(op: BinOp, a: Range, b: Range) -> Range {
             let m = a.hi.max(b.hi) as u64;
             Range {
                 lo: a.lo.max(b.lo),
-                hi: if m == 0 { 0 } else { (u64::MAX >> m.leading_zeros()) as i64 },
+                hi: if m == 0 {
+                    0
+                } else {
+                    (u64::MAX >> m.leading_zeros()) as i64
+                },
             }
         }
         BinOp::Lsh if b.lo == b.hi && (0..32).contains(&b.lo) && a.non_negative() => {
