@@ -110,13 +110,16 @@ function M.header(name, max)
   local function wide2(p, at)
     return (p:getint64(at + O1) | M1) == W1 and (p:getint64(at + O2) | M2) == W2
   end
+  -- Past two words, the later ones are compared in one test (their differences or-ed):
+  -- the verifier follows at most three branches per position, whatever the name's length.
   local function wide3(p, at)
-    return (p:getint64(at + O1) | M1) == W1 and (p:getint64(at + O2) | M2) == W2
-      and (p:getint64(at + O3) | M3) == W3
+    return (p:getint64(at + O1) | M1) == W1
+      and (((p:getint64(at + O2) | M2) ~ W2) | ((p:getint64(at + O3) | M3) ~ W3)) == 0
   end
   local function wide4(p, at)
-    return (p:getint64(at + O1) | M1) == W1 and (p:getint64(at + O2) | M2) == W2
-      and (p:getint64(at + O3) | M3) == W3 and (p:getint64(at + O4) | M4) == W4
+    return (p:getint64(at + O1) | M1) == W1
+      and (((p:getint64(at + O2) | M2) ~ W2) | ((p:getint64(at + O3) | M3) ~ W3)
+        | ((p:getint64(at + O4) | M4) ~ W4)) == 0
   end
   local function narrow2(p, at)
     return (p:getuint32(at + O1) | M1) == W1 and (p:getuint32(at + O2) | M2) == W2
