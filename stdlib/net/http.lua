@@ -62,17 +62,17 @@ end
 -- The finder scans the first `SCAN` bytes of the request for a line "`name`: " (the name in
 -- any case, one space after the colon) and returns the offset of the value and its length:
 -- up to the "\r" that ends the line or the end of the packet, at most `max` bytes. nil, 0
--- when there is no such line. Each position costs one 2-byte compare (for "\r\n"); the name
--- is compared with a few wide loads.
--- @tparam string name the header name, 2 to 30 bytes
+-- when there is no such line. Each position costs one 8-byte compare ("\r\n" and the start
+-- of the name); the rest of the name is compared only where that matched.
+-- @tparam string name the header name, 2 to 28 bytes
 -- @tparam[opt=255] integer max the longest value length returned
 -- @treturn function `finder(p, off)` returning offset and length, or nil, 0
 function M.header(name, max)
   max = max or 255
-  assert(type(name) == "string" and #name >= 2 and #name <= 30, "http.header: a name of 2 to 30 bytes")
+  assert(type(name) == "string" and #name >= 2 and #name <= 28, "http.header: a name of 2 to 28 bytes")
   assert(math.type(max) == "integer" and max >= 0 and max <= 255, "http.header: max from 0 to 255")
-  -- After "\r\n": the name and ": ", lower case; the mask sets the case bit of letters.
-  local rest = name:lower() .. ": "
+  -- The line's start, lower case; the mask sets the case bit of letters.
+  local rest = "\r\n" .. name:lower() .. ": "
   local mask = rest:gsub(".", function(c) return c:match("%a") and "\32" or "\0" end)
   local R = #rest
   local size = R >= 8 and 8 or 4
@@ -82,15 +82,14 @@ function M.header(name, max)
   if offsets[#offsets] ~= R - size then offsets[#offsets + 1] = R - size end
   local words = #offsets
   for k = #offsets + 1, 4 do offsets[k] = offsets[1] end
-  local L <const> = 2 + R
+  local L <const> = R
   local MAX <const> = max
   local SCAN <const> = M.SCAN
-  local CRLF <const> = string.unpack("<I2", "\r\n")
-  local O1 <const>, O2 <const>, O3 <const>, O4 <const> = 2 + offsets[1], 2 + offsets[2], 2 + offsets[3], 2 + offsets[4]
-  local W1 <const>, W2 <const> = word(rest, O1 - 1, size), word(rest, O2 - 1, size)
-  local W3 <const>, W4 <const> = word(rest, O3 - 1, size), word(rest, O4 - 1, size)
-  local M1 <const>, M2 <const> = word(mask, O1 - 1, size), word(mask, O2 - 1, size)
-  local M3 <const>, M4 <const> = word(mask, O3 - 1, size), word(mask, O4 - 1, size)
+  local O1 <const>, O2 <const>, O3 <const>, O4 <const> = offsets[1], offsets[2], offsets[3], offsets[4]
+  local W1 <const>, W2 <const> = word(rest, O1 + 1, size), word(rest, O2 + 1, size)
+  local W3 <const>, W4 <const> = word(rest, O3 + 1, size), word(rest, O4 + 1, size)
+  local M1 <const>, M2 <const> = word(mask, O1 + 1, size), word(mask, O2 + 1, size)
+  local M3 <const>, M4 <const> = word(mask, O3 + 1, size), word(mask, O4 + 1, size)
 
   -- The value's length: up to "\r" or the end of the packet, at most MAX. A function with a
   -- loop called in the scan loop: a BPF function the verifier checks once.
@@ -102,8 +101,8 @@ function M.header(name, max)
     return n
   end
 
-  -- Whether the words after "\r\n" at `at` match, for each number of words (the body picks
-  -- the one the name needs, so that the compiled test has no branch it does not need).
+  -- Whether the words at `at` match, for each number of words (the body picks the one the
+  -- name needs, so that the compiled test has no branch it does not need).
   local function wide1(p, at)
     return (p:getint64(at + O1) | M1) == W1
   end
@@ -126,14 +125,13 @@ function M.header(name, max)
   end
   local matches = size == 4 and narrow2 or ({ wide1, wide2, wide3, wide4 })[words]
 
-  -- Each position costs a 2-byte compare; the name is compared after a "\r\n" only.
   local function find(p, off)
     if not off then return nil, 0 end
     local len = #p
     for i = 0, SCAN - 1 do
       local at = off + i
       if at + L > len then break end
-      if p:getuint16(at) == CRLF and matches(p, at) then
+      if matches(p, at) then
         local value = at + L
         return value, value_length(p, value, len)
       end

@@ -104,25 +104,26 @@ function M.payload(p, off)
   return off + (b & 0x0f) * 4, p:getbyte(off + 9)
 end
 
---- The offset of the TCP header, or nil (see `payload`; the protocol must be TCP).
+-- The offset of the payload when `payload` finds one of protocol `proto`, else nil.
+local function carrying(p, off, proto)
+  local at, found = M.payload(p, off)
+  if found ~= proto then return nil end
+  return at
+end
+
+--- The offset of the TCP header, or nil (see `payload`).
 function M.tcp(p, off)
-  local at, proto = M.payload(p, off)
-  if proto ~= 6 then return nil end
-  return at
+  return carrying(p, off, 6)
 end
 
---- The offset of the UDP header, or nil (see `payload`; the protocol must be UDP).
+--- The offset of the UDP header, or nil (see `payload`).
 function M.udp(p, off)
-  local at, proto = M.payload(p, off)
-  if proto ~= 17 then return nil end
-  return at
+  return carrying(p, off, 17)
 end
 
---- The offset of the ICMP header, or nil (see `payload`; the protocol must be ICMP).
+--- The offset of the ICMP header, or nil (see `payload`).
 function M.icmp(p, off)
-  local at, proto = M.payload(p, off)
-  if proto ~= 1 then return nil end
-  return at
+  return carrying(p, off, 1)
 end
 
 --- The first option of type `kind` (not END or NOP): its offset (at its type byte) and its

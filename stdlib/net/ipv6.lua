@@ -86,25 +86,26 @@ function M.payload(p, off)
   return nil, 0
 end
 
+-- The offset of the payload when `payload` finds one of protocol `proto`, else nil.
+local function carrying(p, off, proto)
+  local at, found = M.payload(p, off)
+  if found ~= proto then return nil end
+  return at
+end
+
 --- The offset of the TCP header, or nil (see `payload`).
 function M.tcp(p, off)
-  local at, proto = M.payload(p, off)
-  if proto ~= 6 then return nil end
-  return at
+  return carrying(p, off, 6)
 end
 
 --- The offset of the UDP header, or nil (see `payload`).
 function M.udp(p, off)
-  local at, proto = M.payload(p, off)
-  if proto ~= 17 then return nil end
-  return at
+  return carrying(p, off, 17)
 end
 
 --- The offset of the ICMPv6 header, or nil (see `payload`).
 function M.icmp(p, off)
-  local at, proto = M.payload(p, off)
-  if proto ~= 58 then return nil end
-  return at
+  return carrying(p, off, 58)
 end
 
 --- The first extension header of type `kind` before the upper layer: its offset, or nil.
