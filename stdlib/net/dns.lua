@@ -92,7 +92,7 @@ end
 function M.wire_name(name)
   local out = {}
   for label in name:gmatch("[^.]+") do
-    assert(#label <= 63, "dns.wire_name: a label longer than 63 bytes")
+    if #label > 63 then error("dns.wire_name: a label longer than 63 bytes", 2) end
     out[#out + 1] = string.char(#label) .. label
   end
   out[#out + 1] = "\0"

@@ -69,8 +69,13 @@ end
 -- @treturn function `finder(p, off)` returning offset and length, or nil, 0
 function M.header(name, max)
   max = max or 255
-  assert(type(name) == "string" and #name >= 2 and #name <= 28, "http.header: a name of 2 to 28 bytes")
-  assert(math.type(max) == "integer" and max >= 0 and max <= 255, "http.header: max from 0 to 255")
+  -- Errors name the caller's line (level 2): that is where the mistake is.
+  if type(name) ~= "string" or #name < 2 or #name > 28 then
+    error("http.header: the header name must be a string of 2 to 28 bytes", 2)
+  end
+  if math.type(max) ~= "integer" or max < 0 or max > 255 then
+    error("http.header: `max` must be an integer from 0 to 255", 2)
+  end
   -- The line's start, lower case; the mask sets the case bit of letters.
   local rest = "\r\n" .. name:lower() .. ": "
   local mask = rest:gsub(".", function(c) return c:match("%a") and "\32" or "\0" end)

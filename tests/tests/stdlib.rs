@@ -1355,3 +1355,40 @@ fn every_stdlib_function_is_documented() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// The stdlib's compile-time helpers refuse bad arguments at the line that passes them.
+#[test]
+fn stdlib_body_helpers_refuse_bad_arguments_at_the_callers_line() {
+    use luabpf_compiler::compile::{compile_source, Options};
+    for (name, call) in [
+        ("http_header_name_too_short", r#"http.header("X")"#),
+        ("http_header_max_too_large", r#"http.header("Host", 256)"#),
+        (
+            "dns_wire_name_label_too_long",
+            &*format!("dns.wire_name(\"{}.example\")", "a".repeat(64)),
+        ),
+    ] {
+        let src = format!(
+            "local xdp = require \"bpf.xdp\"\nlocal http, dns = require \"net.http\", require \"net.dns\"\nlocal made = {call}\nreturn xdp.program(function(ctx) return 2 end)\n"
+        );
+        let failure = match compile_source(&src, "prog.lua", &Options::default()) {
+            Ok(_) => panic!("{name}: compiled"),
+            Err(f) => f,
+        };
+        let rendered = failure.render();
+        insta::with_settings!({
+            snapshot_path => "../../snapshots/stdlib",
+            prepend_module_to_snapshot => false,
+            description => src.clone(),
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(name, rendered);
+        });
+        let d = &failure.diags[0];
+        assert_eq!(
+            failure.sources.line_col(d.span.file, d.span.start),
+            (3, 1),
+            "{name}: the caller's line"
+        );
+    }
+}
