@@ -270,9 +270,9 @@ fn example_program_evaluates() {
         upvalue(ethertype, "ntoh16"),
         &ConstValue::Builtin("linux.byteorder.ntoh16".into())
     );
-    let payload = func(&ev, "eth.payload_offset");
+    let ipv4 = func(&ev, "eth.ipv4");
     assert_eq!(
-        upvalue(payload, "M"),
+        upvalue(ipv4, "M"),
         &ConstValue::Table(table_id(upvalue(filter, "eth"))),
         "the module table is deduplicated"
     );

@@ -1392,3 +1392,28 @@ fn stdlib_body_helpers_refuse_bad_arguments_at_the_callers_line() {
         );
     }
 }
+
+/// The examples parse with the stdlib; bench/lua/ keeps the hand-written versions they
+/// replaced. The kernel's verifier must not work more than 10% harder on the stdlib version
+/// (the object may be larger: the stdlib also handles VLAN tags and checks lengths, see
+/// docs/stdlib.md). Run with `--nocapture` for the numbers.
+#[test]
+fn examples_with_the_stdlib_cost_the_verifier_at_most_a_tenth_more_than_hand_written_offsets() {
+    for name in ["cookie_guard", "counter", "sni_filter", "ua_filter"] {
+        let Some(stdlib) = Harness::example(name) else { return };
+        let hand_path = workspace_root().join(format!("bench/lua/{name}_handwritten.lua"));
+        let Some(hand) = Harness::file(&hand_path) else { return };
+        let processed = |h: &Harness| h.verified_insns().expect("the kernel reports verified_insns");
+        let (s, h) = (processed(&stdlib), processed(&hand));
+        eprintln!(
+            "{name}: hand-written {} instructions, {h} processed; stdlib {} instructions, {s} processed ({:+.1}%)",
+            hand.object_insns(),
+            stdlib.object_insns(),
+            (s as f64 / h as f64 - 1.0) * 100.0
+        );
+        assert!(
+            s as u64 * 10 <= h as u64 * 11,
+            "{name}: the verifier processed {s} instructions with the stdlib, {h} hand-written"
+        );
+    }
+}
