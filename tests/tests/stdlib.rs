@@ -9,10 +9,10 @@
 //! and on each of its truncations (14 bytes up, XDP's minimum) and on seeded mutations.
 //!
 //! The cases are plain data so that other engines can run them too: [`probe_program`] is the
-//! Lua program file, [`corpus`] the packets, [`model`] the expected [`Outcome`]s. The
+//! Lua program file, [`cases`] the packets, [`model`] the expected [`Outcome`]s. The
 //! reference interpreter and plain `lua5.4` with the `bpf.*`/`linux.*` shim run the same file
-//! once they exist; each needs only a function from (probe, packet) to [`Outcome`] to plug
-//! into [`check_probe`].
+//! (the lua5.4 leg is below); each engine only has to turn [`cases`] into [`Outcome`]s for
+//! [`check_outcomes`].
 
 use std::collections::BTreeMap;
 
@@ -1172,39 +1172,42 @@ impl Surgery for Vec<u8> {
 
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `probe` on every packet, every truncation and `mutations` seeded mutations of each,
-/// comparing `run` with the model. Returns how many outcomes of each kind it saw.
-fn check_probe(
-    probe: &Probe,
-    run: &mut dyn FnMut(&Probe, &[u8]) -> Outcome,
-    mutations: usize,
-) -> BTreeMap<&'static str, usize> {
-    let mut seen = BTreeMap::new();
+/// The packets every probe runs on: each packet of the corpus, each of its truncations (from
+/// 14 bytes, XDP's minimum) and `MUTATIONS` seeded mutations of it, with a label.
+fn cases(probe: &Probe) -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng::new(0x57d1_1b00 ^ probe.name.len() as u64);
+    let mut out = Vec::new();
     for (what, packet) in corpus() {
-        let mut variants: Vec<(String, Vec<u8>)> = (14..=packet.len())
-            .map(|n| (format!("{what}, first {n} bytes"), packet[..n].to_vec()))
-            .collect();
-        for i in 0..mutations {
+        out.extend((14..=packet.len()).map(|n| (format!("{what}, first {n} bytes"), packet[..n].to_vec())));
+        for i in 0..MUTATIONS {
             let mut m = packet.clone();
             for _ in 0..1 + rng.below(3) {
                 let at = 12 + rng.below(m.len() - 12);
                 m[at] = rng.next() as u8;
             }
-            variants.push((format!("{what}, mutation {i}"), m));
+            out.push((format!("{what}, mutation {i}"), m));
         }
-        for (label, bytes) in variants {
-            let want = model(probe.name, &bytes);
-            let got = run(probe, &bytes);
-            assert_eq!(got, want, "{}: {label}\npacket: {}", probe.name, hex(&bytes));
-            let kind = match want {
-                Outcome::Values(v) if v.first() == Some(&NIL) => "nil",
-                Outcome::Values(_) => "value",
-                Outcome::Error => "error",
-                Outcome::Skipped => "skipped",
-            };
-            *seen.entry(kind).or_default() += 1;
-        }
+    }
+    out
+}
+
+const MUTATIONS: usize = 8;
+
+/// Compares what an engine gave on `cases(probe)` (in order) with the model. Returns how
+/// many outcomes of each kind it saw.
+fn check_outcomes(probe: &Probe, cases: &[(String, Vec<u8>)], got: &[Outcome]) -> BTreeMap<&'static str, usize> {
+    assert_eq!(got.len(), cases.len(), "{}: one outcome per case", probe.name);
+    let mut seen = BTreeMap::new();
+    for ((label, bytes), got) in cases.iter().zip(got) {
+        let want = model(probe.name, bytes);
+        assert_eq!(*got, want, "{}: {label}\npacket: {}", probe.name, hex(bytes));
+        let kind = match want {
+            Outcome::Values(v) if v.first() == Some(&NIL) => "nil",
+            Outcome::Values(_) => "value",
+            Outcome::Error => "error",
+            Outcome::Skipped => "skipped",
+        };
+        *seen.entry(kind).or_default() += 1;
     }
     seen
 }
@@ -1212,9 +1215,10 @@ fn check_probe(
 #[test]
 fn every_stdlib_function_agrees_with_the_model_on_the_corpus_in_the_kernel() {
     let Some(h) = loaded() else { return };
-    let mut kernel = |probe: &Probe, packet: &[u8]| run_probe(&h, probe, packet);
     for probe in PROBES {
-        let seen = check_probe(probe, &mut kernel, 8);
+        let cases = cases(probe);
+        let got: Vec<Outcome> = cases.iter().map(|(_, bytes)| run_probe(&h, probe, bytes)).collect();
+        let seen = check_outcomes(probe, &cases, &got);
         eprintln!("{}: {seen:?}", probe.name);
         // The corpus exercises each function both ways: a result, and a runtime error on
         // truncations (every parser reads something).
@@ -1415,5 +1419,67 @@ fn examples_with_the_stdlib_cost_the_verifier_at_most_a_tenth_more_than_hand_wri
             s as u64 * 10 <= h as u64 * 11,
             "{name}: the verifier processed {s} instructions with the stdlib, {h} hand-written"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same probes under plain Lua 5.4 with the shim (stdlib/shim/, from the reference issue).
+
+/// Runs every probe's cases in one `lua5.4` process through the shim; the outcomes, per probe.
+fn lua54_outcomes(all: &[(&Probe, Vec<(String, Vec<u8>)>)]) -> Vec<Vec<Outcome>> {
+    let root = workspace_root();
+    let dir = TempDir::new("stdlib_lua54");
+    let program = dir.join("stdlib_probes.lua");
+    std::fs::write(&program, probe_program()).expect("write the probe program");
+    let mut list = String::new();
+    for (probe, cases) in all {
+        for (_, bytes) in cases {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            list.push_str(&format!("{} {} {hex}\n", probe.name, probe.slots.len()));
+        }
+    }
+    let cases_file = dir.join("cases.txt");
+    std::fs::write(&cases_file, list).expect("write the cases");
+    let out = std::process::Command::new("lua5.4")
+        .arg(root.join("tests/stdlib/run_probes.lua"))
+        .arg(root.join("stdlib"))
+        .arg(&program)
+        .arg(&cases_file)
+        .output()
+        .expect("run lua5.4");
+    assert!(
+        out.status.success(),
+        "lua5.4 failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = std::str::from_utf8(&out.stdout).expect("utf-8").lines();
+    all.iter()
+        .map(|(probe, cases)| {
+            cases
+                .iter()
+                .map(|_| {
+                    let line = lines.next().expect("one line per case");
+                    match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                        ["E", ..] => Outcome::Error,
+                        ["S"] => Outcome::Skipped,
+                        ["V", values @ ..] => {
+                            Outcome::Values(values.iter().map(|v| v.parse().expect("an integer")).collect())
+                        }
+                        other => panic!("{}: unexpected line {other:?}", probe.name),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the plain-Lua shim, stdlib/shim/ (the reference issue's branch): un-ignore once merged"]
+fn every_stdlib_function_agrees_with_the_model_under_lua54_and_the_shim() {
+    let all: Vec<(&Probe, Vec<(String, Vec<u8>)>)> = PROBES.iter().map(|p| (p, cases(p))).collect();
+    let outcomes = lua54_outcomes(&all);
+    for ((probe, cases), got) in all.iter().zip(&outcomes) {
+        let seen = check_outcomes(probe, cases, got);
+        eprintln!("{}: {seen:?}", probe.name);
     }
 }
