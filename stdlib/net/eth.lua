@@ -9,9 +9,20 @@ local ntoh16 = require("linux.byteorder").ntoh16
 
 local M = {}
 
--- 1 for a VLAN tag's type (0x8100, 0x88A8), else 0, computed without a branch.
-local function is_tag(t)
-  return (((t ~ 0x8100) - 1) >> 63) | (((t ~ 0x88A8) - 1) >> 63)
+-- 1 for a VLAN tag's type (0x8100, 0x88A8) as `getuint16` reads it (bytes swapped: 0x0081,
+-- 0xA888), else 0, computed without a branch.
+local function is_tag(raw)
+  return (((raw ~ 0x0081) - 1) >> 63) | (((raw ~ 0xA888) - 1) >> 63)
+end
+
+-- The offset of the network header after at most two tags, and its EtherType as read (bytes
+-- swapped). Without branches: the verifier follows one path whatever the number of tags,
+-- instead of one per number. An untagged frame reads bytes 12-13 three times.
+local function walk(p)
+  local tags = is_tag(p:getuint16(12))
+  tags = tags + is_tag(p:getuint16(12 + tags * 4))
+  local off = 14 + tags * 4
+  return off, p:getuint16(off - 2)
 end
 
 --- Length of the Ethernet header without tags.
@@ -39,20 +50,16 @@ end
 -- @treturn integer offset of the network header (14, 18 or 22)
 -- @treturn integer its EtherType, host order
 function M.payload(p)
-  -- Without branches: the verifier follows one path whatever the number of tags, instead of
-  -- one per number. An untagged frame reads bytes 12-13 three times.
-  local tags = is_tag(ntoh16(p:getuint16(12)))
-  tags = tags + is_tag(ntoh16(p:getuint16(12 + tags * 4)))
-  local off = 14 + tags * 4
-  return off, ntoh16(p:getuint16(off - 2))
+  local off, raw = walk(p)
+  return off, ntoh16(raw)
 end
 
 --- The offset of the IPv4 header, or nil if the frame (after its VLAN tags) is not IPv4.
 -- @param p the packet
 -- @treturn integer|nil
 function M.ipv4(p)
-  local off, t = M.payload(p)
-  if t ~= 0x0800 then return nil end
+  local off, raw = walk(p)
+  if raw ~= 0x0008 then return nil end
   return off
 end
 
@@ -60,8 +67,8 @@ end
 -- @param p the packet
 -- @treturn integer|nil
 function M.ipv6(p)
-  local off, t = M.payload(p)
-  if t ~= 0x86DD then return nil end
+  local off, raw = walk(p)
+  if raw ~= 0xDD86 then return nil end
   return off
 end
 

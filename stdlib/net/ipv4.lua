@@ -31,7 +31,8 @@ M.OPT_ROUTER_ALERT = 148
 function M.header_length(p, off)
   if not off then return nil end
   local b = p:getbyte(off)
-  if b >> 4 ~= 4 or b & 0x0f < 5 then return nil end
+  -- Version 4 and an IHL of at least 5: 0x45 to 0x4f.
+  if b < 0x45 or b > 0x4f then return nil end
   return (b & 0x0f) * 4
 end
 
@@ -99,8 +100,9 @@ end
 function M.payload(p, off)
   if not off then return nil, 0 end
   local b = p:getbyte(off)
-  if b >> 4 ~= 4 or b & 0x0f < 5 then return nil, 0 end
-  if ntoh16(p:getuint16(off + 6)) & 0x1fff ~= 0 then return nil, 0 end
+  if b < 0x45 or b > 0x4f then return nil, 0 end
+  -- A fragment offset (13 bits) other than 0, tested on the bytes as read: no byte swap.
+  if p:getuint16(off + 6) & 0xff1f ~= 0 then return nil, 0 end
   return off + (b & 0x0f) * 4, p:getbyte(off + 9)
 end
 
