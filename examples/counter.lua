@@ -7,8 +7,7 @@
 local xdp    = require "bpf.xdp"
 local map    = require "bpf.map"
 local action = require "linux.xdp"
-local eth    = require "net.eth"
-local ipv4   = require "net.ipv4"
+local eth, ipv4 = require "net.eth", require "net.ipv4"
 
 local counts = map.percpu_array("counts", { key = "I4", value = "I8", entries = 256 })
 
