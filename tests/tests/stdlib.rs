@@ -1483,3 +1483,33 @@ fn every_stdlib_function_agrees_with_the_model_under_lua54_and_the_shim() {
         eprintln!("{}: {seen:?}", probe.name);
     }
 }
+
+/// Functions the body makes (a factory called twice, as `http.header` is) are compiled once
+/// per function value, each with its own captured values.
+#[test]
+fn functions_made_by_a_body_factory_each_keep_their_own_captures() {
+    if !kernel_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("stdlib_factory");
+    let path = dir.join("factory.lua");
+    let src = r#"local xdp = require "bpf.xdp"
+local map = require "bpf.map"
+local out = map.array("out", { key = "I4", value = "i8", entries = 2 })
+local function adder(n)
+  local function add(x) return x + n end
+  return add
+end
+local add3, add40 = adder(3), adder(40)
+return xdp.program(function(ctx)
+  out[0] = add3(#ctx:packet())
+  out[1] = add40(#ctx:packet())
+  return 3
+end, { name = "factory" })
+"#;
+    std::fs::write(&path, src).unwrap();
+    let h = Harness::from_compiled(compile_file(&path), "factory");
+    assert_eq!(h.run(&[0u8; 20]), XDP_TX);
+    assert_eq!(h.get_u64("out", &0u32.to_le_bytes()), Some(23));
+    assert_eq!(h.get_u64("out", &1u32.to_le_bytes()), Some(60));
+}
