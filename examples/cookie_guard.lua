@@ -12,8 +12,8 @@
 local xdp    = require "bpf.xdp"
 local map    = require "bpf.map"
 local action = require "linux.xdp"
-local bo     = require "linux.byteorder"
 local bpf    = require "bpf"
+local eth, ipv4, tcp = require "net.eth", require "net.ipv4", require "net.tcp"
 
 local cookies = map.lru_hash("cookies", { key = "I4", value = "c32", entries = 65536 })
 -- Blocked source -> when it was blocked (bpf.ktime(), nanoseconds since boot).
@@ -28,7 +28,9 @@ local SCAN <const> = 512
 local MAX_COOKIE <const> = 32
 
 -- The length of the cookie value at `value`: up to ";" or the end of the line. Called in
--- the scan loop, it is compiled as a BPF function that the verifier checks once.
+-- the scan loop, it is compiled as a BPF function that the verifier checks once. (The scan
+-- is written here rather than with `http.header`: the cookie check belongs inside the loop,
+-- where the verifier sees it once, not after it, where it would see it once per position.)
 local function cookie_length(p, value, len)
   local n = 0
   while n <= MAX_COOKIE and value + n < len and p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59 do
@@ -39,15 +41,15 @@ end
 
 local function guard(ctx)
   local p = ctx:packet()
-  if bo.ntoh16(p:getuint16(12)) ~= 0x0800 then return action.PASS end
-  local saddr = p:getuint32(26)               -- host order of the network bytes: a map key
+  local ip = eth.ipv4(p)
+  if not ip then return action.PASS end
+  local saddr = ipv4.src(p, ip)               -- host order of the network bytes: a map key
   if blocked[saddr] then return action.DROP end
-  if p:getbyte(23) ~= 6 then return action.PASS end
-  local tcp = 14 + (p:getbyte(14) & 0x0f) * 4
-  if bo.ntoh16(p:getuint16(tcp + 2)) ~= WEB_PORT then return action.PASS end
-  local payload = tcp + (p:getbyte(tcp + 12) >> 4) * 4
+  local t = ipv4.tcp(p, ip)
+  if not t or tcp.dst_port(p, t) ~= WEB_PORT then return action.PASS end
+  local payload = tcp.payload(p, t)
   local len = #p
-  if payload >= len then return action.PASS end   -- handshake and pure ACKs pass
+  if not payload or payload >= len then return action.PASS end   -- handshake and pure ACKs pass
   local expected = cookies[saddr]
   for i = 0, SCAN - 1 do
     local at = payload + i

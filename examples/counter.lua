@@ -7,15 +7,15 @@
 local xdp    = require "bpf.xdp"
 local map    = require "bpf.map"
 local action = require "linux.xdp"
-local bo     = require "linux.byteorder"
+local eth, ipv4 = require "net.eth", require "net.ipv4"
 
 local counts = map.percpu_array("counts", { key = "I4", value = "I8", entries = 256 })
 
 local function count(ctx)
   local p = ctx:packet()
   local proto = 0
-  if bo.ntoh16(p:getuint16(12)) == 0x0800 then
-    proto = p:getbyte(23)
+  if eth.ethertype(p) == eth.IPV4 then
+    proto = ipv4.protocol(p, eth.HEADER_LEN)
   end
   counts[proto] = (counts[proto] or 0) + 1
   return action.PASS

@@ -1,74 +1,29 @@
 -- sni_filter.lua: drop TLS connections to blocked host names, at the XDP hook.
 --
 -- A TLS connection starts with a ClientHello that names the server it wants (the SNI
--- extension) in clear text. This filter finds that name in each TCP packet that carries a
--- ClientHello and drops the packet when the name is in the `blocklist` map, counting hits.
--- The map is filled from user space:
+-- extension) in clear text. The standard library finds that name in each IPv4/TCP packet
+-- (VLAN tags and IP options included); the packet is dropped when the name is in the
+-- `blocklist` map, which counts hits and is filled from user space:
 --
 --     luabpf map set sni_filter blocklist evil.example 0
---
--- Everything outside the functions handed to `xdp.program` runs once, at compile time.
 
 local xdp    = require "bpf.xdp"
 local map    = require "bpf.map"
 local action = require "linux.xdp"
-local bo     = require "linux.byteorder"
+local eth, ipv4, tcp, tls = require "net.eth", require "net.ipv4", require "net.tcp", require "net.tls"
 
 -- Host name -> number of packets dropped for it. `c64`: names up to 64 bytes, zero-padded.
 local blocklist = map.hash("blocklist", { key = "c64", value = "I8", entries = 4096 })
 
-local ETH_P_IP        <const> = 0x0800
-local IPPROTO_TCP     <const> = 6
-local TLS_HANDSHAKE   <const> = 22
-local CLIENT_HELLO    <const> = 1
-local EXT_SERVER_NAME <const> = 0
-local MAX_EXTENSIONS  <const> = 32
-
--- Offset of the TLS record in an Ethernet/IPv4/TCP packet, or nil if this is not one.
-local function tls_offset(p)
-  if bo.ntoh16(p:getuint16(12)) ~= ETH_P_IP then return nil end
-  if p:getbyte(23) ~= IPPROTO_TCP then return nil end
-  local ihl = (p:getbyte(14) & 0x0f) * 4          -- IPv4 header length, with options
-  local tcp = 14 + ihl
-  local data_offset = (p:getbyte(tcp + 12) >> 4) * 4
-  return tcp + data_offset
-end
-
 local function filter(ctx)
   local p = ctx:packet()
-  local tls = tls_offset(p)
-  if not tls then return action.PASS end
-  -- A handshake record holding a ClientHello.
-  if p:getbyte(tls) ~= TLS_HANDSHAKE or p:getbyte(tls + 5) ~= CLIENT_HELLO then
-    return action.PASS
-  end
-  -- Skip the fixed fields: record header (5), handshake header (4), version (2), random (32),
-  -- then the variable ones: session id, cipher suites, compression methods.
-  local off = tls + 5 + 4 + 2 + 32
-  off = off + 1 + p:getbyte(off)
-  off = off + 2 + bo.ntoh16(p:getuint16(off))
-  off = off + 1 + p:getbyte(off)
-  local extensions_end = off + 2 + bo.ntoh16(p:getuint16(off))
-  off = off + 2
-  -- Walk the extensions to server_name: type (2), length (2), then
-  -- list length (2), name type (1), name length (2), name.
-  for _ = 1, MAX_EXTENSIONS do
-    if off + 4 > extensions_end then break end
-    local ext_type = bo.ntoh16(p:getuint16(off))
-    local ext_len = bo.ntoh16(p:getuint16(off + 2))
-    if ext_type == EXT_SERVER_NAME then
-      local name_len = bo.ntoh16(p:getuint16(off + 7))
-      local host = p:getstring(off + 9, name_len)
-      local hits = blocklist[host]
-      if hits then
-        blocklist[host] = hits + 1
-        return action.DROP
-      end
-      return action.PASS
-    end
-    off = off + 4 + ext_len
-  end
-  return action.PASS
+  local name, len = tls.sni(p, tcp.payload(p, ipv4.tcp(p, eth.ipv4(p))))
+  if not name then return action.PASS end
+  local host = p:getstring(name, len)
+  local hits = blocklist[host]
+  if not hits then return action.PASS end
+  blocklist[host] = hits + 1
+  return action.DROP
 end
 
 return xdp.program(filter, { name = "sni_filter" })

@@ -32,11 +32,53 @@ pub struct StdlibModule {
 
 /// Every file under stdlib/. A test checks that this table and the directory agree, so a new
 /// module only needs its line here.
-pub const STDLIB: &[StdlibModule] = &[StdlibModule {
-    name: "net.eth",
-    path: "stdlib/net/eth.lua",
-    text: include_str!("../../stdlib/net/eth.lua"),
-}];
+pub const STDLIB: &[StdlibModule] = &[
+    StdlibModule {
+        name: "net.dns",
+        path: "stdlib/net/dns.lua",
+        text: include_str!("../../stdlib/net/dns.lua"),
+    },
+    StdlibModule {
+        name: "net.eth",
+        path: "stdlib/net/eth.lua",
+        text: include_str!("../../stdlib/net/eth.lua"),
+    },
+    StdlibModule {
+        name: "net.http",
+        path: "stdlib/net/http.lua",
+        text: include_str!("../../stdlib/net/http.lua"),
+    },
+    StdlibModule {
+        name: "net.icmp",
+        path: "stdlib/net/icmp.lua",
+        text: include_str!("../../stdlib/net/icmp.lua"),
+    },
+    StdlibModule {
+        name: "net.ipv4",
+        path: "stdlib/net/ipv4.lua",
+        text: include_str!("../../stdlib/net/ipv4.lua"),
+    },
+    StdlibModule {
+        name: "net.ipv6",
+        path: "stdlib/net/ipv6.lua",
+        text: include_str!("../../stdlib/net/ipv6.lua"),
+    },
+    StdlibModule {
+        name: "net.tcp",
+        path: "stdlib/net/tcp.lua",
+        text: include_str!("../../stdlib/net/tcp.lua"),
+    },
+    StdlibModule {
+        name: "net.tls",
+        path: "stdlib/net/tls.lua",
+        text: include_str!("../../stdlib/net/tls.lua"),
+    },
+    StdlibModule {
+        name: "net.udp",
+        path: "stdlib/net/udp.lua",
+        text: include_str!("../../stdlib/net/udp.lua"),
+    },
+];
 
 /// Where a module's code comes from.
 #[derive(Debug)]

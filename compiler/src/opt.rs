@@ -3,12 +3,19 @@
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
 //! - `remove_dead`: pure instructions whose results nobody reads are dropped.
+//! - `remove_dead_stores`: pure instructions whose result is overwritten (or never read) on
+//!   every path after them are dropped: the zero-initialisations and copies that inlined
+//!   functions with several or optional results leave behind.
 //! - `thread_jumps`: branches to empty blocks that only jump go straight to the target.
+//! - `thread_known_branches`: a block that sets a flag to a constant and then reaches a test
+//!   of that flag (in itself, or in an empty block it jumps to) goes straight to the side the
+//!   test would take: how `if not v` after an inlined `return nil` costs nothing.
 
 use cranelift_entity::SecondaryMap;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use runtime_bpf::isa::JmpOp;
+use runtime_bpf::object::SourceLoc;
 
 pub fn optimize(f: &mut Function) {
     for _ in 0..8 {
@@ -17,7 +24,9 @@ pub fn optimize(f: &mut Function) {
         changed |= fold(f);
         changed |= crate::ranges::remove_decided_branches(f);
         changed |= remove_dead(f);
+        changed |= remove_dead_stores(f);
         changed |= thread_jumps(f);
+        changed |= thread_known_branches(f);
         if !changed {
             break;
         }
@@ -199,6 +208,127 @@ pub fn remove_dead(f: &mut Function) -> bool {
     changed
 }
 
+/// Drops pure definitions that no later read can see, by liveness: the IR is not SSA, so a
+/// value may be written on one line and overwritten before any read (`v = 0` then `v = w`).
+pub fn remove_dead_stores(f: &mut Function) -> bool {
+    let liveness = crate::liveness::Liveness::compute(f);
+    let mut changed = false;
+    for &b in liveness.order() {
+        let mut live: std::collections::HashSet<Value> = liveness.live_out(b).collect();
+        let data = &mut f.blocks[b];
+        live.extend(data.term.0.uses());
+        let mut keep = vec![true; data.insts.len()];
+        for (i, (inst, _)) in data.insts.iter().enumerate().rev() {
+            if let Some(d) = inst.def() {
+                if !live.contains(&d) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
+                    keep[i] = false;
+                    continue;
+                }
+                live.remove(&d);
+            }
+            live.extend(inst.uses());
+        }
+        if keep.contains(&false) {
+            let mut flags = keep.into_iter();
+            data.insts.retain(|_| flags.next().unwrap_or(true));
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// The constant `v` holds at the end of `b`, if its last definition in `b` is a constant.
+fn constant_at_end(f: &Function, b: Block, v: Value) -> Option<i64> {
+    f.blocks[b]
+        .insts
+        .iter()
+        .rev()
+        .find(|(inst, _)| inst.def() == Some(v))
+        .and_then(|(inst, _)| match inst {
+            Inst::Const { imm, .. } => Some(*imm),
+            _ => None,
+        })
+}
+
+/// Copies that a block may hold and still be threaded through (they are duplicated).
+const MAX_THREADED_COPIES: usize = 6;
+
+/// Where `from` goes when it ends by reaching the branch `term` after the `copies` (moves and
+/// constants), if the branch tests a value that is a known constant by then.
+fn decided_branch(f: &Function, from: Block, copies: &[(Inst, SourceLoc)], term: &Terminator) -> Option<Block> {
+    let Terminator::Branch {
+        op,
+        a,
+        b: Operand::Imm(y),
+        then_,
+        else_,
+    } = term
+    else {
+        return None;
+    };
+    // Follow the tested value back through the copies to a constant.
+    let mut v = *a;
+    for (inst, _) in copies.iter().rev() {
+        match inst {
+            Inst::Mov { dst, src } if *dst == v => v = *src,
+            Inst::Const { dst, imm } if *dst == v => {
+                return eval_cond(*op, *imm, *y).map(|taken| if taken { *then_ } else { *else_ })
+            }
+            _ => {}
+        }
+    }
+    let x = constant_at_end(f, from, v)?;
+    eval_cond(*op, x, *y).map(|taken| if taken { *then_ } else { *else_ })
+}
+
+/// The copies and the branch reached from a jump to `t` through blocks that only copy (at
+/// most [`MAX_THREADED_COPIES`] in all), or None.
+fn copies_then_branch(f: &Function, from: Block, mut t: Block) -> Option<(Vec<(Inst, SourceLoc)>, Terminator)> {
+    let mut copies = Vec::new();
+    for _ in 0..4 {
+        if t == from {
+            return None;
+        }
+        let next = &f.blocks[t];
+        if !next
+            .insts
+            .iter()
+            .all(|(inst, _)| matches!(inst, Inst::Mov { .. } | Inst::Const { .. }))
+            || copies.len() + next.insts.len() > MAX_THREADED_COPIES
+        {
+            return None;
+        }
+        copies.extend(next.insts.iter().cloned());
+        match &next.term.0 {
+            Terminator::Jump(j) => t = *j,
+            term @ Terminator::Branch { .. } => return Some((copies, term.clone())),
+            _ => return None,
+        }
+    }
+    None
+}
+
+pub fn thread_known_branches(f: &mut Function) -> bool {
+    let blocks: Vec<Block> = f.blocks.keys().collect();
+    let mut changed = false;
+    for b in blocks {
+        let (target, copies) = match &f.blocks[b].term.0 {
+            Terminator::Jump(t) => match copies_then_branch(f, b, *t) {
+                Some((copies, term)) => (decided_branch(f, b, &copies, &term), copies),
+                None => continue,
+            },
+            term @ Terminator::Branch { .. } => (decided_branch(f, b, &[], &term.clone()), Vec::new()),
+            _ => continue,
+        };
+        if let Some(t) = target {
+            f.blocks[b].insts.extend(copies);
+            f.blocks[b].term.0 = Terminator::Jump(t);
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// Where control really goes from `b` if `b` is an empty block that only jumps.
 fn forward(f: &Function, mut b: Block) -> Block {
     for _ in 0..64 {
@@ -256,4 +386,82 @@ pub fn thread_jumps(f: &mut Function) -> bool {
         changed = true;
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ValueKind;
+
+    fn push(f: &mut Function, b: Block, inst: Inst) {
+        f.blocks[b].insts.push((inst, Default::default()));
+    }
+
+    /// `entry: v = 0; v = arg; jump next`, `next: if v == 0 then a else b`, `a/b: return v`.
+    fn overwritten_flag() -> (Function, Value, Block) {
+        let mut f = Function::new("t");
+        let e = f.entry;
+        let v = f.new_value(ValueKind::Scalar);
+        let next = f.new_block();
+        let (a, b) = (f.new_block(), f.new_block());
+        push(&mut f, e, Inst::Const { dst: v, imm: 0 });
+        push(&mut f, e, Inst::Arg { dst: v, index: 0 });
+        f.blocks[e].term.0 = Terminator::Jump(next);
+        f.blocks[next].term.0 = Terminator::Branch {
+            op: JmpOp::Jeq,
+            a: v,
+            b: Operand::Imm(0),
+            then_: a,
+            else_: b,
+        };
+        f.blocks[a].term.0 = Terminator::Return(Operand::Value(v));
+        f.blocks[b].term.0 = Terminator::Return(Operand::Imm(1));
+        (f, v, e)
+    }
+
+    #[test]
+    fn a_definition_overwritten_before_any_read_is_removed() {
+        let (mut f, _, e) = overwritten_flag();
+        assert!(remove_dead_stores(&mut f));
+        assert!(matches!(f.blocks[e].insts.as_slice(), [(Inst::Arg { .. }, _)]));
+        assert!(!remove_dead_stores(&mut f), "nothing else is dead");
+    }
+
+    #[test]
+    fn a_flag_set_to_a_constant_goes_straight_to_the_side_its_test_takes() {
+        let mut f = Function::new("t");
+        let e = f.entry;
+        let (flag, copy) = (f.new_value(ValueKind::Scalar), f.new_value(ValueKind::Scalar));
+        let (set, test, yes, no) = (f.new_block(), f.new_block(), f.new_block(), f.new_block());
+        push(&mut f, e, Inst::Arg { dst: flag, index: 0 });
+        f.blocks[e].term.0 = Terminator::Branch {
+            op: JmpOp::Jeq,
+            a: flag,
+            b: Operand::Imm(7),
+            then_: set,
+            else_: test,
+        };
+        push(&mut f, set, Inst::Const { dst: flag, imm: 0 });
+        f.blocks[set].term.0 = Terminator::Jump(test);
+        // The test block copies the flag first, as inlined multiple results do.
+        push(&mut f, test, Inst::Mov { dst: copy, src: flag });
+        f.blocks[test].term.0 = Terminator::Branch {
+            op: JmpOp::Jne,
+            a: copy,
+            b: Operand::Imm(0),
+            then_: yes,
+            else_: no,
+        };
+        f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
+        f.blocks[no].term.0 = Terminator::Return(Operand::Imm(2));
+        assert!(thread_known_branches(&mut f));
+        assert_eq!(
+            f.blocks[set].term.0,
+            Terminator::Jump(no),
+            "flag 0: the test is not taken"
+        );
+        assert_eq!(f.blocks[set].insts.len(), 2, "the copy travels with the jump");
+        // The entry's unknown flag still goes through the test.
+        assert_eq!(f.blocks[e].term.0.successors(), vec![set, test]);
+    }
 }

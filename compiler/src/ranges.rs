@@ -116,6 +116,23 @@ fn bin(op: BinOp, a: Range, b: Range) -> Range {
             lo: a.lo >> b.lo,
             hi: a.hi >> b.lo,
         },
+        // A logical shift of any value by k >= 1 is below 2^(64-k): `(x - 1) >> 63` is 0 or 1.
+        BinOp::Rsh if b.lo == b.hi && (1..64).contains(&b.lo) => Range {
+            lo: 0,
+            hi: (u64::MAX >> b.lo) as i64,
+        },
+        // a | b is at least the larger operand and has no bit above the larger's highest.
+        BinOp::Or if a.non_negative() && b.non_negative() => {
+            let m = a.hi.max(b.hi) as u64;
+            Range {
+                lo: a.lo.max(b.lo),
+                hi: if m == 0 {
+                    0
+                } else {
+                    (u64::MAX >> m.leading_zeros()) as i64
+                },
+            }
+        }
         BinOp::Lsh if b.lo == b.hi && (0..32).contains(&b.lo) && a.non_negative() => {
             match a.hi.checked_shl(b.lo as u32) {
                 Some(hi) if hi >> b.lo == a.hi && hi <= u32::MAX as i64 => Range { lo: a.lo << b.lo, hi },
@@ -440,5 +457,18 @@ mod tests {
         });
         assert!(!remove_decided_branches(&mut f));
         assert!(range_at_end(&f, f.entry, Value::from_u32(2)).is_none_or(|r| r.lo < 0));
+    }
+
+    #[test]
+    fn a_logical_shift_by_63_is_a_bit_and_an_or_of_bits_too() {
+        let bit = bin(BinOp::Rsh, Range::FULL, Range::exact(63));
+        assert_eq!(bit, Range { lo: 0, hi: 1 });
+        assert_eq!(bin(BinOp::Or, bit, bit), Range { lo: 0, hi: 1 });
+        assert_eq!(
+            bin(BinOp::Or, Range { lo: 2, hi: 5 }, Range { lo: 0, hi: 8 }),
+            Range { lo: 2, hi: 15 }
+        );
+        // A shift by 0 of a possibly negative value says nothing.
+        assert_eq!(bin(BinOp::Rsh, Range::FULL, Range::exact(0)), Range::FULL);
     }
 }

@@ -305,18 +305,20 @@ fn examples_agree_with_the_kernel() {
     }
 }
 
-/// The stdlib's Ethernet parser (net.eth), VLAN tags included.
+/// The stdlib's parsers (net.eth with VLAN tags, net.ipv4, net.tcp, net.tls) in one program.
 const ETH_PROGRAM: &str = r#"
 local xdp = require "bpf.xdp"
-local eth = require "net.eth"
+local eth, ipv4, tcp, tls = require "net.eth", require "net.ipv4", require "net.tcp", require "net.tls"
 local function f(ctx)
   local p = ctx:packet()
-  local t = eth.ethertype(p)
-  local off = eth.payload_offset(p)
-  if t == eth.VLAN then p:setbyte(0, off) return 3 end
-  if t == eth.IPV4 and p:getbyte(off) >> 4 == 4 then return 2 end
+  local off, t = eth.payload(p)
+  if t == eth.VLAN or t == eth.QINQ then p:setbyte(0, off) return 3 end
   if t == eth.IPV6 then return 4 end
-  return 1
+  local ip = eth.ipv4(p)
+  if not ip then return 1 end
+  local sni, n = tls.sni(p, tcp.payload(p, ipv4.tcp(p, ip)))
+  if sni then p:setbyte(1, n) return 3 end
+  return 2
 end
 return xdp.program(f, { name = "eth" })
 "#;

@@ -64,6 +64,13 @@ pub(crate) fn module(lua: &Lua, st: &Shared, name: &str) -> mlua::Result<Table> 
                 move |lua, args: MultiValue| programs::constructor(lua, &st, hook, args)
             })?;
             add(st, &table, name, "program", f)?;
+            if hook != HookKind::Netfilter {
+                let runtime = lua.create_function({
+                    let st = st.clone();
+                    move |lua, _: MultiValue| programs::runtime(lua, &st, hook)
+                })?;
+                add(st, &table, name, "runtime", runtime)?;
+            }
         }
         _ => {
             return Err(mlua::Error::runtime(format!(

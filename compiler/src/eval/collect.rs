@@ -368,7 +368,7 @@ impl Collector<'_> {
         }
         let mut out = Vec::new();
         for p in std::mem::take(&mut self.functions) {
-            match p.ordinal.and_then(|o| bodies.remove(&(p.file, o))) {
+            match p.ordinal.and_then(|o| bodies.get(&(p.file, o)).cloned()) {
                 Some(body) => out.push(FunctionDecl {
                     file: p.file,
                     name: p.name,

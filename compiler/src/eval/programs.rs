@@ -5,7 +5,7 @@ use super::state::{borrow, borrow_mut, fail, ProgramEntry, Shared, State};
 use crate::diag::Diagnostic;
 use crate::program::Hook;
 use crate::source::Span;
-use mlua::{AnyUserData, Function, Lua, MetaMethod, MultiValue, UserData, UserDataMethods, Value};
+use mlua::{Function, Lua, MetaMethod, MultiValue, UserData, UserDataMethods, Value};
 
 const NETFILTER_HOOKS: &[&str] = &["prerouting", "local_in", "forward", "local_out", "postrouting"];
 
@@ -60,7 +60,20 @@ impl UserData for ProgramObj {
     }
 }
 
-pub(crate) fn constructor(lua: &Lua, st: &Shared, hook: HookKind, args: MultiValue) -> mlua::Result<AnyUserData> {
+pub(crate) fn constructor(lua: &Lua, st: &Shared, hook: HookKind, args: MultiValue) -> mlua::Result<Value> {
+    // Lunatik's curried form, `xdp.program{ default = action.DROP }(function(ctx) ... end)`:
+    // the options first, then a function that takes the program's function.
+    if let (1, Some(Value::Table(options))) = (args.len(), args.front()) {
+        let (options, st) = (options.clone(), st.clone());
+        let with_options = lua.create_function(move |lua, args: MultiValue| {
+            let mut args = args.into_vec();
+            if args.len() == 1 {
+                args.push(Value::Table(options.clone()));
+            }
+            constructor(lua, &st, hook, MultiValue::from_vec(args))
+        })?;
+        return Ok(Value::Function(with_options));
+    }
     let entry = {
         let s = borrow(st)?;
         let span = s.call_site(lua, "program");
@@ -71,7 +84,22 @@ pub(crate) fn constructor(lua: &Lua, st: &Shared, hook: HookKind, args: MultiVal
         s.programs.push(entry);
         s.programs.len() - 1
     };
-    lua.create_userdata(ProgramObj(id))
+    lua.create_userdata(ProgramObj(id)).map(Value::UserData)
+}
+
+/// `xdp.runtime()`, `tc.runtime()`: Lunatik's call into its kernel Lua runtime. luabpf programs
+/// run without Lunatik's kernel module, so there is no runtime to call: refused in the body.
+pub(crate) fn runtime(lua: &Lua, st: &Shared, hook: HookKind) -> mlua::Result<()> {
+    let module = hook.module();
+    let span = borrow(st)?.call_site(lua, "runtime");
+    fail(
+        Diagnostic::new(
+            span,
+            format!("`{module}.runtime()` calls Lunatik's kernel Lua runtime, which luabpf programs do not have"),
+            "not supported by luabpf",
+        )
+        .hint("luabpf compiles the whole decision to BPF: write it in the compiled function, with maps for the state that user space keeps; or load this program file with Lunatik"),
+    )
 }
 
 fn declare(s: &State, span: Span, kind: HookKind, args: MultiValue) -> Result<ProgramEntry, Diagnostic> {
