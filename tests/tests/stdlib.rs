@@ -11,7 +11,7 @@
 //! The cases are plain data so that other engines can run them too: [`probe_program`] is the
 //! Lua program file, [`cases`] the packets, [`model`] the expected [`Outcome`]s. The
 //! reference interpreter and plain `lua5.4` with the `bpf.*`/`linux.*` shim run the same file
-//! (both legs are below); each engine only has to turn [`cases`] into [`Outcome`]s for
+//! (both legs are below, and the BPF interpreter's); each engine only has to turn [`cases`] into [`Outcome`]s for
 //! [`check_outcomes`].
 
 use std::collections::BTreeMap;
@@ -20,6 +20,7 @@ use luabpf_compiler::compile::Options;
 use luabpf_compiler::reference::Reference;
 use luabpf_tests::harness::*;
 use luabpf_tests::packets::*;
+use runtime_bpf::interp::Machine;
 
 /// How a probe ended on one packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1467,6 +1468,50 @@ fn every_stdlib_function_agrees_with_the_model_in_the_reference_interpreter() {
             .collect();
         let seen = check_outcomes(probe, &cases, &got);
         eprintln!("{} (reference): {seen:?}", probe.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same probes in runtime-bpf's BPF interpreter (the object the kernel ran), the fourth.
+
+fn interpreter_outcome(m: &mut Machine, probe: &Probe, packet: &[u8]) -> Outcome {
+    let run = m
+        .run(probe.name, packet)
+        .unwrap_or_else(|e| panic!("{}: the interpreter failed: {e}", probe.name));
+    match run.retval {
+        XDP_PASS => Outcome::Error,
+        XDP_REDIRECT => Outcome::Skipped,
+        XDP_TX => {
+            let out = m.map("out").expect("map `out`").entries();
+            Outcome::Values(
+                (0..probe.slots.len() as u32)
+                    .map(|k| {
+                        out.iter()
+                            .find(|(key, _)| key.as_slice() == k.to_le_bytes())
+                            .map_or(0, |(_, v)| le_u64(v) as i64)
+                    })
+                    .collect(),
+            )
+        }
+        other => panic!("{}: unexpected verdict {other} in the interpreter", probe.name),
+    }
+}
+
+#[test]
+fn every_stdlib_function_agrees_with_the_model_in_the_bpf_interpreter() {
+    let dir = TempDir::new("stdlib_interp");
+    let path = dir.join("stdlib_probes.lua");
+    std::fs::write(&path, probe_program()).expect("write the probe program");
+    let compiled = compile_file(&path);
+    let mut machine = Machine::new(&compiled.object).expect("the interpreter takes the probes");
+    for probe in PROBES {
+        let cases = cases(probe);
+        let got: Vec<Outcome> = cases
+            .iter()
+            .map(|(_, bytes)| interpreter_outcome(&mut machine, probe, bytes))
+            .collect();
+        let seen = check_outcomes(probe, &cases, &got);
+        eprintln!("{} (interpreter): {seen:?}", probe.name);
     }
 }
 
