@@ -2213,13 +2213,28 @@ impl<'a> Lowerer<'a> {
         };
         let out = self.konst(0);
         let done = self.f.new_block();
-        if let (Some(la), Some(lb)) = (a.len, b.len) {
-            let next = self.f.new_block();
-            let la = self.reg(la);
-            self.branch(JmpOp::Jne, la, lb, done, next);
-            self.switch_to(next);
-        }
-        let n = round8(a.buf.cap().max(b.buf.cap()));
+        // Only the words that can differ are compared: past a known length both buffers are
+        // zero, so equal known lengths bound the compare by the shorter buffer, and a known
+        // length longer than the other side's whole buffer (a map string, trailing zeros not
+        // counted) cannot be equal.
+        let n = match (a.len, b.len) {
+            (Some(la), Some(lb)) => {
+                let next = self.f.new_block();
+                let la = self.reg(la);
+                self.branch(JmpOp::Jne, la, lb, done, next);
+                self.switch_to(next);
+                round8(a.buf.cap().min(b.buf.cap()))
+            }
+            (Some(known), None) | (None, Some(known)) => {
+                let other_cap = if a.len.is_some() { b.buf.cap() } else { a.buf.cap() };
+                let next = self.f.new_block();
+                let kv = self.reg(known);
+                self.branch(JmpOp::Jgt, kv, Operand::Imm(other_cap as i64), done, next);
+                self.switch_to(next);
+                round8(other_cap)
+            }
+            (None, None) => round8(a.buf.cap().max(b.buf.cap())),
+        };
         let mut off = 0;
         while off < n {
             let x = self.str_word(&a, off);

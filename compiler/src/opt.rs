@@ -3,21 +3,31 @@
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
 //! - `remove_dead`: pure instructions whose results nobody reads are dropped.
+//! - `remove_dead_writes`: pure writes that no path reads before the next write (liveness).
 //! - `thread_jumps`: branches to empty blocks that only jump go straight to the target.
+//! - `threading`: a join block's branch that a predecessor decides is copied into it.
+//! - `lookups`: a repeated map lookup of the same key reuses the first one's pointer.
+//! - `slot_stores::remove_dead_slot_stores`: stores into stack slots that nothing reads.
 
 use cranelift_entity::SecondaryMap;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use runtime_bpf::isa::JmpOp;
 
-pub fn optimize(f: &mut Function) {
+/// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
+pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     for _ in 0..8 {
         let mut changed = false;
         changed |= propagate_constants(f);
         changed |= fold(f);
         changed |= crate::ranges::remove_decided_branches(f);
         changed |= remove_dead(f);
+        changed |= remove_dead_writes(f);
         changed |= thread_jumps(f);
+        changed |= crate::threading::thread_decided_branches(f);
+        changed |= crate::threading::merge_chains(f);
+        changed |= crate::lookups::reuse_lookups(f);
+        changed |= crate::slot_stores::remove_dead_slot_stores(f, maps);
         if !changed {
             break;
         }
@@ -81,7 +91,7 @@ pub fn propagate_constants(f: &mut Function) -> bool {
     changed
 }
 
-fn eval_bin(op: BinOp, a: i64, b: i64) -> Option<i64> {
+pub(crate) fn eval_bin(op: BinOp, a: i64, b: i64) -> Option<i64> {
     Some(match op {
         BinOp::Add => a.wrapping_add(b),
         BinOp::Sub => a.wrapping_sub(b),
@@ -97,7 +107,7 @@ fn eval_bin(op: BinOp, a: i64, b: i64) -> Option<i64> {
     })
 }
 
-fn eval_cond(op: JmpOp, a: i64, b: i64) -> Option<bool> {
+pub(crate) fn eval_cond(op: JmpOp, a: i64, b: i64) -> Option<bool> {
     let (ua, ub) = (a as u64, b as u64);
     Some(match op {
         JmpOp::Jeq => a == b,
@@ -195,6 +205,39 @@ pub fn remove_dead(f: &mut Function) -> bool {
             }
         }
         changed |= b.insts.len() != before;
+    }
+    changed
+}
+
+/// Drops pure instructions whose result is overwritten (or never read) on every path before
+/// a read: the IR is not SSA, so `remove_dead` alone keeps the stale writes of a variable
+/// that is read elsewhere.
+pub fn remove_dead_writes(f: &mut Function) -> bool {
+    let live = crate::liveness::Liveness::compute(f);
+    let mut changed = false;
+    for &b in live.order() {
+        let mut now: rustc_hash::FxHashSet<Value> = live.live_out(b).collect();
+        let d = &mut f.blocks[b];
+        now.extend(d.term.0.uses());
+        let mut keep = vec![true; d.insts.len()];
+        for (i, (inst, _)) in d.insts.iter().enumerate().rev() {
+            if let Some(v) = inst.def() {
+                if !now.contains(&v) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
+                    keep[i] = false;
+                    continue;
+                }
+                now.remove(&v);
+            }
+            now.extend(inst.uses());
+        }
+        if keep.iter().any(|k| !k) {
+            let mut i = 0;
+            d.insts.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+            changed = true;
+        }
     }
     changed
 }
