@@ -17,6 +17,8 @@ pub mod lookups;
 pub mod lower;
 pub mod modules;
 pub mod opt;
+pub mod packet_access;
+pub mod packet_compares;
 pub mod program;
 pub mod ranges;
 pub mod regalloc;

@@ -21,7 +21,7 @@ use runtime_bpf::object::{Format, SourceLoc};
 /// Largest packet offset an access may start at. The verifier only grants a range to a
 /// packet pointer whose maximum offset plus the access size stays within MAX_PACKET_OFF
 /// (0xffff), so the bound leaves room for the widest (8-byte) access.
-const MAX_PACKET_OFF: i64 = 0xfff0;
+pub(crate) const MAX_PACKET_OFF: i64 = 0xfff0;
 /// Iterations a loop without a constant bound may run before the program takes its default
 /// verdict: the verifier walks every iteration, so this bounds its work.
 pub const LOOP_CAP: i64 = 1024;

@@ -7,6 +7,9 @@
 //! - `thread_jumps`: branches to empty blocks that only jump go straight to the target.
 //! - `threading`: a join block's branch that a predecessor decides is copied into it.
 //! - `lookups`: a repeated map lookup of the same key reuses the first one's pointer.
+//! - `packet_compares`: `offset > #p` becomes `data + offset > data_end` (no precise length).
+//! - `packet_access` (once, then the rest again): accesses through one base pointer per
+//!   offset, checks covered by an earlier wider one removed.
 //! - `slot_stores::remove_dead_slot_stores`: stores into stack slots that nothing reads.
 
 use cranelift_entity::SecondaryMap;
@@ -16,6 +19,14 @@ use runtime_bpf::isa::JmpOp;
 
 /// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
 pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    simplify(f, maps);
+    // Rebasing packet accesses once the offsets are simplified, then cleaning up after it.
+    if crate::packet_access::rebase_packet_accesses(f) {
+        simplify(f, maps);
+    }
+}
+
+fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     for _ in 0..8 {
         let mut changed = false;
         changed |= propagate_constants(f);
@@ -27,6 +38,7 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
         changed |= crate::threading::thread_decided_branches(f);
         changed |= crate::threading::merge_chains(f);
         changed |= crate::lookups::reuse_lookups(f);
+        changed |= crate::packet_compares::compare_packet_pointers(f);
         changed |= crate::slot_stores::remove_dead_slot_stores(f, maps);
         if !changed {
             break;

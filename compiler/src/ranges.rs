@@ -61,7 +61,7 @@ impl Range {
 }
 
 /// Ranges of the values known at a program point; a missing value is unknown.
-type State = HashMap<Value, Range>;
+pub type State = HashMap<Value, Range>;
 
 fn new_state() -> State {
     State::default()
@@ -131,7 +131,7 @@ fn bin(op: BinOp, a: Range, b: Range) -> Range {
 }
 
 /// Applies one instruction to the state.
-fn step(s: &mut State, inst: &Inst) {
+pub fn step(s: &mut State, inst: &Inst) {
     let def = match inst.def() {
         Some(d) => d,
         None => return,
@@ -362,6 +362,19 @@ pub fn remove_decided_branches(f: &mut Function) -> bool {
         }
     }
     changed
+}
+
+/// The known ranges at the end of every reachable block (`None`: unreachable).
+pub fn end_states(f: &Function) -> SecondaryMap<Block, Option<HashMap<Value, Range>>> {
+    let mut states = analyze(f);
+    for (b, d) in f.blocks.iter() {
+        if let Some(s) = states[b].as_mut() {
+            for (inst, _) in &d.insts {
+                step(s, inst);
+            }
+        }
+    }
+    states
 }
 
 /// For tests and `--emit ir`: the range of `v` at the end of block `b`, if known.
