@@ -2,6 +2,8 @@
 //!
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
+//! - `propagate_copies`: a value written once by a copy of a value written once is that value.
+//! - `compare_before_swap`: `bswap(load) == k` compares the loaded bytes with `bswap(k)`.
 //! - `remove_dead`: pure instructions whose results nobody reads are dropped.
 //! - `remove_dead_writes`: pure writes that no path reads before the next write (liveness).
 //! - `thread_jumps`: branches to empty blocks that only jump go straight to the target.
@@ -30,7 +32,9 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     for _ in 0..8 {
         let mut changed = false;
         changed |= propagate_constants(f);
+        changed |= propagate_copies(f);
         changed |= fold(f);
+        changed |= compare_before_swap(f);
         changed |= crate::ranges::remove_decided_branches(f);
         changed |= remove_dead(f);
         changed |= remove_dead_writes(f);
@@ -44,6 +48,141 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
             break;
         }
     }
+}
+
+/// Replaces uses of `d` in `d = s` (both written once, same kind) by `s`: `s`'s write comes
+/// before the copy, which comes before every use of `d`, and `s` never changes.
+pub fn propagate_copies(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let mut copy_of: SecondaryMap<Value, Option<Value>> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::Mov { dst, src } = inst {
+                if defs[*dst] == 1 && defs[*src] == 1 && f.values[*dst] == f.values[*src] && dst != src {
+                    copy_of[*dst] = Some(*src);
+                }
+            }
+        }
+    }
+    let resolve = |mut v: Value| {
+        for _ in 0..16 {
+            match copy_of[v] {
+                Some(s) => v = s,
+                None => break,
+            }
+        }
+        v
+    };
+    let mut changed = false;
+    let mut sub = |v: &mut Value| {
+        let r = resolve(*v);
+        if r != *v {
+            *v = r;
+            changed = true;
+        }
+    };
+    for (_, b) in f.blocks.iter_mut() {
+        for (inst, _) in b.insts.iter_mut() {
+            match inst {
+                Inst::Mov { src, .. } | Inst::Neg { src, .. } => sub(src),
+                Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => sub(src),
+                Inst::Bin { a, b, .. } => {
+                    sub(a);
+                    if let Operand::Value(v) = b {
+                        sub(v);
+                    }
+                }
+                Inst::Load { base, .. } => sub(base),
+                Inst::Store { base, src, .. } => {
+                    sub(base);
+                    if let Operand::Value(v) = src {
+                        sub(v);
+                    }
+                }
+                Inst::StoreSlot {
+                    src: Operand::Value(v), ..
+                } => sub(v),
+                Inst::AtomicAdd { base, src, .. } => {
+                    sub(base);
+                    sub(src);
+                }
+                Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
+                    for a in args.iter_mut() {
+                        if let Operand::Value(v) = a {
+                            sub(v);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match &mut b.term.0 {
+            Terminator::Branch { a, b: o, .. } => {
+                sub(a);
+                if let Operand::Value(v) = o {
+                    sub(v);
+                }
+            }
+            Terminator::Return(Operand::Value(v)) => sub(v),
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// `if bswap16(x) == k` where `x` is a zero-extended 16-bit load: `if x == bswap16(k)`, the
+/// way C compares with `bpf_htons(k)`; the swap goes when nothing else reads it.
+pub fn compare_before_swap(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let mut swap_of: SecondaryMap<Value, Option<(Value, u8)>> = SecondaryMap::new();
+    let mut loaded_bits: SecondaryMap<Value, u32> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            match inst {
+                Inst::Load { dst, size, .. } if defs[*dst] == 1 => loaded_bits[*dst] = size.bytes() * 8,
+                Inst::Bswap { dst, src, bits } if defs[*dst] == 1 && defs[*src] == 1 => {
+                    swap_of[*dst] = Some((*src, *bits))
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        if let Terminator::Branch {
+            op: op @ (JmpOp::Jeq | JmpOp::Jne),
+            a,
+            b: Operand::Imm(k),
+            then_,
+            else_,
+        } = b.term.0
+        {
+            let Some((src, bits)) = swap_of[a] else { continue };
+            if loaded_bits[src] != u32::from(bits) {
+                continue;
+            }
+            let fits = bits == 64 || (0..(1i64 << bits)).contains(&k);
+            b.term.0 = if !fits {
+                // A swapped `bits`-wide value never equals a wider constant.
+                Terminator::Jump(if op == JmpOp::Jne { then_ } else { else_ })
+            } else {
+                let swapped = match bits {
+                    16 => i64::from((k as u16).swap_bytes()),
+                    32 => i64::from((k as u32).swap_bytes()),
+                    _ => (k as u64).swap_bytes() as i64,
+                };
+                Terminator::Branch {
+                    op,
+                    a: src,
+                    b: Operand::Imm(swapped),
+                    then_,
+                    else_,
+                }
+            };
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Values defined exactly once, by a constant.
@@ -311,4 +450,57 @@ pub fn thread_jumps(f: &mut Function) -> bool {
         changed = true;
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ValueKind;
+    use runtime_bpf::isa::Size;
+    use runtime_bpf::object::SourceLoc;
+
+    /// `bswap16(load16) == k`: compared unswapped with the swapped constant; a constant wider
+    /// than 16 bits decides the test.
+    #[test]
+    fn swapped_compares_compare_the_loaded_bytes() {
+        for (k, expect) in [(0x0800, "if Jeq v1, 8 then"), (0x1_0000, "jump b2")] {
+            let mut f = Function::new("t");
+            let at = SourceLoc::default();
+            let [ctx, x, s] = [ValueKind::Pointer, ValueKind::Scalar, ValueKind::Scalar].map(|k| f.new_value(k));
+            let (yes, no) = (f.new_block(), f.new_block());
+            let e = f.entry;
+            f.blocks[e].insts = vec![
+                (Inst::Arg { dst: ctx, index: 0 }, at),
+                (
+                    Inst::Load {
+                        dst: x,
+                        base: ctx,
+                        off: 0,
+                        size: Size::H,
+                    },
+                    at,
+                ),
+                (
+                    Inst::Bswap {
+                        dst: s,
+                        src: x,
+                        bits: 16,
+                    },
+                    at,
+                ),
+            ];
+            f.blocks[e].term.0 = Terminator::Branch {
+                op: JmpOp::Jeq,
+                a: s,
+                b: Operand::Imm(k),
+                then_: yes,
+                else_: no,
+            };
+            f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
+            f.blocks[no].term.0 = Terminator::Return(Operand::Imm(2));
+            assert!(compare_before_swap(&mut f));
+            let listing = crate::ir::display(&f);
+            assert!(listing.contains(expect), "{expect} in:\n{listing}");
+        }
+    }
 }
