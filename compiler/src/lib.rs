@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod cost;
+pub mod cse;
 pub mod diag;
 pub mod emit;
 pub mod eval;

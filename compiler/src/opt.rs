@@ -2,7 +2,9 @@
 //!
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
+//! - `cse::reuse_expressions`: an operation repeated along a single-predecessor chain.
 //! - `propagate_copies`: a value written once by a copy of a value written once is that value.
+//! - `fold_add_chains`: `(x + 5) + 4` is `x + 9` when the middle value is written once.
 //! - `compare_before_swap`: `bswap(load) == k` compares the loaded bytes with `bswap(k)`.
 //! - `remove_dead`: pure instructions whose results nobody reads are dropped.
 //! - `remove_dead_writes`: pure writes that no path reads before the next write (liveness).
@@ -32,9 +34,11 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     for _ in 0..8 {
         let mut changed = false;
         changed |= propagate_constants(f);
+        changed |= crate::cse::reuse_expressions(f);
         changed |= propagate_copies(f);
         changed |= fold(f);
         changed |= compare_before_swap(f);
+        changed |= fold_add_chains(f);
         changed |= crate::ranges::remove_decided_branches(f);
         changed |= remove_dead(f);
         changed |= remove_dead_writes(f);
@@ -125,6 +129,52 @@ pub fn propagate_copies(f: &mut Function) -> bool {
             }
             Terminator::Return(Operand::Value(v)) => sub(v),
             _ => {}
+        }
+    }
+    changed
+}
+
+/// `d = t + k2` where `t = x + k1` (both written once, `x` written once): `d = x + (k1 + k2)`.
+pub fn fold_add_chains(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let mut add_of: SecondaryMap<Value, Option<(Value, i64)>> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::Bin {
+                op: BinOp::Add,
+                dst,
+                a,
+                b: Operand::Imm(k),
+            } = inst
+            {
+                if defs[*dst] == 1 && defs[*a] == 1 && dst != a {
+                    add_of[*dst] = Some((*a, *k));
+                }
+            }
+        }
+    }
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        for (inst, _) in b.insts.iter_mut() {
+            if let Inst::Bin {
+                op: BinOp::Add,
+                dst,
+                a,
+                b: Operand::Imm(k),
+            } = inst
+            {
+                if defs[*dst] != 1 {
+                    continue;
+                }
+                if let Some((x, k1)) = add_of[*a] {
+                    // Stay within i32 immediates: the emitter would otherwise need ld_imm64.
+                    if let Some(sum) = k.checked_add(k1).filter(|s| i32::try_from(*s).is_ok()) {
+                        *a = x;
+                        *k = sum;
+                        changed = true;
+                    }
+                }
+            }
         }
     }
     changed

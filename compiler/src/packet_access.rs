@@ -13,15 +13,14 @@
 //! Facts flow forward along chains of blocks with a single predecessor (the `and` chains and
 //! `then` arms that lowering makes): a check removed here is dominated, on every path, by
 //! the check that covers it. A redefined root, a call, or a join forgets them. Only offsets
-//! that the interval analysis proves within [0, MAX_PACKET_OFF] are rebased, so every
-//! pointer made here is one the verifier accepts and grants ranges to.
+//! that the interval analysis proves non-negative and small enough for the verifier to grant
+//! a range (root + extent <= 0xffff) are rebased.
 
 use rustc_hash::FxHashMap as HashMap;
 
 use cranelift_entity::{PrimaryMap, SecondaryMap};
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value, ValueKind};
-use crate::lower::MAX_PACKET_OFF;
 use runtime_bpf::isa::JmpOp;
 
 /// `root + c` (`root` None: the constant `c`).
@@ -144,13 +143,18 @@ fn packet_bounds(f: &Function) -> Option<(Value, Value)> {
     None
 }
 
-/// The range of a root where it is used (its def is before, and it is not redefined after).
+/// The verifier grants a checked range to `data + root + c` only while `umax(root) + c`
+/// stays within its MAX_PACKET_OFF (0xffff).
+const VERIFIER_MAX_PACKET_OFF: i64 = 0xffff;
+
+/// Whether `q = data + root` and the check `q + c > data_end` are ones the verifier accepts
+/// and learns from, with `ranges` the known ranges where the check is made.
 fn root_ok(ranges: &crate::ranges::State, root: Option<Value>, c: i64) -> bool {
     match root {
-        None => (0..=MAX_PACKET_OFF).contains(&c),
+        None => (0..=VERIFIER_MAX_PACKET_OFF).contains(&c),
         Some(r) => ranges
             .get(&r)
-            .is_some_and(|x| x.lo >= 0 && c >= 0 && x.hi.checked_add(c).is_some_and(|h| h <= MAX_PACKET_OFF)),
+            .is_some_and(|x| x.lo >= 0 && c >= 0 && x.hi.checked_add(c).is_some_and(|h| h <= VERIFIER_MAX_PACKET_OFF)),
     }
 }
 
