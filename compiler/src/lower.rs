@@ -2657,6 +2657,13 @@ impl<'a> Lowerer<'a> {
             _ => (8, false),
         };
         let p = self.map_helper(h::MAP_LOOKUP_ELEM, map, &[Operand::Value(k)]);
+        if self.input.maps.maps[map].kind.is_array() {
+            // Every index below max_entries exists and no other can be inserted: a miss is
+            // the runtime error that the insert-then-retry path below would end in.
+            self.error_if(JmpOp::Jeq, p, Operand::Imm(0));
+            self.add_in_place(p, d, bytes, percpu);
+            return;
+        }
         let hit = self.f.new_block();
         let missing = self.f.new_block();
         let done = self.f.new_block();
