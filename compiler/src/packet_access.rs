@@ -22,6 +22,7 @@ use cranelift_entity::{PrimaryMap, SecondaryMap};
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value, ValueKind};
 use runtime_bpf::isa::JmpOp;
+use runtime_bpf::object::SourceLoc;
 
 /// `root + c` (`root` None: the constant `c`).
 type Sym = (Option<Value>, i64);
@@ -158,6 +159,22 @@ fn root_ok(ranges: &crate::ranges::State, root: Option<Value>, c: i64) -> bool {
     }
 }
 
+/// Appends `p = from + by` (a fresh pointer) to block `b`.
+fn push_pointer(f: &mut Function, b: Block, from: Value, by: Operand, loc: SourceLoc) -> Value {
+    let p = f.values.push(ValueKind::Pointer);
+    f.blocks[b].insts.push((Inst::Mov { dst: p, src: from }, loc));
+    f.blocks[b].insts.push((
+        Inst::Bin {
+            op: BinOp::Add,
+            dst: p,
+            a: p,
+            b: by,
+        },
+        loc,
+    ));
+    p
+}
+
 pub fn rebase_packet_accesses(f: &mut Function) -> bool {
     let Some((data, end)) = packet_bounds(f) else {
         return false;
@@ -235,34 +252,14 @@ pub fn rebase_packet_accesses(f: &mut Function) -> bool {
                             Some(r) => match facts.base.get(&r) {
                                 Some(&q) => q,
                                 None => {
-                                    let q = f.values.push(ValueKind::Pointer);
-                                    f.blocks[b].insts.push((Inst::Mov { dst: q, src: data }, loc));
-                                    f.blocks[b].insts.push((
-                                        Inst::Bin {
-                                            op: BinOp::Add,
-                                            dst: q,
-                                            a: q,
-                                            b: Operand::Value(r),
-                                        },
-                                        loc,
-                                    ));
+                                    let q = push_pointer(f, b, data, Operand::Value(r), loc);
                                     facts.base.insert(r, q);
                                     q
                                 }
                             },
                         };
                         // Rebuild the compared pointer from the base unless it already is.
-                        let nt = f.values.push(ValueKind::Pointer);
-                        f.blocks[b].insts.push((Inst::Mov { dst: nt, src: q }, loc));
-                        f.blocks[b].insts.push((
-                            Inst::Bin {
-                                op: BinOp::Add,
-                                dst: nt,
-                                a: nt,
-                                b: Operand::Imm(c),
-                            },
-                            loc,
-                        ));
+                        let nt = push_pointer(f, b, q, Operand::Imm(c), loc);
                         f.blocks[b].term.0 = Terminator::Branch {
                             op,
                             a: nt,
