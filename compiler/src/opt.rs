@@ -8,6 +8,7 @@
 //! - `compare_before_swap`: `bswap(load) == k` compares the loaded bytes with `bswap(k)`.
 //! - `remove_dead`: pure instructions whose results nobody reads are dropped.
 //! - `remove_dead_writes`: pure writes that no path reads before the next write (liveness).
+//! - `share_returns`: empty blocks returning the same constant become one block.
 //! - `thread_jumps`: branches to empty blocks that only jump go straight to the target.
 //! - `threading`: a join block's branch that a predecessor decides is copied into it.
 //! - `lookups`: a repeated map lookup of the same key reuses the first one's pointer.
@@ -43,6 +44,7 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
         changed |= remove_dead(f);
         changed |= remove_dead_writes(f);
         changed |= thread_jumps(f);
+        changed |= share_returns(f);
         changed |= crate::threading::thread_decided_branches(f);
         changed |= crate::threading::merge_chains(f);
         changed |= crate::lookups::reuse_lookups(f);
@@ -437,6 +439,53 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
                 i += 1;
                 keep[i - 1]
             });
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Branches to empty `return k` blocks all go to one such block per `k`: each copy costs two
+/// instructions (`r0 = k; exit`). Not from inside loops: there the shorter paths moved the
+/// verifier's state checkpoints so that it walked the scan loops' latches more often.
+pub fn share_returns(f: &mut Function) -> bool {
+    let order = f.reverse_postorder();
+    let mut index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    for (i, &b) in order.iter().enumerate() {
+        index[b] = i;
+    }
+    // Blocks between a loop header and its back edge, in layout order.
+    let mut in_loop: SecondaryMap<Block, bool> = SecondaryMap::new();
+    for &b in &order {
+        for s in f.blocks[b].term.0.successors() {
+            if index[s] <= index[b] {
+                for &x in &order[index[s]..=index[b]] {
+                    in_loop[x] = true;
+                }
+            }
+        }
+    }
+    let mut first: rustc_hash::FxHashMap<i64, Block> = Default::default();
+    let mut canon: SecondaryMap<Block, Option<Block>> = SecondaryMap::new();
+    for &b in &order {
+        let d = &f.blocks[b];
+        if let (true, Terminator::Return(Operand::Imm(k))) = (d.insts.is_empty(), &d.term.0) {
+            let c = *first.entry(*k).or_insert(b);
+            if c != b {
+                canon[b] = Some(c);
+            }
+        }
+    }
+    let mut changed = false;
+    for &b in order.iter().filter(|&&b| !in_loop[b]) {
+        let mut t = f.blocks[b].term.0.clone();
+        for s in t.successors() {
+            if let Some(c) = canon[s] {
+                crate::threading::redirect(&mut t, s, c);
+            }
+        }
+        if t != f.blocks[b].term.0 {
+            f.blocks[b].term.0 = t;
             changed = true;
         }
     }

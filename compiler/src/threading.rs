@@ -102,7 +102,7 @@ fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Vec<Block>
     preds
 }
 
-fn redirect(t: &mut Terminator, from: Block, to: Block) {
+pub(crate) fn redirect(t: &mut Terminator, from: Block, to: Block) {
     match t {
         Terminator::Jump(x) if *x == from => *x = to,
         Terminator::Branch { then_, else_, .. } => {
