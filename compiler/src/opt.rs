@@ -32,6 +32,25 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
 }
 
 fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    // The cheap local passes run to a fixpoint between runs of the ones that analyse the
+    // whole function (intervals, liveness), which cost most of the compile time; three
+    // rounds of those reach what more rounds do on the examples.
+    for _ in 0..3 {
+        local_passes(f, maps);
+        let ends = crate::ranges::end_states(f);
+        let mut decided = crate::ranges::remove_decided_branches_with(f, &ends);
+        decided |= crate::packet_compares::compare_packet_pointers(f, &ends);
+        let dead = remove_dead_writes(f);
+        if !decided {
+            if dead {
+                local_passes(f, maps);
+            }
+            break;
+        }
+    }
+}
+
+fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     for _ in 0..8 {
         let mut changed = false;
         changed |= propagate_constants(f);
@@ -40,15 +59,12 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
         changed |= fold(f);
         changed |= compare_before_swap(f);
         changed |= fold_add_chains(f);
-        changed |= crate::ranges::remove_decided_branches(f);
         changed |= remove_dead(f);
-        changed |= remove_dead_writes(f);
         changed |= thread_jumps(f);
         changed |= share_returns(f);
         changed |= crate::threading::thread_decided_branches(f);
         changed |= crate::threading::merge_chains(f);
         changed |= crate::lookups::reuse_lookups(f);
-        changed |= crate::packet_compares::compare_packet_pointers(f);
         changed |= crate::slot_stores::remove_dead_slot_stores(f, maps);
         if !changed {
             break;

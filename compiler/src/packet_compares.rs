@@ -11,7 +11,7 @@
 //! pointer arithmetic is one the verifier accepts); the signed and unsigned orders agree
 //! there because the length is never negative.
 
-use crate::ir::{Function, Inst, Operand, Terminator, Value, ValueKind};
+use crate::ir::{Block, Function, Inst, Operand, Terminator, Value, ValueKind};
 use crate::lower::MAX_PACKET_OFF;
 use cranelift_entity::SecondaryMap;
 use runtime_bpf::isa::JmpOp;
@@ -62,9 +62,22 @@ fn unsigned(op: JmpOp) -> Option<JmpOp> {
     })
 }
 
-pub fn compare_packet_pointers(f: &mut Function) -> bool {
+/// `ends`: `ranges::end_states` of `f` (sound while branches are only removed since).
+pub fn compare_packet_pointers(f: &mut Function, ends: &SecondaryMap<Block, Option<crate::ranges::State>>) -> bool {
     let len = packet_lengths(f);
-    let ends = crate::ranges::end_states(f);
+    // The interval analysis is the expensive part: only when some branch tests a length.
+    let candidate = f.blocks.values().any(|d| match d.term.0 {
+        Terminator::Branch {
+            op,
+            a,
+            b: Operand::Value(o),
+            ..
+        } => unsigned(op).is_some() && (len[a].is_some() != len[o].is_some()),
+        _ => false,
+    });
+    if !candidate {
+        return false;
+    }
     let mut changed = false;
     let blocks: Vec<_> = f.blocks.keys().collect();
     for b in blocks {

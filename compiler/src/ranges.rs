@@ -339,14 +339,17 @@ fn successors_with_states(t: &Terminator, s: &State) -> Vec<(Block, Option<State
 /// Replaces branches whose outcome the ranges decide with jumps. Returns whether anything
 /// changed.
 pub fn remove_decided_branches(f: &mut Function) -> bool {
-    let states = analyze(f);
+    let ends = end_states(f);
+    remove_decided_branches_with(f, &ends)
+}
+
+/// `remove_decided_branches` with the states at the ends of the blocks already computed
+/// (`end_states`), so that other passes can share one analysis.
+pub fn remove_decided_branches_with(f: &mut Function, ends: &SecondaryMap<Block, Option<State>>) -> bool {
     let mut changed = false;
     let blocks: Vec<Block> = f.blocks.keys().collect();
     for b in blocks {
-        let Some(mut s) = states[b].clone() else { continue };
-        for (inst, _) in &f.blocks[b].insts {
-            step(&mut s, inst);
-        }
+        let Some(s) = &ends[b] else { continue };
         if let Terminator::Branch {
             op,
             a,
@@ -355,7 +358,7 @@ pub fn remove_decided_branches(f: &mut Function) -> bool {
             else_,
         } = f.blocks[b].term.0.clone()
         {
-            if let Some(taken) = decide(op, get(&s, a), operand(&s, &o)) {
+            if let Some(taken) = decide(op, get(s, a), operand(s, &o)) {
                 f.blocks[b].term.0 = Terminator::Jump(if taken { then_ } else { else_ });
                 changed = true;
             }
