@@ -161,6 +161,17 @@ fn null_test(t: &Terminator, alias: &[(Value, Value)]) -> Option<(Value, Block, 
 
 pub fn reuse_lookups(f: &mut Function) -> bool {
     let d = defs(f);
+    // Without a lookup there is nothing to reuse or to know non-null: skip the dataflow.
+    let lookups = f
+        .blocks
+        .values()
+        .flat_map(|b| b.insts.iter())
+        .filter(|(i, _)| as_lookup(&d, i).is_some())
+        .count();
+    // (One lookup still decides repeated null tests of its result.)
+    if lookups == 0 {
+        return false;
+    }
     let order = f.reverse_postorder();
     let mut preds: SecondaryMap<Block, Vec<Block>> = SecondaryMap::new();
     for &p in &order {
