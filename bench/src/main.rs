@@ -24,6 +24,7 @@ mod process;
 mod programs;
 mod report;
 mod stats;
+mod wire;
 
 use objects::{ObjectStats, Side, Status};
 use programs::Example;
@@ -31,7 +32,7 @@ use programs::Example;
 const HELP: &str = "\
 usage: cargo run --release -p bench -- [PART...] [OPTIONS]
 
-PART: verify | run | compile | all (default: all). `verify` is code size, verifier cost and the
+PART: verify | run | compile | all (default: all), or `wire` alone (see `-- wire --help`). `verify` is code size, verifier cost and the
 behaviour check; `run` is ns/packet under BPF_PROG_TEST_RUN; `compile` is compile time and memory.
 
 OPTIONS:
@@ -220,6 +221,10 @@ fn main() {
         .parent()
         .expect("bench/ has a parent")
         .to_path_buf();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "wire") {
+        std::process::exit(wire::main(&root, &args[1..]));
+    }
     let opts = match parse_args(&root) {
         Ok(o) => o,
         Err(e) => {

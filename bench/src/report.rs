@@ -132,6 +132,19 @@ pub fn markdown(r: &Results) -> String {
         compile_table(w, r);
     }
     targets(w, r);
+    // The wire benchmark is a separate, slower run (`bench wire`); its last result is kept.
+    match std::fs::read_to_string(r.root.join("bench/wire.md")) {
+        Ok(wire) => {
+            let _ = writeln!(w, "{}", wire.trim_end());
+            let _ = writeln!(w);
+        }
+        Err(_) => {
+            let _ = writeln!(
+                w,
+                "## On the wire\n\nNot run yet: `cargo run --release -p bench -- wire`.\n"
+            );
+        }
+    }
     method_notes(w, r);
     s
 }

@@ -173,9 +173,10 @@ fn compile_program(
     };
     let mut funcs = crate::lower::lower(&input)?;
     let section = section_of(&prog.hook);
+    let map_sizes: Vec<(u32, u32)> = maps.maps.iter().map(|m| (m.key.size(), m.value.size())).collect();
     let mut parts = Vec::new();
     for f in funcs.iter_mut() {
-        crate::opt::optimize(f);
+        crate::opt::optimize(f, &map_sizes);
         let alloc = crate::regalloc::allocate(f).map_err(|e| {
             vec![Diagnostic::new(
                 prog.span,

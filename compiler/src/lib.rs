@@ -7,20 +7,26 @@
 
 pub mod compile;
 pub mod cost;
+pub mod cse;
 pub mod diag;
 pub mod emit;
 pub mod eval;
 pub mod hir;
 pub mod ir;
 pub mod liveness;
+pub mod lookups;
 pub mod lower;
 pub mod modules;
 pub mod opt;
+pub mod packet_access;
+pub mod packet_compares;
 pub mod program;
 pub mod ranges;
 pub mod reference;
 pub mod regalloc;
 pub mod semantics;
+pub mod slot_stores;
 pub mod source;
 pub mod syntax;
+pub mod threading;
 pub mod types;

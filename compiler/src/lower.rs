@@ -23,7 +23,7 @@ mod netfilter;
 /// Largest packet offset an access may start at. The verifier only grants a range to a
 /// packet pointer whose maximum offset plus the access size stays within MAX_PACKET_OFF
 /// (0xffff), so the bound leaves room for the widest (8-byte) access.
-const MAX_PACKET_OFF: i64 = 0xfff0;
+pub(crate) const MAX_PACKET_OFF: i64 = 0xfff0;
 /// Iterations a loop without a constant bound may run before the program takes its default
 /// verdict: the verifier walks every iteration, so this bounds its work.
 pub const LOOP_CAP: i64 = 1024;
@@ -2244,13 +2244,28 @@ impl<'a> Lowerer<'a> {
         };
         let out = self.konst(0);
         let done = self.f.new_block();
-        if let (Some(la), Some(lb)) = (a.len, b.len) {
-            let next = self.f.new_block();
-            let la = self.reg(la);
-            self.branch(JmpOp::Jne, la, lb, done, next);
-            self.switch_to(next);
-        }
-        let n = round8(a.buf.cap().max(b.buf.cap()));
+        // Only the words that can differ are compared: past a known length both buffers are
+        // zero, so equal known lengths bound the compare by the shorter buffer, and a known
+        // length longer than the other side's whole buffer (a map string, trailing zeros not
+        // counted) cannot be equal.
+        let n = match (a.len, b.len) {
+            (Some(la), Some(lb)) => {
+                let next = self.f.new_block();
+                let la = self.reg(la);
+                self.branch(JmpOp::Jne, la, lb, done, next);
+                self.switch_to(next);
+                round8(a.buf.cap().min(b.buf.cap()))
+            }
+            (Some(known), None) | (None, Some(known)) => {
+                let other_cap = if a.len.is_some() { b.buf.cap() } else { a.buf.cap() };
+                let next = self.f.new_block();
+                let kv = self.reg(known);
+                self.branch(JmpOp::Jgt, kv, Operand::Imm(other_cap as i64), done, next);
+                self.switch_to(next);
+                round8(other_cap)
+            }
+            (None, None) => round8(a.buf.cap().max(b.buf.cap())),
+        };
         let mut off = 0;
         while off < n {
             let x = self.str_word(&a, off);
@@ -2673,6 +2688,13 @@ impl<'a> Lowerer<'a> {
             _ => (8, false),
         };
         let p = self.map_helper(h::MAP_LOOKUP_ELEM, map, &[Operand::Value(k)]);
+        if self.input.maps.maps[map].kind.is_array() {
+            // Every index below max_entries exists and no other can be inserted: a miss is
+            // the runtime error that the insert-then-retry path below would end in.
+            self.error_if(JmpOp::Jeq, p, Operand::Imm(0));
+            self.add_in_place(p, d, bytes, percpu);
+            return;
+        }
         let hit = self.f.new_block();
         let missing = self.f.new_block();
         let done = self.f.new_block();

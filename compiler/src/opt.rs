@@ -2,35 +2,255 @@
 //!
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
+//! - `cse::reuse_expressions`: an operation repeated along a single-predecessor chain.
+//! - `propagate_copies`: a value written once by a copy of a value written once is that value.
+//! - `fold_add_chains`: `(x + 5) + 4` is `x + 9` when the middle value is written once.
+//! - `compare_before_swap`: `bswap(load) == k` compares the loaded bytes with `bswap(k)`.
 //! - `remove_dead`: pure instructions whose results nobody reads are dropped.
-//! - `remove_dead_stores`: pure instructions whose result is overwritten (or never read) on
-//!   every path after them are dropped: the zero-initialisations and copies that inlined
-//!   functions with several or optional results leave behind.
+//! - `remove_dead_writes`: pure writes that no path reads before the next write (liveness).
+//! - `share_returns`: empty blocks returning the same constant become one block.
 //! - `thread_jumps`: branches to empty blocks that only jump go straight to the target.
-//! - `thread_known_branches`: a block that sets a flag to a constant and then reaches a test
-//!   of that flag (in itself, or in an empty block it jumps to) goes straight to the side the
-//!   test would take: how `if not v` after an inlined `return nil` costs nothing.
+//! - `threading`: a join block's branch that a predecessor decides is copied into it.
+//! - `lookups`: a repeated map lookup of the same key reuses the first one's pointer.
+//! - `packet_compares`: `offset > #p` becomes `data + offset > data_end` (no precise length).
+//! - `packet_access` (once, then the rest again): accesses through one base pointer per
+//!   offset, checks covered by an earlier wider one removed.
+//! - `slot_stores::remove_dead_slot_stores`: stores into stack slots that nothing reads.
 
 use cranelift_entity::SecondaryMap;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use runtime_bpf::isa::JmpOp;
-use runtime_bpf::object::SourceLoc;
 
-pub fn optimize(f: &mut Function) {
+/// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
+pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    simplify(f, maps);
+    // Rebasing packet accesses once the offsets are simplified, then cleaning up after it.
+    if crate::packet_access::rebase_packet_accesses(f) {
+        simplify(f, maps);
+    }
+}
+
+fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    // The cheap local passes run to a fixpoint between runs of the ones that analyse the
+    // whole function (intervals, liveness), which cost most of the compile time; three
+    // rounds of those reach what more rounds do on the examples.
+    for _ in 0..3 {
+        local_passes(f, maps);
+        let ends = crate::ranges::end_states(f);
+        let mut decided = crate::ranges::remove_decided_branches_with(f, &ends);
+        decided |= crate::packet_compares::compare_packet_pointers(f, &ends);
+        let dead = remove_dead_writes(f);
+        if !decided {
+            if dead {
+                local_passes(f, maps);
+            }
+            break;
+        }
+    }
+}
+
+fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     for _ in 0..8 {
         let mut changed = false;
         changed |= propagate_constants(f);
+        changed |= crate::cse::reuse_expressions(f);
+        changed |= propagate_copies(f);
         changed |= fold(f);
-        changed |= crate::ranges::remove_decided_branches(f);
+        changed |= compare_before_swap(f);
+        changed |= fold_add_chains(f);
         changed |= remove_dead(f);
-        changed |= remove_dead_stores(f);
         changed |= thread_jumps(f);
-        changed |= thread_known_branches(f);
+        changed |= share_returns(f);
+        changed |= crate::threading::thread_decided_branches(f);
+        changed |= crate::threading::merge_chains(f);
+        changed |= crate::lookups::reuse_lookups(f);
+        changed |= crate::slot_stores::remove_dead_slot_stores(f, maps);
         if !changed {
             break;
         }
     }
+}
+
+/// Replaces uses of `d` in `d = s` (both written once, same kind) by `s`: `s`'s write comes
+/// before the copy, which comes before every use of `d`, and `s` never changes.
+pub fn propagate_copies(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let mut copy_of: SecondaryMap<Value, Option<Value>> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::Mov { dst, src } = inst {
+                if defs[*dst] == 1 && defs[*src] == 1 && f.values[*dst] == f.values[*src] && dst != src {
+                    copy_of[*dst] = Some(*src);
+                }
+            }
+        }
+    }
+    let resolve = |mut v: Value| {
+        for _ in 0..16 {
+            match copy_of[v] {
+                Some(s) => v = s,
+                None => break,
+            }
+        }
+        v
+    };
+    let mut changed = false;
+    let mut sub = |v: &mut Value| {
+        let r = resolve(*v);
+        if r != *v {
+            *v = r;
+            changed = true;
+        }
+    };
+    for (_, b) in f.blocks.iter_mut() {
+        for (inst, _) in b.insts.iter_mut() {
+            match inst {
+                Inst::Mov { src, .. } | Inst::Neg { src, .. } => sub(src),
+                Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => sub(src),
+                Inst::Bin { a, b, .. } => {
+                    sub(a);
+                    if let Operand::Value(v) = b {
+                        sub(v);
+                    }
+                }
+                Inst::Load { base, .. } => sub(base),
+                Inst::Store { base, src, .. } => {
+                    sub(base);
+                    if let Operand::Value(v) = src {
+                        sub(v);
+                    }
+                }
+                Inst::StoreSlot {
+                    src: Operand::Value(v), ..
+                } => sub(v),
+                Inst::AtomicAdd { base, src, .. } => {
+                    sub(base);
+                    sub(src);
+                }
+                Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
+                    for a in args.iter_mut() {
+                        if let Operand::Value(v) = a {
+                            sub(v);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match &mut b.term.0 {
+            Terminator::Branch { a, b: o, .. } => {
+                sub(a);
+                if let Operand::Value(v) = o {
+                    sub(v);
+                }
+            }
+            Terminator::Return(Operand::Value(v)) => sub(v),
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// `d = t + k2` where `t = x + k1` (both written once, `x` written once): `d = x + (k1 + k2)`.
+pub fn fold_add_chains(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let mut add_of: SecondaryMap<Value, Option<(Value, i64)>> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::Bin {
+                op: BinOp::Add,
+                dst,
+                a,
+                b: Operand::Imm(k),
+            } = inst
+            {
+                if defs[*dst] == 1 && defs[*a] == 1 && dst != a {
+                    add_of[*dst] = Some((*a, *k));
+                }
+            }
+        }
+    }
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        for (inst, _) in b.insts.iter_mut() {
+            if let Inst::Bin {
+                op: BinOp::Add,
+                dst,
+                a,
+                b: Operand::Imm(k),
+            } = inst
+            {
+                if defs[*dst] != 1 {
+                    continue;
+                }
+                if let Some((x, k1)) = add_of[*a] {
+                    // Stay within i32 immediates: the emitter would otherwise need ld_imm64.
+                    if let Some(sum) = k.checked_add(k1).filter(|s| i32::try_from(*s).is_ok()) {
+                        *a = x;
+                        *k = sum;
+                        changed = true;
+                    }
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// `if bswap16(x) == k` where `x` is a zero-extended 16-bit load: `if x == bswap16(k)`, the
+/// way C compares with `bpf_htons(k)`; the swap goes when nothing else reads it.
+pub fn compare_before_swap(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let mut swap_of: SecondaryMap<Value, Option<(Value, u8)>> = SecondaryMap::new();
+    let mut loaded_bits: SecondaryMap<Value, u32> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            match inst {
+                Inst::Load { dst, size, .. } if defs[*dst] == 1 => loaded_bits[*dst] = size.bytes() * 8,
+                Inst::Bswap { dst, src, bits } if defs[*dst] == 1 && defs[*src] == 1 => {
+                    swap_of[*dst] = Some((*src, *bits))
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        if let Terminator::Branch {
+            op: op @ (JmpOp::Jeq | JmpOp::Jne),
+            a,
+            b: Operand::Imm(k),
+            then_,
+            else_,
+        } = b.term.0
+        {
+            let Some((src, bits)) = swap_of[a] else { continue };
+            if loaded_bits[src] != u32::from(bits) {
+                continue;
+            }
+            let fits = bits == 64 || (0..(1i64 << bits)).contains(&k);
+            b.term.0 = if !fits {
+                // A swapped `bits`-wide value never equals a wider constant.
+                Terminator::Jump(if op == JmpOp::Jne { then_ } else { else_ })
+            } else {
+                let swapped = match bits {
+                    16 => i64::from((k as u16).swap_bytes()),
+                    32 => i64::from((k as u32).swap_bytes()),
+                    _ => (k as u64).swap_bytes() as i64,
+                };
+                Terminator::Branch {
+                    op,
+                    a: src,
+                    b: Operand::Imm(swapped),
+                    then_,
+                    else_,
+                }
+            };
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Values defined exactly once, by a constant.
@@ -90,7 +310,7 @@ pub fn propagate_constants(f: &mut Function) -> bool {
     changed
 }
 
-fn eval_bin(op: BinOp, a: i64, b: i64) -> Option<i64> {
+pub(crate) fn eval_bin(op: BinOp, a: i64, b: i64) -> Option<i64> {
     Some(match op {
         BinOp::Add => a.wrapping_add(b),
         BinOp::Sub => a.wrapping_sub(b),
@@ -106,7 +326,7 @@ fn eval_bin(op: BinOp, a: i64, b: i64) -> Option<i64> {
     })
 }
 
-fn eval_cond(op: JmpOp, a: i64, b: i64) -> Option<bool> {
+pub(crate) fn eval_cond(op: JmpOp, a: i64, b: i64) -> Option<bool> {
     let (ua, ub) = (a as u64, b as u64);
     Some(match op {
         JmpOp::Jeq => a == b,
@@ -208,121 +428,80 @@ pub fn remove_dead(f: &mut Function) -> bool {
     changed
 }
 
-/// Drops pure definitions that no later read can see, by liveness: the IR is not SSA, so a
-/// value may be written on one line and overwritten before any read (`v = 0` then `v = w`).
-pub fn remove_dead_stores(f: &mut Function) -> bool {
-    let liveness = crate::liveness::Liveness::compute(f);
+/// Drops pure instructions whose result is overwritten (or never read) on every path before
+/// a read: the IR is not SSA, so `remove_dead` alone keeps the stale writes of a variable
+/// that is read elsewhere.
+pub fn remove_dead_writes(f: &mut Function) -> bool {
+    let live = crate::liveness::Liveness::compute(f);
     let mut changed = false;
-    for &b in liveness.order() {
-        let mut live: std::collections::HashSet<Value> = liveness.live_out(b).collect();
-        let data = &mut f.blocks[b];
-        live.extend(data.term.0.uses());
-        let mut keep = vec![true; data.insts.len()];
-        for (i, (inst, _)) in data.insts.iter().enumerate().rev() {
-            if let Some(d) = inst.def() {
-                if !live.contains(&d) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
+    for &b in live.order() {
+        let mut now: rustc_hash::FxHashSet<Value> = live.live_out(b).collect();
+        let d = &mut f.blocks[b];
+        now.extend(d.term.0.uses());
+        let mut keep = vec![true; d.insts.len()];
+        for (i, (inst, _)) in d.insts.iter().enumerate().rev() {
+            if let Some(v) = inst.def() {
+                if !now.contains(&v) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
                     keep[i] = false;
                     continue;
                 }
-                live.remove(&d);
+                now.remove(&v);
             }
-            live.extend(inst.uses());
+            now.extend(inst.uses());
         }
-        if keep.contains(&false) {
-            let mut flags = keep.into_iter();
-            data.insts.retain(|_| flags.next().unwrap_or(true));
+        if keep.iter().any(|k| !k) {
+            let mut i = 0;
+            d.insts.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
             changed = true;
         }
     }
     changed
 }
 
-/// The constant `v` holds at the end of `b`, if its last definition in `b` is a constant.
-fn constant_at_end(f: &Function, b: Block, v: Value) -> Option<i64> {
-    f.blocks[b]
-        .insts
-        .iter()
-        .rev()
-        .find(|(inst, _)| inst.def() == Some(v))
-        .and_then(|(inst, _)| match inst {
-            Inst::Const { imm, .. } => Some(*imm),
-            _ => None,
-        })
-}
-
-/// Copies that a block may hold and still be threaded through (they are duplicated).
-const MAX_THREADED_COPIES: usize = 6;
-
-/// Where `from` goes when it ends by reaching the branch `term` after the `copies` (moves and
-/// constants), if the branch tests a value that is a known constant by then.
-fn decided_branch(f: &Function, from: Block, copies: &[(Inst, SourceLoc)], term: &Terminator) -> Option<Block> {
-    let Terminator::Branch {
-        op,
-        a,
-        b: Operand::Imm(y),
-        then_,
-        else_,
-    } = term
-    else {
-        return None;
-    };
-    // Follow the tested value back through the copies to a constant.
-    let mut v = *a;
-    for (inst, _) in copies.iter().rev() {
-        match inst {
-            Inst::Mov { dst, src } if *dst == v => v = *src,
-            Inst::Const { dst, imm } if *dst == v => {
-                return eval_cond(*op, *imm, *y).map(|taken| if taken { *then_ } else { *else_ })
+/// Branches to empty `return k` blocks all go to one such block per `k`: each copy costs two
+/// instructions (`r0 = k; exit`). Not from inside loops: there the shorter paths moved the
+/// verifier's state checkpoints so that it walked the scan loops' latches more often.
+pub fn share_returns(f: &mut Function) -> bool {
+    let order = f.reverse_postorder();
+    let mut index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    for (i, &b) in order.iter().enumerate() {
+        index[b] = i;
+    }
+    // Blocks between a loop header and its back edge, in layout order.
+    let mut in_loop: SecondaryMap<Block, bool> = SecondaryMap::new();
+    for &b in &order {
+        for s in f.blocks[b].term.0.successors() {
+            if index[s] <= index[b] {
+                for &x in &order[index[s]..=index[b]] {
+                    in_loop[x] = true;
+                }
             }
-            _ => {}
         }
     }
-    let x = constant_at_end(f, from, v)?;
-    eval_cond(*op, x, *y).map(|taken| if taken { *then_ } else { *else_ })
-}
-
-/// The copies and the branch reached from a jump to `t` through blocks that only copy (at
-/// most [`MAX_THREADED_COPIES`] in all), or None.
-fn copies_then_branch(f: &Function, from: Block, mut t: Block) -> Option<(Vec<(Inst, SourceLoc)>, Terminator)> {
-    let mut copies = Vec::new();
-    for _ in 0..4 {
-        if t == from {
-            return None;
-        }
-        let next = &f.blocks[t];
-        if !next
-            .insts
-            .iter()
-            .all(|(inst, _)| matches!(inst, Inst::Mov { .. } | Inst::Const { .. }))
-            || copies.len() + next.insts.len() > MAX_THREADED_COPIES
-        {
-            return None;
-        }
-        copies.extend(next.insts.iter().cloned());
-        match &next.term.0 {
-            Terminator::Jump(j) => t = *j,
-            term @ Terminator::Branch { .. } => return Some((copies, term.clone())),
-            _ => return None,
+    let mut first: rustc_hash::FxHashMap<i64, Block> = Default::default();
+    let mut canon: SecondaryMap<Block, Option<Block>> = SecondaryMap::new();
+    for &b in &order {
+        let d = &f.blocks[b];
+        if let (true, Terminator::Return(Operand::Imm(k))) = (d.insts.is_empty(), &d.term.0) {
+            let c = *first.entry(*k).or_insert(b);
+            if c != b {
+                canon[b] = Some(c);
+            }
         }
     }
-    None
-}
-
-pub fn thread_known_branches(f: &mut Function) -> bool {
-    let blocks: Vec<Block> = f.blocks.keys().collect();
     let mut changed = false;
-    for b in blocks {
-        let (target, copies) = match &f.blocks[b].term.0 {
-            Terminator::Jump(t) => match copies_then_branch(f, b, *t) {
-                Some((copies, term)) => (decided_branch(f, b, &copies, &term), copies),
-                None => continue,
-            },
-            term @ Terminator::Branch { .. } => (decided_branch(f, b, &[], &term.clone()), Vec::new()),
-            _ => continue,
-        };
-        if let Some(t) = target {
-            f.blocks[b].insts.extend(copies);
-            f.blocks[b].term.0 = Terminator::Jump(t);
+    for &b in order.iter().filter(|&&b| !in_loop[b]) {
+        let mut t = f.blocks[b].term.0.clone();
+        for s in t.successors() {
+            if let Some(c) = canon[s] {
+                crate::threading::redirect(&mut t, s, c);
+            }
+        }
+        if t != f.blocks[b].term.0 {
+            f.blocks[b].term.0 = t;
             changed = true;
         }
     }
@@ -392,76 +571,51 @@ pub fn thread_jumps(f: &mut Function) -> bool {
 mod tests {
     use super::*;
     use crate::ir::ValueKind;
+    use runtime_bpf::isa::Size;
+    use runtime_bpf::object::SourceLoc;
 
-    fn push(f: &mut Function, b: Block, inst: Inst) {
-        f.blocks[b].insts.push((inst, Default::default()));
-    }
-
-    /// `entry: v = 0; v = arg; jump next`, `next: if v == 0 then a else b`, `a/b: return v`.
-    fn overwritten_flag() -> (Function, Value, Block) {
-        let mut f = Function::new("t");
-        let e = f.entry;
-        let v = f.new_value(ValueKind::Scalar);
-        let next = f.new_block();
-        let (a, b) = (f.new_block(), f.new_block());
-        push(&mut f, e, Inst::Const { dst: v, imm: 0 });
-        push(&mut f, e, Inst::Arg { dst: v, index: 0 });
-        f.blocks[e].term.0 = Terminator::Jump(next);
-        f.blocks[next].term.0 = Terminator::Branch {
-            op: JmpOp::Jeq,
-            a: v,
-            b: Operand::Imm(0),
-            then_: a,
-            else_: b,
-        };
-        f.blocks[a].term.0 = Terminator::Return(Operand::Value(v));
-        f.blocks[b].term.0 = Terminator::Return(Operand::Imm(1));
-        (f, v, e)
-    }
-
+    /// `bswap16(load16) == k`: compared unswapped with the swapped constant; a constant wider
+    /// than 16 bits decides the test.
     #[test]
-    fn a_definition_overwritten_before_any_read_is_removed() {
-        let (mut f, _, e) = overwritten_flag();
-        assert!(remove_dead_stores(&mut f));
-        assert!(matches!(f.blocks[e].insts.as_slice(), [(Inst::Arg { .. }, _)]));
-        assert!(!remove_dead_stores(&mut f), "nothing else is dead");
-    }
-
-    #[test]
-    fn a_flag_set_to_a_constant_goes_straight_to_the_side_its_test_takes() {
-        let mut f = Function::new("t");
-        let e = f.entry;
-        let (flag, copy) = (f.new_value(ValueKind::Scalar), f.new_value(ValueKind::Scalar));
-        let (set, test, yes, no) = (f.new_block(), f.new_block(), f.new_block(), f.new_block());
-        push(&mut f, e, Inst::Arg { dst: flag, index: 0 });
-        f.blocks[e].term.0 = Terminator::Branch {
-            op: JmpOp::Jeq,
-            a: flag,
-            b: Operand::Imm(7),
-            then_: set,
-            else_: test,
-        };
-        push(&mut f, set, Inst::Const { dst: flag, imm: 0 });
-        f.blocks[set].term.0 = Terminator::Jump(test);
-        // The test block copies the flag first, as inlined multiple results do.
-        push(&mut f, test, Inst::Mov { dst: copy, src: flag });
-        f.blocks[test].term.0 = Terminator::Branch {
-            op: JmpOp::Jne,
-            a: copy,
-            b: Operand::Imm(0),
-            then_: yes,
-            else_: no,
-        };
-        f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
-        f.blocks[no].term.0 = Terminator::Return(Operand::Imm(2));
-        assert!(thread_known_branches(&mut f));
-        assert_eq!(
-            f.blocks[set].term.0,
-            Terminator::Jump(no),
-            "flag 0: the test is not taken"
-        );
-        assert_eq!(f.blocks[set].insts.len(), 2, "the copy travels with the jump");
-        // The entry's unknown flag still goes through the test.
-        assert_eq!(f.blocks[e].term.0.successors(), vec![set, test]);
+    fn swapped_compares_compare_the_loaded_bytes() {
+        for (k, expect) in [(0x0800, "if Jeq v1, 8 then"), (0x1_0000, "jump b2")] {
+            let mut f = Function::new("t");
+            let at = SourceLoc::default();
+            let [ctx, x, s] = [ValueKind::Pointer, ValueKind::Scalar, ValueKind::Scalar].map(|k| f.new_value(k));
+            let (yes, no) = (f.new_block(), f.new_block());
+            let e = f.entry;
+            f.blocks[e].insts = vec![
+                (Inst::Arg { dst: ctx, index: 0 }, at),
+                (
+                    Inst::Load {
+                        dst: x,
+                        base: ctx,
+                        off: 0,
+                        size: Size::H,
+                    },
+                    at,
+                ),
+                (
+                    Inst::Bswap {
+                        dst: s,
+                        src: x,
+                        bits: 16,
+                    },
+                    at,
+                ),
+            ];
+            f.blocks[e].term.0 = Terminator::Branch {
+                op: JmpOp::Jeq,
+                a: s,
+                b: Operand::Imm(k),
+                then_: yes,
+                else_: no,
+            };
+            f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
+            f.blocks[no].term.0 = Terminator::Return(Operand::Imm(2));
+            assert!(compare_before_swap(&mut f));
+            let listing = crate::ir::display(&f);
+            assert!(listing.contains(expect), "{expect} in:\n{listing}");
+        }
     }
 }

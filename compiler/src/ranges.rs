@@ -13,8 +13,6 @@
 //! and shifts only of small non-negative ranges, anything else is unknown), so a check this
 //! analysis removes is one the verifier can also see through.
 
-use rustc_hash::FxHashMap as HashMap;
-
 use cranelift_entity::SecondaryMap;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
@@ -61,7 +59,50 @@ impl Range {
 }
 
 /// Ranges of the values known at a program point; a missing value is unknown.
-type State = HashMap<Value, Range>;
+///
+/// A vector sorted by value rather than a hash map: the analysis clones, compares and joins
+/// whole states at every block, which on a sorted vector are copies and linear merges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State(Vec<(Value, Range)>);
+
+impl State {
+    pub fn get(&self, v: &Value) -> Option<&Range> {
+        self.0.binary_search_by_key(v, |e| e.0).ok().map(|i| &self.0[i].1)
+    }
+
+    fn insert(&mut self, v: Value, r: Range) {
+        match self.0.binary_search_by_key(&v, |e| e.0) {
+            Ok(i) => self.0[i].1 = r,
+            Err(i) => self.0.insert(i, (v, r)),
+        }
+    }
+
+    fn remove(&mut self, v: &Value) {
+        if let Ok(i) = self.0.binary_search_by_key(v, |e| e.0) {
+            self.0.remove(i);
+        }
+    }
+
+    /// The values known in both, in order, with their two ranges.
+    fn both<'a>(&'a self, other: &'a State) -> impl Iterator<Item = (Value, Range, Range)> + 'a {
+        let (mut i, mut j) = (0, 0);
+        std::iter::from_fn(move || {
+            while i < self.0.len() && j < other.0.len() {
+                let (a, b) = (self.0[i], other.0[j]);
+                match a.0.cmp(&b.0) {
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                    std::cmp::Ordering::Equal => {
+                        i += 1;
+                        j += 1;
+                        return Some((a.0, a.1, b.1));
+                    }
+                }
+            }
+            None
+        })
+    }
+}
 
 fn new_state() -> State {
     State::default()
@@ -148,7 +189,7 @@ fn bin(op: BinOp, a: Range, b: Range) -> Range {
 }
 
 /// Applies one instruction to the state.
-fn step(s: &mut State, inst: &Inst) {
+pub fn step(s: &mut State, inst: &Inst) {
     let def = match inst.def() {
         Some(d) => d,
         None => return,
@@ -227,16 +268,12 @@ fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
 }
 
 fn join(a: &State, b: &State) -> State {
-    let mut out = new_state();
-    for (v, ra) in a {
-        if let Some(rb) = b.get(v) {
-            let u = ra.union(*rb);
-            if u != Range::FULL {
-                out.insert(*v, u);
-            }
-        }
-    }
-    out
+    State(
+        a.both(b)
+            .map(|(v, ra, rb)| (v, ra.union(rb)))
+            .filter(|(_, u)| *u != Range::FULL)
+            .collect(),
+    )
 }
 
 /// Widening: bounds that moved since the last visit jump to the next constant the function
@@ -245,18 +282,16 @@ fn join(a: &State, b: &State) -> State {
 fn widen(old: &State, new: &State, thresholds: &[i64]) -> State {
     let up = |x: i64| thresholds.iter().copied().find(|&t| t >= x).unwrap_or(i64::MAX);
     let down = |x: i64| thresholds.iter().rev().copied().find(|&t| t <= x).unwrap_or(i64::MIN);
-    let mut out = new_state();
-    for (v, rn) in new {
-        if let Some(ro) = old.get(v) {
-            let lo = if rn.lo < ro.lo { down(rn.lo) } else { ro.lo };
-            let hi = if rn.hi > ro.hi { up(rn.hi) } else { ro.hi };
-            let r = Range { lo, hi };
-            if r != Range::FULL {
-                out.insert(*v, r);
-            }
-        }
-    }
-    out
+    State(
+        new.both(old)
+            .map(|(v, rn, ro)| {
+                let lo = if rn.lo < ro.lo { down(rn.lo) } else { ro.lo };
+                let hi = if rn.hi > ro.hi { up(rn.hi) } else { ro.hi };
+                (v, Range { lo, hi })
+            })
+            .filter(|(_, r)| *r != Range::FULL)
+            .collect(),
+    )
 }
 
 /// The state at the entry of every reachable block.
@@ -356,14 +391,17 @@ fn successors_with_states(t: &Terminator, s: &State) -> Vec<(Block, Option<State
 /// Replaces branches whose outcome the ranges decide with jumps. Returns whether anything
 /// changed.
 pub fn remove_decided_branches(f: &mut Function) -> bool {
-    let states = analyze(f);
+    let ends = end_states(f);
+    remove_decided_branches_with(f, &ends)
+}
+
+/// `remove_decided_branches` with the states at the ends of the blocks already computed
+/// (`end_states`), so that other passes can share one analysis.
+pub fn remove_decided_branches_with(f: &mut Function, ends: &SecondaryMap<Block, Option<State>>) -> bool {
     let mut changed = false;
     let blocks: Vec<Block> = f.blocks.keys().collect();
     for b in blocks {
-        let Some(mut s) = states[b].clone() else { continue };
-        for (inst, _) in &f.blocks[b].insts {
-            step(&mut s, inst);
-        }
+        let Some(s) = &ends[b] else { continue };
         if let Terminator::Branch {
             op,
             a,
@@ -372,13 +410,26 @@ pub fn remove_decided_branches(f: &mut Function) -> bool {
             else_,
         } = f.blocks[b].term.0.clone()
         {
-            if let Some(taken) = decide(op, get(&s, a), operand(&s, &o)) {
+            if let Some(taken) = decide(op, get(s, a), operand(s, &o)) {
                 f.blocks[b].term.0 = Terminator::Jump(if taken { then_ } else { else_ });
                 changed = true;
             }
         }
     }
     changed
+}
+
+/// The known ranges at the end of every reachable block (`None`: unreachable).
+pub fn end_states(f: &Function) -> SecondaryMap<Block, Option<State>> {
+    let mut states = analyze(f);
+    for (b, d) in f.blocks.iter() {
+        if let Some(s) = states[b].as_mut() {
+            for (inst, _) in &d.insts {
+                step(s, inst);
+            }
+        }
+    }
+    states
 }
 
 /// For tests and `--emit ir`: the range of `v` at the end of block `b`, if known.

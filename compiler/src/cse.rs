@@ -1,0 +1,116 @@
+//! Common subexpressions along chains of blocks with a single predecessor.
+//!
+//! `p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59` computes `value + n` twice
+//! (lowering evaluates each expression where it stands). When an earlier instruction on
+//! every path computed the same operation on the same operands, neither since rewritten, the
+//! later one becomes a copy of its result, which `propagate_copies` then removes. Beyond the
+//! instruction saved, the later bounds checks now test the value the earlier ones already
+//! bounded, so the interval analysis removes them.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use cranelift_entity::SecondaryMap;
+
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Value};
+
+type Key = (BinOp, Value, Operand);
+type Avail = HashMap<Key, Value>;
+
+fn forget(avail: &mut Avail, v: Value) {
+    avail.retain(|(_, a, b), d| *a != v && *b != Operand::Value(v) && *d != v);
+}
+
+pub fn reuse_expressions(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let order = f.reverse_postorder();
+    let mut preds: SecondaryMap<Block, u32> = SecondaryMap::new();
+    for &b in &order {
+        for s in f.blocks[b].term.0.successors() {
+            preds[s] += 1;
+        }
+    }
+    let mut edge: HashMap<Block, Avail> = HashMap::default();
+    let mut changed = false;
+    for &b in &order {
+        let mut avail = if preds[b] == 1 && b != f.entry {
+            edge.remove(&b).unwrap_or_default()
+        } else {
+            Avail::default()
+        };
+        for (inst, _) in f.blocks[b].insts.iter_mut() {
+            // Only value-with-value operations: `x + k` is as cheap to redo as to keep live
+            // (and `packet_access` already treats `x + k` as `x` plus an offset).
+            if let Inst::Bin {
+                op,
+                dst,
+                a,
+                b: o @ Operand::Value(bv),
+            } = *inst
+            {
+                if defs[dst] == 1 && dst != a && bv != dst {
+                    if let Some(&prev) = avail.get(&(op, a, o)) {
+                        *inst = Inst::Mov { dst, src: prev };
+                        changed = true;
+                        continue;
+                    }
+                    forget(&mut avail, dst);
+                    avail.insert((op, a, o), dst);
+                    continue;
+                }
+            }
+            // A helper may move the packet: pointers computed before it are not reused after.
+            if inst.is_call() {
+                avail.clear();
+            }
+            if let Some(d) = inst.def() {
+                forget(&mut avail, d);
+            }
+        }
+        for s in f.blocks[b].term.0.successors() {
+            edge.insert(s, avail.clone());
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Terminator, ValueKind};
+    use runtime_bpf::object::SourceLoc;
+
+    fn add(dst: Value, a: Value, b: Value) -> Inst {
+        Inst::Bin {
+            op: BinOp::Add,
+            dst,
+            a,
+            b: Operand::Value(b),
+        }
+    }
+
+    /// `x + n` twice is computed once; after `n` is written again it is computed again.
+    #[test]
+    fn a_repeated_sum_is_reused_until_an_operand_changes() {
+        let mut f = Function::new("t");
+        let at = SourceLoc::default();
+        let [x, n, s1, s2, s3] = [0; 5].map(|_| f.new_value(ValueKind::Scalar));
+        let next = f.new_block();
+        let e = f.entry;
+        f.blocks[e].insts = vec![
+            (Inst::Arg { dst: x, index: 0 }, at),
+            (Inst::Arg { dst: n, index: 1 }, at),
+            (add(s1, x, n), at),
+        ];
+        f.blocks[e].term.0 = Terminator::Jump(next);
+        f.blocks[next].insts = vec![
+            (add(s2, x, n), at),
+            (Inst::Const { dst: n, imm: 3 }, at),
+            (add(s3, x, n), at),
+        ];
+        f.blocks[next].term.0 = Terminator::Return(Operand::Value(s3));
+        assert!(reuse_expressions(&mut f));
+        let listing = crate::ir::display(&f);
+        assert!(listing.contains(&format!("{s2} = {s1}")), "{listing}");
+        assert!(listing.contains(&format!("{s3} = Add {x}, {n}")), "{listing}");
+    }
+}

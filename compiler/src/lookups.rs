@@ -1,0 +1,353 @@
+//! Reuse of a map lookup of the same key.
+//!
+//! `if m[k] then m[k] = m[k] + 1 end` looks the key up three times, each a hash of the key
+//! and a walk of its bucket. When an earlier `map_lookup_elem` of the same map, with the key
+//! in the same stack slot, happened on every path to a later one, and on no path in between
+//! the slot was written or any other helper ran (a map update or delete, a copy into the
+//! slot), the later lookup returns the same element: it becomes a copy of the earlier
+//! pointer. Where the earlier pointer was already tested non-null on every path, the later
+//! null test is decided too, and the insert-on-miss code behind it disappears.
+//!
+//! Another CPU may delete or replace the element in between: the reused pointer then refers
+//! to the element this run first saw, exactly as a C program that keeps its lookup's pointer
+//! does (the kernel keeps it valid until the program returns).
+
+use cranelift_entity::SecondaryMap;
+
+use crate::ir::{Block, Function, Inst, Operand, Slot, Terminator, Value};
+use runtime_bpf::helpers as h;
+use runtime_bpf::isa::JmpOp;
+
+/// A lookup whose result is available: map, key slot and offset, result, and whether every
+/// path has seen the result tested non-null.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Avail {
+    map: u32,
+    slot: Slot,
+    off: u32,
+    result: Value,
+    non_null: bool,
+}
+
+type State = Vec<Avail>;
+
+fn meet(a: &State, b: &State) -> State {
+    a.iter()
+        .filter_map(|x| {
+            b.iter()
+                .find(|y| (y.map, y.slot, y.off, y.result) == (x.map, x.slot, x.off, x.result))
+                .map(|y| Avail {
+                    non_null: x.non_null && y.non_null,
+                    ..*x
+                })
+        })
+        .collect()
+}
+
+struct Defs {
+    map_addr: SecondaryMap<Value, Option<u32>>,
+    slot_addr: SecondaryMap<Value, Option<(Slot, u32)>>,
+    /// Values written by a helper call (map value pointers: never the stack).
+    call_result: SecondaryMap<Value, bool>,
+    once: SecondaryMap<Value, bool>,
+}
+
+fn defs(f: &Function) -> Defs {
+    let counts = f.def_counts();
+    let mut d = Defs {
+        map_addr: SecondaryMap::new(),
+        slot_addr: SecondaryMap::new(),
+        call_result: SecondaryMap::new(),
+        once: SecondaryMap::new(),
+    };
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            let Some(v) = inst.def() else { continue };
+            if counts[v] != 1 {
+                continue;
+            }
+            d.once[v] = true;
+            match inst {
+                Inst::MapAddr { map, .. } => d.map_addr[v] = Some(*map),
+                Inst::SlotAddr { slot, off, .. } => d.slot_addr[v] = Some((*slot, *off)),
+                Inst::Call { .. } => d.call_result[v] = true,
+                _ => {}
+            }
+        }
+    }
+    d
+}
+
+/// `(map, slot, off, result)` of a lookup with a single-definition result.
+fn as_lookup(d: &Defs, inst: &Inst) -> Option<(u32, Slot, u32, Value)> {
+    let Inst::Call {
+        helper: h::MAP_LOOKUP_ELEM,
+        args,
+        dst: Some(r),
+    } = inst
+    else {
+        return None;
+    };
+    let (Some(Operand::Value(m)), Some(Operand::Value(k))) = (args.first(), args.get(1)) else {
+        return None;
+    };
+    let map = d.map_addr[*m]?;
+    let (slot, off) = d.slot_addr[*k]?;
+    d.once[*r].then_some((map, slot, off, *r))
+}
+
+/// Applies an instruction to the state; `rewrite` replaces a repeated lookup by a copy.
+/// `alias` maps values to the lookup result they copy (within the block).
+fn step(d: &Defs, s: &mut State, inst: &mut Inst, alias: &mut Vec<(Value, Value)>, rewrite: bool) -> bool {
+    let mut changed = false;
+    if let Some((map, slot, off, r)) = as_lookup(d, inst) {
+        if let Some(a) = s.iter().find(|a| (a.map, a.slot, a.off) == (map, slot, off)).copied() {
+            if rewrite {
+                *inst = Inst::Mov { dst: r, src: a.result };
+                changed = true;
+            }
+            alias.push((r, a.result));
+        } else {
+            s.push(Avail {
+                map,
+                slot,
+                off,
+                result: r,
+                non_null: false,
+            });
+        }
+        return changed;
+    }
+    match inst {
+        Inst::StoreSlot { slot, .. } => s.retain(|a| a.slot != *slot),
+        Inst::Store { base, .. } | Inst::AtomicAdd { base, .. } if d.call_result[*base] => {}
+        Inst::Store { .. } | Inst::AtomicAdd { .. } => s.clear(),
+        Inst::Call { .. } | Inst::CallKfunc { .. } | Inst::CallLocal { .. } => s.clear(),
+        Inst::Mov { dst, src } => {
+            let target = alias.iter().find(|(v, _)| v == src).map(|(_, t)| *t).unwrap_or(*src);
+            alias.retain(|(v, _)| v != dst);
+            if s.iter().any(|a| a.result == target) {
+                alias.push((*dst, target));
+            }
+        }
+        _ => {
+            if let Some(v) = inst.def() {
+                alias.retain(|(x, _)| *x != v);
+            }
+        }
+    }
+    changed
+}
+
+/// The lookup result a branch tests against 0, and the successor where it is non-null.
+fn null_test(t: &Terminator, alias: &[(Value, Value)]) -> Option<(Value, Block, Block)> {
+    let Terminator::Branch {
+        op,
+        a,
+        b: Operand::Imm(0),
+        then_,
+        else_,
+    } = t
+    else {
+        return None;
+    };
+    let r = alias.iter().find(|(v, _)| v == a).map(|(_, t)| *t).unwrap_or(*a);
+    match op {
+        JmpOp::Jne => Some((r, *then_, *else_)),
+        JmpOp::Jeq => Some((r, *else_, *then_)),
+        _ => None,
+    }
+}
+
+pub fn reuse_lookups(f: &mut Function) -> bool {
+    let d = defs(f);
+    // Without a lookup there is nothing to reuse or to know non-null: skip the dataflow.
+    let lookups = f
+        .blocks
+        .values()
+        .flat_map(|b| b.insts.iter())
+        .filter(|(i, _)| as_lookup(&d, i).is_some())
+        .count();
+    // (One lookup still decides repeated null tests of its result.)
+    if lookups == 0 {
+        return false;
+    }
+    let order = f.reverse_postorder();
+    let mut preds: SecondaryMap<Block, Vec<Block>> = SecondaryMap::new();
+    for &p in &order {
+        for s in f.blocks[p].term.0.successors() {
+            if !preds[s].contains(&p) {
+                preds[s].push(p);
+            }
+        }
+    }
+    let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = SecondaryMap::new();
+    let entry_in = |out: &SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>>, f: &Function, b: Block| {
+        if b == f.entry {
+            return State::new();
+        }
+        let mut acc: Option<State> = None;
+        for &p in &preds[b] {
+            let Some((s, nn)) = &out[p] else { continue };
+            let mut s = s.clone();
+            if let Some((r, succ)) = nn {
+                if *succ == b {
+                    for a in s.iter_mut().filter(|a| a.result == *r) {
+                        a.non_null = true;
+                    }
+                }
+            }
+            acc = Some(match acc {
+                None => s,
+                Some(x) => meet(&x, &s),
+            });
+        }
+        acc.unwrap_or_default()
+    };
+    // Solve (optimistically: unvisited predecessors are skipped, then iterate).
+    for _ in 0..16 {
+        let mut stable = true;
+        for &b in &order {
+            let mut s = entry_in(&out, f, b);
+            let mut alias = Vec::new();
+            for (inst, _) in f.blocks[b].insts.clone().iter_mut() {
+                step(&d, &mut s, inst, &mut alias, false);
+            }
+            let nn = null_test(&f.blocks[b].term.0, &alias)
+                .filter(|(r, _, _)| s.iter().any(|a| a.result == *r))
+                .map(|(r, yes, _)| (r, yes));
+            let new = Some((s, nn));
+            if out[b] != new {
+                out[b] = new;
+                stable = false;
+            }
+        }
+        if stable {
+            break;
+        }
+    }
+    let mut changed = false;
+    for &b in &order {
+        let mut s = entry_in(&out, f, b);
+        let mut alias = Vec::new();
+        let mut insts = std::mem::take(&mut f.blocks[b].insts);
+        for (inst, _) in insts.iter_mut() {
+            changed |= step(&d, &mut s, inst, &mut alias, true);
+        }
+        f.blocks[b].insts = insts;
+        if let Some((r, yes, _)) = null_test(&f.blocks[b].term.0, &alias) {
+            if s.iter().any(|a| a.result == r && a.non_null) {
+                f.blocks[b].term.0 = Terminator::Jump(yes);
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ValueKind;
+    use runtime_bpf::object::SourceLoc;
+
+    /// `local v = m[k]; if v then m[k] = v + 1 end`: the second lookup is the first's
+    /// pointer, and its null test (with the insert behind it) is gone.
+    #[test]
+    fn a_second_lookup_of_the_same_key_reuses_the_first() {
+        let mut f = Function::new("t");
+        let at = SourceLoc::default();
+        let slot = f.new_slot(8, 8);
+        let [key, map, r1, key2, map2, r2] = [0; 6].map(|_| f.new_value(ValueKind::Pointer));
+        let (hit, again, store, insert, miss) = (
+            f.new_block(),
+            f.new_block(),
+            f.new_block(),
+            f.new_block(),
+            f.new_block(),
+        );
+        let e = f.entry;
+        let lookup = |k, m, r| Inst::Call {
+            helper: h::MAP_LOOKUP_ELEM,
+            args: vec![Operand::Value(m), Operand::Value(k)],
+            dst: Some(r),
+        };
+        f.blocks[e].insts = vec![
+            (Inst::SlotAddr { dst: key, slot, off: 0 }, at),
+            (Inst::MapAddr { dst: map, map: 0 }, at),
+            (lookup(key, map, r1), at),
+        ];
+        let test = |r, yes, no| Terminator::Branch {
+            op: JmpOp::Jne,
+            a: r,
+            b: Operand::Imm(0),
+            then_: yes,
+            else_: no,
+        };
+        f.blocks[e].term.0 = test(r1, hit, miss);
+        f.blocks[hit].term.0 = Terminator::Jump(again);
+        f.blocks[again].insts = vec![
+            (
+                Inst::SlotAddr {
+                    dst: key2,
+                    slot,
+                    off: 0,
+                },
+                at,
+            ),
+            (Inst::MapAddr { dst: map2, map: 0 }, at),
+        ];
+        // The same key through other address values: what lowering produces.
+        let [key3, map3] = [0; 2].map(|_| f.new_value(ValueKind::Pointer));
+        f.blocks[again].insts.push((
+            Inst::SlotAddr {
+                dst: key3,
+                slot,
+                off: 0,
+            },
+            at,
+        ));
+        f.blocks[again].insts.push((Inst::MapAddr { dst: map3, map: 0 }, at));
+        f.blocks[again].insts.push((lookup(key3, map3, r2), at));
+        f.blocks[again].term.0 = test(r2, store, insert);
+        for b in [store, insert, miss] {
+            f.blocks[b].term.0 = Terminator::Return(Operand::Imm(b.as_u32() as i64));
+        }
+        assert!(reuse_lookups(&mut f));
+        let listing = crate::ir::display(&f);
+        assert_eq!(listing.matches("call #1").count(), 1, "{listing}");
+        assert!(listing.contains(&format!("{r2} = {r1}")), "{listing}");
+        assert!(!listing.contains(&format!("return {}", insert.as_u32())), "{listing}");
+    }
+
+    /// A helper call between the lookups (here an update of the map) keeps both.
+    #[test]
+    fn a_call_in_between_keeps_the_second_lookup() {
+        let mut f = Function::new("t");
+        let at = SourceLoc::default();
+        let slot = f.new_slot(8, 8);
+        let [key, map, r1, r2] = [0; 4].map(|_| f.new_value(ValueKind::Pointer));
+        let e = f.entry;
+        let lookup = |r| Inst::Call {
+            helper: h::MAP_LOOKUP_ELEM,
+            args: vec![Operand::Value(map), Operand::Value(key)],
+            dst: Some(r),
+        };
+        f.blocks[e].insts = vec![
+            (Inst::SlotAddr { dst: key, slot, off: 0 }, at),
+            (Inst::MapAddr { dst: map, map: 0 }, at),
+            (lookup(r1), at),
+            (
+                Inst::Call {
+                    helper: h::MAP_DELETE_ELEM,
+                    args: vec![Operand::Value(map), Operand::Value(key)],
+                    dst: None,
+                },
+                at,
+            ),
+            (lookup(r2), at),
+        ];
+        f.blocks[e].term.0 = Terminator::Return(Operand::Value(r2));
+        assert!(!reuse_lookups(&mut f));
+    }
+}

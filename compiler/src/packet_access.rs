@@ -1,0 +1,349 @@
+//! Packet accesses through one base pointer per offset, and bounds checks that an earlier,
+//! wider check on the same base already passed.
+//!
+//! Lowering checks every access on its own pointer: `p:getuint16(at)`, `p:getint64(at + 2)`
+//! and `p:getuint32(at + 10)` each compute `data + offset`, add the size, compare with
+//! `data_end`. The verifier grants a checked range to a pointer *register* (its id), so the
+//! three pointers need three checks. Here an access at `data + root + c` (`root` a scalar
+//! value, `c` a constant) is rewritten to go through one pointer `q = data + root` per root,
+//! with the constant in the instruction's offset (`*(u64 *)(q + 2)`); a check `q + K >
+//! data_end` that passed covers every later access of the same base within `K` bytes, and
+//! the later checks go. That is how a C programmer writes it, and what the verifier tracks.
+//!
+//! Facts flow forward along chains of blocks with a single predecessor (the `and` chains and
+//! `then` arms that lowering makes): a check removed here is dominated, on every path, by
+//! the check that covers it. A redefined root, a call, or a join forgets them. Only offsets
+//! that the interval analysis proves non-negative and small enough for the verifier to grant
+//! a range (root + extent <= 0xffff) are rebased.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use cranelift_entity::{PrimaryMap, SecondaryMap};
+
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value, ValueKind};
+use runtime_bpf::isa::JmpOp;
+use runtime_bpf::object::SourceLoc;
+
+/// `root + c` (`root` None: the constant `c`).
+type Sym = (Option<Value>, i64);
+
+#[derive(Clone, Default)]
+struct Facts {
+    /// Scalars as `root + c`.
+    scalar: HashMap<Value, Sym>,
+    /// Packet pointers as `data + root + c`.
+    pointer: HashMap<Value, Sym>,
+    /// `data + root + K <= data_end` is known, for the largest such K.
+    checked: HashMap<Option<Value>, i64>,
+    /// The pointer `data + root` that checks and accesses of `root` go through.
+    base: HashMap<Value, Value>,
+}
+
+impl Facts {
+    fn forget(&mut self, v: Value) {
+        self.scalar.remove(&v);
+        self.pointer.remove(&v);
+        self.scalar.retain(|_, s| s.0 != Some(v));
+        self.pointer.retain(|_, s| s.0 != Some(v));
+        self.checked.remove(&Some(v));
+        self.base.remove(&v);
+        self.base.retain(|_, q| *q != v);
+    }
+
+    fn scalar_of(&self, v: Value) -> Sym {
+        self.scalar.get(&v).copied().unwrap_or((Some(v), 0))
+    }
+}
+
+fn add(s: Sym, k: i64) -> Option<Sym> {
+    Some((s.0, s.1.checked_add(k)?))
+}
+
+/// Updates the facts for one instruction (before its operands are forgotten if it redefines
+/// one of them).
+fn step(facts: &mut Facts, inst: &Inst, data: Value, kinds: &PrimaryMap<Value, ValueKind>) {
+    let scalar_ok = |v: &Value| kinds[*v] == ValueKind::Scalar;
+    let Some(d) = inst.def() else {
+        if inst.is_call() {
+            *facts = Facts::default();
+        }
+        return;
+    };
+    let scalar = match inst {
+        Inst::Const { imm, .. } => Some((None, *imm)),
+        Inst::Mov { src, .. } if scalar_ok(src) => Some(facts.scalar_of(*src)),
+        Inst::Bin {
+            op: BinOp::Add,
+            a,
+            b: Operand::Imm(k),
+            ..
+        } if scalar_ok(a) => add(facts.scalar_of(*a), *k),
+        _ => None,
+    };
+    let pointer = match inst {
+        Inst::Mov { src, .. } if *src == data => Some((None, 0)),
+        Inst::Mov { src, .. } => facts.pointer.get(src).copied(),
+        Inst::Bin {
+            op: BinOp::Add, a, b, ..
+        } => match (facts.pointer.get(a).copied(), b) {
+            (Some(p), Operand::Imm(k)) => add(p, *k),
+            (Some((None, c)), Operand::Value(o)) if scalar_ok(o) => add(facts.scalar_of(*o), c),
+            (Some((r, c)), Operand::Value(o)) if scalar_ok(o) => match facts.scalar_of(*o) {
+                (None, k) => add((r, c), k),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    // The new facts are computed from the old values; then `d`'s old meaning goes.
+    facts.forget(d);
+    if inst.is_call() {
+        *facts = Facts::default();
+        return;
+    }
+    if let Some(p) = pointer {
+        facts.pointer.insert(d, p);
+    } else if let Some(s) = scalar {
+        // A value defined from itself (`x = x + 1`) is its own new root.
+        if s.0 != Some(d) {
+            facts.scalar.insert(d, s);
+        }
+    }
+}
+
+/// `data` and `data_end` as lowering loads them from the ctx (XDP: offsets 0 and 4; skb
+/// hooks: 76 and 80), when each is written once (no helper reloads them).
+fn packet_bounds(f: &Function) -> Option<(Value, Value)> {
+    let counts = f.def_counts();
+    for (_, b) in f.blocks.iter() {
+        for w in b.insts.windows(2) {
+            if let (
+                Inst::Load {
+                    dst: data,
+                    base,
+                    off: o1,
+                    ..
+                },
+                Inst::Load {
+                    dst: end,
+                    base: base2,
+                    off: o2,
+                    ..
+                },
+            ) = (&w[0].0, &w[1].0)
+            {
+                let offsets = matches!((*o1, *o2), (0, 4) | (76, 80));
+                let pointers = f.values[*data] == ValueKind::Pointer && f.values[*end] == ValueKind::Pointer;
+                if base == base2 && offsets && pointers && counts[*data] == 1 && counts[*end] == 1 {
+                    return Some((*data, *end));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The verifier grants a checked range to `data + root + c` only while `umax(root) + c`
+/// stays within its MAX_PACKET_OFF (0xffff).
+const VERIFIER_MAX_PACKET_OFF: i64 = 0xffff;
+
+/// Whether `q = data + root` and the check `q + c > data_end` are ones the verifier accepts
+/// and learns from, with `ranges` the known ranges where the check is made.
+fn root_ok(ranges: &crate::ranges::State, root: Option<Value>, c: i64) -> bool {
+    match root {
+        None => (0..=VERIFIER_MAX_PACKET_OFF).contains(&c),
+        Some(r) => ranges
+            .get(&r)
+            .is_some_and(|x| x.lo >= 0 && c >= 0 && x.hi.checked_add(c).is_some_and(|h| h <= VERIFIER_MAX_PACKET_OFF)),
+    }
+}
+
+/// Appends `p = from + by` (a fresh pointer) to block `b`.
+fn push_pointer(f: &mut Function, b: Block, from: Value, by: Operand, loc: SourceLoc) -> Value {
+    let p = f.values.push(ValueKind::Pointer);
+    f.blocks[b].insts.push((Inst::Mov { dst: p, src: from }, loc));
+    f.blocks[b].insts.push((
+        Inst::Bin {
+            op: BinOp::Add,
+            dst: p,
+            a: p,
+            b: by,
+        },
+        loc,
+    ));
+    p
+}
+
+pub fn rebase_packet_accesses(f: &mut Function) -> bool {
+    let Some((data, end)) = packet_bounds(f) else {
+        return false;
+    };
+
+    let order = f.reverse_postorder();
+    let mut preds: SecondaryMap<Block, u32> = SecondaryMap::new();
+    for &b in &order {
+        for s in f.blocks[b].term.0.successors() {
+            preds[s] += 1;
+        }
+    }
+    let range_in = crate::ranges::analyze(f);
+    let mut edge: HashMap<Block, Facts> = HashMap::default();
+    let mut changed = false;
+    for &b in &order {
+        let mut facts = if preds[b] == 1 && b != f.entry {
+            edge.remove(&b).unwrap_or_default()
+        } else {
+            Facts::default()
+        };
+        let mut ranges = range_in[b].clone().unwrap_or_default();
+        let mut insts = std::mem::take(&mut f.blocks[b].insts);
+        let mut new_insts = Vec::with_capacity(insts.len());
+        for (mut inst, loc) in insts.drain(..) {
+            // Accesses through a pointer of a checked base use the base and an offset.
+            match &mut inst {
+                Inst::Load { base, off, size, .. } | Inst::Store { base, off, size, .. } => {
+                    if let Some(&(root, c)) = facts.pointer.get(base) {
+                        let at = c + i64::from(*off);
+                        let covered = facts
+                            .checked
+                            .get(&root)
+                            .is_some_and(|&k| at + i64::from(size.bytes()) <= k);
+                        let via = match root {
+                            None => Some(data),
+                            Some(r) => facts.base.get(&r).copied(),
+                        };
+                        if let (true, Some(q), Ok(o)) = (covered && at >= 0, via, i16::try_from(at)) {
+                            if *base != q || *off != o {
+                                *base = q;
+                                *off = o;
+                                changed = true;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            step(&mut facts, &inst, data, &f.values);
+            crate::ranges::step(&mut ranges, &inst);
+            new_insts.push((inst, loc));
+        }
+        f.blocks[b].insts = new_insts;
+        // The check at the end of the block.
+        let term = f.blocks[b].term.0.clone();
+        if let Terminator::Branch {
+            op: op @ (JmpOp::Jgt | JmpOp::Jge),
+            a: t,
+            b: Operand::Value(e),
+            then_,
+            else_,
+        } = term
+        {
+            if e == end {
+                if let Some(&(root, c)) = facts.pointer.get(&t) {
+                    let extent = if op == JmpOp::Jge { c + 1 } else { c };
+                    if facts.checked.get(&root).is_some_and(|&k| extent <= k) {
+                        f.blocks[b].term.0 = Terminator::Jump(else_);
+                        changed = true;
+                    } else if root_ok(&ranges, root, c) {
+                        let loc = f.blocks[b].term.1;
+                        let q = match root {
+                            None => data,
+                            Some(r) => match facts.base.get(&r) {
+                                Some(&q) => q,
+                                None => {
+                                    let q = push_pointer(f, b, data, Operand::Value(r), loc);
+                                    facts.base.insert(r, q);
+                                    q
+                                }
+                            },
+                        };
+                        // Rebuild the compared pointer from the base unless it already is.
+                        let nt = push_pointer(f, b, q, Operand::Imm(c), loc);
+                        f.blocks[b].term.0 = Terminator::Branch {
+                            op,
+                            a: nt,
+                            b: Operand::Value(end),
+                            then_,
+                            else_,
+                        };
+                        changed = true;
+                        let mut safe = facts.clone();
+                        safe.checked.insert(root, extent);
+                        edge.insert(else_, safe);
+                        edge.insert(then_, facts.clone());
+                        continue;
+                    }
+                }
+            }
+        }
+        for s in f.blocks[b].term.0.successors() {
+            edge.entry(s).or_insert_with(|| facts.clone());
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::{annotated_asm, compile_source};
+
+    /// Compares of a register with a register: here, only packet pointers with data_end.
+    fn packet_checks(asm: &str) -> usize {
+        asm.lines()
+            .filter(|l| l.contains("goto") && (l.contains(" > r") || l.contains(" <= r")))
+            .count()
+    }
+
+    fn asm(src: &str) -> String {
+        let c = compile_source(src, "t.lua", &Default::default()).unwrap_or_else(|e| panic!("{}", e.render()));
+        annotated_asm(&c.object)
+    }
+
+    /// A scan: the loop's own length test is the one packet check; the three loads after it
+    /// go through its base pointer with constant offsets.
+    #[test]
+    fn loads_after_a_length_test_share_its_check() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local len = #p
+  for i = 0, 63 do
+    if i + 14 > len then break end
+    if p:getuint16(i) == 1 and p:getint64(i + 2) == 2 and p:getuint32(i + 10) == 3 then return 1 end
+  end
+  return 2
+end, { name = "scan" })
+"#);
+        let checks = packet_checks(&out);
+        assert_eq!(
+            checks, 1,
+            "one packet check for the loop's test and three loads:\n{out}"
+        );
+        for load in ["*(u16 *)(r", "*(u64 *)(r", "*(u32 *)(r"] {
+            assert!(out.contains(load), "{load} in:\n{out}");
+        }
+        assert!(
+            out.contains(" +2)") && out.contains(" +10)"),
+            "constant offsets in the loads:\n{out}"
+        );
+    }
+
+    /// Constant offsets: an access inside the extent an earlier check proved needs no check
+    /// of its own (bytes 12-13 after the check up to byte 23), one past it does.
+    #[test]
+    fn a_wider_earlier_check_covers_later_constant_accesses() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local x = p:getbyte(23) + p:getuint16(12) + p:getuint32(26)
+  if x == 7 then return 1 end
+  return 2
+end, { name = "consts" })
+"#);
+        let checks = packet_checks(&out);
+        assert_eq!(checks, 2, "bytes 12-13 are covered by the check for byte 23:\n{out}");
+    }
+}
