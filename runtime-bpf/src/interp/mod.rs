@@ -10,6 +10,7 @@
 //! - [`maps`]: hash, array, per-CPU, LRU and LPM maps with the kernel's update rules.
 //! - `exec`: the instruction loop, local calls (a 512-byte stack frame per call), the budget.
 //! - `memory`, `ctx`, `calls`: loads and stores, the context structures, the helpers.
+//! - `netfilter`: the netfilter context, dynptrs over the skb and the kfuncs that read them.
 //!
 //! The context is what a test run builds: XDP `ingress_ifindex` 1 (loopback) and queue 0; tc
 //! `len`, `protocol` (from the Ethernet header, as `eth_type_trans` sets it), `ifindex` 1,
