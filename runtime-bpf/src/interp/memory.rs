@@ -124,6 +124,10 @@ impl Run<'_> {
                 let r = self.range("a map value", p.off, len, bytes.len())?;
                 Ok(&bytes[r])
             }
+            Region::Slice { start, len: size } => {
+                let r = self.range("a dynptr slice", p.off, len, size as usize)?;
+                Ok(&self.packet[start as usize + r.start..start as usize + r.end])
+            }
             Region::Ctx => self.fault("passes the context as data"),
             Region::Map(_) => self.fault("reads the bytes of a map pointer"),
             Region::NfState | Region::Skb => self.fault("passes a kernel structure as data"),
@@ -165,6 +169,7 @@ impl Run<'_> {
             Region::Ctx => self.fault("writes the context as data"),
             Region::Map(_) => self.fault("writes the bytes of a map"),
             Region::NfState | Region::Skb => self.fault("writes a read-only kernel structure"),
+            Region::Slice { .. } => self.fault("writes through a read-only dynptr slice"),
         }
     }
 

@@ -8,7 +8,8 @@
 //! with `hook` LOCAL_OUT and `pf` the family asked for; `skb` to an skb whose data is the
 //! packet as given (the IP header at offset 0, all of it linear, `skb->len` its length). So a
 //! slice is always a pointer into the packet (the caller's buffer would only be used for bytes
-//! in fragments), and an out-of-range slice is NULL.
+//! in fragments), read-only and as large as asked (a `Region::Slice`, so a read past it is a
+//! fault, as the verifier refuses it), and an out-of-range slice is NULL.
 //!
 //! A dynptr is a 16-byte stack object (`struct bpf_dynptr_kern { data; size; offset }`, the
 //! type and read-only flag in the top bits of `size`). The interpreter keeps what it describes
@@ -128,7 +129,8 @@ impl Run<'_> {
                     return Ok(Value::Scalar(0));
                 }
                 // The skb is linear: `skb_header_pointer` points into its data.
-                Ok(Value::Ptr(Ptr::new(Region::Packet, d.offset as i64 + off as i64)))
+                let start = d.offset + off;
+                Ok(Value::Ptr(Ptr::new(Region::Slice { start, len }, 0)))
             }
             "bpf_dynptr_size" => {
                 let d = self.dynptr_arg(1)?;

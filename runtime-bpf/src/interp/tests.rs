@@ -705,6 +705,13 @@ fn dynptr_slices_point_into_the_packet_or_are_null() {
     // `bpf_dynptr_size` is the packet's length.
     let r = NfProgram::default().dynptr(0).size().run(&packet).unwrap();
     assert_eq!(r.retval, 40);
+    // A slice is memory of its size: a read past it is what the verifier refuses.
+    let past = NfProgram::default()
+        .dynptr(0)
+        .slice(0, 4)
+        .push([Insn::jmp_imm(JmpOp::Jeq, R0, 0, 1), Insn::load(Size::B, R0, R0, 4)])
+        .run(&packet);
+    assert!(matches!(past, Err(InterpError::Fault { .. })), "{past:?}");
     // Slices are read-only.
     let write = NfProgram::default()
         .dynptr(0)
