@@ -3,6 +3,7 @@
 //! compiles must verify) and the differential semantics tests (kernel and Lua must agree).
 
 use crate::harness::Rng;
+use luabpf_loader::netfilter::Family;
 
 struct Gen {
     rng: Rng,
@@ -250,5 +251,117 @@ fn generate(seed: u64, runtime_loops: bool, formats: bool) -> String {
     let decls = if formats { FORMAT_DECLS } else { "" };
     format!(
         "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal bo = require \"linux.byteorder\"\nlocal m = map.hash(\"m\", {{ key = \"i8\", value = \"i8\", entries = 64 }})\nlocal counts = map.percpu_array(\"counts\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nlocal T = {{ [1] = 10, [2] = 20, [7] = -7 }}\n{decls}local function helper(x, y)\n  if x > y then return x - y end\n  return y // 3\nend\nlocal function filter(ctx)\n  local p = ctx:packet()\n  local a = p:getint64(14)\n  local b = p:getint64(22)\n  local s = p:getstring(40, 3)\n{body}  return 2\nend\nreturn xdp.program(filter, {{ name = \"t\", default = 1 }})\n"
+    )
+}
+
+/// Every getter at XDP (`probe_xdp`, the packet from offset 14) and at netfilter (`probe_nf`,
+/// from 0), with run-time offsets and lengths and reads out of range on purpose: each result
+/// goes to the array `out` (0: `#packet` less the base, 1..13: the reads), and the program
+/// drops the packet when it got to the end without a runtime error.
+pub const NETFILTER_PROBE: &str = r#"
+local xdp = require "bpf.xdp"
+local netfilter = require "bpf.netfilter"
+local map = require "bpf.map"
+local xa = require "linux.xdp"
+local na = require "linux.netfilter"
+
+local out = map.array("out", { key = "I4", value = "i8", entries = 16 })
+
+-- Reads the packet from `base` on; true if it got to the end without a runtime error.
+local function probe(p, base)
+  out[0] = #p - base
+  out[1] = p:getbyte(base)
+  out[2] = p:getint8(base + 1) + p:getuint8(base + 1) * 1000
+  out[3] = p:getuint16(base + 2)
+  out[4] = p:getint16(base + 4)
+  out[5] = p:getuint32(base + 6)
+  out[6] = p:getint32(base + 10)
+  out[7] = p:getint64(base + 14)
+  out[8] = p:getnumber(base + 6)
+  -- A run-time offset and length.
+  local k = p:getbyte(base) & 0x1f
+  out[9] = p:getuint16(base + k)
+  local s = p:getstring(base + 2, p:getbyte(base + 1) & 0x0f)
+  out[10] = #s
+  out[11] = (s:byte(1) or -1) * 256 + (s:byte(-1) or -1)
+  -- Out of range on purpose when the first byte is 0xee: before the packet's start.
+  if p:getbyte(base) == 0xee then out[12] = p:getbyte(base + p:getbyte(base + 1) - 300) end
+  -- And past its end, far away, when it is 0xef.
+  if p:getbyte(base) == 0xef then out[12] = p:getuint32(base + 0xfff0 + p:getbyte(base + 1)) end
+  out[13] = p:getuint32(base + #p - base - 4)
+  return true
+end
+
+return {
+  xdp.program(function(ctx) if probe(ctx:packet(), 14) then return xa.DROP end end, { name = "probe_xdp" }),
+  netfilter.program(function(ctx) if probe(ctx:packet(), 0) then return na.DROP end end, { name = "probe_nf" }),
+}
+"#;
+
+/// The `i`th packet for [`NETFILTER_PROBE`]: 24 to 83 random bytes from the IP header on,
+/// IPv4 for even `i`, IPv6 for odd; every tenth starts with 0xee (a read before the packet's
+/// start), the next with 0xef (a read far past its end).
+pub fn probe_packet(rng: &mut Rng, i: usize) -> (Vec<u8>, Family) {
+    let len = 24 + rng.below(60);
+    let mut ip = rng.bytes(len);
+    match i % 10 {
+        0 => ip[0] = 0xee,
+        1 => ip[0] = 0xef,
+        _ => {}
+    }
+    let family = if i % 2 == 0 { Family::Ipv4 } else { Family::Ipv6 };
+    (ip, family)
+}
+
+/// A random XDP program of the robustness corpus turned into a netfilter program: each packet
+/// write `p:setX(off, v)` becomes `counts[1] = v` (netfilter refuses writes), the rest stays
+/// (its `return 2` and other out-of-range verdicts become the default verdict).
+pub fn as_netfilter(xdp_program: &str) -> String {
+    let mut out = String::new();
+    for line in xdp_program.lines() {
+        let trimmed = line.trim_start();
+        let pad = &line[..line.len() - trimmed.len()];
+        let line = match trimmed.strip_prefix("p:set").and_then(|r| r.split_once('(')) {
+            Some((_, args)) => {
+                // The value: after the first comma outside parentheses, up to the closing one.
+                let mut depth = 0;
+                let comma = args
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        depth += match c {
+                            '(' => 1,
+                            ')' => -1,
+                            _ => 0,
+                        };
+                        c == ',' && depth == 0
+                    })
+                    .map(|(i, _)| i)
+                    .expect("two arguments");
+                let value = args[comma + 1..].trim().strip_suffix(')').expect("one call per line");
+                format!("{pad}counts[1] = {value}")
+            }
+            None => line
+                .replace(
+                    "local xdp = require \"bpf.xdp\"",
+                    "local netfilter = require \"bpf.netfilter\"",
+                )
+                .replace("xdp.program(", "netfilter.program("),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// An XDP example with its hook swapped to netfilter (the modules, and ACCEPT for PASS): the
+/// same reads, through netfilter's dynptr kfuncs. `None` for examples of other hooks.
+pub fn xdp_example_as_netfilter(src: &str) -> Option<String> {
+    if !src.contains("require \"bpf.xdp\"") {
+        return None;
+    }
+    Some(
+        src.replace("require \"bpf.xdp\"", "require \"bpf.netfilter\"")
+            .replace("require \"linux.xdp\"", "require \"linux.netfilter\"")
+            .replace("action.PASS", "action.ACCEPT"),
     )
 }

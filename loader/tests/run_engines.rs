@@ -245,3 +245,66 @@ fn kernel_and_interpreter_print_the_same() {
         "{run:?}"
     );
 }
+
+/// An IPv6 netfilter program: drops UDP datagrams with 8 bytes of payload (the payload length
+/// read through a string copy).
+const V6_TCP: &str = r#"local netfilter = require "bpf.netfilter"
+local verdict   = require "linux.netfilter"
+return netfilter.program(function(ctx)
+  local p = ctx:packet()
+  local s = p:getstring(4, 2)
+  if p:getbyte(6) == 17 and #s == 2 and s:byte(2) == 8 and #p >= 48 then return verdict.DROP end
+  return verdict.ACCEPT
+end, { name = "v6_tcp", family = "ipv6" })
+"#;
+
+/// A netfilter program run by nobody in the interpreter prints what root's kernel run prints
+/// (the IP packets of the capture's frames of the program's family, through the dynptr
+/// kfuncs), but for the engine in the summary.
+#[test]
+fn netfilter_programs_run_as_nobody_print_what_the_kernel_prints() {
+    if !require_kernel_or_skip("netfilter_programs_run_as_nobody_print_what_the_kernel_prints") {
+        return;
+    }
+    let dir = TempDir::new();
+    let bin = dir.copy(Path::new(env!("CARGO_BIN_EXE_luabpf")), true);
+    let sni_nf = dir.copy(&example("netfilter/sni_filter"), false);
+    let v6 = dir.0.join("v6_tcp.lua");
+    std::fs::write(&v6, V6_TCP).unwrap();
+    std::fs::set_permissions(&v6, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let v6 = v6.to_str().unwrap().to_string();
+    let capture = dir.copy(&pcap("sni.pcap"), false);
+    let seed = ["--map", "blocklist:evil.example=0"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            [&[sni_nf.as_str(), "--program", "sni_nf"][..], &seed[..]].concat(),
+            "2 DROP",
+        ),
+        (
+            [&[sni_nf.as_str(), "--program", "sni_nf", "--json"][..], &seed[..]].concat(),
+            "\"DROP\":2",
+        ),
+        (vec![v6.as_str()], "1 DROP"),
+    ];
+    for (case, drops) in cases {
+        let mut args = vec!["run", "--pcap", capture.as_str()];
+        args.extend(&case);
+        let kernel = luabpf(&[&args[..], &["--engine", "kernel"]].concat());
+        let interp = unprivileged(&dir, &bin, &[&args[..], &["--engine", "interp"]].concat());
+        assert_eq!((kernel.code, interp.code), (0, 0), "{kernel:?}\n{interp:?}");
+        assert_eq!(interp.stderr, "", "{interp:?}");
+        assert!(kernel.stdout.contains(drops), "{case:?}: {kernel:?}");
+        assert!(interp.stdout.contains("interpreter"), "{interp:?}");
+        assert_eq!(
+            kernel
+                .stdout
+                .replace("engine: kernel", "engine")
+                .replace("\"engine\":\"kernel\"", "\"engine\""),
+            interp
+                .stdout
+                .replace("engine: interpreter", "engine")
+                .replace("\"engine\":\"interpreter\"", "\"engine\""),
+            "{case:?}"
+        );
+    }
+}

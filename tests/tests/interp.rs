@@ -5,7 +5,9 @@
 //! Corpus: every example on realistic packets (TLS ClientHellos, HTTP requests, IP options,
 //! VLAN tags, IPv6, UDP, the checked-in captures), every truncation of each, and seeded random
 //! byte mutations; a tc program for the `__sk_buff` fields and the skb helpers; and random
-//! program files (tests/programs.rs) on random packets. The test thread is pinned to CPU 0 so
+//! program files (tests/programs.rs) on random packets. Netfilter programs (the dual-hook SNI
+//! example, every getter, the XDP examples and random programs compiled for netfilter) run on
+//! the IP packets of the same corpus, IPv4 and IPv6, as `luabpf run` hands them over. The test thread is pinned to CPU 0 so
 //! that the kernel's per-CPU map values and `bpf.cpu()` are those of the interpreter (CPU 0).
 //!
 //! Needs bpf() for the kernel side: skips loudly without it (fails with
@@ -14,13 +16,14 @@
 use std::collections::BTreeMap;
 
 use luabpf_compiler::compile::{compile_source, Compiled, Options};
+use luabpf_loader::netfilter::{self, Family};
+use luabpf_loader::{TestRunError, TestRunResult};
 use luabpf_tests::harness::{compile_example, cstr, example_names, hex, kernel_or_skip, Harness, Rng};
 use luabpf_tests::packets::{
     client_hello, ethernet, http_frame, http_request, ipv6_frame, tcp_packet, tls_frame, udp_packet,
 };
-use luabpf_tests::programs::random_program;
-use runtime_bpf::interp::{InterpError, Machine};
-use runtime_bpf::progtypes::ProgType;
+use luabpf_tests::programs::{as_netfilter, probe_packet, random_program, xdp_example_as_netfilter, NETFILTER_PROBE};
+use runtime_bpf::interp::{InterpError, Machine, RunResult};
 
 /// Maps whose values are `bpf.ktime()` stamps: only their keys can agree.
 const TIME_VALUED: &[(&str, &str)] = &[("cookie_guard", "blocked")];
@@ -48,6 +51,8 @@ struct Pair {
     /// Maps compared by keys only.
     time_valued: Vec<String>,
     runs: usize,
+    /// Packets both engines refused (too short or too long for a test run).
+    refused: usize,
     verdicts: BTreeMap<u32, usize>,
     disagreements: Vec<String>,
 }
@@ -62,9 +67,16 @@ impl Pair {
             m,
             time_valued: Vec::new(),
             runs: 0,
+            refused: 0,
             verdicts: BTreeMap::new(),
             disagreements: Vec::new(),
         }
+    }
+
+    /// Runs program `name` of the file instead of the first.
+    fn with_program(mut self, name: &str) -> Pair {
+        self.h = self.h.with_program(name);
+        self
     }
 
     fn seed(&mut self, map: &str, key: &[u8], value: &[u8]) {
@@ -87,9 +99,27 @@ impl Pair {
 
     /// One packet through both engines.
     fn packet(&mut self, what: &str, packet: &[u8]) {
-        self.runs += 1;
         let kernel = self.h.try_run(packet);
         let interp = self.m.run(&self.h.program.clone(), packet);
+        self.compare(what, packet, kernel, interp);
+    }
+
+    /// One IP packet of `family` through both engines, as a netfilter test run.
+    fn ip_packet(&mut self, what: &str, packet: &[u8], family: Family) {
+        let fd = self.h.loaded.program_fd(&self.h.program).expect("program loaded");
+        let kernel = netfilter::test_run(fd, packet, family, 1);
+        let interp = self.m.run_netfilter(&self.h.program.clone(), packet, family.pf() as u8);
+        self.compare(&format!("{what} ({})", family.name()), packet, kernel, interp);
+    }
+
+    fn compare(
+        &mut self,
+        what: &str,
+        packet: &[u8],
+        kernel: Result<TestRunResult, TestRunError>,
+        interp: Result<RunResult, InterpError>,
+    ) {
+        self.runs += 1;
         match (kernel, interp) {
             (Ok(k), Ok(i)) => {
                 *self.verdicts.entry(k.retval).or_default() += 1;
@@ -112,7 +142,7 @@ impl Pair {
                 }
             }
             // Both refuse the packet itself (too short or too long for a test run).
-            (Err(_), Err(InterpError::Packet(_))) => {}
+            (Err(_), Err(InterpError::Packet(_))) => self.refused += 1,
             (k, i) => self.disagree(format!(
                 "{what}: kernel {:?} / interpreter {:?}\n  packet {}",
                 k.map(|r| r.retval),
@@ -169,7 +199,13 @@ impl Pair {
 
     fn summary(&self) -> String {
         let verdicts: Vec<String> = self.verdicts.iter().map(|(v, n)| format!("{n}x{v}")).collect();
-        format!("{}: {} packets, verdicts {}", self.label, self.runs, verdicts.join(" "))
+        format!(
+            "{}: {} packets ({} refused by both), verdicts {}",
+            self.label,
+            self.runs,
+            self.refused,
+            verdicts.join(" ")
+        )
     }
 }
 
@@ -226,6 +262,25 @@ fn base_packets() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Seeds that make an example's blocking paths reachable, and its time-valued maps.
+fn seed_example(pair: &mut Pair, example: &str) {
+    for (name, map) in TIME_VALUED {
+        if *name == example {
+            pair.time_valued.push(map.to_string());
+        }
+    }
+    match example {
+        "sni_filter" | "netfilter/sni_filter" => pair.seed("blocklist", &cstr("evil.example", 64), &0u64.to_le_bytes()),
+        "ua_filter" => pair.seed("blocked_agents", &cstr("EvilBot/1.0", 64), &0u64.to_le_bytes()),
+        "cookie_guard" => {
+            for ip in [[10, 0, 0, 1], [10, 0, 0, 7]] {
+                pair.seed("cookies", &ip, &cstr("s3cr3t", 32));
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Every base packet, then each one's truncations and a few random mutations.
 fn run_corpus(pair: &mut Pair, rng: &mut Rng) {
     for (name, base) in base_packets() {
@@ -269,29 +324,8 @@ fn examples_agree_with_the_kernel() {
     let mut rng = Rng::new(0x1a7e_5eed);
     let mut pairs = Vec::new();
     for name in example_names() {
-        let compiled = compile_example(&name);
-        let section = &compiled.object.programs[0].section;
-        if ProgType::from_section(section) == Some(ProgType::Netfilter) {
-            println!("{name}: a netfilter program, which the interpreter does not run");
-            continue;
-        }
-        let mut pair = Pair::new(&name, compiled);
-        for (example, map) in TIME_VALUED {
-            if *example == name {
-                pair.time_valued.push(map.to_string());
-            }
-        }
-        // Seeds that make each example's blocking paths reachable.
-        match name.as_str() {
-            "sni_filter" => pair.seed("blocklist", &cstr("evil.example", 64), &0u64.to_le_bytes()),
-            "ua_filter" => pair.seed("blocked_agents", &cstr("EvilBot/1.0", 64), &0u64.to_le_bytes()),
-            "cookie_guard" => {
-                for ip in [[10, 0, 0, 1], [10, 0, 0, 7]] {
-                    pair.seed("cookies", &ip, &cstr("s3cr3t", 32));
-                }
-            }
-            _ => {}
-        }
+        let mut pair = Pair::new(&name, compile_example(&name));
+        seed_example(&mut pair, &name);
         run_corpus(&mut pair, &mut rng);
         pairs.push(pair);
     }
@@ -389,6 +423,78 @@ fn tc_context_and_skb_helpers_agree_with_the_kernel() {
     assert!(verdicts >= 4, "{summary}");
 }
 
+/// What a campaign of random program files did.
+#[derive(Default)]
+struct Campaign {
+    compiled: usize,
+    verified: usize,
+    /// Verified programs that are tc programs.
+    tc: usize,
+    runs: usize,
+    /// Per disagreeing program: the disagreements and the source.
+    disagreements: Vec<String>,
+}
+
+/// Programs `program(seed)` for `seeds` seeds: every one that compiles and verifies runs the
+/// packets `packets` gives it in both engines, then their maps are compared.
+fn random_campaign(seeds: u64, program: impl Fn(u64) -> String, packets: impl Fn(&mut Pair, &mut Rng)) -> Campaign {
+    let mut c = Campaign::default();
+    let mut rng = Rng::new(0xd1ff);
+    for seed in 0..seeds {
+        let src = program(seed);
+        let Ok(compiled) = compile_source(&src, "prog.lua", &Options::default()) else {
+            continue;
+        };
+        c.compiled += 1;
+        if luabpf_loader::load(&compiled.elf).is_err() {
+            continue; // the robustness tests hold the verifier to what compiles
+        }
+        c.verified += 1;
+        if compiled.object.programs[0].section == "classifier" {
+            c.tc += 1;
+        }
+        let mut pair = Pair::new(&format!("random program {seed}"), compiled);
+        packets(&mut pair, &mut rng);
+        pair.compare_maps("after the packets");
+        c.runs += pair.runs;
+        if !pair.disagreements.is_empty() {
+            c.disagreements
+                .push(format!("{}\n{src}", pair.disagreements.join("\n")));
+        }
+    }
+    c
+}
+
+/// Seeds for a random campaign: LUABPF_INTERP_PROGRAMS=N runs a longer one.
+fn campaign_seeds(default: u64) -> u64 {
+    std::env::var("LUABPF_INTERP_PROGRAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn assert_campaign(what: &str, seeds: u64, c: &Campaign) {
+    println!(
+        "{what}: {seeds} generated, {} compiled, {} verified ({} of them tc), {} packets run in both \
+         engines, {} disagreeing programs",
+        c.compiled,
+        c.verified,
+        c.tc,
+        c.runs,
+        c.disagreements.len()
+    );
+    assert!(
+        c.verified >= seeds as usize / 2,
+        "too few programs verified: {} of {seeds}",
+        c.verified
+    );
+    assert!(
+        c.disagreements.is_empty(),
+        "kernel and interpreter disagree:\n{}",
+        c.disagreements.join("\n\n")
+    );
+}
+
 /// Random program files: every one that compiles and verifies gives the same results in the
 /// kernel and the interpreter on random packets.
 #[test]
@@ -397,61 +503,187 @@ fn random_programs_agree_with_the_kernel() {
         return;
     }
     pin_to_cpu0();
-    // LUABPF_INTERP_PROGRAMS=N runs a longer campaign.
-    let seeds: u64 = std::env::var("LUABPF_INTERP_PROGRAMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let (mut compiled, mut verified, mut as_tc, mut runs) = (0, 0, 0, 0);
-    let mut disagreements = Vec::new();
-    let mut rng = Rng::new(0xd1ff);
-    for seed in 0..seeds {
-        let runtime_loops = seed % 3 == 2;
-        let mut src = random_program(2_000_000 + seed, runtime_loops);
-        // Every fourth program as a tc program: the same code through `__sk_buff` and the skb
-        // helpers (the generator's verdicts 0..4 are tc verdicts too).
-        if seed % 4 == 3 {
-            src = src.replace("require \"bpf.xdp\"", "require \"bpf.tc\"");
-        }
-        let Ok(c) = compile_source(&src, "prog.lua", &Options::default()) else {
+    let seeds = campaign_seeds(300);
+    let c = random_campaign(
+        seeds,
+        |seed| {
+            let src = random_program(2_000_000 + seed, seed % 3 == 2);
+            // Every fourth program as a tc program: the same code through `__sk_buff` and the
+            // skb helpers (the generator's verdicts 0..4 are tc verdicts too).
+            if seed % 4 == 3 {
+                return src.replace("require \"bpf.xdp\"", "require \"bpf.tc\"");
+            }
+            src
+        },
+        |pair, rng| {
+            for k in 0..8 {
+                let len = 14 + rng.below(90);
+                let p = if k == 0 { tls_frame("abc") } else { rng.bytes(len) };
+                pair.packet(&format!("random packet {k}"), &p);
+            }
+        },
+    );
+    assert_campaign("random programs", seeds, &c);
+    assert!(c.tc > 0, "no tc program among the random programs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Netfilter programs: the packet is the IP packet (from its header on), read through the dynptr
+// kfuncs and `bpf_dynptr_read`.
+
+/// The IP packet of an Ethernet frame and its family, as `luabpf run` hands it to a netfilter
+/// program; `None` for frames that carry neither IPv4 nor IPv6.
+fn ip_of(frame: &[u8]) -> Option<(Vec<u8>, Family)> {
+    let family = match frame.get(12..14)? {
+        [0x08, 0x00] => Family::Ipv4,
+        [0x86, 0xdd] => Family::Ipv6,
+        _ => return None,
+    };
+    Some((frame[14..].to_vec(), family))
+}
+
+/// A whole frame as a netfilter packet (IPv4): the test run at LOCAL_OUT does not look at the
+/// bytes, so programs written for XDP find their Ethernet header where they expect it.
+fn whole_frame(frame: &[u8]) -> Option<(Vec<u8>, Family)> {
+    Some((frame.to_vec(), Family::Ipv4))
+}
+
+/// [`run_corpus`] for a netfilter program: the packets `packet_of` makes of the base frames,
+/// every truncation (including those the test run refuses, under 20 bytes), a few random
+/// mutations, and each packet once more as the other family.
+fn run_nf_corpus(pair: &mut Pair, rng: &mut Rng, packet_of: fn(&[u8]) -> Option<(Vec<u8>, Family)>) {
+    for (name, frame) in base_packets() {
+        let Some((base, family)) = packet_of(&frame) else {
             continue;
         };
-        compiled += 1;
-        if luabpf_loader::load(&c.elf).is_err() {
-            continue; // the robustness tests hold the verifier to what compiles
+        pair.ip_packet(&name, &base, family);
+        let other = if family == Family::Ipv4 {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        };
+        pair.ip_packet(&format!("{name} as the other family"), &base, other);
+        let cuts: Vec<usize> = if base.len() <= 2000 {
+            (0..base.len()).rev().collect()
+        } else {
+            vec![base.len() - 1, 3713, 3712, 1500, 100, 20, 19]
+        };
+        for len in cuts {
+            pair.ip_packet(&format!("{name} cut to {len}"), &base[..len], family);
         }
-        verified += 1;
-        if c.object.programs[0].section == "classifier" {
-            as_tc += 1;
-        }
-        let mut pair = Pair::new(&format!("random program {seed}"), c);
-        for k in 0..8 {
-            let len = 14 + rng.below(90);
-            let mut p = rng.bytes(len);
-            if k == 0 {
-                p = tls_frame("abc");
+        for k in 0..12 {
+            let mut p = base.clone();
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(p.len());
+                p[at] = rng.next() as u8;
             }
-            pair.packet(&format!("random packet {k}"), &p);
+            pair.ip_packet(&format!("{name} mutation {k}"), &p, family);
         }
-        pair.compare_maps("after the packets");
-        runs += pair.runs;
-        if !pair.disagreements.is_empty() {
-            disagreements.push(format!("{}\n{src}", pair.disagreements.join("\n")));
+        pair.compare_maps(&format!("after {name}"));
+    }
+}
+
+#[test]
+fn netfilter_sni_filter_agrees_with_the_kernel() {
+    if !kernel_or_skip() {
+        return;
+    }
+    pin_to_cpu0();
+    let name = "netfilter/sni_filter";
+    let mut pair = Pair::new(name, compile_example(name)).with_program("sni_nf");
+    seed_example(&mut pair, name);
+    run_nf_corpus(&mut pair, &mut Rng::new(0x5e1f), ip_of);
+    let verdicts = pair.verdicts.len();
+    let summary = pair.summary();
+    finish(&[pair]);
+    assert_eq!(verdicts, 2, "both DROP and ACCEPT reached: {summary}");
+}
+
+#[test]
+fn netfilter_getters_agree_with_the_kernel() {
+    // Every getter and getstring, with run-time offsets and lengths, on random IPv4 and IPv6
+    // packets and their truncations: the verdict and every value read (the `out` map).
+    if !kernel_or_skip() {
+        return;
+    }
+    pin_to_cpu0();
+    let compiled = compile_source(NETFILTER_PROBE, "probe.lua", &Options::default())
+        .unwrap_or_else(|f| panic!("the probe does not compile:\n{}", f.render()));
+    let mut pair = Pair::new("probe_nf", compiled).with_program("probe_nf");
+    let mut rng = Rng::new(0x6e67);
+    for i in 0..200 {
+        let (ip, family) = probe_packet(&mut rng, i);
+        pair.ip_packet(&format!("random packet {i}"), &ip, family);
+        pair.compare_maps(&format!("after random packet {i}"));
+        if i % 20 == 0 {
+            for cut in (0..ip.len()).rev() {
+                pair.ip_packet(&format!("random packet {i} cut to {cut}"), &ip[..cut], family);
+                pair.compare_maps(&format!("after random packet {i} cut to {cut}"));
+            }
         }
     }
-    println!(
-        "random programs: {seeds} generated, {compiled} compiled, {verified} verified ({as_tc} of them tc), \
-         {runs} packets run in both engines, {} disagreeing programs",
-        disagreements.len()
+    let verdicts = pair.verdicts.len();
+    let summary = pair.summary();
+    finish(&[pair]);
+    assert_eq!(verdicts, 2, "reads that complete and runtime errors: {summary}");
+}
+
+#[test]
+fn xdp_examples_compiled_for_netfilter_agree_with_the_kernel() {
+    // The XDP examples with the hook swapped: real filters' reads in loops, at netfilter. They
+    // parse from the Ethernet header, so they are handed whole frames.
+    if !kernel_or_skip() {
+        return;
+    }
+    pin_to_cpu0();
+    let mut rng = Rng::new(0x6e68);
+    let mut pairs = Vec::new();
+    for name in example_names() {
+        let src = std::fs::read_to_string(luabpf_tests::harness::example_path(&name)).unwrap();
+        let Some(src) = xdp_example_as_netfilter(&src) else {
+            continue;
+        };
+        let compiled = compile_source(&src, &format!("{name}.lua"), &Options::default())
+            .unwrap_or_else(|f| panic!("{name} for netfilter does not compile:\n{}", f.render()));
+        let mut pair = Pair::new(&format!("{name} at netfilter"), compiled);
+        seed_example(&mut pair, &name);
+        run_nf_corpus(&mut pair, &mut rng, whole_frame);
+        pairs.push(pair);
+    }
+    assert!(pairs.len() >= 3, "XDP examples found: {}", pairs.len());
+    finish(&pairs);
+    // The filtering examples reach both verdicts at netfilter too.
+    for p in &pairs {
+        if p.label.starts_with("sni_filter") || p.label.starts_with("ua_filter") {
+            assert!(p.verdicts.len() >= 2, "{}", p.summary());
+        }
+    }
+}
+
+/// Random program files compiled for netfilter (packet writes become map updates) on random
+/// IPv4 and IPv6 packets.
+#[test]
+fn random_programs_compiled_for_netfilter_agree_with_the_kernel() {
+    if !kernel_or_skip() {
+        return;
+    }
+    pin_to_cpu0();
+    let seeds = campaign_seeds(300) / 2;
+    let c = random_campaign(
+        seeds,
+        |seed| as_netfilter(&random_program(3_000_000 + seed, seed % 3 == 2)),
+        |pair, rng| {
+            for k in 0..8 {
+                let len = 20 + rng.below(90);
+                let p = if k == 0 {
+                    tls_frame("abc")[14..].to_vec()
+                } else {
+                    rng.bytes(len)
+                };
+                let family = if k % 2 == 0 { Family::Ipv4 } else { Family::Ipv6 };
+                pair.ip_packet(&format!("random packet {k}"), &p, family);
+            }
+        },
     );
-    assert!(as_tc > 0, "no tc program among the random programs");
-    assert!(
-        verified >= seeds as usize / 2,
-        "too few programs verified: {verified} of {seeds}"
-    );
-    assert!(
-        disagreements.is_empty(),
-        "kernel and interpreter disagree:\n{}",
-        disagreements.join("\n\n")
-    );
+    assert_campaign("random netfilter programs", seeds, &c);
 }

@@ -10,7 +10,9 @@ use luabpf_compiler::compile::{compile_source, Options};
 use luabpf_loader::netfilter::{self, Family};
 use luabpf_tests::harness::*;
 use luabpf_tests::packets::*;
-use luabpf_tests::programs::random_program;
+use luabpf_tests::programs::{
+    as_netfilter, probe_packet, random_program, xdp_example_as_netfilter, NETFILTER_PROBE as PROBE,
+};
 
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
@@ -184,46 +186,6 @@ fn every_truncation_of_a_blocked_hello_agrees_between_hooks() {
 // ---------------------------------------------------------------------------------------------
 // Every getter, at both hooks, over seeded random packets.
 
-const PROBE: &str = r#"
-local xdp = require "bpf.xdp"
-local netfilter = require "bpf.netfilter"
-local map = require "bpf.map"
-local xa = require "linux.xdp"
-local na = require "linux.netfilter"
-
-local out = map.array("out", { key = "I4", value = "i8", entries = 16 })
-
--- Reads the packet from `base` on; true if it got to the end without a runtime error.
-local function probe(p, base)
-  out[0] = #p - base
-  out[1] = p:getbyte(base)
-  out[2] = p:getint8(base + 1) + p:getuint8(base + 1) * 1000
-  out[3] = p:getuint16(base + 2)
-  out[4] = p:getint16(base + 4)
-  out[5] = p:getuint32(base + 6)
-  out[6] = p:getint32(base + 10)
-  out[7] = p:getint64(base + 14)
-  out[8] = p:getnumber(base + 6)
-  -- A run-time offset and length.
-  local k = p:getbyte(base) & 0x1f
-  out[9] = p:getuint16(base + k)
-  local s = p:getstring(base + 2, p:getbyte(base + 1) & 0x0f)
-  out[10] = #s
-  out[11] = (s:byte(1) or -1) * 256 + (s:byte(-1) or -1)
-  -- Out of range on purpose when the first byte is 0xee: before the packet's start.
-  if p:getbyte(base) == 0xee then out[12] = p:getbyte(base + p:getbyte(base + 1) - 300) end
-  -- And past its end, far away, when it is 0xef.
-  if p:getbyte(base) == 0xef then out[12] = p:getuint32(base + 0xfff0 + p:getbyte(base + 1)) end
-  out[13] = p:getuint32(base + #p - base - 4)
-  return true
-end
-
-return {
-  xdp.program(function(ctx) if probe(ctx:packet(), 14) then return xa.DROP end end, { name = "probe_xdp" }),
-  netfilter.program(function(ctx) if probe(ctx:packet(), 0) then return na.DROP end end, { name = "probe_nf" }),
-}
-"#;
-
 fn out_map(h: &Harness) -> Vec<i64> {
     (0u32..16)
         .map(|k| {
@@ -254,14 +216,8 @@ fn getters_read_the_same_bytes_at_both_hooks() {
     let mut rng = Rng::new(0x6e66);
     let (mut completed, mut errors) = (0, 0);
     for i in 0..300 {
-        let len = 24 + rng.below(60);
-        let mut ip = rng.bytes(len);
-        match i % 10 {
-            0 => ip[0] = 0xee,
-            1 => ip[0] = 0xef,
-            _ => {}
-        }
-        let family = if i % 2 == 0 { Family::Ipv4 } else { Family::Ipv6 };
+        let (ip, family) = probe_packet(&mut rng, i);
+        let len = ip.len();
         let frame = ethernet(if family == Family::Ipv4 { 0x0800 } else { 0x86dd }, &ip);
 
         clear_out(&h);
@@ -490,46 +446,6 @@ fn a_refused_netfilter_program_shows_its_lua_lines() {
 // ---------------------------------------------------------------------------------------------
 // What compiles for netfilter verifies.
 
-/// A random XDP program of the robustness corpus turned into a netfilter program: each packet
-/// write `p:setX(off, v)` becomes `counts[1] = v` (netfilter refuses writes), the rest stays
-/// (its `return 2` and other out-of-range verdicts become the default verdict).
-fn as_netfilter(xdp_program: &str) -> String {
-    let mut out = String::new();
-    for line in xdp_program.lines() {
-        let trimmed = line.trim_start();
-        let pad = &line[..line.len() - trimmed.len()];
-        let line = match trimmed.strip_prefix("p:set").and_then(|r| r.split_once('(')) {
-            Some((_, args)) => {
-                // The value: after the first comma outside parentheses, up to the closing one.
-                let mut depth = 0;
-                let comma = args
-                    .char_indices()
-                    .find(|&(_, c)| {
-                        depth += match c {
-                            '(' => 1,
-                            ')' => -1,
-                            _ => 0,
-                        };
-                        c == ',' && depth == 0
-                    })
-                    .map(|(i, _)| i)
-                    .expect("two arguments");
-                let value = args[comma + 1..].trim().strip_suffix(')').expect("one call per line");
-                format!("{pad}counts[1] = {value}")
-            }
-            None => line
-                .replace(
-                    "local xdp = require \"bpf.xdp\"",
-                    "local netfilter = require \"bpf.netfilter\"",
-                )
-                .replace("xdp.program(", "netfilter.program("),
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
-}
-
 #[test]
 fn random_programs_that_compile_for_netfilter_verify() {
     if !kernel_or_skip() {
@@ -629,13 +545,9 @@ fn every_example_compiled_for_netfilter_verifies() {
     }
     for example in example_names() {
         let src = std::fs::read_to_string(example_path(&example)).unwrap();
-        if !src.contains("require \"bpf.xdp\"") {
+        let Some(src) = xdp_example_as_netfilter(&src) else {
             continue; // tc examples read __sk_buff fields netfilter has no counterpart for
-        }
-        let src = src
-            .replace("require \"bpf.xdp\"", "require \"bpf.netfilter\"")
-            .replace("require \"linux.xdp\"", "require \"linux.netfilter\"")
-            .replace("action.PASS", "action.ACCEPT");
+        };
         let compiled = compile_source(&src, &format!("{example}.lua"), &Options::default())
             .unwrap_or_else(|f| panic!("{example} for netfilter does not compile:\n{}", f.render()));
         let section = &compiled.object.programs[0].section;

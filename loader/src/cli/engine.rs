@@ -138,21 +138,27 @@ impl Engine {
                     }),
                 }
             }
-            Engine::Interp { machine, program } => match machine.run(program, packet) {
-                Ok(r) => {
-                    for line in &r.trace {
-                        eprintln!("trace: {line}");
+            Engine::Interp { machine, program } => {
+                let result = match family {
+                    Some(family) => machine.run_netfilter(program, packet, family.pf() as u8),
+                    None => machine.run(program, packet),
+                };
+                match result {
+                    Ok(r) => {
+                        for line in &r.trace {
+                            eprintln!("trace: {line}");
+                        }
+                        Ok(Ran {
+                            retval: r.retval,
+                            data_out: r.data_out,
+                        })
                     }
-                    Ok(Ran {
-                        retval: r.retval,
-                        data_out: r.data_out,
-                    })
+                    Err(e) => Err(NotRun {
+                        skip: matches!(e, InterpError::Packet(_)) && packet.len() < runtime_bpf::interp::MIN_PACKET,
+                        why: e.to_string(),
+                    }),
                 }
-                Err(e) => Err(NotRun {
-                    skip: matches!(e, InterpError::Packet(_)) && packet.len() < runtime_bpf::interp::MIN_PACKET,
-                    why: e.to_string(),
-                }),
-            },
+            }
         }
     }
 

@@ -33,6 +33,7 @@ impl Run<'_> {
             h::GET_PRANDOM_U32 => self.machine.next_random() as i64,
             h::GET_SMP_PROCESSOR_ID => 0,
             h::TRACE_PRINTK => self.trace_printk()?,
+            h::DYNPTR_READ => self.dynptr_read()?,
             h::XDP_LOAD_BYTES | h::XDP_STORE_BYTES if self.progtype == ProgType::Xdp => {
                 self.xdp_bytes(id == h::XDP_STORE_BYTES)?
             }

@@ -1,5 +1,6 @@
-//! The context structures as a test run fills them: `struct xdp_md` and the `struct
-//! __sk_buff` fields luabpf exposes (runtime-bpf's `progtypes` tables give the layouts).
+//! The context structures as a test run fills them: `struct xdp_md`, the `struct __sk_buff`
+//! fields luabpf exposes, and `struct bpf_nf_ctx`'s two kernel pointers (runtime-bpf's
+//! `progtypes` tables give the layouts; what they point to is in `netfilter`).
 
 use super::exec::Run;
 use super::value::{Ptr, Region, Value};
@@ -42,9 +43,18 @@ impl Run<'_> {
                 self.fault(format!("partial load of the context's `{}` pointer", f.name))
             }
         };
+        let kernel_pointer = |region: Region| -> Result<Value, InterpError> {
+            if whole {
+                Ok(Value::Ptr(Ptr::new(region, 0)))
+            } else {
+                self.fault(format!("partial load of the context's `{}` pointer", f.name))
+            }
+        };
         let value: u64 = match (self.progtype, f.name) {
             (_, "data" | "data_meta") => return pointer(0),
             (_, "data_end") => return pointer(self.linear_len),
+            (ProgType::Netfilter, "state") => return kernel_pointer(Region::NfState),
+            (ProgType::Netfilter, "skb") => return kernel_pointer(Region::Skb),
             (ProgType::Xdp, "ingress_ifindex") => LOOPBACK_IFINDEX as u64,
             (ProgType::Xdp, "rx_queue_index") => 0,
             (ProgType::Tc, "len") => self.packet.len() as u64,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::alu::{alu32, alu64, alu_op, byte_order, cond32, cond64, jmp_cond, sign_extend};
+use super::netfilter::Dynptr;
 use super::value::{Ptr, Region, Value};
 use super::{InterpError, Machine, RunResult, MAX_CALL_FRAMES, XDP_MAX_LINEAR};
 use crate::isa::{
@@ -55,6 +56,8 @@ pub(super) struct Run<'m> {
     pub insns: &'m [Insn],
     /// Slot of an `ld_imm64` -> index of the map it loads.
     map_relocs: &'m HashMap<usize, usize>,
+    /// Slot of a kfunc call -> the kernel function's name.
+    kfunc_relocs: &'m HashMap<usize, String>,
     pub progtype: ProgType,
     pub regs: [Value; 11],
     pub frames: Vec<Frame>,
@@ -63,6 +66,10 @@ pub(super) struct Run<'m> {
     /// End of the part reachable through `data`..`data_end`.
     pub linear_len: usize,
     pub skb: SkbFields,
+    /// Netfilter: `nf_hook_state.pf` (the family of the packet).
+    pub nf_pf: u8,
+    /// The dynptrs on the stack, by frame id and offset in the frame (16 bytes each).
+    pub dynptrs: HashMap<(u32, usize), Dynptr>,
     pub pc: usize,
     pub trace: Vec<String>,
 }
@@ -72,15 +79,18 @@ pub(super) fn run(
     index: usize,
     progtype: ProgType,
     packet: &[u8],
+    nf_pf: u8,
 ) -> Result<RunResult, InterpError> {
     // The code is read while the maps change: hold the object through its own reference.
     let object = Arc::clone(&machine.object);
     let relocs = Arc::clone(&machine.map_relocs);
+    let kfuncs = Arc::clone(&machine.kfunc_relocs);
     let budget = machine.budget;
     let mut run = Run {
         machine,
         insns: &object.programs[index].insns,
         map_relocs: &relocs[index],
+        kfunc_relocs: &kfuncs[index],
         progtype,
         regs: [Value::Uninit; 11],
         frames: vec![Frame::new(0, [Value::Uninit; 4], 0)],
@@ -91,6 +101,8 @@ pub(super) fn run(
             _ => packet.len(),
         },
         skb: SkbFields::default(),
+        nf_pf,
+        dynptrs: HashMap::new(),
         pc: 0,
         trace: Vec::new(),
     };
@@ -311,8 +323,15 @@ impl Run<'_> {
 
     fn call(&mut self, insn: Insn) -> Result<(), InterpError> {
         match insn.src {
-            0 => {
-                let r0 = self.call_helper(insn.imm)?;
+            0 | BPF_PSEUDO_KFUNC_CALL => {
+                let r0 = if insn.src == 0 {
+                    self.call_helper(insn.imm)?
+                } else {
+                    let Some(name) = self.kfunc_relocs.get(&self.pc) else {
+                        return self.malformed("kfunc call without the name of its kernel function");
+                    };
+                    self.call_kfunc(&name.clone())?
+                };
                 self.regs[0] = r0;
                 for r in 1..=5 {
                     self.regs[r] = Value::Uninit;
@@ -339,10 +358,6 @@ impl Run<'_> {
                 self.pc = target as usize;
                 Ok(())
             }
-            BPF_PSEUDO_KFUNC_CALL => Err(InterpError::Unsupported(format!(
-                "kernel function calls (kfuncs), at instruction {}",
-                self.pc
-            ))),
             src => self.malformed(format!("call with src_reg {src}")),
         }
     }

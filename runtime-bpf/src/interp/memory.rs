@@ -43,9 +43,17 @@ impl Run<'_> {
     pub fn load(&self, p: Ptr, size: usize) -> Result<Value, InterpError> {
         match p.region {
             Region::Ctx => self.ctx_load(p.off, size),
+            Region::NfState => self.nf_state_load(p.off, size),
+            Region::Skb => Err(InterpError::Unsupported(format!(
+                "instruction {}: reads a field of the netfilter program's sk_buff",
+                self.pc
+            ))),
             Region::Stack(id) => {
                 let frame = &self.frames[self.frame_index(id)?];
                 let r = self.stack_range(p, size)?;
+                if self.touches_dynptr(id, &r) {
+                    return self.fault("reads the bytes of a dynptr");
+                }
                 if let Some(ptr) = spilled(frame, r.clone()) {
                     return Ok(Value::Ptr(ptr));
                 }
@@ -71,6 +79,7 @@ impl Run<'_> {
                     return self.fault("spills a pointer to a partial or unaligned stack slot");
                 }
                 let i = self.frame_index(id)?;
+                self.destroy_dynptrs(id, &r);
                 let frame = &mut self.frames[i];
                 frame.bytes[r.clone()].copy_from_slice(&ptr.address().to_le_bytes());
                 frame.init[r.clone()].fill(true);
@@ -98,6 +107,9 @@ impl Run<'_> {
                 if r.clone().any(|i| frame.spills[i / 8].is_some()) {
                     return self.fault("passes a spilled pointer as data");
                 }
+                if self.touches_dynptr(id, &r) {
+                    return self.fault("passes the bytes of a dynptr as data");
+                }
                 if let Some(i) = r.clone().find(|&i| !frame.init[i]) {
                     return self.fault(format!("reads uninitialized stack at fp{}", i as i64 - FRAME));
                 }
@@ -112,8 +124,13 @@ impl Run<'_> {
                 let r = self.range("a map value", p.off, len, bytes.len())?;
                 Ok(&bytes[r])
             }
+            Region::Slice { start, len: size } => {
+                let r = self.range("a dynptr slice", p.off, len, size as usize)?;
+                Ok(&self.packet[start as usize + r.start..start as usize + r.end])
+            }
             Region::Ctx => self.fault("passes the context as data"),
             Region::Map(_) => self.fault("reads the bytes of a map pointer"),
+            Region::NfState | Region::Skb => self.fault("passes a kernel structure as data"),
         }
     }
 
@@ -123,6 +140,7 @@ impl Run<'_> {
             Region::Stack(id) => {
                 let i = self.frame_index(id)?;
                 let r = self.stack_range(p, bytes.len())?;
+                self.destroy_dynptrs(id, &r);
                 let frame = &mut self.frames[i];
                 for slot in r.start / 8..r.end.div_ceil(8) {
                     frame.spills[slot] = None;
@@ -150,6 +168,30 @@ impl Run<'_> {
             }
             Region::Ctx => self.fault("writes the context as data"),
             Region::Map(_) => self.fault("writes the bytes of a map"),
+            Region::NfState | Region::Skb => self.fault("writes a read-only kernel structure"),
+            Region::Slice { .. } => self.fault("writes through a read-only dynptr slice"),
+        }
+    }
+
+    /// What the verifier assumes of a helper's output buffer after the call, whether or not the
+    /// helper wrote it: its `len` bytes at `p` are initialized (the stack keeps its bytes).
+    pub fn mark_written(&mut self, p: Ptr, len: usize) -> Result<(), InterpError> {
+        match p.region {
+            Region::Stack(id) => {
+                let i = self.frame_index(id)?;
+                let r = self.stack_range(p, len)?;
+                self.destroy_dynptrs(id, &r);
+                let frame = &mut self.frames[i];
+                for slot in r.start / 8..r.end.div_ceil(8) {
+                    frame.spills[slot] = None;
+                }
+                frame.init[r].fill(true);
+                Ok(())
+            }
+            _ => {
+                let old = self.read_bytes(p, len)?;
+                self.write_bytes(p, &old)
+            }
         }
     }
 

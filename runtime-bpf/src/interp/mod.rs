@@ -10,14 +10,17 @@
 //! - [`maps`]: hash, array, per-CPU, LRU and LPM maps with the kernel's update rules.
 //! - `exec`: the instruction loop, local calls (a 512-byte stack frame per call), the budget.
 //! - `memory`, `ctx`, `calls`: loads and stores, the context structures, the helpers.
+//! - `netfilter`: the netfilter context, dynptrs over the skb and the kfuncs that read them.
 //!
 //! The context is what a test run builds: XDP `ingress_ifindex` 1 (loopback) and queue 0; tc
 //! `len`, `protocol` (from the Ethernet header, as `eth_type_trans` sets it), `ifindex` 1,
-//! `mark`/`priority` 0 and writable. Packet-size limits are the kernel's (14 bytes at least;
-//! tc at most 3712, and IPv4/IPv6 frames at least their network header; XDP's linear part
-//! 3520 bytes, the rest reachable through `bpf_xdp_load_bytes`/`store_bytes` only). Netfilter programs and kfunc calls are not
-//! supported. Per-CPU maps hold the values of CPU 0, which is what `bpf_get_smp_processor_id`
-//! returns; `bpf_ktime_get_ns` is a counter, `bpf_get_prandom_u32` a seeded generator.
+//! `mark`/`priority` 0 and writable; netfilter (`netfilter`) a `struct bpf_nf_ctx` whose `state`
+//! says LOCAL_OUT and the family, and whose `skb` holds the IP packet, read through the dynptr
+//! kfuncs. Packet-size limits are the kernel's (14 bytes at least, netfilter 20; tc and
+//! netfilter at most 3712, and tc IPv4/IPv6 frames at least their network header; XDP's linear
+//! part 3520 bytes, the rest reachable through `bpf_xdp_load_bytes`/`store_bytes` only).
+//! Per-CPU maps hold the values of CPU 0, which is what `bpf_get_smp_processor_id` returns;
+//! `bpf_ktime_get_ns` is a counter, `bpf_get_prandom_u32` a seeded generator.
 
 pub mod alu;
 mod calls;
@@ -25,6 +28,7 @@ mod ctx;
 mod exec;
 pub mod maps;
 mod memory;
+mod netfilter;
 pub mod value;
 
 #[cfg(test)]
@@ -46,6 +50,11 @@ pub const DEFAULT_BUDGET: u64 = 10_000_000;
 pub const MAX_CALL_FRAMES: usize = 8;
 /// Smallest packet an XDP or tc test run takes (an Ethernet header).
 pub const MIN_PACKET: usize = 14;
+/// Smallest packet a netfilter test run takes (an IPv4 header).
+pub const NF_MIN_PACKET: usize = 20;
+/// `NFPROTO_IPV4`, `NFPROTO_IPV6`: the families a netfilter test run accepts.
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
 /// Largest packet a tc test run takes (one page less headroom and `skb_shared_info`).
 pub const TC_MAX_PACKET: usize = 3712;
 /// Largest linear part of an XDP test-run packet; the rest goes to fragments.
@@ -60,7 +69,8 @@ pub const LOOPBACK_IFINDEX: u32 = 1;
 pub enum InterpError {
     /// No program of that name in the object.
     NoSuchProgram(String),
-    /// Something the interpreter does not emulate (netfilter, kfuncs, some helpers).
+    /// Something the interpreter does not emulate (kfuncs other than the dynptr ones, some
+    /// helpers, context fields luabpf does not expose).
     Unsupported(String),
     /// The object is not runnable: an unknown opcode, a jump or call outside the program, a
     /// map reference without a map (what the verifier refuses at load time).
@@ -115,6 +125,8 @@ pub struct Machine {
     object: Arc<Object>,
     /// Per program: slot of an `ld_imm64` -> index of the map it loads.
     map_relocs: Arc<Vec<HashMap<usize, usize>>>,
+    /// Per program: slot of a kfunc call -> the kernel function's name.
+    kfunc_relocs: Arc<Vec<HashMap<usize, String>>>,
     maps: Vec<MapState>,
     /// Instructions a run may execute.
     pub budget: u64,
@@ -138,6 +150,13 @@ impl Machine {
                     .programs
                     .iter()
                     .map(|p| p.map_relocs.iter().copied().collect())
+                    .collect(),
+            ),
+            kfunc_relocs: Arc::new(
+                object
+                    .programs
+                    .iter()
+                    .map(|p| p.kfunc_relocs.iter().cloned().collect())
                     .collect(),
             ),
             maps,
@@ -169,8 +188,26 @@ impl Machine {
         &self.maps
     }
 
-    /// Runs program `name` on `packet`.
+    /// Runs program `name` on `packet`, as a test run without a context does (netfilter: an
+    /// IPv4 packet, the kernel's default hook state).
     pub fn run(&mut self, name: &str, packet: &[u8]) -> Result<RunResult, InterpError> {
+        self.run_with(name, packet, NFPROTO_IPV4)
+    }
+
+    /// Runs netfilter program `name` on `ip_packet` (from the IP header on) with the hook state
+    /// luabpf's netfilter test run passes: LOCAL_OUT of family `pf` (`NFPROTO_IPV4` or
+    /// `NFPROTO_IPV6`). Other programs ignore `pf`.
+    pub fn run_netfilter(&mut self, name: &str, ip_packet: &[u8], pf: u8) -> Result<RunResult, InterpError> {
+        if pf != NFPROTO_IPV4 && pf != NFPROTO_IPV6 {
+            // `verify_and_copy_hook_state` refuses other families (EINVAL).
+            return Err(InterpError::Packet(format!(
+                "netfilter family {pf}: a test run takes NFPROTO_IPV4 (2) or NFPROTO_IPV6 (10)"
+            )));
+        }
+        self.run_with(name, ip_packet, pf)
+    }
+
+    fn run_with(&mut self, name: &str, packet: &[u8], pf: u8) -> Result<RunResult, InterpError> {
         let index = self
             .object
             .programs
@@ -179,13 +216,15 @@ impl Machine {
             .ok_or_else(|| InterpError::NoSuchProgram(name.to_string()))?;
         let section = &self.object.programs[index].section;
         let progtype = ProgType::from_section(section).ok_or_else(|| {
-            InterpError::Unsupported(format!("program `{name}` in section `{section}` (not XDP or tc)"))
+            InterpError::Unsupported(format!(
+                "program `{name}` in section `{section}` (not XDP, tc or netfilter)"
+            ))
         })?;
         check_packet(progtype, packet.len())?;
         if progtype == ProgType::Tc {
             check_network_header(packet)?;
         }
-        exec::run(self, index, progtype, packet)
+        exec::run(self, index, progtype, packet, pf)
     }
 
     fn next_random(&mut self) -> u32 {
@@ -204,26 +243,22 @@ impl Machine {
     }
 }
 
-/// The packet sizes the kernel's test run accepts for this hook.
+/// The packet sizes the kernel's test run accepts for this hook (netfilter: at least an IPv4
+/// header, and the same page as tc, which `bpf_prog_test_run_nf` allocates alike).
 fn check_packet(progtype: ProgType, len: usize) -> Result<(), InterpError> {
-    let max = match progtype {
-        ProgType::Xdp => XDP_MAX_PACKET,
-        ProgType::Tc => TC_MAX_PACKET,
-        ProgType::Netfilter => {
-            return Err(InterpError::Unsupported(
-                "netfilter programs (their packet is reached through kfuncs)".into(),
-            ))
-        }
+    let (min, max, what, hook) = match progtype {
+        ProgType::Xdp => (MIN_PACKET, XDP_MAX_PACKET, "an Ethernet header", "an XDP"),
+        ProgType::Tc => (MIN_PACKET, TC_MAX_PACKET, "an Ethernet header", "a tc"),
+        ProgType::Netfilter => (NF_MIN_PACKET, TC_MAX_PACKET, "an IPv4 header", "a netfilter"),
     };
-    if len < MIN_PACKET {
+    if len < min {
         return Err(InterpError::Packet(format!(
-            "the packet is {len} bytes; a test run needs at least {MIN_PACKET} (an Ethernet header)"
+            "the packet is {len} bytes; {hook} test run needs at least {min} ({what})"
         )));
     }
     if len > max {
         return Err(InterpError::Packet(format!(
-            "the packet is {len} bytes; a {} test run takes at most {max}",
-            if progtype == ProgType::Xdp { "XDP" } else { "tc" }
+            "the packet is {len} bytes; {hook} test run takes at most {max}"
         )));
     }
     Ok(())

@@ -462,9 +462,10 @@ fn malformed_code_is_an_error_never_a_panic() {
         run(Insn::ld_map_fd(R1).to_vec()),
         Err(InterpError::Malformed { .. })
     ));
+    // A kfunc call the object names no function for.
     assert!(matches!(
         run(vec![Insn::call_kfunc(1)]),
-        Err(InterpError::Unsupported(_))
+        Err(InterpError::Malformed { .. })
     ));
     assert!(matches!(run(vec![Insn::new(0x05, 11, 0, 0, 0)]), Ok(_) | Err(_)));
     // Sizes that would make the interpreter allocate without bound are refused up front.
@@ -542,4 +543,242 @@ fn malformed_code_is_an_error_never_a_panic() {
         outcomes[m.run("p", &[0xab; 64]).is_ok() as usize] += 1;
     }
     assert!(outcomes[1] > 0, "no random program ran to its end: {outcomes:?}");
+}
+
+/// A netfilter program built with kfunc calls by name.
+#[derive(Default)]
+struct NfProgram {
+    insns: Vec<Insn>,
+    kfuncs: Vec<(usize, String)>,
+}
+
+impl NfProgram {
+    fn push(&mut self, insns: impl IntoIterator<Item = Insn>) -> &mut Self {
+        self.insns.extend(insns);
+        self
+    }
+
+    fn kfunc(&mut self, name: &str) -> &mut Self {
+        self.kfuncs.push((self.insns.len(), name.into()));
+        self.push([Insn::call_kfunc(0)])
+    }
+
+    /// r1 = ctx->skb, r2 = `flags`, r3 = fp-16: `bpf_dynptr_from_skb` (ctx saved in r6).
+    fn dynptr(&mut self, flags: i32) -> &mut Self {
+        self.push([
+            Insn::mov64_reg(R6, R1),
+            Insn::load(Size::DW, R1, R6, 8),
+            Insn::mov64_imm(R2, flags),
+            Insn::mov64_reg(R3, R10),
+            Insn::alu64_imm(AluOp::Add, R3, -16),
+        ])
+        .kfunc("bpf_dynptr_from_skb")
+    }
+
+    /// r0 = `bpf_dynptr_slice(fp-16, off, fp-24, len)`.
+    fn slice(&mut self, off: i32, len: i32) -> &mut Self {
+        self.push([
+            Insn::mov64_reg(R1, R10),
+            Insn::alu64_imm(AluOp::Add, R1, -16),
+            Insn::mov64_imm(R2, off),
+            Insn::mov64_reg(R3, R10),
+            Insn::alu64_imm(AluOp::Add, R3, -24),
+            Insn::mov64_imm(R4, len),
+        ])
+        .kfunc("bpf_dynptr_slice")
+    }
+
+    /// r0 = `bpf_dynptr_size(fp-16)`.
+    fn size(&mut self) -> &mut Self {
+        self.push([Insn::mov64_reg(R1, R10), Insn::alu64_imm(AluOp::Add, R1, -16)])
+            .kfunc("bpf_dynptr_size")
+    }
+
+    /// r0 = `bpf_dynptr_read(fp-100, len, fp-16, off, flags)`.
+    fn read(&mut self, len: i32, off: i32, flags: i32) -> &mut Self {
+        self.push([
+            Insn::mov64_reg(R1, R10),
+            Insn::alu64_imm(AluOp::Add, R1, -100),
+            Insn::mov64_imm(R2, len),
+            Insn::mov64_reg(R3, R10),
+            Insn::alu64_imm(AluOp::Add, R3, -16),
+            Insn::mov64_imm(R4, off),
+            Insn::mov64_imm(R5, flags),
+            Insn::call_helper(h::DYNPTR_READ),
+        ])
+    }
+
+    fn machine(&mut self) -> Machine {
+        self.push([Insn::exit()]);
+        let mut p = program("netfilter/ipv4:local_in:0", self.insns.clone(), vec![]);
+        p.kfunc_relocs = self.kfuncs.clone();
+        Machine::new(&Object {
+            programs: vec![p],
+            maps: vec![],
+            sources: vec![],
+            license: "GPL".into(),
+        })
+        .unwrap()
+    }
+
+    fn run(&mut self, packet: &[u8]) -> Result<RunResult, InterpError> {
+        self.machine().run_netfilter("p", packet, NFPROTO_IPV6)
+    }
+}
+
+fn ip_packet(len: usize) -> Vec<u8> {
+    (0..len).map(|i| i as u8 ^ 0x5a).collect()
+}
+
+#[test]
+fn netfilter_hook_state_is_local_out_of_the_family() {
+    // r0 = state->hook | state->pf << 8 | (2-byte load at 0) << 16
+    let body = [
+        Insn::load(Size::DW, R2, R1, 0),
+        Insn::load(Size::B, R0, R2, 0),
+        Insn::load(Size::B, R3, R2, 1),
+        Insn::alu64_imm(AluOp::Lsh, R3, 8),
+        Insn::alu64_reg(AluOp::Or, R0, R3),
+        Insn::load(Size::H, R3, R2, 0),
+        Insn::alu64_imm(AluOp::Lsh, R3, 16),
+        Insn::alu64_reg(AluOp::Or, R0, R3),
+    ];
+    let mut m = NfProgram::default().push(body).machine();
+    let packet = ip_packet(40);
+    assert_eq!(m.run_netfilter("p", &packet, NFPROTO_IPV6).unwrap().retval, 0x0a03_0a03);
+    // A run without a hook state is IPv4, as the kernel's default.
+    assert_eq!(m.run("p", &packet).unwrap().retval, 0x0203_0203);
+    // Fields the interpreter does not emulate (the device pointers) are named.
+    let mut other = NfProgram::default()
+        .push([Insn::load(Size::DW, R2, R1, 0), Insn::load(Size::DW, R0, R2, 8)])
+        .machine();
+    assert!(matches!(other.run("p", &packet), Err(InterpError::Unsupported(_))));
+}
+
+#[test]
+fn netfilter_test_runs_refuse_what_the_kernel_refuses() {
+    let mut m = NfProgram::default().push([Insn::mov64_imm(R0, 1)]).machine();
+    for (len, ok) in [(0, false), (19, false), (20, true), (3712, true), (3713, false)] {
+        let r = m.run_netfilter("p", &ip_packet(len), NFPROTO_IPV4);
+        assert_eq!(r.is_ok(), ok, "{len} bytes: {r:?}");
+        if !ok {
+            assert!(matches!(r, Err(InterpError::Packet(_))), "{r:?}");
+        }
+    }
+    assert!(matches!(
+        m.run_netfilter("p", &ip_packet(40), 7),
+        Err(InterpError::Packet(_))
+    ));
+}
+
+#[test]
+fn dynptr_slices_point_into_the_packet_or_are_null() {
+    let packet = ip_packet(40);
+    let last4 = u32::from_le_bytes(packet[36..40].try_into().unwrap());
+    // The last four bytes, through the slice.
+    let r = NfProgram::default()
+        .dynptr(0)
+        .slice(36, 4)
+        .push([Insn::jmp_imm(JmpOp::Jeq, R0, 0, 1), Insn::load(Size::W, R0, R0, 0)])
+        .run(&packet)
+        .unwrap();
+    assert_eq!(r.retval, last4);
+    assert_eq!(r.data_out, packet, "netfilter packets come back as they went in");
+    // One byte past the end, and an offset that wraps: NULL.
+    for (off, len) in [(37, 4), (-1, 4), (40, 1), (0, 41)] {
+        let r = NfProgram::default()
+            .dynptr(0)
+            .slice(off, len)
+            .push([Insn::jmp_imm(JmpOp::Jeq, R0, 0, 1), Insn::mov64_imm(R0, 1)])
+            .run(&packet)
+            .unwrap();
+        assert_eq!(r.retval, 0, "slice({off}, {len})");
+    }
+    // A zero-length slice at the end is in range.
+    let r = NfProgram::default()
+        .dynptr(0)
+        .slice(40, 0)
+        .push([Insn::jmp_imm(JmpOp::Jeq, R0, 0, 1), Insn::mov64_imm(R0, 1)])
+        .run(&packet)
+        .unwrap();
+    assert_eq!(r.retval, 1);
+    // `bpf_dynptr_size` is the packet's length.
+    let r = NfProgram::default().dynptr(0).size().run(&packet).unwrap();
+    assert_eq!(r.retval, 40);
+    // A slice is memory of its size: a read past it is what the verifier refuses.
+    let past = NfProgram::default()
+        .dynptr(0)
+        .slice(0, 4)
+        .push([Insn::jmp_imm(JmpOp::Jeq, R0, 0, 1), Insn::load(Size::B, R0, R0, 4)])
+        .run(&packet);
+    assert!(matches!(past, Err(InterpError::Fault { .. })), "{past:?}");
+    // Slices are read-only.
+    let write = NfProgram::default()
+        .dynptr(0)
+        .slice(0, 4)
+        .push([Insn::jmp_imm(JmpOp::Jeq, R0, 0, 1), Insn::store_imm(Size::B, R0, 0, 1)])
+        .run(&packet);
+    assert!(matches!(write, Err(InterpError::Fault { .. })), "{write:?}");
+}
+
+#[test]
+fn dynptr_read_copies_or_returns_the_kernels_errno() {
+    let packet = ip_packet(40);
+    // Four bytes at 36 into fp-100, then loaded.
+    let r = NfProgram::default()
+        .dynptr(0)
+        .read(4, 36, 0)
+        .push([Insn::jmp_imm(JmpOp::Jne, R0, 0, 1), Insn::load(Size::W, R0, R10, -100)])
+        .run(&packet)
+        .unwrap();
+    assert_eq!(r.retval, u32::from_le_bytes(packet[36..40].try_into().unwrap()));
+    // Out of range: -E2BIG, as a 64-bit long; flags: -EINVAL. The buffer counts as written.
+    for (len, off, flags, errno) in [(4, 37, 0, -7i64), (41, 0, 0, -7), (4, -1, 0, -7), (4, 0, 1, -22)] {
+        let r = NfProgram::default()
+            .dynptr(0)
+            .read(len, off, flags)
+            .push([
+                Insn::mov64_reg(R6, R0),
+                Insn::load(Size::W, R7, R10, -100),
+                Insn::ld_imm64(R1, errno)[0],
+                Insn::ld_imm64(R1, errno)[1],
+                Insn::mov64_imm(R0, 1),
+                Insn::jmp_reg(JmpOp::Jeq, R6, R1, 1),
+                Insn::mov64_imm(R0, 0),
+            ])
+            .run(&packet)
+            .unwrap_or_else(|e| panic!("read({len}, {off}, {flags}): {e}"));
+        assert_eq!(r.retval, 1, "read({len}, {off}, {flags}) returns {errno}");
+    }
+}
+
+#[test]
+fn a_failed_dynptr_is_null_and_its_bytes_are_not_data() {
+    let packet = ip_packet(40);
+    // Flags make bpf_dynptr_from_skb fail: -EINVAL as a 32-bit int, and a null dynptr whose
+    // slices are NULL and whose size is -EINVAL.
+    let r = NfProgram::default().dynptr(1).run(&packet).unwrap();
+    assert_eq!(r.retval as i32, -22);
+    let r = NfProgram::default().dynptr(1).slice(0, 1).run(&packet).unwrap();
+    assert_eq!(r.retval, 0);
+    let r = NfProgram::default().dynptr(1).size().run(&packet).unwrap();
+    assert_eq!(r.retval as i32, -22);
+    // The verifier refuses reading a dynptr's bytes, and a write destroys it.
+    let read = NfProgram::default()
+        .dynptr(0)
+        .push([Insn::load(Size::DW, R0, R10, -8)])
+        .run(&packet);
+    assert!(matches!(read, Err(InterpError::Fault { .. })), "{read:?}");
+    let overwritten = NfProgram::default()
+        .dynptr(0)
+        .push([Insn::store_imm(Size::DW, R10, -8, 0)])
+        .slice(0, 1)
+        .run(&packet);
+    assert!(matches!(overwritten, Err(InterpError::Fault { .. })), "{overwritten:?}");
+    // A kfunc the interpreter does not know is named.
+    let unknown = NfProgram::default().kfunc("bpf_dynptr_adjust").run(&packet);
+    match unknown {
+        Err(InterpError::Unsupported(why)) => assert!(why.contains("bpf_dynptr_adjust"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }

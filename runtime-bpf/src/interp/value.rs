@@ -17,6 +17,13 @@ pub enum Region {
     Map(u32),
     /// The value storage `slot` of map `map` (what `map_lookup_elem` returns).
     MapValue { map: u32, slot: u32 },
+    /// The `len` packet bytes from `start` that `bpf_dynptr_slice` returned (read-only memory
+    /// of exactly that size, for the verifier).
+    Slice { start: u32, len: u32 },
+    /// A netfilter program's `struct nf_hook_state` (`bpf_nf_ctx.state`): `hook` and `pf`.
+    NfState,
+    /// A netfilter program's `struct sk_buff` (`bpf_nf_ctx.skb`): opaque, only kfuncs take it.
+    Skb,
 }
 
 /// A tagged pointer: a region and a signed byte offset inside it (may be out of bounds until
@@ -48,6 +55,9 @@ impl Ptr {
             Region::Packet => 0xffff_8880_0200_0000,
             Region::Map(m) => 0xffff_8880_1000_0000 + ((m as u64) << 20),
             Region::MapValue { map, slot } => 0xffff_8881_0000_0000 + ((map as u64) << 28) + ((slot as u64) << 8),
+            Region::Slice { start, .. } => 0xffff_8880_0200_0000 + start as u64,
+            Region::NfState => 0xffff_c900_8000_0000,
+            Region::Skb => 0xffff_8880_0300_0000,
         };
         base.wrapping_add(self.off as u64)
     }
