@@ -180,7 +180,7 @@ fn compile_emit_asm_annotates_with_lua_lines() {
     assert!(asm.contains("; examples/sni_filter.lua:"), "{asm}");
     // Each annotation quotes its line.
     assert!(
-        asm.contains("; examples/sni_filter.lua:21: if not name then return action.PASS end"),
+        asm.contains("; examples/sni_filter.lua:23: local hits = blocklist[host]"),
         "{asm}"
     );
     assert!(asm.contains("call bpf_map_lookup_elem"), "{asm}");
@@ -628,7 +628,7 @@ fn disasm_of_an_object_shows_lua_lines_and_map_names() {
     let asm = run.out();
     // The line info travels in the object: the same annotation as `--emit asm`.
     assert!(
-        asm.contains("; examples/sni_filter.lua:21: if not name then return action.PASS end"),
+        asm.contains("; examples/sni_filter.lua:23: local hits = blocklist[host]"),
         "{asm}"
     );
     assert!(asm.contains("map[blocklist]"), "{asm}");
