@@ -16,6 +16,27 @@ use runtime_bpf::object::{MapSpec, Object, ParamType, ProgramCode, SourceFile, S
 pub struct Options {
     /// Extra directories searched by `require`.
     pub include_dirs: Vec<PathBuf>,
+    /// Test only, never set by the `luabpf` command: emit the code without one safety
+    /// mechanism, so that tests/tests/safety.rs can show the verifier (or the differential
+    /// test) catches its absence. The output of such a compile is unsafe by construction.
+    #[doc(hidden)]
+    pub without: Option<SafetyCheck>,
+}
+
+/// A safety mechanism of the emitted code that [`Options::without`] can leave out (tests only).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SafetyCheck {
+    /// `p + size <= data_end` before a packet access.
+    PacketBounds,
+    /// The zero test before `//` and `%` (BPF division by zero yields 0, Lua's is an error).
+    ZeroDivisor,
+    /// The hidden iteration cap of loops without a constant bound.
+    LoopBound,
+    /// The nil (null pointer) test of a map lookup before its value is read.
+    NilTest,
+    /// The length bound of `getstring` into its stack buffer.
+    StackBounds,
 }
 
 /// A compiled program file.
@@ -62,7 +83,7 @@ pub fn compile_path(path: &Path, opts: &Options) -> Result<Compiled, Failure> {
         },
     )
     .map_err(|(sources, diags)| Failure { sources, diags })?;
-    compile_evaluated(ev)
+    compile_evaluated_with(ev, opts)
 }
 
 /// Compiles program text; `name` is the file name shown in diagnostics and line info, and
@@ -76,7 +97,7 @@ pub fn compile_source(text: &str, name: &str, opts: &Options) -> Result<Compiled
         },
     )
     .map_err(|(sources, diags)| Failure { sources, diags })?;
-    compile_evaluated(ev)
+    compile_evaluated_with(ev, opts)
 }
 
 /// ELF section of a hook's programs.
@@ -91,12 +112,16 @@ pub fn section_of(hook: &Hook) -> &'static str {
 }
 
 pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
+    compile_evaluated_with(ev, &Options::default())
+}
+
+fn compile_evaluated_with(ev: Evaluated, opts: &Options) -> Result<Compiled, Failure> {
     let mut maps = MapTable::new(&ev);
     let mut programs = Vec::new();
     let mut irs = Vec::new();
     let mut diags = Vec::new();
     for prog in &ev.programs {
-        match compile_program(&ev, prog, &mut maps) {
+        match compile_program(&ev, prog, &mut maps, opts.without) {
             Ok((code, fs)) => {
                 programs.push(code);
                 irs.extend(fs);
@@ -152,6 +177,7 @@ fn compile_program(
     ev: &Evaluated,
     prog: &crate::program::ProgramDecl,
     maps: &mut MapTable,
+    without: Option<SafetyCheck>,
 ) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let checked = types::check_program(ev, prog, maps)?;
     crate::cost::check(&checked, &prog.hook)?;
@@ -167,6 +193,7 @@ fn compile_program(
         default_verdict,
         name: &prog.name,
         db: &ev.sources,
+        without,
     };
     let mut funcs = crate::lower::lower(&input)?;
     let section = section_of(&prog.hook);

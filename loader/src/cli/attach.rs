@@ -73,6 +73,10 @@ pub struct AttachArgs {
 
     #[command(flatten)]
     pub includes: Includes,
+
+    /// If the verifier refuses the program, print its whole log instead of its last lines
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,10 +101,10 @@ fn need_kernel(what: &str) -> Result<(), CliError> {
     })
 }
 
-fn attach_error(e: AttachError) -> CliError {
+fn attach_error(e: AttachError, verbose: bool) -> CliError {
     match e {
         AttachError::Usage(m) => CliError::Usage(m),
-        AttachError::Load(LoadError::Verifier(v)) => CliError::Refused(v.to_string()),
+        AttachError::Load(LoadError::Verifier(v)) => CliError::Refused(v.render(verbose).trim_end().to_string()),
         AttachError::Load(other) => CliError::Refused(other.to_string()),
         AttachError::NoInterface(_)
         | AttachError::NotAttached(_)
@@ -142,7 +146,7 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
         program: args.program.as_deref(),
         source: &source,
     })
-    .map_err(attach_error)?;
+    .map_err(|e| attach_error(e, args.verbose))?;
     let m = &done.meta;
     let mut text = format!(
         "{} `{}` at {} ({}) on {}",
@@ -161,7 +165,7 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
 
 pub fn run_detach(args: &DetachArgs) -> Result<(), CliError> {
     need_kernel("detach")?;
-    let meta = attach::detach(&args.program).map_err(attach_error)?;
+    let meta = attach::detach(&args.program).map_err(|e| attach_error(e, false))?;
     let text = match meta {
         Some(m) => format!("detached `{}` from {} on {}\n", m.program, m.hook, m.interface),
         None => format!("removed the pins of `{}`\n", args.program),

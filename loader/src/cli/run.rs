@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// implemented yet)
     #[arg(long)]
     pub reference: bool,
+
+    /// If the verifier refuses the program, print its whole log instead of its last lines
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// One `--map` seed, encoded.
@@ -94,7 +98,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     }
     let loaded = match load(&elf) {
         Ok(l) => l,
-        Err(LoadError::Verifier(v)) => return Err(CliError::Refused(v.to_string())),
+        Err(LoadError::Verifier(v)) => return Err(CliError::Refused(v.render(args.verbose).trim_end().to_string())),
         Err(e) => return Err(CliError::Refused(e.to_string())),
     };
     for seed in &seeds {
