@@ -198,18 +198,21 @@ fn compile_program(
     let mut funcs = crate::lower::lower(&input)?;
     let section = section_of(&prog.hook);
     let mut parts = Vec::new();
+    let mut frames = Vec::new();
     for f in funcs.iter_mut() {
         crate::opt::optimize(f);
-        let alloc = crate::regalloc::allocate(f).map_err(|e| {
-            vec![Diagnostic::new(
-                prog.span,
-                format!("program `{}` does not fit the BPF stack", prog.name),
-                "this program",
-            )
-            .hint(format!(
-                "{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"
-            ))]
+        let alloc = crate::regalloc::allocate(f).map_err(|e| match e {
+            crate::regalloc::AllocError::StackTooLarge { needed } => {
+                vec![crate::stack::frame_too_large(
+                    &ev.sources,
+                    &prog.name,
+                    prog.span,
+                    f,
+                    needed,
+                )]
+            }
         })?;
+        frames.push(alloc.frame_size());
         let code = crate::emit::emit(f, &alloc, section).map_err(|e| {
             vec![Diagnostic::new(
                 prog.span,
@@ -220,6 +223,7 @@ fn compile_program(
         })?;
         parts.push((code, params_of(f)));
     }
+    crate::stack::check_chains(&ev.sources, &prog.name, prog.span, &funcs, &frames).map_err(|d| vec![d])?;
     Ok((link(parts), funcs))
 }
 

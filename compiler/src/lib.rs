@@ -21,5 +21,6 @@ pub mod ranges;
 pub mod regalloc;
 pub mod semantics;
 pub mod source;
+pub mod stack;
 pub mod syntax;
 pub mod types;
