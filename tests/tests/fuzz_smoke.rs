@@ -50,6 +50,17 @@ struct Tally {
 
 impl Tally {
     fn run(&mut self, label: &str, input: &[u8], body: impl FnOnce() -> Outcome) {
+        let done = self.refused + self.compiled + self.verified + self.failures.len() as u64;
+        if done > 0 && done % 1000 == 0 {
+            // Progress for long campaigns (LUABPF_FUZZ_N), visible with --nocapture.
+            eprintln!(
+                "  {done} inputs: {} refused, {} compiled, {} verified, {} failures",
+                self.refused,
+                self.compiled,
+                self.verified,
+                self.failures.len()
+            );
+        }
         match catch_unwind(AssertUnwindSafe(body)) {
             Ok(Outcome::Refused) => self.refused += 1,
             Ok(Outcome::Compiled) => self.compiled += 1,
