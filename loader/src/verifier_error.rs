@@ -165,15 +165,20 @@ impl std::fmt::Display for VerifierError {
     }
 }
 
+/// The verifier's message when it gives up: the kernel appends it to the instruction line
+/// it stopped at, without a line break.
+const TOO_LARGE: &str = "BPF program is too large";
+
 /// The last non-empty log line that is not a statistics line.
 pub fn reason(log: &str) -> Option<&str> {
-    log.lines().rev().map(str::trim).find(|l| {
+    let line = log.lines().rev().map(str::trim).find(|l| {
         !l.is_empty()
             && !l.starts_with("processed ")
             && !l.starts_with("verification time")
             && !l.starts_with("stack depth")
             && !l.starts_with("-- END PROG LOAD LOG --")
-    })
+    })?;
+    Some(line.find(TOO_LARGE).map_or(line, |i| &line[i..]))
 }
 
 /// The last instruction the log shows before its reason: `(index, the log's text of it)`.
@@ -183,7 +188,8 @@ pub fn failing_insn(log: &str) -> Option<(usize, String)> {
         let (idx, rest) = l.split_once(": (")?;
         let idx: usize = idx.trim().parse().ok()?;
         let (_opcode, text) = rest.split_once(") ")?;
-        let text = text.split("  ; ").next().unwrap_or(text).trim();
+        let text = text.split("  ; ").next().unwrap_or(text);
+        let text = text.split(TOO_LARGE).next().unwrap_or(text).trim();
         Some((idx, text.to_string()))
     })
 }
@@ -307,6 +313,11 @@ mod tests {
         assert_eq!(failing_insn(log), Some((7, "r0 = *(u8 *)(r2 +20)".to_string())));
         assert_eq!(reason(log), Some("R2 offset is outside of the packet"));
         assert_eq!(failing_insn("BPF program is too large\n"), None);
+        // At the budget, the kernel writes the message on the instruction's line.
+        let log = "368: (2d) if r2 > r0 goto pc+897 BPF program is too large. Processed 1000001 insn\n\
+                   processed 1000001 insns (limit 1000000)\n";
+        assert_eq!(failing_insn(log), Some((368, "if r2 > r0 goto pc+897".to_string())));
+        assert_eq!(reason(log), Some("BPF program is too large. Processed 1000001 insn"));
     }
 
     #[test]
