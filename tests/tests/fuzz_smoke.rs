@@ -131,27 +131,29 @@ fn generated_programs_that_compile_verify() {
     }
     let n = 120 * scale();
     let base = seed_base();
-    let mut t = Tally::default();
+    let mut generated = Tally::default();
     for i in 0..n {
         let input = (base * 1_000_000_007 + i).to_le_bytes();
-        t.run(&format!("generated program #{i}"), &input, || verify_generated(&input));
+        generated.run(&format!("generated program #{i}"), &input, || verify_generated(&input));
     }
+    let mut mutants = Tally::default();
     let mut rng = Rng::new(0x6e4e_5eed ^ base);
     for i in 0..n {
         let src = generated_program(&(base * 1_000_000_007 + i).to_le_bytes());
         let mutant = mutate(src.as_bytes(), &mut rng);
         let text = String::from_utf8_lossy(&mutant).into_owned();
-        t.run(&format!("mutant of generated program #{i}"), &mutant, || {
+        mutants.run(&format!("mutant of generated program #{i}"), &mutant, || {
             verify_program(&text)
         });
     }
     // The generator is meant to produce valid programs: most must get to the kernel.
     assert!(
-        t.verified * 2 > n,
+        generated.verified * 2 > n,
         "only {} of {n} generated programs verified: the generator no longer makes valid programs",
-        t.verified
+        generated.verified
     );
-    t.finish("structured target");
+    mutants.finish("structured target, mutants of generated programs");
+    generated.finish("structured target, generated programs");
 }
 
 /// Every program file in tests/fuzz_findings/DIR, sorted: (name, text).
