@@ -30,8 +30,8 @@ pub enum Outcome {
 /// from the current directory, which holds no Lua modules in the fuzz runs).
 pub const FILE_NAME: &str = "fuzz.lua";
 
-/// Compiles `text`; panics if the compiler fails without a diagnostic or its diagnostics do
-/// not render. (A panic inside the compiler propagates as itself.)
+/// Compiles `text`; panics if the compiler fails without a diagnostic, with an internal error,
+/// or with diagnostics that do not render. (A panic inside the compiler propagates as itself.)
 pub fn compile_text(text: &str) -> Result<Compiled, ()> {
     match compile_source(text, FILE_NAME, &Options::default()) {
         Ok(c) => Ok(c),
@@ -40,6 +40,11 @@ pub fn compile_text(text: &str) -> Result<Compiled, ()> {
                 !f.diags.is_empty(),
                 "the compiler refused a program without a diagnostic"
             );
+            // An internal error is a bug caught in time (a parser or evaluator panic): still a
+            // finding.
+            if let Some(d) = f.diags.iter().find(|d| d.message.starts_with("internal error")) {
+                panic!("the compiler reported an internal error: {}", d.message);
+            }
             let rendered = f.render();
             assert!(rendered.contains("error"), "a diagnostic rendered as {rendered:?}");
             Err(())

@@ -391,8 +391,19 @@ fn keyword(word: &[u8]) -> Tok {
 }
 
 fn skip_number(b: &[u8], i: &mut usize) {
+    let mut dots = 0;
     while *i < b.len() {
         let c = b[*i];
+        dots += usize::from(c == b'.');
+        if dots == 2 {
+            // full_moon takes a number with a second `.` as malformed and eats it up to the next
+            // whitespace (comment openers included): skip the same text, so that what it lexes
+            // next (a backtick, say) is what this scan sees next.
+            while *i < b.len() && !b[*i].is_ascii_whitespace() {
+                *i += 1;
+            }
+            return;
+        }
         let exponent_sign = (c == b'+' || c == b'-') && *i > 0 && matches!(b[*i - 1], b'e' | b'E' | b'p' | b'P');
         if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign {
             *i += 1;

@@ -182,6 +182,24 @@ fn check_findings(dir: &str) {
     t.finish(dir);
 }
 
+/// Inputs the byte-level campaigns found that made the compiler panic (caught, and reported
+/// as an internal error): each now gets an ordinary diagnostic.
+#[test]
+fn byte_level_findings_get_diagnostics() {
+    let files = findings("bytes");
+    assert!(!files.is_empty());
+    let mut t = Tally::default();
+    for (name, text) in &files {
+        t.run(name, text.as_bytes(), || compile_bytes(text.as_bytes()));
+    }
+    assert_eq!(
+        t.refused,
+        files.len() as u64,
+        "each finding is refused with a diagnostic"
+    );
+    t.finish("byte-level findings");
+}
+
 /// Programs the campaigns found that `luabpf check` accepted and the kernel refused, since
 /// fixed: check now refuses each (with a diagnostic), or the kernel accepts it.
 #[test]
