@@ -305,11 +305,26 @@ fn next_token(b: &[u8], i: &mut usize) -> Tok {
             }
         },
         b'"' | b'\'' => {
+            // Where full_moon's lexer ends a short string: at the quote, or unclosed at `\n` or
+            // `\r`, except the first line break after an escape (`\z` and Lua 5.2's `\` newline).
+            // What it lexes after the string must be what this scan sees.
             *i += 1;
-            while *i < b.len() && b[*i] != c && b[*i] != b'\n' {
-                *i += if b[*i] == b'\\' { 2 } else { 1 };
+            let (mut escape, mut line_break_allowed) = (false, false);
+            while let Some(&ch) = b.get(*i) {
+                *i += 1;
+                if escape {
+                    escape = false;
+                    line_break_allowed = true;
+                    continue;
+                }
+                match ch {
+                    b'\\' => escape = true,
+                    b'\n' | b'\r' if line_break_allowed => line_break_allowed = false,
+                    b'\n' | b'\r' => break,
+                    _ if ch == c => break,
+                    _ => {}
+                }
             }
-            *i = (*i + 1).min(b.len());
             Tok::Other
         }
         b'(' | b'{' => {
