@@ -406,10 +406,12 @@ fn keyword(word: &[u8]) -> Tok {
 }
 
 fn skip_number(b: &[u8], i: &mut usize) {
+    let start = *i;
     let mut dots = 0;
     while *i < b.len() {
         let c = b[*i];
-        dots += usize::from(c == b'.');
+        // full_moon does not count a leading `.` (`.5.` is one number to it).
+        dots += usize::from(c == b'.' && *i > start);
         if dots == 2 {
             // full_moon takes a number with a second `.` as malformed and eats it up to the next
             // whitespace (comment openers included): skip the same text, so that what it lexes
