@@ -407,9 +407,28 @@ fn keyword(word: &[u8]) -> Tok {
 
 fn skip_number(b: &[u8], i: &mut usize) {
     let start = *i;
+    let hex = b[start] == b'0' && matches!(b.get(start + 1), Some(b'x' | b'X'));
     let mut dots = 0;
     while *i < b.len() {
         let c = b[*i];
+        if !hex && (c == b'e' || c == b'E') {
+            // full_moon: an exponent needs a digit after its sign, else the number is malformed
+            // and eaten up to the next whitespace; after the digits the number ends.
+            *i += 1;
+            if matches!(b.get(*i), Some(b'+' | b'-')) {
+                *i += 1;
+            }
+            if !b.get(*i).is_some_and(u8::is_ascii_digit) {
+                while *i < b.len() && !b[*i].is_ascii_whitespace() {
+                    *i += 1;
+                }
+                return;
+            }
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            return;
+        }
         // full_moon does not count a leading `.` (`.5.` is one number to it).
         dots += usize::from(c == b'.' && *i > start);
         if dots == 2 {
