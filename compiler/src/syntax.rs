@@ -440,6 +440,10 @@ fn skip_number(b: &[u8], i: &mut usize) {
             }
             return;
         }
+        if !hex && !(c.is_ascii_digit() || c == b'.') {
+            // full_moon ends a decimal number at any other character (`0ie` is `0` and `ie`).
+            break;
+        }
         let exponent_sign = (c == b'+' || c == b'-') && *i > 0 && matches!(b[*i - 1], b'e' | b'E' | b'p' | b'P');
         if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign {
             *i += 1;
