@@ -405,51 +405,75 @@ fn keyword(word: &[u8]) -> Tok {
     }
 }
 
+/// Skips a number the way full_moon's lexer reads it, so that the next token is the same for
+/// both: a malformed number (a second `.`, an exponent without digits, `0x` without digits)
+/// is eaten up to the next whitespace, comment openers and quotes included.
 fn skip_number(b: &[u8], i: &mut usize) {
+    if b[*i] == b'0' && matches!(b.get(*i + 1), Some(b'x' | b'X')) {
+        return skip_hex_number(b, i);
+    }
     let start = *i;
-    let hex = b[start] == b'0' && matches!(b.get(start + 1), Some(b'x' | b'X'));
-    let mut dots = 0;
-    while *i < b.len() {
-        let c = b[*i];
-        if !hex && (c == b'e' || c == b'E') {
-            // full_moon: an exponent needs a digit after its sign, else the number is malformed
-            // and eaten up to the next whitespace; after the digits the number ends.
-            *i += 1;
-            if matches!(b.get(*i), Some(b'+' | b'-')) {
+    let mut hit_decimal = false;
+    while let Some(&c) = b.get(*i) {
+        match c {
+            b'0'..=b'9' => *i += 1,
+            // full_moon does not count a leading `.` (`.5.` is one number to it).
+            b'.' if *i == start => *i += 1,
+            b'.' if hit_decimal => return eat_invalid_number(b, i),
+            b'.' => {
+                hit_decimal = true;
                 *i += 1;
             }
-            if !b.get(*i).is_some_and(u8::is_ascii_digit) {
-                while *i < b.len() && !b[*i].is_ascii_whitespace() {
-                    *i += 1;
-                }
-                return;
-            }
-            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            b'e' | b'E' => return skip_exponent(b, i),
+            // Any other character ends the number (`0ie` is `0` and `ie`).
+            _ => return,
+        }
+    }
+}
+
+fn skip_hex_number(b: &[u8], i: &mut usize) {
+    *i += 2;
+    let (mut digits_or_dot, mut hit_decimal) = (0, false);
+    while let Some(&c) = b.get(*i) {
+        match c {
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                 *i += 1;
+                digits_or_dot += 1;
             }
-            return;
-        }
-        // full_moon does not count a leading `.` (`.5.` is one number to it).
-        dots += usize::from(c == b'.' && *i > start);
-        if dots == 2 {
-            // full_moon takes a number with a second `.` as malformed and eats it up to the next
-            // whitespace (comment openers included): skip the same text, so that what it lexes
-            // next (a backtick, say) is what this scan sees next.
-            while *i < b.len() && !b[*i].is_ascii_whitespace() {
+            b'.' if hit_decimal => return eat_invalid_number(b, i),
+            b'.' => {
+                hit_decimal = true;
                 *i += 1;
+                digits_or_dot += 1;
             }
-            return;
+            b'p' | b'P' if digits_or_dot == 0 => return eat_invalid_number(b, i),
+            b'p' | b'P' => return skip_exponent(b, i),
+            _ => break,
         }
-        if !hex && !(c.is_ascii_digit() || c == b'.') {
-            // full_moon ends a decimal number at any other character (`0ie` is `0` and `ie`).
-            break;
-        }
-        let exponent_sign = (c == b'+' || c == b'-') && *i > 0 && matches!(b[*i - 1], b'e' | b'E' | b'p' | b'P');
-        if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign {
-            *i += 1;
-        } else {
-            break;
-        }
+    }
+    if digits_or_dot == 0 {
+        eat_invalid_number(b, i);
+    }
+}
+
+/// At `e`/`p`: an optional sign, then digits; without digits the number is malformed.
+fn skip_exponent(b: &[u8], i: &mut usize) {
+    *i += 1;
+    if matches!(b.get(*i), Some(b'+' | b'-')) {
+        *i += 1;
+    }
+    if !b.get(*i).is_some_and(u8::is_ascii_digit) {
+        return eat_invalid_number(b, i);
+    }
+    while b.get(*i).is_some_and(u8::is_ascii_digit) {
+        *i += 1;
+    }
+}
+
+/// full_moon's `eat_invalid_number`: everything up to the next whitespace.
+fn eat_invalid_number(b: &[u8], i: &mut usize) {
+    while b.get(*i).is_some_and(|c| !c.is_ascii_whitespace()) {
+        *i += 1;
     }
 }
 
