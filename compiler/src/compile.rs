@@ -16,6 +16,27 @@ use runtime_bpf::object::{MapSpec, Object, ParamType, ProgramCode, SourceFile, S
 pub struct Options {
     /// Extra directories searched by `require`.
     pub include_dirs: Vec<PathBuf>,
+    /// Test only, never set by the `luabpf` command: emit the code without one safety
+    /// mechanism, so that tests/tests/safety.rs can show the verifier (or the differential
+    /// test) catches its absence. The output of such a compile is unsafe by construction.
+    #[doc(hidden)]
+    pub without: Option<SafetyCheck>,
+}
+
+/// A safety mechanism of the emitted code that [`Options::without`] can leave out (tests only).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SafetyCheck {
+    /// `p + size <= data_end` before a packet access.
+    PacketBounds,
+    /// The zero test before `//` and `%` (BPF division by zero yields 0, Lua's is an error).
+    ZeroDivisor,
+    /// The hidden iteration cap of loops without a constant bound.
+    LoopBound,
+    /// The nil (null pointer) test of a map lookup before its value is read.
+    NilTest,
+    /// The length bound of `getstring` into its stack buffer.
+    StackBounds,
 }
 
 /// A compiled program file.
@@ -62,7 +83,7 @@ pub fn compile_path(path: &Path, opts: &Options) -> Result<Compiled, Failure> {
         },
     )
     .map_err(|(sources, diags)| Failure { sources, diags })?;
-    compile_evaluated(ev)
+    compile_evaluated_with(ev, opts)
 }
 
 /// Compiles program text; `name` is the file name shown in diagnostics and line info, and
@@ -76,7 +97,7 @@ pub fn compile_source(text: &str, name: &str, opts: &Options) -> Result<Compiled
         },
     )
     .map_err(|(sources, diags)| Failure { sources, diags })?;
-    compile_evaluated(ev)
+    compile_evaluated_with(ev, opts)
 }
 
 /// ELF section of a hook's programs. Netfilter programs carry their hook in the name,
@@ -94,12 +115,16 @@ pub fn section_of(hook: &Hook) -> String {
 }
 
 pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
+    compile_evaluated_with(ev, &Options::default())
+}
+
+fn compile_evaluated_with(ev: Evaluated, opts: &Options) -> Result<Compiled, Failure> {
     let mut maps = MapTable::new(&ev);
     let mut programs = Vec::new();
     let mut irs = Vec::new();
     let mut diags = Vec::new();
     for prog in &ev.programs {
-        match compile_program(&ev, prog, &mut maps) {
+        match compile_program(&ev, prog, &mut maps, opts.without) {
             Ok((code, fs)) => {
                 programs.push(code);
                 irs.extend(fs);
@@ -155,6 +180,7 @@ fn compile_program(
     ev: &Evaluated,
     prog: &crate::program::ProgramDecl,
     maps: &mut MapTable,
+    without: Option<SafetyCheck>,
 ) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let checked = types::check_program(ev, prog, maps)?;
     crate::cost::check(&checked)?;
@@ -170,23 +196,27 @@ fn compile_program(
         default_verdict,
         name: &prog.name,
         db: &ev.sources,
+        without,
     };
     let mut funcs = crate::lower::lower(&input)?;
     let section = section_of(&prog.hook);
     let map_sizes: Vec<(u32, u32)> = maps.maps.iter().map(|m| (m.key.size(), m.value.size())).collect();
     let mut parts = Vec::new();
+    let mut frames = Vec::new();
     for f in funcs.iter_mut() {
         crate::opt::optimize(f, &map_sizes);
-        let alloc = crate::regalloc::allocate(f).map_err(|e| {
-            vec![Diagnostic::new(
-                prog.span,
-                format!("program `{}` does not fit the BPF stack", prog.name),
-                "this program",
-            )
-            .hint(format!(
-                "{e}; use fewer string buffers at once (each `getstring` with a run-time length takes 256 bytes)"
-            ))]
+        let alloc = crate::regalloc::allocate(f).map_err(|e| match e {
+            crate::regalloc::AllocError::StackTooLarge { needed } => {
+                vec![crate::stack::frame_too_large(
+                    &ev.sources,
+                    &prog.name,
+                    prog.span,
+                    f,
+                    needed,
+                )]
+            }
         })?;
+        frames.push(alloc.frame_size());
         let code = crate::emit::emit(f, &alloc, &section).map_err(|e| {
             vec![Diagnostic::new(
                 prog.span,
@@ -197,6 +227,7 @@ fn compile_program(
         })?;
         parts.push((code, params_of(f)));
     }
+    crate::stack::check_chains(&ev.sources, &prog.name, prog.span, &funcs, &frames).map_err(|d| vec![d])?;
     Ok((link(parts), funcs))
 }
 

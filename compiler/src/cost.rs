@@ -266,11 +266,28 @@ impl Estimator<'_> {
             | ExprKind::IsNil(x)
             | ExprKind::StrLen(x) => 1 + self.expr(x),
             ExprKind::Arith(op, a, b) => {
-                let own = match op {
-                    crate::hir::ArithOp::IDiv | crate::hir::ArithOp::Mod => 12,
-                    crate::hir::ArithOp::Shl | crate::hir::ArithOp::Shr => 8,
-                    _ => 2,
+                // Lua's `//` and `%` test the remainder and its sign (and a run-time divisor
+                // for 0 and -1); a shift by a run-time count tests its range and sign. Each
+                // such test is a branch the verifier may not predict.
+                let constant = match b.kind {
+                    ExprKind::Int(k) => Some(k),
+                    _ => None,
                 };
+                let (own, branches) = match op {
+                    crate::hir::ArithOp::IDiv | crate::hir::ArithOp::Mod => (
+                        12,
+                        if constant.is_some_and(|k| k != 0 && k != -1) {
+                            2
+                        } else {
+                            4
+                        },
+                    ),
+                    crate::hir::ArithOp::Shl | crate::hir::ArithOp::Shr => (8, if constant.is_some() { 0 } else { 3 }),
+                    _ => (2, 0),
+                };
+                for _ in 0..branches {
+                    self.branch();
+                }
                 own + self.expr(a) + self.expr(b)
             }
             ExprKind::Compare(_, a, b) => {

@@ -27,6 +27,7 @@ pub mod regalloc;
 pub mod semantics;
 pub mod slot_stores;
 pub mod source;
+pub mod stack;
 pub mod syntax;
 pub mod threading;
 pub mod types;

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::compile::SafetyCheck;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::hir::{self, ArithOp, Builtin, CmpOp, Expr, ExprKind, LocalId, Stmt, StmtKind, Ty};
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Slot, Terminator, Value, ValueKind};
@@ -38,6 +39,8 @@ pub struct LowerInput<'a> {
     pub default_verdict: i64,
     pub name: &'a str,
     pub db: &'a SourceDb,
+    /// Test only: a safety mechanism to leave out (see `compile::SafetyCheck`).
+    pub without: Option<SafetyCheck>,
 }
 
 /// Lowers one program: its entry function first, then the functions outlined as separately
@@ -579,7 +582,9 @@ impl<'a> Lowerer<'a> {
     }
 
     fn loop_guard(&mut self, counter: Value) {
-        self.error_if(JmpOp::Jsge, counter, Operand::Imm(LOOP_CAP));
+        if self.input.without != Some(SafetyCheck::LoopBound) {
+            self.error_if(JmpOp::Jsge, counter, Operand::Imm(LOOP_CAP));
+        }
         self.push(Inst::Bin {
             op: BinOp::Add,
             dst: counter,
@@ -1326,7 +1331,7 @@ impl<'a> Lowerer<'a> {
         let out = self.scalar();
         let join = self.f.new_block();
         let bv = self.reg(b);
-        if !matches!(b, Operand::Imm(x) if x != 0) {
+        if !matches!(b, Operand::Imm(x) if x != 0) && self.input.without != Some(SafetyCheck::ZeroDivisor) {
             self.error_if(JmpOp::Jeq, bv, Operand::Imm(0));
         }
         // b == -1: `a // -1` is -a (wrapping), `a % -1` is 0; avoids INT_MIN / -1.
@@ -1843,7 +1848,9 @@ impl<'a> Lowerer<'a> {
             a: t,
             b: Operand::Imm(bytes),
         });
-        self.error_if(JmpOp::Jgt, t, Operand::Value(end));
+        if self.input.without != Some(SafetyCheck::PacketBounds) {
+            self.error_if(JmpOp::Jgt, t, Operand::Value(end));
+        }
         p
     }
 
@@ -1886,7 +1893,9 @@ impl<'a> Lowerer<'a> {
         let done = self.f.new_block();
         let lv = self.reg(len);
         // len > 255 (or negative) is a runtime error; len == 0 copies nothing.
-        self.error_if(JmpOp::Jgt, lv, Operand::Imm(255.min(cap as i64)));
+        if self.input.without != Some(SafetyCheck::StackBounds) {
+            self.error_if(JmpOp::Jgt, lv, Operand::Imm(255.min(cap as i64)));
+        }
         let copy = self.f.new_block();
         self.branch(JmpOp::Jlt, lv, Operand::Imm(1), done, copy);
         self.switch_to(copy);
@@ -2503,7 +2512,11 @@ impl<'a> Lowerer<'a> {
             }
             Format::Int { bytes, signed } => {
                 let hit = self.f.new_block();
-                self.branch(JmpOp::Jne, ptr, Operand::Imm(0), hit, join);
+                if self.input.without == Some(SafetyCheck::NilTest) {
+                    self.jump(hit);
+                } else {
+                    self.branch(JmpOp::Jne, ptr, Operand::Imm(0), hit, join);
+                }
                 self.switch_to(hit);
                 let size = Size::from_bytes(*bytes as u32).unwrap_or(Size::DW);
                 self.push(Inst::Load {

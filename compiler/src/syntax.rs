@@ -305,11 +305,26 @@ fn next_token(b: &[u8], i: &mut usize) -> Tok {
             }
         },
         b'"' | b'\'' => {
+            // Where full_moon's lexer ends a short string: at the quote, or unclosed at `\n` or
+            // `\r`, except the first line break after an escape (`\z` and Lua 5.2's `\` newline).
+            // What it lexes after the string must be what this scan sees.
             *i += 1;
-            while *i < b.len() && b[*i] != c && b[*i] != b'\n' {
-                *i += if b[*i] == b'\\' { 2 } else { 1 };
+            let (mut escape, mut line_break_allowed) = (false, false);
+            while let Some(&ch) = b.get(*i) {
+                *i += 1;
+                if escape {
+                    escape = false;
+                    line_break_allowed = true;
+                    continue;
+                }
+                match ch {
+                    b'\\' => escape = true,
+                    b'\n' | b'\r' if line_break_allowed => line_break_allowed = false,
+                    b'\n' | b'\r' => break,
+                    _ if ch == c => break,
+                    _ => {}
+                }
             }
-            *i = (*i + 1).min(b.len());
             Tok::Other
         }
         b'(' | b'{' => {
@@ -390,15 +405,75 @@ fn keyword(word: &[u8]) -> Tok {
     }
 }
 
+/// Skips a number the way full_moon's lexer reads it, so that the next token is the same for
+/// both: a malformed number (a second `.`, an exponent without digits, `0x` without digits)
+/// is eaten up to the next whitespace, comment openers and quotes included.
 fn skip_number(b: &[u8], i: &mut usize) {
-    while *i < b.len() {
-        let c = b[*i];
-        let exponent_sign = (c == b'+' || c == b'-') && *i > 0 && matches!(b[*i - 1], b'e' | b'E' | b'p' | b'P');
-        if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign {
-            *i += 1;
-        } else {
-            break;
+    if b[*i] == b'0' && matches!(b.get(*i + 1), Some(b'x' | b'X')) {
+        return skip_hex_number(b, i);
+    }
+    let start = *i;
+    let mut hit_decimal = false;
+    while let Some(&c) = b.get(*i) {
+        match c {
+            b'0'..=b'9' => *i += 1,
+            // full_moon does not count a leading `.` (`.5.` is one number to it).
+            b'.' if *i == start => *i += 1,
+            b'.' if hit_decimal => return eat_invalid_number(b, i),
+            b'.' => {
+                hit_decimal = true;
+                *i += 1;
+            }
+            b'e' | b'E' => return skip_exponent(b, i),
+            // Any other character ends the number (`0ie` is `0` and `ie`).
+            _ => return,
         }
+    }
+}
+
+fn skip_hex_number(b: &[u8], i: &mut usize) {
+    *i += 2;
+    let (mut digits_or_dot, mut hit_decimal) = (0, false);
+    while let Some(&c) = b.get(*i) {
+        match c {
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                *i += 1;
+                digits_or_dot += 1;
+            }
+            b'.' if hit_decimal => return eat_invalid_number(b, i),
+            b'.' => {
+                hit_decimal = true;
+                *i += 1;
+                digits_or_dot += 1;
+            }
+            b'p' | b'P' if digits_or_dot == 0 => return eat_invalid_number(b, i),
+            b'p' | b'P' => return skip_exponent(b, i),
+            _ => break,
+        }
+    }
+    if digits_or_dot == 0 {
+        eat_invalid_number(b, i);
+    }
+}
+
+/// At `e`/`p`: an optional sign, then digits; without digits the number is malformed.
+fn skip_exponent(b: &[u8], i: &mut usize) {
+    *i += 1;
+    if matches!(b.get(*i), Some(b'+' | b'-')) {
+        *i += 1;
+    }
+    if !b.get(*i).is_some_and(u8::is_ascii_digit) {
+        return eat_invalid_number(b, i);
+    }
+    while b.get(*i).is_some_and(u8::is_ascii_digit) {
+        *i += 1;
+    }
+}
+
+/// full_moon's `eat_invalid_number`: everything up to the next whitespace.
+fn eat_invalid_number(b: &[u8], i: &mut usize) {
+    while b.get(*i).is_some_and(|c| !c.is_ascii_whitespace()) {
+        *i += 1;
     }
 }
 

@@ -4,6 +4,8 @@
 //! - [`load`]: an ELF object into the kernel through aya (maps, programs, the verifier's
 //!   verdict and log, static tables from `.luabpf.init`); returns a [`Loaded`] that keeps it
 //!   all alive.
+//! - [`verifier_error`]: a verifier refusal in Lua terms (reason, failing instruction, the
+//!   Lua line it came from, rendered like a diagnostic).
 //! - [`testrun`]: `BPF_PROG_TEST_RUN` — run a loaded program on a packet, get the verdict, the
 //!   packet after the program, and the time per run.
 //! - [`maps`]: map access by fd with byte slices (lookup, update, delete, next key), per-CPU
@@ -45,6 +47,7 @@ pub mod pins;
 pub mod skeleton;
 mod sys;
 pub mod testrun;
+pub mod verifier_error;
 
 pub use kernel::{kernel_available, require_kernel_or_skip};
 pub use load::{load, load_with, LoadError, LoadOptions, Loaded, ProgramSummary, VerifierError};

@@ -3,8 +3,8 @@
 //! [`load`] hands the ELF object to aya (which creates the maps from the BTF `.maps` section
 //! and applies the map relocations), loads every program it finds (XDP in `xdp`, SCHED_CLS in
 //! `classifier`), and then fills the static tables listed in `.luabpf.init`. A program the
-//! verifier refuses yields [`LoadError::Verifier`] with the program name, the errno and the
-//! verifier's full log, for the CLI to render against the Lua source.
+//! verifier refuses yields [`LoadError::Verifier`] with the program name, the errno, the
+//! verifier's full log and the failing instruction's Lua line (see `verifier_error`).
 //!
 //! Everything loaded stays alive as long as the returned [`Loaded`] (it owns aya's `Ebpf`):
 //! drop it and the kernel frees the programs and maps that nothing else holds (no pin, no link).
@@ -21,59 +21,7 @@ use crate::init::{self, InitError};
 use crate::maps::{MapError, RawMap, UpdateMode};
 use crate::sys::{errno_text, Aligned};
 
-/// How many trailing verifier-log lines the `Display` of a verifier error shows
-/// (the whole log is in [`VerifierError::log`]).
-const LOG_TAIL_LINES: usize = 30;
-
-/// A program the verifier (or `BPF_PROG_LOAD`) refused.
-#[derive(Debug)]
-pub struct VerifierError {
-    /// The program (ELF symbol) name.
-    pub program: String,
-    /// The errno `BPF_PROG_LOAD` returned (`EACCES` for most verifier refusals, `E2BIG` when
-    /// the program is too complex, `EINVAL` for malformed code).
-    pub errno: Option<i32>,
-    /// `EACCES (Permission denied)`.
-    pub errno_text: String,
-    /// The verifier's whole log (level 1 + stats): the path that failed and the reason on
-    /// its last lines. May be empty if the kernel refused the program before verifying it.
-    pub log: String,
-}
-
-impl VerifierError {
-    /// The verifier's reason: the last non-empty log line that is not a statistics line.
-    pub fn reason(&self) -> Option<&str> {
-        self.log.lines().rev().map(str::trim).find(|l| {
-            !l.is_empty()
-                && !l.starts_with("processed ")
-                && !l.starts_with("verification time")
-                && !l.starts_with("stack depth")
-        })
-    }
-}
-
-impl std::fmt::Display for VerifierError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the kernel refused program `{}`: {}", self.program, self.errno_text)?;
-        if let Some(reason) = self.reason() {
-            write!(f, ": {reason}")?;
-        }
-        let lines: Vec<&str> = self.log.lines().collect();
-        if lines.is_empty() {
-            return write!(f, "\n(the verifier wrote no log)");
-        }
-        let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
-        write!(f, "\nverifier log")?;
-        if skip > 0 {
-            write!(f, " (last {} of {} lines)", lines.len() - skip, lines.len())?;
-        }
-        write!(f, ":")?;
-        for l in &lines[skip..] {
-            write!(f, "\n  {l}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::verifier_error::VerifierError;
 
 /// Why an object could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +253,7 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
         };
         match result {
             Ok(()) => {}
-            Err(Ok(e)) => return Err(program_error(&name, e)),
+            Err(Ok(e)) => return Err(program_error(&name, e, aligned.bytes())),
             Err(Err(what)) => {
                 return Err(LoadError::Program {
                     program: name,
@@ -332,7 +280,13 @@ pub fn load_with(obj_bytes: &[u8], options: &LoadOptions) -> Result<Loaded, Load
                 ebpf.map(name).map(|m| map_data(m).fd().as_fd().as_raw_fd())
             };
             let btf = runtime_bpf::elf::program_btf(&split.object, index).expect("program index in range");
-            let (fd, verified_insns) = crate::netfilter::load_program(code, &btf, &map_fd)?;
+            let (fd, verified_insns) = crate::netfilter::load_program(code, &btf, &map_fd).map_err(|e| match e {
+                LoadError::Verifier(mut v) => {
+                    v.failed_at = crate::verifier_error::failed_at(&v.log, &v.program, Some(&split.object));
+                    LoadError::Verifier(v)
+                }
+                e => e,
+            })?;
             programs.push(ProgramSummary {
                 name: code.name.clone(),
                 kind: "netfilter",
@@ -500,14 +454,12 @@ fn ebpf_error(e: EbpfError) -> LoadError {
     }
 }
 
-fn program_error(program: &str, e: ProgramError) -> LoadError {
+/// `elf`: the object's bytes, whose line info names the Lua line of a verifier refusal.
+fn program_error(program: &str, e: ProgramError, elf: &[u8]) -> LoadError {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => LoadError::Verifier(Box::new(VerifierError {
-            program: program.to_string(),
-            errno: io_error.raw_os_error(),
-            errno_text: errno_text(&io_error),
-            log: verifier_log.to_string(),
-        })),
+        ProgramError::LoadError { io_error, verifier_log } => LoadError::Verifier(Box::new(
+            VerifierError::new(program, &io_error, verifier_log.to_string()).locate(elf),
+        )),
         other => LoadError::Program {
             program: program.to_string(),
             message: chain(&other),
@@ -549,38 +501,5 @@ fn map_data(map: &Map) -> &MapData {
         | Map::StackTraceMap(m)
         | Map::Unsupported(m)
         | Map::XskMap(m) => m,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verifier_reason_skips_stats() {
-        let v = VerifierError {
-            program: "p".into(),
-            errno: Some(libc::EACCES),
-            errno_text: "EACCES (Permission denied)".into(),
-            log: "0: R1=ctx() R10=fp0\n0: (bf) r0 = r2\nR2 !read_ok\nprocessed 1 insns (limit 1000000)\n".into(),
-        };
-        assert_eq!(v.reason(), Some("R2 !read_ok"));
-        let shown = v.to_string();
-        assert!(shown.starts_with("the kernel refused program `p`: EACCES (Permission denied): R2 !read_ok"));
-        assert!(shown.contains("\n  0: (bf) r0 = r2"));
-    }
-
-    #[test]
-    fn long_logs_show_their_tail() {
-        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        let v = VerifierError {
-            program: "p".into(),
-            errno: None,
-            errno_text: "x".into(),
-            log,
-        };
-        let shown = v.to_string();
-        assert!(shown.contains("last 30 of 100 lines"));
-        assert!(shown.contains("line 99") && !shown.contains("line 69\n"));
     }
 }

@@ -294,12 +294,11 @@ pub(crate) fn load_program(
             let mut log = vec![0u8; LOG_SIZE];
             let _ = attempt(Some(&mut log));
             let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            Err(LoadError::Verifier(Box::new(VerifierError {
-                program: code.name.clone(),
-                errno: first.raw_os_error(),
-                errno_text: errno_text(&first),
-                log: String::from_utf8_lossy(&log[..end]).into_owned(),
-            })))
+            // The caller, which has the object, locates the failing instruction's Lua line.
+            let log = String::from_utf8_lossy(&log[..end]).into_owned();
+            Err(LoadError::Verifier(Box::new(VerifierError::new(
+                &code.name, &first, log,
+            ))))
         }
     }
 }

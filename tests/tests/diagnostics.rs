@@ -463,7 +463,7 @@ fn string_lower() {
 #[test]
 fn too_many_strings_for_the_stack() {
     let src = xdp("", "  local a = p:getstring(14, p:getbyte(10))\n  local b = p:getstring(15, p:getbyte(11))\n  local c = p:getstring(16, p:getbyte(12))\n  if a == b or b == c or a == c then return 1 end");
-    check("too_many_strings_for_the_stack", &src, "xdp.program(filter", 0);
+    check("too_many_strings_for_the_stack", &src, "p:getstring(14", 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -530,4 +530,26 @@ fn a_runtime_loop_with_many_branches_exceeds_the_pending_branch_limit() {
         "  local a = p:getbyte(14)\n  local n, s = 0, 0\n  while n < a do\n    n = n + 1\n    if p:getbyte(14 + (n & 7)) == 1 then s = s + 1 end\n    if p:getbyte(15 + (n & 7)) == 1 then s = s + 2 end\n    if p:getbyte(16 + (n & 7)) == 1 then s = s + 3 end\n    if p:getbyte(17 + (n & 7)) == 1 then s = s + 4 end\n  end\n  p:setbyte(15, s & 255)",
     );
     check("many_pending_branches", &src, "while n < a do", 0);
+}
+
+/// Found by the generated-programs campaign (docs/fuzzing.md): every `%` by a run-time divisor
+/// tests the divisor and the remainder, four branches per iteration that the kernel refused
+/// as "The sequence of 8193 jumps is too complex" after `check` had accepted the loop.
+#[test]
+fn a_loop_of_runtime_divisions_exceeds_the_pending_branch_limit() {
+    let src = xdp(
+        "local m = map.hash(\"m\", { key = \"i8\", value = \"i8\", entries = 64 })",
+        "  local a = p:getint64(14)\n  local b = p:getint64(22)\n  repeat\n    b = ((b % a) % b)\n    local mv = m[b]\n    if mv then m[b] = mv + 1 else m[b] = nil end\n  until not (-(a) < p:getint32(30))\n  p:setint64(30, b)",
+    );
+    check("runtime_divisions_in_a_loop", &src, "repeat", 0);
+}
+
+// The stack: a function's frame, and the frames along a chain of calls into functions that
+// are verified on their own (the kernel refused this one as "combined stack size of 2 calls
+// is 544. Too large" after `check` had accepted it).
+
+#[test]
+fn stack_of_a_call_chain() {
+    let src = "local xdp = require \"bpf.xdp\"\nlocal function count(ctx, n)\n  local p = ctx:packet()\n  local s = p:getstring(20, p:getbyte(n))\n  local c = 0\n  for i = 1, #s do\n    c = c + (s:byte(i) or 0)\n  end\n  return c\nend\nlocal function filter(ctx)\n  local p = ctx:packet()\n  local t = p:getstring(14, p:getbyte(13))\n  local total = 0\n  for k = 0, p:getbyte(12) do\n    total = total + count(ctx, k & 7)\n  end\n  if t == \"abc\" then return 1 end\n  return 2 + (total & 1)\nend\nreturn xdp.program(filter, { name = \"t\", default = 1 })\n";
+    check("stack_of_a_call_chain", src, "p:getstring(20", 0);
 }

@@ -173,6 +173,6 @@ pub struct VerifyArgs {
     pub includes: Includes,
 
     /// On rejection, print the verifier's whole log instead of its last lines
-    #[arg(long)]
-    pub full_log: bool,
+    #[arg(long, visible_alias = "full-log")]
+    pub verbose: bool,
 }

@@ -83,6 +83,10 @@ pub struct AttachArgs {
 
     #[command(flatten)]
     pub includes: Includes,
+
+    /// If the verifier refuses the program, print its whole log instead of its last lines
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -108,10 +112,10 @@ pub(super) fn need_kernel(what: &str) -> Result<(), CliError> {
     })
 }
 
-fn attach_error(e: AttachError) -> CliError {
+fn attach_error(e: AttachError, verbose: bool) -> CliError {
     match e {
         AttachError::Usage(m) => CliError::Usage(m),
-        AttachError::Load(LoadError::Verifier(v)) => CliError::Refused(v.to_string()),
+        AttachError::Load(LoadError::Verifier(v)) => CliError::Refused(v.render(verbose).trim_end().to_string()),
         AttachError::Load(other) => CliError::Refused(other.to_string()),
         AttachError::NoInterface(_)
         | AttachError::NotAttached(_)
@@ -179,7 +183,7 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
         (AttachError::Usage(m), None) if m.contains("no netfilter program") => CliError::Usage(format!(
             "{m}; XDP and tc programs need an interface: `luabpf attach IFACE FILE`"
         )),
-        (e, _) => attach_error(e),
+        (e, _) => attach_error(e, args.verbose),
     })?;
     let m = &done.meta;
     let verb = if done.replaced { "replaced" } else { "attached" };
@@ -197,7 +201,7 @@ pub fn run_attach(args: &AttachArgs) -> Result<(), CliError> {
 
 pub fn run_detach(args: &DetachArgs) -> Result<(), CliError> {
     need_kernel("detach")?;
-    let meta = attach::detach(&args.program).map_err(attach_error)?;
+    let meta = attach::detach(&args.program).map_err(|e| attach_error(e, false))?;
     let text = match meta {
         Some(m) => format!("detached `{}` from {}\n", m.program, m.place()),
         None => format!("removed the pins of `{}`\n", args.program),

@@ -45,7 +45,14 @@ pub struct NotRun {
 
 impl Engine {
     /// Loads `program` of the object into the chosen engine.
-    pub fn open(choice: EngineChoice, elf: &[u8], object: &Object, program: &str) -> Result<Engine, CliError> {
+    /// `verbose`: a verifier refusal prints the whole log, not its last lines.
+    pub fn open(
+        choice: EngineChoice,
+        elf: &[u8],
+        object: &Object,
+        program: &str,
+        verbose: bool,
+    ) -> Result<Engine, CliError> {
         let kernel = match choice {
             EngineChoice::Interp => false,
             EngineChoice::Kernel => match kernel_available() {
@@ -78,7 +85,7 @@ impl Engine {
         }
         let loaded = match load(elf) {
             Ok(l) => l,
-            Err(LoadError::Verifier(v)) => return Err(CliError::Refused(v.to_string())),
+            Err(LoadError::Verifier(v)) => return Err(CliError::Refused(v.render(verbose).trim_end().to_string())),
             Err(e) => return Err(CliError::Refused(e.to_string())),
         };
         if loaded.program_fd(program).is_none() {

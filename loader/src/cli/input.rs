@@ -34,6 +34,7 @@ pub fn options(includes: &Includes) -> Result<Options, CliError> {
     }
     Ok(Options {
         include_dirs: includes.include.clone(),
+        ..Options::default()
     })
 }
 

@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// disagreement (verdict, output bytes, map contents); exit 1 if there is any
     #[arg(long)]
     pub reference: bool,
+
+    /// If the verifier refuses the program, print its whole log instead of its last lines
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// One `--map` seed, encoded.
@@ -93,7 +97,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         .map(|s| parse_seed(s, &object))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut engine = Engine::open(args.engine, &elf, &object, &name)?;
+    let mut engine = Engine::open(args.engine, &elf, &object, &name, args.verbose)?;
     for seed in &seeds {
         engine
             .seed(&seed.map, &seed.key, &seed.value)

@@ -39,18 +39,7 @@ pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
     let loaded = match load(&elf) {
         Ok(loaded) => loaded,
         Err(LoadError::Verifier(v)) => {
-            let mut msg = if args.full_log {
-                let mut m = format!("the kernel refused program `{}`: {}", v.program, v.errno_text);
-                if let Some(reason) = v.reason() {
-                    m.push_str(": ");
-                    m.push_str(reason);
-                }
-                m.push_str("\nverifier log:\n");
-                m.push_str(v.log.trim_end());
-                m
-            } else {
-                v.to_string()
-            };
+            let mut msg = v.render(args.verbose).trim_end().to_string();
             if v.errno == Some(libc::E2BIG) || v.log.contains("too large") {
                 msg.push_str(
                     "\nhelp: the verifier gave up before exploring every path (its budget is \

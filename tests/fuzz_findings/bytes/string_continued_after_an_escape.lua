@@ -1,0 +1,2 @@
+local s = "a\q
+b`c"
