@@ -10,8 +10,6 @@
 //! still holds that line, else the line text the object's BTF carries; with neither, the
 //! location is still named.
 
-use luabpf_compiler::diag::{render, Diagnostic};
-use luabpf_compiler::source::{SourceDb, SourceFile, Span};
 use runtime_bpf::object::Object;
 
 /// How many trailing verifier-log lines the `Display` of a refusal shows (the whole log is in
@@ -147,16 +145,34 @@ impl VerifierError {
         let col = (0..=col).rev().find(|&c| text.is_char_boundary(c)).unwrap_or(0);
         let start = line_start + col.min(text.trim_end().len());
         let end = (line_start + text.trim_end().len()).max(start);
-        let db = SourceDb {
-            files: vec![SourceFile {
-                name: src.file.clone(),
-                path: None,
-                text: file_text,
-            }],
-        };
-        let d = Diagnostic::new(Span::new(0, start, end), message, what).hint(hint(&self.log));
-        render(&db, &[d])
+        render_one(&src.file, file_text, start..end, &message, &what, &hint(&self.log))
     }
+}
+
+/// One codespan error with a primary label and a help note, as `luabpf check` prints its
+/// diagnostics (codespan-reporting directly: the library does not depend on the compiler).
+fn render_one(
+    file: &str,
+    text: String,
+    span: std::ops::Range<usize>,
+    message: &str,
+    label: &str,
+    help: &str,
+) -> String {
+    use codespan_reporting::diagnostic::{Diagnostic, Label};
+    use codespan_reporting::files::SimpleFile;
+    use codespan_reporting::term::{self, termcolor::Buffer};
+
+    let file = SimpleFile::new(file, text);
+    let d = Diagnostic::error()
+        .with_message(message)
+        .with_labels(vec![Label::primary((), span).with_message(label)])
+        .with_notes(vec![format!("help: {help}")]);
+    let mut buf = Buffer::no_color();
+    if term::emit(&mut buf, &term::Config::default(), &file, &d).is_err() {
+        return format!("error: {message}\n");
+    }
+    String::from_utf8_lossy(buf.as_slice()).into_owned()
 }
 
 impl std::fmt::Display for VerifierError {
