@@ -156,16 +156,26 @@ impl Engine for InterpEngine {
     }
 
     fn seed(&mut self, map: &str, key: &[u8], value: &[u8]) -> Result<(), String> {
-        self.machine
-            .map_mut(map)
-            .ok_or_else(|| format!("no map `{map}`"))?
-            .update(key, value, runtime_bpf::helpers::BPF_ANY as u64)
-            .map_err(|errno| format!("the update was refused (errno {errno})"))
+        seed_interp(&mut self.machine, map, key, value)
     }
 
     fn dump(&self) -> Result<Vec<MapDump>, String> {
         Ok(interp_maps(&self.machine))
     }
+}
+
+/// `map[key] = value` in the interpreter's maps, as a `--map` seed.
+pub fn seed_interp(
+    machine: &mut runtime_bpf::interp::Machine,
+    map: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), String> {
+    machine
+        .map_mut(map)
+        .ok_or_else(|| format!("no map `{map}`"))?
+        .update(key, value, runtime_bpf::helpers::BPF_ANY as u64)
+        .map_err(|errno| format!("the update was refused (errno {errno})"))
 }
 
 /// The interpreter's maps as the kernel's bytes (per-CPU maps: CPU 0's values).

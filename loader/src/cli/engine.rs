@@ -5,9 +5,8 @@
 
 use clap::ValueEnum;
 use luabpf_compiler::reference::MapDump;
-use luabpf_loader::differential::{interp_maps, Engine as _, KernelEngine};
+use luabpf_loader::differential::{interp_maps, seed_interp, Engine as _, KernelEngine};
 use luabpf_loader::{kernel_available, load, netfilter, test_run, LoadError, Loaded, TestRunError, UpdateMode};
-use runtime_bpf::helpers::BPF_ANY;
 use runtime_bpf::interp::{InterpError, Machine};
 use runtime_bpf::object::Object;
 
@@ -115,12 +114,7 @@ impl Engine {
                 .map(map)
                 .and_then(|m| m.update(key, value, UpdateMode::Any))
                 .map_err(|e| e.to_string()),
-            Engine::Interp { machine, .. } => {
-                let state = machine.map_mut(map).ok_or_else(|| format!("no map `{map}`"))?;
-                state
-                    .update(key, value, BPF_ANY as u64)
-                    .map_err(|errno| format!("the update was refused (errno {errno})"))
-            }
+            Engine::Interp { machine, .. } => seed_interp(machine, map, key, value),
         }
     }
 
