@@ -4,100 +4,19 @@
 //! `verify` tests need bpf(): they skip loudly without it, unless LUABPF_REQUIRE_KERNEL=1.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 
 use luabpf_loader::require_kernel_or_skip;
+
+mod common;
+use common::command::{luabpf, luabpf_in, workspace, TempDir};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 const EXIT_REFUSED: i32 = 1;
 const EXIT_USAGE: i32 = 2;
-const EXIT_INTERNAL: i32 = 3;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 fn example(name: &str) -> PathBuf {
     workspace().join("examples").join(format!("{name}.lua"))
-}
-
-/// A temporary directory (the command's working directory), removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "luabpf-test-{}-{}-cli",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Run {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    fn out(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code,
-            String::from_utf8_lossy(&self.stdout),
-            self.stderr
-        )
-    }
-}
-
-/// Runs `luabpf ARGS` in `dir`.
-fn luabpf_in(dir: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_luabpf"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run luabpf");
-    let run = Run {
-        code: out.status.code().expect("luabpf exited (no signal)"),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked at") && run.code != EXIT_INTERNAL,
-        "luabpf {args:?} crashed: {run:?}"
-    );
-    run
-}
-
-fn luabpf(args: &[&str]) -> Run {
-    luabpf_in(&workspace(), args)
 }
 
 fn s(p: &Path) -> &str {
@@ -117,7 +36,7 @@ const BAD: &str = "local xdp = require \"bpf.xdp\"\n\
 
 #[test]
 fn compile_writes_an_elf_object_named_after_the_file() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let run = luabpf_in(&dir.0, &["compile", s(&example("counter"))]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
@@ -147,7 +66,7 @@ fn compile_writes_an_elf_object_named_after_the_file() {
 
 #[test]
 fn compile_with_output_and_to_stdout() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let out = dir.0.join("sub-dir-less.o");
     let run = luabpf_in(&dir.0, &["compile", s(&example("sni_filter")), "-o", s(&out)]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -157,12 +76,12 @@ fn compile_with_output_and_to_stdout() {
 
     let run = luabpf_in(&dir.0, &["compile", s(&example("sni_filter")), "-o", "-"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(run.stdout, written, "-o - writes the object to stdout");
+    assert_eq!(run.raw_stdout, written, "-o - writes the object to stdout");
 }
 
 #[test]
 fn compile_refuses_to_overwrite_its_input() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let src = std::fs::read(example("counter")).unwrap();
     dir.file("c.o", &src);
     let run = luabpf_in(&dir.0, &["compile", "c.o"]);
@@ -200,7 +119,7 @@ fn compile_emit_ir() {
 
 #[test]
 fn compile_with_diagnostics_exits_1_and_writes_nothing() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.file("bad.lua", BAD.as_bytes());
     let run = luabpf_in(&dir.0, &["compile", "bad.lua"]);
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
@@ -210,7 +129,7 @@ fn compile_with_diagnostics_exits_1_and_writes_nothing() {
 
 #[test]
 fn compile_with_include_dirs() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     std::fs::create_dir(dir.0.join("lib")).unwrap();
     dir.file("lib/consts.lua", b"return { PASS = 2 }\n");
     let prog = "local xdp = require \"bpf.xdp\"\n\
@@ -250,7 +169,7 @@ fn check_prints_one_line_on_success() {
 
 #[test]
 fn check_reports_file_line_col_and_exits_1() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.file("bad.lua", BAD.as_bytes());
     let run = luabpf_in(&dir.0, &["check", "bad.lua"]);
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
@@ -266,7 +185,7 @@ fn check_reports_file_line_col_and_exits_1() {
 
 #[test]
 fn check_reports_syntax_errors() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.file("syntax.lua", b"local x = = 1\n");
     let run = luabpf_in(&dir.0, &["check", "syntax.lua"]);
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
@@ -431,7 +350,7 @@ fn verify_an_object() {
     if !require_kernel_or_skip("verify_an_object") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let run = luabpf_in(&dir.0, &["compile", s(&example("counter"))]);
     assert_eq!(run.code, 0, "{run:?}");
     let run = luabpf_in(&dir.0, &["verify", "counter.o"]);
@@ -441,7 +360,7 @@ fn verify_an_object() {
 
 #[test]
 fn verify_refuses_what_is_not_an_object() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.file("junk.o", b"not an object");
     let run = luabpf_in(&dir.0, &["verify", "junk.o"]);
     assert_eq!(run.code, EXIT_USAGE, "{run:?}");
@@ -450,7 +369,7 @@ fn verify_refuses_what_is_not_an_object() {
 
 #[test]
 fn verify_reports_diagnostics_like_check() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.file("bad.lua", BAD.as_bytes());
     let run = luabpf_in(&dir.0, &["verify", "bad.lua"]);
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
@@ -484,7 +403,7 @@ fn verify_prints_the_verifiers_reason_and_exits_1() {
     if !require_kernel_or_skip("verify_prints_the_verifiers_reason_and_exits_1") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.file("uninit.o", &rejected_object());
     let run = luabpf_in(&dir.0, &["verify", "uninit.o"]);
     assert_eq!(run.code, EXIT_REFUSED, "{run:?}");
@@ -511,7 +430,7 @@ fn diagnostics_are_coloured_only_on_a_terminal() {
         eprintln!("SKIPPED: diagnostics_are_coloured_only_on_a_terminal: no `script` (util-linux)");
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.file("bad.lua", BAD.as_bytes());
     let in_pty = |no_color: bool| {
         let mut cmd = Command::new("script");
@@ -574,7 +493,7 @@ fn corrupt(rng: &mut Rng, original: &[u8]) -> Vec<u8> {
 
 #[test]
 fn check_never_crashes_on_corrupted_sources() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let original = std::fs::read(example("sni_filter")).unwrap();
     let mut rng = Rng(0x5eed_c0de);
     for i in 0..150 {
@@ -594,7 +513,7 @@ fn verify_never_crashes_on_corrupted_objects() {
     if !require_kernel_or_skip("verify_never_crashes_on_corrupted_objects") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let original = luabpf_compiler::compile::compile_path(&example("sni_filter"), &Default::default())
         .expect("sni_filter compiles")
         .elf;

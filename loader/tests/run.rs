@@ -9,16 +9,13 @@
 mod packets;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 
 use luabpf_loader::pcap;
 use luabpf_loader::require_kernel_or_skip;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+mod common;
+use common::command::{luabpf, workspace, Run, TempDir};
 
 fn pcaps() -> PathBuf {
     workspace().join("tests").join("pcaps")
@@ -31,60 +28,6 @@ fn example(name: &str) -> String {
         .to_str()
         .unwrap()
         .to_string()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "luabpf-test-{}-{}-run",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn file(&self, name: &str, contents: &[u8]) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn luabpf(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_luabpf"))
-        .args(args)
-        .current_dir(workspace())
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run luabpf");
-    let run = Run {
-        code: out.status.code().expect("luabpf exited (no signal)"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked at") && run.code != 3,
-        "luabpf {args:?} crashed: {run:?}"
-    );
-    run
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,7 +231,7 @@ fn truncated_capture_is_a_clear_usage_error() {
 
 #[test]
 fn foreign_and_missing_captures() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("run");
     let text = dir.file("notes.pcap", b"this is not a capture\n");
     let run = luabpf(&["run", &example("sni_filter"), "--pcap", &text]);
     assert_eq!(run.code, 2, "{run:?}");
@@ -346,7 +289,7 @@ fn reference_agrees_with_the_kernel() {
         "{json:?}"
     );
 
-    let dir = TempDir::new();
+    let dir = TempDir::new("run");
     let obj = dir.0.join("sni.o");
     let c = luabpf(&["compile", &sni, "-o", obj.to_str().unwrap()]);
     assert_eq!(c.code, 0, "{c:?}");
@@ -377,7 +320,7 @@ fn bad_map_seeds_are_usage_errors() {
 
 #[test]
 fn diagnostics_are_exit_1() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("run");
     let bad = dir.file(
         "bad.lua",
         b"local xdp = require \"bpf.xdp\"\nlocal function f(ctx)\n  local y = 7 / 2\n  return 2\nend\nreturn xdp.program(f)\n",
@@ -504,7 +447,7 @@ fn rewriting_program_with_out() {
     if !require_kernel_or_skip("rewriting_program_with_out") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("run");
     let prog = dir.file("swap.lua", SWAP_MACS.as_bytes());
     let input = pcap::read(&std::fs::read(pcap_path("plain.pcap")).unwrap()).unwrap();
     let out = dir.0.join("out.pcap");
@@ -555,7 +498,7 @@ fn object_files_and_program_selection() {
     if !require_kernel_or_skip("object_files_and_program_selection") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("run");
     let obj = dir.0.join("sni.o");
     let c = luabpf(&["compile", &example("sni_filter"), "-o", obj.to_str().unwrap()]);
     assert_eq!(c.code, 0, "{c:?}");
@@ -606,7 +549,7 @@ fn map_changes_persist_between_packets_and_seeds_apply() {
     if !require_kernel_or_skip("map_changes_persist_between_packets_and_seeds_apply") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("run");
     let prog = dir.file("nth.lua", NTH_DROP.as_bytes());
     let run = luabpf(&["run", &prog, "--pcap", &pcap_path("plain.pcap")]);
     assert_eq!(run.code, 0, "{run:?}");

@@ -7,79 +7,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 
 use luabpf_loader::require_kernel_or_skip;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// A world-readable temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "luabpf-test-{}-{}-engines",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(path)
-    }
-
-    /// Copies `from` in, readable (and executable when `exec`) by everyone.
-    fn copy(&self, from: &Path, exec: bool) -> String {
-        let to = self.0.join(from.file_name().unwrap());
-        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-        let mode = if exec { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
-        to.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn output(cmd: &mut Command) -> Run {
-    let out = cmd
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run luabpf");
-    let run = Run {
-        code: out.status.code().expect("luabpf exited (no signal)"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked at") && run.code != 3,
-        "luabpf crashed: {run:?}"
-    );
-    run
-}
-
-fn luabpf(args: &[&str]) -> Run {
-    output(
-        Command::new(env!("CARGO_BIN_EXE_luabpf"))
-            .args(args)
-            .current_dir(workspace()),
-    )
-}
+mod common;
+use common::command::{luabpf, output, workspace, Run, TempDir};
 
 /// Runs `binary args` as an unprivileged user: `nobody` through setpriv when we are root.
 fn unprivileged(dir: &TempDir, binary: &str, args: &[&str]) -> Run {
@@ -117,7 +50,7 @@ fn pcap(name: &str) -> PathBuf {
 /// says which one ran.
 #[test]
 fn interpreter_runs_without_privileges() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("engines");
     let bin = dir.copy(Path::new(env!("CARGO_BIN_EXE_luabpf")), true);
     let prog = dir.copy(&example("sni_filter"), false);
     let capture = dir.copy(&pcap("sni.pcap"), false);
@@ -183,7 +116,7 @@ fn kernel_and_interpreter_print_the_same() {
     if !require_kernel_or_skip("kernel_and_interpreter_print_the_same") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("engines");
     let nth = dir.0.join("nth.lua");
     std::fs::write(&nth, NTH_DROP).unwrap();
     let nth = nth.to_str().unwrap().to_string();
@@ -266,7 +199,7 @@ fn netfilter_programs_run_as_nobody_print_what_the_kernel_prints() {
     if !require_kernel_or_skip("netfilter_programs_run_as_nobody_print_what_the_kernel_prints") {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("engines");
     let bin = dir.copy(Path::new(env!("CARGO_BIN_EXE_luabpf")), true);
     let sni_nf = dir.copy(&example("netfilter/sni_filter"), false);
     let v6 = dir.0.join("v6_tcp.lua");

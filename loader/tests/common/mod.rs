@@ -2,6 +2,7 @@
 //! (BTF `.maps`, `.luabpf.init`), the format the compiler emits.
 #![allow(dead_code)]
 
+pub mod command;
 pub mod lab;
 pub mod sockets;
 pub mod web;
