@@ -17,6 +17,7 @@ pub mod liveness;
 pub mod lookups;
 pub mod lower;
 pub mod modules;
+pub mod offset_checks;
 pub mod opt;
 pub mod packet_access;
 pub mod packet_compares;
