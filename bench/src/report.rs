@@ -322,14 +322,14 @@ fn handwritten_table(w: &mut String, r: &Results) {
     if r.examples.iter().all(|e| e.handwritten.is_none()) {
         return;
     }
+    let _ = writeln!(w, "## The stdlib against hand-written offsets\n");
     let _ = writeln!(
         w,
-        "## The stdlib against hand-written offsets
-"
-    );
-    let _ = writeln!(
-        w,
-        "Each example parses its headers with the standard library (stdlib/net/);          bench/lua/NAME_handwritten.lua is the same filter (the same checks on malformed packets:          VLAN tags, IP version and IHL, fragments, TCP data offset, SNI name type and length,          header names in any case) with the offsets walked by hand in the program. Issue 8's          target: the stdlib costs at most 10% more instructions and verifier work.\n"
+        "Each example parses its headers with the standard library (stdlib/net/); \
+         bench/lua/NAME_handwritten.lua is the same filter (the same checks on malformed packets: \
+         VLAN tags, IP version and IHL, fragments, TCP data offset, SNI name type and length, \
+         header names in any case) with the offsets walked by hand in the program. Issue 8's \
+         target: the stdlib costs at most 10% more instructions and verifier work.\n"
     );
     let _ = writeln!(
         w,
