@@ -26,6 +26,7 @@ pub mod ranges;
 pub mod reference;
 pub mod regalloc;
 pub mod semantics;
+pub mod sink_lookups;
 pub mod slot_stores;
 pub mod source;
 pub mod stack;
