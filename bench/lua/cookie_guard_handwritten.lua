@@ -29,6 +29,12 @@ local MAX_COOKIE <const> = 32
 
 -- The length of the cookie value at `value`: up to ";" or the end of the line. Called in
 -- the scan loop, it is compiled as a BPF function that the verifier checks once.
+-- 1 when a tag type as getuint16 reads it (bytes swapped) is 802.1Q (0x8100) or 802.1ad
+-- (0x88A8), else 0, without a branch.
+local function is_tag(raw)
+  return (((raw ~ 0x0081) - 1) >> 63) | (((raw ~ 0xA888) - 1) >> 63)
+end
+
 local function cookie_length(p, value, len)
   local n = 0
   while n <= MAX_COOKIE and value + n < len and p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59 do
@@ -39,13 +45,21 @@ end
 
 local function guard(ctx)
   local p = ctx:packet()
-  if bo.ntoh16(p:getuint16(12)) ~= 0x0800 then return action.PASS end
-  local saddr = p:getuint32(26)               -- host order of the network bytes: a map key
+  local tags = is_tag(p:getuint16(12))
+  tags = tags + is_tag(p:getuint16(12 + tags * 4))
+  local ip = 14 + tags * 4
+  if p:getuint16(ip - 2) ~= 0x0008 then return action.PASS end   -- ETH_P_IP, bytes swapped
+  local saddr = p:getuint32(ip + 12)          -- host order of the network bytes: a map key
   if blocked[saddr] then return action.DROP end
-  if p:getbyte(23) ~= 6 then return action.PASS end
-  local tcp = 14 + (p:getbyte(14) & 0x0f) * 4
+  local b = p:getbyte(ip)
+  if b < 0x45 or b > 0x4f then return action.PASS end           -- version 4, IHL >= 5
+  if p:getuint16(ip + 6) & 0xff1f ~= 0 then return action.PASS end  -- a later fragment
+  if p:getbyte(ip + 9) ~= 6 then return action.PASS end
+  local tcp = ip + (b & 0x0f) * 4
   if bo.ntoh16(p:getuint16(tcp + 2)) ~= WEB_PORT then return action.PASS end
-  local payload = tcp + (p:getbyte(tcp + 12) >> 4) * 4
+  local data_offset = (p:getbyte(tcp + 12) >> 4) * 4
+  if data_offset < 20 then return action.PASS end
+  local payload = tcp + data_offset
   local len = #p
   if payload >= len then return action.PASS end   -- handshake and pure ACKs pass
   local expected = cookies[saddr]

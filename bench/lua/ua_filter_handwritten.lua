@@ -1,7 +1,7 @@
 -- ua_filter.lua: drop HTTP requests from blocked User-Agents, at the XDP hook.
 --
 -- Scans the first 512 bytes of an HTTP request's headers for a line starting with
--- "User-Agent: ", takes the value up to the end of the line, and drops the packet when the
+-- "User-Agent: " (in any case), takes the value up to the end of the line, and drops the packet when the
 -- value is in the `blocked_agents` map:
 --
 --     luabpf map set ua_filter blocked_agents "EvilBot/1.0" 0
@@ -9,24 +9,43 @@
 local xdp    = require "bpf.xdp"
 local map    = require "bpf.map"
 local action = require "linux.xdp"
-local bo     = require "linux.byteorder"
 
 local blocked_agents = map.hash("blocked_agents", { key = "c64", value = "I8", entries = 1024 })
 
--- Computed at compile time: "\r\nUser-Agent: " as integers read with one 8-byte and one
--- 4-byte load (plus the 2-byte line break before it), in host byte order.
-local HEADER = "\r\nUser-Agent: "
-local CRLF   <const> = string.unpack("<I2", HEADER, 1)
-local WORD1  <const> = string.unpack("<i8", HEADER, 3)
-local WORD2  <const> = string.unpack("<I4", HEADER, 11)
+-- Computed at compile time: "\r\nuser-agent: " read with two 8-byte loads (at 0 and 6),
+-- each or-ed with a mask that sets the case bit of the letters, so that the header name
+-- matches in any case (as HTTP wants), in host byte order.
+local HEADER = "\r\nuser-agent: "
+local MASK   = HEADER:gsub(".", function(c) return c:match("%a") and "\32" or "\0" end)
+local WORD1  <const> = string.unpack("<i8", HEADER, 1)
+local WORD2  <const> = string.unpack("<i8", HEADER, 7)
+local MASK1  <const> = string.unpack("<i8", MASK, 1)
+local MASK2  <const> = string.unpack("<i8", MASK, 7)
 local VALUE_SKIP <const> = #HEADER
 local SCAN   <const> = 512
 local MAX_UA <const> = 64
 
+-- 1 when a tag type as getuint16 reads it (bytes swapped) is 802.1Q (0x8100) or 802.1ad
+-- (0x88A8), else 0, without a branch.
+local function is_tag(raw)
+  return (((raw ~ 0x0081) - 1) >> 63) | (((raw ~ 0xA888) - 1) >> 63)
+end
+
+-- Offset of the TCP payload in an Ethernet (up to two VLAN tags) / IPv4 (version 4, IHL >= 5,
+-- options, not a later fragment) / TCP (data offset >= 5) packet, or nil if it is not one.
 local function payload_offset(p)
-  if bo.ntoh16(p:getuint16(12)) ~= 0x0800 or p:getbyte(23) ~= 6 then return nil end
-  local tcp = 14 + (p:getbyte(14) & 0x0f) * 4
-  return tcp + (p:getbyte(tcp + 12) >> 4) * 4
+  local tags = is_tag(p:getuint16(12))
+  tags = tags + is_tag(p:getuint16(12 + tags * 4))
+  local ip = 14 + tags * 4
+  if p:getuint16(ip - 2) ~= 0x0008 then return nil end      -- ETH_P_IP, bytes swapped
+  local b = p:getbyte(ip)
+  if b < 0x45 or b > 0x4f then return nil end
+  if p:getuint16(ip + 6) & 0xff1f ~= 0 then return nil end  -- fragment offset, as read
+  if p:getbyte(ip + 9) ~= 6 then return nil end
+  local tcp = ip + (b & 0x0f) * 4
+  local data_offset = (p:getbyte(tcp + 12) >> 4) * 4
+  if data_offset < 20 then return nil end
+  return tcp + data_offset
 end
 
 -- The length of the header value that starts at `value`: up to the "\r" ending the line.
@@ -48,7 +67,7 @@ local function filter(ctx)
   for i = 0, SCAN - 1 do
     local at = start + i
     if at + VALUE_SKIP > len then break end
-    if p:getuint16(at) == CRLF and p:getint64(at + 2) == WORD1 and p:getuint32(at + 10) == WORD2 then
+    if (p:getint64(at) | MASK1) == WORD1 and (p:getint64(at + 6) | MASK2) == WORD2 then
       -- The value runs to the next "\r".
       local value = at + VALUE_SKIP
       local agent = p:getstring(value, value_length(p, value, len))

@@ -188,6 +188,9 @@ pub struct ExampleResult {
     pub lua_path: PathBuf,
     pub c_path: PathBuf,
     pub stats: [ObjectStats; 2],
+    /// The same filter in Lua with hand-written offsets (bench/lua/NAME_handwritten.lua), if
+    /// there is one: what the stdlib-based example should cost no more than (issue 8).
+    pub handwritten: Option<ObjectStats>,
     pub behaviour: Option<Behaviour>,
     pub packets: Vec<PacketTiming>,
     pub compile: Option<CompileTiming>,
@@ -261,6 +264,7 @@ fn main() {
                 lua_path: ex.lua.clone(),
                 c_path: ex.c.clone(),
                 stats,
+                handwritten: handwritten_stats(&root, ex.name),
                 behaviour: None,
                 packets: Vec::new(),
                 compile: None,
@@ -274,6 +278,7 @@ fn main() {
                 lua_path: ex.lua.clone(),
                 c_path: ex.c.clone(),
                 stats: Default::default(),
+                handwritten: None,
                 behaviour: None,
                 packets: Vec::new(),
                 compile: None,
@@ -390,6 +395,20 @@ fn build_and_load(ex: &Example, tmp: &Path) -> ([ObjectStats; 2], [Option<Loaded
         }
     }
     (stats, loaded, elfs)
+}
+
+/// Compiles and loads bench/lua/NAME_handwritten.lua for its costs only (it is not timed).
+fn handwritten_stats(root: &Path, name: &str) -> Option<ObjectStats> {
+    let path = root.join("bench/lua").join(format!("{name}_handwritten.lua"));
+    if !path.exists() {
+        return None;
+    }
+    let mut s = ObjectStats::default();
+    match objects::compile_lua(&path) {
+        Ok(elf) => drop(objects::load_object(&elf, name, &mut s)),
+        Err(e) => s.status = Status::CompileError(e),
+    }
+    Some(s)
 }
 
 /// Runs every packet, and every truncation of it, through both programs: the verdicts must be

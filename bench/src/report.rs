@@ -125,6 +125,9 @@ pub fn markdown(r: &Results) -> String {
     if o.verify || o.run {
         verifier_table(w, r);
     }
+    if o.verify || o.run {
+        handwritten_table(w, r);
+    }
     if o.verify {
         behaviour_table(w, r);
     }
@@ -310,6 +313,45 @@ fn verifier_table(w: &mut String, r: &Results) {
     }
     if !notes.is_empty() {
         let _ = writeln!(w, "\n{}", notes.join("\n"));
+    }
+    let _ = writeln!(w);
+}
+
+/// The stdlib-based examples against the same filters with hand-written offsets (issue 8).
+fn handwritten_table(w: &mut String, r: &Results) {
+    if r.examples.iter().all(|e| e.handwritten.is_none()) {
+        return;
+    }
+    let _ = writeln!(w, "## The stdlib against hand-written offsets\n");
+    let _ = writeln!(
+        w,
+        "Each example parses its headers with the standard library (stdlib/net/); \
+         bench/lua/NAME_handwritten.lua is the same filter (the same checks on malformed packets: \
+         VLAN tags, IP version and IHL, fragments, TCP data offset, SNI name type and length, \
+         header names in any case) with the offsets walked by hand in the program. Issue 8's \
+         target: the stdlib costs at most 10% more instructions and verifier work.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| program | verifier processed stdlib | hand-written | ratio | object insns stdlib | hand-written | ratio |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
+    for e in &r.examples {
+        let Some(h) = &e.handwritten else { continue };
+        let l = &e.stats[Side::Luabpf as usize];
+        let both = matches!((&l.status, &h.status), (Status::Loaded, Status::Loaded));
+        let rt = |a: Option<u64>, b: Option<u64>| if both { ratio(a, b) } else { "–".into() };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            e.name,
+            processed_cell(l),
+            processed_cell(h),
+            rt(l.verified_insns, h.verified_insns),
+            opt(l.object_insns.map(thousands)),
+            opt(h.object_insns.map(thousands)),
+            ratio(l.object_insns, h.object_insns),
+        );
     }
     let _ = writeln!(w);
 }
@@ -530,6 +572,35 @@ fn targets(w: &mut String, r: &Results) {
             size_detail.join(", "),
             yes(size_ok),
         ));
+        // Issue 8: the stdlib against the same filter with hand-written offsets.
+        let mut stdlib_ok = true;
+        let mut stdlib_detail = Vec::new();
+        for e in &r.examples {
+            let Some(h) = &e.handwritten else { continue };
+            let l = &e.stats[Side::Luabpf as usize];
+            match (l.verified_insns, h.verified_insns, l.object_insns, h.object_insns) {
+                (Some(a), Some(b), Some(x), Some(y)) if matches!(h.status, Status::Loaded) => {
+                    stdlib_ok &= a as f64 <= 1.1 * b as f64 && x as f64 <= 1.1 * y as f64;
+                    stdlib_detail.push(format!(
+                        "{} {:.2} / {:.2}",
+                        e.name,
+                        a as f64 / b as f64,
+                        x as f64 / y as f64
+                    ));
+                }
+                _ => {
+                    stdlib_ok = false;
+                    stdlib_detail.push(format!("{} not comparable", e.name));
+                }
+            }
+        }
+        if !stdlib_detail.is_empty() {
+            rows.push((
+                "issue 8: stdlib <= 1.1x hand-written offsets (verifier processed / object insns)".into(),
+                stdlib_detail.join(", "),
+                yes(stdlib_ok),
+            ));
+        }
     }
     if o.compile {
         let mut fast = true;
@@ -710,6 +781,7 @@ fn example_json(e: &ExampleResult) -> Json {
         .with("c", e.c_path.display().to_string())
         .with("luabpf", stats_json(&e.stats[0]))
         .with("clang", stats_json(&e.stats[1]))
+        .with("handwritten", e.handwritten.as_ref().map(stats_json))
         .with(
             "behaviour",
             e.behaviour.as_ref().map(|b| {

@@ -182,7 +182,8 @@ fn compile_program(
     maps: &mut MapTable,
     without: Option<SafetyCheck>,
 ) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
-    let checked = types::check_program(ev, prog, maps)?;
+    let mut checked = types::check_program(ev, prog, maps)?;
+    crate::sink_lookups::sink_lookups(&mut checked.funcs);
     crate::cost::check(&checked)?;
     let default_verdict = prog.default_verdict.unwrap_or(match prog.hook {
         Hook::Xdp => 2,

@@ -787,7 +787,43 @@ fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bo
             keep[i] = false;
         }
     }
+    drop_moves_back(items, &mut keep);
     keep
+}
+
+/// `ra = rb; rb = ra`: the second copy changes nothing (the allocator leaves such pairs where
+/// a value moves into a loop variable's register and back), unless a jump lands between them.
+fn drop_moves_back(items: &[Item], keep: &mut [bool]) {
+    let mov = BPF_ALU64 | BPF_X | AluOp::Mov as u8;
+    let is_mov = |insn: &Insn| insn.code == mov && insn.off == 0 && insn.imm == 0;
+    let mut referenced: SecondaryMap<Block, bool> = SecondaryMap::new();
+    for (i, it) in items.iter().enumerate() {
+        if let Item::Insn { target: Some(t), .. } = it {
+            if keep[i] {
+                referenced[*t] = true;
+            }
+        }
+    }
+    for i in 0..items.len() {
+        let Item::Insn { insn: a, .. } = &items[i] else {
+            continue;
+        };
+        if !keep[i] || !is_mov(a) {
+            continue;
+        }
+        let Some(j) = next_real(items, keep, i + 1) else {
+            continue;
+        };
+        let Item::Insn { insn: b, .. } = &items[j] else {
+            continue;
+        };
+        let landed = items[i + 1..j]
+            .iter()
+            .any(|it| matches!(it, Item::Label(l) if referenced[*l]));
+        if is_mov(b) && b.dst == a.src && b.src == a.dst && !landed {
+            keep[j] = false;
+        }
+    }
 }
 
 /// The jump operation of a JMP/JMP32 opcode.
@@ -926,6 +962,36 @@ mod tests {
     use super::*;
     use crate::regalloc::allocate;
     use std::collections::HashMap;
+
+    /// `r4 = r5; r5 = r4` loses its second copy; with a jump landing between the two it stays.
+    #[test]
+    fn a_copy_straight_back_is_dropped_unless_a_jump_lands_between() {
+        let insn = |insn: Insn, target: Option<Block>| Item::Insn {
+            insn,
+            loc: SourceLoc::default(),
+            target,
+            reloc: Reloc::None,
+        };
+        let (r4, r5) = (Reg(4), Reg(5));
+        let l = Block::from_u32(1);
+        for (jumped, expect) in [
+            (false, vec![true, true, false, true]),
+            (true, vec![true, true, true, true, true]),
+        ] {
+            let mut items = vec![
+                insn(Insn::mov64_reg(r4, r5), None),
+                Item::Label(l),
+                insn(Insn::mov64_reg(r5, r4), None),
+                insn(Insn::exit(), None),
+            ];
+            if jumped {
+                items.insert(0, insn(Insn::new(BPF_JMP | JmpOp::Jeq as u8, 1, 0, 0, 0), Some(l)));
+            }
+            let mut keep = vec![true; items.len()];
+            drop_moves_back(&items, &mut keep);
+            assert_eq!(keep, expect, "jump landing between: {jumped}");
+        }
+    }
 
     /// What a location holds, symbolically: its own initial content or a constant.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,5 +1,6 @@
 //! Optimisation passes over the IR: small functions over plain data, run to a fixpoint.
 //!
+//! - `clear_unreachable`: blocks no path reaches are emptied (their writes no longer count).
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
 //! - `cse::reuse_expressions`: an operation repeated along a single-predecessor chain.
@@ -13,6 +14,7 @@
 //! - `threading`: a join block's branch that a predecessor decides is copied into it.
 //! - `lookups`: a repeated map lookup of the same key reuses the first one's pointer.
 //! - `packet_compares`: `offset > #p` becomes `data + offset > data_end` (no precise length).
+//! - `offset_checks`: `x + c > k` tests `x > k - c`, which bounds `x` itself.
 //! - `packet_access` (once, then the rest again): accesses through one base pointer per
 //!   offset, checks covered by an earlier wider one removed.
 //! - `slot_stores::remove_dead_slot_stores`: stores into stack slots that nothing reads.
@@ -40,6 +42,7 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
         let ends = crate::ranges::end_states(f);
         let mut decided = crate::ranges::remove_decided_branches_with(f, &ends);
         decided |= crate::packet_compares::compare_packet_pointers(f, &ends);
+        decided |= crate::offset_checks::compare_roots(f, &ends);
         let dead = remove_dead_writes(f);
         if !decided {
             if dead {
@@ -53,6 +56,7 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
 fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     for _ in 0..8 {
         let mut changed = false;
+        changed |= clear_unreachable(f);
         changed |= propagate_constants(f);
         changed |= crate::cse::reuse_expressions(f);
         changed |= propagate_copies(f);
@@ -70,6 +74,27 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
             break;
         }
     }
+}
+
+/// Empties the blocks that no path from the entry reaches any more (branches decided,
+/// chains merged): their writes would otherwise still count in `def_counts`, and a value
+/// written once on every live path would look written several times to the passes that
+/// need a single definition.
+pub fn clear_unreachable(f: &mut Function) -> bool {
+    let mut live: SecondaryMap<Block, bool> = SecondaryMap::new();
+    for b in f.reverse_postorder() {
+        live[b] = true;
+    }
+    let empty = Terminator::Return(Operand::Imm(0));
+    let mut changed = false;
+    for (b, d) in f.blocks.iter_mut() {
+        if !live[b] && (!d.insts.is_empty() || d.term.0 != empty) {
+            d.insts.clear();
+            d.term.0 = empty.clone();
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Replaces uses of `d` in `d = s` (both written once, same kind) by `s`: `s`'s write comes
@@ -105,51 +130,57 @@ pub fn propagate_copies(f: &mut Function) -> bool {
     };
     for (_, b) in f.blocks.iter_mut() {
         for (inst, _) in b.insts.iter_mut() {
-            match inst {
-                Inst::Mov { src, .. } | Inst::Neg { src, .. } => sub(src),
-                Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => sub(src),
-                Inst::Bin { a, b, .. } => {
-                    sub(a);
-                    if let Operand::Value(v) = b {
-                        sub(v);
-                    }
-                }
-                Inst::Load { base, .. } => sub(base),
-                Inst::Store { base, src, .. } => {
-                    sub(base);
-                    if let Operand::Value(v) = src {
-                        sub(v);
-                    }
-                }
-                Inst::StoreSlot {
-                    src: Operand::Value(v), ..
-                } => sub(v),
-                Inst::AtomicAdd { base, src, .. } => {
-                    sub(base);
-                    sub(src);
-                }
-                Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
-                    for a in args.iter_mut() {
-                        if let Operand::Value(v) = a {
-                            sub(v);
-                        }
-                    }
-                }
-                _ => {}
-            }
+            for_each_use(inst, &mut sub);
         }
-        match &mut b.term.0 {
-            Terminator::Branch { a, b: o, .. } => {
-                sub(a);
-                if let Operand::Value(v) = o {
-                    sub(v);
-                }
-            }
-            Terminator::Return(Operand::Value(v)) => sub(v),
-            _ => {}
-        }
+        for_each_term_use(&mut b.term.0, &mut sub);
     }
     changed
+}
+
+/// Calls `sub` on every value an instruction reads (not on the one it writes).
+fn for_each_use(inst: &mut Inst, sub: &mut impl FnMut(&mut Value)) {
+    let operand = |o: &mut Operand, sub: &mut dyn FnMut(&mut Value)| {
+        if let Operand::Value(v) = o {
+            sub(v);
+        }
+    };
+    match inst {
+        Inst::Mov { src, .. } | Inst::Neg { src, .. } => sub(src),
+        Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => sub(src),
+        Inst::Bin { a, b, .. } => {
+            sub(a);
+            operand(b, sub);
+        }
+        Inst::Load { base, .. } => sub(base),
+        Inst::Store { base, src, .. } => {
+            sub(base);
+            operand(src, sub);
+        }
+        Inst::StoreSlot { src, .. } => operand(src, sub),
+        Inst::AtomicAdd { base, src, .. } => {
+            sub(base);
+            sub(src);
+        }
+        Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
+            for a in args.iter_mut() {
+                operand(a, sub);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn for_each_term_use(t: &mut Terminator, sub: &mut impl FnMut(&mut Value)) {
+    match t {
+        Terminator::Branch { a, b: o, .. } => {
+            sub(a);
+            if let Operand::Value(v) = o {
+                sub(v);
+            }
+        }
+        Terminator::Return(Operand::Value(v)) => sub(v),
+        _ => {}
+    }
 }
 
 /// `d = t + k2` where `t = x + k1` (both written once, `x` written once): `d = x + (k1 + k2)`.
@@ -617,5 +648,23 @@ mod tests {
             let listing = crate::ir::display(&f);
             assert!(listing.contains(expect), "{expect} in:\n{listing}");
         }
+    }
+
+    /// A block no branch reaches any more loses its writes, so that `v` counts as written once.
+    #[test]
+    fn unreachable_blocks_are_emptied() {
+        let mut f = Function::new("t");
+        let v = f.new_value(ValueKind::Scalar);
+        let dead = f.new_block();
+        let e = f.entry;
+        let l = SourceLoc::default();
+        f.blocks[e].insts = vec![(Inst::Const { dst: v, imm: 1 }, l)];
+        f.blocks[e].term.0 = Terminator::Return(Operand::Value(v));
+        f.blocks[dead].insts = vec![(Inst::Const { dst: v, imm: 2 }, l)];
+        f.blocks[dead].term.0 = Terminator::Jump(e);
+        assert_eq!(f.def_counts()[v], 2);
+        assert!(clear_unreachable(&mut f));
+        assert_eq!(f.def_counts()[v], 1);
+        assert!(!clear_unreachable(&mut f), "nothing more to clear");
     }
 }

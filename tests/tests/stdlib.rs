@@ -1400,36 +1400,31 @@ fn stdlib_body_helpers_refuse_bad_arguments_at_the_callers_line() {
     }
 }
 
-/// The examples parse with the stdlib; bench/lua/ keeps the hand-written versions they
-/// replaced. Issue 8's target is at most 10% more verifier work and instructions than the
-/// hand-written offsets; it is not met since the optimiser learned to shorten the hand-written
-/// code more than the stdlib's (the stdlib also walks VLAN tags, so the IP header offset is
-/// 14, 18 or 22 and the verifier walks the scans once per offset; see docs/stdlib.md). This
-/// test keeps the gap from growing: the verifier may not work more than the pinned ratio
-/// harder on the stdlib version. Run with `--nocapture` for the numbers.
+/// The examples parse with the stdlib; bench/lua/ keeps the same filters with hand-written
+/// offsets (the same checks on malformed packets: VLAN tags, IP version and IHL, fragments,
+/// TCP data offset, SNI name type and length, header names in any case). Issue 8's target:
+/// the stdlib costs at most 10% more verifier work and instructions than the hand-written
+/// offsets. Run with `--nocapture` for the numbers.
 #[test]
-fn examples_with_the_stdlib_cost_the_verifier_no_more_than_the_pinned_ratio_over_hand_written_offsets() {
-    // (example, stdlib/hand-written verifier work in percent, pinned on 6.18 with 5% slack)
-    for (name, pinned_percent) in [
-        ("cookie_guard", 160),
-        ("counter", 110),
-        ("sni_filter", 116),
-        ("ua_filter", 120),
-    ] {
+fn examples_with_the_stdlib_cost_at_most_ten_percent_more_than_hand_written_offsets() {
+    for name in ["cookie_guard", "counter", "sni_filter", "ua_filter"] {
         let Some(stdlib) = Harness::example(name) else { return };
         let hand_path = workspace_root().join(format!("bench/lua/{name}_handwritten.lua"));
         let Some(hand) = Harness::file(&hand_path) else { return };
         let processed = |h: &Harness| h.verified_insns().expect("the kernel reports verified_insns");
         let (s, h) = (processed(&stdlib), processed(&hand));
+        let (si, hi) = (stdlib.object_insns(), hand.object_insns());
         eprintln!(
-            "{name}: hand-written {} instructions, {h} processed; stdlib {} instructions, {s} processed ({:+.1}%)",
-            hand.object_insns(),
-            stdlib.object_insns(),
+            "{name}: hand-written {hi} instructions, {h} processed; stdlib {si} instructions, {s} processed ({:+.1}%)",
             (s as f64 / h as f64 - 1.0) * 100.0
         );
         assert!(
-            s as u64 * 100 <= h as u64 * pinned_percent,
-            "{name}: the verifier processed {s} instructions with the stdlib, {h} hand-written (more than {pinned_percent}%)"
+            s as u64 * 100 <= h as u64 * 110,
+            "{name}: the verifier processed {s} instructions with the stdlib, {h} hand-written (more than 110%)"
+        );
+        assert!(
+            si as u64 * 100 <= hi as u64 * 110,
+            "{name}: {si} instructions with the stdlib, {hi} hand-written (more than 110%)"
         );
     }
 }
