@@ -18,6 +18,7 @@ pub mod lookups;
 pub mod lower;
 pub mod modules;
 pub mod opt;
+pub mod output;
 pub mod packet_access;
 pub mod packet_compares;
 pub mod program;
