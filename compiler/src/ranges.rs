@@ -82,26 +82,6 @@ impl State {
             self.0.remove(i);
         }
     }
-
-    /// The values known in both, in order, with their two ranges.
-    fn both<'a>(&'a self, other: &'a State) -> impl Iterator<Item = (Value, Range, Range)> + 'a {
-        let (mut i, mut j) = (0, 0);
-        std::iter::from_fn(move || {
-            while i < self.0.len() && j < other.0.len() {
-                let (a, b) = (self.0[i], other.0[j]);
-                match a.0.cmp(&b.0) {
-                    std::cmp::Ordering::Less => i += 1,
-                    std::cmp::Ordering::Greater => j += 1,
-                    std::cmp::Ordering::Equal => {
-                        i += 1;
-                        j += 1;
-                        return Some((a.0, a.1, b.1));
-                    }
-                }
-            }
-            None
-        })
-    }
 }
 
 fn new_state() -> State {
@@ -267,31 +247,44 @@ fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
     }
 }
 
-fn join(a: &State, b: &State) -> State {
-    State(
-        a.both(b)
-            .map(|(v, ra, rb)| (v, ra.union(rb)))
-            .filter(|(_, u)| *u != Range::FULL)
-            .collect(),
-    )
+/// `old` joined with `new` in place: the values known in both, with the union of their
+/// ranges, `widen`ed if `widening`. Returns whether `old` changed. In place rather than into a
+/// new state: the analysis merges at every edge, and allocating there cost most of its time.
+fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64]) -> bool {
+    let len = old.0.len();
+    let (mut j, mut kept, mut moved) = (0, 0, false);
+    for i in 0..len {
+        let (v, ro) = old.0[i];
+        while j < new.0.len() && new.0[j].0 < v {
+            j += 1;
+        }
+        if j == new.0.len() || new.0[j].0 != v {
+            continue;
+        }
+        let mut r = ro.union(new.0[j].1);
+        if widening && r != Range::FULL {
+            r = widen(ro, r, thresholds);
+        }
+        if r != Range::FULL {
+            moved |= r != ro;
+            old.0[kept] = (v, r);
+            kept += 1;
+        }
+    }
+    old.0.truncate(kept);
+    moved || kept != len
 }
 
 /// Widening: bounds that moved since the last visit jump to the next constant the function
 /// compares against (a loop bound, usually), then to infinity, so loops converge quickly and
 /// loop variables keep the bound their exit test gives them.
-fn widen(old: &State, new: &State, thresholds: &[i64]) -> State {
+fn widen(old: Range, joined: Range, thresholds: &[i64]) -> Range {
     let up = |x: i64| thresholds.iter().copied().find(|&t| t >= x).unwrap_or(i64::MAX);
     let down = |x: i64| thresholds.iter().rev().copied().find(|&t| t <= x).unwrap_or(i64::MIN);
-    State(
-        new.both(old)
-            .map(|(v, rn, ro)| {
-                let lo = if rn.lo < ro.lo { down(rn.lo) } else { ro.lo };
-                let hi = if rn.hi > ro.hi { up(rn.hi) } else { ro.hi };
-                (v, Range { lo, hi })
-            })
-            .filter(|(_, r)| *r != Range::FULL)
-            .collect(),
-    )
+    Range {
+        lo: if joined.lo < old.lo { down(joined.lo) } else { old.lo },
+        hi: if joined.hi > old.hi { up(joined.hi) } else { old.hi },
+    }
 }
 
 /// The state at the entry of every reachable block.
@@ -305,7 +298,10 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     let mut entry: SecondaryMap<Block, Option<State>> = SecondaryMap::new();
     let mut visits: SecondaryMap<Block, u32> = SecondaryMap::new();
     entry[f.entry] = Some(new_state());
-    let mut work: std::collections::BTreeSet<usize> = [0usize].into_iter().collect();
+    let mut work = Worklist::new(order.len());
+    work.insert(0);
+    // Scratch states, reused: the state along the block, and the one passed on an edge.
+    let (mut s, mut edge) = (new_state(), new_state());
     let mut budget = 200_000usize;
     while let Some(i) = work.pop_first() {
         budget = budget.saturating_sub(1);
@@ -317,33 +313,72 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
             break;
         }
         let b = order[i];
-        let Some(mut s) = entry[b].clone() else { continue };
+        let Some(start) = &entry[b] else { continue };
+        s.0.clone_from(&start.0);
         for (inst, _) in &f.blocks[b].insts {
             step(&mut s, inst);
         }
-        for (succ, out) in successors_with_states(&f.blocks[b].term.0, &s) {
-            let Some(out) = out else { continue };
-            let merged = match &entry[succ] {
-                None => out,
+        let mut merge = |succ: Block, out: &State| {
+            let changed = match &mut entry[succ] {
+                None => {
+                    entry[succ] = Some(out.clone());
+                    true
+                }
                 Some(old) => {
-                    let j = join(old, &out);
                     if rpo_index[succ] <= i {
                         visits[succ] += 1;
                     }
-                    if visits[succ] > 2 {
-                        widen(old, &j, &thresholds)
-                    } else {
-                        j
-                    }
+                    merge_into(old, out, visits[succ] > 2, &thresholds)
                 }
             };
-            if entry[succ].as_ref() != Some(&merged) {
-                entry[succ] = Some(merged);
+            if changed {
                 work.insert(rpo_index[succ]);
+            }
+        };
+        match &f.blocks[b].term.0 {
+            Terminator::Branch { then_, else_, .. } if then_ == else_ => merge(*then_, &s),
+            Terminator::Branch {
+                op,
+                a,
+                b: o,
+                then_,
+                else_,
+            } => {
+                for (succ, taken) in [(*then_, true), (*else_, false)] {
+                    if edge_state(*op, *a, o, &s, taken, &mut edge) {
+                        merge(succ, &edge);
+                    }
+                }
+            }
+            other => {
+                for succ in other.successors() {
+                    merge(succ, &s);
+                }
             }
         }
     }
     entry
+}
+
+/// Block indices (in reverse postorder) still to visit; the first comes out first, as the
+/// analysis wants (a set of bits: cheaper than an ordered set at these sizes).
+struct Worklist(Vec<u64>);
+
+impl Worklist {
+    fn new(n: usize) -> Worklist {
+        Worklist(vec![0; n.div_ceil(64)])
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn pop_first(&mut self) -> Option<usize> {
+        let w = self.0.iter().position(|&w| w != 0)?;
+        let bit = self.0[w].trailing_zeros() as usize;
+        self.0[w] &= self.0[w] - 1;
+        Some(w * 64 + bit)
+    }
 }
 
 /// The constants branches compare against (and their neighbours), sorted.
@@ -359,33 +394,24 @@ fn thresholds(f: &Function) -> Vec<i64> {
     t
 }
 
-/// The states a terminator passes to each successor (`None`: that edge is never taken).
-fn successors_with_states(t: &Terminator, s: &State) -> Vec<(Block, Option<State>)> {
-    match t {
-        Terminator::Branch { op, a, b, then_, else_ } => {
-            let ra = get(s, *a);
-            let rb = operand(s, b);
-            let edge = |taken: bool| -> Option<State> {
-                let mut st = s.clone();
-                let r = refine(*op, ra, rb, taken)?;
-                set(&mut st, *a, r);
-                if let Operand::Value(bv) = b {
-                    // Refine the other side too, by swapping the comparison.
-                    if let Some(r2) = refine(op.swap(), rb, ra, taken) {
-                        set(&mut st, *bv, r2);
-                    } else {
-                        return None;
-                    }
-                }
-                Some(st)
-            };
-            if then_ == else_ {
-                return vec![(*then_, Some(s.clone()))];
-            }
-            vec![(*then_, edge(true)), (*else_, edge(false))]
+/// Into `out`: the state that the branch `if a op b` passes on its `taken` edge from state
+/// `s`; false if that edge is never taken.
+fn edge_state(op: JmpOp, a: Value, b: &Operand, s: &State, taken: bool, out: &mut State) -> bool {
+    let ra = get(s, a);
+    let rb = operand(s, b);
+    let Some(r) = refine(op, ra, rb, taken) else {
+        return false;
+    };
+    out.0.clone_from(&s.0);
+    set(out, a, r);
+    if let Operand::Value(bv) = b {
+        // Refine the other side too, by swapping the comparison.
+        match refine(op.swap(), rb, ra, taken) {
+            Some(r2) => set(out, *bv, r2),
+            None => return false,
         }
-        other => other.successors().into_iter().map(|b| (b, Some(s.clone()))).collect(),
     }
+    true
 }
 
 /// Replaces branches whose outcome the ranges decide with jumps. Returns whether anything
