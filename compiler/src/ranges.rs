@@ -13,7 +13,7 @@
 //! and shifts only of small non-negative ranges, anything else is unknown), so a check this
 //! analysis removes is one the verifier can also see through.
 
-use cranelift_entity::SecondaryMap;
+use cranelift_entity::{EntityRef, SecondaryMap};
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use runtime_bpf::isa::{JmpOp, Size};
@@ -58,46 +58,39 @@ impl Range {
     }
 }
 
-/// Ranges of the values known at a program point; a missing value is unknown.
+/// Ranges of the values known at a program point, by value number; `Range::FULL` (and any
+/// value past the end) is unknown.
 ///
-/// A vector sorted by value rather than a hash map: the analysis clones, compares and joins
-/// whole states at every block, which on a sorted vector are copies and linear merges.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct State(Vec<(Value, Range)>);
+/// Dense rather than a sorted or hashed set of the known values: the analysis copies and joins
+/// whole states at every edge, which on a dense vector are a copy and one pass of `min`/`max`
+/// without any matching of keys, and a step reads and writes its values by index.
+#[derive(Clone, Debug, Default)]
+pub struct State(Vec<Range>);
 
 impl State {
+    /// Nothing known about any of `values` values.
+    fn unknown(values: usize) -> State {
+        State(vec![Range::FULL; values])
+    }
+
     pub fn get(&self, v: &Value) -> Option<&Range> {
-        self.0.binary_search_by_key(v, |e| e.0).ok().map(|i| &self.0[i].1)
+        self.0.get(v.index()).filter(|r| **r != Range::FULL)
     }
-
-    fn insert(&mut self, v: Value, r: Range) {
-        match self.0.binary_search_by_key(&v, |e| e.0) {
-            Ok(i) => self.0[i].1 = r,
-            Err(i) => self.0.insert(i, (v, r)),
-        }
-    }
-
-    fn remove(&mut self, v: &Value) {
-        if let Ok(i) = self.0.binary_search_by_key(v, |e| e.0) {
-            self.0.remove(i);
-        }
-    }
-}
-
-fn new_state() -> State {
-    State::default()
 }
 
 fn get(s: &State, v: Value) -> Range {
-    s.get(&v).copied().unwrap_or(Range::FULL)
+    s.0.get(v.index()).copied().unwrap_or(Range::FULL)
 }
 
 fn set(s: &mut State, v: Value, r: Range) {
-    if r == Range::FULL {
-        s.remove(&v);
-    } else {
-        s.insert(v, r);
+    let i = v.index();
+    if i >= s.0.len() {
+        if r == Range::FULL {
+            return;
+        }
+        s.0.resize(i + 1, Range::FULL);
     }
+    s.0[i] = r;
 }
 
 fn operand(s: &State, o: &Operand) -> Range {
@@ -251,28 +244,25 @@ fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
 /// ranges, `widen`ed if `widening`. Returns whether `old` changed. In place rather than into a
 /// new state: the analysis merges at every edge, and allocating there cost most of its time.
 fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64]) -> bool {
-    let len = old.0.len();
-    let (mut j, mut kept, mut moved) = (0, 0, false);
-    for i in 0..len {
-        let (v, ro) = old.0[i];
-        while j < new.0.len() && new.0[j].0 < v {
-            j += 1;
-        }
-        if j == new.0.len() || new.0[j].0 != v {
+    let mut changed = false;
+    if old.0.len() > new.0.len() {
+        // Unknown in `new`, so unknown in the join.
+        changed = old.0[new.0.len()..].iter().any(|r| *r != Range::FULL);
+        old.0.truncate(new.0.len());
+    }
+    for (ro, rn) in old.0.iter_mut().zip(&new.0) {
+        // (An unknown side gives FULL, unknown.)
+        let mut r = ro.union(*rn);
+        if r == *ro {
             continue;
         }
-        let mut r = ro.union(new.0[j].1);
         if widening && r != Range::FULL {
-            r = widen(ro, r, thresholds);
+            r = widen(*ro, r, thresholds);
         }
-        if r != Range::FULL {
-            moved |= r != ro;
-            old.0[kept] = (v, r);
-            kept += 1;
-        }
+        changed |= r != *ro;
+        *ro = r;
     }
-    old.0.truncate(kept);
-    moved || kept != len
+    changed
 }
 
 /// Widening: bounds that moved since the last visit jump to the next constant the function
@@ -297,18 +287,18 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     let thresholds = thresholds(f);
     let mut entry: SecondaryMap<Block, Option<State>> = SecondaryMap::new();
     let mut visits: SecondaryMap<Block, u32> = SecondaryMap::new();
-    entry[f.entry] = Some(new_state());
+    entry[f.entry] = Some(State::unknown(f.values.len()));
     let mut work = Worklist::new(order.len());
     work.insert(0);
     // Scratch states, reused: the state along the block, and the one passed on an edge.
-    let (mut s, mut edge) = (new_state(), new_state());
+    let (mut s, mut edge) = (State::default(), State::default());
     let mut budget = 200_000usize;
     while let Some(i) = work.pop_first() {
         budget = budget.saturating_sub(1);
         if budget == 0 {
             // Give up soundly: forget everything we learned.
             for b in &order {
-                entry[*b] = Some(new_state());
+                entry[*b] = Some(State::default());
             }
             break;
         }
