@@ -50,22 +50,56 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     }
 }
 
+/// What a local pass did: `changed` drives the fixpoint; `modified` also counts edits that
+/// do not call for another round (only `remove_dead`'s dropped call destinations).
+struct Outcome {
+    changed: bool,
+    modified: bool,
+}
+
+impl From<bool> for Outcome {
+    fn from(changed: bool) -> Outcome {
+        Outcome {
+            changed,
+            modified: changed,
+        }
+    }
+}
+
 fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    type Pass = fn(&mut Function, &crate::slot_stores::MapSizes) -> Outcome;
+    let passes: [Pass; 13] = [
+        |f, _| propagate_constants(f).into(),
+        |f, _| crate::cse::reuse_expressions(f).into(),
+        |f, _| propagate_copies(f).into(),
+        |f, _| fold(f).into(),
+        |f, _| compare_before_swap(f).into(),
+        |f, _| fold_add_chains(f).into(),
+        |f, _| remove_dead_reporting(f),
+        |f, _| thread_jumps(f).into(),
+        |f, _| share_returns(f).into(),
+        |f, _| crate::threading::thread_decided_branches(f).into(),
+        |f, _| crate::threading::merge_chains(f).into(),
+        |f, _| crate::lookups::reuse_lookups(f).into(),
+        |f, maps| crate::slot_stores::remove_dead_slot_stores(f, maps).into(),
+    ];
+    // A pass that found nothing to do finds nothing again until another pass edits the
+    // function (each is a function of the IR alone), so it is skipped until then: the same
+    // rounds and results as running every pass, with about half the pass runs.
+    let mut settled = [false; 13];
     for _ in 0..8 {
         let mut changed = false;
-        changed |= propagate_constants(f);
-        changed |= crate::cse::reuse_expressions(f);
-        changed |= propagate_copies(f);
-        changed |= fold(f);
-        changed |= compare_before_swap(f);
-        changed |= fold_add_chains(f);
-        changed |= remove_dead(f);
-        changed |= thread_jumps(f);
-        changed |= share_returns(f);
-        changed |= crate::threading::thread_decided_branches(f);
-        changed |= crate::threading::merge_chains(f);
-        changed |= crate::lookups::reuse_lookups(f);
-        changed |= crate::slot_stores::remove_dead_slot_stores(f, maps);
+        for (pass, done) in passes.iter().zip(0..) {
+            if settled[done] {
+                continue;
+            }
+            let out = pass(f, maps);
+            changed |= out.changed;
+            if out.modified {
+                settled = [false; 13];
+            }
+            settled[done] = !out.modified;
+        }
         if !changed {
             break;
         }
@@ -395,6 +429,10 @@ pub fn fold(f: &mut Function) -> bool {
 }
 
 pub fn remove_dead(f: &mut Function) -> bool {
+    remove_dead_reporting(f).changed
+}
+
+fn remove_dead_reporting(f: &mut Function) -> Outcome {
     let mut used: SecondaryMap<Value, bool> = SecondaryMap::new();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
@@ -406,7 +444,7 @@ pub fn remove_dead(f: &mut Function) -> bool {
             used[u] = true;
         }
     }
-    let mut changed = false;
+    let (mut changed, mut modified) = (false, false);
     for (_, b) in f.blocks.iter_mut() {
         let before = b.insts.len();
         b.insts.retain(|(inst, _)| match inst.def() {
@@ -419,13 +457,17 @@ pub fn remove_dead(f: &mut Function) -> bool {
                 if !used[*d] {
                     if let Inst::Call { dst, .. } = inst {
                         *dst = None;
+                        modified = true;
                     }
                 }
             }
         }
         changed |= b.insts.len() != before;
     }
-    changed
+    Outcome {
+        changed,
+        modified: changed || modified,
+    }
 }
 
 /// Drops pure instructions whose result is overwritten (or never read) on every path before
