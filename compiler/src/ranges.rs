@@ -14,6 +14,7 @@
 //! analysis removes is one the verifier can also see through.
 
 use cranelift_entity::{EntityRef, SecondaryMap};
+use smallvec::SmallVec;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use runtime_bpf::isa::{JmpOp, Size};
@@ -290,8 +291,8 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     entry[f.entry] = Some(State::unknown(f.values.len()));
     let mut work = Worklist::new(order.len());
     work.insert(0);
-    // Scratch states, reused: the state along the block, and the one passed on an edge.
-    let (mut s, mut edge) = (State::default(), State::default());
+    // Scratch state along the block, reused.
+    let mut s = State::default();
     let mut budget = 200_000usize;
     while let Some(i) = work.pop_first() {
         budget = budget.saturating_sub(1);
@@ -335,8 +336,18 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
                 else_,
             } => {
                 for (succ, taken) in [(*then_, true), (*else_, false)] {
-                    if edge_state(*op, *a, o, &s, taken, &mut edge) {
-                        merge(succ, &edge);
+                    let Some(refined) = refinements(*op, *a, o, &s, taken) else {
+                        continue;
+                    };
+                    // The edge's state is `s` refined: refined in place and restored after the
+                    // merge, rather than copied per edge.
+                    let saved: SmallVec<[(Value, Range); 2]> = refined.iter().map(|&(v, _)| (v, get(&s, v))).collect();
+                    for &(v, r) in &refined {
+                        set(&mut s, v, r);
+                    }
+                    merge(succ, &s);
+                    for &(v, r) in saved.iter().rev() {
+                        set(&mut s, v, r);
                     }
                 }
             }
@@ -384,24 +395,18 @@ fn thresholds(f: &Function) -> Vec<i64> {
     t
 }
 
-/// Into `out`: the state that the branch `if a op b` passes on its `taken` edge from state
-/// `s`; false if that edge is never taken.
-fn edge_state(op: JmpOp, a: Value, b: &Operand, s: &State, taken: bool, out: &mut State) -> bool {
+/// What the branch `if a op b` learns on its `taken` edge from state `s`: the ranges to set,
+/// in order; `None` if that edge is never taken.
+fn refinements(op: JmpOp, a: Value, b: &Operand, s: &State, taken: bool) -> Option<SmallVec<[(Value, Range); 2]>> {
     let ra = get(s, a);
     let rb = operand(s, b);
-    let Some(r) = refine(op, ra, rb, taken) else {
-        return false;
-    };
-    out.0.clone_from(&s.0);
-    set(out, a, r);
+    let mut out = SmallVec::new();
+    out.push((a, refine(op, ra, rb, taken)?));
     if let Operand::Value(bv) = b {
         // Refine the other side too, by swapping the comparison.
-        match refine(op.swap(), rb, ra, taken) {
-            Some(r2) => set(out, *bv, r2),
-            None => return false,
-        }
+        out.push((*bv, refine(op.swap(), rb, ra, taken)?));
     }
-    true
+    Some(out)
 }
 
 /// Replaces branches whose outcome the ranges decide with jumps. Returns whether anything
