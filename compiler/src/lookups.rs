@@ -55,10 +55,10 @@ struct Defs {
 fn defs(f: &Function) -> Defs {
     let counts = f.def_counts();
     let mut d = Defs {
-        map_addr: SecondaryMap::new(),
-        slot_addr: SecondaryMap::new(),
-        call_result: SecondaryMap::new(),
-        once: SecondaryMap::new(),
+        map_addr: f.value_map(),
+        slot_addr: f.value_map(),
+        call_result: f.value_map(),
+        once: f.value_map(),
     };
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
@@ -168,7 +168,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
         return false;
     }
     let order = f.reverse_postorder();
-    let mut preds: SecondaryMap<Block, Vec<Block>> = SecondaryMap::new();
+    let mut preds: SecondaryMap<Block, Vec<Block>> = f.block_map();
     for &p in &order {
         for s in f.blocks[p].term.0.successors() {
             if !preds[s].contains(&p) {
@@ -176,7 +176,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
             }
         }
     }
-    let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = SecondaryMap::new();
+    let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = f.block_map();
     let entry_in = |out: &SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>>, f: &Function, b: Block| {
         if b == f.entry {
             return State::new();

@@ -110,7 +110,7 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
 /// before the copy, which comes before every use of `d`, and `s` never changes.
 pub fn propagate_copies(f: &mut Function) -> bool {
     let defs = f.def_counts();
-    let mut copy_of: SecondaryMap<Value, Option<Value>> = SecondaryMap::new();
+    let mut copy_of: SecondaryMap<Value, Option<Value>> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             if let Inst::Mov { dst, src } = inst {
@@ -189,7 +189,7 @@ pub fn propagate_copies(f: &mut Function) -> bool {
 /// `d = t + k2` where `t = x + k1` (both written once, `x` written once): `d = x + (k1 + k2)`.
 pub fn fold_add_chains(f: &mut Function) -> bool {
     let defs = f.def_counts();
-    let mut add_of: SecondaryMap<Value, Option<(Value, i64)>> = SecondaryMap::new();
+    let mut add_of: SecondaryMap<Value, Option<(Value, i64)>> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             if let Inst::Bin {
@@ -236,8 +236,8 @@ pub fn fold_add_chains(f: &mut Function) -> bool {
 /// way C compares with `bpf_htons(k)`; the swap goes when nothing else reads it.
 pub fn compare_before_swap(f: &mut Function) -> bool {
     let defs = f.def_counts();
-    let mut swap_of: SecondaryMap<Value, Option<(Value, u8)>> = SecondaryMap::new();
-    let mut loaded_bits: SecondaryMap<Value, u32> = SecondaryMap::new();
+    let mut swap_of: SecondaryMap<Value, Option<(Value, u8)>> = f.value_map();
+    let mut loaded_bits: SecondaryMap<Value, u32> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             match inst {
@@ -290,7 +290,7 @@ pub fn compare_before_swap(f: &mut Function) -> bool {
 /// Values defined exactly once, by a constant.
 fn constants(f: &Function) -> SecondaryMap<Value, Option<i64>> {
     let defs = f.def_counts();
-    let mut out = SecondaryMap::new();
+    let mut out = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             if let Inst::Const { dst, imm } = inst {
@@ -433,7 +433,7 @@ pub fn remove_dead(f: &mut Function) -> bool {
 }
 
 fn remove_dead_reporting(f: &mut Function) -> Outcome {
-    let mut used: SecondaryMap<Value, bool> = SecondaryMap::new();
+    let mut used: SecondaryMap<Value, bool> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             for u in inst.uses() {
@@ -508,12 +508,12 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
 /// verifier's state checkpoints so that it walked the scan loops' latches more often.
 pub fn share_returns(f: &mut Function) -> bool {
     let order = f.reverse_postorder();
-    let mut index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    let mut index: SecondaryMap<Block, usize> = f.block_map();
     for (i, &b) in order.iter().enumerate() {
         index[b] = i;
     }
     // Blocks between a loop header and its back edge, in layout order.
-    let mut in_loop: SecondaryMap<Block, bool> = SecondaryMap::new();
+    let mut in_loop: SecondaryMap<Block, bool> = f.block_map();
     for &b in &order {
         for s in f.blocks[b].term.0.successors() {
             if index[s] <= index[b] {
@@ -524,7 +524,7 @@ pub fn share_returns(f: &mut Function) -> bool {
         }
     }
     let mut first: rustc_hash::FxHashMap<i64, Block> = Default::default();
-    let mut canon: SecondaryMap<Block, Option<Block>> = SecondaryMap::new();
+    let mut canon: SecondaryMap<Block, Option<Block>> = f.block_map();
     for &b in &order {
         let d = &f.blocks[b];
         if let (true, Terminator::Return(Operand::Imm(k))) = (d.insts.is_empty(), &d.term.0) {

@@ -281,13 +281,13 @@ fn widen(old: Range, joined: Range, thresholds: &[i64]) -> Range {
 /// The state at the entry of every reachable block.
 pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     let order = f.reverse_postorder();
-    let mut rpo_index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    let mut rpo_index: SecondaryMap<Block, usize> = f.block_map();
     for (i, b) in order.iter().enumerate() {
         rpo_index[*b] = i;
     }
     let thresholds = thresholds(f);
-    let mut entry: SecondaryMap<Block, Option<State>> = SecondaryMap::new();
-    let mut visits: SecondaryMap<Block, u32> = SecondaryMap::new();
+    let mut entry: SecondaryMap<Block, Option<State>> = f.block_map();
+    let mut visits: SecondaryMap<Block, u32> = f.block_map();
     entry[f.entry] = Some(State::unknown(f.values.len()));
     let mut work = Worklist::new(order.len());
     work.insert(0);
