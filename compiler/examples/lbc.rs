@@ -9,7 +9,7 @@ fn main() {
                     print!("{}", luabpf_compiler::ir::display(f));
                 }
             }
-            Some("obj") => std::fs::write(&args[3], &c.elf).unwrap(),
+            Some("obj") => luabpf_compiler::output::write_file(std::path::Path::new(&args[3]), &c.elf).unwrap(),
             _ => print!("{}", luabpf_compiler::compile::annotated_asm(&c.object)),
         },
         Err(e) => {

@@ -23,7 +23,7 @@ fn forget(avail: &mut Avail, v: Value) {
 pub fn reuse_expressions(f: &mut Function) -> bool {
     let defs = f.def_counts();
     let order = f.reverse_postorder();
-    let mut preds: SecondaryMap<Block, u32> = SecondaryMap::new();
+    let mut preds: SecondaryMap<Block, u32> = f.block_map();
     for &b in &order {
         for s in f.blocks[b].term.0.successors() {
             preds[s] += 1;

@@ -12,6 +12,7 @@
 use cranelift_entity::{entity_impl, PrimaryMap};
 use runtime_bpf::isa::{JmpOp, Size};
 use runtime_bpf::object::SourceLoc;
+use smallvec::{smallvec, SmallVec};
 
 /// A virtual register: 64 bits, a scalar or a pointer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,13 +178,21 @@ pub enum Terminator {
     Return(Operand),
 }
 
+/// A terminator's successors. Inline, like [`Uses`]: passes ask for them in every round.
+pub type Successors = SmallVec<[Block; 2]>;
+
+/// The values an instruction or terminator reads. Inline rather than a `Vec` (a call has at
+/// most five arguments): the passes ask for them millions of times per compile, and
+/// allocating each time was a good part of the optimiser's time.
+pub type Uses = SmallVec<[Value; 5]>;
+
 impl Terminator {
-    pub fn successors(&self) -> Vec<Block> {
+    pub fn successors(&self) -> Successors {
         match self {
-            Terminator::Jump(b) => vec![*b],
-            Terminator::Branch { then_, else_, .. } => vec![*then_, *else_],
-            Terminator::MayGoto { exhausted, cont } => vec![*exhausted, *cont],
-            Terminator::Return(_) => vec![],
+            Terminator::Jump(b) => smallvec![*b],
+            Terminator::Branch { then_, else_, .. } => smallvec![*then_, *else_],
+            Terminator::MayGoto { exhausted, cont } => smallvec![*exhausted, *cont],
+            Terminator::Return(_) => SmallVec::new(),
         }
     }
 }
@@ -213,7 +222,7 @@ pub struct Function {
 
 impl Inst {
     /// The virtual registers this instruction reads.
-    pub fn uses(&self) -> Vec<Value> {
+    pub fn uses(&self) -> Uses {
         fn op(o: &Operand) -> Option<Value> {
             match o {
                 Operand::Value(v) => Some(*v),
@@ -221,15 +230,15 @@ impl Inst {
             }
         }
         match self {
-            Inst::Const { .. } | Inst::SlotAddr { .. } | Inst::MapAddr { .. } | Inst::Arg { .. } => vec![],
-            Inst::LoadSlot { .. } => vec![],
-            Inst::Mov { src, .. } | Inst::Neg { src, .. } => vec![*src],
-            Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => vec![*src],
+            Inst::Const { .. } | Inst::SlotAddr { .. } | Inst::MapAddr { .. } | Inst::Arg { .. } => SmallVec::new(),
+            Inst::LoadSlot { .. } => SmallVec::new(),
+            Inst::Mov { src, .. } | Inst::Neg { src, .. } => smallvec![*src],
+            Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => smallvec![*src],
             Inst::Bin { a, b, .. } => std::iter::once(*a).chain(op(b)).collect(),
-            Inst::Load { base, .. } => vec![*base],
+            Inst::Load { base, .. } => smallvec![*base],
             Inst::Store { base, src, .. } => std::iter::once(*base).chain(op(src)).collect(),
             Inst::StoreSlot { src, .. } => op(src).into_iter().collect(),
-            Inst::AtomicAdd { base, src, .. } => vec![*base, *src],
+            Inst::AtomicAdd { base, src, .. } => smallvec![*base, *src],
             Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
                 args.iter().filter_map(op).collect()
             }
@@ -279,17 +288,17 @@ impl Inst {
 }
 
 impl Terminator {
-    pub fn uses(&self) -> Vec<Value> {
+    pub fn uses(&self) -> Uses {
         match self {
             Terminator::Branch { a, b, .. } => {
-                let mut v = vec![*a];
+                let mut v = smallvec![*a];
                 if let Operand::Value(b) = b {
                     v.push(*b);
                 }
                 v
             }
-            Terminator::Return(Operand::Value(v)) => vec![*v],
-            _ => vec![],
+            Terminator::Return(Operand::Value(v)) => smallvec![*v],
+            _ => SmallVec::new(),
         }
     }
 }
@@ -327,8 +336,23 @@ impl Function {
 
     /// Blocks reachable from the entry, in reverse post-order (a good layout order: a block
     /// comes after all its forward-edge predecessors).
+    /// A map over this function's values, sized once: passes build several per run, and
+    /// growing them one index at a time showed in profiles.
+    pub fn value_map<T: Clone + Default>(&self) -> cranelift_entity::SecondaryMap<Value, T> {
+        let mut m = cranelift_entity::SecondaryMap::new();
+        m.resize(self.values.len());
+        m
+    }
+
+    /// [`Function::value_map`] for blocks.
+    pub fn block_map<T: Clone + Default>(&self) -> cranelift_entity::SecondaryMap<Block, T> {
+        let mut m = cranelift_entity::SecondaryMap::new();
+        m.resize(self.blocks.len());
+        m
+    }
+
     pub fn reverse_postorder(&self) -> Vec<Block> {
-        let mut seen = cranelift_entity::SecondaryMap::<Block, bool>::new();
+        let mut seen: cranelift_entity::SecondaryMap<Block, bool> = self.block_map();
         let mut post = Vec::new();
         // Iterative DFS: deep CFGs from long programs must not overflow the native stack.
         let mut stack: Vec<(Block, usize)> = vec![(self.entry, 0)];
@@ -353,7 +377,7 @@ impl Function {
 
     /// How many times each value is written.
     pub fn def_counts(&self) -> cranelift_entity::SecondaryMap<Value, u32> {
-        let mut counts = cranelift_entity::SecondaryMap::new();
+        let mut counts = self.value_map();
         for (_, b) in self.blocks.iter() {
             for (inst, _) in &b.insts {
                 if let Some(d) = inst.def() {

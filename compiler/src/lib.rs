@@ -19,6 +19,7 @@ pub mod lower;
 pub mod modules;
 pub mod offset_checks;
 pub mod opt;
+pub mod output;
 pub mod packet_access;
 pub mod packet_compares;
 pub mod program;

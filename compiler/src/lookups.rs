@@ -55,10 +55,10 @@ struct Defs {
 fn defs(f: &Function) -> Defs {
     let counts = f.def_counts();
     let mut d = Defs {
-        map_addr: SecondaryMap::new(),
-        slot_addr: SecondaryMap::new(),
-        call_result: SecondaryMap::new(),
-        once: SecondaryMap::new(),
+        map_addr: f.value_map(),
+        slot_addr: f.value_map(),
+        call_result: f.value_map(),
+        once: f.value_map(),
     };
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
@@ -96,27 +96,22 @@ fn as_lookup(d: &Defs, inst: &Inst) -> Option<(u32, Slot, u32, Value)> {
     d.once[*r].then_some((map, slot, off, *r))
 }
 
-/// Applies an instruction to the state; `rewrite` replaces a repeated lookup by a copy.
-/// `alias` maps values to the lookup result they copy (within the block).
-fn step(d: &Defs, s: &mut State, inst: &mut Inst, alias: &mut Vec<(Value, Value)>, rewrite: bool) -> bool {
-    let mut changed = false;
+/// Applies an instruction to the state; for a repeated lookup, returns the copy that can
+/// replace it. `alias` maps values to the lookup result they copy (within the block).
+fn step(d: &Defs, s: &mut State, inst: &Inst, alias: &mut Vec<(Value, Value)>) -> Option<Inst> {
     if let Some((map, slot, off, r)) = as_lookup(d, inst) {
         if let Some(a) = s.iter().find(|a| (a.map, a.slot, a.off) == (map, slot, off)).copied() {
-            if rewrite {
-                *inst = Inst::Mov { dst: r, src: a.result };
-                changed = true;
-            }
             alias.push((r, a.result));
-        } else {
-            s.push(Avail {
-                map,
-                slot,
-                off,
-                result: r,
-                non_null: false,
-            });
+            return Some(Inst::Mov { dst: r, src: a.result });
         }
-        return changed;
+        s.push(Avail {
+            map,
+            slot,
+            off,
+            result: r,
+            non_null: false,
+        });
+        return None;
     }
     match inst {
         Inst::StoreSlot { slot, .. } => s.retain(|a| a.slot != *slot),
@@ -136,7 +131,7 @@ fn step(d: &Defs, s: &mut State, inst: &mut Inst, alias: &mut Vec<(Value, Value)
             }
         }
     }
-    changed
+    None
 }
 
 /// The lookup result a branch tests against 0, and the successor where it is non-null.
@@ -173,7 +168,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
         return false;
     }
     let order = f.reverse_postorder();
-    let mut preds: SecondaryMap<Block, Vec<Block>> = SecondaryMap::new();
+    let mut preds: SecondaryMap<Block, Vec<Block>> = f.block_map();
     for &p in &order {
         for s in f.blocks[p].term.0.successors() {
             if !preds[s].contains(&p) {
@@ -181,7 +176,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
             }
         }
     }
-    let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = SecondaryMap::new();
+    let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = f.block_map();
     let entry_in = |out: &SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>>, f: &Function, b: Block| {
         if b == f.entry {
             return State::new();
@@ -210,8 +205,8 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
         for &b in &order {
             let mut s = entry_in(&out, f, b);
             let mut alias = Vec::new();
-            for (inst, _) in f.blocks[b].insts.clone().iter_mut() {
-                step(&d, &mut s, inst, &mut alias, false);
+            for (inst, _) in &f.blocks[b].insts {
+                step(&d, &mut s, inst, &mut alias);
             }
             let nn = null_test(&f.blocks[b].term.0, &alias)
                 .filter(|(r, _, _)| s.iter().any(|a| a.result == *r))
@@ -232,7 +227,10 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
         let mut alias = Vec::new();
         let mut insts = std::mem::take(&mut f.blocks[b].insts);
         for (inst, _) in insts.iter_mut() {
-            changed |= step(&d, &mut s, inst, &mut alias, true);
+            if let Some(copy) = step(&d, &mut s, inst, &mut alias) {
+                *inst = copy;
+                changed = true;
+            }
         }
         f.blocks[b].insts = insts;
         if let Some((r, yes, _)) = null_test(&f.blocks[b].term.0, &alias) {

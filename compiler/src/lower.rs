@@ -65,6 +65,7 @@ pub fn lower(input: &LowerInput) -> Result<Vec<Function>, Diagnostics> {
         loops: Vec::new(),
         diags: Vec::new(),
         line_cache: HashMap::new(),
+        line_index: HashMap::new(),
         terminated: std::collections::HashSet::new(),
         loop_depth: 0,
         pkt: None,
@@ -230,6 +231,8 @@ struct Lowerer<'a> {
     loops: Vec<LoopCtx>,
     diags: Diagnostics,
     line_cache: HashMap<(u32, usize), SourceLoc>,
+    /// Line starts of each file a location was asked in (`set_loc`).
+    line_index: HashMap<u32, crate::source::LineIndex>,
     /// Fresh blocks opened after a terminator: unreachable, so code there is dead.
     terminated: std::collections::HashSet<Block>,
     /// Loops enclosing the code being lowered, across inlined calls.
@@ -284,7 +287,14 @@ impl<'a> Lowerer<'a> {
             self.loc = *l;
             return;
         }
-        let (line, col) = self.input.db.line_col(span.file, span.start);
+        let (line, col) = match self.input.db.files.get(span.file as usize) {
+            Some(f) => self
+                .line_index
+                .entry(span.file)
+                .or_insert_with(|| crate::source::LineIndex::new(&f.text))
+                .line_col(&f.text, span.start),
+            None => (0, 0),
+        };
         let l = SourceLoc {
             file: span.file,
             line,

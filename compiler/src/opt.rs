@@ -53,23 +53,57 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     }
 }
 
+/// What a local pass did: `changed` drives the fixpoint; `modified` also counts edits that
+/// do not call for another round (only `remove_dead`'s dropped call destinations).
+struct Outcome {
+    changed: bool,
+    modified: bool,
+}
+
+impl From<bool> for Outcome {
+    fn from(changed: bool) -> Outcome {
+        Outcome {
+            changed,
+            modified: changed,
+        }
+    }
+}
+
 fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    type Pass = fn(&mut Function, &crate::slot_stores::MapSizes) -> Outcome;
+    let passes: [Pass; 14] = [
+        |f, _| clear_unreachable(f).into(),
+        |f, _| propagate_constants(f).into(),
+        |f, _| crate::cse::reuse_expressions(f).into(),
+        |f, _| propagate_copies(f).into(),
+        |f, _| fold(f).into(),
+        |f, _| compare_before_swap(f).into(),
+        |f, _| fold_add_chains(f).into(),
+        |f, _| remove_dead_reporting(f),
+        |f, _| thread_jumps(f).into(),
+        |f, _| share_returns(f).into(),
+        |f, _| crate::threading::thread_decided_branches(f).into(),
+        |f, _| crate::threading::merge_chains(f).into(),
+        |f, _| crate::lookups::reuse_lookups(f).into(),
+        |f, maps| crate::slot_stores::remove_dead_slot_stores(f, maps).into(),
+    ];
+    // A pass that found nothing to do finds nothing again until another pass edits the
+    // function (each is a function of the IR alone), so it is skipped until then: the same
+    // rounds and results as running every pass, with about half the pass runs.
+    let mut settled = [false; 14];
     for _ in 0..8 {
         let mut changed = false;
-        changed |= clear_unreachable(f);
-        changed |= propagate_constants(f);
-        changed |= crate::cse::reuse_expressions(f);
-        changed |= propagate_copies(f);
-        changed |= fold(f);
-        changed |= compare_before_swap(f);
-        changed |= fold_add_chains(f);
-        changed |= remove_dead(f);
-        changed |= thread_jumps(f);
-        changed |= share_returns(f);
-        changed |= crate::threading::thread_decided_branches(f);
-        changed |= crate::threading::merge_chains(f);
-        changed |= crate::lookups::reuse_lookups(f);
-        changed |= crate::slot_stores::remove_dead_slot_stores(f, maps);
+        for (pass, done) in passes.iter().zip(0..) {
+            if settled[done] {
+                continue;
+            }
+            let out = pass(f, maps);
+            changed |= out.changed;
+            if out.modified {
+                settled = [false; 14];
+            }
+            settled[done] = !out.modified;
+        }
         if !changed {
             break;
         }
@@ -101,7 +135,7 @@ pub fn clear_unreachable(f: &mut Function) -> bool {
 /// before the copy, which comes before every use of `d`, and `s` never changes.
 pub fn propagate_copies(f: &mut Function) -> bool {
     let defs = f.def_counts();
-    let mut copy_of: SecondaryMap<Value, Option<Value>> = SecondaryMap::new();
+    let mut copy_of: SecondaryMap<Value, Option<Value>> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             if let Inst::Mov { dst, src } = inst {
@@ -186,7 +220,7 @@ fn for_each_term_use(t: &mut Terminator, sub: &mut impl FnMut(&mut Value)) {
 /// `d = t + k2` where `t = x + k1` (both written once, `x` written once): `d = x + (k1 + k2)`.
 pub fn fold_add_chains(f: &mut Function) -> bool {
     let defs = f.def_counts();
-    let mut add_of: SecondaryMap<Value, Option<(Value, i64)>> = SecondaryMap::new();
+    let mut add_of: SecondaryMap<Value, Option<(Value, i64)>> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             if let Inst::Bin {
@@ -233,8 +267,8 @@ pub fn fold_add_chains(f: &mut Function) -> bool {
 /// way C compares with `bpf_htons(k)`; the swap goes when nothing else reads it.
 pub fn compare_before_swap(f: &mut Function) -> bool {
     let defs = f.def_counts();
-    let mut swap_of: SecondaryMap<Value, Option<(Value, u8)>> = SecondaryMap::new();
-    let mut loaded_bits: SecondaryMap<Value, u32> = SecondaryMap::new();
+    let mut swap_of: SecondaryMap<Value, Option<(Value, u8)>> = f.value_map();
+    let mut loaded_bits: SecondaryMap<Value, u32> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             match inst {
@@ -287,7 +321,7 @@ pub fn compare_before_swap(f: &mut Function) -> bool {
 /// Values defined exactly once, by a constant.
 fn constants(f: &Function) -> SecondaryMap<Value, Option<i64>> {
     let defs = f.def_counts();
-    let mut out = SecondaryMap::new();
+    let mut out = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             if let Inst::Const { dst, imm } = inst {
@@ -426,7 +460,11 @@ pub fn fold(f: &mut Function) -> bool {
 }
 
 pub fn remove_dead(f: &mut Function) -> bool {
-    let mut used: SecondaryMap<Value, bool> = SecondaryMap::new();
+    remove_dead_reporting(f).changed
+}
+
+fn remove_dead_reporting(f: &mut Function) -> Outcome {
+    let mut used: SecondaryMap<Value, bool> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             for u in inst.uses() {
@@ -437,7 +475,7 @@ pub fn remove_dead(f: &mut Function) -> bool {
             used[u] = true;
         }
     }
-    let mut changed = false;
+    let (mut changed, mut modified) = (false, false);
     for (_, b) in f.blocks.iter_mut() {
         let before = b.insts.len();
         b.insts.retain(|(inst, _)| match inst.def() {
@@ -450,13 +488,17 @@ pub fn remove_dead(f: &mut Function) -> bool {
                 if !used[*d] {
                     if let Inst::Call { dst, .. } = inst {
                         *dst = None;
+                        modified = true;
                     }
                 }
             }
         }
         changed |= b.insts.len() != before;
     }
-    changed
+    Outcome {
+        changed,
+        modified: changed || modified,
+    }
 }
 
 /// Drops pure instructions whose result is overwritten (or never read) on every path before
@@ -497,12 +539,12 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
 /// verifier's state checkpoints so that it walked the scan loops' latches more often.
 pub fn share_returns(f: &mut Function) -> bool {
     let order = f.reverse_postorder();
-    let mut index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    let mut index: SecondaryMap<Block, usize> = f.block_map();
     for (i, &b) in order.iter().enumerate() {
         index[b] = i;
     }
     // Blocks between a loop header and its back edge, in layout order.
-    let mut in_loop: SecondaryMap<Block, bool> = SecondaryMap::new();
+    let mut in_loop: SecondaryMap<Block, bool> = f.block_map();
     for &b in &order {
         for s in f.blocks[b].term.0.successors() {
             if index[s] <= index[b] {
@@ -513,7 +555,7 @@ pub fn share_returns(f: &mut Function) -> bool {
         }
     }
     let mut first: rustc_hash::FxHashMap<i64, Block> = Default::default();
-    let mut canon: SecondaryMap<Block, Option<Block>> = SecondaryMap::new();
+    let mut canon: SecondaryMap<Block, Option<Block>> = f.block_map();
     for &b in &order {
         let d = &f.blocks[b];
         if let (true, Terminator::Return(Operand::Imm(k))) = (d.insts.is_empty(), &d.term.0) {

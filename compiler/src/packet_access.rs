@@ -181,7 +181,7 @@ pub fn rebase_packet_accesses(f: &mut Function) -> bool {
     };
 
     let order = f.reverse_postorder();
-    let mut preds: SecondaryMap<Block, u32> = SecondaryMap::new();
+    let mut preds: SecondaryMap<Block, u32> = f.block_map();
     for &b in &order {
         for s in f.blocks[b].term.0.successors() {
             preds[s] += 1;

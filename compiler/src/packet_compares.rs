@@ -20,7 +20,7 @@ use runtime_bpf::isa::JmpOp;
 fn packet_lengths(f: &Function) -> SecondaryMap<Value, Option<(Value, Value)>> {
     let counts = f.def_counts();
     let pointer_once = |v: Value| f.values[v] == ValueKind::Pointer && counts[v] == 1;
-    let mut len: SecondaryMap<Value, Option<(Value, Value)>> = SecondaryMap::new();
+    let mut len: SecondaryMap<Value, Option<(Value, Value)>> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for w in b.insts.windows(2) {
             if let (

@@ -13,7 +13,8 @@
 //! and shifts only of small non-negative ranges, anything else is unknown), so a check this
 //! analysis removes is one the verifier can also see through.
 
-use cranelift_entity::SecondaryMap;
+use cranelift_entity::{EntityRef, SecondaryMap};
+use smallvec::SmallVec;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use runtime_bpf::isa::{JmpOp, Size};
@@ -58,66 +59,39 @@ impl Range {
     }
 }
 
-/// Ranges of the values known at a program point; a missing value is unknown.
+/// Ranges of the values known at a program point, by value number; `Range::FULL` (and any
+/// value past the end) is unknown.
 ///
-/// A vector sorted by value rather than a hash map: the analysis clones, compares and joins
-/// whole states at every block, which on a sorted vector are copies and linear merges.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct State(Vec<(Value, Range)>);
+/// Dense rather than a sorted or hashed set of the known values: the analysis copies and joins
+/// whole states at every edge, which on a dense vector are a copy and one pass of `min`/`max`
+/// without any matching of keys, and a step reads and writes its values by index.
+#[derive(Clone, Debug, Default)]
+pub struct State(Vec<Range>);
 
 impl State {
+    /// Nothing known about any of `values` values.
+    fn unknown(values: usize) -> State {
+        State(vec![Range::FULL; values])
+    }
+
     pub fn get(&self, v: &Value) -> Option<&Range> {
-        self.0.binary_search_by_key(v, |e| e.0).ok().map(|i| &self.0[i].1)
+        self.0.get(v.index()).filter(|r| **r != Range::FULL)
     }
-
-    fn insert(&mut self, v: Value, r: Range) {
-        match self.0.binary_search_by_key(&v, |e| e.0) {
-            Ok(i) => self.0[i].1 = r,
-            Err(i) => self.0.insert(i, (v, r)),
-        }
-    }
-
-    fn remove(&mut self, v: &Value) {
-        if let Ok(i) = self.0.binary_search_by_key(v, |e| e.0) {
-            self.0.remove(i);
-        }
-    }
-
-    /// The values known in both, in order, with their two ranges.
-    fn both<'a>(&'a self, other: &'a State) -> impl Iterator<Item = (Value, Range, Range)> + 'a {
-        let (mut i, mut j) = (0, 0);
-        std::iter::from_fn(move || {
-            while i < self.0.len() && j < other.0.len() {
-                let (a, b) = (self.0[i], other.0[j]);
-                match a.0.cmp(&b.0) {
-                    std::cmp::Ordering::Less => i += 1,
-                    std::cmp::Ordering::Greater => j += 1,
-                    std::cmp::Ordering::Equal => {
-                        i += 1;
-                        j += 1;
-                        return Some((a.0, a.1, b.1));
-                    }
-                }
-            }
-            None
-        })
-    }
-}
-
-fn new_state() -> State {
-    State::default()
 }
 
 fn get(s: &State, v: Value) -> Range {
-    s.get(&v).copied().unwrap_or(Range::FULL)
+    s.0.get(v.index()).copied().unwrap_or(Range::FULL)
 }
 
 fn set(s: &mut State, v: Value, r: Range) {
-    if r == Range::FULL {
-        s.remove(&v);
-    } else {
-        s.insert(v, r);
+    let i = v.index();
+    if i >= s.0.len() {
+        if r == Range::FULL {
+            return;
+        }
+        s.0.resize(i + 1, Range::FULL);
     }
+    s.0[i] = r;
 }
 
 fn operand(s: &State, o: &Operand) -> Range {
@@ -267,83 +241,145 @@ fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
     }
 }
 
-fn join(a: &State, b: &State) -> State {
-    State(
-        a.both(b)
-            .map(|(v, ra, rb)| (v, ra.union(rb)))
-            .filter(|(_, u)| *u != Range::FULL)
-            .collect(),
-    )
+/// `old` joined with `new` in place: the values known in both, with the union of their
+/// ranges, `widen`ed if `widening`. Returns whether `old` changed. In place rather than into a
+/// new state: the analysis merges at every edge, and allocating there cost most of its time.
+fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64]) -> bool {
+    let mut changed = false;
+    if old.0.len() > new.0.len() {
+        // Unknown in `new`, so unknown in the join.
+        changed = old.0[new.0.len()..].iter().any(|r| *r != Range::FULL);
+        old.0.truncate(new.0.len());
+    }
+    for (ro, rn) in old.0.iter_mut().zip(&new.0) {
+        // (An unknown side gives FULL, unknown.)
+        let mut r = ro.union(*rn);
+        if r == *ro {
+            continue;
+        }
+        if widening && r != Range::FULL {
+            r = widen(*ro, r, thresholds);
+        }
+        changed |= r != *ro;
+        *ro = r;
+    }
+    changed
 }
 
 /// Widening: bounds that moved since the last visit jump to the next constant the function
 /// compares against (a loop bound, usually), then to infinity, so loops converge quickly and
 /// loop variables keep the bound their exit test gives them.
-fn widen(old: &State, new: &State, thresholds: &[i64]) -> State {
+fn widen(old: Range, joined: Range, thresholds: &[i64]) -> Range {
     let up = |x: i64| thresholds.iter().copied().find(|&t| t >= x).unwrap_or(i64::MAX);
     let down = |x: i64| thresholds.iter().rev().copied().find(|&t| t <= x).unwrap_or(i64::MIN);
-    State(
-        new.both(old)
-            .map(|(v, rn, ro)| {
-                let lo = if rn.lo < ro.lo { down(rn.lo) } else { ro.lo };
-                let hi = if rn.hi > ro.hi { up(rn.hi) } else { ro.hi };
-                (v, Range { lo, hi })
-            })
-            .filter(|(_, r)| *r != Range::FULL)
-            .collect(),
-    )
+    Range {
+        lo: if joined.lo < old.lo { down(joined.lo) } else { old.lo },
+        hi: if joined.hi > old.hi { up(joined.hi) } else { old.hi },
+    }
 }
 
 /// The state at the entry of every reachable block.
 pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     let order = f.reverse_postorder();
-    let mut rpo_index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    let mut rpo_index: SecondaryMap<Block, usize> = f.block_map();
     for (i, b) in order.iter().enumerate() {
         rpo_index[*b] = i;
     }
     let thresholds = thresholds(f);
-    let mut entry: SecondaryMap<Block, Option<State>> = SecondaryMap::new();
-    let mut visits: SecondaryMap<Block, u32> = SecondaryMap::new();
-    entry[f.entry] = Some(new_state());
-    let mut work: std::collections::BTreeSet<usize> = [0usize].into_iter().collect();
+    let mut entry: SecondaryMap<Block, Option<State>> = f.block_map();
+    let mut visits: SecondaryMap<Block, u32> = f.block_map();
+    entry[f.entry] = Some(State::unknown(f.values.len()));
+    let mut work = Worklist::new(order.len());
+    work.insert(0);
+    // Scratch state along the block, reused.
+    let mut s = State::default();
     let mut budget = 200_000usize;
     while let Some(i) = work.pop_first() {
         budget = budget.saturating_sub(1);
         if budget == 0 {
             // Give up soundly: forget everything we learned.
             for b in &order {
-                entry[*b] = Some(new_state());
+                entry[*b] = Some(State::default());
             }
             break;
         }
         let b = order[i];
-        let Some(mut s) = entry[b].clone() else { continue };
+        let Some(start) = &entry[b] else { continue };
+        s.0.clone_from(&start.0);
         for (inst, _) in &f.blocks[b].insts {
             step(&mut s, inst);
         }
-        for (succ, out) in successors_with_states(&f.blocks[b].term.0, &s) {
-            let Some(out) = out else { continue };
-            let merged = match &entry[succ] {
-                None => out,
+        let mut merge = |succ: Block, out: &State| {
+            let changed = match &mut entry[succ] {
+                None => {
+                    entry[succ] = Some(out.clone());
+                    true
+                }
                 Some(old) => {
-                    let j = join(old, &out);
                     if rpo_index[succ] <= i {
                         visits[succ] += 1;
                     }
-                    if visits[succ] > 2 {
-                        widen(old, &j, &thresholds)
-                    } else {
-                        j
-                    }
+                    merge_into(old, out, visits[succ] > 2, &thresholds)
                 }
             };
-            if entry[succ].as_ref() != Some(&merged) {
-                entry[succ] = Some(merged);
+            if changed {
                 work.insert(rpo_index[succ]);
+            }
+        };
+        match &f.blocks[b].term.0 {
+            Terminator::Branch { then_, else_, .. } if then_ == else_ => merge(*then_, &s),
+            Terminator::Branch {
+                op,
+                a,
+                b: o,
+                then_,
+                else_,
+            } => {
+                for (succ, taken) in [(*then_, true), (*else_, false)] {
+                    let Some(refined) = refinements(*op, *a, o, &s, taken) else {
+                        continue;
+                    };
+                    // The edge's state is `s` refined: refined in place and restored after the
+                    // merge, rather than copied per edge.
+                    let saved: SmallVec<[(Value, Range); 2]> = refined.iter().map(|&(v, _)| (v, get(&s, v))).collect();
+                    for &(v, r) in &refined {
+                        set(&mut s, v, r);
+                    }
+                    merge(succ, &s);
+                    for &(v, r) in saved.iter().rev() {
+                        set(&mut s, v, r);
+                    }
+                }
+            }
+            other => {
+                for succ in other.successors() {
+                    merge(succ, &s);
+                }
             }
         }
     }
     entry
+}
+
+/// Block indices (in reverse postorder) still to visit; the first comes out first, as the
+/// analysis wants (a set of bits: cheaper than an ordered set at these sizes).
+struct Worklist(Vec<u64>);
+
+impl Worklist {
+    fn new(n: usize) -> Worklist {
+        Worklist(vec![0; n.div_ceil(64)])
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn pop_first(&mut self) -> Option<usize> {
+        let w = self.0.iter().position(|&w| w != 0)?;
+        let bit = self.0[w].trailing_zeros() as usize;
+        self.0[w] &= self.0[w] - 1;
+        Some(w * 64 + bit)
+    }
 }
 
 /// The constants branches compare against (and their neighbours), sorted.
@@ -359,33 +395,18 @@ fn thresholds(f: &Function) -> Vec<i64> {
     t
 }
 
-/// The states a terminator passes to each successor (`None`: that edge is never taken).
-fn successors_with_states(t: &Terminator, s: &State) -> Vec<(Block, Option<State>)> {
-    match t {
-        Terminator::Branch { op, a, b, then_, else_ } => {
-            let ra = get(s, *a);
-            let rb = operand(s, b);
-            let edge = |taken: bool| -> Option<State> {
-                let mut st = s.clone();
-                let r = refine(*op, ra, rb, taken)?;
-                set(&mut st, *a, r);
-                if let Operand::Value(bv) = b {
-                    // Refine the other side too, by swapping the comparison.
-                    if let Some(r2) = refine(op.swap(), rb, ra, taken) {
-                        set(&mut st, *bv, r2);
-                    } else {
-                        return None;
-                    }
-                }
-                Some(st)
-            };
-            if then_ == else_ {
-                return vec![(*then_, Some(s.clone()))];
-            }
-            vec![(*then_, edge(true)), (*else_, edge(false))]
-        }
-        other => other.successors().into_iter().map(|b| (b, Some(s.clone()))).collect(),
+/// What the branch `if a op b` learns on its `taken` edge from state `s`: the ranges to set,
+/// in order; `None` if that edge is never taken.
+fn refinements(op: JmpOp, a: Value, b: &Operand, s: &State, taken: bool) -> Option<SmallVec<[(Value, Range); 2]>> {
+    let ra = get(s, a);
+    let rb = operand(s, b);
+    let mut out = SmallVec::new();
+    out.push((a, refine(op, ra, rb, taken)?));
+    if let Operand::Value(bv) = b {
+        // Refine the other side too, by swapping the comparison.
+        out.push((*bv, refine(op.swap(), rb, ra, taken)?));
     }
+    Some(out)
 }
 
 /// Replaces branches whose outcome the ranges decide with jumps. Returns whether anything

@@ -24,8 +24,8 @@ pub type MapSizes = [(u32, u32)];
 fn read_extents(f: &Function, maps: &MapSizes) -> SecondaryMap<Slot, u32> {
     let defs = f.def_counts();
     // Single-definition addresses of slots and maps.
-    let mut slot_addr: SecondaryMap<Value, Option<(Slot, u32)>> = SecondaryMap::new();
-    let mut map_addr: SecondaryMap<Value, Option<u32>> = SecondaryMap::new();
+    let mut slot_addr: SecondaryMap<Value, Option<(Slot, u32)>> = f.value_map();
+    let mut map_addr: SecondaryMap<Value, Option<u32>> = f.value_map();
     let mut need: SecondaryMap<Slot, u32> = SecondaryMap::new();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {

@@ -53,11 +53,59 @@ impl SourceDb {
         let Some(f) = self.files.get(file as usize) else {
             return (0, 0);
         };
-        let offset = offset.min(f.text.len());
-        let before = &f.text.as_bytes()[..offset];
-        let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
-        let line_start = before.iter().rposition(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0);
-        let col = String::from_utf8_lossy(&before[line_start..]).chars().count() as u32 + 1;
-        (line, col)
+        LineIndex::new(&f.text).line_col(&f.text, offset)
+    }
+}
+
+/// Where the lines of one text start: for callers that ask for many positions in the same
+/// file (lowering asks for every statement and expression), where counting the newlines
+/// before each offset again made line numbers a visible part of the compile time.
+#[derive(Clone, Debug)]
+pub struct LineIndex {
+    /// Byte offset of each line's first byte; the first is 0.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> LineIndex {
+        let newlines = text
+            .bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .map(|(i, _)| i + 1);
+        LineIndex {
+            starts: std::iter::once(0).chain(newlines).collect(),
+        }
+    }
+
+    /// [`SourceDb::line_col`] of `offset` in `text`, the text this index was made from.
+    pub fn line_col(&self, text: &str, offset: usize) -> (u32, u32) {
+        let offset = offset.min(text.len());
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let line_start = self.starts[line - 1];
+        let col = String::from_utf8_lossy(&text.as_bytes()[line_start..offset])
+            .chars()
+            .count() as u32
+            + 1;
+        (line as u32, col)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_gives_lines_and_character_columns() {
+        let text = "a\nbé c\n\nx";
+        let index = LineIndex::new(text);
+        let at = |offset| index.line_col(text, offset);
+        assert_eq!(at(0), (1, 1));
+        assert_eq!(at(1), (1, 2)); // the newline ends line 1
+        assert_eq!(at(2), (2, 1));
+        assert_eq!(at(5), (2, 3)); // after `bé`: é is two bytes, one column
+        assert_eq!(at(8), (3, 1));
+        assert_eq!(at(9), (4, 1));
+        assert_eq!(at(100), (4, 2)); // past the end: the end
     }
 }

@@ -91,7 +91,7 @@ fn decided_target(f: &Function, b: Block, mut k: Known) -> Option<Block> {
 }
 
 fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Vec<Block>> {
-    let mut preds: SecondaryMap<Block, Vec<Block>> = SecondaryMap::new();
+    let mut preds: SecondaryMap<Block, Vec<Block>> = f.block_map();
     for &b in order {
         for s in f.blocks[b].term.0.successors() {
             if !preds[s].contains(&b) {
@@ -130,7 +130,7 @@ pub(crate) fn redirect(t: &mut Terminator, from: Block, to: Block) {
 /// bounds).
 pub fn thread_decided_branches(f: &mut Function) -> bool {
     let order = f.reverse_postorder();
-    let mut index: SecondaryMap<Block, usize> = SecondaryMap::new();
+    let mut index: SecondaryMap<Block, usize> = f.block_map();
     for (i, &b) in order.iter().enumerate() {
         index[b] = i;
     }

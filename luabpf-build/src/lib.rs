@@ -342,7 +342,7 @@ fn compile_failed(file: &Path, cargo: bool, failure: Failure) -> Error {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    std::fs::write(path, bytes).map_err(|source| Error::Io {
+    luabpf_compiler::output::write_file(path, bytes).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -366,9 +366,27 @@ impl Collector<'_> {
                 }
             }
         }
+        // Each body moves to the last function that has it; only the others get a copy (bodies
+        // are whole syntax trees: copying each again cost as much as collecting).
+        let mut uses: HashMap<(FileId, usize), usize> = HashMap::new();
+        for p in &self.functions {
+            if let Some(ordinal) = p.ordinal {
+                *uses.entry((p.file, ordinal)).or_default() += 1;
+            }
+        }
         let mut out = Vec::new();
         for p in std::mem::take(&mut self.functions) {
-            match p.ordinal.and_then(|o| bodies.get(&(p.file, o)).cloned()) {
+            let body = p.ordinal.and_then(|o| {
+                let key = (p.file, o);
+                let left = uses.get_mut(&key)?;
+                *left -= 1;
+                if *left == 0 {
+                    bodies.remove(&key)
+                } else {
+                    bodies.get(&key).cloned()
+                }
+            });
+            match body {
                 Some(body) => out.push(FunctionDecl {
                     file: p.file,
                     name: p.name,

@@ -76,7 +76,8 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     if path == Path::new("-") {
         return stdout(bytes);
     }
-    std::fs::write(path, bytes).map_err(|e| CliError::Usage(format!("cannot write {}: {}", path.display(), reason(&e))))
+    luabpf_compiler::output::write_file(path, bytes)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {}", path.display(), reason(&e))))
 }
 
 /// An I/O error's text without Rust's ` (os error N)` suffix: `No such file or directory`.
