@@ -544,6 +544,21 @@ fn a_loop_of_runtime_divisions_exceeds_the_pending_branch_limit() {
     check("runtime_divisions_in_a_loop", &src, "repeat", 0);
 }
 
+// Path explosion: fourteen string indexes chosen by `and`/`or`, all live until they are used.
+// On every path each index is a constant the verifier must keep exact (it bounds a stack
+// read), so no two paths merge: 2^14 paths, refused before the kernel gives up
+// (tests/tests/verifier_walk.rs loads it without the check).
+
+#[test]
+fn paths_that_cannot_merge() {
+    check(
+        "paths_that_cannot_merge",
+        &luabpf_tests::programs::exploding_paths(),
+        "sum = sum + (s:byte(k6)",
+        0,
+    );
+}
+
 // The stack: a function's frame, and the frames along a chain of calls into functions that
 // are verified on their own (the kernel refused this one as "combined stack size of 2 calls
 // is 544. Too large" after `check` had accepted it).
