@@ -786,11 +786,14 @@ impl<'a> Walker<'a> {
             Val::scalar(Sc::konst(insn.imm as i64 as u64))
         };
         let frame = &mut cur.state[f as usize];
-        let slot = match (size, v) {
-            (_, Val::Scalar { sc, .. }) if sc.value() == Some(0) && (size == 8 || frame.slot(s) == Slot::Zero) => {
-                Slot::Zero
-            }
-            (8, v) if off % 8 == 0 => Slot::Spill(v),
+        // An 8-byte register store is a spill (precision follows it back to the register);
+        // `*(u64 *)(r10 - k) = 0` makes a zero slot, as in the kernel.
+        let zero = matches!(v, Val::Scalar { sc, .. } if sc.value() == Some(0));
+        let stx = insn.class() == isa::BPF_STX;
+        let slot = match (size, off % 8 == 0) {
+            (8, true) if zero && !stx => Slot::Zero,
+            (8, true) => Slot::Spill(v),
+            _ if zero && frame.slot(s) == Slot::Zero => Slot::Zero,
             _ => Slot::Misc,
         };
         frame.set_slot(s, slot);
