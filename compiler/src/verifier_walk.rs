@@ -429,7 +429,7 @@ impl<'a> Walker<'a> {
     /// A path ended: its checkpoints lose one branch (the kernel's `update_branch_counts`).
     fn finish(&mut self, mut n: Option<usize>) {
         while let Some(i) = n {
-            self.nodes[i].branches -= 1;
+            self.nodes[i].branches = self.nodes[i].branches.saturating_sub(1);
             self.nodes[i].release();
             if self.nodes[i].branches > 0 {
                 break;
@@ -600,7 +600,7 @@ impl<'a> Walker<'a> {
                     let hi = self.insns.get(pc + 1).map_or(0, |i| i.imm as u32 as u64);
                     Val::scalar(Sc::konst((hi << 32) | insn.imm as u32 as u64))
                 };
-                cur.state[depth].regs[insn.dst as usize & 15] = v;
+                cur.state[depth].regs[insn.dst as usize % 11] = v;
                 new_pc = pc + 2;
             }
             isa::BPF_LDX => self.load(cur, insn),
@@ -632,7 +632,7 @@ impl<'a> Walker<'a> {
     }
 
     fn reg(&self, cur: &Path, r: u8) -> Val {
-        cur.state.last().expect("a frame").regs[r as usize & 15]
+        cur.state.last().expect("a frame").regs[r as usize % 11]
     }
 
     fn set(&self, cur: &mut Path, r: u8, v: Val) {
@@ -781,7 +781,7 @@ impl<'a> Walker<'a> {
         let v = if insn.class() == isa::BPF_STX && size == 8 {
             self.linked(cur, insn.src)
         } else if insn.class() == isa::BPF_STX {
-            cur.state[cur.state.len() - 1].regs[insn.src as usize & 15]
+            cur.state[cur.state.len() - 1].regs[insn.src as usize % 11]
         } else {
             Val::scalar(Sc::konst(insn.imm as i64 as u64))
         };
@@ -933,13 +933,13 @@ impl<'a> Walker<'a> {
     /// A copy of scalar register `r`, linked to it (an unknown value gets an id first).
     fn linked(&mut self, cur: &mut Path, r: u8) -> Val {
         let f = cur.state.len() - 1;
-        if let Val::Scalar { sc, id: id @ 0, .. } = &mut cur.state[f].regs[r as usize & 15] {
+        if let Val::Scalar { sc, id: id @ 0, .. } = &mut cur.state[f].regs[r as usize % 11] {
             if sc.value().is_none() {
                 self.next_id += 1;
                 *id = self.next_id;
             }
         }
-        cur.state[f].regs[r as usize & 15]
+        cur.state[f].regs[r as usize % 11]
     }
 
     fn clobber_caller_saved(&self, cur: &mut Path) {
@@ -981,6 +981,13 @@ impl<'a> Walker<'a> {
         let r0 = callee.regs[0];
         self.clobber_caller_saved(cur);
         self.set(cur, 0, r0);
+        // Pointers into the callee's frame are dangling now (the kernel refuses their use).
+        let depth = cur.state.len();
+        for_each_val(&mut cur.state, |v| {
+            if matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth) {
+                *v = Val::scalar(Sc::UNKNOWN);
+            }
+        });
         Some(callee.callsite as usize + 1)
     }
 
@@ -1051,9 +1058,9 @@ impl<'a> Walker<'a> {
     /// bounds).
     fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) {
         let f = path.state.len() - 1;
-        let a = path.state[f].regs[insn.dst as usize & 15];
+        let a = path.state[f].regs[insn.dst as usize % 11];
         let b = if x {
-            path.state[f].regs[insn.src as usize & 15]
+            path.state[f].regs[insn.src as usize % 11]
         } else {
             Val::scalar(Sc::konst(insn.imm as i64 as u64))
         };
@@ -1084,7 +1091,7 @@ impl<'a> Walker<'a> {
 /// Register `r` (and every copy linked to it by `id`) now holds values in `sc`.
 fn set_range(path: &mut Path, r: u8, id: u32, sc: Sc) {
     let f = path.state.len() - 1;
-    if let Val::Scalar { sc: s, .. } = &mut path.state[f].regs[r as usize & 15] {
+    if let Val::Scalar { sc: s, .. } = &mut path.state[f].regs[r as usize % 11] {
         *s = sc;
     }
     if id == 0 {
@@ -1381,8 +1388,7 @@ fn uses_defs(insn: Insn) -> (u16, u16) {
             if op == JmpOp::Call as u8 {
                 let args = if insn.src == 0 {
                     h::HELPERS
-                        .get(insn.imm as usize - 1)
-                        .filter(|_| insn.imm > 0)
+                        .get((insn.imm as usize).wrapping_sub(1))
                         .map_or(5, |h| if h.variadic { 5 } else { h.args })
                 } else {
                     5
@@ -1458,6 +1464,40 @@ mod tests {
         insns: 1_000_000,
         pending: 8192,
     };
+
+    /// The walk runs on the compiler's own code, but must not panic on any instructions.
+    #[test]
+    fn instruction_soup_never_panics() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            let n = 1 + next() % 40;
+            let insns: Vec<Insn> = (0..n)
+                .map(|_| {
+                    let r = next();
+                    Insn::new(
+                        r as u8,
+                        (r >> 8) as u8 % 12,
+                        (r >> 16) as u8 % 12,
+                        (r >> 24) as i16 % 8,
+                        (r >> 40) as i32,
+                    )
+                })
+                .collect();
+            let mut c = code(insns);
+            c.map_relocs.push((0, 3));
+            let limits = Limits {
+                insns: 10_000,
+                pending: 100,
+            };
+            walk(&c, &[], Hook::Tc, limits);
+        }
+    }
 
     #[test]
     fn a_constant_loop_is_walked_once_per_iteration() {

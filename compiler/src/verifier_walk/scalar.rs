@@ -230,7 +230,7 @@ pub fn end(a: Sc, bits: i32, swap: bool) -> Sc {
             (32, false) => v as u32 as u64,
             _ => v,
         }),
-        None if bits < 64 => Sc::urange(0, (1u64 << bits) - 1),
+        None if bits == 16 || bits == 32 => Sc::urange(0, (1u64 << bits) - 1),
         None => Sc::UNKNOWN,
     }
 }
