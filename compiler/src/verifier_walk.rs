@@ -331,7 +331,8 @@ struct Walker<'a> {
     prune: Vec<bool>,
     live: Vec<u16>,
     nodes: Vec<Node>,
-    explored: HashMap<usize, Vec<usize>>,
+    /// Checkpoints to compare with, per instruction.
+    explored: Vec<Vec<usize>>,
     pending: Vec<Path>,
     processed: u64,
     jumps: u64,
@@ -367,7 +368,7 @@ impl<'a> Walker<'a> {
             prune: prune_points(insns),
             live: live_registers(insns),
             nodes: Vec::new(),
-            explored: HashMap::new(),
+            explored: vec![Vec::new(); insns.len()],
             pending: Vec::new(),
             processed: 0,
             jumps: 0,
@@ -383,7 +384,7 @@ impl<'a> Walker<'a> {
     /// Forgets the checkpoints between separately verified functions, as the kernel does.
     fn reset(&mut self) {
         self.nodes.clear();
-        self.explored.clear();
+        self.explored.iter_mut().for_each(Vec::clear);
         self.pending.clear();
     }
 
@@ -445,7 +446,7 @@ impl<'a> Walker<'a> {
         // A long history forces a checkpoint (the kernel bounds its jump history so).
         let force = cur.hist.len() >= 64;
         let mut add = force || self.jumps - self.prev_jumps >= 2 && self.processed - self.prev_processed >= 8;
-        let mut list = self.explored.remove(&pc).unwrap_or_default();
+        let mut list = std::mem::take(&mut self.explored[pc]);
         let mut hit = None;
         let mut i = 0;
         while i < list.len() {
@@ -473,7 +474,7 @@ impl<'a> Walker<'a> {
             }
         }
         if let Some(n) = hit {
-            self.explored.insert(pc, list);
+            self.explored[pc] = list;
             self.propagate_precision(n, cur);
             return true;
         }
@@ -494,7 +495,7 @@ impl<'a> Walker<'a> {
             self.prev_jumps = self.jumps;
             list.push(id);
         }
-        self.explored.insert(pc, list);
+        self.explored[pc] = list;
         false
     }
 
