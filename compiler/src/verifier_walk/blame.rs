@@ -8,9 +8,9 @@ use crate::cost::group;
 use crate::diag::Diagnostic;
 use crate::source::{SourceDb, Span};
 
-const HINT: &str = "compute values that feed packet offsets, string indexes or loop bounds without `and`/`or` \
-chains or early returns, or move this code into a function called once (a function with a loop is verified once, \
-not once per path of its caller)";
+const HINT: &str = "use a value chosen by `and`/`or` or by an early return where it is chosen, not later as a \
+string index, a packet offset or in a comparison the verifier can decide: it cannot merge paths that differ in such a \
+value, so each choice doubles the paths after it";
 
 pub fn diagnostic(
     db: &SourceDb,
