@@ -914,10 +914,10 @@ impl<'a> Walker<'a> {
                     _ => None,
                 };
                 if let Some(k) = key {
-                    if p.off % 8 == 0 && f as usize == cur.state.len() - 1 {
-                        if matches!(cur.state[f as usize].slot(s), Slot::Spill(_)) {
-                            self.mark_precise(cur, 0, 1 << s);
-                        }
+                    // The kernel relies on the key's value, so it needs the spilled key exact.
+                    let top = f as usize == cur.state.len() - 1;
+                    if p.off % 8 == 0 && top && matches!(cur.state[f as usize].slot(s), Slot::Spill(_)) {
+                        self.mark_precise(cur, 0, 1 << s);
                     }
                     maybe_null = k >= info.max_entries as u64;
                 }
