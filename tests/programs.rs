@@ -365,3 +365,19 @@ pub fn xdp_example_as_netfilter(src: &str) -> Option<String> {
             .replace("action.PASS", "action.ACCEPT"),
     )
 }
+
+/// A program whose paths the verifier cannot merge: fourteen string indexes chosen by
+/// `and`/`or` and used at the end, each a constant it must keep exact (the
+/// `paths_that_cannot_merge` diagnostics snapshot; tests/tests/verifier_walk.rs).
+pub fn exploding_paths() -> String {
+    let mut src = String::from("local xdp = require \"bpf.xdp\"\nlocal function filter(ctx)\n  local p = ctx:packet()\n  local s = p:getstring(14, 8)\n");
+    for i in 0..14 {
+        src.push_str(&format!("  local k{i} = (p:getbyte({}) > 7) and 1 or 2\n", 20 + i));
+    }
+    src.push_str("  local sum = 0\n");
+    for i in 0..14 {
+        src.push_str(&format!("  sum = sum + (s:byte(k{i}) or 0)\n"));
+    }
+    src.push_str("  if sum > 100 then return 1 end\n  return 2\nend\nreturn xdp.program(filter, { name = \"t\" })\n");
+    src
+}

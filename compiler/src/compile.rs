@@ -21,7 +21,18 @@ pub struct Options {
     /// test) catches its absence. The output of such a compile is unsafe by construction.
     #[doc(hidden)]
     pub without: Option<SafetyCheck>,
+    /// Test only: skip the model of the verifier's walk (`verifier_walk`), so that tests can
+    /// load what it would refuse and measure how often it refuses what the kernel accepts.
+    #[doc(hidden)]
+    pub skip_walk: bool,
 }
+
+/// Where the model of the verifier's walk refuses a program: below the kernel's budgets, with
+/// a margin for where the model knows more than the kernel (docs/fuzzing.md, calibration).
+pub const WALK_LIMITS: crate::verifier_walk::Limits = crate::verifier_walk::Limits {
+    insns: 500_000,
+    pending: 4_096,
+};
 
 /// A safety mechanism of the emitted code that [`Options::without`] can leave out (tests only).
 #[doc(hidden)]
@@ -124,7 +135,7 @@ fn compile_evaluated_with(ev: Evaluated, opts: &Options) -> Result<Compiled, Fai
     let mut irs = Vec::new();
     let mut diags = Vec::new();
     for prog in &ev.programs {
-        match compile_program(&ev, prog, &mut maps, opts.without) {
+        match compile_program(&ev, prog, &mut maps, opts) {
             Ok((code, fs)) => {
                 programs.push(code);
                 irs.extend(fs);
@@ -180,8 +191,9 @@ fn compile_program(
     ev: &Evaluated,
     prog: &crate::program::ProgramDecl,
     maps: &mut MapTable,
-    without: Option<SafetyCheck>,
+    opts: &Options,
 ) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
+    let without = opts.without;
     let mut checked = types::check_program(ev, prog, maps)?;
     crate::sink_lookups::sink_lookups(&mut checked.funcs);
     crate::cost::check(&checked)?;
@@ -229,7 +241,42 @@ fn compile_program(
         parts.push((code, params_of(f)));
     }
     crate::stack::check_chains(&ev.sources, &prog.name, prog.span, &funcs, &frames).map_err(|d| vec![d])?;
-    Ok((link(parts), funcs))
+    let code = link(parts);
+    if !opts.skip_walk {
+        let kinds = maps.maps.iter().map(|m| (m.kind, m.max_entries));
+        let walk = walk_program(&code, kinds, WALK_LIMITS);
+        if walk.verdict != crate::verifier_walk::Verdict::Fits {
+            return Err(vec![crate::verifier_walk::diagnostic(
+                &ev.sources,
+                &prog.name,
+                prog.span,
+                &code,
+                &walk,
+                WALK_LIMITS,
+            )]);
+        }
+    }
+    Ok((code, funcs))
+}
+
+/// The model's walk of each program of `obj`, up to `limits` (for measurements: the kernel's
+/// count against the model's).
+pub fn walk_object(obj: &Object, limits: crate::verifier_walk::Limits) -> Vec<crate::verifier_walk::Walk> {
+    let kinds = || obj.maps.iter().map(|m| (m.kind, m.max_entries));
+    obj.programs.iter().map(|p| walk_program(p, kinds(), limits)).collect()
+}
+
+/// The model's walk of one program, over maps of these kinds and sizes.
+fn walk_program(
+    code: &ProgramCode,
+    maps: impl Iterator<Item = (runtime_bpf::object::MapKind, u32)>,
+    limits: crate::verifier_walk::Limits,
+) -> crate::verifier_walk::Walk {
+    let infos: Vec<_> = maps
+        .map(|(kind, max_entries)| crate::verifier_walk::MapInfo { kind, max_entries })
+        .collect();
+    let hook = crate::verifier_walk::Hook::of_section(&code.section);
+    crate::verifier_walk::walk(code, &infos, hook, limits)
 }
 
 /// The BTF parameter types of an outlined function, from its leading `Arg`s.

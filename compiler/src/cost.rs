@@ -124,7 +124,7 @@ fn counted_trips(cond: &Expr, body: &[Stmt], until: bool) -> Option<u64> {
         .min()
 }
 
-fn group(n: u64) -> String {
+pub(crate) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -34,3 +34,4 @@ pub mod stack;
 pub mod syntax;
 pub mod threading;
 pub mod types;
+pub mod verifier_walk;

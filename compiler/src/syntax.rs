@@ -58,6 +58,7 @@ pub(crate) fn parse_here(db: &SourceDb, file: FileId) -> Result<Ast, Diagnostics
         )]);
     };
     let text = lua_text(&source.text);
+    check_line_ends(file, &text).map_err(|d| vec![d])?;
     let unclosed = check_nesting(file, &text).map_err(|d| vec![d])?;
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         full_moon::parse_fallible(&text, full_moon::LuaVersion::lua54())
@@ -207,6 +208,29 @@ fn clamp_span(file: FileId, text: &str, start: usize, end: usize) -> Span {
 /// [`MAX_NESTING`]. Operators count because `a + b + c ...` nests one level per operator.
 ///
 /// Returns the byte ranges of the brackets and blocks left open at the end, innermost last.
+/// Refuses a carriage return that is not part of a `\r\n` (or `\n\r`) line end. Lua counts
+/// it as a line break and full_moon does not, so the lines Lua gives a function (which is how
+/// `eval` finds its syntax) would not be the lines of its syntax.
+fn check_line_ends(file: FileId, text: &str) -> Result<(), Diagnostic> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\n', Some(b'\r')) | (b'\r', Some(b'\n')) => i += 2,
+            (b'\r', _) => {
+                return Err(Diagnostic::new(
+                    Span::new(file, i, i + 1),
+                    "a carriage return that does not end a line",
+                    "this `\\r` (not followed by a line feed)",
+                )
+                .hint("end lines with `\\n` or `\\r\\n`; write a carriage return in a string as `\\r`"));
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_nesting(file: FileId, text: &str) -> Result<Vec<(usize, usize)>, Diagnostic> {
     let bytes = text.as_bytes();
     let mut openers: Vec<(usize, usize)> = Vec::new();

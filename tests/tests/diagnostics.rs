@@ -544,6 +544,38 @@ fn a_loop_of_runtime_divisions_exceeds_the_pending_branch_limit() {
     check("runtime_divisions_in_a_loop", &src, "repeat", 0);
 }
 
+// A lone carriage return: Lua counts it as a line break and the parser does not, so the
+// compiled functions' lines would not match their syntax (found by the byte-level fuzzer,
+// tests/fuzz_findings/bytes/function_source_not_found.lua, as an internal error).
+
+#[test]
+fn carriage_return_inside_a_line() {
+    let src = "local xdp = require \"bpf.xdp\"\r-- a comment\nlocal function f(ctx)\n  return 2\nend\nreturn xdp.program(f, { name = \"t\" })\n";
+    check("carriage_return_inside_a_line", src, "\r-- a comment", 0);
+}
+
+/// Lines ended by `\r\n` (and `\n\r`, which Lua reads as one line end too) are fine.
+#[test]
+fn crlf_line_ends_compile() {
+    let src = "local xdp = require \"bpf.xdp\"\r\nlocal function f(ctx)\r\n  return 2\n\rend\r\nreturn xdp.program(f, { name = \"t\" })\r\n";
+    compile_source(src, "prog.lua", &Options::default()).unwrap_or_else(|f| panic!("{f}"));
+}
+
+// Path explosion: fourteen string indexes chosen by `and`/`or`, all live until they are used.
+// On every path each index is a constant the verifier must keep exact (it bounds a stack
+// read), so no two paths merge: 2^14 paths, refused before the kernel gives up
+// (tests/tests/verifier_walk.rs loads it without the check).
+
+#[test]
+fn paths_that_cannot_merge() {
+    check(
+        "paths_that_cannot_merge",
+        &luabpf_tests::programs::exploding_paths(),
+        "sum = sum + (s:byte(k6)",
+        0,
+    );
+}
+
 // The stack: a function's frame, and the frames along a chain of calls into functions that
 // are verified on their own (the kernel refused this one as "combined stack size of 2 calls
 // is 544. Too large" after `check` had accepted it).

@@ -1,0 +1,1552 @@
+//! A model of the kernel verifier's walk over the final instruction stream, counting the
+//! instructions it would process, so that `luabpf check` refuses a program the verifier
+//! would give up on ("BPF program is too large", "The sequence of 8193 jumps is too
+//! complex") instead of handing it over.
+//!
+//! `cost.rs` estimates loop nests on the typed HIR; what it cannot see is path explosion:
+//! branches whose outcomes leave different values in registers or stack slots that the
+//! verifier then needs exactly (they feed packet offsets, stack indexes, decided branches), so
+//! the states of the two arms cannot be merged and every later branch doubles the paths.
+//! This walker does what the verifier does (kernel/bpf/verifier.c, 6.18):
+//!
+//! - depth first, fall-through first, the other arm of an undecided conditional jump pushed
+//!   on a stack whose depth is the "sequence of jumps";
+//! - registers and 8-byte stack slots per frame: scalars as ranges, pointers by kind with
+//!   their offsets and packet ranges (`values`), branches decided as `is_branch_taken` does;
+//! - checkpoints at the kernel's prune points, with its heuristics (a new one after two jumps
+//!   and eight instructions, fewer inside loops, eviction of states that keep missing);
+//! - pruning when a finished checkpoint subsumes the current state on the live registers,
+//!   comparing scalars only where the checkpoint marked them precise;
+//! - precision marked lazily by backtracking the path's history into its checkpoints, from
+//!   the uses the kernel marks (decided branches, pointer arithmetic, helper sizes, netfilter
+//!   verdicts, constant array-map keys).
+//!
+//! It is a model, not the verifier: where it knows less than the kernel it walks more paths
+//! (a false refusal), where it knows more it walks fewer, which the margin below the budget
+//! covers. docs/fuzzing.md has its calibration against the kernel's counts.
+
+mod blame;
+mod scalar;
+
+pub use blame::diagnostic;
+
+use std::collections::HashMap;
+
+use runtime_bpf::helpers as h;
+use runtime_bpf::isa::{self, AluOp, Insn, JmpOp};
+use runtime_bpf::object::{MapKind, ParamType, ProgramCode};
+
+use scalar::Sc;
+
+/// What the walker needs to know of a map.
+#[derive(Clone, Copy, Debug)]
+pub struct MapInfo {
+    pub kind: MapKind,
+    pub max_entries: u32,
+}
+
+/// Where the walk stops: the verifier's budgets, usually with a margin.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Processed instructions (the kernel's is 1,000,000).
+    pub insns: u64,
+    /// Pending branches (the kernel's is 8,192).
+    pub pending: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Fits,
+    /// More than `Limits::insns` instructions processed.
+    TooLarge,
+    /// More than `Limits::pending` branches pending at once.
+    TooManyJumps,
+}
+
+/// The result of a walk.
+#[derive(Clone, Debug)]
+pub struct Walk {
+    pub verdict: Verdict,
+    /// Instructions processed (up to where the walk stopped).
+    pub processed: u64,
+    /// The deepest the stack of pending branches got.
+    pub max_pending: usize,
+    /// Times each instruction was processed.
+    pub per_insn: Vec<u32>,
+}
+
+/// The program type, for its context's layout and return value rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Xdp,
+    Tc,
+    Netfilter,
+}
+
+impl Hook {
+    pub fn of_section(section: &str) -> Hook {
+        if section.starts_with("netfilter") {
+            Hook::Netfilter
+        } else if section.starts_with("xdp") {
+            Hook::Xdp
+        } else {
+            Hook::Tc
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Ctx,
+    Pkt,
+    PktEnd,
+    PktMeta,
+    Stack(u8),
+    MapPtr(u32),
+    MapValue(u32),
+    /// Memory of a known size (ringbuf records, dynptr slices, pointer parameters).
+    Mem,
+    /// Kernel objects behind BTF pointers (netfilter's skb and state).
+    Btf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ptr {
+    kind: Kind,
+    off: i64,
+    /// The variable part of the offset.
+    var: Sc,
+    /// Packet pointers: bytes known to be inside the packet from the pointer's base.
+    range: i64,
+    /// Links copies of one pointer (null tests, packet range checks refine all of them).
+    id: u32,
+    maybe_null: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Val {
+    Uninit,
+    /// `id` links copies of one unknown value (moves, spills and fills): what a branch learns
+    /// of one, it learns of all (the kernel's linked scalars).
+    Scalar {
+        sc: Sc,
+        precise: bool,
+        id: u32,
+    },
+    Ptr(Ptr),
+}
+
+impl Val {
+    fn scalar(sc: Sc) -> Val {
+        Val::Scalar {
+            sc,
+            precise: false,
+            id: 0,
+        }
+    }
+    fn ptr(kind: Kind, off: i64) -> Val {
+        Val::Ptr(Ptr {
+            kind,
+            off,
+            var: Sc::konst(0),
+            range: 0,
+            id: 0,
+            maybe_null: false,
+        })
+    }
+    fn sc(&self) -> Option<Sc> {
+        match self {
+            Val::Scalar { sc, .. } => Some(*sc),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Invalid,
+    Misc,
+    Zero,
+    Spill(Val),
+}
+
+const SLOTS: usize = 64;
+const MAX_FRAMES: usize = 8;
+
+#[derive(Clone, Debug)]
+struct Frame {
+    regs: [Val; 11],
+    /// 8-byte slots from the frame pointer down, grown as written.
+    stack: Vec<Slot>,
+    /// The call instruction that made this frame (u32::MAX for the outermost).
+    callsite: u32,
+}
+
+impl Frame {
+    fn new(callsite: u32, depth: usize) -> Frame {
+        let mut regs = [Val::Uninit; 11];
+        regs[10] = Val::ptr(Kind::Stack(depth as u8), 0);
+        Frame {
+            regs,
+            stack: Vec::new(),
+            callsite,
+        }
+    }
+    fn slot(&self, i: usize) -> Slot {
+        self.stack.get(i).copied().unwrap_or(Slot::Invalid)
+    }
+    fn set_slot(&mut self, i: usize, s: Slot) {
+        if i >= SLOTS {
+            return;
+        }
+        if self.stack.len() <= i {
+            self.stack.resize(i + 1, Slot::Invalid);
+        }
+        self.stack[i] = s;
+    }
+}
+
+/// The slot of frame-pointer offset `off` (negative), if it is inside the stack.
+fn slot_of(off: i64) -> Option<usize> {
+    (-(SLOTS as i64) * 8..0)
+        .contains(&off)
+        .then(|| ((-off - 1) / 8) as usize)
+}
+
+type State = Vec<Frame>;
+
+/// One instruction of a path's history: its index and the frame it ran in.
+type Step = (u32, u8);
+
+/// A checkpoint: the state a path had at a prune point.
+struct Node {
+    state: State,
+    parent: Option<usize>,
+    /// The instructions from the parent checkpoint to this one.
+    hist: Vec<Step>,
+    /// Paths still being explored below this checkpoint (the kernel's `branches`).
+    branches: u32,
+    hit: u32,
+    miss: u32,
+    /// Dropped from the list of states to compare with (it kept missing).
+    evicted: bool,
+}
+
+impl Node {
+    /// Once no path below it is left, a checkpoint's history is not needed (nothing will
+    /// backtrack through it), nor its state if it is no longer compared with: both are
+    /// dropped to bound the memory of a long walk.
+    fn release(&mut self) {
+        if self.branches == 0 {
+            self.hist = Vec::new();
+            if self.evicted {
+                self.state = Vec::new();
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Path {
+    pc: usize,
+    state: State,
+    parent: Option<usize>,
+    hist: Vec<Step>,
+}
+
+/// Registers and stack slots to mark precise, per frame (the kernel's `backtrack_state`).
+#[derive(Default)]
+struct Backtrack {
+    regs: [u16; MAX_FRAMES],
+    slots: [u64; MAX_FRAMES],
+}
+
+impl Backtrack {
+    fn is_empty(&self) -> bool {
+        self.regs.iter().all(|r| *r == 0) && self.slots.iter().all(|s| *s == 0)
+    }
+}
+
+enum Stop {
+    Limit(Verdict),
+}
+
+/// Walks every program path of `code` as the verifier would (the entry, then each separately
+/// verified function), until done or `limits` are crossed.
+pub fn walk(code: &ProgramCode, maps: &[MapInfo], hook: Hook, limits: Limits) -> Walk {
+    let mut w = Walker::new(code, maps, hook, limits);
+    let mut verdict = Verdict::Fits;
+    let mut starts = vec![(0usize, None)];
+    starts.extend(code.subfunctions.iter().map(|s| (s.start, Some(s.params.as_slice()))));
+    for (start, params) in starts {
+        w.reset();
+        w.in_subfunction = params.is_some();
+        let mut frame = Frame::new(u32::MAX, 0);
+        match params {
+            None => frame.regs[1] = Val::ptr(Kind::Ctx, 0),
+            Some(ps) => {
+                for (i, p) in ps.iter().enumerate().take(5) {
+                    frame.regs[i + 1] = match p {
+                        ParamType::Ctx => Val::ptr(Kind::Ctx, 0),
+                        ParamType::Scalar => Val::scalar(Sc::UNKNOWN),
+                        ParamType::ScalarPtr => w.maybe_null(Kind::Mem),
+                    };
+                }
+            }
+        }
+        let path = Path {
+            pc: start,
+            state: vec![frame],
+            parent: None,
+            hist: Vec::new(),
+        };
+        if let Err(Stop::Limit(v)) = w.run(path) {
+            verdict = v;
+            break;
+        }
+    }
+    Walk {
+        verdict,
+        processed: w.processed,
+        max_pending: w.max_pending,
+        per_insn: w.per_insn,
+    }
+}
+
+fn ptr_of(kind: Kind) -> Ptr {
+    match Val::ptr(kind, 0) {
+        Val::Ptr(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+struct Walker<'a> {
+    insns: &'a [Insn],
+    maps: &'a [MapInfo],
+    hook: Hook,
+    limits: Limits,
+    map_at: HashMap<usize, u32>,
+    kfunc_at: HashMap<usize, &'a str>,
+    global: HashMap<usize, &'a [ParamType]>,
+    prune: Vec<bool>,
+    live: Vec<u16>,
+    nodes: Vec<Node>,
+    /// Checkpoints to compare with, per instruction.
+    explored: Vec<Vec<usize>>,
+    pending: Vec<Path>,
+    processed: u64,
+    jumps: u64,
+    prev_processed: u64,
+    prev_jumps: u64,
+    next_id: u32,
+    max_pending: usize,
+    per_insn: Vec<u32>,
+    /// Walking a separately verified function (whose result the kernel does not check).
+    in_subfunction: bool,
+}
+
+enum Next {
+    Go,
+    End,
+}
+
+impl<'a> Walker<'a> {
+    fn new(code: &'a ProgramCode, maps: &'a [MapInfo], hook: Hook, limits: Limits) -> Walker<'a> {
+        let insns = &code.insns[..];
+        Walker {
+            insns,
+            maps,
+            hook,
+            limits,
+            map_at: code.map_relocs.iter().map(|&(s, m)| (s, m as u32)).collect(),
+            kfunc_at: code.kfunc_relocs.iter().map(|(s, n)| (*s, n.as_str())).collect(),
+            global: code
+                .subfunctions
+                .iter()
+                .map(|s| (s.start, s.params.as_slice()))
+                .collect(),
+            prune: prune_points(insns),
+            live: live_registers(insns),
+            nodes: Vec::new(),
+            explored: vec![Vec::new(); insns.len()],
+            pending: Vec::new(),
+            processed: 0,
+            jumps: 0,
+            prev_processed: 0,
+            prev_jumps: 0,
+            next_id: 1,
+            max_pending: 0,
+            per_insn: vec![0; insns.len()],
+            in_subfunction: false,
+        }
+    }
+
+    /// Forgets the checkpoints between separately verified functions, as the kernel does.
+    fn reset(&mut self) {
+        self.nodes.clear();
+        self.explored.iter_mut().for_each(Vec::clear);
+        self.pending.clear();
+    }
+
+    fn new_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A new pointer that may be null (a null test will tell).
+    fn maybe_null(&mut self, kind: Kind) -> Val {
+        Val::Ptr(Ptr {
+            id: self.new_id(),
+            maybe_null: true,
+            ..ptr_of(kind)
+        })
+    }
+
+    fn run(&mut self, mut cur: Path) -> Result<(), Stop> {
+        loop {
+            if cur.pc >= self.insns.len() {
+                return Ok(());
+            }
+            self.processed += 1;
+            self.per_insn[cur.pc] += 1;
+            if self.processed > self.limits.insns {
+                return Err(Stop::Limit(Verdict::TooLarge));
+            }
+            let done = if self.prune[cur.pc] && self.visit(&mut cur) {
+                true
+            } else {
+                matches!(self.step(&mut cur)?, Next::End)
+            };
+            if done {
+                self.finish(cur.parent);
+                match self.pending.pop() {
+                    Some(p) => cur = p,
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// A path ended: its checkpoints lose one branch (the kernel's `update_branch_counts`).
+    fn finish(&mut self, mut n: Option<usize>) {
+        while let Some(i) = n {
+            self.nodes[i].branches = self.nodes[i].branches.saturating_sub(1);
+            self.nodes[i].release();
+            if self.nodes[i].branches > 0 {
+                break;
+            }
+            n = self.nodes[i].parent;
+        }
+    }
+
+    /// The kernel's `is_state_visited`: true when a finished checkpoint here covers `cur`;
+    /// otherwise maybe makes `cur`'s state a new checkpoint.
+    fn visit(&mut self, cur: &mut Path) -> bool {
+        let pc = cur.pc;
+        // A long history forces a checkpoint (the kernel bounds its jump history so).
+        let force = cur.hist.len() >= 64;
+        let mut add = force || self.jumps - self.prev_jumps >= 2 && self.processed - self.prev_processed >= 8;
+        let mut list = std::mem::take(&mut self.explored[pc]);
+        let mut hit = None;
+        let mut i = 0;
+        while i < list.len() {
+            let n = list[i];
+            if self.nodes[n].branches > 0 {
+                // Inside a loop: different iterations rarely prune each other.
+                if !force && self.jumps - self.prev_jumps < 20 && self.processed - self.prev_processed < 100 {
+                    add = false;
+                }
+            } else if self.covers(&self.nodes[n].state, &cur.state, pc) {
+                self.nodes[n].hit += 1;
+                hit = Some(n);
+                break;
+            }
+            let node = &mut self.nodes[n];
+            if add {
+                node.miss += 1;
+            }
+            if node.miss > node.hit * 3 + 3 {
+                node.evicted = true;
+                node.release();
+                list.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(n) = hit {
+            self.explored[pc] = list;
+            self.propagate_precision(n, cur);
+            return true;
+        }
+        if add {
+            let id = self.nodes.len();
+            self.nodes.push(Node {
+                state: cur.state.clone(),
+                parent: cur.parent,
+                hist: std::mem::take(&mut cur.hist),
+                branches: 1,
+                hit: 0,
+                miss: 0,
+                evicted: false,
+            });
+            cur.parent = Some(id);
+            forget_precision(&mut cur.state);
+            self.prev_processed = self.processed;
+            self.prev_jumps = self.jumps;
+            list.push(id);
+        }
+        self.explored[pc] = list;
+        false
+    }
+
+    /// The kernel's `states_equal` (not exact): `old` allows everything `cur` can do.
+    fn covers(&self, old: &State, cur: &State, pc: usize) -> bool {
+        if old.len() != cur.len() {
+            return false;
+        }
+        let top = old.len() - 1;
+        for (i, (o, c)) in old.iter().zip(cur).enumerate() {
+            if o.callsite != c.callsite {
+                return false;
+            }
+            // Outer frames resume after their call: r6-r9 (and r10) are what survives.
+            let live = if i == top {
+                self.live[pc]
+            } else {
+                self.live.get(cur[i + 1].callsite as usize + 1).copied().unwrap_or(0) & 0x7c0
+            };
+            for r in 0..10 {
+                if live & (1 << r) != 0 && !val_covers(&o.regs[r], &c.regs[r]) {
+                    return false;
+                }
+            }
+            for s in 0..o.stack.len() {
+                if !slot_covers(o.slot(s), c.slot(s)) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// After pruning against `old`: what `old` needed precise, `cur`'s history needs too.
+    fn propagate_precision(&mut self, old: usize, cur: &Path) {
+        let mut bt = Backtrack::default();
+        for (f, frame) in self.nodes[old].state.iter().enumerate() {
+            for (r, v) in frame.regs.iter().enumerate() {
+                if matches!(v, Val::Scalar { precise: true, .. }) && cur.state[f].regs[r].sc().is_some() {
+                    bt.regs[f] |= 1 << r;
+                }
+            }
+            for (s, slot) in frame.stack.iter().enumerate() {
+                if matches!(slot, Slot::Spill(Val::Scalar { precise: true, .. })) {
+                    bt.slots[f] |= 1 << s;
+                }
+            }
+        }
+        self.backtrack(bt, &cur.hist, cur.parent);
+    }
+
+    /// The kernel's `mark_chain_precision`: registers `regs` of the current frame (and
+    /// stack slots `slots`) must be exact in every checkpoint whose values they came from.
+    fn mark_precise(&mut self, cur: &Path, regs: u16, slots: u64) {
+        let f = cur.state.len() - 1;
+        let mut bt = Backtrack::default();
+        for r in 0..10 {
+            if regs & (1 << r) != 0 && cur.state[f].regs[r].sc().is_some() {
+                bt.regs[f] |= 1 << r;
+            }
+        }
+        bt.slots[f] = slots;
+        self.backtrack(bt, &cur.hist, cur.parent);
+    }
+
+    fn backtrack(&mut self, mut bt: Backtrack, hist: &[Step], parent: Option<usize>) {
+        for &(pc, frame) in hist.iter().rev() {
+            back_step(&mut bt, self.insns[pc as usize], frame as usize);
+        }
+        let mut n = parent;
+        while let Some(i) = n {
+            if bt.is_empty() {
+                return;
+            }
+            mark_in(&mut bt, &mut self.nodes[i].state);
+            if bt.is_empty() {
+                return;
+            }
+            let node = &self.nodes[i];
+            for &(pc, frame) in node.hist.iter().rev() {
+                back_step(&mut bt, self.insns[pc as usize], frame as usize);
+            }
+            n = node.parent;
+        }
+    }
+
+    /// Executes the instruction at `cur.pc`: its effect on the state, the next pc, pending
+    /// branches.
+    fn step(&mut self, cur: &mut Path) -> Result<Next, Stop> {
+        let pc = cur.pc;
+        let insn = self.insns[pc];
+        let depth = cur.state.len() - 1;
+
+        let class = insn.class();
+        let mut next = Next::Go;
+        let mut new_pc = pc + 1;
+        match class {
+            isa::BPF_ALU | isa::BPF_ALU64 => self.alu(cur, insn, class == isa::BPF_ALU64),
+            isa::BPF_LD => {
+                let v = if insn.src == isa::BPF_PSEUDO_MAP_FD {
+                    Val::ptr(Kind::MapPtr(self.map_at.get(&pc).copied().unwrap_or(0)), 0)
+                } else {
+                    let hi = self.insns.get(pc + 1).map_or(0, |i| i.imm as u32 as u64);
+                    Val::scalar(Sc::konst((hi << 32) | insn.imm as u32 as u64))
+                };
+                cur.state[depth].regs[insn.dst as usize % 11] = v;
+                new_pc = pc + 2;
+            }
+            isa::BPF_LDX => self.load(cur, insn),
+            isa::BPF_ST | isa::BPF_STX => self.store(cur, insn),
+            _ => {
+                self.jumps += 1;
+                let op = insn.code & 0xf0;
+                if op == JmpOp::Ja as u8 {
+                    new_pc = (pc as i64 + insn.off as i64 + 1) as usize;
+                } else if op == JmpOp::Exit as u8 {
+                    match self.exit(cur) {
+                        Some(ret) => new_pc = ret,
+                        None => next = Next::End,
+                    }
+                } else if op == JmpOp::Call as u8 {
+                    if let Some(callee) = self.call(cur, insn, pc) {
+                        new_pc = callee;
+                    }
+                } else if let Some(p) = self.branch(cur, insn, pc)? {
+                    new_pc = p;
+                } else {
+                    next = Next::End;
+                }
+            }
+        }
+        cur.hist.push((pc as u32, depth as u8));
+        cur.pc = new_pc;
+        Ok(next)
+    }
+
+    fn reg(&self, cur: &Path, r: u8) -> Val {
+        cur.state.last().expect("a frame").regs[r as usize % 11]
+    }
+
+    fn set(&self, cur: &mut Path, r: u8, v: Val) {
+        if r < 10 {
+            cur.state.last_mut().expect("a frame").regs[r as usize] = v;
+        }
+    }
+
+    fn alu(&mut self, cur: &mut Path, insn: Insn, is64: bool) {
+        let op = alu_op(insn.code);
+        let dst = self.reg(cur, insn.dst);
+        let x = insn.code & isa::BPF_X != 0;
+        let src = if x {
+            self.reg(cur, insn.src)
+        } else {
+            Val::scalar(Sc::konst(if is64 {
+                insn.imm as i64 as u64
+            } else {
+                insn.imm as u32 as u64
+            }))
+        };
+        let v = match op {
+            AluOp::Mov => match src {
+                Val::Scalar { sc, .. } if insn.off != 0 => Val::scalar(scalar::sign_extend(sc, insn.off)),
+                Val::Scalar { sc, .. } if !is64 => Val::scalar(sc.low32()),
+                Val::Scalar { .. } if x => self.linked(cur, insn.src),
+                v @ Val::Scalar { .. } => v,
+                p @ Val::Ptr(_) if is64 => p,
+                _ => Val::scalar(Sc::UNKNOWN),
+            },
+            AluOp::End => match dst.sc() {
+                Some(sc) => Val::scalar(scalar::end(
+                    sc,
+                    insn.imm,
+                    insn.code & isa::BPF_X != 0 || class_is_alu64(insn),
+                )),
+                None => Val::scalar(Sc::UNKNOWN),
+            },
+            AluOp::Neg => Val::scalar(
+                dst.sc()
+                    .map_or(Sc::UNKNOWN, |a| scalar::alu(op, a, Sc::konst(0), is64, false)),
+            ),
+            _ => match (dst, src) {
+                (Val::Scalar { sc: a, .. }, Val::Scalar { sc: b, .. }) => {
+                    Val::scalar(scalar::alu(op, a, b, is64, insn.off == 1))
+                }
+                (Val::Ptr(p), Val::Scalar { sc, .. }) if is64 && matches!(op, AluOp::Add | AluOp::Sub) => {
+                    if x {
+                        self.mark_precise(cur, 1 << insn.src, 0);
+                    }
+                    let sc = if op == AluOp::Sub {
+                        scalar::alu(AluOp::Sub, Sc::konst(0), sc, true, false)
+                    } else {
+                        sc
+                    };
+                    Val::Ptr(self.offset(p, sc))
+                }
+                (Val::Scalar { sc, .. }, Val::Ptr(p)) if is64 && op == AluOp::Add => {
+                    self.mark_precise(cur, 1 << insn.dst, 0);
+                    Val::Ptr(self.offset(p, sc))
+                }
+                _ => Val::scalar(Sc::UNKNOWN),
+            },
+        };
+        self.set(cur, insn.dst, v);
+    }
+
+    /// Pointer `p` moved by `d` (the kernel's `adjust_ptr_min_max_vals`).
+    fn offset(&mut self, mut p: Ptr, d: Sc) -> Ptr {
+        match d.value() {
+            Some(k) => p.off = p.off.wrapping_add(k as i64),
+            None => {
+                p.var = scalar::alu(AluOp::Add, p.var, d, true, false);
+                if p.kind == Kind::Pkt || p.kind == Kind::PktMeta {
+                    p.id = self.new_id();
+                    p.range = 0;
+                }
+            }
+        }
+        p
+    }
+
+    fn load(&mut self, cur: &mut Path, insn: Insn) {
+        let size = size_bytes(insn.code);
+        let signed = insn.code & 0xe0 == 0x80;
+        let base = self.reg(cur, insn.src);
+        let v = match base {
+            Val::Ptr(p) => match p.kind {
+                Kind::Stack(f) if p.var.value() == Some(0) => {
+                    let off = p.off + insn.off as i64;
+                    match (slot_of(off), size) {
+                        (Some(s), 8) => match cur.state[f as usize].slot(s) {
+                            Slot::Spill(v) => v,
+                            Slot::Zero => Val::scalar(Sc::konst(0)),
+                            _ => Val::scalar(Sc::UNKNOWN),
+                        },
+                        (Some(s), n) if cur.state[f as usize].slot(s) == Slot::Zero => {
+                            let _ = n;
+                            Val::scalar(Sc::konst(0))
+                        }
+                        _ => Val::scalar(Sc::loaded(size, signed)),
+                    }
+                }
+                Kind::Ctx => self.ctx_field(p.off + insn.off as i64, size),
+                _ => Val::scalar(Sc::loaded(size, signed)),
+            },
+            _ => Val::scalar(Sc::loaded(size, signed)),
+        };
+        self.set(cur, insn.dst, v);
+    }
+
+    fn ctx_field(&mut self, off: i64, size: u32) -> Val {
+        let kind = match (self.hook, off) {
+            (Hook::Xdp, 0) | (Hook::Tc, 76) => Kind::Pkt,
+            (Hook::Xdp, 4) | (Hook::Tc, 80) => Kind::PktEnd,
+            (Hook::Xdp, 8) | (Hook::Tc, 140) => Kind::PktMeta,
+            (Hook::Netfilter, _) if size == 8 => Kind::Btf,
+            _ => return Val::scalar(Sc::loaded(size, false)),
+        };
+        Val::ptr(kind, 0)
+    }
+
+    fn store(&mut self, cur: &mut Path, insn: Insn) {
+        let size = size_bytes(insn.code);
+        let Val::Ptr(p) = self.reg(cur, insn.dst) else {
+            return;
+        };
+        let Kind::Stack(f) = p.kind else {
+            return;
+        };
+        let atomic = insn.code & 0xe0 == isa::BPF_ATOMIC;
+        let frame = &mut cur.state[f as usize];
+        let off = p.off + insn.off as i64;
+        if p.var.value() != Some(0) || atomic {
+            // A variable offset may write any byte it reaches.
+            let lo = off + p.var.smin.max(-512);
+            let hi = off + p.var.smax.min(512) + size as i64;
+            for o in (lo..hi).step_by(8) {
+                if let Some(s) = slot_of(o) {
+                    frame.set_slot(s, Slot::Misc);
+                }
+            }
+            return;
+        }
+        let Some(s) = slot_of(off) else { return };
+        let v = if insn.class() == isa::BPF_STX && size == 8 {
+            self.linked(cur, insn.src)
+        } else if insn.class() == isa::BPF_STX {
+            cur.state[cur.state.len() - 1].regs[insn.src as usize % 11]
+        } else {
+            Val::scalar(Sc::konst(insn.imm as i64 as u64))
+        };
+        let frame = &mut cur.state[f as usize];
+        // An 8-byte register store is a spill (precision follows it back to the register);
+        // `*(u64 *)(r10 - k) = 0` makes a zero slot, as in the kernel.
+        let zero = matches!(v, Val::Scalar { sc, .. } if sc.value() == Some(0));
+        let stx = insn.class() == isa::BPF_STX;
+        let slot = match (size, off % 8 == 0) {
+            (8, true) if zero && !stx => Slot::Zero,
+            (8, true) => Slot::Spill(v),
+            _ if zero && frame.slot(s) == Slot::Zero => Slot::Zero,
+            _ => Slot::Misc,
+        };
+        frame.set_slot(s, slot);
+    }
+
+    /// A call: a helper or kfunc changes r0-r5, a separately verified function returns a
+    /// scalar, a static function gets a new frame (returns its first pc).
+    fn call(&mut self, cur: &mut Path, insn: Insn, pc: usize) -> Option<usize> {
+        let depth = cur.state.len() - 1;
+        if insn.src == isa::BPF_PSEUDO_CALL {
+            let target = (pc as i64 + insn.imm as i64 + 1) as usize;
+            if let Some(params) = self.global.get(&target) {
+                // Pointer arguments: the callee may write the memory they point at.
+                for (i, p) in params.iter().enumerate() {
+                    if *p == ParamType::ScalarPtr {
+                        self.clobber_mem(cur, self.reg(cur, i as u8 + 1), Sc::konst(8));
+                    }
+                }
+                self.clobber_caller_saved(cur);
+                self.set(cur, 0, Val::scalar(Sc::UNKNOWN));
+                return None;
+            }
+            if depth + 1 >= MAX_FRAMES {
+                return None;
+            }
+            let mut frame = Frame::new(pc as u32, depth + 1);
+            frame.regs[1..6].copy_from_slice(&cur.state[depth].regs[1..6]);
+            cur.state.push(frame);
+            return Some(target);
+        }
+        if insn.src == isa::BPF_PSEUDO_KFUNC_CALL {
+            let name = self.kfunc_at.get(&pc).copied().unwrap_or("");
+            let r0 = match name {
+                "bpf_dynptr_slice" | "bpf_dynptr_slice_rdwr" => {
+                    self.mark_precise(cur, 1 << 4, 0);
+                    let buf = self.reg(cur, 3);
+                    let len = self.reg(cur, 4).sc().unwrap_or(Sc::UNKNOWN);
+                    self.clobber_mem(cur, buf, len);
+                    self.maybe_null(Kind::Mem)
+                }
+                "bpf_dynptr_from_skb" => {
+                    let d = self.reg(cur, 3);
+                    self.clobber_mem(cur, d, Sc::konst(16));
+                    Val::scalar(Sc::UNKNOWN)
+                }
+                _ => Val::scalar(Sc::UNKNOWN),
+            };
+            self.clobber_caller_saved(cur);
+            self.set(cur, 0, r0);
+            return None;
+        }
+        let id = insn.imm;
+        let sizes: &[u8] = match id {
+            h::SKB_STORE_BYTES | h::SKB_LOAD_BYTES | h::XDP_LOAD_BYTES | h::XDP_STORE_BYTES => &[4],
+            h::CSUM_DIFF => &[2, 4],
+            h::RINGBUF_OUTPUT => &[3],
+            h::RINGBUF_RESERVE | h::STRNCMP | h::DYNPTR_FROM_MEM | h::DYNPTR_READ | h::TRACE_PRINTK => &[2],
+            h::DYNPTR_WRITE => &[4],
+            h::DYNPTR_DATA => &[3],
+            _ => &[],
+        };
+        let mask = sizes.iter().fold(0u16, |m, r| m | 1 << r);
+        if mask != 0 {
+            self.mark_precise(cur, mask, 0);
+        }
+        match id {
+            h::SKB_LOAD_BYTES | h::XDP_LOAD_BYTES => {
+                let (buf, len) = (self.reg(cur, 3), self.reg(cur, 4));
+                self.clobber_mem(cur, buf, len.sc().unwrap_or(Sc::UNKNOWN));
+            }
+            h::DYNPTR_READ => {
+                let (buf, len) = (self.reg(cur, 1), self.reg(cur, 2));
+                self.clobber_mem(cur, buf, len.sc().unwrap_or(Sc::UNKNOWN));
+            }
+            _ => {}
+        }
+        let r0 = match id {
+            h::MAP_LOOKUP_ELEM | h::MAP_LOOKUP_PERCPU_ELEM => self.lookup(cur),
+            h::RINGBUF_RESERVE => self.maybe_null(Kind::Mem),
+            _ => Val::scalar(Sc::UNKNOWN),
+        };
+        if changes_packet(id) {
+            for frame in cur.state.iter_mut() {
+                for r in frame.regs.iter_mut() {
+                    if is_packet(r) {
+                        *r = Val::scalar(Sc::UNKNOWN);
+                    }
+                }
+                for s in frame.stack.iter_mut() {
+                    if matches!(s, Slot::Spill(v) if is_packet(v)) {
+                        *s = Slot::Spill(Val::scalar(Sc::UNKNOWN));
+                    }
+                }
+            }
+        }
+        self.clobber_caller_saved(cur);
+        self.set(cur, 0, r0);
+        None
+    }
+
+    /// `bpf_map_lookup_elem`: a value pointer, not null when the map is an array and the key
+    /// a constant inside it (the kernel then needs that key precise).
+    fn lookup(&mut self, cur: &mut Path) -> Val {
+        let map = match self.reg(cur, 1) {
+            Val::Ptr(Ptr {
+                kind: Kind::MapPtr(m), ..
+            }) => m,
+            _ => return Val::scalar(Sc::UNKNOWN),
+        };
+        let info = self.maps.get(map as usize).copied();
+        let mut maybe_null = true;
+        if let (Some(info), Val::Ptr(p)) = (info, self.reg(cur, 2)) {
+            if let (true, Kind::Stack(f), Some(s)) = (info.kind.is_array(), p.kind, slot_of(p.off)) {
+                let key = match cur.state[f as usize].slot(s) {
+                    Slot::Zero => Some(0),
+                    Slot::Spill(Val::Scalar { sc, .. }) => sc.value().map(|v| v & 0xffff_ffff),
+                    _ => None,
+                };
+                if let Some(k) = key {
+                    // The kernel relies on the key's value, so it needs the spilled key exact.
+                    let top = f as usize == cur.state.len() - 1;
+                    if p.off % 8 == 0 && top && matches!(cur.state[f as usize].slot(s), Slot::Spill(_)) {
+                        self.mark_precise(cur, 0, 1 << s);
+                    }
+                    maybe_null = k >= info.max_entries as u64;
+                }
+            }
+        }
+        let id = self.new_id();
+        Val::Ptr(Ptr {
+            id,
+            maybe_null,
+            ..ptr_of(Kind::MapValue(map))
+        })
+    }
+
+    /// A copy of scalar register `r`, linked to it (an unknown value gets an id first).
+    fn linked(&mut self, cur: &mut Path, r: u8) -> Val {
+        let f = cur.state.len() - 1;
+        if let Val::Scalar { sc, id: id @ 0, .. } = &mut cur.state[f].regs[r as usize % 11] {
+            if sc.value().is_none() {
+                self.next_id += 1;
+                *id = self.next_id;
+            }
+        }
+        cur.state[f].regs[r as usize % 11]
+    }
+
+    fn clobber_caller_saved(&self, cur: &mut Path) {
+        for r in 1..6 {
+            self.set(cur, r, Val::Uninit);
+        }
+    }
+
+    /// Stack bytes written through `ptr` (up to `len`) lose what they held.
+    fn clobber_mem(&self, cur: &mut Path, ptr: Val, len: Sc) {
+        let Val::Ptr(Ptr {
+            kind: Kind::Stack(f),
+            off,
+            var,
+            ..
+        }) = ptr
+        else {
+            return;
+        };
+        let lo = off + var.smin.max(-512);
+        let hi = off + var.smax.min(512) + len.umax.min(512) as i64;
+        for o in (lo..hi).step_by(8) {
+            if let Some(s) = slot_of(o) {
+                cur.state[f as usize].set_slot(s, Slot::Misc);
+            }
+        }
+    }
+
+    /// `exit`: the return pc in the caller, or None at the end of a program.
+    fn exit(&mut self, cur: &mut Path) -> Option<usize> {
+        if cur.state.len() == 1 {
+            if self.hook == Hook::Netfilter && !self.in_subfunction {
+                // The kernel checks the verdict's range, so it needs r0 exact.
+                self.mark_precise(cur, 1, 0);
+            }
+            return None;
+        }
+        let callee = cur.state.pop().expect("a frame");
+        let r0 = callee.regs[0];
+        self.clobber_caller_saved(cur);
+        self.set(cur, 0, r0);
+        // Pointers into the callee's frame are dangling now (the kernel refuses their use).
+        let depth = cur.state.len();
+        for_each_val(&mut cur.state, |v| {
+            if matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth) {
+                *v = Val::scalar(Sc::UNKNOWN);
+            }
+        });
+        Some(callee.callsite as usize + 1)
+    }
+
+    /// A conditional jump: the pc to continue at (None when neither way is possible); the
+    /// other way, if possible too, is pushed.
+    fn branch(&mut self, cur: &mut Path, insn: Insn, pc: usize) -> Result<Option<usize>, Stop> {
+        let op = runtime_bpf::interp::alu::jmp_cond(insn.code);
+        let is32 = insn.class() == isa::BPF_JMP32;
+        let x = insn.code & isa::BPF_X != 0;
+        let a = self.reg(cur, insn.dst);
+        let b = if x {
+            self.reg(cur, insn.src)
+        } else {
+            Val::scalar(Sc::konst(insn.imm as i64 as u64))
+        };
+        let target = (pc as i64 + insn.off as i64 + 1) as usize;
+        let taken = match (a, b) {
+            (Val::Scalar { sc: sa, .. }, Val::Scalar { sc: sb, .. }) => {
+                let (va, vb) = if is32 { (sa.low32(), sb.low32()) } else { (sa, sb) };
+                let t = op.and_then(|op| scalar::decide(op, &va, &vb));
+                if t.is_some() {
+                    let mask = (1u16 << insn.dst) | if x { 1 << insn.src } else { 0 };
+                    self.mark_precise(cur, mask, 0);
+                }
+                t
+            }
+            (Val::Ptr(p), Val::Scalar { sc, .. }) | (Val::Scalar { sc, .. }, Val::Ptr(p))
+                if sc.value() == Some(0) && !p.maybe_null && matches!(op, Some(JmpOp::Jeq | JmpOp::Jne)) =>
+            {
+                Some(op == Some(JmpOp::Jne))
+            }
+            _ => None,
+        };
+        if let Some(t) = taken {
+            return Ok(Some(if t { target } else { pc + 1 }));
+        }
+        let mut other = cur.clone();
+        if let Some(op) = op {
+            self.narrow(&mut other, insn, op, x, is32);
+            self.narrow(cur, insn, op.negate(), x, is32);
+        }
+        let other_possible = possible(&other.state);
+        let this_possible = possible(&cur.state);
+        match (this_possible, other_possible) {
+            (true, true) => {
+                other.pc = target;
+                other.hist.push((pc as u32, (cur.state.len() - 1) as u8));
+                if let Some(p) = other.parent {
+                    self.nodes[p].branches += 1;
+                }
+                self.pending.push(other);
+                self.max_pending = self.max_pending.max(self.pending.len());
+                if self.pending.len() > self.limits.pending {
+                    return Err(Stop::Limit(Verdict::TooManyJumps));
+                }
+                Ok(Some(pc + 1))
+            }
+            (true, false) => Ok(Some(pc + 1)),
+            (false, true) => {
+                *cur = other;
+                Ok(Some(target))
+            }
+            (false, false) => Ok(None),
+        }
+    }
+
+    /// What `dst op src` holding tells about the registers (ranges, null tests, packet
+    /// bounds).
+    fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) {
+        let f = path.state.len() - 1;
+        let a = path.state[f].regs[insn.dst as usize % 11];
+        let b = if x {
+            path.state[f].regs[insn.src as usize % 11]
+        } else {
+            Val::scalar(Sc::konst(insn.imm as i64 as u64))
+        };
+        match (a, b) {
+            (Val::Scalar { sc: mut sa, id: ia, .. }, Val::Scalar { sc: mut sb, id: ib, .. }) if !is32 => {
+                scalar::refine(op, &mut sa, &mut sb);
+                set_range(path, insn.dst, ia, sa);
+                if x {
+                    set_range(path, insn.src, ib, sb);
+                }
+            }
+            (Val::Ptr(p), Val::Scalar { sc, .. }) if p.maybe_null && sc.value() == Some(0) => match op {
+                JmpOp::Jeq => set_null(&mut path.state, p.id, true),
+                JmpOp::Jne => set_null(&mut path.state, p.id, false),
+                _ => {}
+            },
+            (Val::Ptr(p), Val::Ptr(e)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
+                packet_bound(&mut path.state, p, op)
+            }
+            (Val::Ptr(e), Val::Ptr(p)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
+                packet_bound(&mut path.state, p, op.swap())
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Register `r` (and every copy linked to it by `id`) now holds values in `sc`.
+fn set_range(path: &mut Path, r: u8, id: u32, sc: Sc) {
+    let f = path.state.len() - 1;
+    if let Val::Scalar { sc: s, .. } = &mut path.state[f].regs[r as usize % 11] {
+        *s = sc;
+    }
+    if id == 0 {
+        return;
+    }
+    for_each_val(&mut path.state, |v| {
+        if let Val::Scalar { sc: s, id: i, .. } = v {
+            if *i == id {
+                *s = sc;
+            }
+        }
+    });
+}
+
+/// `pkt op pkt_end` holds: packet pointers like `pkt` may access up to its offset.
+fn packet_bound(state: &mut State, p: Ptr, op: JmpOp) {
+    let range = match op {
+        JmpOp::Jle => p.off,
+        JmpOp::Jlt => p.off + 1,
+        _ => return,
+    };
+    if p.off < 0 || p.var.umax > 0xffff {
+        return;
+    }
+    for_each_val(state, |v| {
+        if let Val::Ptr(q) = v {
+            if q.kind == Kind::Pkt && q.id == p.id {
+                q.range = q.range.max(range);
+            }
+        }
+    });
+}
+
+/// A null test of pointer `id` went one way.
+fn set_null(state: &mut State, id: u32, null: bool) {
+    for_each_val(state, |v| {
+        if let Val::Ptr(q) = v {
+            if q.maybe_null && q.id == id {
+                if null {
+                    *v = Val::scalar(Sc::konst(0));
+                } else {
+                    q.maybe_null = false;
+                }
+            }
+        }
+    });
+}
+
+fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val)) {
+    for frame in state.iter_mut() {
+        frame.regs.iter_mut().for_each(&mut f);
+        for s in frame.stack.iter_mut() {
+            if let Slot::Spill(v) = s {
+                f(v);
+            }
+        }
+    }
+}
+
+/// A state whose ranges are all non-empty (a refinement that empties one is a dead branch).
+fn possible(state: &State) -> bool {
+    state
+        .last()
+        .is_none_or(|f| f.regs.iter().all(|v| v.sc().is_none_or(|s| !s.is_empty())))
+}
+
+fn is_packet(v: &Val) -> bool {
+    matches!(v, Val::Ptr(p) if matches!(p.kind, Kind::Pkt | Kind::PktEnd | Kind::PktMeta))
+}
+
+fn changes_packet(id: i32) -> bool {
+    matches!(
+        id,
+        h::SKB_STORE_BYTES
+            | h::L3_CSUM_REPLACE
+            | h::L4_CSUM_REPLACE
+            | h::SKB_PULL_DATA
+            | h::XDP_ADJUST_HEAD
+            | h::XDP_ADJUST_TAIL
+    )
+}
+
+/// After a checkpoint the current state starts imprecise: precision is found again by
+/// backtracking when needed (the kernel's `mark_all_scalars_imprecise`).
+fn forget_precision(state: &mut State) {
+    for_each_val(state, |v| {
+        if let Val::Scalar { precise, .. } = v {
+            *precise = false;
+        }
+    });
+}
+
+/// The kernel's `regsafe` (not exact): anything `cur` holds is allowed where `old` was.
+fn val_covers(old: &Val, cur: &Val) -> bool {
+    match (old, cur) {
+        (Val::Uninit, _) => true,
+        (Val::Scalar { sc: o, precise, .. }, Val::Scalar { sc: c, .. }) => !precise || o.contains(c),
+        (Val::Ptr(o), Val::Ptr(c)) => {
+            o.kind == c.kind
+                && o.off == c.off
+                && o.maybe_null == c.maybe_null
+                && o.var.contains(&c.var)
+                && match o.kind {
+                    Kind::Pkt | Kind::PktMeta => o.range <= c.range,
+                    _ => true,
+                }
+        }
+        _ => false,
+    }
+}
+
+/// The kernel's `stacksafe` for one slot (misc and uninitialised slots of `old` allow
+/// anything: luabpf programs load with CAP_BPF and CAP_PERFMON).
+fn slot_covers(old: Slot, cur: Slot) -> bool {
+    match (old, cur) {
+        (Slot::Invalid | Slot::Misc, _) => true,
+        (Slot::Zero, Slot::Zero) => true,
+        (Slot::Spill(o @ Val::Scalar { .. }), Slot::Misc) => val_covers(&o, &Val::scalar(Sc::UNKNOWN)),
+        (Slot::Spill(o @ Val::Scalar { .. }), Slot::Zero) => val_covers(&o, &Val::scalar(Sc::konst(0))),
+        (Slot::Spill(o), Slot::Spill(c)) => val_covers(&o, &c),
+        _ => false,
+    }
+}
+
+/// Marks the registers and slots of `bt` precise in a checkpoint's state; those already
+/// precise there (and non-scalars) need not be followed further back.
+fn mark_in(bt: &mut Backtrack, state: &mut State) {
+    for f in 0..MAX_FRAMES {
+        let Some(frame) = state.get_mut(f) else {
+            bt.regs[f] = 0;
+            bt.slots[f] = 0;
+            continue;
+        };
+        for r in 0..11 {
+            if bt.regs[f] & (1 << r) == 0 {
+                continue;
+            }
+            match &mut frame.regs[r] {
+                Val::Scalar { precise: p @ false, .. } => *p = true,
+                _ => bt.regs[f] &= !(1 << r),
+            }
+        }
+        for s in 0..SLOTS {
+            if bt.slots[f] & (1 << s) == 0 {
+                continue;
+            }
+            match frame.stack.get_mut(s) {
+                Some(Slot::Spill(Val::Scalar { precise: p @ false, .. })) => *p = true,
+                _ => bt.slots[f] &= !(1 << s),
+            }
+        }
+    }
+}
+
+/// One instruction of the kernel's `backtrack_insn`, run backwards: which earlier registers
+/// and slots the marked ones came from.
+fn back_step(bt: &mut Backtrack, insn: Insn, frame: usize) {
+    let f = frame.min(MAX_FRAMES - 1);
+    let regs = &mut bt.regs[f];
+    let (d, s) = (insn.dst as usize & 15, insn.src as usize & 15);
+    let x = insn.code & isa::BPF_X != 0;
+    match insn.class() {
+        isa::BPF_ALU | isa::BPF_ALU64 => {
+            if *regs & (1 << d) == 0 {
+                return;
+            }
+            let op = alu_op(insn.code);
+            if op == AluOp::Mov {
+                *regs &= !(1 << d);
+            }
+            if x && !matches!(op, AluOp::Neg | AluOp::End) {
+                *regs |= 1 << s;
+            }
+        }
+        isa::BPF_LD => *regs &= !(1 << d),
+        isa::BPF_LDX => {
+            if *regs & (1 << d) == 0 {
+                return;
+            }
+            *regs &= !(1 << d);
+            if s == 10 {
+                if let Some(slot) = slot_of(insn.off as i64) {
+                    bt.slots[f] |= 1 << slot;
+                }
+            }
+        }
+        isa::BPF_ST | isa::BPF_STX => {
+            if d != 10 {
+                return;
+            }
+            let Some(slot) = slot_of(insn.off as i64) else { return };
+            if bt.slots[f] & (1 << slot) == 0 {
+                return;
+            }
+            bt.slots[f] &= !(1 << slot);
+            if insn.class() == isa::BPF_STX {
+                *regs |= 1 << s;
+            }
+        }
+        _ => {
+            let op = insn.code & 0xf0;
+            if op == JmpOp::Call as u8 {
+                if insn.src == isa::BPF_PSEUDO_CALL
+                    && f + 1 < MAX_FRAMES
+                    && (bt.regs[f + 1] != 0 || bt.slots[f + 1] != 0)
+                {
+                    // Back from the callee's first instruction to the call: its r1-r5 are ours.
+                    let args = bt.regs[f + 1] & 0x3e;
+                    bt.regs[f + 1] = 0;
+                    bt.slots[f + 1] = 0;
+                    bt.regs[f] = (bt.regs[f] & !1) | args;
+                } else {
+                    bt.regs[f] &= !0x3f;
+                }
+            } else if op == JmpOp::Exit as u8 {
+                // Back into a callee from after its return: our r0 is its r0.
+                if f > 0 && bt.regs[f - 1] & 1 != 0 {
+                    bt.regs[f - 1] &= !1;
+                    bt.regs[f] |= 1;
+                }
+            } else if op != JmpOp::Ja as u8 && x && *regs & ((1 << d) | (1 << s)) != 0 {
+                *regs |= (1 << d) | (1 << s);
+            }
+        }
+    }
+}
+
+fn alu_op(code: u8) -> AluOp {
+    runtime_bpf::interp::alu::alu_op(code).unwrap_or(AluOp::End)
+}
+
+fn class_is_alu64(insn: Insn) -> bool {
+    insn.class() == isa::BPF_ALU64
+}
+
+fn size_bytes(code: u8) -> u32 {
+    match code & 0x18 {
+        isa::BPF_B => 1,
+        isa::BPF_H => 2,
+        isa::BPF_W => 4,
+        _ => 8,
+    }
+}
+
+/// The kernel's prune points: conditional jumps and their targets, targets of `goto`, the
+/// instruction after a call, local calls.
+fn prune_points(insns: &[Insn]) -> Vec<bool> {
+    let mut p = vec![false; insns.len() + 2];
+    let mut i = 0;
+    while i < insns.len() {
+        let insn = insns[i];
+        let class = insn.class();
+        if class == isa::BPF_JMP || class == isa::BPF_JMP32 {
+            let op = insn.code & 0xf0;
+            let target = (i as i64 + insn.off as i64 + 1).clamp(0, insns.len() as i64) as usize;
+            if op == JmpOp::Call as u8 {
+                p[i + 1] = true;
+                if insn.src == isa::BPF_PSEUDO_CALL {
+                    p[i] = true;
+                }
+            } else if op == JmpOp::Ja as u8 {
+                p[target] = true;
+            } else if op != JmpOp::Exit as u8 {
+                p[i] = true;
+                p[target] = true;
+            }
+        }
+        i += if insn.is_ld_imm64() { 2 } else { 1 };
+    }
+    p.truncate(insns.len());
+    p
+}
+
+/// Registers each instruction reads, and writes (for the liveness below).
+fn uses_defs(insn: Insn) -> (u16, u16) {
+    let (d, s) = (1u16 << (insn.dst & 15), 1u16 << (insn.src & 15));
+    let x = insn.code & isa::BPF_X != 0;
+    match insn.class() {
+        isa::BPF_ALU | isa::BPF_ALU64 => {
+            let op = alu_op(insn.code);
+            let src = if x && !matches!(op, AluOp::Neg | AluOp::End) {
+                s
+            } else {
+                0
+            };
+            (src | if op == AluOp::Mov { 0 } else { d }, d)
+        }
+        isa::BPF_LD => (0, d),
+        isa::BPF_LDX => (s, d),
+        isa::BPF_ST => (d, 0),
+        isa::BPF_STX => (d | s, if insn.code & 0xe0 == isa::BPF_ATOMIC { s | 1 } else { 0 }),
+        _ => {
+            let op = insn.code & 0xf0;
+            if op == JmpOp::Call as u8 {
+                let args = if insn.src == 0 {
+                    h::HELPERS
+                        .get((insn.imm as usize).wrapping_sub(1))
+                        .map_or(5, |h| if h.variadic { 5 } else { h.args })
+                } else {
+                    5
+                };
+                (((1u16 << (args + 1)) - 1) & !1, 0x3f)
+            } else if op == JmpOp::Exit as u8 {
+                (1, 0)
+            } else if op == JmpOp::Ja as u8 {
+                (0, 0)
+            } else {
+                (d | if x { s } else { 0 }, 0)
+            }
+        }
+    }
+}
+
+/// Registers live before each instruction, r0-r9 (the kernel's `compute_live_registers`):
+/// a checkpoint compares only those.
+fn live_registers(insns: &[Insn]) -> Vec<u16> {
+    let n = insns.len();
+    let mut live = vec![0u16; n];
+    let succ = |i: usize| -> Vec<usize> {
+        let insn = insns[i];
+        let class = insn.class();
+        let next = i + if insn.is_ld_imm64() { 2 } else { 1 };
+        if class == isa::BPF_JMP || class == isa::BPF_JMP32 {
+            let op = insn.code & 0xf0;
+            let target = (i as i64 + insn.off as i64 + 1) as usize;
+            if op == JmpOp::Exit as u8 {
+                return vec![];
+            } else if op == JmpOp::Ja as u8 {
+                return vec![target];
+            } else if op != JmpOp::Call as u8 {
+                return vec![next, target];
+            }
+        }
+        vec![next]
+    };
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in (0..n).rev() {
+            let out = succ(i).into_iter().filter(|&j| j < n).fold(0u16, |m, j| m | live[j]);
+            let (u, d) = uses_defs(insns[i]);
+            let v = (u | (out & !d)) & 0x3ff;
+            if v != live[i] {
+                live[i] = v;
+                changed = true;
+            }
+        }
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_bpf::isa::{Reg, R0, R1, R2};
+
+    fn code(insns: Vec<Insn>) -> ProgramCode {
+        ProgramCode {
+            name: "t".into(),
+            section: "xdp".into(),
+            locs: vec![Default::default(); insns.len()],
+            insns,
+            map_relocs: vec![],
+            kfunc_relocs: vec![],
+            subfunctions: vec![],
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        insns: 1_000_000,
+        pending: 8192,
+    };
+
+    /// The walk runs on the compiler's own code, but must not panic on any instructions.
+    #[test]
+    fn instruction_soup_never_panics() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            let n = 1 + next() % 40;
+            let insns: Vec<Insn> = (0..n)
+                .map(|_| {
+                    let r = next();
+                    Insn::new(
+                        r as u8,
+                        (r >> 8) as u8 % 12,
+                        (r >> 16) as u8 % 12,
+                        (r >> 24) as i16 % 8,
+                        (r >> 40) as i32,
+                    )
+                })
+                .collect();
+            let mut c = code(insns);
+            c.map_relocs.push((0, 3));
+            let limits = Limits {
+                insns: 10_000,
+                pending: 100,
+            };
+            walk(&c, &[], Hook::Tc, limits);
+        }
+    }
+
+    #[test]
+    fn a_constant_loop_is_walked_once_per_iteration() {
+        // r0 = 0; r1 = 0; loop: r1 += 1; if r1 < 10 goto loop; exit
+        let c = code(vec![
+            Insn::mov64_imm(R0, 0),
+            Insn::mov64_imm(R1, 0),
+            Insn::alu64_imm(AluOp::Add, R1, 1),
+            Insn::jmp_imm(JmpOp::Jlt, R1, 10, -2),
+            Insn::exit(),
+        ]);
+        let w = walk(&c, &[], Hook::Xdp, LIMITS);
+        assert_eq!(w.verdict, Verdict::Fits);
+        assert_eq!(w.processed, 2 + 2 * 10 + 1);
+    }
+
+    #[test]
+    fn unknown_values_joined_after_a_branch_are_pruned() {
+        // Sixteen diamonds on an unknown r2, each setting r0 to 0 or 1 then dropping it.
+        let mut insns = vec![Insn::load(runtime_bpf::isa::Size::W, R2, R1, 16)];
+        for _ in 0..16 {
+            insns.push(Insn::jmp_imm(JmpOp::Jeq, R2, 7, 2));
+            insns.push(Insn::mov64_imm(R0, 1));
+            insns.push(Insn::ja(1));
+            insns.push(Insn::mov64_imm(R0, 2));
+        }
+        insns.push(Insn::mov64_imm(R0, 2));
+        insns.push(Insn::exit());
+        let w = walk(&code(insns), &[], Hook::Xdp, LIMITS);
+        assert!(w.processed < 200, "{}", w.processed);
+    }
+
+    #[test]
+    fn constants_that_decide_later_branches_multiply_the_paths() {
+        // Each diamond leaves r3 = 0 or 1 in a different bit, and at the end each value of r3
+        // is compared with a constant: the verifier needs r3 exact, so no path merges.
+        let mut insns = vec![
+            Insn::load(runtime_bpf::isa::Size::W, R2, R1, 16),
+            Insn::mov64_imm(Reg(3), 0),
+        ];
+        for k in 0..12 {
+            insns.push(Insn::jmp_imm(JmpOp::Jset, R2, 1 << k, 1));
+            insns.push(Insn::alu64_imm(AluOp::Or, Reg(3), 1 << k));
+        }
+        insns.push(Insn::jmp_imm(JmpOp::Jeq, Reg(3), 5, 0));
+        insns.push(Insn::mov64_imm(R0, 2));
+        insns.push(Insn::exit());
+        let w = walk(&code(insns), &[], Hook::Xdp, LIMITS);
+        assert!(w.processed > 4096, "{}", w.processed);
+    }
+}
