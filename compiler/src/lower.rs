@@ -2285,10 +2285,21 @@ impl<'a> Lowerer<'a> {
             }
             (None, None) => round8(a.buf.cap().max(b.buf.cap())),
         };
+        // Against a map string (trailing zeros not counted), a known length is the other
+        // string's length too only if its last byte is not zero: "ab\0" is not "ab".
+        let known_side = match (a.len, b.len) {
+            (Some(k), None) => Some((k, true)),
+            (None, Some(k)) => Some((k, false)),
+            _ => None,
+        };
+        let mut known_words = Vec::new();
         let mut off = 0;
         while off < n {
             let x = self.str_word(&a, off);
             let y = self.str_word(&b, off);
+            if let Some((_, a_known)) = known_side {
+                known_words.push(if a_known { x } else { y });
+            }
             let next = self.f.new_block();
             match (x, y) {
                 (Operand::Imm(p), Operand::Imm(q)) => {
@@ -2304,10 +2315,72 @@ impl<'a> Lowerer<'a> {
             self.switch_to(next);
             off += 8;
         }
+        if let Some((known, _)) = known_side {
+            self.last_byte_nonzero(known, &known_words, done);
+        }
         self.push(Inst::Const { dst: out, imm: 1 });
         self.jump(done);
         self.switch_to(done);
         out
+    }
+
+    /// Goes on when a string of length `len` (0 allowed) whose 8-byte words are `words` does
+    /// not end in a zero byte, else jumps to `fail`. The words are already loaded, so the byte
+    /// is picked out by shifts, not loaded from a run-time offset.
+    fn last_byte_nonzero(&mut self, len: Operand, words: &[Operand], fail: Block) {
+        let ok = self.f.new_block();
+        let byte_of = |w: Operand, shift: u32| match w {
+            Operand::Imm(i) => Operand::Imm((i >> shift) & 0xff),
+            v => v,
+        };
+        match len {
+            Operand::Imm(0) => {}
+            Operand::Imm(k) => {
+                let idx = (k - 1) as usize;
+                match words.get(idx / 8).copied().unwrap_or(Operand::Imm(0)) {
+                    Operand::Imm(w) => {
+                        if byte_of(Operand::Imm(w), (idx % 8) as u32 * 8) == Operand::Imm(0) {
+                            self.jump(fail);
+                            self.switch_to(ok);
+                            return;
+                        }
+                    }
+                    Operand::Value(w) => {
+                        let t = self.bin(BinOp::Rsh, Operand::Value(w), Operand::Imm((idx % 8) as i64 * 8));
+                        let t = self.bin(BinOp::And, Operand::Value(t), Operand::Imm(0xff));
+                        self.branch(JmpOp::Jeq, t, Operand::Imm(0), fail, ok);
+                        self.switch_to(ok);
+                        return;
+                    }
+                }
+            }
+            Operand::Value(l) => {
+                let mut next = self.f.new_block();
+                self.branch(JmpOp::Jeq, l, Operand::Imm(0), ok, next);
+                for (i, w) in words.iter().enumerate() {
+                    self.switch_to(next);
+                    let test = self.f.new_block();
+                    next = self.f.new_block();
+                    if i + 1 < words.len() {
+                        self.branch(JmpOp::Jle, l, Operand::Imm(8 * (i as i64 + 1)), test, next);
+                    } else {
+                        self.jump(test);
+                    }
+                    self.switch_to(test);
+                    // (len - 1 - 8i) * 8: the bit offset of the last byte within word i.
+                    let shift = self.bin(BinOp::Sub, Operand::Value(l), Operand::Imm(1 + 8 * i as i64));
+                    let shift = self.bin(BinOp::Lsh, Operand::Value(shift), Operand::Imm(3));
+                    let w = self.reg(*w);
+                    let t = self.bin(BinOp::Rsh, Operand::Value(w), Operand::Value(shift));
+                    let t = self.bin(BinOp::And, Operand::Value(t), Operand::Imm(0xff));
+                    self.branch(JmpOp::Jeq, t, Operand::Imm(0), fail, ok);
+                }
+                // Reached only without any word (an empty buffer), where the length is 0.
+                self.switch_to(next);
+            }
+        }
+        self.jump(ok);
+        self.switch_to(ok);
     }
 
     /// The 8-byte word at `off` of a zero-padded string (zero past its buffer).

@@ -1082,6 +1082,70 @@ fn strings() {
     t.finish("strings");
 }
 
+/// A map's `cN` string has no trailing zeros (they are padding), so a packet string equals it
+/// only if it has the same bytes *and* does not end in a zero byte: "ab\0" is not "ab", as in
+/// Lua. (A `cN` map *key* is the other way round, see `strings`.) Every length around the
+/// word boundaries, against map strings of 0, 2, 7, 8, 9 and 16 bytes.
+#[test]
+fn strings_against_map_strings() {
+    if !kernel("strings_against_map_strings") {
+        return;
+    }
+    let mut t = Tally::default();
+    let src = "local map = require \"bpf.map\"\n\
+               local vals = map.array(\"vals\", { key = \"I4\", value = \"c16\", entries = 1 })\n"
+        .to_string()
+        + &program(
+            "  local n = p:getint64(14)\n  local s = p:getstring(40, n)\n  local v = vals[0]\n  \
+             local r = 0\n  if v and s == v then r = 1 end\n  if v and v ~= s then r = r + 2 end\n  \
+             if v and p:getstring(40, 9) == v then r = r + 4 end\n  p:setint64(30, r)",
+        );
+    let Some(loaded) = build(&mut t, "map string", &src) else {
+        t.finish("strings against map strings");
+        return;
+    };
+    let vals = loaded.map("vals").expect("vals");
+    let stored: &[&[u8]] = &[b"", b"ab", b"abcdefg", b"abcdefgh", b"abcdefghi", b"abcdefghijklmnop"];
+    for value in stored {
+        let mut padded = value.to_vec();
+        padded.resize(16, 0);
+        vals.update(&0u32.to_le_bytes(), &padded, luabpf_loader::UpdateMode::Any)
+            .expect("set vals[0]");
+        for text in [
+            *value,
+            b"ab\0",
+            b"abcdefg\0",
+            b"abcdefgh\0",
+            b"abcdefghi\0\0",
+            b"ab\0c",
+            b"abcdefghijklmnop",
+        ] {
+            for extra in [0usize, 1, 2] {
+                let mut p = operands_packet((text.len() + extra) as i64, 0, 1);
+                p.resize(40, 0);
+                p.extend_from_slice(text);
+                p.resize(40 + 24, 0);
+                let s = &p[40..40 + text.len() + extra];
+                let nine = &p[40..49];
+                let equal = |x: &[u8]| x == *value;
+                let want = i64::from(equal(s)) + 2 * i64::from(!equal(s)) + 4 * i64::from(equal(nine));
+                let got = test_run(loaded.program_fd("t").unwrap(), &p, 1).unwrap();
+                t.runs += 1;
+                if got.retval != 2 || word(&got.data_out, 30) != Some(want) {
+                    t.fail(format!(
+                        "vals[0] = {:?}, s = {:?}: verdict {} value {:?}, expected 2 and {want}",
+                        String::from_utf8_lossy(value),
+                        String::from_utf8_lossy(s),
+                        got.retval,
+                        word(&got.data_out, 30)
+                    ));
+                }
+            }
+        }
+    }
+    t.finish("strings against map strings");
+}
+
 // ---------------------------------------------------------------------------------------
 // The packet: bounds, run-time offsets, errors
 
