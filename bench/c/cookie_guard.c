@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* cookie_guard.c: the hand-written C baseline of examples/cookie_guard.lua.
  *
- * A source in `blocked` is dropped. Otherwise a TCP packet to port 80 with a payload must
- * carry "\r\nCookie: bot=<value>" in its first 512 bytes, where <value> (up to ";" or "\r",
- * at most 32 bytes) is exactly the string in `cookies` for its source (the 32-byte value
- * without its trailing zero bytes); if not, the source is put in `blocked` (with the time)
+ * An IPv4 packet (up to two VLAN tags) from a source in `blocked` is dropped. Otherwise an
+ * IPv4/TCP packet (IP options; version, IHL, later fragments and the TCP data offset checked
+ * as the stdlib does) to port 80 with a payload must carry "\r\nCookie: bot=<value>" in its
+ * first 512 bytes, where <value> (up to ";" or "\r"; longer than 32 bytes never matches) is
+ * exactly the string in `cookies` for its source (the 32-byte value without its trailing zero
+ * bytes); if not, the source is put in `blocked` (with the time)
  * and the packet dropped. */
 #include "common.h"
 
@@ -35,10 +37,10 @@ struct {
 	__type(value, __u64);
 } blocked SEC(".maps");
 
-/* Whether the cookie value at `value_off` (up to ";" or "\r", at most 32 bytes, stopping at
- * the end of the packet) is exactly the string `cookies` holds for `saddr` (its 32 bytes
- * without the trailing zeros). A global function: the verifier checks it once, with
- * `value_off` unknown, instead of once per scan position that could reach it. */
+/* Whether the cookie value at `value_off` (up to ";" or "\r", stopping at the end of the
+ * packet) is exactly the string `cookies` holds for `saddr` (its 32 bytes without the trailing
+ * zeros). A global function: the verifier checks it once, with `value_off` unknown, instead of
+ * once per scan position that could reach it. */
 __attribute__((noinline)) int cookie_ok(struct xdp_md *ctx, __u32 saddr, __u64 value_off)
 {
 	void *data = (void *)(long)ctx->data;
@@ -46,14 +48,18 @@ __attribute__((noinline)) int cookie_ok(struct xdp_md *ctx, __u32 saddr, __u64 v
 	const struct cookie *expected = bpf_map_lookup_elem(&cookies, &saddr);
 	if (!expected || value_off > MAX_PKT_OFF)
 		return 0;
-	const __u8 *value = (const __u8 *)data + value_off;
+	const __u8 *value = (const __u8 *)data + value_off, *end = data_end;
 	struct cookie got = {};
 	__u32 n = 0;
 	for (; n < MAX_COOKIE; n++) {
-		if (value + n + 1 > (const __u8 *)data_end || value[n] == '\r' || value[n] == ';')
+		if (value + n + 1 > end || value[n] == '\r' || value[n] == ';')
 			break;
 		got.value[n] = value[n];
 	}
+	/* A 33rd byte: longer than any cookie. */
+	if (n == MAX_COOKIE && value + MAX_COOKIE + 1 <= end && value[MAX_COOKIE] != '\r' &&
+	    value[MAX_COOKIE] != ';')
+		return 0;
 	/* A value ending in a zero byte would compare equal once padded, but not as a string. */
 	if (n > 0 && got.value[(n - 1) & (MAX_COOKIE - 1)] == 0)
 		return 0;
@@ -66,34 +72,32 @@ int cookie_guard(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u8 *p = data;
+	const __u8 *p = data, *end = data_end;
 
-	if (p + ETH_HLEN > (__u8 *)data_end)
+	long ip = eth_ipv4(p, end);
+	if (ip < 0)
 		return XDP_PASS;
-	if (*(__u16 *)(p + 12) != bpf_htons(ETH_P_IP))
+	/* The source alone decides for a blocked client: only its bytes need be there. */
+	const struct iphdr *iph = (const void *)(p + ip);
+	if ((const __u8 *)&iph->daddr > end)
 		return XDP_PASS;
-	if (p + 30 > (__u8 *)data_end)
-		return XDP_PASS;
-	__u32 saddr = *(__u32 *)(p + 26);
+	__u32 saddr = iph->saddr;
 	if (bpf_map_lookup_elem(&blocked, &saddr))
 		return XDP_DROP;
-	if (p[23] != IPPROTO_TCP)
+	long tcp = ipv4_tcp(p, end, ip);
+	if (tcp < 0)
 		return XDP_PASS;
-	__u64 tcp = ETH_HLEN + (__u64)(p[14] & 0x0f) * 4;
-	__u8 *th = p + tcp;
-	if (th + 13 > (__u8 *)data_end)
+	long payload = tcp_payload(p, end, tcp);
+	if (payload < 0 || ((const struct tcphdr *)(p + tcp))->dest != bpf_htons(WEB_PORT))
 		return XDP_PASS;
-	if (*(__u16 *)(th + 2) != bpf_htons(WEB_PORT))
-		return XDP_PASS;
-	__u64 payload = tcp + (__u64)(th[12] >> 4) * 4;
-	if (payload >= (__u64)((__u8 *)data_end - p))
+	if (payload >= end - p)
 		return XDP_PASS;                /* handshake and pure ACKs pass */
 
 	for (__u64 i = 0; i < SCAN; i++) {
-		__u8 *q = p + payload + i;
-		if (q + PREFIX_LEN > (__u8 *)data_end)
+		const __u8 *q = p + payload + i;
+		if (q + PREFIX_LEN > end)
 			break;
-		if (*(__u64 *)q == P1 && *(__u32 *)(q + 8) == P2 && *(__u16 *)(q + 12) == P3) {
+		if (*(const __u64 *)q == P1 && *(const __u32 *)(q + 8) == P2 && *(const __u16 *)(q + 12) == P3) {
 			if (cookie_ok(ctx, saddr, payload + i + PREFIX_LEN))
 				return XDP_PASS;
 			break;

@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 /* ua_filter.c: the hand-written C baseline of examples/ua_filter.lua.
  *
- * Scans the first 512 bytes of a TCP payload for "\r\nUser-Agent: ", takes the value up to
- * the next "\r" (at most 64 bytes, stopping at the end of the packet), and drops the packet
- * when the value is in `blocked_agents` (zero-padded to 64 bytes -> hits), counting the hit. */
+ * In an IPv4/TCP packet (up to two VLAN tags, IP options), scans the first 512 bytes of the
+ * payload for a line "User-Agent: " (the name in any case, as HTTP wants), takes the value up
+ * to the next "\r" (at most 64 bytes, stopping at the end of the packet), and drops the
+ * packet when the value is in `blocked_agents` (zero-padded to 64 bytes -> hits), counting the
+ * hit. The same filter as the example (net.http's `header` finder). */
 #include "common.h"
 
 #define SCAN 512
 #define MAX_UA 64
 #define HEADER_LEN 14                          /* "\r\nUser-Agent: " */
-/* "\r\n", "User-Age", "nt: " as little-endian loads. */
-#define CRLF 0x0a0dU
-#define WORD1 0x6567412d72657355ULL
-#define WORD2 0x203a746eU
+/* "\r\nuser-agent: " read as two little-endian 8-byte words (at 0 and 6), and the masks that
+ * set the case bit of its letters: (word | mask) == lower-case word matches the name in any
+ * case and nothing else. */
+#define WORD1 0x612d726573750a0dULL            /* "\r\nuser-a" */
+#define MASK1 0x2000202020200000ULL
+#define WORD2 0x203a746e6567612dULL            /* "-agent: " */
+#define MASK2 0x0000202020202000ULL
 
 struct ua_key {
 	char value[MAX_UA];
@@ -54,23 +59,23 @@ int ua_filter(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u8 *p = data;
+	const __u8 *p = data, *end = data_end;
 
-	if (p + 24 > (__u8 *)data_end)
+	long ip = eth_ipv4(p, end);
+	if (ip < 0)
 		return XDP_PASS;
-	if (*(__u16 *)(p + 12) != bpf_htons(ETH_P_IP) || p[23] != IPPROTO_TCP)
+	long tcp = ipv4_tcp(p, end, ip);
+	if (tcp < 0)
 		return XDP_PASS;
-	__u64 tcp = ETH_HLEN + (__u64)(p[14] & 0x0f) * 4;
-	__u8 *th = p + tcp;
-	if (th + 13 > (__u8 *)data_end)
+	long start = tcp_payload(p, end, tcp);
+	if (start < 0)
 		return XDP_PASS;
-	__u64 start = tcp + (__u64)(th[12] >> 4) * 4;
 
 	for (__u64 i = 0; i < SCAN; i++) {
-		__u8 *q = p + start + i;
-		if (q + HEADER_LEN > (__u8 *)data_end)
+		const __u8 *q = p + start + i;
+		if (q + HEADER_LEN > end)
 			break;
-		if (*(__u16 *)q == CRLF && *(__u64 *)(q + 2) == WORD1 && *(__u32 *)(q + 10) == WORD2)
+		if ((*(const __u64 *)q | MASK1) == WORD1 && (*(const __u64 *)(q + 6) | MASK2) == WORD2)
 			return ua_lookup(ctx, start + i + HEADER_LEN);
 	}
 	return XDP_PASS;

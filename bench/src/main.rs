@@ -2,8 +2,8 @@
 //! (bench/c/*.c, clang-19 -O2), measured side by side in one run:
 //!
 //! - `verify`: object size, verifier processed instructions, xlated instructions, JITed bytes,
-//!   and a behaviour check (both programs give the same verdict on every truncation of every
-//!   packet);
+//!   and a behaviour check (both programs give the same verdict and make the same map changes
+//!   on every truncation of every packet and on every packet of the example's test corpus);
 //! - `run`: ns per packet under BPF_PROG_TEST_RUN, interleaved, as paired ratios;
 //! - `compile`: whole-process compile time and peak memory, luabpf against clang-19.
 //!
@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use luabpf_loader::{test_run, Loaded};
 
+mod behaviour;
 mod json;
 mod objects;
 #[allow(dead_code)]
@@ -26,6 +27,7 @@ mod report;
 mod stats;
 mod wire;
 
+use behaviour::Behaviour;
 use objects::{ObjectStats, Side, Status};
 use programs::Example;
 
@@ -175,14 +177,6 @@ pub struct CommandTiming {
     pub error: Option<String>,
 }
 
-/// Agreement of the two programs' verdicts.
-#[derive(Default)]
-pub struct Behaviour {
-    pub compared: usize,
-    pub agree: usize,
-    pub disagreements: Vec<String>,
-}
-
 pub struct ExampleResult {
     pub name: &'static str,
     pub lua_path: PathBuf,
@@ -307,7 +301,7 @@ fn main() {
         for (i, ex) in examples.iter().enumerate() {
             if let [Some(a), Some(b)] = &loaded[i] {
                 eprintln!("bench: behaviour check {}", ex.name);
-                results[i].behaviour = Some(behaviour_check(ex, a, b));
+                results[i].behaviour = Some(behaviour::check(&root, ex, a, b));
                 for l in [a, b] {
                     let _ = (ex.reset)(l).and_then(|()| (ex.setup)(l));
                 }
@@ -409,47 +403,6 @@ fn handwritten_stats(root: &Path, name: &str) -> Option<ObjectStats> {
         Err(e) => s.status = Status::CompileError(e),
     }
     Some(s)
-}
-
-/// Runs every packet, and every truncation of it, through both programs: the verdicts must be
-/// the same (the baselines claim the Lua programs' behaviour).
-fn behaviour_check(ex: &Example, a: &Loaded, b: &Loaded) -> Behaviour {
-    let mut out = Behaviour::default();
-    let fa = a.program_fd(ex.name).expect("loaded program");
-    let fb = b.program_fd(ex.name).expect("loaded program");
-    let mut inputs: Vec<Vec<u8>> = ex.packets.iter().map(|p| p.bytes.clone()).collect();
-    inputs.extend(ex.extra.iter().cloned());
-    for (k, full) in inputs.iter().enumerate() {
-        for len in (luabpf_loader::testrun::ETH_HLEN..=full.len()).rev() {
-            let pkt = &full[..len];
-            let _ = (ex.reset)(a);
-            let _ = (ex.reset)(b);
-            let ra = test_run(fa, pkt, 1).map(|r| r.retval);
-            let rb = test_run(fb, pkt, 1).map(|r| r.retval);
-            out.compared += 1;
-            match (&ra, &rb) {
-                (Ok(x), Ok(y)) if x == y => out.agree += 1,
-                _ => {
-                    if out.disagreements.len() < 5 {
-                        out.disagreements.push(format!(
-                            "input #{k} cut to {len} of {} bytes: luabpf {}, clang {}",
-                            full.len(),
-                            show(&ra),
-                            show(&rb)
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn show(r: &Result<u32, luabpf_loader::TestRunError>) -> String {
-    match r {
-        Ok(v) => programs::verdict_name(*v),
-        Err(e) => format!("error ({e})"),
-    }
 }
 
 /// The interleaved BPF_PROG_TEST_RUN measurements: every round visits every packet of every

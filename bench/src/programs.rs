@@ -30,6 +30,23 @@ pub const OTHER_SNI: &str = "www.example.org";
 pub const CLIENT: [u8; 4] = [10, 0, 0, 1];
 pub const ATTACKER: [u8; 4] = [10, 0, 0, 66];
 pub const COOKIE: &str = "s3cr3t";
+/// A client whose cookie fills its 32 bytes (behaviour check only): a 33rd byte must not match.
+pub const LONG_CLIENT: [u8; 4] = [10, 0, 0, 7];
+pub const LONG_COOKIE: &str = "0123456789abcdef0123456789abcdef";
+
+/// Offsets in `packets::client_hello(name, n, 0)`'s record: the server_name extension's length
+/// and its name type (record 5 + handshake 4 + version 2 + random 32 + session id 33 + suites
+/// 18 + compression 2 + extensions length 2 = 98: type 2, length 2, list length 2, name type).
+const SNI_EXT_LEN: usize = 98 + 2;
+const SNI_NAME_TYPE: usize = 98 + 6;
+
+/// The blocked name in a ClientHello changed by `change` (at offsets in the record), as a
+/// frame: the cases where the example's `tls.sni` finds no name.
+fn mangled_hello(change: fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut hello = packets::client_hello(BLOCKED_SNI, 4, 0);
+    change(&mut hello);
+    packets::tcp_packet(CLIENT, [10, 0, 0, 2], 40000, 443, &[], &hello)
+}
 
 /// One timed packet.
 pub struct Packet {
@@ -54,6 +71,13 @@ pub struct Example {
     pub setup: fn(&Loaded) -> Result<(), String>,
     /// Undoes what a run may have changed that changes later verdicts (behaviour check).
     pub reset: fn(&Loaded) -> Result<(), String>,
+    /// The maps whose changes the behaviour check compares, and whether it compares their
+    /// values (not for time stamps) or only which keys are present.
+    pub maps: &'static [(&'static str, bool)],
+    /// Map entries put in both programs' maps for the behaviour check only: the ones the
+    /// corpus (tests/corpus/NAME.pcap) was made for (tests/corpus.rs), and the ones the extra
+    /// packets need. (map, key, value)
+    pub check_seeds: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
 }
 
 /// `s` zero-padded to `n` bytes (a `cN` map key or value).
@@ -141,9 +165,14 @@ pub fn examples(root: &Path) -> Vec<Example> {
                 packets::tcp_packet(CLIENT, [10, 0, 0, 2], 40000, 443, &[], &packets::client_hello(BLOCKED_SNI, 40, 35)),
                 packets::tcp_packet(CLIENT, [10, 0, 0, 2], 40000, 443, &[], &packets::client_hello(&"a".repeat(64), 4, 0)),
                 packets::tcp_packet(CLIENT, [10, 0, 0, 2], 40000, 443, &[], &packets::client_hello(&"a".repeat(65), 4, 0)),
+                // Name type 1 (not host_name); a name one byte longer than its extension.
+                mangled_hello(|h| h[SNI_NAME_TYPE] = 1),
+                mangled_hello(|h| h[SNI_EXT_LEN + 1] -= 1),
             ],
             setup: setup_sni,
             reset: no_reset,
+            maps: &[("blocklist", true)],
+            check_seeds: vec![("blocklist", padded("evil.example", 64), 0u64.to_le_bytes().to_vec())],
         },
         Example {
             name: "ua_filter",
@@ -171,6 +200,8 @@ pub fn examples(root: &Path) -> Vec<Example> {
             ],
             setup: setup_ua,
             reset: no_reset,
+            maps: &[("blocked_agents", true)],
+            check_seeds: Vec::new(),
         },
         Example {
             name: "counter",
@@ -185,6 +216,8 @@ pub fn examples(root: &Path) -> Vec<Example> {
             extra: vec![udp.clone(), ipv6.clone()],
             setup: setup_counter,
             reset: no_reset,
+            maps: &[("counts", true)],
+            check_seeds: Vec::new(),
         },
         Example {
             name: "cookie_guard",
@@ -211,9 +244,16 @@ pub fn examples(root: &Path) -> Vec<Example> {
                 packets::http_frame(CLIENT, BROWSER_UA, Some("s3cr3")),
                 packets::http_frame([10, 0, 0, 9], BROWSER_UA, Some(COOKIE)),
                 packets::http_frame(CLIENT, BROWSER_UA, Some("forged")),
+                // A value ending in a zero byte; a 32-byte cookie, right, with a 33rd byte, cut by ";".
+                packets::http_frame(CLIENT, BROWSER_UA, Some("s3cr3t\0")),
+                packets::http_frame(LONG_CLIENT, BROWSER_UA, Some(LONG_COOKIE)),
+                packets::http_frame(LONG_CLIENT, BROWSER_UA, Some(&format!("{LONG_COOKIE}x"))),
+                packets::http_frame(LONG_CLIENT, BROWSER_UA, Some(&format!("{LONG_COOKIE};x"))),
             ],
             setup: setup_cookie,
             reset: reset_cookie,
+            maps: &[("cookies", true), ("blocked", false)],
+            check_seeds: vec![("cookies", LONG_CLIENT.to_vec(), LONG_COOKIE.as_bytes().to_vec())],
         },
     ]
 }

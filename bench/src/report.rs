@@ -361,18 +361,29 @@ fn behaviour_table(w: &mut String, r: &Results) {
     let _ = writeln!(
         w,
         "Every timed packet and a few more (UDP, IPv6, edge cases), each cut at every length from 14 \
-         bytes to whole, runs once through both programs (maps reset between runs where a verdict \
-         changes them); the verdicts must agree.\n"
+         bytes to whole, and every packet of the example's test corpus (tests/corpus/NAME.pcap: VLAN \
+         and QinQ tags, IP options, fragments, truncations, random mutations) run once through both \
+         programs, from the same map contents (the timed setup plus the entries the corpus and the \
+         edge cases need); the verdicts and the changes to the maps (per-CPU values summed; \
+         `blocked`'s time stamps only as present or absent) must agree.\n"
     );
-    let _ = writeln!(w, "| program | inputs | same verdict |");
-    let _ = writeln!(w, "|---|---:|---:|");
+    let _ = writeln!(
+        w,
+        "| program | cut packets | same verdict | same maps | corpus packets | same verdict | same maps |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
     for e in &r.examples {
         match &e.behaviour {
             Some(b) => {
-                let _ = writeln!(w, "| {} | {} | {} |", e.name, b.compared, b.agree);
+                let (c, k) = (b.cut, b.corpus);
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    e.name, c.compared, c.same_verdict, c.same_maps, k.compared, k.same_verdict, k.same_maps
+                );
             }
             None => {
-                let _ = writeln!(w, "| {} | – | not compared (a program did not load) |", e.name);
+                let _ = writeln!(w, "| {} | – | not compared (a program did not load) | | | | |", e.name);
             }
         }
     }
@@ -785,9 +796,15 @@ fn example_json(e: &ExampleResult) -> Json {
         .with(
             "behaviour",
             e.behaviour.as_ref().map(|b| {
+                let tally = |t: crate::behaviour::Tally| {
+                    Json::obj()
+                        .with("inputs", t.compared)
+                        .with("same_verdict", t.same_verdict)
+                        .with("same_maps", t.same_maps)
+                };
                 Json::obj()
-                    .with("inputs", b.compared)
-                    .with("same_verdict", b.agree)
+                    .with("cut", tally(b.cut))
+                    .with("corpus", tally(b.corpus))
                     .with(
                         "disagreements",
                         Json::Arr(b.disagreements.iter().map(|d| Json::Str(d.clone())).collect()),
