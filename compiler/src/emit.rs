@@ -680,7 +680,8 @@ fn peephole(items: &mut [Item], label_at: &SecondaryMap<Block, usize>) -> Vec<bo
                 if let Some(t) = target {
                     work.push(label_at[*t]);
                 }
-                let ends = is_ja(insn) || insn.code == BPF_JMP | JmpOp::Exit as u8;
+                // A `ja` without a target is a prune hint, `ja +0`: it falls through.
+                let ends = (is_ja(insn) && target.is_some()) || insn.code == BPF_JMP | JmpOp::Exit as u8;
                 if !ends {
                     work.push(i + 1);
                 }
@@ -857,6 +858,7 @@ fn is_cond_jump_code(code: u8) -> bool {
 /// Emits `f` with allocation `alloc` as the program code of ELF section `section`.
 pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCode, EmitError> {
     let order = f.reverse_postorder();
+    let hints = crate::prune_hints::blocks(f, &order);
     let mut e = Emitter {
         f,
         alloc,
@@ -865,8 +867,13 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
     };
 
     for (bi, &b) in order.iter().enumerate() {
-        e.items.push(Item::Label(b));
         let data = &f.blocks[b];
+        e.items.push(Item::Label(b));
+        if hints[b] {
+            // `ja +0` (no target: the peephole keeps it): a verifier prune point, see prune_hints.
+            e.loc = data.insts.first().map_or(data.term.1, |(_, loc)| *loc);
+            e.push(Insn::ja(0));
+        }
         let mut insts = data.insts.as_slice();
         if bi == 0 {
             // The entry block's leading Args read r1..r5 as the kernel left them.

@@ -23,6 +23,7 @@ pub mod output;
 pub mod packet_access;
 pub mod packet_compares;
 pub mod program;
+pub mod prune_hints;
 pub mod ranges;
 pub mod reference;
 pub mod regalloc;

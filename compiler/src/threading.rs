@@ -90,7 +90,8 @@ fn decided_target(f: &Function, b: Block, mut k: Known) -> Option<Block> {
     Some(if eval_cond(op, x, y)? { then_ } else { else_ })
 }
 
-fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Vec<Block>> {
+/// Each block's predecessors among the blocks of `order`, each once.
+pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Vec<Block>> {
     let mut preds: SecondaryMap<Block, Vec<Block>> = f.block_map();
     for &b in order {
         for s in f.blocks[b].term.0.successors() {

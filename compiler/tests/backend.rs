@@ -1718,7 +1718,8 @@ fn size_bytes(code: u8) -> i32 {
 /// inside the frame and naturally aligned (the verifier demands it on the stack), r10 never
 /// written, jump targets inside the program and not into the second slot of an `ld_imm64`,
 /// relocations on the right instructions, every instruction reachable, one source line per
-/// slot, no `ja +0` and no move of a register to itself.
+/// slot, no `ja +0` except right after a conditional jump (a prune hint: compiler/src/
+/// prune_hints.rs) and no move of a register to itself.
 pub fn check_code(code: &ProgramCode, alloc: &Allocation) -> Result<(), String> {
     let n = code.insns.len();
     if code.locs.len() != n {
@@ -1862,8 +1863,13 @@ pub fn check_code(code: &ProgramCode, alloc: &Allocation) -> Result<(), String> 
                 let op = insn.code & 0xf0;
                 match op {
                     0x00 => {
-                        if insn.off == 0 {
-                            return err("ja +0".into());
+                        let prev = pc.checked_sub(1).map(|p| code.insns[p]);
+                        let after_cond = prev.is_some_and(|p| {
+                            (p.class() == BPF_JMP || p.class() == BPF_JMP32)
+                                && !matches!(p.code & 0xf0, 0x00 | 0x80 | 0x90)
+                        });
+                        if insn.off == 0 && !after_cond {
+                            return err("ja +0 not after a conditional jump".into());
                         }
                         succs = vec![];
                     }
