@@ -218,6 +218,9 @@ type State = Vec<Frame>;
 /// One instruction of a path's history: its index and the frame it ran in.
 type Step = (u32, u8);
 
+/// The history length that forces a checkpoint (the kernel bounds its jump history so).
+const HIST: usize = 64;
+
 /// A checkpoint: the state a path had at a prune point.
 struct Node {
     state: State,
@@ -444,7 +447,7 @@ impl<'a> Walker<'a> {
     fn visit(&mut self, cur: &mut Path) -> bool {
         let pc = cur.pc;
         // A long history forces a checkpoint (the kernel bounds its jump history so).
-        let force = cur.hist.len() >= 64;
+        let force = cur.hist.len() >= HIST;
         let mut add = force || self.jumps - self.prev_jumps >= 2 && self.processed - self.prev_processed >= 8;
         let mut list = std::mem::take(&mut self.explored[pc]);
         let mut hit = None;
@@ -483,7 +486,7 @@ impl<'a> Walker<'a> {
             self.nodes.push(Node {
                 state: cur.state.clone(),
                 parent: cur.parent,
-                hist: std::mem::take(&mut cur.hist),
+                hist: std::mem::replace(&mut cur.hist, Vec::with_capacity(HIST)),
                 branches: 1,
                 hit: 0,
                 miss: 0,
@@ -562,9 +565,7 @@ impl<'a> Walker<'a> {
     }
 
     fn backtrack(&mut self, mut bt: Backtrack, hist: &[Step], parent: Option<usize>) {
-        for &(pc, frame) in hist.iter().rev() {
-            back_step(&mut bt, self.insns[pc as usize], frame as usize);
-        }
+        back_steps(&mut bt, self.insns, hist);
         let mut n = parent;
         while let Some(i) = n {
             if bt.is_empty() {
@@ -575,9 +576,7 @@ impl<'a> Walker<'a> {
                 return;
             }
             let node = &self.nodes[i];
-            for &(pc, frame) in node.hist.iter().rev() {
-                back_step(&mut bt, self.insns[pc as usize], frame as usize);
-            }
+            back_steps(&mut bt, self.insns, &node.hist);
             n = node.parent;
         }
     }
@@ -1226,24 +1225,40 @@ fn mark_in(bt: &mut Backtrack, state: &mut State) {
             bt.slots[f] = 0;
             continue;
         };
-        for r in 0..11 {
-            if bt.regs[f] & (1 << r) == 0 {
-                continue;
-            }
+        for r in bits(bt.regs[f] as u64 & 0x7ff) {
             match &mut frame.regs[r] {
                 Val::Scalar { precise: p @ false, .. } => *p = true,
                 _ => bt.regs[f] &= !(1 << r),
             }
         }
-        for s in 0..SLOTS {
-            if bt.slots[f] & (1 << s) == 0 {
-                continue;
-            }
+        for s in bits(bt.slots[f]) {
             match frame.stack.get_mut(s) {
                 Some(Slot::Spill(Val::Scalar { precise: p @ false, .. })) => *p = true,
                 _ => bt.slots[f] &= !(1 << s),
             }
         }
+    }
+}
+
+/// The indexes of the bits set in `m`, lowest first.
+fn bits(mut m: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (m != 0).then(|| {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            i
+        })
+    })
+}
+
+/// `back_step` over a history, latest first; once nothing is left to follow, the rest of it
+/// would change nothing.
+fn back_steps(bt: &mut Backtrack, insns: &[Insn], hist: &[Step]) {
+    for &(pc, frame) in hist.iter().rev() {
+        if bt.is_empty() {
+            return;
+        }
+        back_step(bt, insns[pc as usize], frame as usize);
     }
 }
 
