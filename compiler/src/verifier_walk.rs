@@ -31,6 +31,7 @@ mod scalar;
 pub use blame::diagnostic;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use runtime_bpf::helpers as h;
 use runtime_bpf::isa::{self, AluOp, Insn, JmpOp};
@@ -176,8 +177,9 @@ const MAX_FRAMES: usize = 8;
 #[derive(Clone, Debug)]
 struct Frame {
     regs: [Val; 11],
-    /// 8-byte slots from the frame pointer down, grown as written.
-    stack: Vec<Slot>,
+    /// 8-byte slots from the frame pointer down, grown as written; shared between the copies
+    /// of a state (pushed branches, checkpoints) until one of them writes it.
+    stack: Rc<Vec<Slot>>,
     /// The call instruction that made this frame (u32::MAX for the outermost).
     callsite: u32,
 }
@@ -188,7 +190,7 @@ impl Frame {
         regs[10] = Val::ptr(Kind::Stack(depth as u8), 0);
         Frame {
             regs,
-            stack: Vec::new(),
+            stack: Rc::default(),
             callsite,
         }
     }
@@ -199,10 +201,14 @@ impl Frame {
         if i >= SLOTS {
             return;
         }
-        if self.stack.len() <= i {
-            self.stack.resize(i + 1, Slot::Invalid);
+        if self.slot(i) == s {
+            return;
         }
-        self.stack[i] = s;
+        let stack = Rc::make_mut(&mut self.stack);
+        if stack.len() <= i {
+            stack.resize(i + 1, Slot::Invalid);
+        }
+        stack[i] = s;
     }
 }
 
@@ -522,6 +528,10 @@ impl<'a> Walker<'a> {
                 if live & (1 << r) != 0 && !val_covers(&o.regs[r], &c.regs[r]) {
                     return false;
                 }
+            }
+            // A stack shared with the checkpoint is the same (and covering is reflexive).
+            if Rc::ptr_eq(&o.stack, &c.stack) {
+                continue;
             }
             for s in 0..o.stack.len() {
                 if !slot_covers(o.slot(s), c.slot(s)) {
@@ -876,18 +886,11 @@ impl<'a> Walker<'a> {
             _ => Val::scalar(Sc::UNKNOWN),
         };
         if changes_packet(id) {
-            for frame in cur.state.iter_mut() {
-                for r in frame.regs.iter_mut() {
-                    if is_packet(r) {
-                        *r = Val::scalar(Sc::UNKNOWN);
-                    }
+            for_each_val(&mut cur.state, |v| {
+                if is_packet(v) {
+                    *v = Val::scalar(Sc::UNKNOWN);
                 }
-                for s in frame.stack.iter_mut() {
-                    if matches!(s, Slot::Spill(v) if is_packet(v)) {
-                        *s = Slot::Spill(Val::scalar(Sc::UNKNOWN));
-                    }
-                }
-            }
+            });
         }
         self.clobber_caller_saved(cur);
         self.set(cur, 0, r0);
@@ -1140,12 +1143,18 @@ fn set_null(state: &mut State, id: u32, null: bool) {
     });
 }
 
+/// Applies `f` to every register and spilled value; a stack shared with other states is
+/// copied only if `f` changes one of its values.
 fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val)) {
     for frame in state.iter_mut() {
         frame.regs.iter_mut().for_each(&mut f);
-        for s in frame.stack.iter_mut() {
-            if let Slot::Spill(v) = s {
-                f(v);
+        for i in 0..frame.stack.len() {
+            if let Slot::Spill(v) = frame.stack[i] {
+                let mut new = v;
+                f(&mut new);
+                if new != v {
+                    Rc::make_mut(&mut frame.stack)[i] = Slot::Spill(new);
+                }
             }
         }
     }
@@ -1232,8 +1241,12 @@ fn mark_in(bt: &mut Backtrack, state: &mut State) {
             }
         }
         for s in bits(bt.slots[f]) {
-            match frame.stack.get_mut(s) {
-                Some(Slot::Spill(Val::Scalar { precise: p @ false, .. })) => *p = true,
+            match frame.slot(s) {
+                Slot::Spill(Val::Scalar { precise: false, .. }) => {
+                    if let Slot::Spill(Val::Scalar { precise, .. }) = &mut Rc::make_mut(&mut frame.stack)[s] {
+                        *precise = true;
+                    }
+                }
                 _ => bt.slots[f] &= !(1 << s),
             }
         }
