@@ -255,12 +255,25 @@ impl Node {
     }
 }
 
-#[derive(Clone)]
 struct Path {
     pc: usize,
     state: State,
     parent: Option<usize>,
     hist: Vec<Step>,
+}
+
+impl Path {
+    /// A copy to walk the other way of a branch, its history with room to grow.
+    fn fork(&self) -> Path {
+        let mut hist = Vec::with_capacity(self.hist.len() + HIST);
+        hist.extend_from_slice(&self.hist);
+        Path {
+            pc: self.pc,
+            state: self.state.clone(),
+            parent: self.parent,
+            hist,
+        }
+    }
 }
 
 /// Registers and stack slots to mark precise, per frame (the kernel's `backtrack_state`).
@@ -307,7 +320,7 @@ pub fn walk(code: &ProgramCode, maps: &[MapInfo], hook: Hook, limits: Limits) ->
             pc: start,
             state: vec![frame],
             parent: None,
-            hist: Vec::new(),
+            hist: Vec::with_capacity(HIST),
         };
         if let Err(Stop::Limit(v)) = w.run(path) {
             verdict = v;
@@ -1027,7 +1040,7 @@ impl<'a> Walker<'a> {
         if let Some(t) = taken {
             return Ok(Some(if t { target } else { pc + 1 }));
         }
-        let mut other = cur.clone();
+        let mut other = cur.fork();
         if let Some(op) = op {
             self.narrow(&mut other, insn, op, x, is32);
             self.narrow(cur, insn, op.negate(), x, is32);
