@@ -537,8 +537,8 @@ impl<'a> Walker<'a> {
             } else {
                 self.live.get(cur[i + 1].callsite as usize + 1).copied().unwrap_or(0) & 0x7c0
             };
-            for r in 0..10 {
-                if live & (1 << r) != 0 && !val_covers(&o.regs[r], &c.regs[r]) {
+            for r in bits(live as u64 & 0x3ff) {
+                if !val_covers(&o.regs[r], &c.regs[r]) {
                     return false;
                 }
             }
@@ -1207,6 +1207,7 @@ fn forget_precision(state: &mut State) {
 }
 
 /// The kernel's `regsafe` (not exact): anything `cur` holds is allowed where `old` was.
+#[inline]
 fn val_covers(old: &Val, cur: &Val) -> bool {
     match (old, cur) {
         (Val::Uninit, _) => true,
