@@ -31,6 +31,7 @@ mod scalar;
 pub use blame::diagnostic;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use runtime_bpf::helpers as h;
 use runtime_bpf::isa::{self, AluOp, Insn, JmpOp};
@@ -176,8 +177,9 @@ const MAX_FRAMES: usize = 8;
 #[derive(Clone, Debug)]
 struct Frame {
     regs: [Val; 11],
-    /// 8-byte slots from the frame pointer down, grown as written.
-    stack: Vec<Slot>,
+    /// 8-byte slots from the frame pointer down, grown as written; shared between the copies
+    /// of a state (pushed branches, checkpoints) until one of them writes it.
+    stack: Rc<Vec<Slot>>,
     /// The call instruction that made this frame (u32::MAX for the outermost).
     callsite: u32,
 }
@@ -188,7 +190,7 @@ impl Frame {
         regs[10] = Val::ptr(Kind::Stack(depth as u8), 0);
         Frame {
             regs,
-            stack: Vec::new(),
+            stack: Rc::default(),
             callsite,
         }
     }
@@ -199,10 +201,14 @@ impl Frame {
         if i >= SLOTS {
             return;
         }
-        if self.stack.len() <= i {
-            self.stack.resize(i + 1, Slot::Invalid);
+        if self.slot(i) == s {
+            return;
         }
-        self.stack[i] = s;
+        let stack = Rc::make_mut(&mut self.stack);
+        if stack.len() <= i {
+            stack.resize(i + 1, Slot::Invalid);
+        }
+        stack[i] = s;
     }
 }
 
@@ -217,6 +223,9 @@ type State = Vec<Frame>;
 
 /// One instruction of a path's history: its index and the frame it ran in.
 type Step = (u32, u8);
+
+/// The history length that forces a checkpoint (the kernel bounds its jump history so).
+const HIST: usize = 64;
 
 /// A checkpoint: the state a path had at a prune point.
 struct Node {
@@ -246,12 +255,25 @@ impl Node {
     }
 }
 
-#[derive(Clone)]
 struct Path {
     pc: usize,
     state: State,
     parent: Option<usize>,
     hist: Vec<Step>,
+}
+
+impl Path {
+    /// A copy to walk the other way of a branch, its history with room to grow.
+    fn fork(&self) -> Path {
+        let mut hist = Vec::with_capacity(self.hist.len() + HIST);
+        hist.extend_from_slice(&self.hist);
+        Path {
+            pc: self.pc,
+            state: self.state.clone(),
+            parent: self.parent,
+            hist,
+        }
+    }
 }
 
 /// Registers and stack slots to mark precise, per frame (the kernel's `backtrack_state`).
@@ -298,7 +320,7 @@ pub fn walk(code: &ProgramCode, maps: &[MapInfo], hook: Hook, limits: Limits) ->
             pc: start,
             state: vec![frame],
             parent: None,
-            hist: Vec::new(),
+            hist: Vec::with_capacity(HIST),
         };
         if let Err(Stop::Limit(v)) = w.run(path) {
             verdict = v;
@@ -444,7 +466,7 @@ impl<'a> Walker<'a> {
     fn visit(&mut self, cur: &mut Path) -> bool {
         let pc = cur.pc;
         // A long history forces a checkpoint (the kernel bounds its jump history so).
-        let force = cur.hist.len() >= 64;
+        let force = cur.hist.len() >= HIST;
         let mut add = force || self.jumps - self.prev_jumps >= 2 && self.processed - self.prev_processed >= 8;
         let mut list = std::mem::take(&mut self.explored[pc]);
         let mut hit = None;
@@ -483,7 +505,7 @@ impl<'a> Walker<'a> {
             self.nodes.push(Node {
                 state: cur.state.clone(),
                 parent: cur.parent,
-                hist: std::mem::take(&mut cur.hist),
+                hist: std::mem::replace(&mut cur.hist, Vec::with_capacity(HIST)),
                 branches: 1,
                 hit: 0,
                 miss: 0,
@@ -515,10 +537,14 @@ impl<'a> Walker<'a> {
             } else {
                 self.live.get(cur[i + 1].callsite as usize + 1).copied().unwrap_or(0) & 0x7c0
             };
-            for r in 0..10 {
-                if live & (1 << r) != 0 && !val_covers(&o.regs[r], &c.regs[r]) {
+            for r in bits(live as u64 & 0x3ff) {
+                if !val_covers(&o.regs[r], &c.regs[r]) {
                     return false;
                 }
+            }
+            // A stack shared with the checkpoint is the same (and covering is reflexive).
+            if Rc::ptr_eq(&o.stack, &c.stack) {
+                continue;
             }
             for s in 0..o.stack.len() {
                 if !slot_covers(o.slot(s), c.slot(s)) {
@@ -562,9 +588,7 @@ impl<'a> Walker<'a> {
     }
 
     fn backtrack(&mut self, mut bt: Backtrack, hist: &[Step], parent: Option<usize>) {
-        for &(pc, frame) in hist.iter().rev() {
-            back_step(&mut bt, self.insns[pc as usize], frame as usize);
-        }
+        back_steps(&mut bt, self.insns, hist);
         let mut n = parent;
         while let Some(i) = n {
             if bt.is_empty() {
@@ -575,9 +599,7 @@ impl<'a> Walker<'a> {
                 return;
             }
             let node = &self.nodes[i];
-            for &(pc, frame) in node.hist.iter().rev() {
-                back_step(&mut bt, self.insns[pc as usize], frame as usize);
-            }
+            back_steps(&mut bt, self.insns, &node.hist);
             n = node.parent;
         }
     }
@@ -877,18 +899,11 @@ impl<'a> Walker<'a> {
             _ => Val::scalar(Sc::UNKNOWN),
         };
         if changes_packet(id) {
-            for frame in cur.state.iter_mut() {
-                for r in frame.regs.iter_mut() {
-                    if is_packet(r) {
-                        *r = Val::scalar(Sc::UNKNOWN);
-                    }
+            for_each_val(&mut cur.state, |v| {
+                if is_packet(v) {
+                    *v = Val::scalar(Sc::UNKNOWN);
                 }
-                for s in frame.stack.iter_mut() {
-                    if matches!(s, Slot::Spill(v) if is_packet(v)) {
-                        *s = Slot::Spill(Val::scalar(Sc::UNKNOWN));
-                    }
-                }
-            }
+            });
         }
         self.clobber_caller_saved(cur);
         self.set(cur, 0, r0);
@@ -1025,7 +1040,7 @@ impl<'a> Walker<'a> {
         if let Some(t) = taken {
             return Ok(Some(if t { target } else { pc + 1 }));
         }
-        let mut other = cur.clone();
+        let mut other = cur.fork();
         if let Some(op) = op {
             self.narrow(&mut other, insn, op, x, is32);
             self.narrow(cur, insn, op.negate(), x, is32);
@@ -1141,12 +1156,18 @@ fn set_null(state: &mut State, id: u32, null: bool) {
     });
 }
 
+/// Applies `f` to every register and spilled value; a stack shared with other states is
+/// copied only if `f` changes one of its values.
 fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val)) {
     for frame in state.iter_mut() {
         frame.regs.iter_mut().for_each(&mut f);
-        for s in frame.stack.iter_mut() {
-            if let Slot::Spill(v) = s {
-                f(v);
+        for i in 0..frame.stack.len() {
+            if let Slot::Spill(v) = frame.stack[i] {
+                let mut new = v;
+                f(&mut new);
+                if new != v {
+                    Rc::make_mut(&mut frame.stack)[i] = Slot::Spill(new);
+                }
             }
         }
     }
@@ -1186,6 +1207,7 @@ fn forget_precision(state: &mut State) {
 }
 
 /// The kernel's `regsafe` (not exact): anything `cur` holds is allowed where `old` was.
+#[inline]
 fn val_covers(old: &Val, cur: &Val) -> bool {
     match (old, cur) {
         (Val::Uninit, _) => true,
@@ -1226,24 +1248,44 @@ fn mark_in(bt: &mut Backtrack, state: &mut State) {
             bt.slots[f] = 0;
             continue;
         };
-        for r in 0..11 {
-            if bt.regs[f] & (1 << r) == 0 {
-                continue;
-            }
+        for r in bits(bt.regs[f] as u64 & 0x7ff) {
             match &mut frame.regs[r] {
                 Val::Scalar { precise: p @ false, .. } => *p = true,
                 _ => bt.regs[f] &= !(1 << r),
             }
         }
-        for s in 0..SLOTS {
-            if bt.slots[f] & (1 << s) == 0 {
-                continue;
-            }
-            match frame.stack.get_mut(s) {
-                Some(Slot::Spill(Val::Scalar { precise: p @ false, .. })) => *p = true,
+        for s in bits(bt.slots[f]) {
+            match frame.slot(s) {
+                Slot::Spill(Val::Scalar { precise: false, .. }) => {
+                    if let Slot::Spill(Val::Scalar { precise, .. }) = &mut Rc::make_mut(&mut frame.stack)[s] {
+                        *precise = true;
+                    }
+                }
                 _ => bt.slots[f] &= !(1 << s),
             }
         }
+    }
+}
+
+/// The indexes of the bits set in `m`, lowest first.
+fn bits(mut m: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (m != 0).then(|| {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            i
+        })
+    })
+}
+
+/// `back_step` over a history, latest first; once nothing is left to follow, the rest of it
+/// would change nothing.
+fn back_steps(bt: &mut Backtrack, insns: &[Insn], hist: &[Step]) {
+    for &(pc, frame) in hist.iter().rev() {
+        if bt.is_empty() {
+            return;
+        }
+        back_step(bt, insns[pc as usize], frame as usize);
     }
 }
 

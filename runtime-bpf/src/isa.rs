@@ -210,11 +210,13 @@ impl Insn {
         }
     }
 
+    #[inline]
     pub fn class(&self) -> u8 {
         self.code & 0x07
     }
 
     /// True for the first slot of a two-slot `ld_imm64`.
+    #[inline]
     pub fn is_ld_imm64(&self) -> bool {
         self.code == BPF_LD | BPF_IMM | BPF_DW
     }
