@@ -7,8 +7,9 @@
 //! places can change what the lookup finds: the key is a local nobody assigns there, and
 //! nothing there writes the map (no store, add or delete, no record field, no called function
 //! that does). A lookup cannot fail (an unrepresentable key is a miss), so doing it later, or
-//! once per pass through a loop body, or not at all when the block is not reached, is the
-//! same program.
+//! not at all when the block is not reached, is the same program. Into a loop body it moves
+//! only where that body leaves the loop: a local is one snapshot of the map, and lookups
+//! repeated per pass could see another CPU's update in between.
 
 use crate::hir::{Expr, ExprKind, Func, LocalId, Stmt, StmtKind};
 use crate::program::MapId;
@@ -179,6 +180,31 @@ fn target(stmts: &[Stmt], x: LocalId) -> Option<(Vec<(usize, usize)>, usize)> {
     }
 }
 
+/// Whether a statement inserted in the body at `path` runs at most once for each time the
+/// original place ran: a local is one snapshot of the map, and a lookup repeated per loop pass
+/// could see another CPU's update between two passes. So a move into a loop body is made only
+/// when that body ends by leaving the loop (`break` out of the one loop crossed, `return`, or
+/// an error).
+fn runs_at_most_once(stmts: &[Stmt], path: &[(usize, usize)]) -> bool {
+    let mut loops = 0;
+    let mut body = stmts;
+    for &(i, k) in path {
+        if matches!(
+            body[i].kind,
+            StmtKind::While { .. } | StmtKind::Repeat { .. } | StmtKind::NumFor { .. }
+        ) {
+            loops += 1;
+        }
+        body = bodies(&body[i])[k];
+    }
+    match body.last().map(|s| &s.kind) {
+        _ if loops == 0 => true,
+        Some(StmtKind::Return(_) | StmtKind::Error) => true,
+        Some(StmtKind::Break) => loops == 1,
+        _ => false,
+    }
+}
+
 fn body_at<'a>(stmts: &'a mut Vec<Stmt>, path: &[(usize, usize)]) -> &'a mut Vec<Stmt> {
     match path.split_first() {
         None => stmts,
@@ -212,7 +238,7 @@ fn movable_lookup(stmts: &[Stmt], i: usize, funcs: &[Func]) -> Option<(Vec<(usiz
     }
     let (path, at) = target(rest, *x)?;
     // Moving within the same body gains nothing.
-    if path.is_empty() {
+    if path.is_empty() || !runs_at_most_once(rest, &path) {
         return None;
     }
     let mut path = path;
@@ -292,6 +318,16 @@ end, { name = "t" })
     fn a_lookup_read_only_in_a_branch_of_a_scan_moves_into_it() {
         let out = asm(&PROGRAM.replace("WRITE", ""));
         assert!(lookup_after_scan_start(&out), "the lookup is made in the scan:\n{out}");
+    }
+
+    /// A branch that does not leave the scan could run on every pass: the lookup stays.
+    #[test]
+    fn a_lookup_stays_out_of_a_branch_that_stays_in_the_loop() {
+        let out = asm(&PROGRAM.replace("WRITE", "").replace("      break\n", ""));
+        assert!(
+            !lookup_after_scan_start(&out),
+            "the lookup stays before the scan:\n{out}"
+        );
     }
 
     /// A write of the map in the scan could change what the lookup finds: it stays.
