@@ -2329,24 +2329,21 @@ impl<'a> Lowerer<'a> {
     /// is picked out by shifts, not loaded from a run-time offset.
     fn last_byte_nonzero(&mut self, len: Operand, words: &[Operand], fail: Block) {
         let ok = self.f.new_block();
-        let byte_of = |w: Operand, shift: u32| match w {
-            Operand::Imm(i) => Operand::Imm((i >> shift) & 0xff),
-            v => v,
-        };
         match len {
             Operand::Imm(0) => {}
             Operand::Imm(k) => {
                 let idx = (k - 1) as usize;
+                let shift = (idx % 8) as i64 * 8;
                 match words.get(idx / 8).copied().unwrap_or(Operand::Imm(0)) {
                     Operand::Imm(w) => {
-                        if byte_of(Operand::Imm(w), (idx % 8) as u32 * 8) == Operand::Imm(0) {
+                        if (w >> shift) & 0xff == 0 {
                             self.jump(fail);
                             self.switch_to(ok);
                             return;
                         }
                     }
                     Operand::Value(w) => {
-                        let t = self.bin(BinOp::Rsh, Operand::Value(w), Operand::Imm((idx % 8) as i64 * 8));
+                        let t = self.bin(BinOp::Rsh, Operand::Value(w), Operand::Imm(shift));
                         let t = self.bin(BinOp::And, Operand::Value(t), Operand::Imm(0xff));
                         self.branch(JmpOp::Jeq, t, Operand::Imm(0), fail, ok);
                         self.switch_to(ok);
