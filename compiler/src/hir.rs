@@ -301,3 +301,82 @@ pub struct Func {
     pub results: Vec<Ty>,
     pub span: Span,
 }
+
+impl Stmt {
+    /// The expressions a statement evaluates itself (not those of the bodies it holds).
+    pub fn own_exprs(&self) -> Vec<&Expr> {
+        match &self.kind {
+            StmtKind::Local { values, .. } | StmtKind::SetLocals { values, .. } | StmtKind::Return(values) => {
+                values.iter().collect()
+            }
+            StmtKind::SetLocal { value, .. } | StmtKind::CtxStore { value, .. } | StmtKind::Eval(value) => vec![value],
+            StmtKind::MapSet { key, value, .. } => std::iter::once(key).chain(value.iter()).collect(),
+            StmtKind::MapAdd { key, delta, .. } => vec![key, delta],
+            StmtKind::FieldSet { base, value, .. } => vec![base, value],
+            StmtKind::PacketStore { off, value, .. } | StmtKind::PacketStoreString { off, value } => vec![off, value],
+            StmtKind::If { cond, .. } | StmtKind::While { cond, .. } | StmtKind::Repeat { cond, .. } => vec![cond],
+            StmtKind::NumFor { start, limit, .. } => vec![start, limit],
+            StmtKind::Print { args, .. } => args.iter().collect(),
+            StmtKind::Break | StmtKind::Error | StmtKind::Block(_) => vec![],
+        }
+    }
+
+    /// The statement lists it holds (an `if`'s two branches, a loop's or block's body).
+    pub fn bodies(&self) -> Vec<&Vec<Stmt>> {
+        match &self.kind {
+            StmtKind::If { then_, else_, .. } => vec![then_, else_],
+            StmtKind::While { body, .. }
+            | StmtKind::Repeat { body, .. }
+            | StmtKind::NumFor { body, .. }
+            | StmtKind::Block(body) => vec![body],
+            _ => vec![],
+        }
+    }
+
+    pub fn bodies_mut(&mut self) -> Vec<&mut Vec<Stmt>> {
+        match &mut self.kind {
+            StmtKind::If { then_, else_, .. } => vec![then_, else_],
+            StmtKind::While { body, .. }
+            | StmtKind::Repeat { body, .. }
+            | StmtKind::NumFor { body, .. }
+            | StmtKind::Block(body) => vec![body],
+            _ => vec![],
+        }
+    }
+}
+
+impl Expr {
+    /// Its direct subexpressions.
+    pub fn children(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::Int(_)
+            | ExprKind::Bool(_)
+            | ExprKind::Nil
+            | ExprKind::Str(_)
+            | ExprKind::Local(_)
+            | ExprKind::PacketLen
+            | ExprKind::CtxField(_)
+            | ExprKind::Packet
+            | ExprKind::Ctx => vec![],
+            ExprKind::Unwrap(x)
+            | ExprKind::Wrap(x)
+            | ExprKind::Neg(x)
+            | ExprKind::BNot(x)
+            | ExprKind::Not(x)
+            | ExprKind::IsNil(x)
+            | ExprKind::StrLen(x) => vec![x],
+            ExprKind::Arith(_, a, b)
+            | ExprKind::Compare(_, a, b)
+            | ExprKind::OptEquals(a, b)
+            | ExprKind::And(a, b)
+            | ExprKind::Or(a, b)
+            | ExprKind::StrByte(a, b) => vec![a, b],
+            ExprKind::PacketLoad { off, .. } => vec![off],
+            ExprKind::PacketString { off, len } => vec![off, len],
+            ExprKind::MapGet { key, .. } => vec![key],
+            ExprKind::Field { base, .. } => vec![base],
+            ExprKind::Call { args, .. } | ExprKind::Builtin { args, .. } => args.iter().collect(),
+            ExprKind::RecordCtor { fields, .. } => fields.iter().map(|(_, e)| e).collect(),
+        }
+    }
+}

@@ -14,81 +14,8 @@
 use crate::hir::{Expr, ExprKind, Func, LocalId, Stmt, StmtKind};
 use crate::program::MapId;
 
-/// The expressions a statement evaluates itself (not those of the bodies it holds).
-fn own_exprs(s: &Stmt) -> Vec<&Expr> {
-    match &s.kind {
-        StmtKind::Local { values, .. } | StmtKind::SetLocals { values, .. } | StmtKind::Return(values) => {
-            values.iter().collect()
-        }
-        StmtKind::SetLocal { value, .. } | StmtKind::CtxStore { value, .. } | StmtKind::Eval(value) => vec![value],
-        StmtKind::MapSet { key, value, .. } => std::iter::once(key).chain(value.iter()).collect(),
-        StmtKind::MapAdd { key, delta, .. } => vec![key, delta],
-        StmtKind::FieldSet { base, value, .. } => vec![base, value],
-        StmtKind::PacketStore { off, value, .. } | StmtKind::PacketStoreString { off, value } => vec![off, value],
-        StmtKind::If { cond, .. } | StmtKind::While { cond, .. } | StmtKind::Repeat { cond, .. } => vec![cond],
-        StmtKind::NumFor { start, limit, .. } => vec![start, limit],
-        StmtKind::Print { args, .. } => args.iter().collect(),
-        StmtKind::Break | StmtKind::Error | StmtKind::Block(_) => vec![],
-    }
-}
-
-fn bodies(s: &Stmt) -> Vec<&Vec<Stmt>> {
-    match &s.kind {
-        StmtKind::If { then_, else_, .. } => vec![then_, else_],
-        StmtKind::While { body, .. }
-        | StmtKind::Repeat { body, .. }
-        | StmtKind::NumFor { body, .. }
-        | StmtKind::Block(body) => vec![body],
-        _ => vec![],
-    }
-}
-
-fn bodies_mut(s: &mut Stmt) -> Vec<&mut Vec<Stmt>> {
-    match &mut s.kind {
-        StmtKind::If { then_, else_, .. } => vec![then_, else_],
-        StmtKind::While { body, .. }
-        | StmtKind::Repeat { body, .. }
-        | StmtKind::NumFor { body, .. }
-        | StmtKind::Block(body) => vec![body],
-        _ => vec![],
-    }
-}
-
-fn sub_exprs(e: &Expr) -> Vec<&Expr> {
-    match &e.kind {
-        ExprKind::Int(_)
-        | ExprKind::Bool(_)
-        | ExprKind::Nil
-        | ExprKind::Str(_)
-        | ExprKind::Local(_)
-        | ExprKind::PacketLen
-        | ExprKind::CtxField(_)
-        | ExprKind::Packet
-        | ExprKind::Ctx => vec![],
-        ExprKind::Unwrap(x)
-        | ExprKind::Wrap(x)
-        | ExprKind::Neg(x)
-        | ExprKind::BNot(x)
-        | ExprKind::Not(x)
-        | ExprKind::IsNil(x)
-        | ExprKind::StrLen(x) => vec![x],
-        ExprKind::Arith(_, a, b)
-        | ExprKind::Compare(_, a, b)
-        | ExprKind::OptEquals(a, b)
-        | ExprKind::And(a, b)
-        | ExprKind::Or(a, b)
-        | ExprKind::StrByte(a, b) => vec![a, b],
-        ExprKind::PacketLoad { off, .. } => vec![off],
-        ExprKind::PacketString { off, len } => vec![off, len],
-        ExprKind::MapGet { key, .. } => vec![key],
-        ExprKind::Field { base, .. } => vec![base],
-        ExprKind::Call { args, .. } | ExprKind::Builtin { args, .. } => args.iter().collect(),
-        ExprKind::RecordCtor { fields, .. } => fields.iter().map(|(_, e)| e).collect(),
-    }
-}
-
 fn expr_any(e: &Expr, p: &mut impl FnMut(&Expr) -> bool) -> bool {
-    p(e) || sub_exprs(e).into_iter().any(|x| expr_any(x, p))
+    p(e) || e.children().into_iter().any(|x| expr_any(x, p))
 }
 
 /// Whether `p` holds for a statement of `stmts` (nested ones included) or one of their
@@ -96,8 +23,8 @@ fn expr_any(e: &Expr, p: &mut impl FnMut(&Expr) -> bool) -> bool {
 fn any(stmts: &[Stmt], s_pred: &mut impl FnMut(&Stmt) -> bool, e_pred: &mut impl FnMut(&Expr) -> bool) -> bool {
     stmts.iter().any(|s| {
         s_pred(s)
-            || own_exprs(s).into_iter().any(|e| expr_any(e, e_pred))
-            || bodies(s).into_iter().any(|b| any(b, s_pred, e_pred))
+            || s.own_exprs().into_iter().any(|e| expr_any(e, e_pred))
+            || s.bodies().into_iter().any(|b| any(b, s_pred, e_pred))
     })
 }
 
@@ -162,13 +89,14 @@ fn target(stmts: &[Stmt], x: LocalId) -> Option<(Vec<(usize, usize)>, usize)> {
     let users: Vec<usize> = (0..stmts.len()).filter(|&i| stmt_uses(&stmts[i], x)).collect();
     let &first = users.first()?;
     if users.len() > 1
-        || own_exprs(&stmts[first])
+        || stmts[first]
+            .own_exprs()
             .into_iter()
             .any(|e| expr_any(e, &mut |e| e.kind == ExprKind::Local(x)))
     {
         return Some((Vec::new(), first));
     }
-    let bs = bodies(&stmts[first]);
+    let bs = stmts[first].bodies();
     let inner: Vec<usize> = (0..bs.len()).filter(|&k| uses(bs[k], x)).collect();
     match inner.as_slice() {
         [k] => {
@@ -195,7 +123,7 @@ fn runs_at_most_once(stmts: &[Stmt], path: &[(usize, usize)]) -> bool {
         ) {
             loops += 1;
         }
-        body = bodies(&body[i])[k];
+        body = body[i].bodies()[k];
     }
     match body.last().map(|s| &s.kind) {
         _ if loops == 0 => true,
@@ -209,7 +137,7 @@ fn body_at<'a>(stmts: &'a mut Vec<Stmt>, path: &[(usize, usize)]) -> &'a mut Vec
     match path.split_first() {
         None => stmts,
         Some((&(i, k), rest)) => {
-            let b = bodies_mut(&mut stmts[i]).swap_remove(k);
+            let b = stmts[i].bodies_mut().swap_remove(k);
             body_at(b, rest)
         }
     }
@@ -260,7 +188,7 @@ fn sink_in(stmts: &mut Vec<Stmt>, funcs: &[Func]) -> bool {
         i += 1;
     }
     for s in stmts.iter_mut() {
-        for b in bodies_mut(s) {
+        for b in s.bodies_mut() {
             changed |= sink_in(b, funcs);
         }
     }
@@ -294,6 +222,14 @@ mod tests {
         lookup > scan
     }
 
+    fn assert_lookup_stays(src: &str) {
+        let out = asm(src);
+        assert!(
+            !lookup_after_scan_start(&out),
+            "the lookup stays before the scan:\n{out}"
+        );
+    }
+
     const PROGRAM: &str = r#"
 local xdp = require "bpf.xdp"
 local map = require "bpf.map"
@@ -323,30 +259,18 @@ end, { name = "t" })
     /// A branch that does not leave the scan could run on every pass: the lookup stays.
     #[test]
     fn a_lookup_stays_out_of_a_branch_that_stays_in_the_loop() {
-        let out = asm(&PROGRAM.replace("WRITE", "").replace("      break\n", ""));
-        assert!(
-            !lookup_after_scan_start(&out),
-            "the lookup stays before the scan:\n{out}"
-        );
+        assert_lookup_stays(&PROGRAM.replace("WRITE", "").replace("      break\n", ""));
     }
 
     /// A write of the map in the scan could change what the lookup finds: it stays.
     #[test]
     fn a_lookup_stays_before_a_write_of_its_map() {
-        let out = asm(&PROGRAM.replace("WRITE", "m[i] = 1"));
-        assert!(
-            !lookup_after_scan_start(&out),
-            "the lookup stays before the scan:\n{out}"
-        );
+        assert_lookup_stays(&PROGRAM.replace("WRITE", "m[i] = 1"));
     }
 
     /// So does one whose key the scan changes.
     #[test]
     fn a_lookup_stays_before_a_change_of_its_key() {
-        let out = asm(&PROGRAM.replace("WRITE", "k = k + 1"));
-        assert!(
-            !lookup_after_scan_start(&out),
-            "the lookup stays before the scan:\n{out}"
-        );
+        assert_lookup_stays(&PROGRAM.replace("WRITE", "k = k + 1"));
     }
 }
