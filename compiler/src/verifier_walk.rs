@@ -227,12 +227,48 @@ type Step = (u32, u8);
 /// The history length that forces a checkpoint (the kernel bounds its jump history so).
 const HIST: usize = 64;
 
+/// A path's history since its last checkpoint: its latest step in the walk's arena of steps
+/// (`Walker::steps`), each of which links to the one before it. Paths forked from one point
+/// share the steps before it instead of each copying them: the copies held most of a walk's
+/// memory and cost a good part of its time.
+#[derive(Clone, Copy)]
+struct Hist {
+    latest: u32,
+    len: u32,
+}
+
+impl Hist {
+    const EMPTY: Hist = Hist {
+        latest: NO_STEP,
+        len: 0,
+    };
+}
+
+const NO_STEP: u32 = u32::MAX;
+
+/// A step of the arena, with the index of the step before it on its path.
+#[derive(Clone, Copy)]
+struct Linked {
+    step: Step,
+    prev: u32,
+}
+
+/// Appends `step` to the history `hist` of a path.
+fn push_step(arena: &mut Vec<Linked>, hist: &mut Hist, step: Step) {
+    arena.push(Linked {
+        step,
+        prev: hist.latest,
+    });
+    hist.latest = (arena.len() - 1) as u32;
+    hist.len += 1;
+}
+
 /// A checkpoint: the state a path had at a prune point.
 struct Node {
     state: State,
     parent: Option<usize>,
     /// The instructions from the parent checkpoint to this one.
-    hist: Vec<Step>,
+    hist: Hist,
     /// Paths still being explored below this checkpoint (the kernel's `branches`).
     branches: u32,
     hit: u32,
@@ -247,7 +283,7 @@ impl Node {
     /// dropped to bound the memory of a long walk.
     fn release(&mut self) {
         if self.branches == 0 {
-            self.hist = Vec::new();
+            self.hist = Hist::EMPTY;
             if self.evicted {
                 self.state = Vec::new();
             }
@@ -259,19 +295,17 @@ struct Path {
     pc: usize,
     state: State,
     parent: Option<usize>,
-    hist: Vec<Step>,
+    hist: Hist,
 }
 
 impl Path {
-    /// A copy to walk the other way of a branch, its history with room to grow.
+    /// A copy to walk the other way of a branch (sharing its history so far).
     fn fork(&self) -> Path {
-        let mut hist = Vec::with_capacity(self.hist.len() + HIST);
-        hist.extend_from_slice(&self.hist);
         Path {
             pc: self.pc,
             state: self.state.clone(),
             parent: self.parent,
-            hist,
+            hist: self.hist,
         }
     }
 }
@@ -320,7 +354,7 @@ pub fn walk(code: &ProgramCode, maps: &[MapInfo], hook: Hook, limits: Limits) ->
             pc: start,
             state: vec![frame],
             parent: None,
-            hist: Vec::with_capacity(HIST),
+            hist: Hist::EMPTY,
         };
         if let Err(Stop::Limit(v)) = w.run(path) {
             verdict = v;
@@ -356,6 +390,8 @@ struct Walker<'a> {
     /// Checkpoints to compare with, per instruction.
     explored: Vec<Vec<usize>>,
     pending: Vec<Path>,
+    /// Every step of the paths walked, linked (`Hist`).
+    steps: Vec<Linked>,
     processed: u64,
     jumps: u64,
     prev_processed: u64,
@@ -392,6 +428,7 @@ impl<'a> Walker<'a> {
             nodes: Vec::new(),
             explored: vec![Vec::new(); insns.len()],
             pending: Vec::new(),
+            steps: Vec::new(),
             processed: 0,
             jumps: 0,
             prev_processed: 0,
@@ -408,6 +445,7 @@ impl<'a> Walker<'a> {
         self.nodes.clear();
         self.explored.iter_mut().for_each(Vec::clear);
         self.pending.clear();
+        self.steps.clear();
     }
 
     fn new_id(&mut self) -> u32 {
@@ -466,7 +504,7 @@ impl<'a> Walker<'a> {
     fn visit(&mut self, cur: &mut Path) -> bool {
         let pc = cur.pc;
         // A long history forces a checkpoint (the kernel bounds its jump history so).
-        let force = cur.hist.len() >= HIST;
+        let force = cur.hist.len as usize >= HIST;
         let mut add = force || self.jumps - self.prev_jumps >= 2 && self.processed - self.prev_processed >= 8;
         let mut list = std::mem::take(&mut self.explored[pc]);
         let mut hit = None;
@@ -505,7 +543,7 @@ impl<'a> Walker<'a> {
             self.nodes.push(Node {
                 state: cur.state.clone(),
                 parent: cur.parent,
-                hist: std::mem::replace(&mut cur.hist, Vec::with_capacity(HIST)),
+                hist: std::mem::replace(&mut cur.hist, Hist::EMPTY),
                 branches: 1,
                 hit: 0,
                 miss: 0,
@@ -570,7 +608,7 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        self.backtrack(bt, &cur.hist, cur.parent);
+        self.backtrack(bt, cur.hist, cur.parent);
     }
 
     /// The kernel's `mark_chain_precision`: registers `regs` of the current frame (and
@@ -584,11 +622,11 @@ impl<'a> Walker<'a> {
             }
         }
         bt.slots[f] = slots;
-        self.backtrack(bt, &cur.hist, cur.parent);
+        self.backtrack(bt, cur.hist, cur.parent);
     }
 
-    fn backtrack(&mut self, mut bt: Backtrack, hist: &[Step], parent: Option<usize>) {
-        back_steps(&mut bt, self.insns, hist);
+    fn backtrack(&mut self, mut bt: Backtrack, hist: Hist, parent: Option<usize>) {
+        back_steps(&mut bt, self.insns, &self.steps, hist);
         let mut n = parent;
         while let Some(i) = n {
             if bt.is_empty() {
@@ -599,7 +637,7 @@ impl<'a> Walker<'a> {
                 return;
             }
             let node = &self.nodes[i];
-            back_steps(&mut bt, self.insns, &node.hist);
+            back_steps(&mut bt, self.insns, &self.steps, node.hist);
             n = node.parent;
         }
     }
@@ -649,7 +687,7 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        cur.hist.push((pc as u32, depth as u8));
+        push_step(&mut self.steps, &mut cur.hist, (pc as u32, depth as u8));
         cur.pc = new_pc;
         Ok(next)
     }
@@ -1050,7 +1088,11 @@ impl<'a> Walker<'a> {
         match (this_possible, other_possible) {
             (true, true) => {
                 other.pc = target;
-                other.hist.push((pc as u32, (cur.state.len() - 1) as u8));
+                push_step(
+                    &mut self.steps,
+                    &mut other.hist,
+                    (pc as u32, (cur.state.len() - 1) as u8),
+                );
                 if let Some(p) = other.parent {
                     self.nodes[p].branches += 1;
                 }
@@ -1280,13 +1322,23 @@ fn bits(mut m: u64) -> impl Iterator<Item = usize> {
 
 /// `back_step` over a history, latest first; once nothing is left to follow, the rest of it
 /// would change nothing.
-fn back_steps(bt: &mut Backtrack, insns: &[Insn], hist: &[Step]) {
-    for &(pc, frame) in hist.iter().rev() {
+fn back_steps(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) {
+    for (pc, frame) in history(arena, hist) {
         if bt.is_empty() {
             return;
         }
         back_step(bt, insns[pc as usize], frame as usize);
     }
+}
+
+/// The steps of a path's history, latest first.
+fn history(arena: &[Linked], hist: Hist) -> impl Iterator<Item = Step> + '_ {
+    let mut at = hist.latest;
+    std::iter::from_fn(move || {
+        let l = arena.get(at as usize)?;
+        at = l.prev;
+        Some(l.step)
+    })
 }
 
 /// One instruction of the kernel's `backtrack_insn`, run backwards: which earlier registers
@@ -1507,6 +1559,22 @@ mod tests {
         insns: 1_000_000,
         pending: 8192,
     };
+
+    #[test]
+    fn forked_paths_share_the_steps_before_the_fork() {
+        let mut arena = Vec::new();
+        let mut a = Hist::EMPTY;
+        push_step(&mut arena, &mut a, (0, 0));
+        push_step(&mut arena, &mut a, (1, 0));
+        let mut b = a;
+        push_step(&mut arena, &mut a, (2, 0));
+        push_step(&mut arena, &mut b, (7, 1));
+        let steps = |h| history(&arena, h).collect::<Vec<_>>();
+        assert_eq!(steps(a), [(2, 0), (1, 0), (0, 0)]);
+        assert_eq!(steps(b), [(7, 1), (1, 0), (0, 0)]);
+        assert_eq!((a.len, b.len, arena.len()), (3, 3, 4));
+        assert!(steps(Hist::EMPTY).is_empty());
+    }
 
     /// The walk runs on the compiler's own code, but must not panic on any instructions.
     #[test]
