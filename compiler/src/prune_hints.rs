@@ -53,7 +53,7 @@ pub fn blocks(f: &Function, order: &[Block]) -> SecondaryMap<Block, bool> {
 fn loops(
     f: &Function,
     order: &[Block],
-    preds: &SecondaryMap<Block, Vec<Block>>,
+    preds: &SecondaryMap<Block, crate::threading::Preds>,
 ) -> Vec<(Block, SecondaryMap<Block, bool>)> {
     let mut pos: SecondaryMap<Block, usize> = SecondaryMap::with_default(usize::MAX);
     for (i, &b) in order.iter().enumerate() {

@@ -90,9 +90,13 @@ fn decided_target(f: &Function, b: Block, mut k: Known) -> Option<Block> {
     Some(if eval_cond(op, x, y)? { then_ } else { else_ })
 }
 
+/// A block's predecessors: inline, as most blocks have one or two (the passes ask for them
+/// in every round, and a vector per block was a good part of their allocations).
+pub(crate) type Preds = smallvec::SmallVec<[Block; 2]>;
+
 /// Each block's predecessors among the blocks of `order`, each once.
-pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Vec<Block>> {
-    let mut preds: SecondaryMap<Block, Vec<Block>> = f.block_map();
+pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Preds> {
+    let mut preds: SecondaryMap<Block, Preds> = f.block_map();
     for &b in order {
         for s in f.blocks[b].term.0.successors() {
             if !preds[s].contains(&b) {
