@@ -11,6 +11,7 @@ pub mod cse;
 pub mod diag;
 pub mod emit;
 pub mod eval;
+pub mod exit;
 pub mod hir;
 pub mod ir;
 pub mod liveness;
