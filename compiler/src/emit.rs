@@ -90,6 +90,8 @@ struct Emitter<'a> {
     alloc: &'a Allocation,
     items: Vec<Item>,
     loc: SourceLoc,
+    /// A call result that only the block's branch reads: it stays in r0 (no copy to its home).
+    in_r0: Option<Value>,
 }
 
 type R<T> = Result<T, EmitError>;
@@ -182,6 +184,9 @@ impl<'a> Emitter<'a> {
 
     /// A register holding `v`: its own, or `scratch` after a fill.
     fn read(&mut self, v: Value, scratch: Reg) -> R<Reg> {
+        if self.in_r0 == Some(v) {
+            return Ok(R0);
+        }
         Ok(match self.loc_of(v)? {
             Loc::Reg(r) => r,
             Loc::Stack(off) => {
@@ -605,6 +610,22 @@ impl<'a> Emitter<'a> {
     }
 }
 
+/// How many instructions and terminators read each value.
+fn read_counts(f: &Function) -> SecondaryMap<Value, u32> {
+    let mut n: SecondaryMap<Value, u32> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            for v in inst.uses() {
+                n[v] += 1;
+            }
+        }
+        for v in b.term.0.uses() {
+            n[v] += 1;
+        }
+    }
+    n
+}
+
 /// The low `size` bytes of `i`, zero-extended (what a store of that width writes).
 fn truncate(i: i64, size: Size) -> i64 {
     match size {
@@ -864,7 +885,9 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         alloc,
         items: Vec::new(),
         loc: SourceLoc::default(),
+        in_r0: None,
     };
+    let reads = read_counts(f);
 
     for (bi, &b) in order.iter().enumerate() {
         let data = &f.blocks[b];
@@ -898,12 +921,42 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
                 insts = &insts[n..];
             }
         }
-        for (inst, loc) in insts {
+        // `r1 = r0; if r1 == 0 goto` after a call whose result only that test reads: the
+        // test reads r0 directly.
+        let tested = match (insts.last(), &data.term.0) {
+            (
+                Some((
+                    Inst::Call { dst: Some(d), .. }
+                    | Inst::CallKfunc { dst: Some(d), .. }
+                    | Inst::CallLocal { dst: Some(d), .. },
+                    _,
+                )),
+                Terminator::Branch { a, b, .. },
+            ) if a == d && matches!(b, Operand::Imm(i) if fits_i32(*i)) && reads[*d] == 1 => Some(*d),
+            _ => None,
+        };
+        for (k, (inst, loc)) in insts.iter().enumerate() {
             e.loc = *loc;
-            e.inst(inst)?;
+            if tested.is_some() && k + 1 == insts.len() {
+                let call = match inst.clone() {
+                    Inst::Call { helper, args, .. } => Inst::Call {
+                        helper,
+                        args,
+                        dst: None,
+                    },
+                    Inst::CallKfunc { name, args, .. } => Inst::CallKfunc { name, args, dst: None },
+                    Inst::CallLocal { func, args, .. } => Inst::CallLocal { func, args, dst: None },
+                    other => other,
+                };
+                e.inst(&call)?;
+                e.in_r0 = tested;
+            } else {
+                e.inst(inst)?;
+            }
         }
         e.loc = data.term.1;
         e.term(&data.term.0, order.get(bi + 1).copied())?;
+        e.in_r0 = None;
     }
 
     let mut label_at: SecondaryMap<Block, usize> = SecondaryMap::new();
@@ -969,6 +1022,31 @@ mod tests {
     use super::*;
     use crate::regalloc::allocate;
     use std::collections::HashMap;
+
+    /// A map lookup whose result only the null test reads: the test reads r0, no copy; when
+    /// the pointer is used after the test it is copied to its register as before.
+    #[test]
+    fn a_call_result_only_tested_stays_in_r0() {
+        let compile = |body: &str| {
+            let src = format!(
+                "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal m = map.hash(\"m\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nreturn xdp.program(function(ctx)\n{body}\nend, {{ name = \"t\" }})\n"
+            );
+            let c = crate::compile::compile_source(&src, "t.lua", &Default::default())
+                .unwrap_or_else(|e| panic!("{}", e.render()));
+            crate::compile::annotated_asm(&c.object)
+        };
+        let tested = compile("  if m[1] then return 1 end\n  return 2");
+        assert!(
+            tested.contains("if r0 == 0") || tested.contains("if r0 != 0"),
+            "{tested}"
+        );
+        assert!(!tested.contains("= r0\n"), "no copy of r0:\n{tested}");
+        let used = compile("  local v = m[1]\n  if v then return v end\n  return 2");
+        assert!(
+            used.contains(" = r0\n"),
+            "the pointer is copied for its later use:\n{used}"
+        );
+    }
 
     /// `r4 = r5; r5 = r4` loses its second copy; with a jump landing between the two it stays.
     #[test]
@@ -1084,6 +1162,7 @@ mod tests {
                 alloc: &alloc,
                 items: Vec::new(),
                 loc: SourceLoc::default(),
+                in_r0: None,
             };
             e.parallel_move(&moves);
             let insns: Vec<Insn> = e
