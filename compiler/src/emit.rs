@@ -92,6 +92,9 @@ struct Emitter<'a> {
     loc: SourceLoc,
     /// A call result that only the block's branch reads: it stays in r0 (no copy to its home).
     in_r0: Option<Value>,
+    /// Stack addresses only a call argument reads: computed in the argument register at the
+    /// call (`r4 = r10; r4 += -8`), not at their definition and then copied there.
+    at_call: SecondaryMap<Value, Option<i16>>,
 }
 
 type R<T> = Result<T, EmitError>;
@@ -392,10 +395,22 @@ impl<'a> Emitter<'a> {
             return self.err(format!("a call with {} arguments (at most 5)", args.len()));
         }
         let mut moves = Vec::new();
+        let mut addresses = Vec::new();
         for (i, a) in args.iter().enumerate() {
-            moves.push((Loc::Reg(Reg(i as u8 + 1)), self.operand_src(a)?));
+            let r = Reg(i as u8 + 1);
+            match a {
+                Operand::Value(v) if self.at_call[*v].is_some() => addresses.push((r, self.at_call[*v].unwrap_or(0))),
+                _ => moves.push((Loc::Reg(r), self.operand_src(a)?)),
+            }
         }
         self.parallel_move(&moves);
+        // After the moves: nothing reads these argument registers any more.
+        for (r, o) in addresses {
+            self.push(Insn::mov64_reg(r, R10));
+            if o != 0 {
+                self.push(Insn::alu64_imm(AluOp::Add, r, o as i32));
+            }
+        }
         self.items.push(Item::Insn {
             insn: call,
             loc: self.loc,
@@ -508,6 +523,7 @@ impl<'a> Emitter<'a> {
                     }
                 }
             }
+            Inst::SlotAddr { dst, .. } if self.at_call[*dst].is_some() => {}
             Inst::SlotAddr { dst, slot, off } => {
                 let o = self.slot_offset(*slot, *off, 0)?;
                 let d = self.target(*dst)?;
@@ -886,8 +902,31 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         items: Vec::new(),
         loc: SourceLoc::default(),
         in_r0: None,
+        at_call: SecondaryMap::new(),
     };
     let reads = read_counts(f);
+    let defs = f.def_counts();
+    let mut call_reads: SecondaryMap<Value, u32> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } = inst {
+                for a in args {
+                    if let Operand::Value(v) = a {
+                        call_reads[*v] += 1;
+                    }
+                }
+            }
+        }
+    }
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::SlotAddr { dst, slot, off } = inst {
+                if defs[*dst] == 1 && reads[*dst] == 1 && call_reads[*dst] == 1 {
+                    e.at_call[*dst] = Some(e.slot_offset(*slot, *off, 0)?);
+                }
+            }
+        }
+    }
 
     for (bi, &b) in order.iter().enumerate() {
         let data = &f.blocks[b];
@@ -1048,6 +1087,41 @@ mod tests {
         );
     }
 
+    /// A stack address passed to a call while another argument holds its register: made in
+    /// the argument register at the call (`r4 = r10; r4 += -8`), never copied there.
+    #[test]
+    fn a_stack_address_argument_is_made_in_its_register() {
+        let src = r#"
+local xdp = require "bpf.xdp"
+local function count(p, from, len)
+  local n = 0
+  while n < 8 and from + n < len do n = n + 1 end
+  return n
+end
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local len = #p
+  for i = 0, 31 do
+    if count(p, len - i, len) == 3 then return 1 end
+  end
+  return 2
+end, { name = "t" })
+"#;
+        let c = crate::compile::compile_source(src, "t.lua", &Default::default())
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        let out = crate::compile::annotated_asm(&c.object);
+        let lines: Vec<&str> = out.lines().collect();
+        let calls = lines.iter().filter(|l| l.contains("call pc")).count();
+        let direct = lines
+            .windows(3)
+            .filter(|w| w[0].ends_with("= r10") && w[1].contains("+= -") && w[2].contains("call pc"))
+            .count();
+        assert!(
+            calls >= 1 && direct == calls,
+            "every out-pointer made just before its call:\n{out}"
+        );
+    }
+
     /// `r4 = r5; r5 = r4` loses its second copy; with a jump landing between the two it stays.
     #[test]
     fn a_copy_straight_back_is_dropped_unless_a_jump_lands_between() {
@@ -1163,6 +1237,7 @@ mod tests {
                 items: Vec::new(),
                 loc: SourceLoc::default(),
                 in_r0: None,
+                at_call: SecondaryMap::new(),
             };
             e.parallel_move(&moves);
             let insns: Vec<Insn> = e
