@@ -32,6 +32,11 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     if crate::packet_access::rebase_packet_accesses(f) {
         simplify(f, maps);
     }
+    // Scan pointers made from a base fixed before the loop, then the offsets only the loop's
+    // exit reads made there.
+    if crate::loop_bases::hoist(f) | crate::loop_bases::sink(f) {
+        simplify(f, maps);
+    }
 }
 
 fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
