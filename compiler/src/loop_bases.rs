@@ -98,6 +98,22 @@ fn forward(f: &Function, from: Block, stop: Block) -> SecondaryMap<Block, bool> 
     seen
 }
 
+/// Whether `b` reaches itself.
+fn on_cycle(f: &Function, b: Block) -> bool {
+    let mut seen: SecondaryMap<Block, bool> = f.block_map();
+    let mut work: Vec<Block> = f.blocks[b].term.0.successors().to_vec();
+    while let Some(x) = work.pop() {
+        if x == b {
+            return true;
+        }
+        if !seen[x] {
+            seen[x] = true;
+            work.extend(f.blocks[x].term.0.successors());
+        }
+    }
+    false
+}
+
 /// Blocks that reach `to` without passing through `stop` (`to` itself excluded).
 fn backward(cfg: &Cfg, f: &Function, to: Block, stop: Block) -> SecondaryMap<Block, bool> {
     let mut seen: SecondaryMap<Block, bool> = f.block_map();
@@ -192,13 +208,14 @@ pub fn hoist(f: &mut Function) -> bool {
                     ) if q == q2 && q == q3 && f.values[*q] == ValueKind::Pointer && invariant(*data) && single(*x) => {
                         // `x = off + i` earlier in this block, `i` not written since.
                         let (xb, xi) = defs[*x][0];
-                        match &insts[xi].0 {
-                            Inst::Bin {
+                        let here = xb == b && xi < k;
+                        match here.then(|| &insts[xi].0) {
+                            Some(Inst::Bin {
                                 op: BinOp::Add,
                                 a,
                                 b: Operand::Value(c),
                                 ..
-                            } if xb == b && xi < k => {
+                            }) => {
                                 let (off, i) = if invariant(*a) { (*a, *c) } else { (*c, *a) };
                                 let i_kept = !insts[xi + 1..k].iter().any(|(n, _)| n.def() == Some(i));
                                 let fits = |v: Value, s: &crate::ranges::State| {
@@ -274,8 +291,11 @@ pub fn sink(f: &mut Function) -> bool {
             if to == a || readers[v].iter().any(|&r| r != to) || !cfg.reachable(to) || !cfg.dominates(a, to) {
                 continue;
             }
-            // On no cycle: `to` does not reach itself.
-            if forward(f, to, to)[to] || f.blocks[to].term.0.successors().contains(&to) {
+            // Into a block on no cycle. Out of a loop it saves work every iteration; elsewhere
+            // only a computation of one value (`x + 14`) goes, which never leaves more values
+            // live (x's life stretches as far as the result's shrinks), where two operands
+            // kept alive to the block could cost a register (and a spill).
+            if on_cycle(f, to) || (!on_cycle(f, a) && inst.uses().len() > 1) {
                 continue;
             }
             let between = forward(f, a, a);
