@@ -90,6 +90,11 @@ struct Emitter<'a> {
     alloc: &'a Allocation,
     items: Vec<Item>,
     loc: SourceLoc,
+    /// A call result that only the block's branch reads: it stays in r0 (no copy to its home).
+    in_r0: Option<Value>,
+    /// Stack addresses only a call argument reads: computed in the argument register at the
+    /// call (`r4 = r10; r4 += -8`), not at their definition and then copied there.
+    at_call: SecondaryMap<Value, Option<i16>>,
 }
 
 type R<T> = Result<T, EmitError>;
@@ -182,6 +187,9 @@ impl<'a> Emitter<'a> {
 
     /// A register holding `v`: its own, or `scratch` after a fill.
     fn read(&mut self, v: Value, scratch: Reg) -> R<Reg> {
+        if self.in_r0 == Some(v) {
+            return Ok(R0);
+        }
         Ok(match self.loc_of(v)? {
             Loc::Reg(r) => r,
             Loc::Stack(off) => {
@@ -387,10 +395,22 @@ impl<'a> Emitter<'a> {
             return self.err(format!("a call with {} arguments (at most 5)", args.len()));
         }
         let mut moves = Vec::new();
+        let mut addresses = Vec::new();
         for (i, a) in args.iter().enumerate() {
-            moves.push((Loc::Reg(Reg(i as u8 + 1)), self.operand_src(a)?));
+            let r = Reg(i as u8 + 1);
+            match a {
+                Operand::Value(v) if self.at_call[*v].is_some() => addresses.push((r, self.at_call[*v].unwrap_or(0))),
+                _ => moves.push((Loc::Reg(r), self.operand_src(a)?)),
+            }
         }
         self.parallel_move(&moves);
+        // After the moves: nothing reads these argument registers any more.
+        for (r, o) in addresses {
+            self.push(Insn::mov64_reg(r, R10));
+            if o != 0 {
+                self.push(Insn::alu64_imm(AluOp::Add, r, o as i32));
+            }
+        }
         self.items.push(Item::Insn {
             insn: call,
             loc: self.loc,
@@ -503,6 +523,7 @@ impl<'a> Emitter<'a> {
                     }
                 }
             }
+            Inst::SlotAddr { dst, .. } if self.at_call[*dst].is_some() => {}
             Inst::SlotAddr { dst, slot, off } => {
                 let o = self.slot_offset(*slot, *off, 0)?;
                 let d = self.target(*dst)?;
@@ -603,6 +624,22 @@ impl<'a> Emitter<'a> {
         }
         Ok(())
     }
+}
+
+/// How many instructions and terminators read each value.
+fn read_counts(f: &Function) -> SecondaryMap<Value, u32> {
+    let mut n: SecondaryMap<Value, u32> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            for v in inst.uses() {
+                n[v] += 1;
+            }
+        }
+        for v in b.term.0.uses() {
+            n[v] += 1;
+        }
+    }
+    n
 }
 
 /// The low `size` bytes of `i`, zero-extended (what a store of that width writes).
@@ -864,7 +901,32 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         alloc,
         items: Vec::new(),
         loc: SourceLoc::default(),
+        in_r0: None,
+        at_call: SecondaryMap::new(),
     };
+    let reads = read_counts(f);
+    let defs = f.def_counts();
+    let mut call_reads: SecondaryMap<Value, u32> = SecondaryMap::new();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } = inst {
+                for a in args {
+                    if let Operand::Value(v) = a {
+                        call_reads[*v] += 1;
+                    }
+                }
+            }
+        }
+    }
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::SlotAddr { dst, slot, off } = inst {
+                if defs[*dst] == 1 && reads[*dst] == 1 && call_reads[*dst] == 1 {
+                    e.at_call[*dst] = Some(e.slot_offset(*slot, *off, 0)?);
+                }
+            }
+        }
+    }
 
     for (bi, &b) in order.iter().enumerate() {
         let data = &f.blocks[b];
@@ -898,12 +960,42 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
                 insts = &insts[n..];
             }
         }
-        for (inst, loc) in insts {
+        // `r1 = r0; if r1 == 0 goto` after a call whose result only that test reads: the
+        // test reads r0 directly.
+        let tested = match (insts.last(), &data.term.0) {
+            (
+                Some((
+                    Inst::Call { dst: Some(d), .. }
+                    | Inst::CallKfunc { dst: Some(d), .. }
+                    | Inst::CallLocal { dst: Some(d), .. },
+                    _,
+                )),
+                Terminator::Branch { a, b, .. },
+            ) if a == d && matches!(b, Operand::Imm(i) if fits_i32(*i)) && reads[*d] == 1 => Some(*d),
+            _ => None,
+        };
+        for (k, (inst, loc)) in insts.iter().enumerate() {
             e.loc = *loc;
-            e.inst(inst)?;
+            if tested.is_some() && k + 1 == insts.len() {
+                let call = match inst.clone() {
+                    Inst::Call { helper, args, .. } => Inst::Call {
+                        helper,
+                        args,
+                        dst: None,
+                    },
+                    Inst::CallKfunc { name, args, .. } => Inst::CallKfunc { name, args, dst: None },
+                    Inst::CallLocal { func, args, .. } => Inst::CallLocal { func, args, dst: None },
+                    other => other,
+                };
+                e.inst(&call)?;
+                e.in_r0 = tested;
+            } else {
+                e.inst(inst)?;
+            }
         }
         e.loc = data.term.1;
         e.term(&data.term.0, order.get(bi + 1).copied())?;
+        e.in_r0 = None;
     }
 
     let mut label_at: SecondaryMap<Block, usize> = SecondaryMap::new();
@@ -969,6 +1061,66 @@ mod tests {
     use super::*;
     use crate::regalloc::allocate;
     use std::collections::HashMap;
+
+    /// A map lookup whose result only the null test reads: the test reads r0, no copy; when
+    /// the pointer is used after the test it is copied to its register as before.
+    #[test]
+    fn a_call_result_only_tested_stays_in_r0() {
+        let compile = |body: &str| {
+            let src = format!(
+                "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal m = map.hash(\"m\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nreturn xdp.program(function(ctx)\n{body}\nend, {{ name = \"t\" }})\n"
+            );
+            let c = crate::compile::compile_source(&src, "t.lua", &Default::default())
+                .unwrap_or_else(|e| panic!("{}", e.render()));
+            crate::compile::annotated_asm(&c.object)
+        };
+        let tested = compile("  if m[1] then return 1 end\n  return 2");
+        assert!(
+            tested.contains("if r0 == 0") || tested.contains("if r0 != 0"),
+            "{tested}"
+        );
+        assert!(!tested.contains("= r0\n"), "no copy of r0:\n{tested}");
+        let used = compile("  local v = m[1]\n  if v then return v end\n  return 2");
+        assert!(
+            used.contains(" = r0\n"),
+            "the pointer is copied for its later use:\n{used}"
+        );
+    }
+
+    /// A stack address passed to a call while another argument holds its register: made in
+    /// the argument register at the call (`r4 = r10; r4 += -8`), never copied there.
+    #[test]
+    fn a_stack_address_argument_is_made_in_its_register() {
+        let src = r#"
+local xdp = require "bpf.xdp"
+local function count(p, from, len)
+  local n = 0
+  while n < 8 and from + n < len do n = n + 1 end
+  return n
+end
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local len = #p
+  for i = 0, 31 do
+    if count(p, len - i, len) == 3 then return 1 end
+  end
+  return 2
+end, { name = "t" })
+"#;
+        let c = crate::compile::compile_source(src, "t.lua", &Default::default())
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        let out = crate::compile::annotated_asm(&c.object);
+        let lines: Vec<&str> = out.lines().collect();
+        let calls = lines.iter().filter(|l| l.contains("call pc")).count();
+        let direct = lines
+            .windows(3)
+            .filter(|w| w[0].ends_with("= r10") && w[1].contains("+= -") && w[2].contains("call pc"))
+            .count();
+        assert!(
+            calls >= 1 && direct == calls,
+            "every out-pointer made just before its call:\n{out}"
+        );
+    }
 
     /// `r4 = r5; r5 = r4` loses its second copy; with a jump landing between the two it stays.
     #[test]
@@ -1084,6 +1236,8 @@ mod tests {
                 alloc: &alloc,
                 items: Vec::new(),
                 loc: SourceLoc::default(),
+                in_r0: None,
+                at_call: SecondaryMap::new(),
             };
             e.parallel_move(&moves);
             let insns: Vec<Insn> = e

@@ -19,6 +19,7 @@ use runtime_bpf::helpers as h;
 use runtime_bpf::isa::{JmpOp, Size};
 use runtime_bpf::object::{Format, SourceLoc};
 
+mod counted;
 mod netfilter;
 
 /// Largest packet offset an access may start at. The verifier only grants a range to a
@@ -487,7 +488,18 @@ impl<'a> Lowerer<'a> {
                 self.switch_to(join);
             }
             StmtKind::While { cond, body } => {
-                let (head, counter) = self.loop_head();
+                let bounded = counted::counted(cond, body).is_some_and(|c| {
+                    self.entry_constant(c.var)
+                        .is_some_and(|start| c.max_trips(start) <= LOOP_CAP as i128)
+                });
+                let (head, counter) = if bounded {
+                    let head = self.f.new_block();
+                    self.jump(head);
+                    (head, None)
+                } else {
+                    let (head, counter) = self.loop_head();
+                    (head, Some(counter))
+                };
                 let body_b = self.f.new_block();
                 let exit = self.f.new_block();
                 self.switch_to(head);
@@ -495,7 +507,9 @@ impl<'a> Lowerer<'a> {
                 self.switch_to(body_b);
                 // Counted when an iteration starts: a loop that ends after exactly
                 // LOOP_CAP iterations is not an error.
-                self.loop_guard(counter);
+                if let Some(counter) = counter {
+                    self.loop_guard(counter);
+                }
                 self.loop_body(exit, None, body);
                 if !self.is_terminated() {
                     self.jump(head);
@@ -580,6 +594,23 @@ impl<'a> Lowerer<'a> {
         self.stmts(body);
         self.loops.pop();
         self.loop_depth -= 1;
+    }
+
+    /// The constant a scalar local holds here, when the current block set it (`local n = 0`
+    /// just before a loop).
+    fn entry_constant(&self, var: LocalId) -> Option<i64> {
+        let Some(Storage::Scalar(mut v)) = self.frames.last()?.locals.get(&var).cloned() else {
+            return None;
+        };
+        for (inst, _) in self.f.blocks[self.cur].insts.iter().rev() {
+            match inst {
+                Inst::Const { dst, imm } if *dst == v => return Some(*imm),
+                Inst::Mov { dst, src } if *dst == v => v = *src,
+                other if other.def() == Some(v) => return None,
+                _ => {}
+            }
+        }
+        None
     }
 
     /// A loop's head block with its hidden iteration counter (for loops without a constant

@@ -6,6 +6,7 @@
 //! - `cse::reuse_expressions`: an operation repeated along a single-predecessor chain.
 //! - `propagate_copies`: a value written once by a copy of a value written once is that value.
 //! - `fold_add_chains`: `(x + 5) + 4` is `x + 9` when the middle value is written once.
+//! - `combine_shifts`: `(x >> k) | (y >> k)` is `(x | y) >> k` (one shift).
 //! - `compare_before_swap`: `bswap(load) == k` compares the loaded bytes with `bswap(k)`.
 //! - `remove_dead`: pure instructions whose results nobody reads are dropped.
 //! - `remove_dead_writes`: pure writes that no path reads before the next write (liveness).
@@ -21,7 +22,7 @@
 
 use cranelift_entity::SecondaryMap;
 
-use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value, ValueKind};
 use runtime_bpf::isa::JmpOp;
 
 /// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
@@ -29,6 +30,11 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     simplify(f, maps);
     // Rebasing packet accesses once the offsets are simplified, then cleaning up after it.
     if crate::packet_access::rebase_packet_accesses(f) {
+        simplify(f, maps);
+    }
+    // Scan pointers made from a base fixed before the loop, then the offsets only the loop's
+    // exit reads made there.
+    if crate::loop_bases::hoist(f) | crate::loop_bases::sink(f) {
         simplify(f, maps);
     }
 }
@@ -71,7 +77,7 @@ impl From<bool> for Outcome {
 
 fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     type Pass = fn(&mut Function, &crate::slot_stores::MapSizes) -> Outcome;
-    let passes: [Pass; 14] = [
+    let passes: [Pass; 15] = [
         |f, _| clear_unreachable(f).into(),
         |f, _| propagate_constants(f).into(),
         |f, _| crate::cse::reuse_expressions(f).into(),
@@ -79,6 +85,7 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
         |f, _| fold(f).into(),
         |f, _| compare_before_swap(f).into(),
         |f, _| fold_add_chains(f).into(),
+        |f, _| combine_shifts(f).into(),
         |f, _| remove_dead_reporting(f),
         |f, _| thread_jumps(f).into(),
         |f, _| share_returns(f).into(),
@@ -90,7 +97,7 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     // A pass that found nothing to do finds nothing again until another pass edits the
     // function (each is a function of the IR alone), so it is skipped until then: the same
     // rounds and results as running every pass, with about half the pass runs.
-    let mut settled = [false; 14];
+    let mut settled = [false; 15];
     for _ in 0..8 {
         let mut changed = false;
         for (pass, done) in passes.iter().zip(0..) {
@@ -100,7 +107,7 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
             let out = pass(f, maps);
             changed |= out.changed;
             if out.modified {
-                settled = [false; 14];
+                settled = [false; 15];
             }
             settled[done] = !out.modified;
         }
@@ -263,6 +270,83 @@ pub fn fold_add_chains(f: &mut Function) -> bool {
     changed
 }
 
+/// `(x >> k) | (y >> k)` is `(x | y) >> k` (and `&`, `^`; `<<`, `>>`, arithmetic `>>`): one
+/// shift instead of two, when nothing else reads the shifted values (`net.eth`'s tag test,
+/// `((a - 1) >> 63) | ((b - 1) >> 63)`). Everything involved is written once, so `x` and `y`
+/// hold at the `|` what they held at the shifts.
+pub fn combine_shifts(f: &mut Function) -> bool {
+    let defs = f.def_counts();
+    let mut reads: SecondaryMap<Value, u32> = f.value_map();
+    let mut shift_of: SecondaryMap<Value, Option<(BinOp, Value, i64)>> = f.value_map();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            for u in inst.uses() {
+                reads[u] += 1;
+            }
+            if let Inst::Bin {
+                op: op @ (BinOp::Lsh | BinOp::Rsh | BinOp::Arsh),
+                dst,
+                a,
+                b: Operand::Imm(k),
+            } = inst
+            {
+                if defs[*dst] == 1 && defs[*a] == 1 && dst != a && f.values[*a] == ValueKind::Scalar {
+                    shift_of[*dst] = Some((*op, *a, *k));
+                }
+            }
+        }
+        for u in b.term.0.uses() {
+            reads[u] += 1;
+        }
+    }
+    let mut changed = false;
+    for (_, b) in f.blocks.iter_mut() {
+        let mut i = 0;
+        while i < b.insts.len() {
+            let (inst, loc) = &b.insts[i];
+            if let Inst::Bin {
+                op: op @ (BinOp::Or | BinOp::And | BinOp::Xor),
+                dst,
+                a,
+                b: Operand::Value(c),
+            } = inst
+            {
+                if let (Some((s1, x, k1)), Some((s2, y, k2))) = (shift_of[*a], shift_of[*c]) {
+                    if s1 == s2 && k1 == k2 && a != c && reads[*a] == 1 && reads[*c] == 1 && defs[*dst] == 1 {
+                        let (op, dst, loc) = (*op, *dst, *loc);
+                        let t = f.values.push(ValueKind::Scalar);
+                        b.insts[i] = (
+                            Inst::Bin {
+                                op,
+                                dst: t,
+                                a: x,
+                                b: Operand::Value(y),
+                            },
+                            loc,
+                        );
+                        b.insts.insert(
+                            i + 1,
+                            (
+                                Inst::Bin {
+                                    op: s1,
+                                    dst,
+                                    a: t,
+                                    b: Operand::Imm(k1),
+                                },
+                                loc,
+                            ),
+                        );
+                        changed = true;
+                        i += 1;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+    changed
+}
+
 /// `if bswap16(x) == k` where `x` is a zero-extended 16-bit load: `if x == bswap16(k)`, the
 /// way C compares with `bpf_htons(k)`; the swap goes when nothing else reads it.
 pub fn compare_before_swap(f: &mut Function) -> bool {
@@ -414,6 +498,23 @@ pub fn fold(f: &mut Function) -> bool {
     let mut changed = false;
     for (_, b) in f.blocks.iter_mut() {
         for (inst, _) in b.insts.iter_mut() {
+            // `12 + x` is `x + 12`: the emitter adds an immediate to x's register in place
+            // instead of materialising the constant first.
+            if let Inst::Bin {
+                op: BinOp::Add | BinOp::Mul | BinOp::And | BinOp::Or | BinOp::Xor,
+                a,
+                b: rhs @ Operand::Value(_),
+                ..
+            } = inst
+            {
+                if let (Some(x), Operand::Value(v)) = (consts[*a], *rhs) {
+                    if consts[v].is_none() {
+                        *a = v;
+                        *rhs = Operand::Imm(x);
+                        changed = true;
+                    }
+                }
+            }
             if let Inst::Bin {
                 op,
                 dst,
@@ -427,6 +528,12 @@ pub fn fold(f: &mut Function) -> bool {
                         changed = true;
                         continue;
                     }
+                }
+                // `x - k` is `x + (-k)`: add chains then fold (`(x + 14) - 2` is `x + 12`).
+                if *op == BinOp::Sub && *y != 0 && *y != i64::MIN {
+                    *op = BinOp::Add;
+                    *y = -*y;
+                    changed = true;
                 }
                 // x + 0, x - 0, x | 0 ... are moves.
                 if *y == 0
@@ -708,5 +815,57 @@ mod tests {
         assert!(clear_unreachable(&mut f));
         assert_eq!(f.def_counts()[v], 1);
         assert!(!clear_unreachable(&mut f), "nothing more to clear");
+    }
+
+    fn asm(src: &str) -> String {
+        let c = crate::compile::compile_source(src, "t.lua", &Default::default())
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        crate::compile::annotated_asm(&c.object)
+    }
+
+    fn code_lines(asm: &str) -> Vec<&str> {
+        asm.lines()
+            .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .collect()
+    }
+
+    /// net.eth's tag test: two shifted comparisons or-ed shift once, after the `|`.
+    #[test]
+    fn shifts_of_both_operands_become_one_shift() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local raw = ctx:packet():getuint16(12)
+  return (((raw ~ 0x0081) - 1) >> 63) | (((raw ~ 0xA888) - 1) >> 63)
+end, { name = "tag" })
+"#);
+        let shifts = code_lines(&out).iter().filter(|l| l.contains(">>= 63")).count();
+        assert_eq!(shifts, 1, "one shift:\n{out}");
+    }
+
+    /// `12 + x * 4` adds the constant to x's register, and `(14 + x) - 2` is `x + 12`: no
+    /// register is loaded with a constant first.
+    #[test]
+    fn constants_go_on_the_right_and_subtractions_chain() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local x = p:getbyte(0)
+  return (12 + x * 4) | ((14 + x) - 2) * 3
+end, { name = "k" })
+"#);
+        let lines = code_lines(&out);
+        let loads_constant = |l: &&str| {
+            l.split(": ")
+                .nth(1)
+                .is_some_and(|i| i.ends_with(" = 12") || i.ends_with(" = 14"))
+        };
+        assert!(!lines.iter().any(loads_constant), "no constant loaded:\n{out}");
+        assert!(lines.iter().any(|l| l.contains("+= 12")), "x + 12 in one add:\n{out}");
+        assert!(
+            !lines.iter().any(|l| l.contains("-= 2")),
+            "the - 2 folded into the + 14:\n{out}"
+        );
     }
 }

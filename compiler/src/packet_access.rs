@@ -96,6 +96,11 @@ fn step(facts: &mut Facts, inst: &Inst, data: Value, kinds: &PrimaryMap<Value, V
         },
         _ => None,
     };
+    // A negative offset from a root (`a - 1`) is a root of its own: an access before `data +
+    // root` cannot go through that base (instruction offsets from a variable packet pointer
+    // must not be negative), so a check of it must not count as covered by the root's.
+    let pointer = pointer.filter(|p| p.1 >= 0);
+    let scalar = scalar.filter(|s| s.0.is_none() || s.1 >= 0);
     // The new facts are computed from the old values; then `d`'s old meaning goes.
     facts.forget(d);
     if inst.is_call() {
@@ -160,7 +165,7 @@ fn root_ok(ranges: &crate::ranges::State, root: Option<Value>, c: i64) -> bool {
 }
 
 /// Appends `p = from + by` (a fresh pointer) to block `b`.
-fn push_pointer(f: &mut Function, b: Block, from: Value, by: Operand, loc: SourceLoc) -> Value {
+pub(crate) fn push_pointer(f: &mut Function, b: Block, from: Value, by: Operand, loc: SourceLoc) -> Value {
     let p = f.values.push(ValueKind::Pointer);
     f.blocks[b].insts.push((Inst::Mov { dst: p, src: from }, loc));
     f.blocks[b].insts.push((
@@ -327,6 +332,27 @@ end, { name = "scan" })
         assert!(
             out.contains(" +2)") && out.contains(" +10)"),
             "constant offsets in the loads:\n{out}"
+        );
+    }
+
+    /// `a - 1` is not `a` plus an offset the verifier would take (a negative one): the
+    /// access there keeps its own check although `a + 1`'s check spans its last byte.
+    #[test]
+    fn an_access_before_a_checked_root_keeps_its_check() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local a = p:getint64(14)
+  p:setbyte(a, 7)
+  p:setint16(a - 1, 7)
+  return 2
+end, { name = "before" })
+"#);
+        assert_eq!(
+            packet_checks(&out),
+            3,
+            "the read, setbyte and setint16 each checked:\n{out}"
         );
     }
 
