@@ -55,6 +55,7 @@ fn read_extents(f: &Function, maps: &MapSizes) -> SecondaryMap<Slot, u32> {
         for (inst, _) in &b.insts {
             match inst {
                 Inst::LoadSlot { slot, off, size, .. } => read(&mut need, *slot, off + size.bytes()),
+                Inst::LoadSlotIndexed { slot, end, .. } => read(&mut need, *slot, *end),
                 Inst::Load { base, off, size, .. } if slot_addr[*base].is_some() && *off >= 0 => {
                     let (slot, at) = slot_addr[*base].unwrap_or_else(|| unreachable!());
                     read(&mut need, slot, at + *off as u32 + size.bytes());
