@@ -90,6 +90,8 @@ struct Emitter<'a> {
     alloc: &'a Allocation,
     items: Vec<Item>,
     loc: SourceLoc,
+    /// A call result that only the block's branch reads: the branch tests r0 itself.
+    tested_in_r0: Option<Value>,
 }
 
 type R<T> = Result<T, EmitError>;
@@ -576,7 +578,11 @@ impl<'a> Emitter<'a> {
                     self.push_jump(Insn::ja(0), *then_);
                     return Ok(());
                 }
-                let ra = self.read(*a, R0)?;
+                let ra = if self.tested_in_r0.take() == Some(*a) {
+                    R0
+                } else {
+                    self.read(*a, R0)?
+                };
                 let (op, target, other) = if Some(*then_) == next && op.negate() != *op {
                     (op.negate(), *else_, *then_)
                 } else {
@@ -622,6 +628,45 @@ impl<'a> Emitter<'a> {
         }
         Ok(())
     }
+}
+
+/// The result of the call `last` when the branch `term` ending block `b` is its only reader
+/// (not live after the block) and reads it beside an operand that needs no scratch register:
+/// the branch then tests r0, where the call left it, without copying it to its register.
+fn branch_on_call_result(
+    f: &Function,
+    liveness: &mut Option<crate::liveness::Liveness>,
+    b: Block,
+    last: &Inst,
+    term: &Terminator,
+    alloc: &Allocation,
+) -> Option<Value> {
+    let (Inst::Call { dst: Some(d), .. } | Inst::CallKfunc { dst: Some(d), .. } | Inst::CallLocal { dst: Some(d), .. }) =
+        last
+    else {
+        return None;
+    };
+    let Terminator::Branch { a, b: other, .. } = term else {
+        return None;
+    };
+    let plain = match other {
+        Operand::Imm(i) => fits_i32(*i),
+        Operand::Value(v) => *v != *d && matches!(alloc.loc(*v), Some(Loc::Reg(_))),
+    };
+    if *a != *d || !plain {
+        return None;
+    }
+    let live = liveness.get_or_insert_with(|| crate::liveness::Liveness::compute(f));
+    (!live.is_live_out(b, *d)).then_some(*d)
+}
+
+/// The call `inst` with its result dropped (it stays in r0).
+fn without_result(inst: &Inst) -> Inst {
+    let mut inst = inst.clone();
+    if let Inst::Call { dst, .. } | Inst::CallKfunc { dst, .. } | Inst::CallLocal { dst, .. } = &mut inst {
+        *dst = None;
+    }
+    inst
 }
 
 /// The low `size` bytes of `i`, zero-extended (what a store of that width writes).
@@ -883,7 +928,9 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         alloc,
         items: Vec::new(),
         loc: SourceLoc::default(),
+        tested_in_r0: None,
     };
+    let mut liveness = None;
 
     for (bi, &b) in order.iter().enumerate() {
         let data = &f.blocks[b];
@@ -917,9 +964,19 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
                 insts = &insts[n..];
             }
         }
-        for (inst, loc) in insts {
+        if let Some(((last, loc), rest)) = insts.split_last() {
+            for (inst, loc) in rest {
+                e.loc = *loc;
+                e.inst(inst)?;
+            }
             e.loc = *loc;
-            e.inst(inst)?;
+            match branch_on_call_result(f, &mut liveness, b, last, &data.term.0, alloc) {
+                Some(d) => {
+                    e.inst(&without_result(last))?;
+                    e.tested_in_r0 = Some(d);
+                }
+                None => e.inst(last)?,
+            }
         }
         e.loc = data.term.1;
         e.term(&data.term.0, order.get(bi + 1).copied())?;
@@ -1103,6 +1160,7 @@ mod tests {
                 alloc: &alloc,
                 items: Vec::new(),
                 loc: SourceLoc::default(),
+                tested_in_r0: None,
             };
             e.parallel_move(&moves);
             let insns: Vec<Insn> = e
@@ -1138,5 +1196,47 @@ mod tests {
             }
         }
         assert!(cycles > 100, "only {cycles} cycles broken");
+    }
+
+    /// `v = call ktime; if v == 7 ...`: the branch tests r0 when nothing else reads `v`; when
+    /// the other side returns `v`, it is copied to its register first.
+    #[test]
+    fn a_call_result_only_branched_on_is_tested_in_r0() {
+        for returned in [false, true] {
+            let mut f = Function::new("t");
+            let v = f.new_value(crate::ir::ValueKind::Scalar);
+            let (yes, no) = (f.new_block(), f.new_block());
+            let e = f.entry;
+            f.blocks[e].insts.push((
+                Inst::Call {
+                    helper: 5,
+                    args: Vec::new(),
+                    dst: Some(v),
+                },
+                SourceLoc::default(),
+            ));
+            f.blocks[e].term.0 = Terminator::Branch {
+                op: JmpOp::Jeq,
+                a: v,
+                b: Operand::Imm(7),
+                then_: yes,
+                else_: no,
+            };
+            f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
+            let back = if returned { Operand::Value(v) } else { Operand::Imm(2) };
+            f.blocks[no].term.0 = Terminator::Return(back);
+            let alloc = allocate(&f).unwrap();
+            let code = emit(&f, &alloc, "xdp").unwrap();
+            let at = if returned { 2 } else { 1 };
+            let test = code.insns[at];
+            let ops = [JmpOp::Jeq as u8, JmpOp::Jne as u8];
+            assert!(
+                ops.map(|op| BPF_JMP | op | BPF_K).contains(&test.code),
+                "{:?}",
+                code.insns
+            );
+            assert_eq!(test.dst == 0, !returned, "{:?}", code.insns);
+            assert_eq!(code.insns.len(), 6 + usize::from(returned), "{:?}", code.insns);
+        }
     }
 }
