@@ -218,7 +218,7 @@ fn compile_program(
     let mut frames = Vec::new();
     for f in funcs.iter_mut() {
         crate::opt::optimize(f, &map_sizes);
-        let alloc = crate::regalloc::allocate(f).map_err(|e| match e {
+        let alloc = crate::hoist_constants::hoist_if_free(f, crate::regalloc::allocate(f)).map_err(|e| match e {
             crate::regalloc::AllocError::StackTooLarge { needed } => {
                 vec![crate::stack::frame_too_large(
                     &ev.sources,

@@ -12,6 +12,7 @@ pub mod diag;
 pub mod emit;
 pub mod eval;
 pub mod hir;
+pub mod hoist_constants;
 pub mod ir;
 pub mod liveness;
 pub mod lookups;

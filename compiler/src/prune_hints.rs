@@ -50,7 +50,7 @@ pub fn blocks(f: &Function, order: &[Block]) -> SecondaryMap<Block, bool> {
 
 /// The body of each loop: for each block that an edge jumps back to (in `order`), the blocks
 /// that reach such an edge without passing through it (its natural loop).
-fn loops(
+pub(crate) fn loops(
     f: &Function,
     order: &[Block],
     preds: &SecondaryMap<Block, Vec<Block>>,
