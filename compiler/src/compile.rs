@@ -187,6 +187,28 @@ fn compile_evaluated_with(ev: Evaluated, opts: &Options) -> Result<Compiled, Fai
     })
 }
 
+/// `f` after the passes that keep values in registers through its loops (`loop_bases`,
+/// `hoist_constants`), and its allocation, when that allocation spills no more than `plain`
+/// (the allocation of `f` as it is); else `f` unchanged and `plain`.
+fn loop_passes_if_free(
+    f: &mut ir::Function,
+    plain: Result<crate::regalloc::Allocation, crate::regalloc::AllocError>,
+) -> Result<crate::regalloc::Allocation, crate::regalloc::AllocError> {
+    let Ok(plain) = plain else { return plain };
+    let mut changed = f.clone();
+    let rebased = crate::loop_bases::rebase_loop_pointers(&mut changed);
+    if !crate::hoist_constants::hoist_wide_constants(&mut changed) && !rebased {
+        return Ok(plain);
+    }
+    match crate::regalloc::allocate(&changed) {
+        Ok(a) if a.spill_slots() <= plain.spill_slots() => {
+            *f = changed;
+            Ok(a)
+        }
+        _ => Ok(plain),
+    }
+}
+
 fn compile_program(
     ev: &Evaluated,
     prog: &crate::program::ProgramDecl,
@@ -218,7 +240,7 @@ fn compile_program(
     let mut frames = Vec::new();
     for f in funcs.iter_mut() {
         crate::opt::optimize(f, &map_sizes);
-        let alloc = crate::hoist_constants::hoist_if_free(f, crate::regalloc::allocate(f)).map_err(|e| match e {
+        let alloc = loop_passes_if_free(f, crate::regalloc::allocate(f)).map_err(|e| match e {
             crate::regalloc::AllocError::StackTooLarge { needed } => {
                 vec![crate::stack::frame_too_large(
                     &ev.sources,

@@ -6,34 +6,17 @@
 //! arithmetic become a value set in the loop's preheader (the one block outside the loop that
 //! jumps to its header), held in a register through the loop. Runs last, after the passes that
 //! would fold the constant back into its uses, and is kept only if the allocation then spills
-//! no more than without it: a register held through a busy loop can push a value used on
-//! every path to the stack (ua_filter's scan: 18 more instructions).
+//! no more than without it (`compile::loop_passes_if_free`): a register held through a busy
+//! loop can push a value used on every path to the stack (ua_filter's scan: 18 more
+//! instructions).
 
 use crate::ir::{Block, Function, Inst, Operand, Terminator, Value, ValueKind};
-use crate::regalloc::{AllocError, Allocation};
 use cranelift_entity::SecondaryMap;
 
 fn wide(o: &Operand) -> Option<i64> {
     match *o {
         Operand::Imm(i) if i32::try_from(i).is_err() => Some(i),
         _ => None,
-    }
-}
-
-/// `f` with its loops' wide constants hoisted, and its allocation, when that allocation
-/// spills no more than `plain` (the allocation of `f` as it is), else `f` unchanged and `plain`.
-pub fn hoist_if_free(f: &mut Function, plain: Result<Allocation, AllocError>) -> Result<Allocation, AllocError> {
-    let Ok(plain) = plain else { return plain };
-    let mut hoisted = f.clone();
-    if !hoist_wide_constants(&mut hoisted) {
-        return Ok(plain);
-    }
-    match crate::regalloc::allocate(&hoisted) {
-        Ok(a) if a.spill_slots() <= plain.spill_slots() => {
-            *f = hoisted;
-            Ok(a)
-        }
-        _ => Ok(plain),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod hoist_constants;
 pub mod ir;
 pub mod liveness;
 pub mod lookups;
+pub mod loop_bases;
 pub mod lower;
 pub mod modules;
 pub mod offset_checks;
