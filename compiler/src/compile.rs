@@ -396,6 +396,28 @@ fn reachable_functions(parts: &[(ProgramCode, Vec<ParamType>)]) -> Vec<bool> {
     seen
 }
 
+/// For tests: the annotated assembly of a program file's text, which must compile.
+#[cfg(test)]
+pub(crate) fn asm_of(src: &str) -> String {
+    let c = compile_source(src, "t.lua", &Default::default()).unwrap_or_else(|e| panic!("{}", e.render()));
+    annotated_asm(&c.object)
+}
+
+/// For tests: the numbered instruction lines of [`annotated_asm`]'s text, with the numbers of
+/// the first loop's head and of its jump back (the first backward jump).
+#[cfg(test)]
+pub(crate) fn first_loop(asm: &str) -> (Vec<(i64, &str)>, i64, i64) {
+    let num = |l: &str| l.trim().split(':').next().and_then(|n| n.trim().parse::<i64>().ok());
+    let lines: Vec<(i64, &str)> = asm.lines().filter_map(|l| Some((num(l)?, l))).collect();
+    let &(back, jump) = lines.iter().find(|(_, l)| l.contains("goto -")).expect("a loop");
+    let target: i64 = jump
+        .rsplit("goto ")
+        .next()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a jump offset");
+    (lines, back + 1 + target, back)
+}
+
 /// BPF assembly of every program, annotated with the Lua lines it came from.
 pub fn annotated_asm(obj: &Object) -> String {
     let mut out = String::new();

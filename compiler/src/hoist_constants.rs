@@ -30,11 +30,9 @@ pub fn hoist_wide_constants(f: &mut Function) -> bool {
     loops.sort_by_key(|(_, body)| std::cmp::Reverse(size(body)));
     let mut changed = false;
     for (header, body) in loops {
-        let outside: Vec<Block> = preds[header].iter().copied().filter(|&p| !body[p]).collect();
-        let [pre] = outside[..] else { continue };
-        if f.blocks[pre].term.0 != Terminator::Jump(header) {
+        let Some(pre) = crate::prune_hints::preheader(f, &preds, header, &body) else {
             continue;
-        }
+        };
         let mut made: Vec<(i64, Value)> = Vec::new();
         let mut value_of = |f: &mut Function, i: i64| match made.iter().find(|(k, _)| *k == i) {
             Some(&(_, v)) => v,
@@ -75,13 +73,13 @@ pub fn hoist_wide_constants(f: &mut Function) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::compile::{annotated_asm, compile_source};
+    use crate::compile::{asm_of, first_loop};
 
     /// A scan comparing 8 bytes with a 64-bit constant at each position: the constant is
     /// loaded once, before the loop, and the loop compares two registers.
     #[test]
     fn a_wide_constant_compared_in_a_loop_is_loaded_before_it() {
-        let c = compile_source(
+        let out = asm_of(
             r#"
 local xdp = require "bpf.xdp"
 return xdp.program(function(ctx)
@@ -94,18 +92,14 @@ return xdp.program(function(ctx)
   return 2
 end, { name = "scan" })
 "#,
-            "t.lua",
-            &Default::default(),
-        )
-        .unwrap_or_else(|e| panic!("{}", e.render()));
-        let out = annotated_asm(&c.object);
-        let lines: Vec<&str> = out.lines().collect();
-        let wide: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains(" ll")).collect();
-        let back = (0..lines.len()).find(|&i| lines[i].contains("goto -")).expect("a loop");
-        let target: i64 = lines[back].rsplit("goto ").next().unwrap().trim().parse().unwrap();
-        let at = |i: usize| -> i64 { lines[i].trim().split(':').next().unwrap().trim().parse().unwrap() };
-        let head = at(back) + 1 + target;
+        );
+        let (lines, head, _) = first_loop(&out);
+        let wide: Vec<i64> = lines
+            .iter()
+            .filter(|(_, l)| l.contains(" ll"))
+            .map(|(n, _)| *n)
+            .collect();
         assert_eq!(wide.len(), 1, "one ld_imm64:\n{out}");
-        assert!(at(wide[0]) < head, "loaded before the loop (head at {head}):\n{out}");
+        assert!(wide[0] < head, "loaded before the loop (head at {head}):\n{out}");
     }
 }

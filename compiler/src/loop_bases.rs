@@ -24,11 +24,9 @@ pub fn rebase_loop_pointers(f: &mut Function) -> bool {
     let entry = crate::ranges::analyze(f);
     let mut sunk_offsets = Vec::new();
     for (header, body) in &loops {
-        let outside: Vec<Block> = preds[*header].iter().copied().filter(|&p| !body[p]).collect();
-        let [pre] = outside[..] else { continue };
-        if f.blocks[pre].term.0 != Terminator::Jump(*header) {
+        let Some(pre) = crate::prune_hints::preheader(f, &preds, *header, body) else {
             continue;
-        }
+        };
         let blocks: Vec<Block> = order.iter().copied().filter(|&b| body[b]).collect();
         let mut in_loop: SecondaryMap<Value, bool> = f.value_map();
         for &b in &blocks {
@@ -90,18 +88,8 @@ pub fn rebase_loop_pointers(f: &mut Function) -> bool {
                     if let Some((x, inv, var, at)) = found {
                         if dst == p && a == p && !in_loop[*base] && f.values[*base] == ValueKind::Pointer {
                             let (p, base) = (*p, *base);
-                            let q = f.new_value(ValueKind::Pointer);
                             let loc = f.blocks[pre].term.1;
-                            f.blocks[pre].insts.push((Inst::Mov { dst: q, src: base }, loc));
-                            f.blocks[pre].insts.push((
-                                Inst::Bin {
-                                    op: BinOp::Add,
-                                    dst: q,
-                                    a: q,
-                                    b: Operand::Value(inv),
-                                },
-                                loc,
-                            ));
+                            let q = crate::packet_access::push_pointer(f, pre, base, Operand::Value(inv), loc);
                             // A loop variable's copy (`local at = start + i` reads the
                             // fresh copy of `i`): the pointer reads the original, and the
                             // copy can go where the offset goes.
@@ -179,14 +167,14 @@ fn sink(f: &mut Function, preds: &SecondaryMap<Block, Vec<Block>>, b: Block, at:
 
 #[cfg(test)]
 mod tests {
-    use crate::compile::{annotated_asm, compile_source};
+    use crate::compile::{asm_of, first_loop};
 
     /// `p:getint64(start + i)` in a scan: `data + start` is computed before the loop, and the
     /// loop adds only the position to it; `start + i` is computed where it is read, after the
     /// match.
     #[test]
     fn a_scan_adds_its_position_to_a_base_made_before_the_loop() {
-        let c = compile_source(
+        let out = asm_of(
             r#"
 local xdp = require "bpf.xdp"
 return xdp.program(function(ctx)
@@ -201,19 +189,12 @@ return xdp.program(function(ctx)
   return 2
 end, { name = "scan" })
 "#,
-            "t.lua",
-            &Default::default(),
-        )
-        .unwrap_or_else(|e| panic!("{}", e.render()));
-        let out = annotated_asm(&c.object);
-        let num = |l: &str| l.trim().split(':').next().and_then(|n| n.trim().parse::<i64>().ok());
-        let lines: Vec<(i64, &str)> = out.lines().filter_map(|l| Some((num(l)?, l))).collect();
-        let &(back, jump) = lines.iter().find(|(_, l)| l.contains("goto -")).expect("a loop");
-        let target: i64 = jump.rsplit("goto ").next().unwrap().trim().parse().unwrap();
+        );
+        let (lines, head, _) = first_loop(&out);
         // From the loop's head to its length test: what each position computes.
         let body: Vec<&str> = lines
             .iter()
-            .filter(|(n, _)| *n >= back + 1 + target)
+            .filter(|(n, _)| *n >= head)
             .map(|(_, l)| *l)
             .take_while(|l| !l.contains(" > r"))
             .collect();

@@ -3103,12 +3103,7 @@ fn int_range(bytes: u8, signed: bool) -> (i64, i64) {
 
 #[cfg(test)]
 mod tests {
-    use crate::compile::{annotated_asm, compile_source};
-
-    fn asm(src: &str) -> String {
-        let c = compile_source(src, "t.lua", &Default::default()).unwrap_or_else(|e| panic!("{}", e.render()));
-        annotated_asm(&c.object)
-    }
+    use crate::compile::asm_of as asm;
 
     /// A run-time-length string against a map string: its last byte is loaded from the stack
     /// at `len - 1` (one load, no shifts selecting a word by the length).

@@ -160,7 +160,7 @@ fn root_ok(ranges: &crate::ranges::State, root: Option<Value>, c: i64) -> bool {
 }
 
 /// Appends `p = from + by` (a fresh pointer) to block `b`.
-fn push_pointer(f: &mut Function, b: Block, from: Value, by: Operand, loc: SourceLoc) -> Value {
+pub(crate) fn push_pointer(f: &mut Function, b: Block, from: Value, by: Operand, loc: SourceLoc) -> Value {
     let p = f.values.push(ValueKind::Pointer);
     f.blocks[b].insts.push((Inst::Mov { dst: p, src: from }, loc));
     f.blocks[b].insts.push((
