@@ -196,6 +196,27 @@ fn compile_evaluated_with(ev: Evaluated, opts: &Options) -> Result<Compiled, Fai
     })
 }
 
+/// `f` after `hoist_constants` (which keeps a loop's 64-bit constants in registers through
+/// the loop), and its allocation, when that allocation spills no more than `plain` (the
+/// allocation of `f` as it is); else `f` unchanged and `plain`.
+fn loop_passes_if_free(
+    f: &mut ir::Function,
+    plain: Result<crate::regalloc::Allocation, crate::regalloc::AllocError>,
+) -> Result<crate::regalloc::Allocation, crate::regalloc::AllocError> {
+    let Ok(plain) = plain else { return plain };
+    let mut changed = f.clone();
+    if !crate::hoist_constants::hoist_wide_constants(&mut changed) {
+        return Ok(plain);
+    }
+    match crate::regalloc::allocate(&changed) {
+        Ok(a) if a.spill_slots() <= plain.spill_slots() => {
+            *f = changed;
+            Ok(a)
+        }
+        _ => Ok(plain),
+    }
+}
+
 fn compile_program(
     ev: &Evaluated,
     prog: &crate::program::ProgramDecl,
@@ -227,7 +248,7 @@ fn compile_program(
     let mut frames = Vec::new();
     for f in funcs.iter_mut() {
         crate::opt::optimize(f, &map_sizes);
-        let alloc = crate::regalloc::allocate(f).map_err(|e| match e {
+        let alloc = loop_passes_if_free(f, crate::regalloc::allocate(f)).map_err(|e| match e {
             crate::regalloc::AllocError::StackTooLarge { needed } => {
                 vec![crate::stack::frame_too_large(
                     &ev.sources,
@@ -381,6 +402,28 @@ fn reachable_functions(parts: &[(ProgramCode, Vec<ParamType>)]) -> Vec<bool> {
         }
     }
     seen
+}
+
+/// For tests: the annotated assembly of a program file's text, which must compile.
+#[cfg(test)]
+pub(crate) fn asm_of(src: &str) -> String {
+    let c = compile_source(src, "t.lua", &Default::default()).unwrap_or_else(|e| panic!("{}", e.render()));
+    annotated_asm(&c.object)
+}
+
+/// For tests: the numbered instruction lines of [`annotated_asm`]'s text, with the numbers of
+/// the first loop's head and of its jump back (the first backward jump).
+#[cfg(test)]
+pub(crate) fn first_loop(asm: &str) -> (Vec<(i64, &str)>, i64, i64) {
+    let num = |l: &str| l.trim().split(':').next().and_then(|n| n.trim().parse::<i64>().ok());
+    let lines: Vec<(i64, &str)> = asm.lines().filter_map(|l| Some((num(l)?, l))).collect();
+    let &(back, jump) = lines.iter().find(|(_, l)| l.contains("goto -")).expect("a loop");
+    let target: i64 = jump
+        .rsplit("goto ")
+        .next()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a jump offset");
+    (lines, back + 1 + target, back)
 }
 
 /// BPF assembly of every program, annotated with the Lua lines it came from.

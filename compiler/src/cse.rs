@@ -6,18 +6,33 @@
 //! later one becomes a copy of its result, which `propagate_copies` then removes. Beyond the
 //! instruction saved, the later bounds checks now test the value the earlier ones already
 //! bounded, so the interval analysis removes them.
+//!
+//! A load is reused the same way (`p:getbyte(value + n)` twice, once the two addresses are
+//! one): from the same base and offset, with the same size, with no store or call between
+//! that could change the memory (another CPU's write to a map value in between is an
+//! interleaving where both reads came first).
 
 use rustc_hash::FxHashMap as HashMap;
 
 use cranelift_entity::SecondaryMap;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Value};
+use runtime_bpf::isa::Size;
 
 type Key = (BinOp, Value, Operand);
-type Avail = HashMap<Key, Value>;
+
+/// What is available: operations, and loads by (base, offset, size).
+#[derive(Clone, Default)]
+struct Avail {
+    ops: HashMap<Key, Value>,
+    loads: HashMap<(Value, i16, Size), Value>,
+}
 
 fn forget(avail: &mut Avail, v: Value) {
-    avail.retain(|(_, a, b), d| *a != v && *b != Operand::Value(v) && *d != v);
+    avail
+        .ops
+        .retain(|(_, a, b), d| *a != v && *b != Operand::Value(v) && *d != v);
+    avail.loads.retain(|(base, _, _), d| *base != v && *d != v);
 }
 
 pub fn reuse_expressions(f: &mut Function) -> bool {
@@ -48,19 +63,40 @@ pub fn reuse_expressions(f: &mut Function) -> bool {
             } = *inst
             {
                 if defs[dst] == 1 && dst != a && bv != dst {
-                    if let Some(&prev) = avail.get(&(op, a, o)) {
+                    if let Some(&prev) = avail.ops.get(&(op, a, o)) {
                         *inst = Inst::Mov { dst, src: prev };
                         changed = true;
                         continue;
                     }
                     forget(&mut avail, dst);
-                    avail.insert((op, a, o), dst);
+                    avail.ops.insert((op, a, o), dst);
                     continue;
                 }
             }
-            // A helper may move the packet: pointers computed before it are not reused after.
+            if let Inst::Load { dst, base, off, size } = *inst {
+                if defs[dst] == 1 && dst != base {
+                    if let Some(&prev) = avail.loads.get(&(base, off, size)) {
+                        *inst = Inst::Mov { dst, src: prev };
+                        changed = true;
+                        continue;
+                    }
+                    forget(&mut avail, dst);
+                    avail.loads.insert((base, off, size), dst);
+                    continue;
+                }
+            }
+            // A helper may move the packet: pointers computed before it are not reused after,
+            // nor values loaded (a helper or a store may change the memory).
             if inst.is_call() {
-                avail.clear();
+                avail.ops.clear();
+            }
+            if inst.is_call()
+                || matches!(
+                    inst,
+                    Inst::Store { .. } | Inst::StoreSlot { .. } | Inst::AtomicAdd { .. }
+                )
+            {
+                avail.loads.clear();
             }
             if let Some(d) = inst.def() {
                 forget(&mut avail, d);
@@ -112,5 +148,36 @@ mod tests {
         let listing = crate::ir::display(&f);
         assert!(listing.contains(&format!("{s2} = {s1}")), "{listing}");
         assert!(listing.contains(&format!("{s3} = Add {x}, {n}")), "{listing}");
+    }
+
+    /// A byte loaded twice from one address is loaded once; after a store it is loaded again.
+    #[test]
+    fn a_repeated_load_is_reused_until_a_store() {
+        let mut f = Function::new("t");
+        let at = SourceLoc::default();
+        let p = f.new_value(ValueKind::Pointer);
+        let [l1, l2, l3] = [0; 3].map(|_| f.new_value(ValueKind::Scalar));
+        let load = |dst| Inst::Load {
+            dst,
+            base: p,
+            off: 3,
+            size: Size::B,
+        };
+        let next = f.new_block();
+        let e = f.entry;
+        f.blocks[e].insts = vec![(Inst::Arg { dst: p, index: 0 }, at), (load(l1), at)];
+        f.blocks[e].term.0 = Terminator::Jump(next);
+        let store = Inst::Store {
+            base: p,
+            off: 3,
+            src: Operand::Imm(1),
+            size: Size::B,
+        };
+        f.blocks[next].insts = vec![(load(l2), at), (store, at), (load(l3), at)];
+        f.blocks[next].term.0 = Terminator::Return(Operand::Value(l3));
+        assert!(reuse_expressions(&mut f));
+        let listing = crate::ir::display(&f);
+        assert!(listing.contains(&format!("{l2} = {l1}")), "{listing}");
+        assert!(listing.contains(&format!("{l3} = load.B")), "{listing}");
     }
 }

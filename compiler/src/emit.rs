@@ -505,6 +505,25 @@ impl<'a> Emitter<'a> {
                 self.push(Insn::load(*size, d, R10, o));
                 self.finish(*dst, d)?;
             }
+            Inst::LoadSlotIndexed {
+                dst,
+                slot,
+                index,
+                end,
+                size,
+            } => {
+                // `end` bounds the index (the verifier sees it from the index's range).
+                let o = self.slot_offset(*slot, 0, *end)?;
+                let i = self.read(*index, R0)?;
+                let t = match self.target(*dst)? {
+                    t if t != i => t,
+                    _ => self.other_scratch(i)?,
+                };
+                self.push(Insn::mov64_reg(t, R10));
+                self.push(Insn::alu64_reg(AluOp::Add, t, i));
+                self.push(Insn::load(*size, t, t, o));
+                self.finish(*dst, t)?;
+            }
             Inst::StoreSlot { slot, off, src, size } => {
                 let o = self.slot_offset(*slot, *off, size.bytes())?;
                 match *src {

@@ -116,6 +116,15 @@ pub enum Inst {
         off: u32,
         size: Size,
     },
+    /// `dst = *(size *)(slot + index)` at a run-time index: the verifier must see from `index`'s
+    /// range that `index + size <= end`; the bytes `[0, end)` count as read.
+    LoadSlotIndexed {
+        dst: Value,
+        slot: Slot,
+        index: Value,
+        end: u32,
+        size: Size,
+    },
     /// `*(size *)(slot + off) = src`
     StoreSlot {
         slot: Slot,
@@ -236,6 +245,7 @@ impl Inst {
             Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => smallvec![*src],
             Inst::Bin { a, b, .. } => std::iter::once(*a).chain(op(b)).collect(),
             Inst::Load { base, .. } => smallvec![*base],
+            Inst::LoadSlotIndexed { index, .. } => smallvec![*index],
             Inst::Store { base, src, .. } => std::iter::once(*base).chain(op(src)).collect(),
             Inst::StoreSlot { src, .. } => op(src).into_iter().collect(),
             Inst::AtomicAdd { base, src, .. } => smallvec![*base, *src],
@@ -257,6 +267,7 @@ impl Inst {
             | Inst::Sext { dst, .. }
             | Inst::Load { dst, .. }
             | Inst::LoadSlot { dst, .. }
+            | Inst::LoadSlotIndexed { dst, .. }
             | Inst::SlotAddr { dst, .. }
             | Inst::MapAddr { dst, .. }
             | Inst::Arg { dst, .. } => Some(*dst),
@@ -431,6 +442,13 @@ pub fn display_inst(inst: &Inst) -> String {
         Inst::Load { dst, base, off, size } => format!("{dst} = load.{size:?} [{base}{off:+}]"),
         Inst::Store { base, off, src, size } => format!("store.{size:?} [{base}{off:+}], {}", o(src)),
         Inst::LoadSlot { dst, slot, off, size } => format!("{dst} = load.{size:?} [{slot}+{off}]"),
+        Inst::LoadSlotIndexed {
+            dst,
+            slot,
+            index,
+            end,
+            size,
+        } => format!("{dst} = load.{size:?} [{slot}+{index}] (< {end})"),
         Inst::StoreSlot { slot, off, src, size } => format!("store.{size:?} [{slot}+{off}], {}", o(src)),
         Inst::SlotAddr { dst, slot, off } => format!("{dst} = &{slot}+{off}"),
         Inst::MapAddr { dst, map } => format!("{dst} = &map{map}"),

@@ -13,6 +13,7 @@ pub mod emit;
 pub mod eval;
 pub mod exit;
 pub mod hir;
+pub mod hoist_constants;
 pub mod ir;
 pub mod liveness;
 pub mod lookups;

@@ -2346,8 +2346,13 @@ impl<'a> Lowerer<'a> {
             self.switch_to(next);
             off += 8;
         }
-        if let Some((known, _)) = known_side {
-            self.last_byte_nonzero(known, &known_words, done);
+        if let Some((known, a_known)) = known_side {
+            let buf = if a_known { &a.buf } else { &b.buf };
+            let slot = match buf {
+                StrBuf::Slot { slot, cap } => Some((*slot, (*cap).min(n))),
+                _ => None,
+            };
+            self.last_byte_nonzero(known, &known_words, slot, done);
         }
         self.push(Inst::Const { dst: out, imm: 1 });
         self.jump(done);
@@ -2356,10 +2361,32 @@ impl<'a> Lowerer<'a> {
     }
 
     /// Goes on when a string of length `len` (0 allowed) whose 8-byte words are `words` does
-    /// not end in a zero byte, else jumps to `fail`. The words are already loaded, so the byte
-    /// is picked out by shifts, not loaded from a run-time offset.
-    fn last_byte_nonzero(&mut self, len: Operand, words: &[Operand], fail: Block) {
+    /// not end in a zero byte, else jumps to `fail`. A constant length picks the byte out of
+    /// its word by shifts; a run-time length in a stack buffer whose first `end` bytes hold
+    /// the string (`slot`) loads the byte at `len - 1` (one unsigned test both skips the
+    /// empty string and bounds the index for the verifier), else selects the word by
+    /// comparing the length.
+    fn last_byte_nonzero(&mut self, len: Operand, words: &[Operand], slot: Option<(Slot, u32)>, fail: Block) {
         let ok = self.f.new_block();
+        if let (Operand::Value(l), Some((slot, end))) = (len, slot) {
+            if end > 0 {
+                let index = self.bin(BinOp::Sub, Operand::Value(l), Operand::Imm(1));
+                let load = self.f.new_block();
+                self.branch(JmpOp::Jgt, index, Operand::Imm(end as i64 - 1), ok, load);
+                self.switch_to(load);
+                let byte = self.scalar();
+                self.push(Inst::LoadSlotIndexed {
+                    dst: byte,
+                    slot,
+                    index,
+                    end,
+                    size: Size::B,
+                });
+                self.branch(JmpOp::Jeq, byte, Operand::Imm(0), fail, ok);
+                self.switch_to(ok);
+                return;
+            }
+        }
         match len {
             Operand::Imm(0) => {}
             Operand::Imm(k) => {
@@ -3102,5 +3129,35 @@ fn int_range(bytes: u8, signed: bool) -> (i64, i64) {
         (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
     } else {
         (0, (1i64 << bits) - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::asm_of as asm;
+
+    /// A run-time-length string against a map string: its last byte is loaded from the stack
+    /// at `len - 1` (one load, no shifts selecting a word by the length).
+    #[test]
+    fn str_eq_loads_the_last_byte_at_a_run_time_offset() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+local map = require "bpf.map"
+local vals = map.array("vals", { key = "I4", value = "c32", entries = 1 })
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local v = vals[0]
+  if v and p:getstring(14, p:getbyte(0)) == v then return 1 end
+  return 2
+end, { name = "t" })
+"#);
+        let shifts = out.lines().filter(|l| l.contains(">>=")).count();
+        assert_eq!(shifts, 0, "no word selected by shifts:\n{out}");
+        let indexed = out
+            .lines()
+            .zip(out.lines().skip(1))
+            .filter(|(a, b)| a.contains("+= r") && b.contains("*(u8 *)(r") && b.contains(" -"))
+            .count();
+        assert_eq!(indexed, 1, "one byte loaded at a run-time stack offset:\n{out}");
     }
 }

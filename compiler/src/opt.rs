@@ -193,6 +193,7 @@ fn for_each_use(inst: &mut Inst, sub: &mut impl FnMut(&mut Value)) {
             operand(b, sub);
         }
         Inst::Load { base, .. } => sub(base),
+        Inst::LoadSlotIndexed { index, .. } => sub(index),
         Inst::Store { base, src, .. } => {
             sub(base);
             operand(src, sub);

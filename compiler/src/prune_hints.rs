@@ -48,9 +48,24 @@ pub fn blocks(f: &Function, order: &[Block]) -> SecondaryMap<Block, bool> {
     hints
 }
 
+/// The one block outside the loop `(header, body)` that enters it, if it only jumps to the
+/// header: where code run once before the loop goes.
+pub(crate) fn preheader(
+    f: &Function,
+    preds: &SecondaryMap<Block, crate::threading::Preds>,
+    header: Block,
+    body: &SecondaryMap<Block, bool>,
+) -> Option<Block> {
+    let outside: Vec<Block> = preds[header].iter().copied().filter(|&p| !body[p]).collect();
+    match outside[..] {
+        [pre] if f.blocks[pre].term.0 == Terminator::Jump(header) => Some(pre),
+        _ => None,
+    }
+}
+
 /// The body of each loop: for each block that an edge jumps back to (in `order`), the blocks
 /// that reach such an edge without passing through it (its natural loop).
-fn loops(
+pub(crate) fn loops(
     f: &Function,
     order: &[Block],
     preds: &SecondaryMap<Block, crate::threading::Preds>,

@@ -172,7 +172,7 @@ pub fn step(s: &mut State, inst: &Inst) {
         Inst::Const { imm, .. } => Range::exact(*imm),
         Inst::Mov { src, .. } => get(s, *src),
         Inst::Bin { op, a, b, .. } => bin(*op, get(s, *a), operand(s, b)),
-        Inst::Load { size, .. } | Inst::LoadSlot { size, .. } => match size {
+        Inst::Load { size, .. } | Inst::LoadSlot { size, .. } | Inst::LoadSlotIndexed { size, .. } => match size {
             Size::DW => Range::FULL,
             sz => Range::unsigned_bits(sz.bytes() * 8),
         },

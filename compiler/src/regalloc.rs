@@ -441,6 +441,8 @@ fn needs_two_scratches(f: &Function, loc: &dyn Fn(Value) -> Option<Loc>) -> bool
                 // Store materialises every immediate into a register (BPF_ST may not target ctx).
                 Inst::Store { base, src, .. } => stack(*base) && !matches!(src, Operand::Value(v) if !stack(*v)),
                 Inst::AtomicAdd { base, src, .. } => stack(*base) && stack(*src),
+                // The address is computed in a register other than the index's.
+                Inst::LoadSlotIndexed { dst, index, .. } => stack(*dst) && stack(*index),
                 _ => false,
             };
             if two {

@@ -14,8 +14,9 @@
 
 use cranelift_entity::SecondaryMap;
 
-use crate::ir::{Function, Inst, Operand, Slot, Value};
+use crate::ir::{Block, Function, Inst, Operand, Slot, Value};
 use runtime_bpf::helpers as h;
+use runtime_bpf::isa::Size;
 
 /// Key and value sizes of the module's maps, indexed like `Inst::MapAddr::map`.
 pub type MapSizes = [(u32, u32)];
@@ -55,6 +56,7 @@ fn read_extents(f: &Function, maps: &MapSizes) -> SecondaryMap<Slot, u32> {
         for (inst, _) in &b.insts {
             match inst {
                 Inst::LoadSlot { slot, off, size, .. } => read(&mut need, *slot, off + size.bytes()),
+                Inst::LoadSlotIndexed { slot, end, .. } => read(&mut need, *slot, *end),
                 Inst::Load { base, off, size, .. } if slot_addr[*base].is_some() && *off >= 0 => {
                     let (slot, at) = slot_addr[*base].unwrap_or_else(|| unreachable!());
                     read(&mut need, slot, at + *off as u32 + size.bytes());
@@ -97,8 +99,8 @@ fn read_extents(f: &Function, maps: &MapSizes) -> SecondaryMap<Slot, u32> {
 /// Removes stores into slots past every byte that is read, and stores that a later store in
 /// the same block overwrites with nothing in between that could read the slot.
 pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes) -> bool {
+    let mut changed = remove_repeated_slot_stores(f);
     let need = read_extents(f, maps);
-    let mut changed = false;
     for (_, b) in f.blocks.iter_mut() {
         let before = b.insts.len();
         b.insts.retain(|(inst, _)| match inst {
@@ -143,6 +145,154 @@ pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes) -> bool {
             !dead[i - 1]
         });
         changed |= b.insts.len() != before;
+    }
+    changed
+}
+
+/// A store into a slot of what it already holds on every path: the same value (not written
+/// since) or constant, at the same offset and size. A map key written before each of several
+/// lookups of the same key (`blocked[saddr]`, later `blocked[saddr] = t`) is written once;
+/// the key's value then need not stay live (in a spill slot) until the last lookup. Calls
+/// (helpers and BPF functions alike) change only the slots whose address they are given,
+/// and map helpers only read theirs; a store through a pointer may change any.
+fn remove_repeated_slot_stores(f: &mut Function) -> bool {
+    type Fact = (Slot, u32, Size, Operand);
+    let defs = f.def_counts();
+    let mut slot_addr: SecondaryMap<Value, Option<Slot>> = f.value_map();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::SlotAddr { dst, slot, .. } = inst {
+                if defs[*dst] == 1 {
+                    slot_addr[*dst] = Some(*slot);
+                }
+            }
+        }
+    }
+    // Values that may point into the stack: slot addresses and what is computed from them.
+    let mut stack_ptr: SecondaryMap<Value, bool> = f.value_map();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (_, b) in f.blocks.iter() {
+            for (inst, _) in &b.insts {
+                let from_stack = match inst {
+                    Inst::SlotAddr { .. } => true,
+                    Inst::Mov { .. } | Inst::Bin { .. } => inst.uses().iter().any(|u| stack_ptr[*u]),
+                    _ => false,
+                };
+                if let Some(d) = inst.def().filter(|d| from_stack && !stack_ptr[*d]) {
+                    stack_ptr[d] = true;
+                    grew = true;
+                }
+            }
+        }
+    }
+    // A stack address stored in memory could come back from any load: no fact survives a call.
+    let escapes = f.blocks.iter().any(|(_, b)| {
+        b.insts.iter().any(|(inst, _)| match inst {
+            Inst::Store {
+                src: Operand::Value(v), ..
+            }
+            | Inst::StoreSlot {
+                src: Operand::Value(v), ..
+            } => stack_ptr[*v],
+            _ => false,
+        })
+    });
+    let step = |facts: &mut Vec<Fact>, inst: &Inst| match inst {
+        Inst::StoreSlot { slot, off, src, size } => {
+            let (start, end) = (*off, off + size.bytes());
+            facts.retain(|(s, o, z, _)| s != slot || o + z.bytes() <= start || *o >= end);
+            facts.push((*slot, *off, *size, *src));
+        }
+        Inst::Call { args, .. } | Inst::CallLocal { args, .. } | Inst::CallKfunc { args, .. } => {
+            let reads_only = matches!(
+                inst,
+                Inst::Call {
+                    helper: h::MAP_LOOKUP_ELEM | h::MAP_UPDATE_ELEM | h::MAP_DELETE_ELEM | h::MAP_LOOKUP_PERCPU_ELEM,
+                    ..
+                }
+            );
+            for a in args {
+                let Operand::Value(v) = a else { continue };
+                match slot_addr[*v] {
+                    _ if escapes => facts.clear(),
+                    Some(slot) if !reads_only => facts.retain(|f| f.0 != slot),
+                    Some(_) => {}
+                    None if stack_ptr[*v] && !reads_only => facts.clear(),
+                    None => {}
+                }
+            }
+            if let Some(d) = inst.def() {
+                facts.retain(|f| f.3 != Operand::Value(d));
+            }
+        }
+        Inst::Store { .. } | Inst::AtomicAdd { .. } => facts.clear(),
+        _ => {
+            if let Some(d) = inst.def() {
+                facts.retain(|f| f.3 != Operand::Value(d));
+            }
+        }
+    };
+    let order = f.reverse_postorder();
+    let preds = crate::threading::predecessors(f, &order);
+    // Facts at each block's entry; None: not reached yet (everything holds).
+    let mut entry: SecondaryMap<Block, Option<Vec<Fact>>> = f.block_map();
+    let mut exit: SecondaryMap<Block, Option<Vec<Fact>>> = f.block_map();
+    let mut changed_any = true;
+    let mut rounds = 0;
+    while changed_any && rounds < 20 {
+        changed_any = false;
+        rounds += 1;
+        for &b in &order {
+            let mut facts: Option<Vec<Fact>> = if b == f.entry {
+                Some(Vec::new())
+            } else {
+                let mut acc: Option<Vec<Fact>> = None;
+                for p in &preds[b] {
+                    if let Some(pf) = &exit[*p] {
+                        acc = Some(match acc {
+                            None => pf.clone(),
+                            Some(a) => a.into_iter().filter(|x| pf.contains(x)).collect(),
+                        });
+                    }
+                }
+                acc
+            };
+            if facts == entry[b] && exit[b].is_some() {
+                continue;
+            }
+            entry[b] = facts.clone();
+            if let Some(fs) = facts.as_mut() {
+                for (inst, _) in &f.blocks[b].insts {
+                    step(fs, inst);
+                }
+            }
+            if facts != exit[b] {
+                exit[b] = facts;
+                changed_any = true;
+            }
+        }
+    }
+    if changed_any {
+        return false;
+    }
+    let mut changed = false;
+    for &b in &order {
+        let Some(mut facts) = entry[b].clone() else { continue };
+        let mut keep = Vec::with_capacity(f.blocks[b].insts.len());
+        for (inst, _) in &f.blocks[b].insts {
+            let same =
+                matches!(inst, Inst::StoreSlot { slot, off, src, size } if facts.contains(&(*slot, *off, *size, *src)));
+            keep.push(!same);
+            step(&mut facts, inst);
+        }
+        let mut k = 0;
+        f.blocks[b].insts.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+        changed |= keep.contains(&false);
     }
     changed
 }
@@ -286,5 +436,53 @@ mod tests {
         assert!(remove_dead_slot_stores(&mut f, &[]));
         // a: both words; b: the overwritten zero at 0 and the unread words past 16 go.
         assert_eq!(stores(&f), vec![0, 8, 8, 0]);
+    }
+
+    /// A map key stored again before a second lookup is stored once; after a helper writes
+    /// the slot (`load_bytes` into it) the store is made again.
+    #[test]
+    fn a_key_stored_again_unchanged_is_stored_once() {
+        let mut f = Function::new("t");
+        let key = f.new_slot(8, 8);
+        let [ctx, k, p, m] = [0; 4].map(|_| f.new_value(ValueKind::Pointer));
+        let [r1, r2, r3] = [0; 3].map(|_| f.new_value(ValueKind::Scalar));
+        let store = Inst::StoreSlot {
+            slot: key,
+            off: 0,
+            src: Operand::Value(k),
+            size: Size::DW,
+        };
+        let lookup = |dst| Inst::Call {
+            helper: h::MAP_LOOKUP_ELEM,
+            args: vec![Operand::Value(m), Operand::Value(p)],
+            dst: Some(dst),
+        };
+        push(&mut f, Inst::Arg { dst: ctx, index: 0 });
+        push(&mut f, Inst::Arg { dst: k, index: 1 });
+        push(
+            &mut f,
+            Inst::SlotAddr {
+                dst: p,
+                slot: key,
+                off: 0,
+            },
+        );
+        push(&mut f, Inst::MapAddr { dst: m, map: 0 });
+        for inst in [store.clone(), lookup(r1), store.clone(), lookup(r2)] {
+            push(&mut f, inst);
+        }
+        push(
+            &mut f,
+            Inst::Call {
+                helper: h::XDP_LOAD_BYTES,
+                args: vec![Operand::Value(ctx), Operand::Imm(0), Operand::Value(p), Operand::Imm(8)],
+                dst: Some(r3),
+            },
+        );
+        push(&mut f, store.clone());
+        push(&mut f, lookup(r3));
+        assert!(remove_dead_slot_stores(&mut f, &[(8, 8)]));
+        let stores = f.blocks[f.entry].insts.iter().filter(|(i, _)| *i == store).count();
+        assert_eq!(stores, 2, "{}", crate::ir::display(&f));
     }
 }

@@ -29,7 +29,10 @@ pub fn buffers(f: &Function) -> Vec<(u32, SourceLoc)> {
     for (_, block) in f.blocks.iter() {
         for (inst, loc) in &block.insts {
             let slot = match inst {
-                Inst::SlotAddr { slot, .. } | Inst::StoreSlot { slot, .. } | Inst::LoadSlot { slot, .. } => *slot,
+                Inst::SlotAddr { slot, .. }
+                | Inst::StoreSlot { slot, .. }
+                | Inst::LoadSlot { slot, .. }
+                | Inst::LoadSlotIndexed { slot, .. } => *slot,
                 _ => continue,
             };
             let seen = &mut first_use[slot.index()];
