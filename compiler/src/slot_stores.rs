@@ -157,6 +157,16 @@ pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes) -> bool {
 /// and map helpers only read theirs; a store through a pointer may change any.
 fn remove_repeated_slot_stores(f: &mut Function) -> bool {
     type Fact = (Slot, u32, Size, Operand);
+    // Only a store made twice can be a repeat: most runs (the pass runs in every round of the
+    // local passes) find none and skip the data flow, which costs most of this pass.
+    let mut seen = rustc_hash::FxHashSet::default();
+    let twice = f.blocks.iter().flat_map(|(_, b)| &b.insts).any(|(inst, _)| match inst {
+        Inst::StoreSlot { slot, off, src, size } => !seen.insert((*slot, *off, *size, *src)),
+        _ => false,
+    });
+    if !twice {
+        return false;
+    }
     let defs = f.def_counts();
     let mut slot_addr: SecondaryMap<Value, Option<Slot>> = f.value_map();
     for (_, b) in f.blocks.iter() {
