@@ -96,7 +96,19 @@ pub fn fold_check_extents(f: &mut Function) -> bool {
     }
     let mut changed = false;
     for (base, k, list) in by_base {
-        if k < 0 || defs[base] != 1 || uses[base] as usize != list.len() {
+        // `base` made in one block (`data + off` before a loop: a copy and an add); the
+        // extent is added after its last write there.
+        let Some((db, di, own_reads)) = def_site(f, base) else {
+            continue;
+        };
+        if k < 0 || uses[base] as usize != list.len() + own_reads {
+            continue;
+        }
+        // A check in that block before the last write would read the unfinished base.
+        if list
+            .iter()
+            .any(|&i| checks[i].block == db && f.blocks[db].insts.len() - 4 < di)
+        {
             continue;
         }
         // Each `p`: written by its Mov and Add only, read by its own Add, the copy into `t`
@@ -112,9 +124,6 @@ pub fn fold_check_extents(f: &mut Function) -> bool {
         if !ok {
             continue;
         }
-        let Some((db, di)) = def_site(f, base) else {
-            continue;
-        };
         let loc = f.blocks[db].insts[di].1;
         let nb = f.new_value(ValueKind::Pointer);
         f.blocks[db]
@@ -196,11 +205,24 @@ fn accesses_only(f: &Function, p: Value, k: i64, total: u32) -> bool {
     accesses + 2 == total
 }
 
-/// The block and index of the one instruction that writes `v`.
-fn def_site(f: &Function, v: Value) -> Option<(Block, usize)> {
-    f.blocks
-        .iter()
-        .find_map(|(b, d)| d.insts.iter().position(|(i, _)| i.def() == Some(v)).map(|i| (b, i)))
+/// The block that writes `v` (when only one does), the index of its last write there, and how
+/// many of those writes read `v` (`v = v + o`).
+fn def_site(f: &Function, v: Value) -> Option<(Block, usize, usize)> {
+    let mut site = None;
+    for (b, d) in f.blocks.iter() {
+        for (i, (inst, _)) in d.insts.iter().enumerate() {
+            if inst.def() != Some(v) {
+                continue;
+            }
+            match site {
+                Some((sb, _, _)) if sb != b => return None,
+                _ => {}
+            }
+            let own = site.map_or(0, |s: (Block, usize, usize)| s.2) + inst.uses().iter().filter(|u| **u == v).count();
+            site = Some((b, i, own));
+        }
+    }
+    site
 }
 
 #[cfg(test)]
@@ -245,5 +267,38 @@ end, { name = "t" })
         );
         // 12 per iteration and the error exit's two (16 with the pointer copied and moved).
         assert!(body.len() <= 14, "{} instructions in the loop:\n{out}", body.len());
+    }
+
+    /// A scan from a run-time offset: its base `data + off` is made before the loop by a copy
+    /// and an add (two writes, one block); the extent 8 joins them there, and each position
+    /// is checked on its access pointer and read at `-8` from it.
+    #[test]
+    fn a_scan_base_made_before_the_loop_takes_the_extent() {
+        let out = asm_of(
+            r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local len = #p
+  local off = p:getbyte(0)
+  for i = 0, 63 do
+    if off + i + 8 > len then break end
+    if p:getint64(off + i) == 0x65696b6f6f430a0d then return 1 end
+  end
+  return 2
+end, { name = "t" })
+"#,
+        );
+        let (lines, head, back) = first_loop(&out);
+        let body: Vec<&str> = lines
+            .iter()
+            .filter(|(n, _)| (head..=back).contains(n))
+            .map(|(_, l)| *l)
+            .collect();
+        assert!(
+            body.iter().any(|l| l.contains("*(u64 *)(") && l.contains(" -8)")),
+            "{out}"
+        );
+        assert!(!body.iter().any(|l| l.contains("+= 8")), "{out}");
     }
 }
