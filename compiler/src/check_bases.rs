@@ -229,6 +229,16 @@ fn def_site(f: &Function, v: Value) -> Option<(Block, usize, usize)> {
 mod tests {
     use crate::compile::{asm_of, first_loop};
 
+    /// The instruction lines of the first loop in `asm`.
+    fn loop_lines(asm: &str) -> Vec<&str> {
+        let (lines, head, back) = first_loop(asm);
+        lines
+            .iter()
+            .filter(|(n, _)| (head..=back).contains(n))
+            .map(|(_, l)| *l)
+            .collect()
+    }
+
     /// A counting loop reading one byte per iteration, in a BPF function of its own (called
     /// in a loop): the pointer is checked as it is, made from `data + 1` computed before the
     /// loop, and the byte read at `-1` from it; no copy of the pointer to add the size to.
@@ -255,12 +265,7 @@ return xdp.program(function(ctx)
 end, { name = "t" })
 "#,
         );
-        let (lines, head, back) = first_loop(&out[out.find("t.lua:4").expect("the function")..]);
-        let body: Vec<&str> = lines
-            .iter()
-            .filter(|(n, _)| (head..=back).contains(n))
-            .map(|(_, l)| *l)
-            .collect();
+        let body = loop_lines(&out[out.find("t.lua:4").expect("the function")..]);
         assert!(
             body.iter().any(|l| l.contains("*(u8 *)(") && l.contains(" -1)")),
             "{out}"
@@ -289,12 +294,7 @@ return xdp.program(function(ctx)
 end, { name = "t" })
 "#,
         );
-        let (lines, head, back) = first_loop(&out);
-        let body: Vec<&str> = lines
-            .iter()
-            .filter(|(n, _)| (head..=back).contains(n))
-            .map(|(_, l)| *l)
-            .collect();
+        let body = loop_lines(&out);
         assert!(
             body.iter().any(|l| l.contains("*(u64 *)(") && l.contains(" -8)")),
             "{out}"
