@@ -646,7 +646,7 @@ impl<'a> Emitter<'a> {
 }
 
 /// How many instructions and terminators read each value.
-fn read_counts(f: &Function) -> SecondaryMap<Value, u32> {
+pub(crate) fn read_counts(f: &Function) -> SecondaryMap<Value, u32> {
     let mut n: SecondaryMap<Value, u32> = SecondaryMap::new();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {

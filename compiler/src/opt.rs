@@ -37,6 +37,9 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     if crate::loop_bases::hoist(f) | crate::loop_bases::sink(f) {
         simplify(f, maps);
     }
+    // Last: the passes above know packet pointers by their offset from `data`, and this one
+    // moves access offsets below a pointer's.
+    crate::check_bases::fold_check_extents(f);
 }
 
 fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
