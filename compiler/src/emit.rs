@@ -1,15 +1,17 @@
 //! Emission: allocated IR -> BPF instructions with one source location per slot.
 //!
-//! Blocks are laid out in reverse post-order and branches fall through where they can: a
-//! `Branch` whose `then_` block comes next is emitted as the negated condition to `else_`;
-//! an unconditional jump to the next block disappears. Code is first built with symbolic
+//! Blocks are laid out in reverse post-order (but a shared `return k` block goes after the
+//! last block that ends in `return k`, which falls into it: `layout`) and branches fall
+//! through where they can: a `Branch` whose `then_` block comes next is emitted as the
+//! negated condition to `else_`; an unconditional jump to the next block disappears. Code is first built with symbolic
 //! block labels, then a small peephole threads jumps to jumps, drops code left unreachable,
 //! turns `if cc goto L1; ja L2; L1:` into `if !cc goto L2`, and drops jumps to the next
 //! instruction (`ja +0`); only then are offsets resolved (each must fit an i16). Moves of a
 //! register to itself are never emitted.
 //!
 //! Register conventions come from `regalloc`: r0 is the scratch (and the call result and
-//! return value), `Allocation::scratch2` (r5) exists only when an instruction needs two
+//! return value; a call result lives on in r0 where `regalloc` found that nothing here needs
+//! r0 while it is live), `Allocation::scratch2` (r5) exists only when an instruction needs two
 //! operands brought in from spill slots. Spills and fills are always 8-byte accesses.
 //!
 //! Choices worth knowing when reading the output:
@@ -90,8 +92,6 @@ struct Emitter<'a> {
     alloc: &'a Allocation,
     items: Vec<Item>,
     loc: SourceLoc,
-    /// A call result that only the block's branch reads: it stays in r0 (no copy to its home).
-    in_r0: Option<Value>,
     /// Stack addresses only a call argument reads: computed in the argument register at the
     /// call (`r4 = r10; r4 += -8`), not at their definition and then copied there.
     at_call: SecondaryMap<Value, Option<i16>>,
@@ -187,9 +187,6 @@ impl<'a> Emitter<'a> {
 
     /// A register holding `v`: its own, or `scratch` after a fill.
     fn read(&mut self, v: Value, scratch: Reg) -> R<Reg> {
-        if self.in_r0 == Some(v) {
-            return Ok(R0);
-        }
         Ok(match self.loc_of(v)? {
             Loc::Reg(r) => r,
             Loc::Stack(off) => {
@@ -631,6 +628,8 @@ impl<'a> Emitter<'a> {
                 }
                 self.push_jump(Insn::ja(0), *cont);
             }
+            // The next block returns the same constant: fall into it (`layout`).
+            Terminator::Return(Operand::Imm(k)) if next.is_some_and(|n| returns_only(self.f, n) == Some(*k)) => {}
             Terminator::Return(v) => {
                 let s = self.operand_src(v)?;
                 match s {
@@ -911,16 +910,74 @@ fn is_cond_jump_code(code: u8) -> bool {
     !matches!(op, 0x00 | 0x80 | 0x90 | 0xe0)
 }
 
+/// The empty block that only returns `k`, if `b` is one.
+fn returns_only(f: &Function, b: Block) -> Option<i64> {
+    match (&f.blocks[b].insts.is_empty(), &f.blocks[b].term.0) {
+        (true, Terminator::Return(Operand::Imm(k))) => Some(*k),
+        _ => None,
+    }
+}
+
+/// The blocks in emission order: reverse post-order, except that a shared `return k` block
+/// (`opt::share_returns`) moves to just after the last other block that ends in `return k`,
+/// whose return then falls into it (`term`): one `r0 = k; exit` less. A map lookup's null
+/// test then jumps to the shared return and the found path falls through, as clang lays it
+/// out. Only when no path gets longer: every jump to the shared block stays a forward jump,
+/// and the block that used to fall into it still falls through (into what followed it).
+/// Not inside a loop's layout, for the reason `share_returns` gives.
+fn layout(f: &Function) -> Vec<Block> {
+    let mut order = f.reverse_postorder();
+    let in_loop = crate::opt::laid_out_in_loops(f, &order);
+    let preds = crate::threading::predecessors(f, &order);
+    let shared: Vec<Block> = order
+        .iter()
+        .copied()
+        .filter(|&b| returns_only(f, b).is_some() && !in_loop[b])
+        .collect();
+    let mut at: SecondaryMap<Block, usize> = SecondaryMap::new();
+    for s in shared {
+        for (i, &b) in order.iter().enumerate() {
+            at[b] = i;
+        }
+        let ret = f.blocks[s].term.0.clone();
+        let i = at[s];
+        let Some(j) = (i + 1..order.len())
+            .rev()
+            .find(|&j| f.blocks[order[j]].term.0 == ret && !f.blocks[order[j]].insts.is_empty())
+        else {
+            continue;
+        };
+        let b = order[j];
+        if in_loop[b] || preds[s].iter().any(|&p| at[p] > j) {
+            continue;
+        }
+        // The block laid out before `s` must still fall through after the move.
+        if i > 0 {
+            let next = order.get(i + 1).copied();
+            let keeps = match &f.blocks[order[i - 1]].term.0 {
+                Terminator::Branch { then_, else_, .. } if *then_ == s => Some(*else_) == next,
+                Terminator::Branch { then_, else_, .. } if *else_ == s => Some(*then_) == next,
+                t => !t.successors().contains(&s),
+            };
+            if !keeps {
+                continue;
+            }
+        }
+        order.remove(i);
+        order.insert(j, s);
+    }
+    order
+}
+
 /// Emits `f` with allocation `alloc` as the program code of ELF section `section`.
 pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCode, EmitError> {
-    let order = f.reverse_postorder();
+    let order = layout(f);
     let hints = crate::prune_hints::blocks(f, &order);
     let mut e = Emitter {
         f,
         alloc,
         items: Vec::new(),
         loc: SourceLoc::default(),
-        in_r0: None,
         at_call: SecondaryMap::new(),
     };
     let reads = read_counts(f);
@@ -979,42 +1036,12 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
                 insts = &insts[n..];
             }
         }
-        // `r1 = r0; if r1 == 0 goto` after a call whose result only that test reads: the
-        // test reads r0 directly.
-        let tested = match (insts.last(), &data.term.0) {
-            (
-                Some((
-                    Inst::Call { dst: Some(d), .. }
-                    | Inst::CallKfunc { dst: Some(d), .. }
-                    | Inst::CallLocal { dst: Some(d), .. },
-                    _,
-                )),
-                Terminator::Branch { a, b, .. },
-            ) if a == d && matches!(b, Operand::Imm(i) if fits_i32(*i)) && reads[*d] == 1 => Some(*d),
-            _ => None,
-        };
-        for (k, (inst, loc)) in insts.iter().enumerate() {
+        for (inst, loc) in insts {
             e.loc = *loc;
-            if tested.is_some() && k + 1 == insts.len() {
-                let call = match inst.clone() {
-                    Inst::Call { helper, args, .. } => Inst::Call {
-                        helper,
-                        args,
-                        dst: None,
-                    },
-                    Inst::CallKfunc { name, args, .. } => Inst::CallKfunc { name, args, dst: None },
-                    Inst::CallLocal { func, args, .. } => Inst::CallLocal { func, args, dst: None },
-                    other => other,
-                };
-                e.inst(&call)?;
-                e.in_r0 = tested;
-            } else {
-                e.inst(inst)?;
-            }
+            e.inst(inst)?;
         }
         e.loc = data.term.1;
         e.term(&data.term.0, order.get(bi + 1).copied())?;
-        e.in_r0 = None;
     }
 
     let mut label_at: SecondaryMap<Block, usize> = SecondaryMap::new();
@@ -1081,29 +1108,67 @@ mod tests {
     use crate::regalloc::allocate;
     use std::collections::HashMap;
 
-    /// A map lookup whose result only the null test reads: the test reads r0, no copy; when
-    /// the pointer is used after the test it is copied to its register as before.
+    /// counter.lua's shape: the found path ends in its own `return 2`, and the shared
+    /// `return 2` (failed bounds checks, the null test) is laid out after it: one `exit` in
+    /// all, the null test jumps forward to it and the found path falls through.
     #[test]
-    fn a_call_result_only_tested_stays_in_r0() {
-        let compile = |body: &str| {
-            let src = format!(
-                "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal m = map.hash(\"m\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nreturn xdp.program(function(ctx)\n{body}\nend, {{ name = \"t\" }})\n"
-            );
-            let c = crate::compile::compile_source(&src, "t.lua", &Default::default())
-                .unwrap_or_else(|e| panic!("{}", e.render()));
-            crate::compile::annotated_asm(&c.object)
+    fn a_shared_return_follows_the_block_that_falls_into_it() {
+        let asm = crate::compile::asm_of(
+            r#"
+local xdp = require "bpf.xdp"
+local map = require "bpf.map"
+local m = map.percpu_array("m", { key = "I4", value = "I8", entries = 256 })
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local k = 0
+  if p:getbyte(0) == 1 then k = p:getbyte(1) end
+  m[k] = (m[k] or 0) + 1
+  return 2
+end, { name = "t" })
+"#,
+        );
+        assert_eq!(asm.matches("exit").count(), 1, "{asm}");
+        let lines: Vec<&str> = asm.lines().collect();
+        let test = lines.iter().position(|l| l.contains("if r0 == 0 goto +")).expect(&asm);
+        assert!(lines[test + 1].contains("= *(u64 *)(r0 +0)"), "{asm}");
+    }
+
+    /// The shared return stays where it is when the block before it falls into it with a
+    /// jump (moving it would cost that block a `ja`).
+    #[test]
+    fn a_shared_return_stays_where_a_move_costs_a_jump() {
+        use crate::ir::ValueKind;
+        let mut f = Function::new("t");
+        let at = SourceLoc::default();
+        let (x, y) = (f.new_value(ValueKind::Scalar), f.new_value(ValueKind::Scalar));
+        let [p, b, s] = [(); 3].map(|_| f.new_block());
+        let e = f.entry;
+        f.blocks[e].insts.push((Inst::Arg { dst: x, index: 0 }, at));
+        f.blocks[e].term.0 = Terminator::Branch {
+            op: JmpOp::Jeq,
+            a: x,
+            b: Operand::Imm(0),
+            then_: p,
+            else_: b,
         };
-        let tested = compile("  if m[1] then return 1 end\n  return 2");
-        assert!(
-            tested.contains("if r0 == 0") || tested.contains("if r0 != 0"),
-            "{tested}"
-        );
-        assert!(!tested.contains("= r0\n"), "no copy of r0:\n{tested}");
-        let used = compile("  local v = m[1]\n  if v then return v end\n  return 2");
-        assert!(
-            used.contains(" = r0\n"),
-            "the pointer is copied for its later use:\n{used}"
-        );
+        for blk in [p, b] {
+            f.blocks[blk].insts.push((Inst::Const { dst: y, imm: 1 }, at));
+        }
+        f.blocks[p].term.0 = Terminator::Jump(s);
+        f.blocks[b].term.0 = Terminator::Return(Operand::Imm(2));
+        f.blocks[s].term.0 = Terminator::Return(Operand::Imm(2));
+        assert_eq!(f.reverse_postorder(), vec![e, p, s, b]);
+        assert_eq!(layout(&f), vec![e, p, s, b]);
+        // Entered by the branch instead (which then falls into b): it moves after b.
+        f.blocks[e].term.0 = Terminator::Branch {
+            op: JmpOp::Jeq,
+            a: x,
+            b: Operand::Imm(0),
+            then_: s,
+            else_: b,
+        };
+        assert_eq!(f.reverse_postorder(), vec![e, s, b]);
+        assert_eq!(layout(&f), vec![e, b, s]);
     }
 
     /// A stack address passed to a call while another argument holds its register: made in
@@ -1255,7 +1320,6 @@ end, { name = "t" })
                 alloc: &alloc,
                 items: Vec::new(),
                 loc: SourceLoc::default(),
-                in_r0: None,
                 at_call: SecondaryMap::new(),
             };
             e.parallel_move(&moves);

@@ -645,18 +645,14 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
     changed
 }
 
-/// Branches to empty `return k` blocks all go to one such block per `k`: each copy costs two
-/// instructions (`r0 = k; exit`). Not from inside loops: there the shorter paths moved the
-/// verifier's state checkpoints so that it walked the scan loops' latches more often.
-pub fn share_returns(f: &mut Function) -> bool {
-    let order = f.reverse_postorder();
+/// The blocks of `order` laid out between a loop header and a jump back to it.
+pub(crate) fn laid_out_in_loops(f: &Function, order: &[Block]) -> SecondaryMap<Block, bool> {
     let mut index: SecondaryMap<Block, usize> = f.block_map();
     for (i, &b) in order.iter().enumerate() {
         index[b] = i;
     }
-    // Blocks between a loop header and its back edge, in layout order.
     let mut in_loop: SecondaryMap<Block, bool> = f.block_map();
-    for &b in &order {
+    for &b in order {
         for s in f.blocks[b].term.0.successors() {
             if index[s] <= index[b] {
                 for &x in &order[index[s]..=index[b]] {
@@ -665,6 +661,15 @@ pub fn share_returns(f: &mut Function) -> bool {
             }
         }
     }
+    in_loop
+}
+
+/// Branches to empty `return k` blocks all go to one such block per `k`: each copy costs two
+/// instructions (`r0 = k; exit`). Not from inside loops: there the shorter paths moved the
+/// verifier's state checkpoints so that it walked the scan loops' latches more often.
+pub fn share_returns(f: &mut Function) -> bool {
+    let order = f.reverse_postorder();
+    let in_loop = laid_out_in_loops(f, &order);
     let mut first: rustc_hash::FxHashMap<i64, Block> = Default::default();
     let mut canon: SecondaryMap<Block, Option<Block>> = f.block_map();
     // The shared block is the lowest-numbered copy, not the first in the order: redirecting

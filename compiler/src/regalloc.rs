@@ -20,7 +20,10 @@
 //! # Registers
 //!
 //! - r10 is the frame pointer; r0 is the emitter's scratch (it is also the call result and
-//!   the return value, so it is never worth allocating).
+//!   the return value, so linear scan never allocates it). Afterwards a call result stays
+//!   in r0, where the call left it, when no call comes while it is live and the emitter
+//!   writes r0 nowhere there (`keep_call_results_in_r0`): the map lookup's
+//!   `if r0 == 0 goto; r1 = *(u64 *)(r0 +0)`, with no copy out of r0.
 //! - r1-r9 are allocatable, except that when some instruction ends up with two operands in
 //!   spill slots (or one spilled and one 64-bit immediate), the allocation is redone with
 //!   r5 reserved as the second scratch (`Allocation::scratch2`). Functions that never spill
@@ -187,6 +190,11 @@ struct Ranges {
     /// Sorted by start.
     intervals: Vec<Interval>,
     hints: SecondaryMap<Value, Vec<Hint>>,
+    /// Positions of the calls, ascending.
+    calls: Vec<u32>,
+    /// What is at each even position `2k`: an instruction of a block, or (`None`) its
+    /// terminator.
+    sites: Vec<(crate::ir::Block, Option<usize>)>,
 }
 
 fn compute_ranges(f: &Function) -> Ranges {
@@ -202,10 +210,12 @@ fn compute_ranges(f: &Function) -> Ranges {
     let mut leading_args: Vec<Value> = Vec::new();
     let mut last_arg_def = 0;
     let mut pos = 0u32;
+    let mut sites = Vec::new();
     for (bi, &b) in order.iter().enumerate() {
         bstart.push(pos);
         let mut leading = bi == 0;
-        for (inst, _) in &f.blocks[b].insts {
+        for (k, (inst, _)) in f.blocks[b].insts.iter().enumerate() {
+            sites.push((b, Some(k)));
             match inst {
                 Inst::Arg { dst, index } if leading => {
                     leading_args.push(*dst);
@@ -238,6 +248,7 @@ fn compute_ranges(f: &Function) -> Ranges {
             }
             pos += 2;
         }
+        sites.push((b, None));
         pos += 2;
     }
 
@@ -312,7 +323,12 @@ fn compute_ranges(f: &Function) -> Ranges {
         });
     }
     intervals.sort_by_key(|iv| (iv.start(), iv.value.index()));
-    Ranges { intervals, hints }
+    Ranges {
+        intervals,
+        hints,
+        calls,
+        sites,
+    }
 }
 
 /// Linear scan with lifetime holes and a given set of allocatable registers. Returns the
@@ -458,6 +474,102 @@ fn needs_two_scratches(f: &Function, loc: &dyn Fn(Value) -> Option<Loc>) -> bool
     false
 }
 
+/// True when the emitter writes `inst` (`None`: the terminator `term`) without touching r0,
+/// given these locations: every operand in a register, no 64-bit immediate, no form that
+/// borrows r0 as its scratch (emit.rs). A `return` writes r0 last, when nothing else is live.
+/// Conservative: a form not listed here counts as touching r0.
+fn leaves_r0(inst: Option<&Inst>, term: &Terminator, loc: &dyn Fn(Value) -> Option<Loc>) -> bool {
+    let reg = |v: Value| matches!(loc(v), Some(Loc::Reg(_)));
+    let narrow = |i: i64| i32::try_from(i).is_ok();
+    let operand = |o: &Operand| match *o {
+        Operand::Value(v) => reg(v),
+        Operand::Imm(i) => narrow(i),
+    };
+    let Some(inst) = inst else {
+        return match term {
+            Terminator::Branch { a, b, .. } => reg(*a) && operand(b),
+            Terminator::Jump(_) | Terminator::MayGoto { .. } | Terminator::Return(_) => true,
+        };
+    };
+    match inst {
+        Inst::Const { dst, .. }
+        | Inst::LoadSlot { dst, .. }
+        | Inst::SlotAddr { dst, .. }
+        | Inst::MapAddr { dst, .. } => reg(*dst),
+        Inst::Mov { dst, src }
+        | Inst::Neg { dst, src }
+        | Inst::Bswap { dst, src, .. }
+        | Inst::Zext { dst, src, .. }
+        | Inst::Sext { dst, src, .. }
+        | Inst::Load { dst, base: src, .. } => reg(*dst) && reg(*src),
+        Inst::Bin { op, dst, a, b } => {
+            use crate::ir::BinOp::*;
+            let commutative = matches!(op, Add | Mul | Or | And | Xor);
+            // `dst = a - b` with b already in dst's register is computed in r0.
+            let through_r0 = matches!(*b, Operand::Value(vb) if loc(vb) == loc(*dst) && loc(*a) != loc(*dst));
+            reg(*dst) && reg(*a) && operand(b) && (commutative || !through_r0)
+        }
+        Inst::Store { base, src, .. } => reg(*base) && matches!(*src, Operand::Value(v) if reg(v)),
+        Inst::StoreSlot { src, size, .. } => match *src {
+            Operand::Value(v) => reg(v),
+            // Narrower stores keep the low bytes, which always fit.
+            Operand::Imm(i) => *size != runtime_bpf::isa::Size::DW || narrow(i),
+        },
+        Inst::LoadSlotIndexed { dst, index, .. } => reg(*dst) && reg(*index) && loc(*dst) != loc(*index),
+        Inst::AtomicAdd { base, src, .. } => reg(*base) && reg(*src),
+        Inst::Call { .. } | Inst::CallKfunc { .. } | Inst::CallLocal { .. } | Inst::Arg { .. } => false,
+    }
+}
+
+/// A call result lives in r0, where the call leaves it, when no call comes while it is live
+/// and the emitter needs r0 for nothing there: `call; if r0 == 0 goto ...; r1 = *(u64 *)(r0
+/// +0)` instead of a copy to its register first. Call results cannot conflict with each
+/// other in r0: of two live at once, one is live across the other's call.
+fn keep_call_results_in_r0(f: &Function, ranges: &Ranges, locs: &mut SecondaryMap<Value, Option<Loc>>) {
+    let defs = f.def_counts();
+    let mut results = Vec::new();
+    for iv in &ranges.intervals {
+        let v = iv.value;
+        let (b, Some(k)) = ranges.sites[(iv.start() / 2) as usize] else {
+            continue;
+        };
+        let def = &f.blocks[b].insts[k].0;
+        if defs[v] != 1 || !def.is_call() || def.def() != Some(v) || iv.start() % 2 != 1 {
+            continue;
+        }
+        // No call from the definition to the last read (one that reads it as an argument too).
+        let calls = &ranges.calls;
+        if iv.ranges.iter().any(|&(s, e)| {
+            let k = calls.partition_point(|&c| c < s);
+            k < calls.len() && calls[k] <= e
+        }) {
+            continue;
+        }
+        results.push(iv);
+    }
+    for iv in results {
+        let loc = |v: Value| {
+            if v == iv.value {
+                Some(Loc::Reg(R0))
+            } else {
+                locs.get(v).copied().flatten()
+            }
+        };
+        let clean = iv.ranges.iter().all(|&(s, e)| {
+            // The definition's own site (the call) is where r0 is written.
+            let first = if s == iv.start() { s / 2 + 1 } else { s / 2 };
+            (first..=e / 2).all(|i| {
+                let (b, k) = ranges.sites[i as usize];
+                let d = &f.blocks[b];
+                leaves_r0(k.map(|k| &d.insts[k].0), &d.term.0, &loc)
+            })
+        });
+        if clean {
+            locs[iv.value] = Some(Loc::Reg(R0));
+        }
+    }
+}
+
 /// Lays out the IR slots below r10; returns their offsets and the bytes used.
 fn layout_slots(f: &Function) -> (SecondaryMap<Slot, i64>, u64) {
     let mut order: Vec<Slot> = f.slots.keys().collect();
@@ -510,6 +622,7 @@ pub fn allocate(f: &Function) -> Result<Allocation, AllocError> {
         nslots = n;
         scratch2 = Some(R5);
     }
+    keep_call_results_in_r0(f, &ranges, &mut locs);
 
     let frame = spill_base + 8 * nslots as u64;
     if frame > STACK_SIZE as u64 {
@@ -528,4 +641,30 @@ pub fn allocate(f: &Function) -> Result<Allocation, AllocError> {
         spill_slots: nslots,
         scratch2,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A map lookup's pointer stays in r0 through its null test and the reads after it; it is
+    /// copied out of r0 only where r0 is needed for something else (here the constant stored
+    /// through it).
+    #[test]
+    fn a_call_result_stays_in_r0_while_r0_is_free() {
+        let asm = |body: &str| {
+            crate::compile::asm_of(&format!(
+                "local xdp = require \"bpf.xdp\"\nlocal map = require \"bpf.map\"\nlocal m = map.hash(\"m\", {{ key = \"I4\", value = \"I8\", entries = 4 }})\nreturn xdp.program(function(ctx)\n{body}\nend, {{ name = \"t\" }})\n"
+            ))
+        };
+        let tested = asm("  if m[1] then return 1 end\n  return 2");
+        assert!(tested.contains("if r0 == 0"), "{tested}");
+        assert!(!tested.contains("= r0\n"), "no copy of r0:\n{tested}");
+        let read = asm("  local v = m[1]\n  if v then return v end\n  return 2");
+        assert!(
+            read.contains("if r0 == 0") && read.contains("= *(u64 *)(r0 +0)"),
+            "{read}"
+        );
+        assert!(!read.contains("= r0\n"), "no copy of r0:\n{read}");
+        let stored = asm("  local v = m[1]\n  if v then m[1] = 7 end\n  return 2");
+        assert!(stored.contains("r1 = r0\n") && stored.contains("r0 = 7\n"), "{stored}");
+    }
 }

@@ -1935,12 +1935,26 @@ pub fn check_alloc(f: &Function, alloc: &Allocation) -> Result<(), String> {
     if alloc.frame_size() > 512 {
         return Err(format!("frame of {} bytes", alloc.frame_size()));
     }
+    // r0 only for a call result, where the call leaves it (written by nothing else).
+    let mut call_result = std::collections::HashSet::new();
+    let defs = f.def_counts();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let (true, Some(d)) = (inst.is_call(), inst.def()) {
+                if defs[d] == 1 {
+                    call_result.insert(d);
+                }
+            }
+        }
+    }
     for (v, _) in f.values.iter() {
         match alloc.loc(v) {
             Some(Loc::Stack(off)) if off % 8 != 0 || off >= 0 || -(off as i32) > alloc.frame_size() as i32 => {
                 return Err(format!("{v} spilled to [r10{off:+}]"));
             }
-            Some(Loc::Reg(r)) if r.0 == 0 || r.0 >= 10 => return Err(format!("{v} in r{}", r.0)),
+            Some(Loc::Reg(r)) if (r.0 == 0 && !call_result.contains(&v)) || r.0 >= 10 => {
+                return Err(format!("{v} in r{}", r.0))
+            }
             _ => {}
         }
     }
