@@ -1143,14 +1143,15 @@ end, { name = "t" })
         let (x, y) = (f.new_value(ValueKind::Scalar), f.new_value(ValueKind::Scalar));
         let [p, b, s] = [(); 3].map(|_| f.new_block());
         let e = f.entry;
-        f.blocks[e].insts.push((Inst::Arg { dst: x, index: 0 }, at));
-        f.blocks[e].term.0 = Terminator::Branch {
+        let if_zero = |then_, else_| Terminator::Branch {
             op: JmpOp::Jeq,
             a: x,
             b: Operand::Imm(0),
-            then_: p,
-            else_: b,
+            then_,
+            else_,
         };
+        f.blocks[e].insts.push((Inst::Arg { dst: x, index: 0 }, at));
+        f.blocks[e].term.0 = if_zero(p, b);
         for blk in [p, b] {
             f.blocks[blk].insts.push((Inst::Const { dst: y, imm: 1 }, at));
         }
@@ -1160,13 +1161,7 @@ end, { name = "t" })
         assert_eq!(f.reverse_postorder(), vec![e, p, s, b]);
         assert_eq!(layout(&f), vec![e, p, s, b]);
         // Entered by the branch instead (which then falls into b): it moves after b.
-        f.blocks[e].term.0 = Terminator::Branch {
-            op: JmpOp::Jeq,
-            a: x,
-            b: Operand::Imm(0),
-            then_: s,
-            else_: b,
-        };
+        f.blocks[e].term.0 = if_zero(s, b);
         assert_eq!(f.reverse_postorder(), vec![e, s, b]);
         assert_eq!(layout(&f), vec![e, b, s]);
     }
