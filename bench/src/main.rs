@@ -524,10 +524,13 @@ fn time_compiles(
     tmp: &Path,
     results: &mut [ExampleResult],
 ) -> Vec<(String, String)> {
+    // The timed binaries are the shipped ones, built with the `dist` profile (Cargo.toml), in
+    // the target directory the harness itself was built into.
     let target = std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| root.join("target/release"));
+        .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| root.join("target"))
+        .join("dist");
     let lbc = target.join("examples/lbc");
     let cli = target.join("luabpf");
     let mut binaries = Vec::new();
@@ -538,12 +541,20 @@ fn time_compiles(
         for (what, args, ok) in [
             (
                 "lbc",
-                vec!["build", "--release", "-p", "luabpf-compiler", "--example", "lbc"],
+                vec![
+                    "build",
+                    "--profile",
+                    "dist",
+                    "-p",
+                    "luabpf-compiler",
+                    "--example",
+                    "lbc",
+                ],
                 &mut lbc_ok,
             ),
             (
                 "luabpf",
-                vec!["build", "--release", "-p", "luabpf-loader", "--bin", "luabpf"],
+                vec!["build", "--profile", "dist", "-p", "luabpf-loader", "--bin", "luabpf"],
                 &mut cli_ok,
             ),
         ] {

@@ -5,6 +5,13 @@
 //! for the device, about 4 ms here: more than compiling a program takes. Renaming a new file
 //! over the old one costs a tenth of that, and a reader (a loader, `make`) never sees a
 //! half-written object. clang and rustc write their outputs the same way.
+//!
+//! On Linux the rename is an exchange of the two names (`renameat2(RENAME_EXCHANGE)`), then
+//! the old file, now under the temporary name, is removed. A plain rename over an existing
+//! file makes ext4 start writing the new file's data out before the rename returns (its
+//! `auto_da_alloc` guard against empty files after a crash): 0.1 to 3 ms here, a tenth of a
+//! compile; the exchange and the removal take about 40 us. A reader still sees the old or the
+//! new object, never neither.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -25,11 +32,44 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let written = file
         .write_all(bytes)
         .and_then(|()| file.set_permissions(old.permissions()))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|()| replace(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Puts `tmp` in `path`'s place (see the module's comment).
+fn replace(tmp: &Path, path: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if exchange(tmp, path).is_ok() {
+        return std::fs::remove_file(tmp);
+    }
+    std::fs::rename(tmp, path)
+}
+
+/// Swaps the names of two existing files, atomically; fails where the file system cannot.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths; renameat2 reads them and nothing else.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(unix)]
