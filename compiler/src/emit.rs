@@ -1,6 +1,6 @@
 //! Emission: allocated IR -> BPF instructions with one source location per slot.
 //!
-//! Blocks are laid out in reverse post-order and branches fall through where they can: a
+//! Blocks are laid out in reverse post-order (constant returns last: layout.rs) and branches fall through where they can: a
 //! `Branch` whose `then_` block comes next is emitted as the negated condition to `else_`;
 //! an unconditional jump to the next block disappears. Code is first built with symbolic
 //! block labels, then a small peephole threads jumps to jumps, drops code left unreachable,
@@ -913,7 +913,7 @@ fn is_cond_jump_code(code: u8) -> bool {
 
 /// Emits `f` with allocation `alloc` as the program code of ELF section `section`.
 pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCode, EmitError> {
-    let order = f.reverse_postorder();
+    let order = crate::layout::order(f);
     let hints = crate::prune_hints::blocks(f, &order);
     let mut e = Emitter {
         f,
