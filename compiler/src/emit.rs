@@ -1,9 +1,9 @@
 //! Emission: allocated IR -> BPF instructions with one source location per slot.
 //!
-//! Blocks are laid out in reverse post-order (but a shared `return k` block goes after the
-//! last block that ends in `return k`, which falls into it: `layout`) and branches fall
-//! through where they can: a `Branch` whose `then_` block comes next is emitted as the
-//! negated condition to `else_`; an unconditional jump to the next block disappears. Code is first built with symbolic
+//! Blocks are laid out in layout.rs's order (reverse post-order; a shared `return k` after
+//! the block that falls into it, a loop's constant return last) and branches fall through
+//! where they can: a `Branch` whose `then_` block comes next is emitted as the negated
+//! condition to `else_`; an unconditional jump to the next block disappears. Code is first built with symbolic
 //! block labels, then a small peephole threads jumps to jumps, drops code left unreachable,
 //! turns `if cc goto L1; ja L2; L1:` into `if !cc goto L2`, and drops jumps to the next
 //! instruction (`ja +0`); only then are offsets resolved (each must fit an i16). Moves of a
@@ -629,7 +629,8 @@ impl<'a> Emitter<'a> {
                 self.push_jump(Insn::ja(0), *cont);
             }
             // The next block returns the same constant: fall into it (`layout`).
-            Terminator::Return(Operand::Imm(k)) if next.is_some_and(|n| returns_only(self.f, n) == Some(*k)) => {}
+            Terminator::Return(Operand::Imm(k))
+                if next.is_some_and(|n| crate::layout::returns_only(self.f, n) == Some(*k)) => {}
             Terminator::Return(v) => {
                 let s = self.operand_src(v)?;
                 match s {
@@ -910,68 +911,9 @@ fn is_cond_jump_code(code: u8) -> bool {
     !matches!(op, 0x00 | 0x80 | 0x90 | 0xe0)
 }
 
-/// The empty block that only returns `k`, if `b` is one.
-fn returns_only(f: &Function, b: Block) -> Option<i64> {
-    match (&f.blocks[b].insts.is_empty(), &f.blocks[b].term.0) {
-        (true, Terminator::Return(Operand::Imm(k))) => Some(*k),
-        _ => None,
-    }
-}
-
-/// The blocks in emission order: reverse post-order, except that a shared `return k` block
-/// (`opt::share_returns`) moves to just after the last other block that ends in `return k`,
-/// whose return then falls into it (`term`): one `r0 = k; exit` less. A map lookup's null
-/// test then jumps to the shared return and the found path falls through, as clang lays it
-/// out. Only when no path gets longer: every jump to the shared block stays a forward jump,
-/// and the block that used to fall into it still falls through (into what followed it).
-/// Not inside a loop's layout, for the reason `share_returns` gives.
-fn layout(f: &Function) -> Vec<Block> {
-    let mut order = f.reverse_postorder();
-    let in_loop = crate::opt::laid_out_in_loops(f, &order);
-    let preds = crate::threading::predecessors(f, &order);
-    let shared: Vec<Block> = order
-        .iter()
-        .copied()
-        .filter(|&b| returns_only(f, b).is_some() && !in_loop[b])
-        .collect();
-    let mut at: SecondaryMap<Block, usize> = SecondaryMap::new();
-    for s in shared {
-        for (i, &b) in order.iter().enumerate() {
-            at[b] = i;
-        }
-        let ret = f.blocks[s].term.0.clone();
-        let i = at[s];
-        let Some(j) = (i + 1..order.len())
-            .rev()
-            .find(|&j| f.blocks[order[j]].term.0 == ret && !f.blocks[order[j]].insts.is_empty())
-        else {
-            continue;
-        };
-        let b = order[j];
-        if in_loop[b] || preds[s].iter().any(|&p| at[p] > j) {
-            continue;
-        }
-        // The block laid out before `s` must still fall through after the move.
-        if i > 0 {
-            let next = order.get(i + 1).copied();
-            let keeps = match &f.blocks[order[i - 1]].term.0 {
-                Terminator::Branch { then_, else_, .. } if *then_ == s => Some(*else_) == next,
-                Terminator::Branch { then_, else_, .. } if *else_ == s => Some(*then_) == next,
-                t => !t.successors().contains(&s),
-            };
-            if !keeps {
-                continue;
-            }
-        }
-        order.remove(i);
-        order.insert(j, s);
-    }
-    order
-}
-
 /// Emits `f` with allocation `alloc` as the program code of ELF section `section`.
 pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCode, EmitError> {
-    let order = layout(f);
+    let order = crate::layout::order(f);
     let hints = crate::prune_hints::blocks(f, &order);
     let mut e = Emitter {
         f,
@@ -1131,39 +1073,6 @@ end, { name = "t" })
         let lines: Vec<&str> = asm.lines().collect();
         let test = lines.iter().position(|l| l.contains("if r0 == 0 goto +")).expect(&asm);
         assert!(lines[test + 1].contains("= *(u64 *)(r0 +0)"), "{asm}");
-    }
-
-    /// The shared return stays where it is when the block before it falls into it with a
-    /// jump (moving it would cost that block a `ja`).
-    #[test]
-    fn a_shared_return_stays_where_a_move_costs_a_jump() {
-        use crate::ir::ValueKind;
-        let mut f = Function::new("t");
-        let at = SourceLoc::default();
-        let (x, y) = (f.new_value(ValueKind::Scalar), f.new_value(ValueKind::Scalar));
-        let [p, b, s] = [(); 3].map(|_| f.new_block());
-        let e = f.entry;
-        let if_zero = |then_, else_| Terminator::Branch {
-            op: JmpOp::Jeq,
-            a: x,
-            b: Operand::Imm(0),
-            then_,
-            else_,
-        };
-        f.blocks[e].insts.push((Inst::Arg { dst: x, index: 0 }, at));
-        f.blocks[e].term.0 = if_zero(p, b);
-        for blk in [p, b] {
-            f.blocks[blk].insts.push((Inst::Const { dst: y, imm: 1 }, at));
-        }
-        f.blocks[p].term.0 = Terminator::Jump(s);
-        f.blocks[b].term.0 = Terminator::Return(Operand::Imm(2));
-        f.blocks[s].term.0 = Terminator::Return(Operand::Imm(2));
-        assert_eq!(f.reverse_postorder(), vec![e, p, s, b]);
-        assert_eq!(layout(&f), vec![e, p, s, b]);
-        // Entered by the branch instead (which then falls into b): it moves after b.
-        f.blocks[e].term.0 = if_zero(s, b);
-        assert_eq!(f.reverse_postorder(), vec![e, s, b]);
-        assert_eq!(layout(&f), vec![e, b, s]);
     }
 
     /// A stack address passed to a call while another argument holds its register: made in

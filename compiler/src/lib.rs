@@ -16,6 +16,7 @@ pub mod exit;
 pub mod hir;
 pub mod hoist_constants;
 pub mod ir;
+pub mod layout;
 pub mod liveness;
 pub mod lookups;
 pub mod loop_bases;

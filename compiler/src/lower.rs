@@ -1924,6 +1924,13 @@ impl<'a> Lowerer<'a> {
 
     /// `getstring(off, len)`: copied into a zeroed stack buffer by the kernel's
     /// `load_bytes` helper, which checks the packet bounds itself.
+    ///
+    /// Why not a copy loop of direct packet loads, as the C baselines write it: their loop
+    /// also finds the length, so each byte costs them only its store. Here the length is
+    /// already known (found by a loop before), and a second loop over the bytes is the
+    /// slower choice: ua_filter.c rewritten to find the length, then copy, ran 1.04-1.15x
+    /// its original, rewritten to find the length, then call the helper, 0.99-1.03x
+    /// (BPF_PROG_TEST_RUN, interleaved). The helper is ~2-3% of those packets' time (perf).
     fn packet_string(&mut self, off: Operand, len: Operand) -> StrV {
         let cap = match len {
             Operand::Imm(n) => round8(n.clamp(0, 255) as u32).max(8),

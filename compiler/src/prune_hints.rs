@@ -103,13 +103,14 @@ pub(crate) fn loops(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ir::{BinOp, Inst, Operand, Value, ValueKind};
     use runtime_bpf::isa::JmpOp;
     use runtime_bpf::object::SourceLoc;
 
-    fn branch(a: Value, k: i64, then_: Block, else_: Block) -> Terminator {
+    /// `if a == k then then_ else else_`.
+    pub(crate) fn branch(a: Value, k: i64, then_: Block, else_: Block) -> Terminator {
         Terminator::Branch {
             op: JmpOp::Jeq,
             a,
@@ -119,14 +120,14 @@ mod tests {
         }
     }
 
-    /// `for i = 0, 9 do if x == 7 then return 1 end end return 0`: the `return 1` block, laid
-    /// out after the body's test and entered only from it, gets the hint; the block after the
-    /// loop (the header's test leaves the loop there once, at the bound) does not.
-    #[test]
-    fn a_return_inside_a_loop_gets_a_hint_the_loop_exit_does_not() {
+    /// `for i = 0, 9 do <test> end return 0` with the body's `test` built by `body`; returns
+    /// the function and its blocks [head, body, next, done].
+    pub(crate) fn counted_loop(
+        body_term: impl FnOnce(&mut Function, Value, [Block; 4]) -> Terminator,
+    ) -> (Function, [Block; 4]) {
         let mut f = Function::new("t");
         let (x, i) = (f.new_value(ValueKind::Scalar), f.new_value(ValueKind::Scalar));
-        let [head, body, found, next, done] = [(); 5].map(|_| f.new_block());
+        let blocks @ [head, body, next, done] = [(); 4].map(|_| f.new_block());
         let at = SourceLoc::default();
         let e = f.entry;
         f.blocks[e].insts.push((Inst::Arg { dst: x, index: 0 }, at));
@@ -139,20 +140,32 @@ mod tests {
             then_: body,
             else_: done,
         };
-        f.blocks[body].term.0 = branch(x, 7, found, next);
-        f.blocks[found].term.0 = Terminator::Return(Operand::Imm(1));
-        f.blocks[next].insts.push((
-            Inst::Bin {
-                op: BinOp::Add,
-                dst: i,
-                a: i,
-                b: Operand::Imm(1),
-            },
-            at,
-        ));
+        let add = Inst::Bin {
+            op: BinOp::Add,
+            dst: i,
+            a: i,
+            b: Operand::Imm(1),
+        };
+        f.blocks[next].insts.push((add, at));
         f.blocks[next].term.0 = Terminator::Jump(head);
         f.blocks[done].term.0 = Terminator::Return(Operand::Imm(0));
+        f.blocks[body].term.0 = body_term(&mut f, x, blocks);
+        (f, blocks)
+    }
 
+    /// `for i = 0, 9 do if x == 7 then return 1 end end return 0`: the `return 1` block, laid
+    /// out after the body's test and entered only from it, gets the hint; the block after the
+    /// loop (the header's test leaves the loop there once, at the bound) does not.
+    #[test]
+    fn a_return_inside_a_loop_gets_a_hint_the_loop_exit_does_not() {
+        let mut found = None;
+        let (f, [_, body, _, _]) = counted_loop(|f, x, [_, _, next, _]| {
+            let b = f.new_block();
+            f.blocks[b].term.0 = Terminator::Return(Operand::Imm(1));
+            found = Some(b);
+            branch(x, 7, b, next)
+        });
+        let found = found.unwrap();
         let order = f.reverse_postorder();
         let at_found = order.iter().position(|&b| b == found).unwrap();
         assert_eq!(order[at_found - 1], body, "{order:?}");
