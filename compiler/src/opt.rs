@@ -27,14 +27,16 @@ use runtime_bpf::isa::JmpOp;
 
 /// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
 pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
-    simplify(f, maps);
+    // `known`: the interval analysis of `f` as it is, when `simplify` ended without a change
+    // after its last one (the passes below then need not run it again).
+    let mut known = simplify(f, maps);
     // Rebasing packet accesses once the offsets are simplified, then cleaning up after it.
-    if crate::packet_access::rebase_packet_accesses(f) {
-        simplify(f, maps);
+    if crate::packet_access::rebase_packet_accesses(f, known.as_ref()) {
+        known = simplify(f, maps);
     }
     // Scan pointers made from a base fixed before the loop, then the offsets only the loop's
     // exit reads made there.
-    if crate::loop_bases::hoist(f) | crate::loop_bases::sink(f) {
+    if crate::loop_bases::hoist(f, known.as_ref()) | crate::loop_bases::sink(f) {
         simplify(f, maps);
     }
     // Last: the passes above know packet pointers by their offset from `data`, and this one
@@ -42,13 +44,15 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     crate::check_bases::fold_check_extents(f);
 }
 
-fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+/// Returns the interval analysis of `f` as it leaves, when its last round changed nothing
+/// after analysing (each pass below reports every change it makes).
+fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) -> Option<crate::ranges::Entries> {
     // The cheap local passes run to a fixpoint between runs of the ones that analyse the
     // whole function (intervals, liveness), which cost most of the compile time; three
     // rounds of those reach what more rounds do on the examples.
     for _ in 0..3 {
         local_passes(f, maps);
-        let ends = crate::ranges::end_states(f);
+        let (ends, undo) = crate::ranges::end_states_undoable(f);
         let mut decided = crate::ranges::remove_decided_branches_with(f, &ends);
         decided |= crate::packet_compares::compare_packet_pointers(f, &ends);
         decided |= crate::offset_checks::compare_roots(f, &ends);
@@ -56,10 +60,12 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
         if !decided {
             if dead {
                 local_passes(f, maps);
+                return None;
             }
-            break;
+            return Some(crate::ranges::entry_states(ends, undo));
         }
     }
+    None
 }
 
 /// What a local pass did: `changed` drives the fixpoint; `modified` also counts edits that

@@ -542,17 +542,64 @@ pub fn remove_decided_branches_with(f: &mut Function, ends: &SecondaryMap<Block,
     changed
 }
 
+/// `analyze`'s result: the state at the entry of every reachable block.
+pub type Entries = SecondaryMap<Block, Option<State>>;
+
+/// `known` if given (an analysis of `f` as it is), else a new analysis kept in `slot`.
+pub fn known_or_analyze<'a>(f: &Function, known: Option<&'a Entries>, slot: &'a mut Option<Entries>) -> &'a Entries {
+    match known {
+        Some(r) => r,
+        None => slot.insert(analyze(f)),
+    }
+}
+
 /// The known ranges at the end of every reachable block (`None`: unreachable).
 pub fn end_states(f: &Function) -> SecondaryMap<Block, Option<State>> {
+    end_states_undoable(f).0
+}
+
+/// What `end_states` changed in `analyze`'s states to make them: (block, value, range at the
+/// entry) in step order, and each block's state length.
+pub struct Undo {
+    ranges: Vec<(Block, Value, Range)>,
+    lens: Vec<(Block, usize)>,
+}
+
+/// `end_states`, with what turns them back into the states at the entries (`entry_states`):
+/// a caller that may want both keeps one set of states instead of a copy.
+pub fn end_states_undoable(f: &Function) -> (SecondaryMap<Block, Option<State>>, Undo) {
     let mut states = analyze(f);
+    let mut undo = Undo {
+        ranges: Vec::new(),
+        lens: Vec::new(),
+    };
     for (b, d) in f.blocks.iter() {
         if let Some(s) = states[b].as_mut() {
+            undo.lens.push((b, s.0.len()));
             for (inst, _) in &d.insts {
+                if let Some(v) = inst.def() {
+                    undo.ranges.push((b, v, get(s, v)));
+                }
                 step(s, inst);
             }
         }
     }
-    states
+    (states, undo)
+}
+
+/// The states at the block entries (`analyze`) back from `end_states_undoable`'s.
+pub fn entry_states(mut ends: SecondaryMap<Block, Option<State>>, undo: Undo) -> SecondaryMap<Block, Option<State>> {
+    for &(b, v, r) in undo.ranges.iter().rev() {
+        if let Some(s) = ends[b].as_mut() {
+            set(s, v, r);
+        }
+    }
+    for (b, len) in undo.lens {
+        if let Some(s) = ends[b].as_mut() {
+            s.0.truncate(len);
+        }
+    }
+    ends
 }
 
 /// For tests and `--emit ir`: the range of `v` at the end of block `b`, if known.
@@ -722,5 +769,20 @@ mod tests {
         assert_eq!(range_at_end(&f, body, j), Some(Range { lo: 0, hi: 2 }));
         assert_eq!(range_at_end(&f, body, i), Some(Range { lo: 1, hi: 5 }));
         assert_eq!(range_at_end(&f, outer_next, j), Some(Range { lo: 1, hi: 3 }));
+        // `simplify` hands its analysis on as the entry states it undoes from the end states.
+        let (ends, undo) = end_states_undoable(&f);
+        assert_ne!(
+            ends[body].as_ref().map(|s| s.0.clone()),
+            analyze(&f)[body].as_ref().map(|s| s.0.clone())
+        );
+        let entries = entry_states(ends, undo);
+        let fresh = analyze(&f);
+        for b in [e, outer, inner_init, inner, body, outer_next, exit] {
+            assert_eq!(
+                entries[b].as_ref().map(|s| &s.0),
+                fresh[b].as_ref().map(|s| &s.0),
+                "{b:?}"
+            );
+        }
     }
 }
