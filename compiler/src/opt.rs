@@ -624,20 +624,24 @@ fn remove_dead_reporting(f: &mut Function) -> Outcome {
 pub fn remove_dead_writes(f: &mut Function) -> bool {
     let live = crate::liveness::Liveness::compute(f);
     let mut changed = false;
+    // The values live along the block, as bits by value number: one set reused for every
+    // block (a hash set built per block showed in profiles).
+    let mut now = ValueBits::default();
     for &b in live.order() {
-        let mut now: rustc_hash::FxHashSet<Value> = live.live_out(b).collect();
+        now.clear();
+        live.live_out(b).for_each(|v| now.insert(v));
         let d = &mut f.blocks[b];
-        now.extend(d.term.0.uses());
+        d.term.0.uses().into_iter().for_each(|v| now.insert(v));
         let mut keep = vec![true; d.insts.len()];
         for (i, (inst, _)) in d.insts.iter().enumerate().rev() {
             if let Some(v) = inst.def() {
-                if !now.contains(&v) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
+                if !now.contains(v) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
                     keep[i] = false;
                     continue;
                 }
-                now.remove(&v);
+                now.remove(v);
             }
-            now.extend(inst.uses());
+            inst.uses().into_iter().for_each(|v| now.insert(v));
         }
         if keep.iter().any(|k| !k) {
             let mut i = 0;
@@ -649,6 +653,33 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
         }
     }
     changed
+}
+
+/// A set of values as bits by value number, grown as needed.
+#[derive(Default)]
+struct ValueBits(Vec<u64>);
+
+impl ValueBits {
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
+    fn insert(&mut self, v: Value) {
+        let i = v.as_u32() as usize;
+        if i / 64 >= self.0.len() {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn remove(&mut self, v: Value) {
+        let i = v.as_u32() as usize;
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+    fn contains(&self, v: Value) -> bool {
+        let i = v.as_u32() as usize;
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
 }
 
 /// Branches to empty `return k` blocks all go to one such block per `k`: each copy costs two
@@ -774,6 +805,22 @@ mod tests {
     use crate::ir::ValueKind;
     use runtime_bpf::isa::Size;
     use runtime_bpf::object::SourceLoc;
+
+    /// `remove_dead_writes`' set of live values: any value number, absent ones included.
+    #[test]
+    fn value_bits_grow_and_forget() {
+        let mut s = ValueBits::default();
+        let (a, b) = (Value::from_u32(3), Value::from_u32(200));
+        assert!(!s.contains(b));
+        s.remove(b);
+        s.insert(b);
+        s.insert(a);
+        assert!(s.contains(a) && s.contains(b) && !s.contains(Value::from_u32(64)));
+        s.remove(a);
+        assert!(!s.contains(a) && s.contains(b));
+        s.clear();
+        assert!(!s.contains(b));
+    }
 
     /// The optimised functions of the examples are a fixpoint of `share_returns`: it once chose
     /// the shared block by its place in the order, which its own redirections changed, so it
