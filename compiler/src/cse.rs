@@ -102,8 +102,11 @@ pub fn reuse_expressions(f: &mut Function) -> bool {
                 forget(&mut avail, d);
             }
         }
+        // Only a block with this one predecessor starts from what is available here.
         for s in f.blocks[b].term.0.successors() {
-            edge.insert(s, avail.clone());
+            if preds[s] == 1 && s != f.entry {
+                edge.insert(s, avail.clone());
+            }
         }
     }
     changed

@@ -169,10 +169,12 @@ fn loop_of(cfg: &Cfg, f: &Function, h: Block) -> Option<SecondaryMap<Block, bool
 /// made at the end of the loop's preheader (its only entry, ending in a jump to the header).
 /// The verifier must accept `data + off` alone, so `off` and `i` are both known to be in
 /// 0..=0xffff with a sum there (as the checked offset was).
-pub fn hoist(f: &mut Function) -> bool {
+/// `known`: `ranges::analyze` of `f`, if already made.
+pub fn hoist(f: &mut Function, known: Option<&crate::ranges::Entries>) -> bool {
     let cfg = Cfg::new(f);
     let defs = def_sites(f);
-    let ranges = crate::ranges::analyze(f);
+    let mut computed = None;
+    let ranges = crate::ranges::known_or_analyze(f, known, &mut computed);
     let single = |v: Value| defs[v].len() == 1;
     let mut changed = false;
     let mut made: HashMap<(Block, Value, Value), Value> = HashMap::default();

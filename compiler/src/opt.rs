@@ -27,14 +27,16 @@ use runtime_bpf::isa::JmpOp;
 
 /// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
 pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
-    simplify(f, maps);
+    // `known`: the interval analysis of `f` as it is, when `simplify` ended without a change
+    // after its last one (the passes below then need not run it again).
+    let mut known = simplify(f, maps);
     // Rebasing packet accesses once the offsets are simplified, then cleaning up after it.
-    if crate::packet_access::rebase_packet_accesses(f) {
-        simplify(f, maps);
+    if crate::packet_access::rebase_packet_accesses(f, known.as_ref()) {
+        known = simplify(f, maps);
     }
     // Scan pointers made from a base fixed before the loop, then the offsets only the loop's
     // exit reads made there.
-    if crate::loop_bases::hoist(f) | crate::loop_bases::sink(f) {
+    if crate::loop_bases::hoist(f, known.as_ref()) | crate::loop_bases::sink(f) {
         simplify(f, maps);
     }
     // Last: the passes above know packet pointers by their offset from `data`, and this one
@@ -42,13 +44,15 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     crate::check_bases::fold_check_extents(f);
 }
 
-fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+/// Returns the interval analysis of `f` as it leaves, when its last round changed nothing
+/// after analysing (each pass below reports every change it makes).
+fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) -> Option<crate::ranges::Entries> {
     // The cheap local passes run to a fixpoint between runs of the ones that analyse the
     // whole function (intervals, liveness), which cost most of the compile time; three
     // rounds of those reach what more rounds do on the examples.
     for _ in 0..3 {
         local_passes(f, maps);
-        let ends = crate::ranges::end_states(f);
+        let (ends, undo) = crate::ranges::end_states_undoable(f);
         let mut decided = crate::ranges::remove_decided_branches_with(f, &ends);
         decided |= crate::packet_compares::compare_packet_pointers(f, &ends);
         decided |= crate::offset_checks::compare_roots(f, &ends);
@@ -56,10 +60,12 @@ fn simplify(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
         if !decided {
             if dead {
                 local_passes(f, maps);
+                return None;
             }
-            break;
+            return Some(crate::ranges::entry_states(ends, undo));
         }
     }
+    None
 }
 
 /// What a local pass did: `changed` drives the fixpoint; `modified` also counts edits that
@@ -618,20 +624,24 @@ fn remove_dead_reporting(f: &mut Function) -> Outcome {
 pub fn remove_dead_writes(f: &mut Function) -> bool {
     let live = crate::liveness::Liveness::compute(f);
     let mut changed = false;
+    // The values live along the block, as bits by value number: one set reused for every
+    // block (a hash set built per block showed in profiles).
+    let mut now = ValueBits::default();
     for &b in live.order() {
-        let mut now: rustc_hash::FxHashSet<Value> = live.live_out(b).collect();
+        now.clear();
+        live.live_out(b).for_each(|v| now.insert(v));
         let d = &mut f.blocks[b];
-        now.extend(d.term.0.uses());
+        d.term.0.uses().into_iter().for_each(|v| now.insert(v));
         let mut keep = vec![true; d.insts.len()];
         for (i, (inst, _)) in d.insts.iter().enumerate().rev() {
             if let Some(v) = inst.def() {
-                if !now.contains(&v) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
+                if !now.contains(v) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
                     keep[i] = false;
                     continue;
                 }
-                now.remove(&v);
+                now.remove(v);
             }
-            now.extend(inst.uses());
+            inst.uses().into_iter().for_each(|v| now.insert(v));
         }
         if keep.iter().any(|k| !k) {
             let mut i = 0;
@@ -643,6 +653,33 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
         }
     }
     changed
+}
+
+/// A set of values as bits by value number, grown as needed.
+#[derive(Default)]
+struct ValueBits(Vec<u64>);
+
+impl ValueBits {
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
+    fn insert(&mut self, v: Value) {
+        let i = v.as_u32() as usize;
+        if i / 64 >= self.0.len() {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn remove(&mut self, v: Value) {
+        let i = v.as_u32() as usize;
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+    fn contains(&self, v: Value) -> bool {
+        let i = v.as_u32() as usize;
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
 }
 
 /// The blocks of `order` laid out between a loop header and a jump back to it.
@@ -773,6 +810,22 @@ mod tests {
     use crate::ir::ValueKind;
     use runtime_bpf::isa::Size;
     use runtime_bpf::object::SourceLoc;
+
+    /// `remove_dead_writes`' set of live values: any value number, absent ones included.
+    #[test]
+    fn value_bits_grow_and_forget() {
+        let mut s = ValueBits::default();
+        let (a, b) = (Value::from_u32(3), Value::from_u32(200));
+        assert!(!s.contains(b));
+        s.remove(b);
+        s.insert(b);
+        s.insert(a);
+        assert!(s.contains(a) && s.contains(b) && !s.contains(Value::from_u32(64)));
+        s.remove(a);
+        assert!(!s.contains(a) && s.contains(b));
+        s.clear();
+        assert!(!s.contains(b));
+    }
 
     /// The optimised functions of the examples are a fixpoint of `share_returns`: it once chose
     /// the shared block by its place in the order, which its own redirections changed, so it

@@ -180,7 +180,8 @@ pub(crate) fn push_pointer(f: &mut Function, b: Block, from: Value, by: Operand,
     p
 }
 
-pub fn rebase_packet_accesses(f: &mut Function) -> bool {
+/// `known`: `ranges::analyze` of `f`, if already made.
+pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::Entries>) -> bool {
     let Some((data, end)) = packet_bounds(f) else {
         return false;
     };
@@ -192,7 +193,8 @@ pub fn rebase_packet_accesses(f: &mut Function) -> bool {
             preds[s] += 1;
         }
     }
-    let range_in = crate::ranges::analyze(f);
+    let mut computed = None;
+    let range_in = crate::ranges::known_or_analyze(f, known, &mut computed);
     let mut edge: HashMap<Block, Facts> = HashMap::default();
     let mut changed = false;
     for &b in &order {

@@ -256,20 +256,31 @@ fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64], 
         }
         old.0.truncate(new.0.len());
     }
-    for (i, (ro, rn)) in old.0.iter_mut().zip(&new.0).enumerate() {
-        // (An unknown side gives FULL, unknown.)
-        let mut r = ro.union(*rn);
-        if r == *ro {
-            continue;
+    // Most values are the same on both sides (unknown in both, most often): runs of equal
+    // ranges are skipped a chunk at a time, which is a plain memory compare, and only the
+    // chunks that differ are joined value by value (a full merge was most of the analysis).
+    const CHUNK: usize = 8;
+    let n = old.0.len().min(new.0.len());
+    let mut base = 0;
+    for (co, cn) in old.0[..n].chunks_mut(CHUNK).zip(new.0[..n].chunks(CHUNK)) {
+        if co != cn {
+            for (k, (ro, rn)) in co.iter_mut().zip(cn).enumerate() {
+                // (An unknown side gives FULL, unknown.)
+                let mut r = ro.union(*rn);
+                if r == *ro {
+                    continue;
+                }
+                if widening && r != Range::FULL {
+                    r = widen(*ro, r, thresholds);
+                }
+                if r != *ro {
+                    changed = true;
+                    log.push((base + k) as u32);
+                }
+                *ro = r;
+            }
         }
-        if widening && r != Range::FULL {
-            r = widen(*ro, r, thresholds);
-        }
-        if r != *ro {
-            changed = true;
-            log.push(i as u32);
-        }
-        *ro = r;
+        base += CHUNK;
     }
     changed
 }
@@ -310,9 +321,11 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     entry[f.entry] = Some(State::unknown(f.values.len()));
     let mut work = Worklist::new(order.len());
     work.insert(0);
-    // Scratch state along the block, reused; the values the block writes.
-    let mut s = State::default();
+    // Scratch state for a block that loops to itself, reused; the values the block writes,
+    // and their ranges before (to undo the block's steps).
+    let mut scratch = State::default();
     let mut written: Vec<u32> = Vec::new();
+    let mut undo: Vec<(Value, Range)> = Vec::new();
     let mut grown: Vec<u32> = Vec::new();
     let mut budget = 200_000usize;
     while let Some(i) = work.pop_first() {
@@ -325,10 +338,28 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
             break;
         }
         let b = order[i];
-        let Some(start) = &entry[b] else { continue };
-        s.0.clone_from(&start.0);
+        if entry[b].is_none() {
+            continue;
+        }
+        // The block's steps run on its entry state itself, taken out and restored after the
+        // merges by undoing them (a block writes a few values; a copy of the whole state on
+        // every visit cost more than the steps). A block that is its own successor merges
+        // into that entry state, so it runs on a copy.
+        let self_loop = f.blocks[b].term.0.successors().into_iter().any(|t| t == b);
+        let mut s = if self_loop {
+            let mut copy = std::mem::take(&mut scratch);
+            copy.0.clone_from(&entry[b].as_ref().expect("checked above").0);
+            copy
+        } else {
+            entry[b].take().expect("checked above")
+        };
+        let len = s.0.len();
         written.clear();
+        undo.clear();
         for (inst, _) in &f.blocks[b].insts {
+            if let Some(d) = inst.def() {
+                undo.push((d, get(&s, d)));
+            }
             step(&mut s, inst);
             if let Some(d) = inst.def() {
                 written.push(d.index() as u32);
@@ -380,14 +411,17 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
                         continue;
                     };
                     // The edge's state is `s` refined: refined in place and restored after the
-                    // merge, rather than copied per edge.
-                    let saved: SmallVec<[(Value, Range); 2]> = refined.iter().map(|&(v, _)| (v, get(&s, v))).collect();
-                    for &(v, r) in &refined {
+                    // merge, rather than copied per edge. (Fixed arrays: at most two values.)
+                    let refined = refined.as_slice();
+                    let mut saved = [(Value::from_u32(0), Range::FULL); 2];
+                    let mut values = [0u32; 2];
+                    for (k, &(v, r)) in refined.iter().enumerate() {
+                        saved[k] = (v, get(&s, v));
+                        values[k] = v.index() as u32;
                         set(&mut s, v, r);
                     }
-                    let values: SmallVec<[u32; 2]> = refined.iter().map(|&(v, _)| v.index() as u32).collect();
-                    merge(slot, succ, &s, &values);
-                    for &(v, r) in saved.iter().rev() {
+                    merge(slot, succ, &s, &values[..refined.len()]);
+                    for &(v, r) in saved[..refined.len()].iter().rev() {
                         set(&mut s, v, r);
                     }
                 }
@@ -397,6 +431,15 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
                     merge(slot, succ, &s, &[]);
                 }
             }
+        }
+        if self_loop {
+            scratch = s;
+        } else {
+            for &(d, r) in undo.iter().rev() {
+                set(&mut s, d, r);
+            }
+            s.0.truncate(len);
+            entry[b] = Some(s);
         }
     }
     entry
@@ -499,17 +542,64 @@ pub fn remove_decided_branches_with(f: &mut Function, ends: &SecondaryMap<Block,
     changed
 }
 
+/// `analyze`'s result: the state at the entry of every reachable block.
+pub type Entries = SecondaryMap<Block, Option<State>>;
+
+/// `known` if given (an analysis of `f` as it is), else a new analysis kept in `slot`.
+pub fn known_or_analyze<'a>(f: &Function, known: Option<&'a Entries>, slot: &'a mut Option<Entries>) -> &'a Entries {
+    match known {
+        Some(r) => r,
+        None => slot.insert(analyze(f)),
+    }
+}
+
 /// The known ranges at the end of every reachable block (`None`: unreachable).
 pub fn end_states(f: &Function) -> SecondaryMap<Block, Option<State>> {
+    end_states_undoable(f).0
+}
+
+/// What `end_states` changed in `analyze`'s states to make them: (block, value, range at the
+/// entry) in step order, and each block's state length.
+pub struct Undo {
+    ranges: Vec<(Block, Value, Range)>,
+    lens: Vec<(Block, usize)>,
+}
+
+/// `end_states`, with what turns them back into the states at the entries (`entry_states`):
+/// a caller that may want both keeps one set of states instead of a copy.
+pub fn end_states_undoable(f: &Function) -> (SecondaryMap<Block, Option<State>>, Undo) {
     let mut states = analyze(f);
+    let mut undo = Undo {
+        ranges: Vec::new(),
+        lens: Vec::new(),
+    };
     for (b, d) in f.blocks.iter() {
         if let Some(s) = states[b].as_mut() {
+            undo.lens.push((b, s.0.len()));
             for (inst, _) in &d.insts {
+                if let Some(v) = inst.def() {
+                    undo.ranges.push((b, v, get(s, v)));
+                }
                 step(s, inst);
             }
         }
     }
-    states
+    (states, undo)
+}
+
+/// The states at the block entries (`analyze`) back from `end_states_undoable`'s.
+pub fn entry_states(mut ends: SecondaryMap<Block, Option<State>>, undo: Undo) -> SecondaryMap<Block, Option<State>> {
+    for &(b, v, r) in undo.ranges.iter().rev() {
+        if let Some(s) = ends[b].as_mut() {
+            set(s, v, r);
+        }
+    }
+    for (b, len) in undo.lens {
+        if let Some(s) = ends[b].as_mut() {
+            s.0.truncate(len);
+        }
+    }
+    ends
 }
 
 /// For tests and `--emit ir`: the range of `v` at the end of block `b`, if known.
@@ -603,6 +693,46 @@ mod tests {
         assert_eq!(bin(BinOp::Rsh, Range::FULL, Range::exact(0)), Range::FULL);
     }
 
+    /// A block that is its own successor runs its steps on a copy of its entry state (the
+    /// others run on the entry state itself and undo them): both give the loop's ranges, and
+    /// the entry states are left as they were before the steps.
+    #[test]
+    fn a_block_that_loops_to_itself() {
+        let mut f = Function::new("t");
+        let [body, exit] = [(); 2].map(|_| f.new_block());
+        let i = f.new_value(ValueKind::Scalar);
+        let loc = Default::default();
+        let e = f.entry;
+        f.blocks[e].insts.push((Inst::Const { dst: i, imm: 0 }, loc));
+        f.blocks[e].term.0 = Terminator::Jump(body);
+        f.blocks[body].insts.push((
+            Inst::Bin {
+                op: BinOp::Add,
+                dst: i,
+                a: i,
+                b: Operand::Imm(1),
+            },
+            loc,
+        ));
+        f.blocks[body].term.0 = Terminator::Branch {
+            op: JmpOp::Jslt,
+            a: i,
+            b: Operand::Imm(5),
+            then_: body,
+            else_: exit,
+        };
+        let states = analyze(&f);
+        assert_eq!(
+            states[body].as_ref().and_then(|s| s.get(&i)),
+            Some(&Range { lo: 0, hi: 4 })
+        );
+        assert_eq!(
+            states[exit].as_ref().and_then(|s| s.get(&i)),
+            Some(&Range { lo: 5, hi: 5 })
+        );
+        assert_eq!(range_at_end(&f, e, i), Some(Range::exact(0)));
+    }
+
     /// Nested loops: the outer counter is not written in the inner loop, so its growth
     /// reaches the inner loop's back edge only through the entry logs (`analyze`'s merges
     /// along an edge look at the values that changed since the edge's last merge).
@@ -639,5 +769,20 @@ mod tests {
         assert_eq!(range_at_end(&f, body, j), Some(Range { lo: 0, hi: 2 }));
         assert_eq!(range_at_end(&f, body, i), Some(Range { lo: 1, hi: 5 }));
         assert_eq!(range_at_end(&f, outer_next, j), Some(Range { lo: 1, hi: 3 }));
+        // `simplify` hands its analysis on as the entry states it undoes from the end states.
+        let (ends, undo) = end_states_undoable(&f);
+        assert_ne!(
+            ends[body].as_ref().map(|s| s.0.clone()),
+            analyze(&f)[body].as_ref().map(|s| s.0.clone())
+        );
+        let entries = entry_states(ends, undo);
+        let fresh = analyze(&f);
+        for b in [e, outer, inner_init, inner, body, outer_next, exit] {
+            assert_eq!(
+                entries[b].as_ref().map(|s| &s.0),
+                fresh[b].as_ref().map(|s| &s.0),
+                "{b:?}"
+            );
+        }
     }
 }

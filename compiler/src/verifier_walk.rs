@@ -1339,15 +1339,19 @@ fn bits(mut m: u64) -> impl Iterator<Item = usize> {
 /// `back_step` over a history, latest first; once nothing is left to follow, the rest of it
 /// would change nothing.
 fn back_steps(bt: &mut Backtrack, insns: &[Insn], back: &[u32], arena: &[Linked], hist: Hist) {
+    // (Only `back_step` changes `bt`: emptiness is tested after it, not on every step.)
+    if bt.is_empty() {
+        return;
+    }
     for (pc, frame) in history(arena, hist) {
-        if bt.is_empty() {
-            return;
-        }
         // Most steps touch nothing being followed: `back` tells so without decoding them.
         let m = back[pc as usize];
         let f = (frame as usize).min(MAX_FRAMES - 1);
         if m & BACK_ALWAYS != 0 || m as u16 & bt.regs[f] != 0 || m & BACK_STACK != 0 && bt.slots[f] != 0 {
             back_step(bt, insns[pc as usize], frame as usize);
+            if bt.is_empty() {
+                return;
+            }
         }
     }
 }
