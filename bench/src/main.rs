@@ -515,6 +515,24 @@ fn time_runs(
     }
 }
 
+/// What scripts/install adds to RUSTFLAGS: the C library linked in statically.
+const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
+
+/// The triple rustc builds for by default (`host:` in `rustc -vV`).
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        })
+        .unwrap_or_else(|| "x86_64-unknown-linux-gnu".into())
+}
+
 /// Builds the compiler binaries (a no-op when fresh) and times whole compiler processes,
 /// interleaved, plus luabpf's in-process compile. Returns the binaries used and their state.
 fn time_compiles(
@@ -524,12 +542,15 @@ fn time_compiles(
     tmp: &Path,
     results: &mut [ExampleResult],
 ) -> Vec<(String, String)> {
-    // The timed binaries are the shipped ones, built with the `dist` profile (Cargo.toml), in
-    // the target directory the harness itself was built into.
+    // The timed binaries are built as scripts/install builds the installed command: the
+    // `dist` profile (Cargo.toml) for the host named as the target, with the C library linked
+    // statically; in the target directory the harness itself was built into.
+    let host = host_triple();
     let target = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
         .unwrap_or_else(|| root.join("target"))
+        .join(&host)
         .join("dist");
     let lbc = target.join("examples/lbc");
     let cli = target.join("luabpf");
@@ -538,35 +559,25 @@ fn time_compiles(
     let mut lbc_ok = true;
     if opts.build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        for (what, args, ok) in [
-            (
-                "lbc",
-                vec![
-                    "build",
-                    "--profile",
-                    "dist",
-                    "-p",
-                    "luabpf-compiler",
-                    "--example",
-                    "lbc",
-                ],
-                &mut lbc_ok,
-            ),
-            (
-                "luabpf",
-                vec!["build", "--profile", "dist", "-p", "luabpf-loader", "--bin", "luabpf"],
-                &mut cli_ok,
-            ),
+        let dist = |what: &'static str, kind: &'static str| {
+            vec!["build", "--profile", "dist", "--target", &host, "-p", what, kind]
+        };
+        for (what, mut args, ok) in [
+            ("lbc", dist("luabpf-compiler", "--example"), &mut lbc_ok),
+            ("luabpf", dist("luabpf-loader", "--bin"), &mut cli_ok),
         ] {
-            eprintln!("bench: cargo {}", args.join(" "));
+            args.push(what);
+            eprintln!("bench: RUSTFLAGS='{STATIC_RUSTFLAGS}' cargo {}", args.join(" "));
             let out = std::process::Command::new(&cargo)
                 .args(&args)
+                .env("RUSTFLAGS", STATIC_RUSTFLAGS)
                 .current_dir(root)
                 .output();
             match out {
-                Ok(o) if o.status.success() => {
-                    binaries.push((what.to_string(), format!("built by `cargo {}`", args.join(" "))))
-                }
+                Ok(o) if o.status.success() => binaries.push((
+                    what.to_string(),
+                    format!("built by `RUSTFLAGS='{STATIC_RUSTFLAGS}' cargo {}`", args.join(" ")),
+                )),
                 Ok(o) => {
                     *ok = false;
                     let err = String::from_utf8_lossy(&o.stderr);

@@ -406,9 +406,9 @@ fn compile_table(w: &mut String, r: &Results) {
          untimed warm-up each), and peak resident memory (`/usr/bin/time -f %M CMD`, median of {} \
          separate interleaved runs). In process: `luabpf_compiler::compile::compile_path` (parse to \
          ELF bytes) inside the harness (a `--release` build, warm: no process start, no page \
-         faults), median of {} calls. The timed binaries are built with the `dist` profile \
-         (Cargo.toml: fat LTO, one codegen unit), as `cargo install --profile dist` installs \
-         them. Speed-up = clang-19 time / luabpf \
+         faults), median of {} calls. The timed binaries are built as scripts/install builds the \
+         installed command: the `dist` profile (Cargo.toml: fat LTO, one codegen unit), the C \
+         library linked statically. Speed-up = clang-19 time / luabpf \
          time, whole process. The C baselines include only bench/c/common.h (about 60 lines), not \
          linux/bpf.h or libbpf's headers: clang's times here are a lower bound for a real BPF C \
          file (an empty file takes clang-19 ~20-25 ms here; the uapi headers add ~10 ms).\n",
