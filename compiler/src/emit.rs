@@ -629,8 +629,7 @@ impl<'a> Emitter<'a> {
                 self.push_jump(Insn::ja(0), *cont);
             }
             // The next block returns the same constant: fall into it (`layout`).
-            Terminator::Return(Operand::Imm(k))
-                if next.is_some_and(|n| crate::layout::returns_only(self.f, n) == Some(*k)) => {}
+            Terminator::Return(Operand::Imm(k)) if next.is_some_and(|n| self.f.returned_constant(n) == Some(*k)) => {}
             Terminator::Return(v) => {
                 let s = self.operand_src(v)?;
                 match s {

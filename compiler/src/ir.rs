@@ -362,6 +362,18 @@ impl Function {
         m
     }
 
+    /// `k` when `b` is an empty block that only returns the constant `k` (a runtime error's
+    /// exit, `return action.PASS`): the blocks `opt::share_returns` merges and `layout` moves.
+    pub fn returned_constant(&self, b: Block) -> Option<i64> {
+        match &self.blocks[b] {
+            BlockData {
+                insts,
+                term: (Terminator::Return(Operand::Imm(k)), _),
+            } if insts.is_empty() => Some(*k),
+            _ => None,
+        }
+    }
+
     pub fn reverse_postorder(&self) -> Vec<Block> {
         let mut seen: cranelift_entity::SecondaryMap<Block, bool> = self.block_map();
         let mut post = Vec::new();

@@ -15,7 +15,7 @@
 //!   jumps to it instead and falls through to its other side, laid out next in reverse
 //!   post-order.
 
-use crate::ir::{Block, Function, Operand, Terminator};
+use crate::ir::{Block, Function, Terminator};
 use cranelift_entity::SecondaryMap;
 
 /// `f`'s blocks in emission order (the entry first).
@@ -23,16 +23,9 @@ pub fn order(f: &Function) -> Vec<Block> {
     loop_returns_last(f, shared_returns_after_twins(f, f.reverse_postorder()))
 }
 
-/// The empty block that only returns `k`, if `b` is one.
-pub(crate) fn returns_only(f: &Function, b: Block) -> Option<i64> {
-    match (&f.blocks[b].insts.is_empty(), &f.blocks[b].term.0) {
-        (true, Terminator::Return(Operand::Imm(k))) => Some(*k),
-        _ => None,
-    }
-}
-
-/// `order` with each shared `return k` block (`opt::share_returns`) moved to just after the last other block that ends in `return k`,
-/// whose return then falls into it (`term`): one `r0 = k; exit` less. A map lookup's null
+/// `order` with each shared `return k` block (`opt::share_returns`) moved to just after the
+/// last other block that ends in `return k`, whose return then falls into it (`term`): one
+/// `r0 = k; exit` less. A map lookup's null
 /// test then jumps to the shared return and the found path falls through, as clang lays it
 /// out. Only when no path gets longer: every jump to the shared block stays a forward jump,
 /// and the block that used to fall into it still falls through (into what followed it).
@@ -43,7 +36,7 @@ fn shared_returns_after_twins(f: &Function, mut order: Vec<Block>) -> Vec<Block>
     let shared: Vec<Block> = order
         .iter()
         .copied()
-        .filter(|&b| returns_only(f, b).is_some() && !in_loop[b])
+        .filter(|&b| f.returned_constant(b).is_some() && !in_loop[b])
         .collect();
     let mut at: SecondaryMap<Block, usize> = SecondaryMap::new();
     for s in shared {
@@ -84,26 +77,18 @@ fn shared_returns_after_twins(f: &Function, mut order: Vec<Block>) -> Vec<Block>
 /// span (between a header and a block that jumps back to it) and the branch falling into it
 /// can fall through to its other side instead, which comes next: moved anywhere else, it
 /// would gain a jump or change nothing worth it.
-fn loop_returns_last(f: &Function, rpo: Vec<Block>) -> Vec<Block> {
-    let mut pos: SecondaryMap<Block, usize> = f.block_map();
-    for (i, &b) in rpo.iter().enumerate() {
-        pos[b] = i;
-    }
-    let spans: Vec<(usize, usize)> = rpo
-        .iter()
-        .flat_map(|&s| f.blocks[s].term.0.successors().into_iter().map(move |t| (t, s)))
-        .filter(|&(t, s)| pos[t] <= pos[s])
-        .map(|(t, s)| (pos[t], pos[s]))
-        .collect();
-    let cold =
-        |b: Block| b != f.entry && f.blocks[b].insts.is_empty() && matches!(f.blocks[b].term.0, Terminator::Return(_));
+fn loop_returns_last(f: &Function, order: Vec<Block>) -> Vec<Block> {
+    // A block that only returns is never a loop's latch, so "laid out in a loop" is "between
+    // a header and its latch".
+    let in_loop = crate::opt::laid_out_in_loops(f, &order);
+    let cold = |b: Block| b != f.entry && f.returned_constant(b).is_some();
     let mut moved: SecondaryMap<Block, bool> = f.block_map();
-    for i in 1..rpo.len() {
-        let (prev, b) = (rpo[i - 1], rpo[i]);
-        if !cold(b) || moved[prev] || !spans.iter().any(|&(h, e)| h <= i && i < e) {
+    for i in 1..order.len() {
+        let (prev, b) = (order[i - 1], order[i]);
+        if !cold(b) || moved[prev] || !in_loop[b] {
             continue;
         }
-        let next = rpo.get(i + 1).copied();
+        let next = order.get(i + 1).copied();
         let free = match f.blocks[prev].term.0 {
             Terminator::Branch { then_, else_, .. } if then_ == b || else_ == b => {
                 let other = if then_ == b { else_ } else { then_ };
@@ -115,7 +100,7 @@ fn loop_returns_last(f: &Function, rpo: Vec<Block>) -> Vec<Block> {
         };
         moved[b] = free;
     }
-    let (mut hot, rest): (Vec<Block>, Vec<Block>) = rpo.into_iter().partition(|&b| !moved[b]);
+    let (mut hot, rest): (Vec<Block>, Vec<Block>) = order.into_iter().partition(|&b| !moved[b]);
     hot.extend(rest);
     hot
 }

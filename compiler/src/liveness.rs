@@ -10,46 +10,9 @@
 //! that some path may read before any write (lowering should not produce that; the register
 //! allocator tolerates it).
 
+use crate::bitset::BitSet;
 use crate::ir::{Block, Function, Value};
 use cranelift_entity::SecondaryMap;
-
-/// A set of small dense indices (one bit each).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-struct BitSet {
-    words: Vec<u64>,
-}
-
-impl BitSet {
-    fn new(n: usize) -> BitSet {
-        BitSet {
-            words: vec![0; n.div_ceil(64)],
-        }
-    }
-    fn insert(&mut self, i: usize) {
-        self.words[i / 64] |= 1 << (i % 64);
-    }
-    fn contains(&self, i: usize) -> bool {
-        self.words[i / 64] & (1 << (i % 64)) != 0
-    }
-    fn union_with(&mut self, other: &BitSet) {
-        for (a, b) in self.words.iter_mut().zip(&other.words) {
-            *a |= *b;
-        }
-    }
-    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let b = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(i * 64 + b)
-            })
-        })
-    }
-}
 
 /// Live-in and live-out sets of every reachable block.
 ///
@@ -139,9 +102,7 @@ impl Liveness {
                 }
                 // in = gen ∪ (out − kill)
                 let mut inn = out.clone();
-                for (w, k) in inn.words.iter_mut().zip(&kill[b].words) {
-                    *w &= !k;
-                }
+                inn.subtract(&kill[b]);
                 inn.union_with(&gen[b]);
                 if inn != live_in[b] {
                     live_in[b] = inn;
@@ -169,11 +130,11 @@ impl Liveness {
     }
     pub fn is_live_in(&self, b: Block, v: Value) -> bool {
         let i = self.index[v];
-        i != u32::MAX && !self.live_in[b].words.is_empty() && self.live_in[b].contains(i as usize)
+        i != u32::MAX && self.live_in[b].contains(i as usize)
     }
     pub fn is_live_out(&self, b: Block, v: Value) -> bool {
         let i = self.index[v];
-        i != u32::MAX && !self.live_out[b].words.is_empty() && self.live_out[b].contains(i as usize)
+        i != u32::MAX && self.live_out[b].contains(i as usize)
     }
     /// The reachable blocks in reverse post-order.
     pub fn order(&self) -> &[Block] {

@@ -626,22 +626,26 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
     let mut changed = false;
     // The values live along the block, as bits by value number: one set reused for every
     // block (a hash set built per block showed in profiles).
-    let mut now = ValueBits::default();
+    let mut now = crate::bitset::BitSet::new(f.values.len());
     for &b in live.order() {
         now.clear();
-        live.live_out(b).for_each(|v| now.insert(v));
+        live.live_out(b).for_each(|v| now.insert(v.as_u32() as usize));
         let d = &mut f.blocks[b];
-        d.term.0.uses().into_iter().for_each(|v| now.insert(v));
+        d.term
+            .0
+            .uses()
+            .into_iter()
+            .for_each(|v| now.insert(v.as_u32() as usize));
         let mut keep = vec![true; d.insts.len()];
         for (i, (inst, _)) in d.insts.iter().enumerate().rev() {
             if let Some(v) = inst.def() {
-                if !now.contains(v) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
+                if !now.contains(v.as_u32() as usize) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
                     keep[i] = false;
                     continue;
                 }
-                now.remove(v);
+                now.remove(v.as_u32() as usize);
             }
-            inst.uses().into_iter().for_each(|v| now.insert(v));
+            inst.uses().into_iter().for_each(|v| now.insert(v.as_u32() as usize));
         }
         if keep.iter().any(|k| !k) {
             let mut i = 0;
@@ -653,33 +657,6 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
         }
     }
     changed
-}
-
-/// A set of values as bits by value number, grown as needed.
-#[derive(Default)]
-struct ValueBits(Vec<u64>);
-
-impl ValueBits {
-    fn clear(&mut self) {
-        self.0.fill(0);
-    }
-    fn insert(&mut self, v: Value) {
-        let i = v.as_u32() as usize;
-        if i / 64 >= self.0.len() {
-            self.0.resize(i / 64 + 1, 0);
-        }
-        self.0[i / 64] |= 1 << (i % 64);
-    }
-    fn remove(&mut self, v: Value) {
-        let i = v.as_u32() as usize;
-        if let Some(w) = self.0.get_mut(i / 64) {
-            *w &= !(1 << (i % 64));
-        }
-    }
-    fn contains(&self, v: Value) -> bool {
-        let i = v.as_u32() as usize;
-        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
 }
 
 /// The blocks of `order` laid out between a loop header and a jump back to it.
@@ -712,18 +689,14 @@ pub fn share_returns(f: &mut Function) -> bool {
     // The shared block is the lowest-numbered copy, not the first in the order: redirecting
     // branches reorders the blocks, and a choice by order flipped between two copies on every
     // run, so the local passes never settled (and ran their 8 rounds each time).
-    let returns_imm = |b: Block| match (&f.blocks[b].insts.is_empty(), &f.blocks[b].term.0) {
-        (true, Terminator::Return(Operand::Imm(k))) => Some(*k),
-        _ => None,
-    };
     for &b in &order {
-        if let Some(k) = returns_imm(b) {
+        if let Some(k) = f.returned_constant(b) {
             let c = first.entry(k).or_insert(b);
             *c = (*c).min(b);
         }
     }
     for &b in &order {
-        if let Some(k) = returns_imm(b) {
+        if let Some(k) = f.returned_constant(b) {
             if first[&k] != b {
                 canon[b] = Some(first[&k]);
             }
@@ -810,22 +783,6 @@ mod tests {
     use crate::ir::ValueKind;
     use runtime_bpf::isa::Size;
     use runtime_bpf::object::SourceLoc;
-
-    /// `remove_dead_writes`' set of live values: any value number, absent ones included.
-    #[test]
-    fn value_bits_grow_and_forget() {
-        let mut s = ValueBits::default();
-        let (a, b) = (Value::from_u32(3), Value::from_u32(200));
-        assert!(!s.contains(b));
-        s.remove(b);
-        s.insert(b);
-        s.insert(a);
-        assert!(s.contains(a) && s.contains(b) && !s.contains(Value::from_u32(64)));
-        s.remove(a);
-        assert!(!s.contains(a) && s.contains(b));
-        s.clear();
-        assert!(!s.contains(b));
-    }
 
     /// The optimised functions of the examples are a fixpoint of `share_returns`: it once chose
     /// the shared block by its place in the order, which its own redirections changed, so it
