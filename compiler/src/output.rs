@@ -1,12 +1,13 @@
-//! Writing an output file (an object, a skeleton): a complete new file renamed over the old.
+//! Writing an output file (an object, a skeleton): a complete new file put in the old one's
+//! place.
 //!
 //! Why not `std::fs::write`: opening an existing file with `O_TRUNC` frees its blocks on the
 //! spot, and on a file system mounted with `discard` (ext4 on many VMs and SSDs) that waits
-//! for the device, about 4 ms here: more than compiling a program takes. Renaming a new file
-//! over the old one costs a tenth of that, and a reader (a loader, `make`) never sees a
-//! half-written object. clang and rustc write their outputs the same way.
+//! for the device, about 4 ms here: more than compiling a program takes. A new file written
+//! beside it and then given its name never waits for that, and a reader (a loader, `make`)
+//! never sees a half-written object. clang and rustc write their outputs the same way.
 //!
-//! On Linux the rename is an exchange of the two names (`renameat2(RENAME_EXCHANGE)`), then
+//! On Linux the naming is an exchange of the two names (`renameat2(RENAME_EXCHANGE)`), then
 //! the old file, now under the temporary name, is removed. A plain rename over an existing
 //! file makes ext4 start writing the new file's data out before the rename returns (its
 //! `auto_da_alloc` guard against empty files after a crash): 0.1 to 3 ms here, a tenth of a
