@@ -28,12 +28,19 @@ local SCAN <const> = 512
 local MAX_COOKIE <const> = 32
 
 -- The length of the cookie value at `value`: up to ";" or the end of the line. Called in
--- the scan loop, it is compiled as a BPF function that the verifier checks once. (The scan
--- is written here rather than with `http.header`: the cookie check belongs inside the loop,
--- where the verifier sees it once, not after it, where it would see it once per position.)
-local function cookie_length(p, value, len)
+-- the scan loop, it is compiled as a BPF function that the verifier checks once, knowing
+-- nothing of `value`. (The scan is written here rather than with `http.header`: the cookie
+-- check belongs inside the loop, where the verifier sees it once, not after it, where it
+-- would see it once per position.) The first test bounds `value` once (no packet is 65000
+-- bytes long): each byte then costs one packet test, which is also the bound of the read.
+local function cookie_length(p, value)
+  if value < 0 or value > 65000 then return 0 end
   local n = 0
-  while n <= MAX_COOKIE and value + n < len and p:getbyte(value + n) ~= 13 and p:getbyte(value + n) ~= 59 do
+  while n <= MAX_COOKIE do
+    local at = value + n
+    if at + 1 > #p then break end
+    local c = p:getbyte(at)
+    if c == 13 or c == 59 then break end
     n = n + 1
   end
   return n
@@ -56,7 +63,7 @@ local function guard(ctx)
     if at + #PREFIX > len then break end
     if p:getint64(at) == P1 and p:getuint32(at + 8) == P2 and p:getuint16(at + 12) == P3 then
       local value = at + #PREFIX
-      if expected and p:getstring(value, cookie_length(p, value, len)) == expected then
+      if expected and p:getstring(value, cookie_length(p, value)) == expected then
         return action.PASS
       end
       break
