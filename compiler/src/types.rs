@@ -90,7 +90,7 @@ enum FnKey {
 struct InnerFn {
     file: FileId,
     name: String,
-    body: ast::FunctionBody,
+    body: std::sync::Arc<ast::FunctionBody>,
     span: Span,
     /// The compile-time bindings visible where it was defined.
     env: Vec<(String, Known)>,
@@ -550,7 +550,7 @@ impl<'a> Checker<'a> {
         self.inner.push(InnerFn {
             file: st.file,
             name: name.to_string(),
-            body: body.clone(),
+            body: std::sync::Arc::new(body.clone()),
             span,
             env,
             outer_locals: outer,

@@ -362,30 +362,13 @@ impl Collector<'_> {
         for (file, ordinals) in &wanted {
             if let Some(Some(loaded)) = self.s.files.get(*file as usize) {
                 for (ordinal, body) in clone_bodies(*file, &loaded.ast, ordinals) {
-                    bodies.insert((*file, ordinal), body);
+                    bodies.insert((*file, ordinal), std::sync::Arc::new(body));
                 }
-            }
-        }
-        // Each body moves to the last function that has it; only the others get a copy (bodies
-        // are whole syntax trees: copying each again cost as much as collecting).
-        let mut uses: HashMap<(FileId, usize), usize> = HashMap::new();
-        for p in &self.functions {
-            if let Some(ordinal) = p.ordinal {
-                *uses.entry((p.file, ordinal)).or_default() += 1;
             }
         }
         let mut out = Vec::new();
         for p in std::mem::take(&mut self.functions) {
-            let body = p.ordinal.and_then(|o| {
-                let key = (p.file, o);
-                let left = uses.get_mut(&key)?;
-                *left -= 1;
-                if *left == 0 {
-                    bodies.remove(&key)
-                } else {
-                    bodies.get(&key).cloned()
-                }
-            });
+            let body = p.ordinal.and_then(|o| bodies.get(&(p.file, o)).cloned());
             match body {
                 Some(body) => out.push(FunctionDecl {
                     file: p.file,
