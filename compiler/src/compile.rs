@@ -129,13 +129,22 @@ pub fn compile_evaluated(ev: Evaluated) -> Result<Compiled, Failure> {
     compile_evaluated_with(ev, &Options::default())
 }
 
-fn compile_evaluated_with(ev: Evaluated, opts: &Options) -> Result<Compiled, Failure> {
+fn compile_evaluated_with(mut ev: Evaluated, opts: &Options) -> Result<Compiled, Failure> {
     let mut maps = MapTable::new(&ev);
+    let lowered: Vec<_> = ev
+        .programs
+        .iter()
+        .map(|prog| lower_program(&ev, prog, &mut maps, opts))
+        .collect();
+    // Lowering is the last reader of the functions' syntax trees (`shared_body`): freed here,
+    // their memory serves the optimizer and the verifier's model. Kept to the end, they made
+    // the heap's peak higher: +250 page faults for ua_filter, +370 for cookie_guard.
+    drop(std::mem::take(&mut ev.functions));
     let mut programs = Vec::new();
     let mut irs = Vec::new();
     let mut diags = Vec::new();
-    for prog in &ev.programs {
-        match compile_program(&ev, prog, &mut maps, opts) {
+    for (prog, funcs) in ev.programs.iter().zip(lowered) {
+        match funcs.and_then(|funcs| finish_program(&ev, prog, &maps, funcs, opts)) {
             Ok((code, fs)) => {
                 programs.push(code);
                 irs.extend(fs);
@@ -217,12 +226,13 @@ fn loop_passes_if_free(
     }
 }
 
-fn compile_program(
+/// A program's functions, type-checked and lowered to the IR.
+fn lower_program(
     ev: &Evaluated,
     prog: &crate::program::ProgramDecl,
     maps: &mut MapTable,
     opts: &Options,
-) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
+) -> Result<Vec<ir::Function>, Diagnostics> {
     let without = opts.without;
     let mut checked = types::check_program(ev, prog, maps)?;
     crate::sink_lookups::sink_lookups(&mut checked.funcs);
@@ -241,7 +251,17 @@ fn compile_program(
         db: &ev.sources,
         without,
     };
-    let mut funcs = crate::lower::lower(&input)?;
+    crate::lower::lower(&input)
+}
+
+/// A program's lowered functions, optimised, allocated, emitted, linked and walked.
+fn finish_program(
+    ev: &Evaluated,
+    prog: &crate::program::ProgramDecl,
+    maps: &MapTable,
+    mut funcs: Vec<ir::Function>,
+    opts: &Options,
+) -> Result<(ProgramCode, Vec<ir::Function>), Diagnostics> {
     let section = section_of(&prog.hook);
     let map_sizes: Vec<(u32, u32)> = maps.maps.iter().map(|m| (m.key.size(), m.value.size())).collect();
     let mut parts = Vec::new();

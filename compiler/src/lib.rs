@@ -34,6 +34,7 @@ pub mod ranges;
 pub mod reference;
 pub mod regalloc;
 pub mod semantics;
+pub mod shared_body;
 pub mod sink_lookups;
 pub mod slot_stores;
 pub mod source;

@@ -87,10 +87,10 @@ pub struct FunctionDecl {
     pub file: crate::source::FileId,
     /// A name for messages: `filter`, `tls.sni`, or `<anonymous>`.
     pub name: String,
-    /// The function's syntax: parameters and block. Shared: every instance the type checker
-    /// makes of it, and every function a factory made from the same definition, reads the
-    /// same tree (copying it was a few percent of a compile).
-    pub body: std::sync::Arc<full_moon::ast::FunctionBody>,
+    /// The function's syntax: parameters and block, read in place in its file's tree (every
+    /// instance the type checker makes of it, and every function a factory made from the same
+    /// definition, reads the same tree).
+    pub body: crate::shared_body::SharedBody,
     /// From the `function` keyword to `end`.
     pub span: Span,
     /// Every upvalue the function captures, by name, with its value at the end of the body.

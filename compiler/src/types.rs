@@ -98,6 +98,24 @@ struct InnerFn {
     outer_locals: HashSet<String>,
 }
 
+/// The syntax of a function being instantiated: in place in its file's tree, or an inner
+/// function's own copy (taken from the enclosing function's body when it was defined).
+enum BodyRef {
+    Shared(crate::shared_body::SharedBody),
+    Own(std::sync::Arc<ast::FunctionBody>),
+}
+
+impl std::ops::Deref for BodyRef {
+    type Target = ast::FunctionBody;
+
+    fn deref(&self) -> &ast::FunctionBody {
+        match self {
+            BodyRef::Shared(body) => body,
+            BodyRef::Own(body) => body,
+        }
+    }
+}
+
 /// A compile-time value in scope.
 #[derive(Clone, Debug, PartialEq)]
 enum Known {
@@ -203,14 +221,21 @@ impl<'a> Checker<'a> {
                     .iter()
                     .map(|(n, v)| (n.clone(), Known::Value(v.clone())))
                     .collect();
-                (d.file, d.name.clone(), d.body.clone(), d.span, env, HashSet::new())
+                (
+                    d.file,
+                    d.name.clone(),
+                    BodyRef::Shared(d.body.clone()),
+                    d.span,
+                    env,
+                    HashSet::new(),
+                )
             }
             FnKey::Inner(i) => {
                 let f = &self.inner[*i];
                 (
                     f.file,
                     f.name.clone(),
-                    f.body.clone(),
+                    BodyRef::Own(f.body.clone()),
                     f.span,
                     f.env.clone(),
                     f.outer_locals.clone(),

@@ -4,7 +4,7 @@
 //! A worklist, not recursion: a body can build arbitrarily deep or cyclic tables. Functions
 //! and tables are deduplicated by identity.
 
-use super::index::{clone_bodies, function_sites, FnSite};
+use super::index::{function_sites, shared_bodies, FnSite};
 use super::maps::MapObj;
 use super::programs::ProgramObj;
 use super::state::{line_span, State};
@@ -361,8 +361,8 @@ impl Collector<'_> {
         let mut bodies = HashMap::new();
         for (file, ordinals) in &wanted {
             if let Some(Some(loaded)) = self.s.files.get(*file as usize) {
-                for (ordinal, body) in clone_bodies(*file, &loaded.ast, ordinals) {
-                    bodies.insert((*file, ordinal), std::sync::Arc::new(body));
+                for (ordinal, body) in shared_bodies(*file, &loaded.ast, ordinals) {
+                    bodies.insert((*file, ordinal), body);
                 }
             }
         }

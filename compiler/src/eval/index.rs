@@ -6,6 +6,7 @@
 //!
 //! Walks are recursive; the nesting guard in `syntax` bounds their depth.
 
+use crate::shared_body::SharedBody;
 use crate::source::{FileId, Span};
 use crate::syntax::span_of;
 use full_moon::ast::{
@@ -15,6 +16,8 @@ use full_moon::node::Node;
 use full_moon::tokenizer::{TokenReference, TokenType};
 use full_moon::visitors::Visitor;
 use std::collections::{HashMap, HashSet};
+use std::ptr::NonNull;
+use std::sync::Arc;
 
 pub(crate) struct CallSite {
     pub span: Span,
@@ -260,7 +263,7 @@ pub(crate) struct FnSite {
     pub span: Span,
     /// `f` in `local function f`, `M.f` in `function M.f`; None for `function() ... end`.
     pub name: Option<String>,
-    /// Position in the walk, to fetch the body later with [`clone_bodies`].
+    /// Position in the walk, to fetch the body later with [`shared_bodies`].
     pub ordinal: usize,
 }
 
@@ -277,24 +280,27 @@ pub(crate) fn function_sites(file: FileId, ast: &Ast) -> Vec<FnSite> {
         sites: Vec::new(),
         ordinal: 0,
         wanted: None,
-        bodies: HashMap::new(),
+        bodies: Vec::new(),
     };
     v.visit_ast(ast);
     v.sites
 }
 
-/// Clones the bodies of the sites with the given ordinals (only those: bodies nest, and
-/// cloning every one would copy inner functions many times).
-pub(crate) fn clone_bodies(file: FileId, ast: &Ast, wanted: &HashSet<usize>) -> HashMap<usize, FunctionBody> {
+/// The bodies of the sites with the given ordinals, shared with their tree.
+pub(crate) fn shared_bodies(file: FileId, tree: &Arc<Ast>, wanted: &HashSet<usize>) -> HashMap<usize, SharedBody> {
     let mut v = SiteVisitor {
         file,
         sites: Vec::new(),
         ordinal: 0,
         wanted: Some(wanted),
-        bodies: HashMap::new(),
+        bodies: Vec::new(),
     };
-    v.visit_ast(ast);
+    v.visit_ast(tree);
     v.bodies
+        .into_iter()
+        // SAFETY: each pointer was taken from the walk of `&**tree` just above.
+        .map(|(ordinal, body)| (ordinal, unsafe { SharedBody::new(Arc::clone(tree), body) }))
+        .collect()
 }
 
 /// Both passes share this visitor so that ordinals agree.
@@ -303,7 +309,9 @@ struct SiteVisitor<'w> {
     sites: Vec<FnSite>,
     ordinal: usize,
     wanted: Option<&'w HashSet<usize>>,
-    bodies: HashMap<usize, FunctionBody>,
+    /// Where the wanted bodies are in the tree walked (full_moon's references do not outlive
+    /// the visit).
+    bodies: Vec<(usize, NonNull<FunctionBody>)>,
 }
 
 impl SiteVisitor<'_> {
@@ -313,7 +321,7 @@ impl SiteVisitor<'_> {
         match self.wanted {
             Some(wanted) => {
                 if wanted.contains(&ordinal) {
-                    self.bodies.insert(ordinal, body.clone());
+                    self.bodies.push((ordinal, NonNull::from(body)));
                 }
             }
             None => {

@@ -182,7 +182,10 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
         if s.files.len() <= file as usize {
             s.files.resize_with(file as usize + 1, || None);
         }
-        s.files[file as usize] = Some(LoadedFile { ast, index });
+        s.files[file as usize] = Some(LoadedFile {
+            ast: std::sync::Arc::new(ast),
+            index,
+        });
         (chunk, text, stripped)
     };
     // With `<const>` attributes, compile the real text first: Lua's own checks (assignment

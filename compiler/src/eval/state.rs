@@ -21,7 +21,8 @@ pub(crate) type Shared = Rc<RefCell<State>>;
 
 /// A parsed file that has been (or is being) run.
 pub(crate) struct LoadedFile {
-    pub ast: Ast,
+    /// Shared with the bodies of its compiled functions (`shared_body`).
+    pub ast: std::sync::Arc<Ast>,
     pub index: FileIndex,
 }
 
