@@ -18,6 +18,7 @@ mod maps;
 mod programs;
 mod sandbox;
 mod state;
+mod stdlib_chunks;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::modules;

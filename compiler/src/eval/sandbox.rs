@@ -4,6 +4,7 @@
 use super::builtins;
 use super::index::FileIndex;
 use super::state::{borrow, borrow_mut, fail, BodyError, LoadedFile, Shared};
+use super::stdlib_chunks;
 use crate::diag::Diagnostic;
 use crate::modules::{self, ResolveError, Resolved};
 use crate::source::{FileId, SourceFile, Span};
@@ -166,17 +167,19 @@ pub(crate) fn load_file(lua: &Lua, st: &Shared, file: SourceFile) -> mlua::Resul
 
 /// Parses, indexes and compiles a file already in the source database.
 pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<Function> {
-    let (chunk, text, stripped) = {
+    let (chunk, text, stripped, precompiled) = {
         let mut s = borrow_mut(st)?;
         let ast = syntax::parse_here(&s.db, file).map_err(|d| mlua::Error::external(BodyError::Diags(d)))?;
         let index = FileIndex::build(file, &ast);
-        let name =
-            s.db.files
-                .get(file as usize)
-                .map(|f| f.name.clone())
-                .unwrap_or_default();
-        let text = syntax::lua_text(&s.db.files[file as usize].text).into_owned();
+        let source = &s.db.files[file as usize];
+        let name = source.name.clone();
+        let text = syntax::lua_text(&source.text).into_owned();
         let stripped = (!index.consts.is_empty()).then(|| index.strip_consts(&text));
+        // A stdlib module (the embedded text, no path) may have its bytecode ready.
+        let precompiled = match source.path {
+            None => stdlib_chunks::precompiled(&name, stripped.as_deref().unwrap_or(&text)),
+            Some(_) => None,
+        };
         let chunk = format!("@{name}");
         s.chunks.insert(chunk.clone(), file);
         if s.files.len() <= file as usize {
@@ -186,8 +189,19 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
             ast: std::sync::Arc::new(ast),
             index,
         });
-        (chunk, text, stripped)
+        (chunk, text, stripped, precompiled)
     };
+    if let Some(code) = precompiled {
+        // Refused only if made by another Lua (version or platform): then compile the text.
+        let loaded = lua
+            .load(code)
+            .set_name(chunk.as_str())
+            .set_mode(mlua::chunk::ChunkMode::Binary)
+            .into_function();
+        if let Ok(function) = loaded {
+            return Ok(function);
+        }
+    }
     // With `<const>` attributes, compile the real text first: Lua's own checks (assignment
     // to a constant) apply; then run the text without them.
     let compile = |text: &str| {
@@ -202,6 +216,25 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
             compile(&stripped)
         }
         None => compile(&text),
+    }
+}
+
+/// The text Lua runs for stdlib module `path`: what `load_chunk` compiles when it has no
+/// bytecode for it (the test of `stdlib_chunks` compiles the same).
+#[cfg(test)]
+pub(crate) fn chunk_text(path: &str, text: &str) -> String {
+    let mut db = crate::source::SourceDb::default();
+    let file = db.add(SourceFile {
+        name: path.to_string(),
+        path: None,
+        text: text.to_string(),
+    });
+    let ast = syntax::parse_here(&db, file).unwrap_or_else(|_| panic!("{path} does not parse"));
+    let index = FileIndex::build(file, &ast);
+    let text = syntax::lua_text(text).into_owned();
+    match index.consts.is_empty() {
+        true => text,
+        false => index.strip_consts(&text),
     }
 }
 
