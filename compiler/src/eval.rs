@@ -19,6 +19,7 @@ mod programs;
 mod sandbox;
 mod state;
 mod stdlib_chunks;
+mod syntax_facts;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::modules;

@@ -90,7 +90,7 @@ pub struct FunctionDecl {
     /// The function's syntax: parameters and block, read in place in its file's tree (every
     /// instance the type checker makes of it, and every function a factory made from the same
     /// definition, reads the same tree).
-    pub body: crate::shared_body::SharedBody,
+    pub body: crate::shared_body::LazyBody,
     /// From the `function` keyword to `end`.
     pub span: Span,
     /// Every upvalue the function captures, by name, with its value at the end of the body.

@@ -20,6 +20,9 @@ pub struct SharedBody {
     /// Held, never read: keeps the tree `body` points into alive.
     _tree: Arc<Ast>,
     body: NonNull<FunctionBody>,
+    /// Added to the byte positions of the tree's nodes to make them offsets in the file: 0
+    /// for a tree of the whole file, more for a function parsed alone (`index::parsed_alone`).
+    pub offset: usize,
 }
 
 // SAFETY: `body` points into the data of `tree` (the contract of `SharedBody::new`), which is
@@ -37,7 +40,65 @@ impl SharedBody {
     /// `&**tree` (full_moon's visitors hand out such references, but with a lifetime too short
     /// to keep).
     pub unsafe fn new(tree: Arc<Ast>, body: NonNull<FunctionBody>) -> SharedBody {
-        SharedBody { _tree: tree, body }
+        SharedBody {
+            _tree: tree,
+            body,
+            offset: 0,
+        }
+    }
+
+    /// The same body, its tree's positions `offset` bytes before the file's.
+    pub fn with_offset(self, offset: usize) -> SharedBody {
+        SharedBody { offset, ..self }
+    }
+}
+
+/// A function's body as the evaluator hands it on: parsed already, or parsed when first read
+/// (a stdlib function parsed alone: a module's table holds many functions a program reaches
+/// but never calls, and only those it calls are type-checked).
+#[derive(Clone)]
+pub struct LazyBody(Arc<LazyInner>);
+
+type Parse = Box<dyn Fn() -> Option<SharedBody> + Send + Sync>;
+
+struct LazyInner {
+    parsed: std::sync::OnceLock<Option<SharedBody>>,
+    parse: Option<Parse>,
+}
+
+impl LazyBody {
+    pub fn ready(body: SharedBody) -> LazyBody {
+        LazyBody(Arc::new(LazyInner {
+            parsed: std::sync::OnceLock::from(Some(body)),
+            parse: None,
+        }))
+    }
+
+    pub fn deferred(parse: impl Fn() -> Option<SharedBody> + Send + Sync + 'static) -> LazyBody {
+        LazyBody(Arc::new(LazyInner {
+            parsed: std::sync::OnceLock::new(),
+            parse: Some(Box::new(parse)),
+        }))
+    }
+
+    /// The body; None if its text did not parse (a bug: the evaluator found the function's
+    /// site in that text).
+    pub fn get(&self) -> Option<&SharedBody> {
+        let inner = &*self.0;
+        inner
+            .parsed
+            .get_or_init(|| inner.parse.as_ref().and_then(|parse| parse()))
+            .as_ref()
+    }
+}
+
+impl std::fmt::Debug for LazyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.parsed.get() {
+            Some(Some(body)) => body.fmt(f),
+            Some(None) => f.write_str("LazyBody(unparsable)"),
+            None => f.write_str("LazyBody(not parsed yet)"),
+        }
     }
 }
 

@@ -91,6 +91,8 @@ struct InnerFn {
     file: FileId,
     name: String,
     body: std::sync::Arc<ast::FunctionBody>,
+    /// The enclosing function's offset (`SharedBody::offset`): the body is part of its tree.
+    offset: usize,
     span: Span,
     /// The compile-time bindings visible where it was defined.
     env: Vec<(String, Known)>,
@@ -102,7 +104,17 @@ struct InnerFn {
 /// function's own copy (taken from the enclosing function's body when it was defined).
 enum BodyRef {
     Shared(crate::shared_body::SharedBody),
-    Own(std::sync::Arc<ast::FunctionBody>),
+    /// With its offset (`SharedBody::offset`), the enclosing function's.
+    Own(std::sync::Arc<ast::FunctionBody>, usize),
+}
+
+impl BodyRef {
+    fn offset(&self) -> usize {
+        match self {
+            BodyRef::Shared(body) => body.offset,
+            BodyRef::Own(_, offset) => *offset,
+        }
+    }
 }
 
 impl std::ops::Deref for BodyRef {
@@ -111,7 +123,7 @@ impl std::ops::Deref for BodyRef {
     fn deref(&self) -> &ast::FunctionBody {
         match self {
             BodyRef::Shared(body) => body,
-            BodyRef::Own(body) => body,
+            BodyRef::Own(body, _) => body,
         }
     }
 }
@@ -141,6 +153,8 @@ enum Val {
 
 struct FnState {
     file: FileId,
+    /// Added to syntax positions to make file offsets (`SharedBody::offset`).
+    offset: usize,
     locals: Vec<Local>,
     scopes: Vec<Vec<(String, Binding)>>,
     /// Optional locals proved non-nil at this point.
@@ -191,7 +205,7 @@ impl<'a> Checker<'a> {
 
     fn span(&self, st: &FnState, node: &impl Node) -> Span {
         match node.range() {
-            Some((a, b)) => Span::new(st.file, a.bytes(), b.bytes()),
+            Some((a, b)) => Span::new(st.file, a.bytes() + st.offset, b.bytes() + st.offset),
             None => Span::new(st.file, 0, 0),
         }
     }
@@ -216,6 +230,14 @@ impl<'a> Checker<'a> {
         let (file, name, body, span, env, outer_locals) = match &key {
             FnKey::Decl(id) => {
                 let d = &self.ev.functions[*id];
+                let Some(parsed) = d.body.get() else {
+                    let message = format!("internal error: the syntax of `{}` could not be read", d.name);
+                    self.err(
+                        Diagnostic::new(call_span, message, "called here")
+                            .hint("this is a bug in luabpf: please report it with the program"),
+                    );
+                    return None;
+                };
                 let env = d
                     .upvalues
                     .iter()
@@ -224,7 +246,7 @@ impl<'a> Checker<'a> {
                 (
                     d.file,
                     d.name.clone(),
-                    BodyRef::Shared(d.body.clone()),
+                    BodyRef::Shared(parsed.clone()),
                     d.span,
                     env,
                     HashSet::new(),
@@ -235,7 +257,7 @@ impl<'a> Checker<'a> {
                 (
                     f.file,
                     f.name.clone(),
-                    BodyRef::Own(f.body.clone()),
+                    BodyRef::Own(f.body.clone(), f.offset),
                     f.span,
                     f.env.clone(),
                     f.outer_locals.clone(),
@@ -243,8 +265,10 @@ impl<'a> Checker<'a> {
             }
         };
         self.in_progress.push(key.clone());
+        let offset = body.offset();
         let mut st = FnState {
             file,
+            offset,
             locals: Vec::new(),
             scopes: vec![
                 env.into_iter().map(|(n, k)| (n, Binding::Known(k))).collect(),
@@ -576,6 +600,7 @@ impl<'a> Checker<'a> {
             file: st.file,
             name: name.to_string(),
             body: std::sync::Arc::new(body.clone()),
+            offset: st.offset,
             span,
             env,
             outer_locals: outer,

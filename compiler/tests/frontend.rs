@@ -213,7 +213,7 @@ fn example_program_evaluates() {
         ev.sources.files[filter.file as usize].text[filter.span.start..filter.span.end]
             .starts_with("function filter(ctx)")
     );
-    assert_eq!(filter.body.parameters().len(), 1);
+    assert_eq!(filter.body.get().expect("its syntax").parameters().len(), 1);
     assert_eq!(
         upvalue(filter, "MAX_NAME"),
         &ConstValue::Int(64),

@@ -4,12 +4,14 @@
 //! A worklist, not recursion: a body can build arbitrarily deep or cyclic tables. Functions
 //! and tables are deduplicated by identity.
 
-use super::index::{function_sites, shared_bodies, FnSite};
+use super::index::{function_sites, parsed_alone, shared_bodies, FnSite};
 use super::maps::MapObj;
 use super::programs::ProgramObj;
+use super::state::LoadedFile;
 use super::state::{line_span, State};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::program::{ConstTable, ConstValue, FuncId, FunctionDecl, MapDecl, ProgramDecl, TableId};
+use crate::shared_body::LazyBody;
 use crate::source::{FileId, Span};
 use mlua::{Function, Table, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -238,6 +240,47 @@ impl Collector<'_> {
         }
     }
 
+    /// The bodies of the sites `ordinals` of a loaded file: from its tree, or, for a stdlib
+    /// module loaded without one, each parsed alone when the type checker first reads it.
+    fn bodies_in(&self, file: FileId, loaded: &LoadedFile, ordinals: &HashSet<usize>) -> Vec<(usize, LazyBody)> {
+        let name = self
+            .s
+            .db
+            .files
+            .get(file as usize)
+            .map(|f| f.name.as_str())
+            .unwrap_or("");
+        let stdlib_text = crate::modules::STDLIB.iter().find(|m| m.path == name).map(|m| m.text);
+        let text = match (&loaded.ast, stdlib_text) {
+            (Some(ast), _) => {
+                let bodies = shared_bodies(file, ast, ordinals);
+                return bodies.into_iter().map(|(o, b)| (o, LazyBody::ready(b))).collect();
+            }
+            (None, Some(text)) => text,
+            (None, None) => return Vec::new(),
+        };
+        let sites = self.sites.get(&file).map(Vec::as_slice).unwrap_or(&[]);
+        sites
+            .iter()
+            .filter(|site| ordinals.contains(&site.ordinal))
+            .map(|site| {
+                let ordinal = site.ordinal;
+                let site = site.clone();
+                let body = LazyBody::deferred(move || {
+                    parsed_alone(file, text, &site).or_else(|| {
+                        // Not expected (the stdlib's functions all parse alone): the whole file.
+                        let parsed = full_moon::parse_fallible(text, full_moon::LuaVersion::lua54());
+                        let tree = std::sync::Arc::new(parsed.into_ast());
+                        shared_bodies(file, &tree, &HashSet::from([site.ordinal]))
+                            .into_values()
+                            .next()
+                    })
+                });
+                (ordinal, body)
+            })
+            .collect()
+    }
+
     /// The one syntax site of a function defined at `line`..`last_line` of `file`.
     fn site(&mut self, file: FileId, line: usize, last_line: usize) -> Option<FnSite> {
         let s = self.s;
@@ -245,7 +288,11 @@ impl Collector<'_> {
             .sites
             .entry(file)
             .or_insert_with(|| match s.files.get(file as usize) {
-                Some(Some(loaded)) => function_sites(file, &loaded.ast),
+                Some(Some(loaded)) => match (&loaded.sites, &loaded.ast) {
+                    (Some(sites), _) => sites.clone(),
+                    (None, Some(ast)) => function_sites(file, ast),
+                    (None, None) => Vec::new(),
+                },
                 _ => Vec::new(),
             });
         let found: Vec<&FnSite> = sites.iter().filter(|site| site.matches(line, last_line)).collect();
@@ -361,7 +408,7 @@ impl Collector<'_> {
         let mut bodies = HashMap::new();
         for (file, ordinals) in &wanted {
             if let Some(Some(loaded)) = self.s.files.get(*file as usize) {
-                for (ordinal, body) in shared_bodies(*file, &loaded.ast, ordinals) {
+                for (ordinal, body) in self.bodies_in(*file, loaded, ordinals) {
                     bodies.insert((*file, ordinal), body);
                 }
             }

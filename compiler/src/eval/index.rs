@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+#[derive(Debug, PartialEq)]
 pub(crate) struct CallSite {
     pub span: Span,
     pub start_line: usize,
@@ -32,6 +33,7 @@ pub(crate) struct CallSite {
 }
 
 /// A table constructor whose fields are all named: `{ a = "I4", ["b"] = "I8" }`.
+#[derive(Debug, PartialEq)]
 pub(crate) struct RecordSite {
     pub span: Span,
     /// Field names in source order, each with the span of its value.
@@ -40,7 +42,7 @@ pub(crate) struct RecordSite {
     pub sorted: Vec<String>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct FileIndex {
     pub calls: Vec<CallSite>,
     pub records: Vec<RecordSite>,
@@ -252,7 +254,7 @@ fn call_options(file: FileId, call: &FunctionCall) -> Vec<(String, Span)> {
 }
 
 /// A function's definition in the syntax tree.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct FnSite {
     /// Line of the `function` keyword, of the parameters' `(`, and of `end`: Lua reports a
     /// function's `linedefined` as one of the first two and `lastlinedefined` as the third.
@@ -301,6 +303,42 @@ pub(crate) fn shared_bodies(file: FileId, tree: &Arc<Ast>, wanted: &HashSet<usiz
         // SAFETY: each pointer was taken from the walk of `&**tree` just above.
         .map(|(ordinal, body)| (ordinal, unsafe { SharedBody::new(Arc::clone(tree), body) }))
         .collect()
+}
+
+/// The body of a site of a file that was not parsed (a stdlib module whose syntax
+/// facts were computed ahead of time), parsed alone, from a text that puts
+/// it on its own line and column (blank lines and spaces before it, and `_=` before an
+/// anonymous function, so that it is a statement). Its byte offsets are then the file's less
+/// a constant, which the body carries (`SharedBody::offset`). (Blanking the rest of the file
+/// instead, to keep offsets, costs more than parsing the file: full_moon's whitespace is
+/// dear.) None if it does not parse that way.
+pub(crate) fn parsed_alone(file: FileId, text: &str, site: &FnSite) -> Option<SharedBody> {
+    let (start, end) = (site.span.start, site.span.end);
+    let source = text.get(start..end)?;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let column = start - line_start;
+    let mut fragment = "\n".repeat(site.keyword_line.checked_sub(1)?);
+    match (&site.name, column) {
+        (Some(_), _) => fragment.push_str(&" ".repeat(column)),
+        (None, 2..) => {
+            fragment.push_str(&" ".repeat(column - 2));
+            fragment.push_str("_=");
+        }
+        (None, _) => return None,
+    }
+    let offset = start.checked_sub(fragment.len())?;
+    fragment.push_str(source);
+    let parsed =
+        std::panic::catch_unwind(|| full_moon::parse_fallible(&fragment, full_moon::LuaVersion::lua54())).ok()?;
+    if !parsed.errors().is_empty() {
+        return None;
+    }
+    let tree = Arc::new(parsed.into_ast());
+    // Walk order visits a function before those inside it: the first site is this one.
+    let (_, body) = shared_bodies(file, &tree, &HashSet::from([0])).into_iter().next()?;
+    let body = body.with_offset(offset);
+    let body_span = span_of(file, &*body);
+    (body_span.end + offset == end && body_span.start + offset > start).then_some(body)
 }
 
 /// Both passes share this visitor so that ordinals agree.

@@ -4,7 +4,7 @@
 use super::builtins;
 use super::index::FileIndex;
 use super::state::{borrow, borrow_mut, fail, BodyError, LoadedFile, Shared};
-use super::stdlib_chunks;
+use super::{stdlib_chunks, syntax_facts};
 use crate::diag::Diagnostic;
 use crate::modules::{self, ResolveError, Resolved};
 use crate::source::{FileId, SourceFile, Span};
@@ -165,33 +165,49 @@ pub(crate) fn load_file(lua: &Lua, st: &Shared, file: SourceFile) -> mlua::Resul
     load_chunk(lua, st, id)
 }
 
-/// Parses, indexes and compiles a file already in the source database.
+/// Parses, indexes and compiles a file already in the source database. A stdlib module with
+/// prepared facts and bytecode (`stdlib_chunks`) is neither parsed nor compiled.
 pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<Function> {
-    let (chunk, text, stripped, precompiled) = {
+    let (chunk, text, stripped, code) = {
         let mut s = borrow_mut(st)?;
-        let ast = syntax::parse_here(&s.db, file).map_err(|d| mlua::Error::external(BodyError::Diags(d)))?;
-        let index = FileIndex::build(file, &ast);
         let source = &s.db.files[file as usize];
         let name = source.name.clone();
-        let text = syntax::lua_text(&source.text).into_owned();
-        let stripped = (!index.consts.is_empty()).then(|| index.strip_consts(&text));
-        // A stdlib module (the embedded text, no path) may have its bytecode ready.
-        let precompiled = match source.path {
-            None => stdlib_chunks::precompiled(&name, stripped.as_deref().unwrap_or(&text)),
+        let prepared = match source.path {
+            None => stdlib_chunks::prepared(&name, &source.text)
+                .and_then(|p| Some((p.code, syntax_facts::decode(p.facts, file)?))),
             Some(_) => None,
         };
+        let (loaded, code) = match prepared {
+            Some((code, (index, sites))) => (
+                LoadedFile {
+                    ast: None,
+                    index,
+                    sites: Some(sites),
+                },
+                Some(code),
+            ),
+            None => {
+                let ast = syntax::parse_here(&s.db, file).map_err(|d| mlua::Error::external(BodyError::Diags(d)))?;
+                let index = FileIndex::build(file, &ast);
+                let loaded = LoadedFile {
+                    ast: Some(std::sync::Arc::new(ast)),
+                    index,
+                    sites: None,
+                };
+                (loaded, None)
+            }
+        };
+        let text = syntax::lua_text(&s.db.files[file as usize].text).into_owned();
+        let stripped = (!loaded.index.consts.is_empty()).then(|| loaded.index.strip_consts(&text));
         let chunk = format!("@{name}");
         s.chunks.insert(chunk.clone(), file);
         if s.files.len() <= file as usize {
             s.files.resize_with(file as usize + 1, || None);
         }
-        s.files[file as usize] = Some(LoadedFile {
-            ast: std::sync::Arc::new(ast),
-            index,
-        });
-        (chunk, text, stripped, precompiled)
+        s.files[file as usize] = Some(loaded);
+        (chunk, text, stripped, code)
     };
-    if let Some(code) = precompiled {
+    if let Some(code) = code {
         // Refused only if made by another Lua (version or platform): then compile the text.
         let loaded = lua
             .load(code)
@@ -219,10 +235,10 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
     }
 }
 
-/// The text Lua runs for stdlib module `path`: what `load_chunk` compiles when it has no
-/// bytecode for it (the test of `stdlib_chunks` compiles the same).
+/// The index and function sites of stdlib module `path`, from a parse (as the only file of
+/// its database: file id 0), as `load_chunk` finds them without prepared facts.
 #[cfg(test)]
-pub(crate) fn chunk_text(path: &str, text: &str) -> String {
+pub(crate) fn syntax_of(path: &str, text: &str) -> (FileIndex, Vec<super::index::FnSite>) {
     let mut db = crate::source::SourceDb::default();
     let file = db.add(SourceFile {
         name: path.to_string(),
@@ -230,12 +246,7 @@ pub(crate) fn chunk_text(path: &str, text: &str) -> String {
         text: text.to_string(),
     });
     let ast = syntax::parse_here(&db, file).unwrap_or_else(|_| panic!("{path} does not parse"));
-    let index = FileIndex::build(file, &ast);
-    let text = syntax::lua_text(text).into_owned();
-    match index.consts.is_empty() {
-        true => text,
-        false => index.strip_consts(&text),
-    }
+    (FileIndex::build(file, &ast), super::index::function_sites(file, &ast))
 }
 
 /// `require(name)`: built-in modules, stdlib, files next to the program, `-I` directories.

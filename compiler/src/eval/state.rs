@@ -21,9 +21,13 @@ pub(crate) type Shared = Rc<RefCell<State>>;
 
 /// A parsed file that has been (or is being) run.
 pub(crate) struct LoadedFile {
-    /// Shared with the bodies of its compiled functions (`shared_body`).
-    pub ast: std::sync::Arc<Ast>,
+    /// Shared with the bodies of its compiled functions (`shared_body`). None for a stdlib
+    /// module whose index and function sites were computed ahead of time (`stdlib_chunks`):
+    /// only the functions a program compiles are parsed, each alone.
+    pub ast: Option<std::sync::Arc<Ast>>,
     pub index: FileIndex,
+    /// The function sites, when known without the tree.
+    pub sites: Option<Vec<super::index::FnSite>>,
 }
 
 /// A map declared by the body, before its final name is known.
