@@ -5,6 +5,7 @@
 //! compiled functions) -> `lower` (to `ir`) -> `opt` -> `regalloc` -> `emit` (BPF) -> object.
 //! This crate does not depend on aya, so build scripts can use it alone.
 
+pub mod available_copies;
 pub mod bitset;
 pub mod check_bases;
 pub mod compile;

@@ -184,11 +184,11 @@ pub fn propagate_copies(f: &mut Function) -> bool {
         }
         for_each_term_use(&mut b.term.0, &mut sub);
     }
-    changed
+    changed | crate::available_copies::propagate(f)
 }
 
 /// Calls `sub` on every value an instruction reads (not on the one it writes).
-fn for_each_use(inst: &mut Inst, sub: &mut impl FnMut(&mut Value)) {
+pub(crate) fn for_each_use(inst: &mut Inst, sub: &mut impl FnMut(&mut Value)) {
     let operand = |o: &mut Operand, sub: &mut dyn FnMut(&mut Value)| {
         if let Operand::Value(v) = o {
             sub(v);
@@ -221,7 +221,7 @@ fn for_each_use(inst: &mut Inst, sub: &mut impl FnMut(&mut Value)) {
     }
 }
 
-fn for_each_term_use(t: &mut Terminator, sub: &mut impl FnMut(&mut Value)) {
+pub(crate) fn for_each_term_use(t: &mut Terminator, sub: &mut impl FnMut(&mut Value)) {
     match t {
         Terminator::Branch { a, b: o, .. } => {
             sub(a);
