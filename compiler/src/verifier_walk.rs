@@ -633,12 +633,11 @@ fn covers(live_at: &[u16], old: &State, cur: &State, pc: usize) -> bool {
         if Rc::ptr_eq(&o.stack, &c.stack) {
             continue;
         }
-        let beyond = std::iter::repeat(&Slot::Invalid);
-        if !o
-            .stack
-            .iter()
-            .zip(c.stack.iter().chain(beyond))
-            .all(|(o, c)| slot_covers(o, c))
+        // (Slots past the end of `cur`'s stack are invalid there.)
+        let (os, cs) = (&o.stack[..], &c.stack[..]);
+        let n = os.len().min(cs.len());
+        if !os[..n].iter().zip(&cs[..n]).all(|(o, c)| slot_covers(o, c))
+            || !os[n..].iter().all(|o| slot_covers(o, &Slot::Invalid))
         {
             return false;
         }
@@ -1391,7 +1390,8 @@ fn back_steps(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) 
         let f = l.frame();
         if l.mask & bt.wanted(f) != 0 {
             back_step(bt, insns[l.pc as usize], f);
-            if bt.is_empty() {
+            // (Marks left in the step's frame: not empty, without looking at the others.)
+            if bt.wanted(f) == BACK_ALWAYS && bt.is_empty() {
                 return;
             }
         }
