@@ -1384,12 +1384,17 @@ fn back_steps(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) 
         return;
     }
     // Most steps touch nothing being followed: their mask tells so without decoding them.
+    // Most run in the outermost frame, whose wanted bits are kept at hand (a step of frame 0
+    // has no frame bits in its mask).
+    let mut wanted_0 = bt.wanted(0);
     let mut at = hist.latest;
     while let Some(l) = arena.get(at as usize) {
         at = l.prev;
         let f = l.frame();
-        if l.mask & bt.wanted(f) != 0 {
+        let wanted = if f == 0 { wanted_0 } else { bt.wanted(f) };
+        if l.mask & wanted != 0 {
             back_step(bt, insns[l.pc as usize], f);
+            wanted_0 = bt.wanted(0);
             // (Marks left in the step's frame: not empty, without looking at the others.)
             if bt.wanted(f) == BACK_ALWAYS && bt.is_empty() {
                 return;
@@ -1606,29 +1611,35 @@ fn uses_defs(insn: Insn) -> (u16, u16) {
 fn live_registers(insns: &[Insn]) -> Vec<u16> {
     let n = insns.len();
     let mut live = vec![0u16; n];
-    let succ = |i: usize| -> Vec<usize> {
-        let insn = insns[i];
-        let class = insn.class();
-        let next = i + if insn.is_ld_imm64() { 2 } else { 1 };
-        if class == isa::BPF_JMP || class == isa::BPF_JMP32 {
-            let op = insn.code & 0xf0;
-            let target = (i as i64 + insn.off as i64 + 1) as usize;
-            if op == JmpOp::Exit as u8 {
-                return vec![];
-            } else if op == JmpOp::Ja as u8 {
-                return vec![target];
-            } else if op != JmpOp::Call as u8 {
-                return vec![next, target];
+    // The successors of each instruction (`NONE` for none) and its uses and definitions,
+    // computed once: the fixpoint below visits every instruction several times.
+    const NONE: usize = usize::MAX;
+    let succ: Vec<[usize; 2]> = (0..n)
+        .map(|i| {
+            let insn = insns[i];
+            let class = insn.class();
+            let next = i + if insn.is_ld_imm64() { 2 } else { 1 };
+            if class == isa::BPF_JMP || class == isa::BPF_JMP32 {
+                let op = insn.code & 0xf0;
+                let target = (i as i64 + insn.off as i64 + 1) as usize;
+                if op == JmpOp::Exit as u8 {
+                    return [NONE; 2];
+                } else if op == JmpOp::Ja as u8 {
+                    return [target, NONE];
+                } else if op != JmpOp::Call as u8 {
+                    return [next, target];
+                }
             }
-        }
-        vec![next]
-    };
+            [next, NONE]
+        })
+        .collect();
+    let uses_defs: Vec<(u16, u16)> = insns.iter().map(|i| uses_defs(*i)).collect();
     let mut changed = true;
     while changed {
         changed = false;
         for i in (0..n).rev() {
-            let out = succ(i).into_iter().filter(|&j| j < n).fold(0u16, |m, j| m | live[j]);
-            let (u, d) = uses_defs(insns[i]);
+            let out = succ[i].iter().filter(|&&j| j < n).fold(0u16, |m, &j| m | live[j]);
+            let (u, d) = uses_defs[i];
             let v = (u | (out & !d)) & 0x3ff;
             if v != live[i] {
                 live[i] = v;
