@@ -182,6 +182,10 @@ struct Frame {
     stack: Rc<Vec<Slot>>,
     /// The call instruction that made this frame (u32::MAX for the outermost).
     callsite: u32,
+    /// The registers and stack slots holding scalars marked precise: always none in a
+    /// path's state, only checkpoints get precision marks (`mark_in`, which keeps these).
+    precise_regs: u16,
+    precise_slots: u64,
 }
 
 impl Frame {
@@ -192,6 +196,8 @@ impl Frame {
             regs,
             stack: Rc::default(),
             callsite,
+            precise_regs: 0,
+            precise_slots: 0,
         }
     }
     fn slot(&self, i: usize) -> Slot {
@@ -614,17 +620,14 @@ fn covers(live_at: &[u16], old: &State, cur: &State, pc: usize) -> bool {
         // Most misses are a precise scalar whose range `cur` leaves (a few in a hundred
         // are anything else): those registers are compared first, the rest after. Covering
         // is a conjunction, so the order changes nothing but how soon a miss is seen.
-        let mut rest = 0;
-        for r in bits(live as u64 & 0x3ff) {
-            if matches!(o.regs[r], Val::Scalar { precise: true, .. }) {
-                if !val_covers(&o.regs[r], &c.regs[r]) {
-                    return false;
-                }
-            } else {
-                rest |= 1 << r;
+        let live = live as u64 & 0x3ff;
+        let precise = live & o.precise_regs as u64;
+        for r in bits(precise) {
+            if !val_covers(&o.regs[r], &c.regs[r]) {
+                return false;
             }
         }
-        for r in bits(rest) {
+        for r in bits(live & !precise) {
             if !val_covers(&o.regs[r], &c.regs[r]) {
                 return false;
             }
@@ -650,16 +653,12 @@ impl<'a> Walker<'a> {
     fn propagate_precision(&mut self, old: usize, cur: &Path) {
         let mut bt = Backtrack::default();
         for (f, frame) in self.nodes[old].state.iter().enumerate() {
-            for (r, v) in frame.regs.iter().enumerate() {
-                if matches!(v, Val::Scalar { precise: true, .. }) && cur.state[f].regs[r].sc().is_some() {
+            for r in bits(frame.precise_regs as u64) {
+                if cur.state[f].regs[r].sc().is_some() {
                     bt.regs[f] |= 1 << r;
                 }
             }
-            for (s, slot) in frame.stack.iter().enumerate() {
-                if matches!(slot, Slot::Spill(Val::Scalar { precise: true, .. })) {
-                    bt.slots[f] |= 1 << s;
-                }
-            }
+            bt.slots[f] = frame.precise_slots;
         }
         self.backtrack(bt, cur.hist, cur.parent);
     }
@@ -1348,7 +1347,10 @@ fn mark_in(bt: &mut Backtrack, state: &mut State) {
         };
         for r in bits(bt.regs[f] as u64 & 0x7ff) {
             match &mut frame.regs[r] {
-                Val::Scalar { precise: p @ false, .. } => *p = true,
+                Val::Scalar { precise: p @ false, .. } => {
+                    *p = true;
+                    frame.precise_regs |= 1 << r;
+                }
                 _ => bt.regs[f] &= !(1 << r),
             }
         }
@@ -1357,6 +1359,7 @@ fn mark_in(bt: &mut Backtrack, state: &mut State) {
                 Slot::Spill(Val::Scalar { precise: false, .. }) => {
                     if let Slot::Spill(Val::Scalar { precise, .. }) = &mut Rc::make_mut(&mut frame.stack)[s] {
                         *precise = true;
+                        frame.precise_slots |= 1 << s;
                     }
                 }
                 _ => bt.slots[f] &= !(1 << s),
