@@ -532,6 +532,7 @@ impl<'a> Walker<'a> {
         // Inside a loop: different iterations rarely prune each other.
         let in_loop_quiet = !force && self.jumps - self.prev_jumps < 20 && self.processed - self.prev_processed < 100;
         let (list, nodes) = (&mut self.explored[pc], &mut self.nodes);
+        let live_top = self.live[pc];
         let mut hit = None;
         let mut i = 0;
         while i < list.len() {
@@ -541,7 +542,7 @@ impl<'a> Walker<'a> {
                 if in_loop_quiet {
                     add = false;
                 }
-            } else if covers(&self.live, &node.state, &cur.state, pc) {
+            } else if covers(&self.live, live_top, &node.state, &cur.state) {
                 node.hit += 1;
                 hit = Some(n);
                 break;
@@ -600,52 +601,54 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// The kernel's `states_equal` (not exact): `old` allows everything `cur` can do at `pc`,
-/// given the registers live before each instruction.
-fn covers(live_at: &[u16], old: &State, cur: &State, pc: usize) -> bool {
+/// The kernel's `states_equal` (not exact): `old` allows everything `cur` can do at a pc
+/// where `live_top` are the live registers (`live_at`: those before each instruction).
+/// Covering is a conjunction of pure tests: their order changes nothing but how soon a miss
+/// is seen.
+#[inline]
+fn covers(live_at: &[u16], live_top: u16, old: &State, cur: &State) -> bool {
     if old.len() != cur.len() {
         return false;
     }
     let top = old.len() - 1;
-    for (i, (o, c)) in old.iter().zip(cur).enumerate() {
-        if o.callsite != c.callsite {
-            return false;
+    // Most misses are a precise scalar of the current frame whose range `cur` leaves (a few
+    // in a hundred are anything else): those are compared first.
+    let live_top = live_top as u64 & 0x3ff;
+    if !precise_regs_cover(&old[top], &cur[top], live_top) {
+        return false;
+    }
+    old.iter().zip(cur).enumerate().all(|(i, (o, c))| {
+        if i == top {
+            return frame_covers(o, c, live_top & !(o.precise_regs as u64));
         }
         // Outer frames resume after their call: r6-r9 (and r10) are what survives.
-        let live = if i == top {
-            live_at[pc]
-        } else {
-            live_at.get(cur[i + 1].callsite as usize + 1).copied().unwrap_or(0) & 0x7c0
-        };
-        // Most misses are a precise scalar whose range `cur` leaves (a few in a hundred
-        // are anything else): those registers are compared first, the rest after. Covering
-        // is a conjunction, so the order changes nothing but how soon a miss is seen.
-        let live = live as u64 & 0x3ff;
-        let precise = live & o.precise_regs as u64;
-        for r in bits(precise) {
-            if !val_covers(&o.regs[r], &c.regs[r]) {
-                return false;
-            }
-        }
-        for r in bits(live & !precise) {
-            if !val_covers(&o.regs[r], &c.regs[r]) {
-                return false;
-            }
-        }
-        // A stack shared with the checkpoint is the same (and covering is reflexive).
-        if Rc::ptr_eq(&o.stack, &c.stack) {
-            continue;
-        }
-        // (Slots past the end of `cur`'s stack are invalid there.)
-        let (os, cs) = (&o.stack[..], &c.stack[..]);
-        let n = os.len().min(cs.len());
-        if !os[..n].iter().zip(&cs[..n]).all(|(o, c)| slot_covers(o, c))
-            || !os[n..].iter().all(|o| slot_covers(o, &Slot::Invalid))
-        {
-            return false;
-        }
+        let live = live_at.get(cur[i + 1].callsite as usize + 1).copied().unwrap_or(0) & 0x7c0;
+        precise_regs_cover(o, c, live as u64) && frame_covers(o, c, live as u64 & !(o.precise_regs as u64))
+    })
+}
+
+/// `old`'s precise registers among `live` allow `cur`'s.
+fn precise_regs_cover(old: &Frame, cur: &Frame, live: u64) -> bool {
+    bits(live & old.precise_regs as u64).all(|r| match (&old.regs[r], &cur.regs[r]) {
+        (Val::Scalar { sc: o, .. }, Val::Scalar { sc: c, .. }) => o.contains(c),
+        (o, c) => val_covers(o, c),
+    })
+}
+
+/// The rest of `old`'s frame allows `cur`'s: its registers `regs`, its stack.
+fn frame_covers(o: &Frame, c: &Frame, regs: u64) -> bool {
+    if o.callsite != c.callsite || !bits(regs).all(|r| val_covers(&o.regs[r], &c.regs[r])) {
+        return false;
     }
-    true
+    // A stack shared with the checkpoint is the same (and covering is reflexive).
+    if Rc::ptr_eq(&o.stack, &c.stack) {
+        return true;
+    }
+    // (Slots past the end of `cur`'s stack are invalid there.)
+    let (os, cs) = (&o.stack[..], &c.stack[..]);
+    let n = os.len().min(cs.len());
+    os[..n].iter().zip(&cs[..n]).all(|(o, c)| slot_covers(o, c))
+        && os[n..].iter().all(|o| slot_covers(o, &Slot::Invalid))
 }
 
 impl<'a> Walker<'a> {
