@@ -637,7 +637,12 @@ fn precise_regs_cover(old: &Frame, cur: &Frame, live: u64) -> bool {
 
 /// The rest of `old`'s frame allows `cur`'s: its registers `regs`, its stack.
 fn frame_covers(o: &Frame, c: &Frame, regs: u64) -> bool {
-    if o.callsite != c.callsite || !bits(regs).all(|r| val_covers(&o.regs[r], &c.regs[r])) {
+    // (The commonest cases, an unused register and an imprecise scalar, are tested inline.)
+    let reg_covers = |r: usize| match (&o.regs[r], &c.regs[r]) {
+        (Val::Uninit, _) | (Val::Scalar { precise: false, .. }, Val::Scalar { .. }) => true,
+        (o, c) => val_covers(o, c),
+    };
+    if o.callsite != c.callsite || !bits(regs).all(reg_covers) {
         return false;
     }
     // A stack shared with the checkpoint is the same (and covering is reflexive).
@@ -647,8 +652,8 @@ fn frame_covers(o: &Frame, c: &Frame, regs: u64) -> bool {
     // (Slots past the end of `cur`'s stack are invalid there.)
     let (os, cs) = (&o.stack[..], &c.stack[..]);
     let n = os.len().min(cs.len());
-    os[..n].iter().zip(&cs[..n]).all(|(o, c)| slot_covers(o, c))
-        && os[n..].iter().all(|o| slot_covers(o, &Slot::Invalid))
+    let covers = |o: &Slot, c: &Slot| matches!(o, Slot::Invalid | Slot::Misc) || slot_covers(o, c);
+    os[..n].iter().zip(&cs[..n]).all(|(o, c)| covers(o, c)) && os[n..].iter().all(|o| covers(o, &Slot::Invalid))
 }
 
 impl<'a> Walker<'a> {
