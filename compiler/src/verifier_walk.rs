@@ -764,17 +764,29 @@ impl<'a> Walker<'a> {
 
     fn alu(&mut self, cur: &mut Path, insn: Insn, is64: bool) {
         let op = alu_op(insn.code);
-        let dst = self.reg(cur, insn.dst);
         let x = insn.code & isa::BPF_X != 0;
-        let src = if x {
-            self.reg(cur, insn.src)
+        let imm = Sc::konst(if is64 {
+            insn.imm as i64 as u64
         } else {
-            Val::scalar(Sc::konst(if is64 {
-                insn.imm as i64 as u64
+            insn.imm as u32 as u64
+        });
+        // Most instructions are arithmetic on two scalars: read in place, without copying
+        // the registers (the last arm of the `match` below).
+        if !matches!(op, AluOp::Mov | AluOp::End | AluOp::Neg) {
+            let regs = &cur.state.last().expect("a frame").regs;
+            let b = if x {
+                regs[insn.src as usize % 11].sc()
             } else {
-                insn.imm as u32 as u64
-            }))
-        };
+                Some(imm)
+            };
+            if let (Val::Scalar { sc: a, .. }, Some(b)) = (&regs[insn.dst as usize % 11], b) {
+                let v = Val::scalar(scalar::alu(op, *a, b, is64, insn.off == 1));
+                self.set(cur, insn.dst, v);
+                return;
+            }
+        }
+        let dst = self.reg(cur, insn.dst);
+        let src = if x { self.reg(cur, insn.src) } else { Val::scalar(imm) };
         let v = match op {
             AluOp::Mov => match src {
                 Val::Scalar { sc, .. } if insn.off != 0 => Val::scalar(scalar::sign_extend(sc, insn.off)),
