@@ -182,6 +182,10 @@ struct Frame {
     stack: Rc<Vec<Slot>>,
     /// The call instruction that made this frame (u32::MAX for the outermost).
     callsite: u32,
+    /// The registers and stack slots holding scalars marked precise: always none in a
+    /// path's state, only checkpoints get precision marks (`mark_in`, which keeps these).
+    precise_regs: u16,
+    precise_slots: u64,
 }
 
 impl Frame {
@@ -192,6 +196,8 @@ impl Frame {
             regs,
             stack: Rc::default(),
             callsite,
+            precise_regs: 0,
+            precise_slots: 0,
         }
     }
     fn slot(&self, i: usize) -> Slot {
@@ -221,9 +227,6 @@ fn slot_of(off: i64) -> Option<usize> {
 
 type State = Vec<Frame>;
 
-/// One instruction of a path's history: its index and the frame it ran in.
-type Step = (u32, u8);
-
 /// The history length that forces a checkpoint (the kernel bounds its jump history so).
 const HIST: usize = 64;
 
@@ -246,21 +249,38 @@ impl Hist {
 
 const NO_STEP: u32 = u32::MAX;
 
-/// A step of the arena, with the index of the step before it on its path.
+/// A step of the arena: its instruction, the index of the step before it on its path, and
+/// what backtracking through it can touch (its `back_mask`, with its frame in the bits from
+/// `FRAME_SHIFT`), so that `back_steps` tests a step without decoding its instruction.
 #[derive(Clone, Copy)]
 struct Linked {
-    step: Step,
+    pc: u32,
     prev: u32,
+    mask: u32,
 }
 
-/// Appends `step` to the history `hist` of a path.
-fn push_step(arena: &mut Vec<Linked>, hist: &mut Hist, step: Step) {
+const FRAME_SHIFT: u32 = 24;
+
+impl Linked {
+    fn frame(&self) -> usize {
+        (self.mask >> FRAME_SHIFT) as usize % MAX_FRAMES
+    }
+}
+
+/// Appends the instruction at `pc`, run in frame `frame`, whose `back_mask` is `back`, to the
+/// history `hist` of a path. A step that backtracking cannot change anything through counts
+/// in the history's length but is not kept: `back_steps` would only skip it.
+fn push_step(arena: &mut Vec<Linked>, hist: &mut Hist, pc: usize, frame: usize, back: u32) {
+    hist.len += 1;
+    if back == 0 {
+        return;
+    }
     arena.push(Linked {
-        step,
+        pc: pc as u32,
         prev: hist.latest,
+        mask: back | (frame.min(MAX_FRAMES - 1) as u32) << FRAME_SHIFT,
     });
     hist.latest = (arena.len() - 1) as u32;
-    hist.len += 1;
 }
 
 /// A checkpoint: the state a path had at a prune point.
@@ -298,18 +318,6 @@ struct Path {
     hist: Hist,
 }
 
-impl Path {
-    /// A copy to walk the other way of a branch (sharing its history so far).
-    fn fork(&self) -> Path {
-        Path {
-            pc: self.pc,
-            state: self.state.clone(),
-            parent: self.parent,
-            hist: self.hist,
-        }
-    }
-}
-
 /// Registers and stack slots to mark precise, per frame (the kernel's `backtrack_state`).
 #[derive(Default)]
 struct Backtrack {
@@ -319,7 +327,13 @@ struct Backtrack {
 
 impl Backtrack {
     fn is_empty(&self) -> bool {
-        self.regs.iter().all(|r| *r == 0) && self.slots.iter().all(|s| *s == 0)
+        self.regs.iter().fold(0, |a, r| a | r) == 0 && self.slots.iter().fold(0, |a, s| a | s) == 0
+    }
+
+    /// The `back_mask` bits of the steps in frame `f` that can change this backtrack.
+    #[inline]
+    fn wanted(&self, f: usize) -> u32 {
+        BACK_ALWAYS | self.regs[f] as u32 | ((self.slots[f] != 0) as u32) << BACK_STACK.trailing_zeros()
     }
 }
 
@@ -392,6 +406,8 @@ struct Walker<'a> {
     /// Checkpoints to compare with, per instruction.
     explored: Vec<Vec<usize>>,
     pending: Vec<Path>,
+    /// The memory of states no longer used (`copy_state`).
+    spare: Vec<State>,
     /// Every step of the paths walked, linked (`Hist`).
     steps: Vec<Linked>,
     processed: u64,
@@ -431,6 +447,7 @@ impl<'a> Walker<'a> {
             nodes: Vec::new(),
             explored: vec![Vec::new(); insns.len()],
             pending: Vec::new(),
+            spare: Vec::new(),
             steps: Vec::new(),
             processed: 0,
             jumps: 0,
@@ -483,7 +500,10 @@ impl<'a> Walker<'a> {
             if done {
                 self.finish(cur.parent);
                 match self.pending.pop() {
-                    Some(p) => cur = p,
+                    Some(p) => {
+                        let ended = std::mem::replace(&mut cur, p);
+                        self.recycle(ended.state);
+                    }
                     None => return Ok(()),
                 }
             }
@@ -509,22 +529,24 @@ impl<'a> Walker<'a> {
         // A long history forces a checkpoint (the kernel bounds its jump history so).
         let force = cur.hist.len as usize >= HIST;
         let mut add = force || self.jumps - self.prev_jumps >= 2 && self.processed - self.prev_processed >= 8;
-        let mut list = std::mem::take(&mut self.explored[pc]);
+        // Inside a loop: different iterations rarely prune each other.
+        let in_loop_quiet = !force && self.jumps - self.prev_jumps < 20 && self.processed - self.prev_processed < 100;
+        let (list, nodes) = (&mut self.explored[pc], &mut self.nodes);
+        let live_top = self.live[pc];
         let mut hit = None;
         let mut i = 0;
         while i < list.len() {
             let n = list[i];
-            if self.nodes[n].branches > 0 {
-                // Inside a loop: different iterations rarely prune each other.
-                if !force && self.jumps - self.prev_jumps < 20 && self.processed - self.prev_processed < 100 {
+            let node = &mut nodes[n];
+            if node.branches > 0 {
+                if in_loop_quiet {
                     add = false;
                 }
-            } else if self.covers(&self.nodes[n].state, &cur.state, pc) {
-                self.nodes[n].hit += 1;
+            } else if covers(&self.live, live_top, &node.state, &cur.state) {
+                node.hit += 1;
                 hit = Some(n);
                 break;
             }
-            let node = &mut self.nodes[n];
             if add {
                 node.miss += 1;
             }
@@ -537,14 +559,14 @@ impl<'a> Walker<'a> {
             }
         }
         if let Some(n) = hit {
-            self.explored[pc] = list;
             self.propagate_precision(n, cur);
             return true;
         }
         if add {
             let id = self.nodes.len();
+            let state = self.copy_state(&cur.state);
             self.nodes.push(Node {
-                state: cur.state.clone(),
+                state,
                 parent: cur.parent,
                 hist: std::mem::replace(&mut cur.hist, Hist::EMPTY),
                 branches: 1,
@@ -553,76 +575,98 @@ impl<'a> Walker<'a> {
                 evicted: false,
             });
             cur.parent = Some(id);
-            forget_precision(&mut cur.state);
+            // The kernel's `mark_all_scalars_imprecise` has nothing to do here: a path's
+            // state never holds precision marks, only checkpoints do (`mark_in`).
             self.prev_processed = self.processed;
             self.prev_jumps = self.jumps;
-            list.push(id);
+            self.explored[pc].push(id);
         }
-        self.explored[pc] = list;
         false
     }
 
-    /// The kernel's `states_equal` (not exact): `old` allows everything `cur` can do.
-    fn covers(&self, old: &State, cur: &State, pc: usize) -> bool {
-        if old.len() != cur.len() {
-            return false;
-        }
-        let top = old.len() - 1;
-        for (i, (o, c)) in old.iter().zip(cur).enumerate() {
-            if o.callsite != c.callsite {
-                return false;
-            }
-            // Outer frames resume after their call: r6-r9 (and r10) are what survives.
-            let live = if i == top {
-                self.live[pc]
-            } else {
-                self.live.get(cur[i + 1].callsite as usize + 1).copied().unwrap_or(0) & 0x7c0
-            };
-            // Most misses are a precise scalar whose range `cur` leaves (a few in a hundred
-            // are anything else): those registers are compared first, the rest after. Covering
-            // is a conjunction, so the order changes nothing but how soon a miss is seen.
-            let mut rest = 0;
-            for r in bits(live as u64 & 0x3ff) {
-                if matches!(o.regs[r], Val::Scalar { precise: true, .. }) {
-                    if !val_covers(&o.regs[r], &c.regs[r]) {
-                        return false;
-                    }
-                } else {
-                    rest |= 1 << r;
-                }
-            }
-            for r in bits(rest) {
-                if !val_covers(&o.regs[r], &c.regs[r]) {
-                    return false;
-                }
-            }
-            // A stack shared with the checkpoint is the same (and covering is reflexive).
-            if Rc::ptr_eq(&o.stack, &c.stack) {
-                continue;
-            }
-            for s in 0..o.stack.len() {
-                if !slot_covers(o.slot(s), c.slot(s)) {
-                    return false;
-                }
-            }
-        }
-        true
+    /// A copy of `state`, in the memory of a state no longer used if there is one (states
+    /// are copied at every fork and checkpoint).
+    fn copy_state(&mut self, state: &State) -> State {
+        let mut copy = self.spare.pop().unwrap_or_default();
+        copy.clone_from(state);
+        copy
     }
 
+    /// Keeps the memory of a state no longer used for `copy_state`. Its frames are dropped
+    /// now: the stacks they share with other states would otherwise be copied on their next
+    /// write.
+    fn recycle(&mut self, mut state: State) {
+        state.clear();
+        self.spare.push(state);
+    }
+}
+
+/// The kernel's `states_equal` (not exact): `old` allows everything `cur` can do at a pc
+/// where `live_top` are the live registers (`live_at`: those before each instruction).
+/// Covering is a conjunction of pure tests: their order changes nothing but how soon a miss
+/// is seen.
+#[inline]
+fn covers(live_at: &[u16], live_top: u16, old: &State, cur: &State) -> bool {
+    if old.len() != cur.len() {
+        return false;
+    }
+    let top = old.len() - 1;
+    // Most misses are a precise scalar of the current frame whose range `cur` leaves (a few
+    // in a hundred are anything else): those are compared first.
+    let live_top = live_top as u64 & 0x3ff;
+    if !precise_regs_cover(&old[top], &cur[top], live_top) {
+        return false;
+    }
+    old.iter().zip(cur).enumerate().all(|(i, (o, c))| {
+        if i == top {
+            return frame_covers(o, c, live_top & !(o.precise_regs as u64));
+        }
+        // Outer frames resume after their call: r6-r9 (and r10) are what survives.
+        let live = live_at.get(cur[i + 1].callsite as usize + 1).copied().unwrap_or(0) & 0x7c0;
+        precise_regs_cover(o, c, live as u64) && frame_covers(o, c, live as u64 & !(o.precise_regs as u64))
+    })
+}
+
+/// `old`'s precise registers among `live` allow `cur`'s.
+fn precise_regs_cover(old: &Frame, cur: &Frame, live: u64) -> bool {
+    bits(live & old.precise_regs as u64).all(|r| match (&old.regs[r], &cur.regs[r]) {
+        (Val::Scalar { sc: o, .. }, Val::Scalar { sc: c, .. }) => o.contains(c),
+        (o, c) => val_covers(o, c),
+    })
+}
+
+/// The rest of `old`'s frame allows `cur`'s: its registers `regs`, its stack.
+fn frame_covers(o: &Frame, c: &Frame, regs: u64) -> bool {
+    // (The commonest cases, an unused register and an imprecise scalar, are tested inline.)
+    let reg_covers = |r: usize| match (&o.regs[r], &c.regs[r]) {
+        (Val::Uninit, _) | (Val::Scalar { precise: false, .. }, Val::Scalar { .. }) => true,
+        (o, c) => val_covers(o, c),
+    };
+    if o.callsite != c.callsite || !bits(regs).all(reg_covers) {
+        return false;
+    }
+    // A stack shared with the checkpoint is the same (and covering is reflexive).
+    if Rc::ptr_eq(&o.stack, &c.stack) {
+        return true;
+    }
+    // (Slots past the end of `cur`'s stack are invalid there.)
+    let (os, cs) = (&o.stack[..], &c.stack[..]);
+    let n = os.len().min(cs.len());
+    let covers = |o: &Slot, c: &Slot| matches!(o, Slot::Invalid | Slot::Misc) || slot_covers(o, c);
+    os[..n].iter().zip(&cs[..n]).all(|(o, c)| covers(o, c)) && os[n..].iter().all(|o| covers(o, &Slot::Invalid))
+}
+
+impl<'a> Walker<'a> {
     /// After pruning against `old`: what `old` needed precise, `cur`'s history needs too.
     fn propagate_precision(&mut self, old: usize, cur: &Path) {
         let mut bt = Backtrack::default();
         for (f, frame) in self.nodes[old].state.iter().enumerate() {
-            for (r, v) in frame.regs.iter().enumerate() {
-                if matches!(v, Val::Scalar { precise: true, .. }) && cur.state[f].regs[r].sc().is_some() {
+            for r in bits(frame.precise_regs as u64) {
+                if cur.state[f].regs[r].sc().is_some() {
                     bt.regs[f] |= 1 << r;
                 }
             }
-            for (s, slot) in frame.stack.iter().enumerate() {
-                if matches!(slot, Slot::Spill(Val::Scalar { precise: true, .. })) {
-                    bt.slots[f] |= 1 << s;
-                }
-            }
+            bt.slots[f] = frame.precise_slots;
         }
         self.backtrack(bt, cur.hist, cur.parent);
     }
@@ -642,7 +686,7 @@ impl<'a> Walker<'a> {
     }
 
     fn backtrack(&mut self, mut bt: Backtrack, hist: Hist, parent: Option<usize>) {
-        back_steps(&mut bt, self.insns, &self.back, &self.steps, hist);
+        back_steps(&mut bt, self.insns, &self.steps, hist);
         let mut n = parent;
         while let Some(i) = n {
             if bt.is_empty() {
@@ -653,7 +697,7 @@ impl<'a> Walker<'a> {
                 return;
             }
             let node = &self.nodes[i];
-            back_steps(&mut bt, self.insns, &self.back, &self.steps, node.hist);
+            back_steps(&mut bt, self.insns, &self.steps, node.hist);
             n = node.parent;
         }
     }
@@ -703,7 +747,7 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        push_step(&mut self.steps, &mut cur.hist, (pc as u32, depth as u8));
+        push_step(&mut self.steps, &mut cur.hist, pc, depth, self.back[pc]);
         cur.pc = new_pc;
         Ok(next)
     }
@@ -720,17 +764,29 @@ impl<'a> Walker<'a> {
 
     fn alu(&mut self, cur: &mut Path, insn: Insn, is64: bool) {
         let op = alu_op(insn.code);
-        let dst = self.reg(cur, insn.dst);
         let x = insn.code & isa::BPF_X != 0;
-        let src = if x {
-            self.reg(cur, insn.src)
+        let imm = Sc::konst(if is64 {
+            insn.imm as i64 as u64
         } else {
-            Val::scalar(Sc::konst(if is64 {
-                insn.imm as i64 as u64
+            insn.imm as u32 as u64
+        });
+        // Most instructions are arithmetic on two scalars: read in place, without copying
+        // the registers (the last arm of the `match` below).
+        if !matches!(op, AluOp::Mov | AluOp::End | AluOp::Neg) {
+            let regs = &cur.state.last().expect("a frame").regs;
+            let b = if x {
+                regs[insn.src as usize % 11].sc()
             } else {
-                insn.imm as u32 as u64
-            }))
-        };
+                Some(imm)
+            };
+            if let (Val::Scalar { sc: a, .. }, Some(b)) = (&regs[insn.dst as usize % 11], b) {
+                let v = Val::scalar(scalar::alu(op, *a, b, is64, insn.off == 1));
+                self.set(cur, insn.dst, v);
+                return;
+            }
+        }
+        let dst = self.reg(cur, insn.dst);
+        let src = if x { self.reg(cur, insn.src) } else { Val::scalar(imm) };
         let v = match op {
             AluOp::Mov => match src {
                 Val::Scalar { sc, .. } if insn.off != 0 => Val::scalar(scalar::sign_extend(sc, insn.off)),
@@ -954,9 +1010,11 @@ impl<'a> Walker<'a> {
         };
         if changes_packet(id) {
             for_each_val(&mut cur.state, |v| {
-                if is_packet(v) {
+                let packet = is_packet(v);
+                if packet {
                     *v = Val::scalar(Sc::UNKNOWN);
                 }
+                packet
             });
         }
         self.clobber_caller_saved(cur);
@@ -1054,9 +1112,11 @@ impl<'a> Walker<'a> {
         // Pointers into the callee's frame are dangling now (the kernel refuses their use).
         let depth = cur.state.len();
         for_each_val(&mut cur.state, |v| {
-            if matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth) {
+            let dangling = matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth);
+            if dangling {
                 *v = Val::scalar(Sc::UNKNOWN);
             }
+            dangling
         });
         Some(callee.callsite as usize + 1)
     }
@@ -1094,7 +1154,12 @@ impl<'a> Walker<'a> {
         if let Some(t) = taken {
             return Ok(Some(if t { target } else { pc + 1 }));
         }
-        let mut other = cur.fork();
+        let mut other = Path {
+            pc: cur.pc,
+            state: self.copy_state(&cur.state),
+            parent: cur.parent,
+            hist: cur.hist,
+        };
         if let Some(op) = op {
             self.narrow(&mut other, insn, op, x, is32);
             self.narrow(cur, insn, op.negate(), x, is32);
@@ -1104,11 +1169,7 @@ impl<'a> Walker<'a> {
         match (this_possible, other_possible) {
             (true, true) => {
                 other.pc = target;
-                push_step(
-                    &mut self.steps,
-                    &mut other.hist,
-                    (pc as u32, (cur.state.len() - 1) as u8),
-                );
+                push_step(&mut self.steps, &mut other.hist, pc, cur.state.len() - 1, self.back[pc]);
                 if let Some(p) = other.parent {
                     self.nodes[p].branches += 1;
                 }
@@ -1119,12 +1180,19 @@ impl<'a> Walker<'a> {
                 }
                 Ok(Some(pc + 1))
             }
-            (true, false) => Ok(Some(pc + 1)),
+            (true, false) => {
+                self.recycle(other.state);
+                Ok(Some(pc + 1))
+            }
             (false, true) => {
-                *cur = other;
+                let this = std::mem::replace(cur, other);
+                self.recycle(this.state);
                 Ok(Some(target))
             }
-            (false, false) => Ok(None),
+            (false, false) => {
+                self.recycle(other.state);
+                Ok(None)
+            }
         }
     }
 
@@ -1171,12 +1239,12 @@ fn set_range(path: &mut Path, r: u8, id: u32, sc: Sc) {
     if id == 0 {
         return;
     }
-    for_each_val(&mut path.state, |v| {
-        if let Val::Scalar { sc: s, id: i, .. } = v {
-            if *i == id {
-                *s = sc;
-            }
+    for_each_val(&mut path.state, |v| match v {
+        Val::Scalar { sc: s, id: i, .. } if *i == id && *s != sc => {
+            *s = sc;
+            true
         }
+        _ => false,
     });
 }
 
@@ -1190,40 +1258,41 @@ fn packet_bound(state: &mut State, p: Ptr, op: JmpOp) {
     if p.off < 0 || p.var.umax > 0xffff {
         return;
     }
-    for_each_val(state, |v| {
-        if let Val::Ptr(q) = v {
-            if q.kind == Kind::Pkt && q.id == p.id {
-                q.range = q.range.max(range);
-            }
+    for_each_val(state, |v| match v {
+        Val::Ptr(q) if q.kind == Kind::Pkt && q.id == p.id && q.range < range => {
+            q.range = range;
+            true
         }
+        _ => false,
     });
 }
 
 /// A null test of pointer `id` went one way.
 fn set_null(state: &mut State, id: u32, null: bool) {
-    for_each_val(state, |v| {
-        if let Val::Ptr(q) = v {
-            if q.maybe_null && q.id == id {
-                if null {
-                    *v = Val::scalar(Sc::konst(0));
-                } else {
-                    q.maybe_null = false;
-                }
+    for_each_val(state, |v| match v {
+        Val::Ptr(q) if q.maybe_null && q.id == id => {
+            if null {
+                *v = Val::scalar(Sc::konst(0));
+            } else {
+                q.maybe_null = false;
             }
+            true
         }
+        _ => false,
     });
 }
 
-/// Applies `f` to every register and spilled value; a stack shared with other states is
-/// copied only if `f` changes one of its values.
-fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val)) {
+/// Applies `f` to every register and spilled value; `f` tells whether it changed the value,
+/// so that a stack shared with other states is copied only if one of its values changes.
+fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val) -> bool) {
     for frame in state.iter_mut() {
-        frame.regs.iter_mut().for_each(&mut f);
+        for v in frame.regs.iter_mut() {
+            f(v);
+        }
         for i in 0..frame.stack.len() {
-            if let Slot::Spill(v) = frame.stack[i] {
-                let mut new = v;
-                f(&mut new);
-                if new != v {
+            if let Slot::Spill(v) = &frame.stack[i] {
+                let mut new = *v;
+                if f(&mut new) {
                     Rc::make_mut(&mut frame.stack)[i] = Slot::Spill(new);
                 }
             }
@@ -1254,16 +1323,6 @@ fn changes_packet(id: i32) -> bool {
     )
 }
 
-/// After a checkpoint the current state starts imprecise: precision is found again by
-/// backtracking when needed (the kernel's `mark_all_scalars_imprecise`).
-fn forget_precision(state: &mut State) {
-    for_each_val(state, |v| {
-        if let Val::Scalar { precise, .. } = v {
-            *precise = false;
-        }
-    });
-}
-
 /// The kernel's `regsafe` (not exact): anything `cur` holds is allowed where `old` was.
 #[inline]
 fn val_covers(old: &Val, cur: &Val) -> bool {
@@ -1286,13 +1345,13 @@ fn val_covers(old: &Val, cur: &Val) -> bool {
 
 /// The kernel's `stacksafe` for one slot (misc and uninitialised slots of `old` allow
 /// anything: luabpf programs load with CAP_BPF and CAP_PERFMON).
-fn slot_covers(old: Slot, cur: Slot) -> bool {
+fn slot_covers(old: &Slot, cur: &Slot) -> bool {
     match (old, cur) {
         (Slot::Invalid | Slot::Misc, _) => true,
         (Slot::Zero, Slot::Zero) => true,
-        (Slot::Spill(o @ Val::Scalar { .. }), Slot::Misc) => val_covers(&o, &Val::scalar(Sc::UNKNOWN)),
-        (Slot::Spill(o @ Val::Scalar { .. }), Slot::Zero) => val_covers(&o, &Val::scalar(Sc::konst(0))),
-        (Slot::Spill(o), Slot::Spill(c)) => val_covers(&o, &c),
+        (Slot::Spill(o @ Val::Scalar { .. }), Slot::Misc) => val_covers(o, &Val::scalar(Sc::UNKNOWN)),
+        (Slot::Spill(o @ Val::Scalar { .. }), Slot::Zero) => val_covers(o, &Val::scalar(Sc::konst(0))),
+        (Slot::Spill(o), Slot::Spill(c)) => val_covers(o, c),
         _ => false,
     }
 }
@@ -1308,7 +1367,10 @@ fn mark_in(bt: &mut Backtrack, state: &mut State) {
         };
         for r in bits(bt.regs[f] as u64 & 0x7ff) {
             match &mut frame.regs[r] {
-                Val::Scalar { precise: p @ false, .. } => *p = true,
+                Val::Scalar { precise: p @ false, .. } => {
+                    *p = true;
+                    frame.precise_regs |= 1 << r;
+                }
                 _ => bt.regs[f] &= !(1 << r),
             }
         }
@@ -1317,6 +1379,7 @@ fn mark_in(bt: &mut Backtrack, state: &mut State) {
                 Slot::Spill(Val::Scalar { precise: false, .. }) => {
                     if let Slot::Spill(Val::Scalar { precise, .. }) = &mut Rc::make_mut(&mut frame.stack)[s] {
                         *precise = true;
+                        frame.precise_slots |= 1 << s;
                     }
                 }
                 _ => bt.slots[f] &= !(1 << s),
@@ -1338,18 +1401,25 @@ fn bits(mut m: u64) -> impl Iterator<Item = usize> {
 
 /// `back_step` over a history, latest first; once nothing is left to follow, the rest of it
 /// would change nothing.
-fn back_steps(bt: &mut Backtrack, insns: &[Insn], back: &[u32], arena: &[Linked], hist: Hist) {
+fn back_steps(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) {
     // (Only `back_step` changes `bt`: emptiness is tested after it, not on every step.)
     if bt.is_empty() {
         return;
     }
-    for (pc, frame) in history(arena, hist) {
-        // Most steps touch nothing being followed: `back` tells so without decoding them.
-        let m = back[pc as usize];
-        let f = (frame as usize).min(MAX_FRAMES - 1);
-        if m & BACK_ALWAYS != 0 || m as u16 & bt.regs[f] != 0 || m & BACK_STACK != 0 && bt.slots[f] != 0 {
-            back_step(bt, insns[pc as usize], frame as usize);
-            if bt.is_empty() {
+    // Most steps touch nothing being followed: their mask tells so without decoding them.
+    // Most run in the outermost frame, whose wanted bits are kept at hand (a step of frame 0
+    // has no frame bits in its mask).
+    let mut wanted_0 = bt.wanted(0);
+    let mut at = hist.latest;
+    while let Some(l) = arena.get(at as usize) {
+        at = l.prev;
+        let f = l.frame();
+        let wanted = if f == 0 { wanted_0 } else { bt.wanted(f) };
+        if l.mask & wanted != 0 {
+            back_step(bt, insns[l.pc as usize], f);
+            wanted_0 = bt.wanted(0);
+            // (Marks left in the step's frame: not empty, without looking at the others.)
+            if bt.wanted(f) == BACK_ALWAYS && bt.is_empty() {
                 return;
             }
         }
@@ -1389,13 +1459,14 @@ fn back_mask(insn: Insn) -> u32 {
     }
 }
 
-/// The steps of a path's history, latest first.
-fn history(arena: &[Linked], hist: Hist) -> impl Iterator<Item = Step> + '_ {
+/// The steps kept of a path's history, latest first: their pcs and frames.
+#[cfg(test)]
+fn history(arena: &[Linked], hist: Hist) -> impl Iterator<Item = (u32, usize)> + '_ {
     let mut at = hist.latest;
     std::iter::from_fn(move || {
         let l = arena.get(at as usize)?;
         at = l.prev;
-        Some(l.step)
+        Some((l.pc, l.frame()))
     })
 }
 
@@ -1563,29 +1634,35 @@ fn uses_defs(insn: Insn) -> (u16, u16) {
 fn live_registers(insns: &[Insn]) -> Vec<u16> {
     let n = insns.len();
     let mut live = vec![0u16; n];
-    let succ = |i: usize| -> Vec<usize> {
-        let insn = insns[i];
-        let class = insn.class();
-        let next = i + if insn.is_ld_imm64() { 2 } else { 1 };
-        if class == isa::BPF_JMP || class == isa::BPF_JMP32 {
-            let op = insn.code & 0xf0;
-            let target = (i as i64 + insn.off as i64 + 1) as usize;
-            if op == JmpOp::Exit as u8 {
-                return vec![];
-            } else if op == JmpOp::Ja as u8 {
-                return vec![target];
-            } else if op != JmpOp::Call as u8 {
-                return vec![next, target];
+    // The successors of each instruction (`NONE` for none) and its uses and definitions,
+    // computed once: the fixpoint below visits every instruction several times.
+    const NONE: usize = usize::MAX;
+    let succ: Vec<[usize; 2]> = (0..n)
+        .map(|i| {
+            let insn = insns[i];
+            let class = insn.class();
+            let next = i + if insn.is_ld_imm64() { 2 } else { 1 };
+            if class == isa::BPF_JMP || class == isa::BPF_JMP32 {
+                let op = insn.code & 0xf0;
+                let target = (i as i64 + insn.off as i64 + 1) as usize;
+                if op == JmpOp::Exit as u8 {
+                    return [NONE; 2];
+                } else if op == JmpOp::Ja as u8 {
+                    return [target, NONE];
+                } else if op != JmpOp::Call as u8 {
+                    return [next, target];
+                }
             }
-        }
-        vec![next]
-    };
+            [next, NONE]
+        })
+        .collect();
+    let uses_defs: Vec<(u16, u16)> = insns.iter().map(|i| uses_defs(*i)).collect();
     let mut changed = true;
     while changed {
         changed = false;
         for i in (0..n).rev() {
-            let out = succ(i).into_iter().filter(|&j| j < n).fold(0u16, |m, j| m | live[j]);
-            let (u, d) = uses_defs(insns[i]);
+            let out = succ[i].iter().filter(|&&j| j < n).fold(0u16, |m, &j| m | live[j]);
+            let (u, d) = uses_defs[i];
             let v = (u | (out & !d)) & 0x3ff;
             if v != live[i] {
                 live[i] = v;
@@ -1622,15 +1699,17 @@ mod tests {
     fn forked_paths_share_the_steps_before_the_fork() {
         let mut arena = Vec::new();
         let mut a = Hist::EMPTY;
-        push_step(&mut arena, &mut a, (0, 0));
-        push_step(&mut arena, &mut a, (1, 0));
+        push_step(&mut arena, &mut a, 0, 0, 1);
+        push_step(&mut arena, &mut a, 1, 0, 1);
         let mut b = a;
-        push_step(&mut arena, &mut a, (2, 0));
-        push_step(&mut arena, &mut b, (7, 1));
+        push_step(&mut arena, &mut a, 2, 0, 1);
+        push_step(&mut arena, &mut b, 7, 1, 1);
+        // A step backtracking cannot change anything through counts but is not kept.
+        push_step(&mut arena, &mut b, 8, 1, 0);
         let steps = |h| history(&arena, h).collect::<Vec<_>>();
         assert_eq!(steps(a), [(2, 0), (1, 0), (0, 0)]);
         assert_eq!(steps(b), [(7, 1), (1, 0), (0, 0)]);
-        assert_eq!((a.len, b.len, arena.len()), (3, 3, 4));
+        assert_eq!((a.len, b.len, arena.len()), (3, 4, 4));
         assert!(steps(Hist::EMPTY).is_empty());
     }
 
@@ -1697,7 +1776,7 @@ mod tests {
             let frame = (next() % 9) as usize;
             let f = frame.min(MAX_FRAMES - 1);
             let mask = back_mask(insn);
-            if mask & BACK_ALWAYS != 0 || mask as u16 & bt.regs[f] != 0 || mask & BACK_STACK != 0 && bt.slots[f] != 0 {
+            if mask & bt.wanted(f) != 0 {
                 continue;
             }
             skipped += 1;
