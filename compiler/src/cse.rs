@@ -35,18 +35,19 @@ fn forget(avail: &mut Avail, v: Value) {
     avail.loads.retain(|(base, _, _), d| *base != v && *d != v);
 }
 
-pub fn reuse_expressions(f: &mut Function) -> bool {
-    let defs = f.def_counts();
-    let order = f.reverse_postorder();
+pub fn reuse_expressions(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    let (cfg, defs) = facts.cfg_and_defs(f);
+    let order = &cfg.order;
+    // Counted per edge (a branch with both sides to one block counts twice), unlike `cfg.preds`.
     let mut preds: SecondaryMap<Block, u32> = f.block_map();
-    for &b in &order {
+    for &b in order {
         for s in f.blocks[b].term.0.successors() {
             preds[s] += 1;
         }
     }
     let mut edge: HashMap<Block, Avail> = HashMap::default();
     let mut changed = false;
-    for &b in &order {
+    for &b in order {
         let mut avail = if preds[b] == 1 && b != f.entry {
             edge.remove(&b).unwrap_or_default()
         } else {
@@ -147,7 +148,7 @@ mod tests {
             (add(s3, x, n), at),
         ];
         f.blocks[next].term.0 = Terminator::Return(Operand::Value(s3));
-        assert!(reuse_expressions(&mut f));
+        assert!(reuse_expressions(&mut f, &mut Default::default()));
         let listing = crate::ir::display(&f);
         assert!(listing.contains(&format!("{s2} = {s1}")), "{listing}");
         assert!(listing.contains(&format!("{s3} = Add {x}, {n}")), "{listing}");
@@ -178,7 +179,7 @@ mod tests {
         };
         f.blocks[next].insts = vec![(load(l2), at), (store, at), (load(l3), at)];
         f.blocks[next].term.0 = Terminator::Return(Operand::Value(l3));
-        assert!(reuse_expressions(&mut f));
+        assert!(reuse_expressions(&mut f, &mut Default::default()));
         let listing = crate::ir::display(&f);
         assert!(listing.contains(&format!("{l2} = {l1}")), "{listing}");
         assert!(listing.contains(&format!("{l3} = load.B")), "{listing}");

@@ -52,8 +52,7 @@ struct Defs {
     once: SecondaryMap<Value, bool>,
 }
 
-fn defs(f: &Function) -> Defs {
-    let counts = f.def_counts();
+fn defs(f: &Function, counts: &SecondaryMap<Value, u32>) -> Defs {
     let mut d = Defs {
         map_addr: f.value_map(),
         slot_addr: f.value_map(),
@@ -154,8 +153,8 @@ fn null_test(t: &Terminator, alias: &[(Value, Value)]) -> Option<(Value, Block, 
     }
 }
 
-pub fn reuse_lookups(f: &mut Function) -> bool {
-    let d = defs(f);
+pub fn reuse_lookups(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    let d = defs(f, facts.defs(f));
     // Without a lookup there is nothing to reuse or to know non-null: skip the dataflow.
     let lookups = f
         .blocks
@@ -167,15 +166,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
     if lookups == 0 {
         return false;
     }
-    let order = f.reverse_postorder();
-    let mut preds: SecondaryMap<Block, Vec<Block>> = f.block_map();
-    for &p in &order {
-        for s in f.blocks[p].term.0.successors() {
-            if !preds[s].contains(&p) {
-                preds[s].push(p);
-            }
-        }
-    }
+    let crate::facts::Cfg { order, preds, .. } = facts.cfg(f);
     let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = f.block_map();
     let entry_in = |out: &SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>>, f: &Function, b: Block| {
         if b == f.entry {
@@ -202,7 +193,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
     // Solve (optimistically: unvisited predecessors are skipped, then iterate).
     for _ in 0..16 {
         let mut stable = true;
-        for &b in &order {
+        for &b in order {
             let mut s = entry_in(&out, f, b);
             let mut alias = Vec::new();
             for (inst, _) in &f.blocks[b].insts {
@@ -222,7 +213,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
         }
     }
     let mut changed = false;
-    for &b in &order {
+    for &b in order {
         let mut s = entry_in(&out, f, b);
         let mut alias = Vec::new();
         let mut insts = std::mem::take(&mut f.blocks[b].insts);
@@ -311,7 +302,7 @@ mod tests {
         for b in [store, insert, miss] {
             f.blocks[b].term.0 = Terminator::Return(Operand::Imm(b.as_u32() as i64));
         }
-        assert!(reuse_lookups(&mut f));
+        assert!(reuse_lookups(&mut f, &mut Default::default()));
         let listing = crate::ir::display(&f);
         assert_eq!(listing.matches("call #1").count(), 1, "{listing}");
         assert!(listing.contains(&format!("{r2} = {r1}")), "{listing}");
@@ -346,6 +337,6 @@ mod tests {
             (lookup(r2), at),
         ];
         f.blocks[e].term.0 = Terminator::Return(Operand::Value(r2));
-        assert!(!reuse_lookups(&mut f));
+        assert!(!reuse_lookups(&mut f, &mut Default::default()));
     }
 }

@@ -96,7 +96,9 @@ pub(crate) type Preds = smallvec::SmallVec<[Block; 2]>;
 
 /// Each block's predecessors among the blocks of `order`, each once.
 pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Preds> {
-    let mut preds: SecondaryMap<Block, Preds> = f.block_map();
+    // Made whole rather than grown (`block_map` clones its default into every entry, which
+    // for a small vector showed in profiles).
+    let mut preds: SecondaryMap<Block, Preds> = (0..f.blocks.len()).map(|_| Preds::new()).collect::<Vec<_>>().into();
     for &b in order {
         for s in f.blocks[b].term.0.successors() {
             if !preds[s].contains(&b) {
@@ -133,15 +135,12 @@ pub(crate) fn redirect(t: &mut Terminator, from: Block, to: Block) {
 /// Gives each predecessor that decides a small join block's branch its own copy of the block,
 /// ending in a jump. Loop headers are left alone (the loop's shape is what the verifier
 /// bounds).
-pub fn thread_decided_branches(f: &mut Function) -> bool {
-    let order = f.reverse_postorder();
-    let mut index: SecondaryMap<Block, usize> = f.block_map();
-    for (i, &b) in order.iter().enumerate() {
-        index[b] = i;
-    }
-    let preds = predecessors(f, &order);
+pub fn thread_decided_branches(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    let crate::facts::Cfg {
+        order, index, preds, ..
+    } = facts.cfg(f);
     let mut changed = false;
-    for &b in &order {
+    for &b in order {
         let d = &f.blocks[b];
         if b == f.entry
             || d.insts.len() > MAX_COPY
@@ -170,11 +169,10 @@ pub fn thread_decided_branches(f: &mut Function) -> bool {
 }
 
 /// Appends a block to its only predecessor when that predecessor just jumps to it.
-pub fn merge_chains(f: &mut Function) -> bool {
-    let order = f.reverse_postorder();
-    let preds = predecessors(f, &order);
+pub fn merge_chains(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    let crate::facts::Cfg { order, preds, .. } = facts.cfg(f);
     let mut changed = false;
-    for &p in &order {
+    for &p in order {
         loop {
             let Terminator::Jump(s) = f.blocks[p].term.0 else { break };
             if s == p || s == f.entry || preds[s].len() != 1 {
@@ -235,7 +233,7 @@ mod tests {
         };
         f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
         f.blocks[no].term.0 = Terminator::Return(Operand::Imm(2));
-        assert!(thread_decided_branches(&mut f));
+        assert!(thread_decided_branches(&mut f, &mut Default::default()));
         crate::opt::thread_jumps(&mut f);
         let listing = crate::ir::display(&f);
         assert!(!listing.contains(&format!("if Jne {flag}")), "{listing}");
