@@ -1,4 +1,4 @@
-//! A set of small dense indices, one bit each: the live values of `liveness` and of
+//! A set of small dense indices, one bit each: the live values along a block in
 //! `opt::remove_dead_writes`.
 
 /// Holds indices below the size it was made with.

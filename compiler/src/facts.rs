@@ -11,7 +11,7 @@
 
 use cranelift_entity::SecondaryMap;
 
-use crate::ir::{Block, Function, Inst, Successors, Value};
+use crate::ir::{Block, Function, Inst, Value};
 use crate::threading::{predecessors, Preds};
 
 /// The control-flow facts of a function, valid while its blocks' successors are unchanged.
@@ -24,7 +24,7 @@ pub struct Cfg {
     pub(crate) preds: SecondaryMap<Block, Preds>,
     /// What the facts were computed from: the entry and every block's successors.
     entry: Block,
-    shape: Vec<Successors>,
+    shape: Vec<([Block; 2], usize)>,
 }
 
 impl Cfg {
@@ -40,7 +40,7 @@ impl Cfg {
             index,
             preds,
             entry: f.entry,
-            shape: f.blocks.values().map(|d| d.term.0.successors()).collect(),
+            shape: f.blocks.values().map(|d| d.term.0.successor_pair()).collect(),
         }
     }
 
@@ -51,7 +51,7 @@ impl Cfg {
             && f.blocks
                 .values()
                 .zip(&self.shape)
-                .all(|(d, s)| d.term.0.successors() == *s)
+                .all(|(d, s)| d.term.0.successor_pair() == *s)
     }
 }
 

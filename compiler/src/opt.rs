@@ -68,7 +68,7 @@ fn simplify(
         if decided {
             facts.edited(f);
         }
-        let dead = remove_dead_writes(f);
+        let dead = remove_dead_writes(f, facts);
         if dead {
             facts.edited(f);
         }
@@ -302,13 +302,10 @@ pub fn fold_add_chains(f: &mut Function, facts: &mut Facts) -> bool {
 /// hold at the `|` what they held at the shifts.
 pub fn combine_shifts(f: &mut Function, facts: &mut Facts) -> bool {
     let defs = facts.defs(f);
-    let mut reads: SecondaryMap<Value, u32> = f.value_map();
     let mut shift_of: SecondaryMap<Value, Option<(BinOp, Value, i64)>> = f.value_map();
+    let mut shifts = 0;
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
-            for u in inst.uses() {
-                reads[u] += 1;
-            }
             if let Inst::Bin {
                 op: op @ (BinOp::Lsh | BinOp::Rsh | BinOp::Arsh),
                 dst,
@@ -318,8 +315,19 @@ pub fn combine_shifts(f: &mut Function, facts: &mut Facts) -> bool {
             {
                 if defs[*dst] == 1 && defs[*a] == 1 && dst != a && f.values[*a] == ValueKind::Scalar {
                     shift_of[*dst] = Some((*op, *a, *k));
+                    shifts += 1;
                 }
             }
+        }
+    }
+    // Two shifts at least, or nothing to combine: most runs stop here, before counting reads.
+    if shifts < 2 {
+        return false;
+    }
+    let mut reads: SecondaryMap<Value, u32> = f.value_map();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            inst.each_use(|u| reads[u] += 1);
         }
         for u in b.term.0.uses() {
             reads[u] += 1;
@@ -584,9 +592,7 @@ fn remove_dead_reporting(f: &mut Function) -> Outcome {
     let mut used: SecondaryMap<Value, bool> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
-            for u in inst.uses() {
-                used[u] = true;
-            }
+            inst.each_use(|u| used[u] = true);
         }
         for u in b.term.0.uses() {
             used[u] = true;
@@ -621,12 +627,13 @@ fn remove_dead_reporting(f: &mut Function) -> Outcome {
 /// Drops pure instructions whose result is overwritten (or never read) on every path before
 /// a read: the IR is not SSA, so `remove_dead` alone keeps the stale writes of a variable
 /// that is read elsewhere.
-pub fn remove_dead_writes(f: &mut Function) -> bool {
-    let live = crate::liveness::Liveness::compute(f);
+pub fn remove_dead_writes(f: &mut Function, facts: &mut Facts) -> bool {
+    let live = crate::liveness::Liveness::compute_in(f, facts.cfg(f).order.clone());
     let mut changed = false;
     // The values live along the block, as bits by value number: one set reused for every
-    // block (a hash set built per block showed in profiles).
+    // block (a hash set built per block showed in profiles), and so is `keep`.
     let mut now = crate::bitset::BitSet::new(f.values.len());
+    let mut keep = Vec::new();
     for &b in live.order() {
         now.clear();
         live.live_out(b).for_each(|v| now.insert(v.as_u32() as usize));
@@ -636,7 +643,8 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
             .uses()
             .into_iter()
             .for_each(|v| now.insert(v.as_u32() as usize));
-        let mut keep = vec![true; d.insts.len()];
+        keep.clear();
+        keep.resize(d.insts.len(), true);
         for (i, (inst, _)) in d.insts.iter().enumerate().rev() {
             if let Some(v) = inst.def() {
                 if !now.contains(v.as_u32() as usize) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) {
@@ -645,7 +653,7 @@ pub fn remove_dead_writes(f: &mut Function) -> bool {
                 }
                 now.remove(v.as_u32() as usize);
             }
-            inst.uses().into_iter().for_each(|v| now.insert(v.as_u32() as usize));
+            inst.each_use(|v| now.insert(v.as_u32() as usize));
         }
         if keep.iter().any(|k| !k) {
             let mut i = 0;

@@ -81,11 +81,7 @@ fn read_extents(f: &Function, maps: &MapSizes, defs: &SecondaryMap<Value, u32>) 
                         }
                     }
                 }
-                _ => {
-                    for u in inst.uses() {
-                        whole(&mut need, u);
-                    }
-                }
+                _ => inst.each_use(|u| whole(&mut need, u)),
             }
         }
         for u in b.term.0.uses() {
