@@ -38,17 +38,7 @@ pub struct Liveness {
 /// The bits of row `b` set, as indices.
 fn row_bits(rows: &[u64], words: usize, b: Block) -> impl Iterator<Item = usize> + '_ {
     let at = b.index() * words;
-    rows[at..at + words].iter().enumerate().flat_map(|(i, &w)| {
-        let mut w = w;
-        std::iter::from_fn(move || {
-            if w == 0 {
-                return None;
-            }
-            let bit = w.trailing_zeros() as usize;
-            w &= w - 1;
-            Some(i * 64 + bit)
-        })
-    })
+    crate::bitset::bits(&rows[at..at + words])
 }
 
 fn row_has(rows: &[u64], words: usize, b: Block, i: usize) -> bool {

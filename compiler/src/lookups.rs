@@ -153,17 +153,65 @@ fn null_test(t: &Terminator, alias: &[(Value, Value)]) -> Option<(Value, Block, 
     }
 }
 
+/// Whether the data flow below can change anything: a lookup is reused only when another
+/// lookup has the same key, and a null test is decided only when another null test of the
+/// same result (or a copy of it) came first on every path. Most runs (the pass runs in every
+/// round of the local passes) find neither and skip the data flow, which costs most of this
+/// pass.
+fn may_reuse(f: &Function, d: &Defs) -> bool {
+    let mut keys: Vec<(u32, Slot, u32)> = Vec::new();
+    // What a null test can be about: a call's result, or a copy (of any of them).
+    #[derive(Clone, Copy, Default, PartialEq)]
+    enum Tested {
+        #[default]
+        No,
+        Result,
+        Copy,
+    }
+    let mut tested: SecondaryMap<Value, Tested> = f.value_map();
+    for b in f.blocks.values() {
+        for (inst, _) in &b.insts {
+            if let Some((map, slot, off, _)) = as_lookup(d, inst) {
+                keys.push((map, slot, off));
+            }
+            match inst {
+                Inst::Call { dst: Some(v), .. } => tested[*v] = Tested::Result,
+                Inst::Mov { dst, .. } => tested[*dst] = Tested::Copy,
+                _ => {}
+            }
+        }
+    }
+    if keys.is_empty() {
+        return false;
+    }
+    keys.sort_unstable();
+    if keys.windows(2).any(|w| w[0] == w[1]) {
+        return true;
+    }
+    let (mut results, mut copies) = (Vec::new(), 0);
+    for b in f.blocks.values() {
+        if let Terminator::Branch {
+            op: JmpOp::Jeq | JmpOp::Jne,
+            a,
+            b: Operand::Imm(0),
+            ..
+        } = b.term.0
+        {
+            match tested[a] {
+                Tested::Result => results.push(a),
+                Tested::Copy => copies += 1,
+                Tested::No => {}
+            }
+        }
+    }
+    results.sort_unstable();
+    // A copy may be of any result, so it may repeat any other test.
+    (copies > 0 && copies + results.len() >= 2) || results.windows(2).any(|w| w[0] == w[1])
+}
+
 pub fn reuse_lookups(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
     let d = defs(f, facts.defs(f));
-    // Without a lookup there is nothing to reuse or to know non-null: skip the dataflow.
-    let lookups = f
-        .blocks
-        .values()
-        .flat_map(|b| b.insts.iter())
-        .filter(|(i, _)| as_lookup(&d, i).is_some())
-        .count();
-    // (One lookup still decides repeated null tests of its result.)
-    if lookups == 0 {
+    if !may_reuse(f, &d) {
         return false;
     }
     let crate::facts::Cfg { order, preds, .. } = facts.cfg(f);

@@ -97,13 +97,16 @@ pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes, known: &mut cr
     let mut changed = remove_repeated_slot_stores(f, known);
     // (Stores write no value: the write counts are still those of `f` after the removals.)
     let need = read_extents(f, maps, known.defs(f));
+    // One buffer for every block's marks (a vector per block showed in profiles).
+    let mut dead = Vec::new();
     for (_, b) in f.blocks.iter_mut() {
         let before = b.insts.len();
         b.insts.retain(|(inst, _)| match inst {
             Inst::StoreSlot { slot, off, .. } => *off < need[*slot],
             _ => true,
         });
-        let mut dead = vec![false; b.insts.len()];
+        dead.clear();
+        dead.resize(b.insts.len(), false);
         for (i, (inst, _)) in b.insts.iter().enumerate() {
             let Inst::StoreSlot { slot, off, size, .. } = inst else {
                 continue;
