@@ -691,7 +691,6 @@ pub(crate) fn laid_out_in_loops(f: &Function, order: &[Block]) -> SecondaryMap<B
 /// verifier's state checkpoints so that it walked the scan loops' latches more often.
 pub fn share_returns(f: &mut Function, facts: &mut Facts) -> bool {
     let order = &facts.cfg(f).order;
-    let in_loop = laid_out_in_loops(f, order);
     let mut first: rustc_hash::FxHashMap<i64, Block> = Default::default();
     let mut canon: SecondaryMap<Block, Option<Block>> = f.block_map();
     // The shared block is the lowest-numbered copy, not the first in the order: redirecting
@@ -703,13 +702,21 @@ pub fn share_returns(f: &mut Function, facts: &mut Facts) -> bool {
             *c = (*c).min(b);
         }
     }
+    let mut shared = false;
     for &b in order {
         if let Some(k) = f.returned_constant(b) {
             if first[&k] != b {
                 canon[b] = Some(first[&k]);
+                shared = true;
             }
         }
     }
+    // No second copy of any `return k`: nothing to redirect (most runs), and the loop spans
+    // need not be found.
+    if !shared {
+        return false;
+    }
+    let in_loop = laid_out_in_loops(f, order);
     let mut changed = false;
     for &b in order.iter().filter(|&&b| !in_loop[b]) {
         let mut t = f.blocks[b].term.0.clone();
@@ -739,6 +746,16 @@ fn forward(f: &Function, mut b: Block) -> Block {
 }
 
 pub fn thread_jumps(f: &mut Function) -> bool {
+    // Without an empty block that only jumps elsewhere, `forward` goes nowhere, and the only
+    // change left is a branch whose two sides are one block (most runs find neither).
+    let threads = f.blocks.iter().any(|(b, d)| match &d.term.0 {
+        Terminator::Jump(t) => d.insts.is_empty() && *t != b,
+        Terminator::Branch { then_, else_, .. } => then_ == else_,
+        _ => false,
+    });
+    if !threads {
+        return false;
+    }
     let blocks: Vec<Block> = f.blocks.keys().collect();
     let mut changed = false;
     for b in blocks {
