@@ -107,3 +107,56 @@ impl Facts {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Operand, Terminator, ValueKind};
+    use runtime_bpf::isa::JmpOp;
+    use runtime_bpf::object::SourceLoc;
+
+    /// The CFG facts outlive an edit of instructions (and of a branch's operands) but not one
+    /// that moves an edge; the write counts and constants are recomputed after any edit. What
+    /// is handed out always equals a fresh computation.
+    #[test]
+    fn facts_follow_the_edits_they_depend_on() {
+        let mut f = Function::new("t");
+        let x = f.new_value(ValueKind::Scalar);
+        let (a, b) = (f.new_block(), f.new_block());
+        let e = f.entry;
+        let at = SourceLoc::default();
+        f.blocks[e].insts.push((Inst::Const { dst: x, imm: 1 }, at));
+        f.blocks[e].term.0 = Terminator::Branch {
+            op: JmpOp::Jeq,
+            a: x,
+            b: Operand::Imm(1),
+            then_: a,
+            else_: b,
+        };
+        f.blocks[a].term.0 = Terminator::Jump(b);
+        f.blocks[b].term.0 = Terminator::Return(Operand::Value(x));
+        let mut facts = Facts::default();
+        assert_eq!(facts.constants(&f)[x], Some(1));
+        let order = facts.cfg(&f).order.clone();
+        assert_eq!(order, f.reverse_postorder());
+
+        // A second write of x, and the branch compares with another constant: same edges.
+        f.blocks[a].insts.push((Inst::Const { dst: x, imm: 2 }, at));
+        if let Terminator::Branch { b: o, .. } = &mut f.blocks[e].term.0 {
+            *o = Operand::Imm(2);
+        }
+        facts.edited(&f);
+        assert!(facts.cfg.is_some(), "the block order survives");
+        assert_eq!(facts.defs(&f)[x], 2);
+        assert_eq!(facts.constants(&f)[x], None);
+
+        // The branch decided: the edge to `a` is gone, and so are the CFG facts.
+        f.blocks[e].term.0 = Terminator::Jump(b);
+        facts.edited(&f);
+        assert!(facts.cfg.is_none());
+        let cfg = facts.cfg(&f);
+        assert_eq!(cfg.order, f.reverse_postorder());
+        assert_eq!(cfg.preds[b].as_slice(), &[e]);
+        assert!(cfg.preds[a].is_empty());
+    }
+}
