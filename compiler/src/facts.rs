@@ -55,12 +55,26 @@ impl Cfg {
     }
 }
 
+fn read_counts(f: &Function) -> SecondaryMap<Value, u32> {
+    let mut reads: SecondaryMap<Value, u32> = f.value_map();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            inst.each_use(|u| reads[u] += 1);
+        }
+        for u in b.term.0.uses() {
+            reads[u] += 1;
+        }
+    }
+    reads
+}
+
 /// The facts of one function, each computed when first asked for since the last edit.
 #[derive(Default)]
 pub struct Facts {
     cfg: Option<Cfg>,
     defs: Option<SecondaryMap<Value, u32>>,
     consts: Option<SecondaryMap<Value, Option<i64>>>,
+    reads: Option<SecondaryMap<Value, u32>>,
 }
 
 impl Facts {
@@ -68,6 +82,7 @@ impl Facts {
     pub fn edited(&mut self, f: &Function) {
         self.defs = None;
         self.consts = None;
+        self.reads = None;
         if self.cfg.as_ref().is_some_and(|c| !c.describes(f)) {
             self.cfg = None;
         }
@@ -87,6 +102,18 @@ impl Facts {
         let cfg = self.cfg.get_or_insert_with(|| Cfg::new(f));
         let defs = self.defs.get_or_insert_with(|| f.def_counts());
         (cfg, defs)
+    }
+
+    /// How many times each value is read, by instructions and terminators.
+    pub fn reads(&mut self, f: &Function) -> &SecondaryMap<Value, u32> {
+        self.reads.get_or_insert_with(|| read_counts(f))
+    }
+
+    /// The write and read counts, for a pass that reads both.
+    pub fn defs_and_reads(&mut self, f: &Function) -> (&SecondaryMap<Value, u32>, &SecondaryMap<Value, u32>) {
+        let defs = self.defs.get_or_insert_with(|| f.def_counts());
+        let reads = self.reads.get_or_insert_with(|| read_counts(f));
+        (defs, reads)
     }
 
     /// Values written exactly once, by a constant.

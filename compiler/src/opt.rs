@@ -110,7 +110,7 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes, facts: &m
         |f, _, facts| compare_before_swap(f, facts).into(),
         |f, _, facts| fold_add_chains(f, facts).into(),
         |f, _, facts| combine_shifts(f, facts).into(),
-        |f, _, _| remove_dead_reporting(f),
+        |f, _, facts| remove_dead_reporting(f, facts),
         |f, _, _| thread_jumps(f).into(),
         |f, _, facts| share_returns(f, facts).into(),
         |f, _, facts| crate::threading::thread_decided_branches(f, facts).into(),
@@ -324,15 +324,7 @@ pub fn combine_shifts(f: &mut Function, facts: &mut Facts) -> bool {
     if shifts < 2 {
         return false;
     }
-    let mut reads: SecondaryMap<Value, u32> = f.value_map();
-    for (_, b) in f.blocks.iter() {
-        for (inst, _) in &b.insts {
-            inst.each_use(|u| reads[u] += 1);
-        }
-        for u in b.term.0.uses() {
-            reads[u] += 1;
-        }
-    }
+    let (defs, reads) = facts.defs_and_reads(f);
     let mut changed = false;
     for (_, b) in f.blocks.iter_mut() {
         let mut i = 0;
@@ -585,30 +577,23 @@ pub fn fold(f: &mut Function, facts: &mut Facts) -> bool {
 }
 
 pub fn remove_dead(f: &mut Function) -> bool {
-    remove_dead_reporting(f).changed
+    remove_dead_reporting(f, &mut Facts::default()).changed
 }
 
-fn remove_dead_reporting(f: &mut Function) -> Outcome {
-    let mut used: SecondaryMap<Value, bool> = f.value_map();
-    for (_, b) in f.blocks.iter() {
-        for (inst, _) in &b.insts {
-            inst.each_use(|u| used[u] = true);
-        }
-        for u in b.term.0.uses() {
-            used[u] = true;
-        }
-    }
+fn remove_dead_reporting(f: &mut Function, facts: &mut Facts) -> Outcome {
+    let reads = facts.reads(f);
+    let used = |v: Value| reads[v] > 0;
     let (mut changed, mut modified) = (false, false);
     for (_, b) in f.blocks.iter_mut() {
         let before = b.insts.len();
         b.insts.retain(|(inst, _)| match inst.def() {
-            Some(d) if !used[d] && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) => false,
+            Some(d) if !used(d) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) => false,
             _ => true,
         });
         // A call whose result is unused still runs, but needs no destination.
         for (inst, _) in b.insts.iter_mut() {
             if let Inst::Call { dst: Some(d), .. } = inst {
-                if !used[*d] {
+                if !used(*d) {
                     if let Inst::Call { dst, .. } = inst {
                         *dst = None;
                         modified = true;
