@@ -1,13 +1,13 @@
 //! What several optimisation passes read about a function: the reachable blocks in reverse
-//! post-order, their predecessors, and how often each value is written. Kept between passes
-//! until one edits the function, rather than recomputed by every pass: `opt`'s fixpoint runs
-//! ~15 passes per round, most of which change nothing, and recomputing these on every run was
-//! a quarter of the optimiser's instructions.
+//! post-order, their predecessors, how often each value is written and read, and the values
+//! written once by a constant. Kept between passes until one edits the function, rather than
+//! recomputed by every pass: `opt`'s fixpoint runs ~15 passes per round, most of which change
+//! nothing, and recomputing these on every run was a quarter of the optimiser's instructions.
 //!
 //! The block order and predecessors depend on the blocks' successors alone, so they survive
 //! edits of instructions: after an edit, `edited` keeps them when every block's successors
 //! (and the entry) are what they were computed from, which is checked, not assumed from which
-//! pass ran. The write counts and constants are dropped on any edit.
+//! pass ran. The counts and constants are dropped on any edit.
 
 use cranelift_entity::SecondaryMap;
 
