@@ -46,7 +46,28 @@ fn forget(avail: &mut Avail, v: Value) {
     avail.loads.retain(|(base, _, _), d| *base != v && *d != v);
 }
 
+/// Whether some operation or load is made twice in `f` (on any paths): only then can one
+/// reuse another. Most runs (the pass runs in every round of the local passes) find every
+/// one made once and skip the walk, whose maps cost most of this pass.
+fn repeats(f: &Function) -> bool {
+    let mut ops: rustc_hash::FxHashSet<Key> = Default::default();
+    let mut loads: rustc_hash::FxHashSet<(Value, i16, Size)> = Default::default();
+    f.blocks.values().flat_map(|b| &b.insts).any(|(inst, _)| match *inst {
+        Inst::Bin {
+            op,
+            a,
+            b: o @ Operand::Value(_),
+            ..
+        } => !ops.insert((op, a, o)),
+        Inst::Load { base, off, size, .. } => !loads.insert((base, off, size)),
+        _ => false,
+    })
+}
+
 pub fn reuse_expressions(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    if !repeats(f) {
+        return false;
+    }
     let (cfg, defs) = facts.cfg_and_defs(f);
     let order = &cfg.order;
     // Counted per edge (a branch with both sides to one block counts twice), unlike `cfg.preds`.
