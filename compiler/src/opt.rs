@@ -168,14 +168,20 @@ pub fn clear_unreachable(f: &mut Function, facts: &mut Facts) -> bool {
 pub fn propagate_copies(f: &mut Function, facts: &mut Facts) -> bool {
     let defs = facts.defs(f);
     let mut copy_of: SecondaryMap<Value, Option<Value>> = f.value_map();
+    let mut copies = false;
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             if let Inst::Mov { dst, src } = inst {
                 if defs[*dst] == 1 && defs[*src] == 1 && f.values[*dst] == f.values[*src] && dst != src {
                     copy_of[*dst] = Some(*src);
+                    copies = true;
                 }
             }
         }
+    }
+    // No such copy: every value resolves to itself (most runs), no need to visit the uses.
+    if !copies {
+        return false;
     }
     let resolve = |mut v: Value| {
         for _ in 0..16 {
