@@ -10,12 +10,13 @@
 //! since (a forward must-analysis over blocks). `d` must be written only by that copy.
 
 use crate::bitset::BitSet;
+use crate::facts::Facts;
 use crate::ir::{Block, Function, Inst, Value};
 use cranelift_entity::SecondaryMap;
 
 /// Replaces uses of available copies' destinations by their sources; true if any changed.
-pub fn propagate(f: &mut Function) -> bool {
-    let defs = f.def_counts();
+pub fn propagate(f: &mut Function, facts: &mut Facts) -> bool {
+    let (cfg, defs) = facts.cfg_and_defs(f);
     // The candidate copies: `d = s`, `d` written once, same kind, `s` written more than once
     // (written once, `propagate_copies` already does it everywhere).
     let mut copies: Vec<(Value, Value)> = Vec::new();
@@ -51,14 +52,9 @@ pub fn propagate(f: &mut Function) -> bool {
             }
         }
     };
-    let order = f.reverse_postorder();
+    let order = &cfg.order;
     let entry = order.first().copied();
-    let mut preds: SecondaryMap<Block, Vec<Block>> = SecondaryMap::new();
-    for &b in &order {
-        for s in f.blocks[b].term.0.successors() {
-            preds[s].push(b);
-        }
-    }
+    let preds = &cfg.preds;
     // Out-states; None until a block is first visited (the meet's identity: all copies).
     let mut out: SecondaryMap<Block, Option<BitSet>> = SecondaryMap::new();
     let entry_state = |b: Block, out: &SecondaryMap<Block, Option<BitSet>>| {
@@ -78,7 +74,7 @@ pub fn propagate(f: &mut Function) -> bool {
     let mut changed_states = true;
     while changed_states {
         changed_states = false;
-        for &b in &order {
+        for &b in order {
             let mut avail = entry_state(b, &out);
             for (inst, _) in &f.blocks[b].insts {
                 step(inst, &mut avail);
@@ -90,7 +86,7 @@ pub fn propagate(f: &mut Function) -> bool {
         }
     }
     let mut changed = false;
-    for &b in &order {
+    for &b in order {
         let mut avail = entry_state(b, &out);
         let block = &mut f.blocks[b];
         let mut sub = |v: &mut Value, avail: &BitSet| {
@@ -145,7 +141,7 @@ mod tests {
         });
         let (i, j, found) = parts.expect("the body was built");
         f.blocks[done].term.0 = Terminator::Return(Operand::Value(j));
-        assert!(propagate(&mut f));
+        assert!(propagate(&mut f, &mut Facts::default()));
         assert!(f.blocks[body].insts[1].0.uses().contains(&i));
         assert!(!f.blocks[body].insts[1].0.uses().contains(&j));
         assert_eq!(f.blocks[found].term.0, Terminator::Return(Operand::Value(i)));

@@ -1,5 +1,5 @@
-//! A set of small dense indices, one bit each: the live values of `liveness` and of
-//! `opt::remove_dead_writes`.
+//! A set of small dense indices, one bit each: the live values along a block in
+//! `opt::remove_dead_writes` (and the bit walk of `liveness`'s rows).
 
 /// Holds indices below the size it was made with.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -50,18 +50,23 @@ impl BitSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let b = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(i * 64 + b)
-            })
-        })
+        bits(&self.words)
     }
+}
+
+/// The indices of the bits set in `words`, ascending (also `liveness`'s rows of words).
+pub fn bits(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    words.iter().enumerate().flat_map(|(i, &w)| {
+        let mut w = w;
+        std::iter::from_fn(move || {
+            if w == 0 {
+                return None;
+            }
+            let b = w.trailing_zeros() as usize;
+            w &= w - 1;
+            Some(i * 64 + b)
+        })
+    })
 }
 
 #[cfg(test)]

@@ -196,6 +196,17 @@ pub type Successors = SmallVec<[Block; 2]>;
 pub type Uses = SmallVec<[Value; 5]>;
 
 impl Terminator {
+    /// The successors as a fixed pair and how many of it count, for the loops that ask for
+    /// them most (the block order, the CFG facts' check): no small vector to build.
+    pub fn successor_pair(&self) -> ([Block; 2], usize) {
+        match self {
+            Terminator::Jump(b) => ([*b, *b], 1),
+            Terminator::Branch { then_, else_, .. } => ([*then_, *else_], 2),
+            Terminator::MayGoto { exhausted, cont } => ([*exhausted, *cont], 2),
+            Terminator::Return(_) => ([Block(0), Block(0)], 0),
+        }
+    }
+
     pub fn successors(&self) -> Successors {
         match self {
             Terminator::Jump(b) => smallvec![*b],
@@ -251,6 +262,41 @@ impl Inst {
             Inst::AtomicAdd { base, src, .. } => smallvec![*base, *src],
             Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
                 args.iter().filter_map(op).collect()
+            }
+        }
+    }
+
+    /// Calls `f` on each value this instruction reads, in the order of `uses`, without
+    /// collecting them: the passes that only count or mark reads run over every instruction
+    /// in every round, and building the list each time showed in profiles.
+    pub fn each_use(&self, mut f: impl FnMut(Value)) {
+        let mut op = |o: &Operand| {
+            if let Operand::Value(v) = o {
+                f(*v)
+            }
+        };
+        match self {
+            Inst::Const { .. } | Inst::SlotAddr { .. } | Inst::MapAddr { .. } | Inst::Arg { .. } => {}
+            Inst::LoadSlot { .. } => {}
+            Inst::Mov { src, .. } | Inst::Neg { src, .. } => op(&Operand::Value(*src)),
+            Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => op(&Operand::Value(*src)),
+            Inst::Bin { a, b, .. } => {
+                op(&Operand::Value(*a));
+                op(b);
+            }
+            Inst::Load { base, .. } => op(&Operand::Value(*base)),
+            Inst::LoadSlotIndexed { index, .. } => op(&Operand::Value(*index)),
+            Inst::Store { base, src, .. } => {
+                op(&Operand::Value(*base));
+                op(src);
+            }
+            Inst::StoreSlot { src, .. } => op(src),
+            Inst::AtomicAdd { base, src, .. } => {
+                op(&Operand::Value(*base));
+                op(&Operand::Value(*src));
+            }
+            Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
+                args.iter().for_each(op)
             }
         }
     }
@@ -376,16 +422,17 @@ impl Function {
 
     pub fn reverse_postorder(&self) -> Vec<Block> {
         let mut seen: cranelift_entity::SecondaryMap<Block, bool> = self.block_map();
-        let mut post = Vec::new();
+        let mut post = Vec::with_capacity(self.blocks.len());
         // Iterative DFS: deep CFGs from long programs must not overflow the native stack.
-        let mut stack: Vec<(Block, usize)> = vec![(self.entry, 0)];
+        let mut stack: Vec<(Block, usize)> = Vec::with_capacity(self.blocks.len());
+        stack.push((self.entry, 0));
         seen[self.entry] = true;
         while let Some((b, i)) = stack.pop() {
-            let succs = self.blocks[b].term.0.successors();
-            if i < succs.len() {
+            let (succs, n) = self.blocks[b].term.0.successor_pair();
+            if i < n {
                 stack.push((b, i + 1));
                 // Visit the fall-through (else/cont) side last so it is laid out right after.
-                let s = succs[succs.len() - 1 - i];
+                let s = succs[n - 1 - i];
                 if !seen[s] {
                     seen[s] = true;
                     stack.push((s, 0));

@@ -15,6 +15,7 @@ pub mod diag;
 pub mod emit;
 pub mod eval;
 pub mod exit;
+pub mod facts;
 pub mod hir;
 pub mod hoist_constants;
 pub mod ir;

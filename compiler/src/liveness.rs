@@ -10,110 +10,126 @@
 //! that some path may read before any write (lowering should not produce that; the register
 //! allocator tolerates it).
 
-use crate::bitset::BitSet;
 use crate::ir::{Block, Function, Value};
-use cranelift_entity::SecondaryMap;
+use cranelift_entity::{EntityRef, SecondaryMap};
 
 /// Live-in and live-out sets of every reachable block.
 ///
 /// Only values read in some block before being written there ("global" values) can be live
 /// across a block boundary, so the sets range over those alone: temporaries local to one
-/// block cost nothing, which keeps large functions cheap.
+/// block cost nothing, which keeps large functions cheap. The sets of all blocks are rows of
+/// one flat array of words (a block's row at its number), not a bit set each: the optimiser
+/// computes liveness several times per function, and two allocations per block per set (and
+/// one per block per iteration) were most of its cost.
 #[derive(Clone, Debug)]
 pub struct Liveness {
     /// Dense index -> value, for the global values.
     globals: Vec<Value>,
     /// Value -> dense index (u32::MAX when the value never crosses a block boundary).
     index: SecondaryMap<Value, u32>,
-    live_in: SecondaryMap<Block, BitSet>,
-    live_out: SecondaryMap<Block, BitSet>,
+    /// Words per row.
+    words: usize,
+    live_in: Vec<u64>,
+    live_out: Vec<u64>,
     /// Reachable blocks in reverse post-order (the order the solver and the allocator use).
     rpo: Vec<Block>,
 }
 
+/// The bits of row `b` set, as indices.
+fn row_bits(rows: &[u64], words: usize, b: Block) -> impl Iterator<Item = usize> + '_ {
+    let at = b.index() * words;
+    crate::bitset::bits(&rows[at..at + words])
+}
+
+fn row_has(rows: &[u64], words: usize, b: Block, i: usize) -> bool {
+    rows.get(b.index() * words + i / 64)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
 impl Liveness {
     pub fn compute(f: &Function) -> Liveness {
-        let rpo = f.reverse_postorder();
-        // Upward-exposed uses and definitions of each block, as value lists.
+        Liveness::compute_in(f, f.reverse_postorder())
+    }
+
+    /// `compute` with the reachable blocks in reverse post-order already known.
+    pub fn compute_in(f: &Function, rpo: Vec<Block>) -> Liveness {
+        // Upward-exposed uses of each block, as (block's place in rpo, value), in order.
         let mut index: SecondaryMap<Value, u32> = SecondaryMap::with_default(u32::MAX);
+        index.resize(f.values.len());
         let mut globals: Vec<Value> = Vec::new();
-        let mut gen_vals: Vec<Vec<Value>> = Vec::with_capacity(rpo.len());
+        let mut gen_vals: Vec<(u32, Value)> = Vec::new();
         let mut defined: SecondaryMap<Value, u32> = SecondaryMap::with_default(u32::MAX);
+        defined.resize(f.values.len());
         for (bi, &b) in rpo.iter().enumerate() {
             let data = &f.blocks[b];
-            let mut g = Vec::new();
             let bi = bi as u32;
-            let mut use_ = |v: Value, defined: &SecondaryMap<Value, u32>, g: &mut Vec<Value>| {
+            let mut use_ = |v: Value, defined: &SecondaryMap<Value, u32>| {
                 if defined[v] != bi {
                     if index[v] == u32::MAX {
                         index[v] = globals.len() as u32;
                         globals.push(v);
                     }
-                    g.push(v);
+                    gen_vals.push((bi, v));
                 }
             };
             for (inst, _) in &data.insts {
-                for u in inst.uses() {
-                    use_(u, &defined, &mut g);
-                }
+                inst.each_use(|u| use_(u, &defined));
                 if let Some(d) = inst.def() {
                     defined[d] = bi;
                 }
             }
             for u in data.term.0.uses() {
-                use_(u, &defined, &mut g);
+                use_(u, &defined);
             }
-            gen_vals.push(g);
         }
         let n = globals.len();
-        let mut gen: SecondaryMap<Block, BitSet> = SecondaryMap::new();
-        let mut kill: SecondaryMap<Block, BitSet> = SecondaryMap::new();
-        for (bi, &b) in rpo.iter().enumerate() {
-            let mut g = BitSet::new(n);
-            for v in &gen_vals[bi] {
-                g.insert(index[*v] as usize);
-            }
-            let mut k = BitSet::new(n);
+        let words = n.div_ceil(64);
+        let rows = f.blocks.len() * words;
+        let mut gen = vec![0u64; rows];
+        let mut kill = vec![0u64; rows];
+        for &(bi, v) in &gen_vals {
+            let i = index[v] as usize;
+            gen[rpo[bi as usize].index() * words + i / 64] |= 1 << (i % 64);
+        }
+        for &b in &rpo {
             for (inst, _) in &f.blocks[b].insts {
                 if let Some(d) = inst.def() {
                     if index[d] != u32::MAX {
-                        k.insert(index[d] as usize);
+                        let i = index[d] as usize;
+                        kill[b.index() * words + i / 64] |= 1 << (i % 64);
                     }
                 }
             }
-            gen[b] = g;
-            kill[b] = k;
         }
 
-        let mut live_in: SecondaryMap<Block, BitSet> = SecondaryMap::new();
-        let mut live_out: SecondaryMap<Block, BitSet> = SecondaryMap::new();
-        for &b in &rpo {
-            live_in[b] = gen[b].clone();
-            live_out[b] = BitSet::new(n);
-        }
+        let mut live_in = gen.clone();
+        let mut live_out = vec![0u64; rows];
         // Post-order converges fastest for a backward problem.
         let mut changed = n > 0;
         while changed {
             changed = false;
             for &b in rpo.iter().rev() {
-                let mut out = std::mem::take(&mut live_out[b]);
+                let at = b.index() * words;
                 for s in f.blocks[b].term.0.successors() {
-                    out.union_with(&live_in[s]);
+                    let from = s.index() * words;
+                    for k in 0..words {
+                        live_out[at + k] |= live_in[from + k];
+                    }
                 }
                 // in = gen ∪ (out − kill)
-                let mut inn = out.clone();
-                inn.subtract(&kill[b]);
-                inn.union_with(&gen[b]);
-                if inn != live_in[b] {
-                    live_in[b] = inn;
-                    changed = true;
+                for k in 0..words {
+                    let inn = gen[at + k] | (live_out[at + k] & !kill[at + k]);
+                    if inn != live_in[at + k] {
+                        live_in[at + k] = inn;
+                        changed = true;
+                    }
                 }
-                live_out[b] = out;
             }
         }
         Liveness {
             globals,
             index,
+            words,
             live_in,
             live_out,
             rpo,
@@ -122,19 +138,19 @@ impl Liveness {
 
     /// Values live on entry to `b`.
     pub fn live_in(&self, b: Block) -> impl Iterator<Item = Value> + '_ {
-        self.live_in[b].iter().map(|i| self.globals[i])
+        row_bits(&self.live_in, self.words, b).map(|i| self.globals[i])
     }
     /// Values live on exit from `b`.
     pub fn live_out(&self, b: Block) -> impl Iterator<Item = Value> + '_ {
-        self.live_out[b].iter().map(|i| self.globals[i])
+        row_bits(&self.live_out, self.words, b).map(|i| self.globals[i])
     }
     pub fn is_live_in(&self, b: Block, v: Value) -> bool {
         let i = self.index[v];
-        i != u32::MAX && self.live_in[b].contains(i as usize)
+        i != u32::MAX && row_has(&self.live_in, self.words, b, i as usize)
     }
     pub fn is_live_out(&self, b: Block, v: Value) -> bool {
         let i = self.index[v];
-        i != u32::MAX && self.live_out[b].contains(i as usize)
+        i != u32::MAX && row_has(&self.live_out, self.words, b, i as usize)
     }
     /// The reachable blocks in reverse post-order.
     pub fn order(&self) -> &[Block] {

@@ -52,8 +52,7 @@ struct Defs {
     once: SecondaryMap<Value, bool>,
 }
 
-fn defs(f: &Function) -> Defs {
-    let counts = f.def_counts();
+fn defs(f: &Function, counts: &SecondaryMap<Value, u32>) -> Defs {
     let mut d = Defs {
         map_addr: f.value_map(),
         slot_addr: f.value_map(),
@@ -154,28 +153,68 @@ fn null_test(t: &Terminator, alias: &[(Value, Value)]) -> Option<(Value, Block, 
     }
 }
 
-pub fn reuse_lookups(f: &mut Function) -> bool {
-    let d = defs(f);
-    // Without a lookup there is nothing to reuse or to know non-null: skip the dataflow.
-    let lookups = f
-        .blocks
-        .values()
-        .flat_map(|b| b.insts.iter())
-        .filter(|(i, _)| as_lookup(&d, i).is_some())
-        .count();
-    // (One lookup still decides repeated null tests of its result.)
-    if lookups == 0 {
-        return false;
+/// Whether the data flow below can change anything: a lookup is reused only when another
+/// lookup has the same key, and a null test is decided only when another null test of the
+/// same result (or a copy of it) came first on every path. Most runs (the pass runs in every
+/// round of the local passes) find neither and skip the data flow, which costs most of this
+/// pass.
+fn may_reuse(f: &Function, d: &Defs) -> bool {
+    let mut keys: Vec<(u32, Slot, u32)> = Vec::new();
+    // What a null test can be about: a call's result, or a copy (of any of them).
+    #[derive(Clone, Copy, Default, PartialEq)]
+    enum Tested {
+        #[default]
+        No,
+        Result,
+        Copy,
     }
-    let order = f.reverse_postorder();
-    let mut preds: SecondaryMap<Block, Vec<Block>> = f.block_map();
-    for &p in &order {
-        for s in f.blocks[p].term.0.successors() {
-            if !preds[s].contains(&p) {
-                preds[s].push(p);
+    let mut tested: SecondaryMap<Value, Tested> = f.value_map();
+    for b in f.blocks.values() {
+        for (inst, _) in &b.insts {
+            if let Some((map, slot, off, _)) = as_lookup(d, inst) {
+                keys.push((map, slot, off));
+            }
+            match inst {
+                Inst::Call { dst: Some(v), .. } => tested[*v] = Tested::Result,
+                Inst::Mov { dst, .. } => tested[*dst] = Tested::Copy,
+                _ => {}
             }
         }
     }
+    if keys.is_empty() {
+        return false;
+    }
+    keys.sort_unstable();
+    if keys.windows(2).any(|w| w[0] == w[1]) {
+        return true;
+    }
+    let (mut results, mut copies) = (Vec::new(), 0);
+    for b in f.blocks.values() {
+        if let Terminator::Branch {
+            op: JmpOp::Jeq | JmpOp::Jne,
+            a,
+            b: Operand::Imm(0),
+            ..
+        } = b.term.0
+        {
+            match tested[a] {
+                Tested::Result => results.push(a),
+                Tested::Copy => copies += 1,
+                Tested::No => {}
+            }
+        }
+    }
+    results.sort_unstable();
+    // A copy may be of any result, so it may repeat any other test.
+    (copies > 0 && copies + results.len() >= 2) || results.windows(2).any(|w| w[0] == w[1])
+}
+
+pub fn reuse_lookups(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    let d = defs(f, facts.defs(f));
+    if !may_reuse(f, &d) {
+        return false;
+    }
+    let crate::facts::Cfg { order, preds, .. } = facts.cfg(f);
     let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = f.block_map();
     let entry_in = |out: &SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>>, f: &Function, b: Block| {
         if b == f.entry {
@@ -202,7 +241,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
     // Solve (optimistically: unvisited predecessors are skipped, then iterate).
     for _ in 0..16 {
         let mut stable = true;
-        for &b in &order {
+        for &b in order {
             let mut s = entry_in(&out, f, b);
             let mut alias = Vec::new();
             for (inst, _) in &f.blocks[b].insts {
@@ -222,7 +261,7 @@ pub fn reuse_lookups(f: &mut Function) -> bool {
         }
     }
     let mut changed = false;
-    for &b in &order {
+    for &b in order {
         let mut s = entry_in(&out, f, b);
         let mut alias = Vec::new();
         let mut insts = std::mem::take(&mut f.blocks[b].insts);
@@ -311,7 +350,7 @@ mod tests {
         for b in [store, insert, miss] {
             f.blocks[b].term.0 = Terminator::Return(Operand::Imm(b.as_u32() as i64));
         }
-        assert!(reuse_lookups(&mut f));
+        assert!(reuse_lookups(&mut f, &mut Default::default()));
         let listing = crate::ir::display(&f);
         assert_eq!(listing.matches("call #1").count(), 1, "{listing}");
         assert!(listing.contains(&format!("{r2} = {r1}")), "{listing}");
@@ -346,6 +385,6 @@ mod tests {
             (lookup(r2), at),
         ];
         f.blocks[e].term.0 = Terminator::Return(Operand::Value(r2));
-        assert!(!reuse_lookups(&mut f));
+        assert!(!reuse_lookups(&mut f, &mut Default::default()));
     }
 }

@@ -171,6 +171,28 @@ fn loop_of(cfg: &Cfg, f: &Function, h: Block) -> Option<SecondaryMap<Block, bool
 /// 0..=0xffff with a sum there (as the checked offset was).
 /// `known`: `ranges::analyze` of `f`, if already made.
 pub fn hoist(f: &mut Function, known: Option<&crate::ranges::Entries>) -> bool {
+    // Every rewrite below is of a pointer copy followed by an add to it of a sum of two
+    // values made earlier in the block: without one, the interval analysis (most of this
+    // pass's cost when it is not `known`) is not needed.
+    let candidate = f.blocks.values().any(|d| {
+        (1..d.insts.len()).any(|k| match (&d.insts[k - 1].0, &d.insts[k].0) {
+            (
+                Inst::Mov { dst: q, .. },
+                Inst::Bin {
+                    op: BinOp::Add,
+                    dst: q2,
+                    a: q3,
+                    b: Operand::Value(x),
+                },
+            ) if q == q2 && q == q3 && f.values[*q] == ValueKind::Pointer => d.insts[..k - 1]
+                .iter()
+                .any(|(i, _)| matches!(i, Inst::Bin { op: BinOp::Add, dst, b: Operand::Value(_), .. } if dst == x)),
+            _ => false,
+        })
+    });
+    if !candidate {
+        return false;
+    }
     let cfg = Cfg::new(f);
     let defs = def_sites(f);
     let mut computed = None;

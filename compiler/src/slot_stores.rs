@@ -22,8 +22,7 @@ use runtime_bpf::isa::Size;
 pub type MapSizes = [(u32, u32)];
 
 /// How many leading bytes of each slot some instruction may read.
-fn read_extents(f: &Function, maps: &MapSizes) -> SecondaryMap<Slot, u32> {
-    let defs = f.def_counts();
+fn read_extents(f: &Function, maps: &MapSizes, defs: &SecondaryMap<Value, u32>) -> SecondaryMap<Slot, u32> {
     // Single-definition addresses of slots and maps.
     let mut slot_addr: SecondaryMap<Value, Option<(Slot, u32)>> = f.value_map();
     let mut map_addr: SecondaryMap<Value, Option<u32>> = f.value_map();
@@ -82,11 +81,7 @@ fn read_extents(f: &Function, maps: &MapSizes) -> SecondaryMap<Slot, u32> {
                         }
                     }
                 }
-                _ => {
-                    for u in inst.uses() {
-                        whole(&mut need, u);
-                    }
-                }
+                _ => inst.each_use(|u| whole(&mut need, u)),
             }
         }
         for u in b.term.0.uses() {
@@ -98,16 +93,20 @@ fn read_extents(f: &Function, maps: &MapSizes) -> SecondaryMap<Slot, u32> {
 
 /// Removes stores into slots past every byte that is read, and stores that a later store in
 /// the same block overwrites with nothing in between that could read the slot.
-pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes) -> bool {
-    let mut changed = remove_repeated_slot_stores(f);
-    let need = read_extents(f, maps);
+pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes, known: &mut crate::facts::Facts) -> bool {
+    let mut changed = remove_repeated_slot_stores(f, known);
+    // (Stores write no value: the write counts are still those of `f` after the removals.)
+    let need = read_extents(f, maps, known.defs(f));
+    // One buffer for every block's marks (a vector per block showed in profiles).
+    let mut dead = Vec::new();
     for (_, b) in f.blocks.iter_mut() {
         let before = b.insts.len();
         b.insts.retain(|(inst, _)| match inst {
             Inst::StoreSlot { slot, off, .. } => *off < need[*slot],
             _ => true,
         });
-        let mut dead = vec![false; b.insts.len()];
+        dead.clear();
+        dead.resize(b.insts.len(), false);
         for (i, (inst, _)) in b.insts.iter().enumerate() {
             let Inst::StoreSlot { slot, off, size, .. } = inst else {
                 continue;
@@ -155,7 +154,7 @@ pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes) -> bool {
 /// the key's value then need not stay live (in a spill slot) until the last lookup. Calls
 /// (helpers and BPF functions alike) change only the slots whose address they are given,
 /// and map helpers only read theirs; a store through a pointer may change any.
-fn remove_repeated_slot_stores(f: &mut Function) -> bool {
+fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts) -> bool {
     type Fact = (Slot, u32, Size, Operand);
     // Only a store made twice can be a repeat: most runs (the pass runs in every round of the
     // local passes) find none and skip the data flow, which costs most of this pass.
@@ -167,7 +166,7 @@ fn remove_repeated_slot_stores(f: &mut Function) -> bool {
     if !twice {
         return false;
     }
-    let defs = f.def_counts();
+    let (cfg, defs) = known.cfg_and_defs(f);
     let mut slot_addr: SecondaryMap<Value, Option<Slot>> = f.value_map();
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
@@ -244,8 +243,7 @@ fn remove_repeated_slot_stores(f: &mut Function) -> bool {
             }
         }
     };
-    let order = f.reverse_postorder();
-    let preds = crate::threading::predecessors(f, &order);
+    let crate::facts::Cfg { order, preds, .. } = cfg;
     // Facts at each block's entry; None: not reached yet (everything holds).
     let mut entry: SecondaryMap<Block, Option<Vec<Fact>>> = f.block_map();
     let mut exit: SecondaryMap<Block, Option<Vec<Fact>>> = f.block_map();
@@ -254,7 +252,7 @@ fn remove_repeated_slot_stores(f: &mut Function) -> bool {
     while changed_any && rounds < 20 {
         changed_any = false;
         rounds += 1;
-        for &b in &order {
+        for &b in order {
             let mut facts: Option<Vec<Fact>> = if b == f.entry {
                 Some(Vec::new())
             } else {
@@ -288,7 +286,7 @@ fn remove_repeated_slot_stores(f: &mut Function) -> bool {
         return false;
     }
     let mut changed = false;
-    for &b in &order {
+    for &b in order {
         let Some(mut facts) = entry[b].clone() else { continue };
         let mut keep = Vec::with_capacity(f.blocks[b].insts.len());
         for (inst, _) in &f.blocks[b].insts {
@@ -368,7 +366,7 @@ mod tests {
         );
         let e = f.entry;
         f.blocks[e].term.0 = Terminator::Return(r.into());
-        assert!(remove_dead_slot_stores(&mut f, &[(64, 8)]));
+        assert!(remove_dead_slot_stores(&mut f, &[(64, 8)], &mut Default::default()));
         assert_eq!(stores(&f), vec![0, 8, 16, 24, 32, 40, 48, 56]);
     }
 
@@ -402,7 +400,7 @@ mod tests {
         );
         let e = f.entry;
         f.blocks[e].term.0 = Terminator::Return(x.into());
-        remove_dead_slot_stores(&mut f, &[]);
+        remove_dead_slot_stores(&mut f, &[], &mut Default::default());
         assert_eq!(stores(&f), vec![0, 8]);
     }
 
@@ -443,7 +441,7 @@ mod tests {
         );
         let e = f.entry;
         f.blocks[e].term.0 = Terminator::Return(p.into());
-        assert!(remove_dead_slot_stores(&mut f, &[]));
+        assert!(remove_dead_slot_stores(&mut f, &[], &mut Default::default()));
         // a: both words; b: the overwritten zero at 0 and the unread words past 16 go.
         assert_eq!(stores(&f), vec![0, 8, 8, 0]);
     }
@@ -491,7 +489,7 @@ mod tests {
         );
         push(&mut f, store.clone());
         push(&mut f, lookup(r3));
-        assert!(remove_dead_slot_stores(&mut f, &[(8, 8)]));
+        assert!(remove_dead_slot_stores(&mut f, &[(8, 8)], &mut Default::default()));
         let stores = f.blocks[f.entry].insts.iter().filter(|(i, _)| *i == store).count();
         assert_eq!(stores, 2, "{}", crate::ir::display(&f));
     }

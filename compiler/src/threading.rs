@@ -46,11 +46,11 @@ fn step(k: &mut Known, inst: &Inst) {
 }
 
 /// Constants at the end of `p` on its edge to `to`: the block's own constants, plus what an
-/// equality branch implies on the edge where it holds.
-fn known_on_edge(f: &Function, p: Block, to: Block) -> Known {
-    let mut k = Known::default();
+/// equality branch implies on the edge where it holds; into `k`, cleared first.
+fn known_on_edge(f: &Function, p: Block, to: Block, k: &mut Known) {
+    k.clear();
     for (inst, _) in &f.blocks[p].insts {
-        step(&mut k, inst);
+        step(k, inst);
     }
     if let Terminator::Branch {
         op,
@@ -64,13 +64,12 @@ fn known_on_edge(f: &Function, p: Block, to: Block) -> Known {
             k.insert(a, c);
         }
     }
-    k
 }
 
 /// Where `b`'s branch goes when entered with `k`, if that is decided.
-fn decided_target(f: &Function, b: Block, mut k: Known) -> Option<Block> {
+fn decided_target(f: &Function, b: Block, k: &mut Known) -> Option<Block> {
     for (inst, _) in &f.blocks[b].insts {
-        step(&mut k, inst);
+        step(k, inst);
     }
     let Terminator::Branch {
         op,
@@ -96,7 +95,9 @@ pub(crate) type Preds = smallvec::SmallVec<[Block; 2]>;
 
 /// Each block's predecessors among the blocks of `order`, each once.
 pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Preds> {
-    let mut preds: SecondaryMap<Block, Preds> = f.block_map();
+    // Made whole rather than grown (`block_map` clones its default into every entry, which
+    // for a small vector showed in profiles).
+    let mut preds: SecondaryMap<Block, Preds> = (0..f.blocks.len()).map(|_| Preds::new()).collect::<Vec<_>>().into();
     for &b in order {
         for s in f.blocks[b].term.0.successors() {
             if !preds[s].contains(&b) {
@@ -133,15 +134,14 @@ pub(crate) fn redirect(t: &mut Terminator, from: Block, to: Block) {
 /// Gives each predecessor that decides a small join block's branch its own copy of the block,
 /// ending in a jump. Loop headers are left alone (the loop's shape is what the verifier
 /// bounds).
-pub fn thread_decided_branches(f: &mut Function) -> bool {
-    let order = f.reverse_postorder();
-    let mut index: SecondaryMap<Block, usize> = f.block_map();
-    for (i, &b) in order.iter().enumerate() {
-        index[b] = i;
-    }
-    let preds = predecessors(f, &order);
+pub fn thread_decided_branches(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    let crate::facts::Cfg {
+        order, index, preds, ..
+    } = facts.cfg(f);
     let mut changed = false;
-    for &b in &order {
+    // One map of known constants for every edge (a map per edge showed in profiles).
+    let mut k = Known::default();
+    for &b in order {
         let d = &f.blocks[b];
         if b == f.entry
             || d.insts.len() > MAX_COPY
@@ -155,7 +155,8 @@ pub fn thread_decided_branches(f: &mut Function) -> bool {
             continue;
         }
         for &p in &preds[b] {
-            let Some(target) = decided_target(f, b, known_on_edge(f, p, b)) else {
+            known_on_edge(f, p, b, &mut k);
+            let Some(target) = decided_target(f, b, &mut k) else {
                 continue;
             };
             let copy = f.blocks.push(BlockData {
@@ -170,11 +171,10 @@ pub fn thread_decided_branches(f: &mut Function) -> bool {
 }
 
 /// Appends a block to its only predecessor when that predecessor just jumps to it.
-pub fn merge_chains(f: &mut Function) -> bool {
-    let order = f.reverse_postorder();
-    let preds = predecessors(f, &order);
+pub fn merge_chains(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
+    let crate::facts::Cfg { order, preds, .. } = facts.cfg(f);
     let mut changed = false;
-    for &p in &order {
+    for &p in order {
         loop {
             let Terminator::Jump(s) = f.blocks[p].term.0 else { break };
             if s == p || s == f.entry || preds[s].len() != 1 {
@@ -235,7 +235,7 @@ mod tests {
         };
         f.blocks[yes].term.0 = Terminator::Return(Operand::Imm(1));
         f.blocks[no].term.0 = Terminator::Return(Operand::Imm(2));
-        assert!(thread_decided_branches(&mut f));
+        assert!(thread_decided_branches(&mut f, &mut Default::default()));
         crate::opt::thread_jumps(&mut f);
         let listing = crate::ir::display(&f);
         assert!(!listing.contains(&format!("if Jne {flag}")), "{listing}");
