@@ -31,6 +31,12 @@ pub struct SharedBody {
 unsafe impl Send for SharedBody {}
 unsafe impl Sync for SharedBody {}
 
+// What the impls above rely on, checked by the compiler.
+const _: fn() = || {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Ast>();
+};
+
 impl SharedBody {
     /// The body at `body`, in `tree`.
     ///
