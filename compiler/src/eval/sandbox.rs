@@ -170,7 +170,9 @@ pub(crate) fn load_file(lua: &Lua, st: &Shared, file: SourceFile) -> mlua::Resul
 pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<Function> {
     let (chunk, text, stripped, code) = {
         let mut s = borrow_mut(st)?;
-        let source = &s.db.files[file as usize];
+        let Some(source) = s.db.files.get(file as usize) else {
+            return Err(mlua::Error::external(format!("internal error: no source file {file}")));
+        };
         let name = source.name.clone();
         let prepared = match source.path {
             None => stdlib_chunks::prepared(&name, &source.text)
@@ -197,7 +199,7 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
                 (loaded, None)
             }
         };
-        let text = syntax::lua_text(&s.db.files[file as usize].text).into_owned();
+        let text = syntax::lua_text(&source.text).into_owned();
         let stripped = (!loaded.index.consts.is_empty()).then(|| loaded.index.strip_consts(&text));
         let chunk = format!("@{name}");
         s.chunks.insert(chunk.clone(), file);
