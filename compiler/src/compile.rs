@@ -188,18 +188,10 @@ fn compile_evaluated_with(mut ev: Evaluated, opts: &Options) -> Result<Compiled,
     let elf = runtime_bpf::elf::write(&object);
     let dependencies = ev.sources.files.iter().filter_map(|f| f.path.clone()).collect();
     drop(maps);
-    let Evaluated {
-        sources,
-        programs: program_decls,
-        maps: map_decls,
-        functions,
-        tables,
-    } = ev;
-    crate::exit::release((program_decls, map_decls, functions, tables));
     Ok(Compiled {
         object,
         elf,
-        sources,
+        sources: ev.sources,
         ir: irs,
         dependencies,
     })

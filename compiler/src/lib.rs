@@ -14,7 +14,6 @@ pub mod cse;
 pub mod diag;
 pub mod emit;
 pub mod eval;
-pub mod exit;
 pub mod facts;
 pub mod hir;
 pub mod hoist_constants;

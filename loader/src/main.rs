@@ -5,9 +5,6 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     one_malloc_arena();
-    // Each command compiles at most once and then exits: what a compile frees last is left to
-    // the kernel instead of freed piece by piece (compiler/src/exit.rs).
-    luabpf_compiler::exit::exits_after_compile();
     cli::main()
 }
 
