@@ -83,7 +83,7 @@ fn check_at(f: &Function, b: Block) -> Option<Check> {
 
 pub fn fold_check_extents(f: &mut Function) -> bool {
     let defs = f.def_counts();
-    let uses = crate::emit::read_counts(f);
+    let uses = f.read_counts();
     let checks: Vec<Check> = f.blocks.keys().filter_map(|b| check_at(f, b)).collect();
     // Per base: its checks, all with one extent, and no other reader.
     let mut by_base: Vec<(Value, i64, Vec<usize>)> = Vec::new();

@@ -644,22 +644,6 @@ impl<'a> Emitter<'a> {
     }
 }
 
-/// How many instructions and terminators read each value.
-pub(crate) fn read_counts(f: &Function) -> SecondaryMap<Value, u32> {
-    let mut n: SecondaryMap<Value, u32> = SecondaryMap::new();
-    for (_, b) in f.blocks.iter() {
-        for (inst, _) in &b.insts {
-            for v in inst.uses() {
-                n[v] += 1;
-            }
-        }
-        for v in b.term.0.uses() {
-            n[v] += 1;
-        }
-    }
-    n
-}
-
 /// The low `size` bytes of `i`, zero-extended (what a store of that width writes).
 fn truncate(i: i64, size: Size) -> i64 {
     match size {
@@ -921,7 +905,7 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         loc: SourceLoc::default(),
         at_call: SecondaryMap::new(),
     };
-    let reads = read_counts(f);
+    let reads = f.read_counts();
     let defs = f.def_counts();
     let mut call_reads: SecondaryMap<Value, u32> = SecondaryMap::new();
     for (_, b) in f.blocks.iter() {

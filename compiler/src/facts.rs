@@ -55,19 +55,6 @@ impl Cfg {
     }
 }
 
-fn read_counts(f: &Function) -> SecondaryMap<Value, u32> {
-    let mut reads: SecondaryMap<Value, u32> = f.value_map();
-    for (_, b) in f.blocks.iter() {
-        for (inst, _) in &b.insts {
-            inst.each_use(|u| reads[u] += 1);
-        }
-        for u in b.term.0.uses() {
-            reads[u] += 1;
-        }
-    }
-    reads
-}
-
 /// The facts of one function, each computed when first asked for since the last edit.
 #[derive(Default)]
 pub struct Facts {
@@ -106,13 +93,13 @@ impl Facts {
 
     /// How many times each value is read, by instructions and terminators.
     pub fn reads(&mut self, f: &Function) -> &SecondaryMap<Value, u32> {
-        self.reads.get_or_insert_with(|| read_counts(f))
+        self.reads.get_or_insert_with(|| f.read_counts())
     }
 
     /// The write and read counts, for a pass that reads both.
     pub fn defs_and_reads(&mut self, f: &Function) -> (&SecondaryMap<Value, u32>, &SecondaryMap<Value, u32>) {
         let defs = self.defs.get_or_insert_with(|| f.def_counts());
-        let reads = self.reads.get_or_insert_with(|| read_counts(f));
+        let reads = self.reads.get_or_insert_with(|| f.read_counts());
         (defs, reads)
     }
 

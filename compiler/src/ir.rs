@@ -243,27 +243,9 @@ pub struct Function {
 impl Inst {
     /// The virtual registers this instruction reads.
     pub fn uses(&self) -> Uses {
-        fn op(o: &Operand) -> Option<Value> {
-            match o {
-                Operand::Value(v) => Some(*v),
-                Operand::Imm(_) => None,
-            }
-        }
-        match self {
-            Inst::Const { .. } | Inst::SlotAddr { .. } | Inst::MapAddr { .. } | Inst::Arg { .. } => SmallVec::new(),
-            Inst::LoadSlot { .. } => SmallVec::new(),
-            Inst::Mov { src, .. } | Inst::Neg { src, .. } => smallvec![*src],
-            Inst::Bswap { src, .. } | Inst::Zext { src, .. } | Inst::Sext { src, .. } => smallvec![*src],
-            Inst::Bin { a, b, .. } => std::iter::once(*a).chain(op(b)).collect(),
-            Inst::Load { base, .. } => smallvec![*base],
-            Inst::LoadSlotIndexed { index, .. } => smallvec![*index],
-            Inst::Store { base, src, .. } => std::iter::once(*base).chain(op(src)).collect(),
-            Inst::StoreSlot { src, .. } => op(src).into_iter().collect(),
-            Inst::AtomicAdd { base, src, .. } => smallvec![*base, *src],
-            Inst::Call { args, .. } | Inst::CallKfunc { args, .. } | Inst::CallLocal { args, .. } => {
-                args.iter().filter_map(op).collect()
-            }
-        }
+        let mut uses = Uses::new();
+        self.each_use(|v| uses.push(v));
+        uses
     }
 
     /// Calls `f` on each value this instruction reads, in the order of `uses`, without
@@ -456,6 +438,20 @@ impl Function {
             }
         }
         counts
+    }
+
+    /// How many times each value is read, by instructions and terminators.
+    pub fn read_counts(&self) -> cranelift_entity::SecondaryMap<Value, u32> {
+        let mut reads: cranelift_entity::SecondaryMap<Value, u32> = self.value_map();
+        for (_, b) in self.blocks.iter() {
+            for (inst, _) in &b.insts {
+                inst.each_use(|u| reads[u] += 1);
+            }
+            for u in b.term.0.uses() {
+                reads[u] += 1;
+            }
+        }
+        reads
     }
 }
 

@@ -128,6 +128,34 @@ mod tests {
         }
     }
 
+    /// The claim `collect` relies on: every stdlib function parses alone (else its module is
+    /// parsed whole), and its body then sits where the file's tree has it.
+    #[test]
+    fn every_stdlib_function_parses_alone_where_the_file_has_it() {
+        use crate::syntax::span_of;
+        for module in STDLIB {
+            let (_, sites) = super::super::sandbox::syntax_of(module.path, module.text);
+            for site in &sites {
+                let body = super::super::index::parsed_alone(0, module.text, site)
+                    .unwrap_or_else(|| panic!("{} line {} does not parse alone", module.path, site.keyword_line));
+                let span = span_of(0, &*body);
+                assert_eq!(
+                    span.end + body.offset,
+                    site.span.end,
+                    "{} line {}",
+                    module.path,
+                    site.keyword_line
+                );
+                let text = &module.text[span.start + body.offset..span.end + body.offset];
+                assert!(
+                    text.starts_with('(') && text.ends_with("end"),
+                    "{}: {text}",
+                    module.path
+                );
+            }
+        }
+    }
+
     #[test]
     fn an_edited_text_is_not_given_the_old_record() {
         let module = &STDLIB[0];

@@ -12,7 +12,7 @@ use crate::source::{FileId, Span};
 #[cfg(test)]
 pub(crate) fn encode(index: &FileIndex, sites: &[FnSite]) -> Vec<u8> {
     let mut w = Writer(Vec::new());
-    w.len(index.calls.len());
+    w.num(index.calls.len());
     for c in &index.calls {
         w.span(c.span);
         w.num(c.start_line);
@@ -21,17 +21,17 @@ pub(crate) fn encode(index: &FileIndex, sites: &[FnSite]) -> Vec<u8> {
         w.opt_str(c.target.as_deref());
         w.named_spans(&c.options);
     }
-    w.len(index.records.len());
+    w.num(index.records.len());
     for r in &index.records {
         w.span(r.span);
         w.named_spans(&r.fields);
-        w.len(r.sorted.len());
+        w.num(r.sorted.len());
         for s in &r.sorted {
             w.str(s);
         }
     }
     w.named_spans(&index.local_tables);
-    w.len(index.consts.len());
+    w.num(index.consts.len());
     for &(start, end) in &index.consts {
         w.num(start);
         w.num(end);
@@ -43,7 +43,7 @@ pub(crate) fn encode(index: &FileIndex, sites: &[FnSite]) -> Vec<u8> {
         }
         None => w.0.push(0),
     }
-    w.len(sites.len());
+    w.num(sites.len());
     for s in sites {
         w.num(s.keyword_line);
         w.num(s.paren_line);
@@ -108,9 +108,6 @@ impl Writer {
     fn num(&mut self, n: usize) {
         self.0.extend((n as u32).to_le_bytes());
     }
-    fn len(&mut self, n: usize) {
-        self.num(n);
-    }
     fn str(&mut self, s: &str) {
         self.num(s.len());
         self.0.extend(s.as_bytes());
@@ -129,7 +126,7 @@ impl Writer {
         self.num(span.end);
     }
     fn named_spans(&mut self, items: &[(String, Span)]) {
-        self.len(items.len());
+        self.num(items.len());
         for (name, span) in items {
             self.str(name);
             self.span(*span);
