@@ -306,28 +306,19 @@ pub(crate) fn shared_bodies(file: FileId, tree: &Arc<Ast>, wanted: &HashSet<usiz
 }
 
 /// The body of a site of a file that was not parsed (a stdlib module whose syntax
-/// facts were computed ahead of time), parsed alone, from a text that puts
-/// it on its own line and column (blank lines and spaces before it, and `_=` before an
-/// anonymous function, so that it is a statement). Its byte offsets are then the file's less
-/// a constant, which the body carries (`SharedBody::offset`). (Blanking the rest of the file
-/// instead, to keep offsets, costs more than parsing the file: full_moon's whitespace is
-/// dear.) None if it does not parse that way.
+/// facts were computed ahead of time), parsed alone: its text, with `_=` before an anonymous
+/// function so that it is a statement. Its byte offsets are then the file's less a constant,
+/// which the body carries (`SharedBody::offset`); the compiler reads positions only as byte
+/// offsets, so full_moon's line and column numbers in this tree are never used. (Blank lines
+/// and spaces before the text, to keep them too, cost a quarter of the parse: full_moon's
+/// whitespace is dear; blanking the rest of the file instead costs more than parsing it.)
+/// None if it does not parse that way.
 pub(crate) fn parsed_alone(file: FileId, text: &str, site: &FnSite) -> Option<SharedBody> {
     let (start, end) = (site.span.start, site.span.end);
     let source = text.get(start..end)?;
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let column = start - line_start;
-    let mut fragment = "\n".repeat(site.keyword_line.checked_sub(1)?);
-    match (&site.name, column) {
-        (Some(_), _) => fragment.push_str(&" ".repeat(column)),
-        (None, 2..) => {
-            fragment.push_str(&" ".repeat(column - 2));
-            fragment.push_str("_=");
-        }
-        (None, _) => return None,
-    }
-    let offset = start.checked_sub(fragment.len())?;
-    fragment.push_str(source);
+    let prefix = if site.name.is_some() { "" } else { "_=" };
+    let offset = start.checked_sub(prefix.len())?;
+    let fragment = format!("{prefix}{source}");
     let parsed =
         std::panic::catch_unwind(|| full_moon::parse_fallible(&fragment, full_moon::LuaVersion::lua54())).ok()?;
     if !parsed.errors().is_empty() {
