@@ -304,7 +304,12 @@ impl Btf {
     /// Interns a string and returns its offset. Interior NULs would cut the string short in
     /// every reader, so they are replaced.
     pub fn add_string(&mut self, s: &str) -> u32 {
-        let clean: String = s.chars().map(|c| if c == '\0' { ' ' } else { c }).collect();
+        // Looked up as given first: a line of source is interned once per line record, and
+        // building a cleaned copy for every lookup was most of writing an object's BTF.
+        if let Some(&off) = self.string_index.get(s) {
+            return off;
+        }
+        let clean = s.replace('\0', " ");
         if let Some(&off) = self.string_index.get(&clean) {
             return off;
         }
@@ -1036,6 +1041,16 @@ mod tests {
         assert_eq!(btf.strings(), b"\0key\0value\0");
         assert_eq!(btf.string(b), Some("value"));
         assert_eq!(btf.string(999), None);
+    }
+
+    #[test]
+    fn interior_nuls_are_interned_as_spaces() {
+        let mut btf = Btf::new();
+        let cut = btf.add_string("a\0b");
+        assert_eq!(btf.string(cut), Some("a b"));
+        assert_eq!(btf.add_string("a b"), cut);
+        assert_eq!(btf.add_string("a\0b"), cut);
+        assert_eq!(btf.strings(), b"\0a b\0");
     }
 
     #[test]
