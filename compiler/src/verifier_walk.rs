@@ -1016,13 +1016,7 @@ impl<'a> Walker<'a> {
             _ => Val::scalar(Sc::UNKNOWN),
         };
         if changes_packet(id) {
-            for_each_val(&mut cur.state, |v| {
-                let packet = is_packet(v);
-                if packet {
-                    *v = Val::scalar(Sc::UNKNOWN);
-                }
-                packet
-            });
+            update_vals(&mut cur.state, is_packet, |v| *v = Val::scalar(Sc::UNKNOWN));
         }
         self.clobber_caller_saved(cur);
         self.set(cur, 0, r0);
@@ -1118,13 +1112,11 @@ impl<'a> Walker<'a> {
         self.set(cur, 0, r0);
         // Pointers into the callee's frame are dangling now (the kernel refuses their use).
         let depth = cur.state.len();
-        for_each_val(&mut cur.state, |v| {
-            let dangling = matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth);
-            if dangling {
-                *v = Val::scalar(Sc::UNKNOWN);
-            }
-            dangling
-        });
+        update_vals(
+            &mut cur.state,
+            |v| matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth),
+            |v| *v = Val::scalar(Sc::UNKNOWN),
+        );
         Some(callee.callsite as usize + 1)
     }
 
@@ -1207,29 +1199,32 @@ impl<'a> Walker<'a> {
     /// bounds).
     fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) {
         let f = path.state.len() - 1;
-        let a = path.state[f].regs[insn.dst as usize % 11];
-        let b = if x {
-            path.state[f].regs[insn.src as usize % 11]
-        } else {
-            Val::scalar(Sc::konst(insn.imm as i64 as u64))
-        };
-        match (a, b) {
-            (Val::Scalar { sc: mut sa, id: ia, .. }, Val::Scalar { sc: mut sb, id: ib, .. }) if !is32 => {
+        // (Read in place: a register is 64 bytes, most of which a compare does not need.)
+        let regs = &path.state[f].regs;
+        let imm = Val::scalar(Sc::konst(insn.imm as i64 as u64));
+        let b = if x { &regs[insn.src as usize % 11] } else { &imm };
+        match (&regs[insn.dst as usize % 11], b) {
+            (&Val::Scalar { sc: mut sa, id: ia, .. }, &Val::Scalar { sc: mut sb, id: ib, .. }) if !is32 => {
                 scalar::refine(op, &mut sa, &mut sb);
                 set_range(path, insn.dst, ia, sa);
                 if x {
                     set_range(path, insn.src, ib, sb);
                 }
             }
-            (Val::Ptr(p), Val::Scalar { sc, .. }) if p.maybe_null && sc.value() == Some(0) => match op {
-                JmpOp::Jeq => set_null(&mut path.state, p.id, true),
-                JmpOp::Jne => set_null(&mut path.state, p.id, false),
+            (
+                &Val::Ptr(Ptr {
+                    maybe_null: true, id, ..
+                }),
+                Val::Scalar { sc, .. },
+            ) if sc.value() == Some(0) => match op {
+                JmpOp::Jeq => set_null(&mut path.state, id, true),
+                JmpOp::Jne => set_null(&mut path.state, id, false),
                 _ => {}
             },
-            (Val::Ptr(p), Val::Ptr(e)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
+            (&Val::Ptr(p), Val::Ptr(e)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
                 packet_bound(&mut path.state, p, op)
             }
-            (Val::Ptr(e), Val::Ptr(p)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
+            (Val::Ptr(e), &Val::Ptr(p)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
                 packet_bound(&mut path.state, p, op.swap())
             }
             _ => {}
@@ -1246,13 +1241,15 @@ fn set_range(path: &mut Path, r: u8, id: u32, sc: Sc) {
     if id == 0 {
         return;
     }
-    for_each_val(&mut path.state, |v| match v {
-        Val::Scalar { sc: s, id: i, .. } if *i == id && *s != sc => {
-            *s = sc;
-            true
-        }
-        _ => false,
-    });
+    update_vals(
+        &mut path.state,
+        |v| matches!(v, Val::Scalar { sc: s, id: i, .. } if *i == id && *s != sc),
+        |v| {
+            if let Val::Scalar { sc: s, .. } = v {
+                *s = sc;
+            }
+        },
+    );
 }
 
 /// `pkt op pkt_end` holds: packet pointers like `pkt` may access up to its offset.
@@ -1265,42 +1262,46 @@ fn packet_bound(state: &mut State, p: Ptr, op: JmpOp) {
     if p.off < 0 || p.var.umax > 0xffff {
         return;
     }
-    for_each_val(state, |v| match v {
-        Val::Ptr(q) if q.kind == Kind::Pkt && q.id == p.id && q.range < range => {
-            q.range = range;
-            true
-        }
-        _ => false,
-    });
+    update_vals(
+        state,
+        |v| matches!(v, Val::Ptr(q) if q.kind == Kind::Pkt && q.id == p.id && q.range < range),
+        |v| {
+            if let Val::Ptr(q) = v {
+                q.range = range;
+            }
+        },
+    );
 }
 
 /// A null test of pointer `id` went one way.
 fn set_null(state: &mut State, id: u32, null: bool) {
-    for_each_val(state, |v| match v {
-        Val::Ptr(q) if q.maybe_null && q.id == id => {
-            if null {
-                *v = Val::scalar(Sc::konst(0));
-            } else {
-                q.maybe_null = false;
-            }
-            true
-        }
-        _ => false,
-    });
+    update_vals(
+        state,
+        |v| matches!(v, Val::Ptr(q) if q.maybe_null && q.id == id),
+        |v| match v {
+            Val::Ptr(q) if !null => q.maybe_null = false,
+            _ => *v = Val::scalar(Sc::konst(0)),
+        },
+    );
 }
 
-/// Applies `f` to every register and spilled value; `f` tells whether it changed the value,
-/// so that a stack shared with other states is copied only if one of its values changes.
-fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val) -> bool) {
+/// Applies `change` to every register and spilled value that `wants`; the test comes first
+/// so that a spilled value is neither copied out to be looked at nor, unless it changes, a
+/// stack shared with other states copied.
+fn update_vals(state: &mut State, wants: impl Fn(&Val) -> bool, change: impl Fn(&mut Val)) {
     for frame in state.iter_mut() {
         for v in frame.regs.iter_mut() {
-            f(v);
+            if wants(v) {
+                change(v);
+            }
         }
-        for i in 0..frame.stack.len() {
-            if let Slot::Spill(v) = &frame.stack[i] {
-                let mut new = *v;
-                if f(&mut new) {
-                    Rc::make_mut(&mut frame.stack)[i] = Slot::Spill(new);
+        let wanted = |s: &Slot| matches!(s, Slot::Spill(v) if wants(v));
+        if let Some(first) = frame.stack.iter().position(wanted) {
+            for s in &mut Rc::make_mut(&mut frame.stack)[first..] {
+                if let Slot::Spill(v) = s {
+                    if wants(v) {
+                        change(v);
+                    }
                 }
             }
         }
@@ -1309,9 +1310,11 @@ fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val) -> bool) {
 
 /// A state whose ranges are all non-empty (a refinement that empties one is a dead branch).
 fn possible(state: &State) -> bool {
-    state
-        .last()
-        .is_none_or(|f| f.regs.iter().all(|v| v.sc().is_none_or(|s| !s.is_empty())))
+    state.last().is_none_or(|f| {
+        f.regs
+            .iter()
+            .all(|v| !matches!(v, Val::Scalar { sc, .. } if sc.is_empty()))
+    })
 }
 
 fn is_packet(v: &Val) -> bool {
