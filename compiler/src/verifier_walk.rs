@@ -635,6 +635,7 @@ fn covers(live_at: &[u16], live_top: u16, old: &State, cur: &State) -> bool {
 }
 
 /// `old`'s precise registers among `live` allow `cur`'s.
+#[inline]
 fn precise_regs_cover(old: &Frame, cur: &Frame, live: u64) -> bool {
     bits(live & old.precise_regs as u64).all(|r| match (&old.regs[r], &cur.regs[r]) {
         (Val::Scalar { sc: o, .. }, Val::Scalar { sc: c, .. }) => o.contains(c),
@@ -1159,12 +1160,16 @@ impl<'a> Walker<'a> {
             parent: cur.parent,
             hist: cur.hist,
         };
+        // A state stays possible when a narrowing writes no empty range into it: the test of
+        // every register is then made once for both ways, not after each.
+        let was_possible = possible(&cur.state);
+        let (mut other_possible, mut this_possible) = (was_possible, was_possible);
         if let Some(op) = op {
-            self.narrow(&mut other, insn, op, x, is32);
-            self.narrow(cur, insn, op.negate(), x, is32);
+            let kept = self.narrow(&mut other, insn, op, x, is32);
+            other_possible = kept && was_possible || possible(&other.state);
+            let kept = self.narrow(cur, insn, op.negate(), x, is32);
+            this_possible = kept && was_possible || possible(&cur.state);
         }
-        let other_possible = possible(&other.state);
-        let this_possible = possible(&cur.state);
         match (this_possible, other_possible) {
             (true, true) => {
                 other.pc = target;
@@ -1196,8 +1201,8 @@ impl<'a> Walker<'a> {
     }
 
     /// What `dst op src` holding tells about the registers (ranges, null tests, packet
-    /// bounds).
-    fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) {
+    /// bounds). False when it may have written an empty range (the way is then impossible).
+    fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) -> bool {
         let f = path.state.len() - 1;
         // (Read in place: a register is 64 bytes, most of which a compare does not need.)
         let regs = &path.state[f].regs;
@@ -1210,6 +1215,7 @@ impl<'a> Walker<'a> {
                 if x {
                     set_range(path, insn.src, ib, sb);
                 }
+                return !sa.is_empty() && !(x && sb.is_empty());
             }
             (
                 &Val::Ptr(Ptr {
@@ -1229,6 +1235,7 @@ impl<'a> Walker<'a> {
             }
             _ => {}
         }
+        true
     }
 }
 

@@ -62,16 +62,25 @@ impl Sc {
     }
 
     /// Each range narrowed by what the other says, as `reg_bounds_sync` does.
-    pub fn sync(mut self) -> Sc {
-        for _ in 0..2 {
-            if (self.umin as i64) <= (self.umax as i64) {
-                self.smin = self.smin.max(self.umin as i64);
-                self.smax = self.smax.min(self.umax as i64);
-            }
-            if self.smin >= 0 || self.smax < 0 {
-                self.umin = self.umin.max(self.smin as u64);
-                self.umax = self.umax.min(self.smax as u64);
-            }
+    pub fn sync(self) -> Sc {
+        // Twice, as the kernel does; a first pass that changes nothing makes the second one
+        // change nothing too.
+        let once = self.sync_once();
+        if once == self {
+            once
+        } else {
+            once.sync_once()
+        }
+    }
+
+    fn sync_once(mut self) -> Sc {
+        if (self.umin as i64) <= (self.umax as i64) {
+            self.smin = self.smin.max(self.umin as i64);
+            self.smax = self.smax.min(self.umax as i64);
+        }
+        if self.smin >= 0 || self.smax < 0 {
+            self.umin = self.umin.max(self.smin as u64);
+            self.umax = self.umax.min(self.smax as u64);
         }
         self
     }
