@@ -1258,12 +1258,16 @@ impl<'a> Walker<'a> {
         let b = if x { &regs[insn.src as usize % 11] } else { &imm };
         match (&regs[insn.dst as usize % 11], b) {
             (&Val::Scalar { sc: mut sa, id: ia, .. }, &Val::Scalar { sc: mut sb, id: ib, .. }) if !is32 => {
-                scalar::refine(op, &mut sa, &mut sb);
+                // (A constant's narrowed range is not kept: it is not synced.)
+                scalar::refine_unsynced(op, &mut sa, &mut sb);
+                let sa = sa.sync();
                 set_range(path, insn.dst, ia, sa);
-                if x {
-                    set_range(path, insn.src, ib, sb);
+                if !x {
+                    return !sa.is_empty();
                 }
-                return !sa.is_empty() && !(x && sb.is_empty());
+                let sb = sb.sync();
+                set_range(path, insn.src, ib, sb);
+                return !sa.is_empty() && !sb.is_empty();
             }
             (
                 &Val::Ptr(Ptr {

@@ -299,6 +299,14 @@ fn cmp(always: bool, never: bool) -> Option<bool> {
 /// Narrows `a` and `b` by the knowledge that `a op b` holds (the kernel's
 /// `regs_refine_cond_op`).
 pub fn refine(op: JmpOp, a: &mut Sc, b: &mut Sc) {
+    refine_unsynced(op, a, b);
+    *a = a.sync();
+    *b = b.sync();
+}
+
+/// `refine` but for the last `sync` of each range, left to the caller: a compare with a
+/// constant needs only its register's.
+pub fn refine_unsynced(op: JmpOp, a: &mut Sc, b: &mut Sc) {
     use JmpOp::*;
     match op {
         Jeq => {
@@ -349,8 +357,6 @@ pub fn refine(op: JmpOp, a: &mut Sc, b: &mut Sc) {
         Jlt | Jle | Jslt | Jsle => refine(op.swap(), b, a),
         _ => {}
     }
-    *a = a.sync();
-    *b = b.sync();
 }
 
 #[cfg(test)]
