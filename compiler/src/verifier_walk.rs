@@ -218,6 +218,23 @@ impl Frame {
     }
 }
 
+/// The register an operand field names: an instruction's field can name r11-r15, which the
+/// walk folds onto r0-r4 (`r % 11`) rather than fail on. By table: the division takes a
+/// dozen instructions, on every register read.
+#[inline]
+fn reg_slot(r: u8) -> usize {
+    const SLOTS: [u8; 256] = {
+        let mut t = [0; 256];
+        let mut r = 0;
+        while r < 256 {
+            t[r] = (r % 11) as u8;
+            r += 1;
+        }
+        t
+    };
+    SLOTS[r as usize] as usize
+}
+
 /// The slot of frame-pointer offset `off` (negative), if it is inside the stack.
 fn slot_of(off: i64) -> Option<usize> {
     (-(SLOTS as i64) * 8..0)
@@ -761,7 +778,7 @@ impl<'a> Walker<'a> {
                     let hi = self.insns.get(pc + 1).map_or(0, |i| i.imm as u32 as u64);
                     Val::scalar(Sc::konst((hi << 32) | insn.imm as u32 as u64))
                 };
-                cur.state[depth].regs[insn.dst as usize % 11] = v;
+                cur.state[depth].regs[reg_slot(insn.dst)] = v;
                 new_pc = pc + 2;
             }
             isa::BPF_LDX => self.load(cur, insn),
@@ -800,7 +817,7 @@ impl<'a> Walker<'a> {
     }
 
     fn reg(&self, cur: &Path, r: u8) -> Val {
-        cur.state.last().expect("a frame").regs[r as usize % 11]
+        cur.state.last().expect("a frame").regs[reg_slot(r)]
     }
 
     fn set(&self, cur: &mut Path, r: u8, v: Val) {
@@ -821,12 +838,8 @@ impl<'a> Walker<'a> {
         // the registers (the last arm of the `match` below).
         if !matches!(op, AluOp::Mov | AluOp::End | AluOp::Neg) {
             let regs = &cur.state.last().expect("a frame").regs;
-            let b = if x {
-                regs[insn.src as usize % 11].sc()
-            } else {
-                Some(imm)
-            };
-            if let (Val::Scalar { sc: a, .. }, Some(b)) = (&regs[insn.dst as usize % 11], b) {
+            let b = if x { regs[reg_slot(insn.src)].sc() } else { Some(imm) };
+            if let (Val::Scalar { sc: a, .. }, Some(b)) = (&regs[reg_slot(insn.dst)], b) {
                 let v = Val::scalar(scalar::alu(op, *a, b, is64, insn.off == 1));
                 self.set(cur, insn.dst, v);
                 return;
@@ -961,7 +974,7 @@ impl<'a> Walker<'a> {
         let v = if insn.class() == isa::BPF_STX && size == 8 {
             self.linked(cur, insn.src)
         } else if insn.class() == isa::BPF_STX {
-            cur.state[cur.state.len() - 1].regs[insn.src as usize % 11]
+            cur.state[cur.state.len() - 1].regs[reg_slot(insn.src)]
         } else {
             Val::scalar(Sc::konst(insn.imm as i64 as u64))
         };
@@ -1102,13 +1115,13 @@ impl<'a> Walker<'a> {
     /// A copy of scalar register `r`, linked to it (an unknown value gets an id first).
     fn linked(&mut self, cur: &mut Path, r: u8) -> Val {
         let f = cur.state.len() - 1;
-        if let Val::Scalar { sc, id: id @ 0, .. } = &mut cur.state[f].regs[r as usize % 11] {
+        if let Val::Scalar { sc, id: id @ 0, .. } = &mut cur.state[f].regs[reg_slot(r)] {
             if sc.value().is_none() {
                 self.next_id += 1;
                 *id = self.next_id;
             }
         }
-        cur.state[f].regs[r as usize % 11]
+        cur.state[f].regs[reg_slot(r)]
     }
 
     fn clobber_caller_saved(&self, cur: &mut Path) {
@@ -1255,8 +1268,8 @@ impl<'a> Walker<'a> {
         // (Read in place: a register is 64 bytes, most of which a compare does not need.)
         let regs = &path.state[f].regs;
         let imm = Val::scalar(Sc::konst(insn.imm as i64 as u64));
-        let b = if x { &regs[insn.src as usize % 11] } else { &imm };
-        match (&regs[insn.dst as usize % 11], b) {
+        let b = if x { &regs[reg_slot(insn.src)] } else { &imm };
+        match (&regs[reg_slot(insn.dst)], b) {
             (&Val::Scalar { sc: mut sa, id: ia, .. }, &Val::Scalar { sc: mut sb, id: ib, .. }) if !is32 => {
                 // (A constant's narrowed range is not kept: it is not synced.)
                 scalar::refine_unsynced(op, &mut sa, &mut sb);
@@ -1294,7 +1307,7 @@ impl<'a> Walker<'a> {
 /// Register `r` (and every copy linked to it by `id`) now holds values in `sc`.
 fn set_range(path: &mut Path, r: u8, id: u32, sc: Sc) {
     let f = path.state.len() - 1;
-    if let Val::Scalar { sc: s, .. } = &mut path.state[f].regs[r as usize % 11] {
+    if let Val::Scalar { sc: s, .. } = &mut path.state[f].regs[reg_slot(r)] {
         *s = sc;
     }
     if id == 0 {
