@@ -1870,6 +1870,34 @@ mod tests {
     }
 
     #[test]
+    fn an_operand_names_its_register_modulo_eleven() {
+        for r in 0..=255u8 {
+            assert_eq!(reg_slot(r), r as usize % 11);
+        }
+    }
+
+    #[test]
+    fn a_long_list_gets_its_room_at_once() {
+        let push = |list: &mut Vec<u32>, n: usize| {
+            for i in 0..n {
+                make_room(list, 100_000);
+                list.push(i as u32);
+            }
+        };
+        // Short: it grows as a Vec does.
+        let mut short = Vec::new();
+        push(&mut short, 100);
+        assert!(short.capacity() < LONG, "{}", short.capacity());
+        // Past `LONG`: one growth, to its room.
+        let mut long = Vec::with_capacity(LONG);
+        push(&mut long, LONG + 1);
+        assert_eq!(long.capacity(), 100_000);
+        // Past its room: it doubles again.
+        push(&mut long, 100_000);
+        assert!(long.capacity() >= 200_000, "{}", long.capacity());
+    }
+
+    #[test]
     fn a_constant_loop_is_walked_once_per_iteration() {
         // r0 = 0; r1 = 0; loop: r1 += 1; if r1 < 10 goto loop; exit
         let c = code(vec![

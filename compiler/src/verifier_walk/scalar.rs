@@ -385,4 +385,31 @@ mod tests {
         assert_eq!((a.umin, a.umax), (0, 2));
         assert_eq!(decide(JmpOp::Jlt, &a, &Sc::konst(3)), Some(true));
     }
+
+    /// `sync` stops after a pass that changes nothing: the same result as two passes always.
+    #[test]
+    fn sync_is_two_passes() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly small values and the edges, where the two orders meet.
+            match x % 4 {
+                0 => x,
+                1 => x % 64,
+                2 => (x % 64).wrapping_neg(),
+                _ => [0, u64::MAX, i64::MAX as u64, i64::MIN as u64][(x >> 8) as usize % 4],
+            }
+        };
+        for _ in 0..100_000 {
+            let s = Sc {
+                umin: next(),
+                umax: next(),
+                smin: next() as i64,
+                smax: next() as i64,
+            };
+            assert_eq!(s.sync(), s.sync_once().sync_once(), "{s:?}");
+        }
+    }
 }
