@@ -218,6 +218,23 @@ impl Frame {
     }
 }
 
+/// The register an operand field names: an instruction's field can name r11-r15, which the
+/// walk folds onto r0-r4 (`r % 11`) rather than fail on. By table: the division takes a
+/// dozen instructions, on every register read.
+#[inline]
+fn reg_slot(r: u8) -> usize {
+    const SLOTS: [u8; 256] = {
+        let mut t = [0; 256];
+        let mut r = 0;
+        while r < 256 {
+            t[r] = (r % 11) as u8;
+            r += 1;
+        }
+        t
+    };
+    SLOTS[r as usize] as usize
+}
+
 /// The slot of frame-pointer offset `off` (negative), if it is inside the stack.
 fn slot_of(off: i64) -> Option<usize> {
     (-(SLOTS as i64) * 8..0)
@@ -268,19 +285,48 @@ impl Linked {
 }
 
 /// Appends the instruction at `pc`, run in frame `frame`, whose `back_mask` is `back`, to the
-/// history `hist` of a path. A step that backtracking cannot change anything through counts
-/// in the history's length but is not kept: `back_steps` would only skip it.
-fn push_step(arena: &mut Vec<Linked>, hist: &mut Hist, pc: usize, frame: usize, back: u32) {
+/// history `hist` of a path, in an arena given `room` entries at once (`make_room`: the
+/// walk's limit of instructions, as each adds a step, and a fork one more). A step
+/// that backtracking cannot change anything through counts in the history's length but is
+/// not kept: `back_steps` would only skip it.
+fn push_step(arena: &mut Vec<Linked>, room: usize, hist: &mut Hist, pc: usize, frame: usize, back: u32) {
     hist.len += 1;
     if back == 0 {
         return;
     }
+    make_room(arena, room);
     arena.push(Linked {
         pc: pc as u32,
         prev: hist.latest,
         mask: back | (frame.min(MAX_FRAMES - 1) as u32) << FRAME_SHIFT,
     });
     hist.latest = (arena.len() - 1) as u32;
+}
+
+/// The length the walk's long lists (checkpoints, steps, pending branches) start with; past
+/// it, a list is given at once the room its limits allow (`make_room`).
+const LONG: usize = 256;
+
+/// Makes room for a push onto `list`, which the walk's limits bound near `room` entries.
+/// Doubling as it grows, the list would be copied whole each time (cookie_guard: 440 KB,
+/// 0.3M of its walk's 14.8M instructions, and 25 page faults);
+/// past `LONG` entries it gets `room` instead, which the kernel maps only where it is
+/// written. A walk that stays shorter (most of them) keeps its small lists.
+#[inline]
+fn make_room<T>(list: &mut Vec<T>, room: usize) {
+    if list.len() == list.capacity() {
+        give_room(list, room);
+    }
+}
+
+#[cold]
+fn give_room<T>(list: &mut Vec<T>, room: usize) {
+    let more = if list.len() >= LONG {
+        room.saturating_sub(list.len())
+    } else {
+        0
+    };
+    list.reserve_exact(more.max(list.len()).max(1));
 }
 
 /// A checkpoint: the state a path had at a prune point.
@@ -444,11 +490,11 @@ impl<'a> Walker<'a> {
             prune: prune_points(insns),
             live: live_registers(insns),
             back: insns.iter().map(|i| back_mask(*i)).collect(),
-            nodes: Vec::new(),
+            nodes: Vec::with_capacity(LONG),
             explored: vec![Vec::new(); insns.len()],
-            pending: Vec::new(),
+            pending: Vec::with_capacity(LONG),
             spare: Vec::new(),
-            steps: Vec::new(),
+            steps: Vec::with_capacity(LONG),
             processed: 0,
             jumps: 0,
             prev_processed: 0,
@@ -565,6 +611,9 @@ impl<'a> Walker<'a> {
         if add {
             let id = self.nodes.len();
             let state = self.copy_state(&cur.state);
+            // (A checkpoint needs eight instructions processed since the last one, or a path
+            // of 64 steps since its own.)
+            make_room(&mut self.nodes, self.limits.insns as usize / 8);
             self.nodes.push(Node {
                 state,
                 parent: cur.parent,
@@ -635,6 +684,7 @@ fn covers(live_at: &[u16], live_top: u16, old: &State, cur: &State) -> bool {
 }
 
 /// `old`'s precise registers among `live` allow `cur`'s.
+#[inline]
 fn precise_regs_cover(old: &Frame, cur: &Frame, live: u64) -> bool {
     bits(live & old.precise_regs as u64).all(|r| match (&old.regs[r], &cur.regs[r]) {
         (Val::Scalar { sc: o, .. }, Val::Scalar { sc: c, .. }) => o.contains(c),
@@ -728,7 +778,7 @@ impl<'a> Walker<'a> {
                     let hi = self.insns.get(pc + 1).map_or(0, |i| i.imm as u32 as u64);
                     Val::scalar(Sc::konst((hi << 32) | insn.imm as u32 as u64))
                 };
-                cur.state[depth].regs[insn.dst as usize % 11] = v;
+                cur.state[depth].regs[reg_slot(insn.dst)] = v;
                 new_pc = pc + 2;
             }
             isa::BPF_LDX => self.load(cur, insn),
@@ -754,13 +804,20 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        push_step(&mut self.steps, &mut cur.hist, pc, depth, self.back[pc]);
+        push_step(
+            &mut self.steps,
+            self.limits.insns as usize,
+            &mut cur.hist,
+            pc,
+            depth,
+            self.back[pc],
+        );
         cur.pc = new_pc;
         Ok(next)
     }
 
     fn reg(&self, cur: &Path, r: u8) -> Val {
-        cur.state.last().expect("a frame").regs[r as usize % 11]
+        cur.state.last().expect("a frame").regs[reg_slot(r)]
     }
 
     fn set(&self, cur: &mut Path, r: u8, v: Val) {
@@ -781,12 +838,8 @@ impl<'a> Walker<'a> {
         // the registers (the last arm of the `match` below).
         if !matches!(op, AluOp::Mov | AluOp::End | AluOp::Neg) {
             let regs = &cur.state.last().expect("a frame").regs;
-            let b = if x {
-                regs[insn.src as usize % 11].sc()
-            } else {
-                Some(imm)
-            };
-            if let (Val::Scalar { sc: a, .. }, Some(b)) = (&regs[insn.dst as usize % 11], b) {
+            let b = if x { regs[reg_slot(insn.src)].sc() } else { Some(imm) };
+            if let (Val::Scalar { sc: a, .. }, Some(b)) = (&regs[reg_slot(insn.dst)], b) {
                 let v = Val::scalar(scalar::alu(op, *a, b, is64, insn.off == 1));
                 self.set(cur, insn.dst, v);
                 return;
@@ -921,7 +974,7 @@ impl<'a> Walker<'a> {
         let v = if insn.class() == isa::BPF_STX && size == 8 {
             self.linked(cur, insn.src)
         } else if insn.class() == isa::BPF_STX {
-            cur.state[cur.state.len() - 1].regs[insn.src as usize % 11]
+            cur.state[cur.state.len() - 1].regs[reg_slot(insn.src)]
         } else {
             Val::scalar(Sc::konst(insn.imm as i64 as u64))
         };
@@ -1016,13 +1069,7 @@ impl<'a> Walker<'a> {
             _ => Val::scalar(Sc::UNKNOWN),
         };
         if changes_packet(id) {
-            for_each_val(&mut cur.state, |v| {
-                let packet = is_packet(v);
-                if packet {
-                    *v = Val::scalar(Sc::UNKNOWN);
-                }
-                packet
-            });
+            update_vals(&mut cur.state, is_packet, |v| *v = Val::scalar(Sc::UNKNOWN));
         }
         self.clobber_caller_saved(cur);
         self.set(cur, 0, r0);
@@ -1068,13 +1115,13 @@ impl<'a> Walker<'a> {
     /// A copy of scalar register `r`, linked to it (an unknown value gets an id first).
     fn linked(&mut self, cur: &mut Path, r: u8) -> Val {
         let f = cur.state.len() - 1;
-        if let Val::Scalar { sc, id: id @ 0, .. } = &mut cur.state[f].regs[r as usize % 11] {
+        if let Val::Scalar { sc, id: id @ 0, .. } = &mut cur.state[f].regs[reg_slot(r)] {
             if sc.value().is_none() {
                 self.next_id += 1;
                 *id = self.next_id;
             }
         }
-        cur.state[f].regs[r as usize % 11]
+        cur.state[f].regs[reg_slot(r)]
     }
 
     fn clobber_caller_saved(&self, cur: &mut Path) {
@@ -1118,13 +1165,11 @@ impl<'a> Walker<'a> {
         self.set(cur, 0, r0);
         // Pointers into the callee's frame are dangling now (the kernel refuses their use).
         let depth = cur.state.len();
-        for_each_val(&mut cur.state, |v| {
-            let dangling = matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth);
-            if dangling {
-                *v = Val::scalar(Sc::UNKNOWN);
-            }
-            dangling
-        });
+        update_vals(
+            &mut cur.state,
+            |v| matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth),
+            |v| *v = Val::scalar(Sc::UNKNOWN),
+        );
         Some(callee.callsite as usize + 1)
     }
 
@@ -1167,19 +1212,32 @@ impl<'a> Walker<'a> {
             parent: cur.parent,
             hist: cur.hist,
         };
+        // A state stays possible when a narrowing writes no empty range into it: the test of
+        // every register is then made once for both ways, not after each.
+        let was_possible = possible(&cur.state);
+        let (mut other_possible, mut this_possible) = (was_possible, was_possible);
         if let Some(op) = op {
-            self.narrow(&mut other, insn, op, x, is32);
-            self.narrow(cur, insn, op.negate(), x, is32);
+            let kept = self.narrow(&mut other, insn, op, x, is32);
+            other_possible = kept && was_possible || possible(&other.state);
+            let kept = self.narrow(cur, insn, op.negate(), x, is32);
+            this_possible = kept && was_possible || possible(&cur.state);
         }
-        let other_possible = possible(&other.state);
-        let this_possible = possible(&cur.state);
         match (this_possible, other_possible) {
             (true, true) => {
                 other.pc = target;
-                push_step(&mut self.steps, &mut other.hist, pc, cur.state.len() - 1, self.back[pc]);
+                let frame = cur.state.len() - 1;
+                push_step(
+                    &mut self.steps,
+                    self.limits.insns as usize,
+                    &mut other.hist,
+                    pc,
+                    frame,
+                    self.back[pc],
+                );
                 if let Some(p) = other.parent {
                     self.nodes[p].branches += 1;
                 }
+                make_room(&mut self.pending, self.limits.pending + 1);
                 self.pending.push(other);
                 self.max_pending = self.max_pending.max(self.pending.len());
                 if self.pending.len() > self.limits.pending {
@@ -1204,55 +1262,66 @@ impl<'a> Walker<'a> {
     }
 
     /// What `dst op src` holding tells about the registers (ranges, null tests, packet
-    /// bounds).
-    fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) {
+    /// bounds). False when it may have written an empty range (the way is then impossible).
+    fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) -> bool {
         let f = path.state.len() - 1;
-        let a = path.state[f].regs[insn.dst as usize % 11];
-        let b = if x {
-            path.state[f].regs[insn.src as usize % 11]
-        } else {
-            Val::scalar(Sc::konst(insn.imm as i64 as u64))
-        };
-        match (a, b) {
-            (Val::Scalar { sc: mut sa, id: ia, .. }, Val::Scalar { sc: mut sb, id: ib, .. }) if !is32 => {
-                scalar::refine(op, &mut sa, &mut sb);
+        // (Read in place: a register is 64 bytes, most of which a compare does not need.)
+        let regs = &path.state[f].regs;
+        let imm = Val::scalar(Sc::konst(insn.imm as i64 as u64));
+        let b = if x { &regs[reg_slot(insn.src)] } else { &imm };
+        match (&regs[reg_slot(insn.dst)], b) {
+            (&Val::Scalar { sc: mut sa, id: ia, .. }, &Val::Scalar { sc: mut sb, id: ib, .. }) if !is32 => {
+                // (A constant's narrowed range is not kept: it is not synced.)
+                scalar::refine_unsynced(op, &mut sa, &mut sb);
+                let sa = sa.sync();
                 set_range(path, insn.dst, ia, sa);
-                if x {
-                    set_range(path, insn.src, ib, sb);
+                if !x {
+                    return !sa.is_empty();
                 }
+                let sb = sb.sync();
+                set_range(path, insn.src, ib, sb);
+                return !sa.is_empty() && !sb.is_empty();
             }
-            (Val::Ptr(p), Val::Scalar { sc, .. }) if p.maybe_null && sc.value() == Some(0) => match op {
-                JmpOp::Jeq => set_null(&mut path.state, p.id, true),
-                JmpOp::Jne => set_null(&mut path.state, p.id, false),
+            (
+                &Val::Ptr(Ptr {
+                    maybe_null: true, id, ..
+                }),
+                Val::Scalar { sc, .. },
+            ) if sc.value() == Some(0) => match op {
+                JmpOp::Jeq => set_null(&mut path.state, id, true),
+                JmpOp::Jne => set_null(&mut path.state, id, false),
                 _ => {}
             },
-            (Val::Ptr(p), Val::Ptr(e)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
+            (&Val::Ptr(p), Val::Ptr(e)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
                 packet_bound(&mut path.state, p, op)
             }
-            (Val::Ptr(e), Val::Ptr(p)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
+            (Val::Ptr(e), &Val::Ptr(p)) if p.kind == Kind::Pkt && e.kind == Kind::PktEnd => {
                 packet_bound(&mut path.state, p, op.swap())
             }
             _ => {}
         }
+        true
     }
 }
 
 /// Register `r` (and every copy linked to it by `id`) now holds values in `sc`.
 fn set_range(path: &mut Path, r: u8, id: u32, sc: Sc) {
     let f = path.state.len() - 1;
-    if let Val::Scalar { sc: s, .. } = &mut path.state[f].regs[r as usize % 11] {
+    if let Val::Scalar { sc: s, .. } = &mut path.state[f].regs[reg_slot(r)] {
         *s = sc;
     }
     if id == 0 {
         return;
     }
-    for_each_val(&mut path.state, |v| match v {
-        Val::Scalar { sc: s, id: i, .. } if *i == id && *s != sc => {
-            *s = sc;
-            true
-        }
-        _ => false,
-    });
+    update_vals(
+        &mut path.state,
+        |v| matches!(v, Val::Scalar { sc: s, id: i, .. } if *i == id && *s != sc),
+        |v| {
+            if let Val::Scalar { sc: s, .. } = v {
+                *s = sc;
+            }
+        },
+    );
 }
 
 /// `pkt op pkt_end` holds: packet pointers like `pkt` may access up to its offset.
@@ -1265,42 +1334,46 @@ fn packet_bound(state: &mut State, p: Ptr, op: JmpOp) {
     if p.off < 0 || p.var.umax > 0xffff {
         return;
     }
-    for_each_val(state, |v| match v {
-        Val::Ptr(q) if q.kind == Kind::Pkt && q.id == p.id && q.range < range => {
-            q.range = range;
-            true
-        }
-        _ => false,
-    });
+    update_vals(
+        state,
+        |v| matches!(v, Val::Ptr(q) if q.kind == Kind::Pkt && q.id == p.id && q.range < range),
+        |v| {
+            if let Val::Ptr(q) = v {
+                q.range = range;
+            }
+        },
+    );
 }
 
 /// A null test of pointer `id` went one way.
 fn set_null(state: &mut State, id: u32, null: bool) {
-    for_each_val(state, |v| match v {
-        Val::Ptr(q) if q.maybe_null && q.id == id => {
-            if null {
-                *v = Val::scalar(Sc::konst(0));
-            } else {
-                q.maybe_null = false;
-            }
-            true
-        }
-        _ => false,
-    });
+    update_vals(
+        state,
+        |v| matches!(v, Val::Ptr(q) if q.maybe_null && q.id == id),
+        |v| match v {
+            Val::Ptr(q) if !null => q.maybe_null = false,
+            _ => *v = Val::scalar(Sc::konst(0)),
+        },
+    );
 }
 
-/// Applies `f` to every register and spilled value; `f` tells whether it changed the value,
-/// so that a stack shared with other states is copied only if one of its values changes.
-fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val) -> bool) {
+/// Applies `change` to every register and spilled value that `wants`; the test comes first
+/// so that a spilled value is neither copied out to be looked at nor, unless it changes, a
+/// stack shared with other states copied.
+fn update_vals(state: &mut State, wants: impl Fn(&Val) -> bool, change: impl Fn(&mut Val)) {
     for frame in state.iter_mut() {
         for v in frame.regs.iter_mut() {
-            f(v);
+            if wants(v) {
+                change(v);
+            }
         }
-        for i in 0..frame.stack.len() {
-            if let Slot::Spill(v) = &frame.stack[i] {
-                let mut new = *v;
-                if f(&mut new) {
-                    Rc::make_mut(&mut frame.stack)[i] = Slot::Spill(new);
+        let wanted = |s: &Slot| matches!(s, Slot::Spill(v) if wants(v));
+        if let Some(first) = frame.stack.iter().position(wanted) {
+            for s in &mut Rc::make_mut(&mut frame.stack)[first..] {
+                if let Slot::Spill(v) = s {
+                    if wants(v) {
+                        change(v);
+                    }
                 }
             }
         }
@@ -1309,9 +1382,11 @@ fn for_each_val(state: &mut State, mut f: impl FnMut(&mut Val) -> bool) {
 
 /// A state whose ranges are all non-empty (a refinement that empties one is a dead branch).
 fn possible(state: &State) -> bool {
-    state
-        .last()
-        .is_none_or(|f| f.regs.iter().all(|v| v.sc().is_none_or(|s| !s.is_empty())))
+    state.last().is_none_or(|f| {
+        f.regs
+            .iter()
+            .all(|v| !matches!(v, Val::Scalar { sc, .. } if sc.is_empty()))
+    })
 }
 
 fn is_packet(v: &Val) -> bool {
@@ -1706,13 +1781,13 @@ mod tests {
     fn forked_paths_share_the_steps_before_the_fork() {
         let mut arena = Vec::new();
         let mut a = Hist::EMPTY;
-        push_step(&mut arena, &mut a, 0, 0, 1);
-        push_step(&mut arena, &mut a, 1, 0, 1);
+        push_step(&mut arena, 0, &mut a, 0, 0, 1);
+        push_step(&mut arena, 0, &mut a, 1, 0, 1);
         let mut b = a;
-        push_step(&mut arena, &mut a, 2, 0, 1);
-        push_step(&mut arena, &mut b, 7, 1, 1);
+        push_step(&mut arena, 0, &mut a, 2, 0, 1);
+        push_step(&mut arena, 0, &mut b, 7, 1, 1);
         // A step backtracking cannot change anything through counts but is not kept.
-        push_step(&mut arena, &mut b, 8, 1, 0);
+        push_step(&mut arena, 0, &mut b, 8, 1, 0);
         let steps = |h| history(&arena, h).collect::<Vec<_>>();
         assert_eq!(steps(a), [(2, 0), (1, 0), (0, 0)]);
         assert_eq!(steps(b), [(7, 1), (1, 0), (0, 0)]);
@@ -1792,6 +1867,34 @@ mod tests {
             assert_eq!((bt.regs, bt.slots), (regs, slots), "{insn:?} in frame {frame}");
         }
         assert!(skipped > 10_000, "{skipped}");
+    }
+
+    #[test]
+    fn an_operand_names_its_register_modulo_eleven() {
+        for r in 0..=255u8 {
+            assert_eq!(reg_slot(r), r as usize % 11);
+        }
+    }
+
+    #[test]
+    fn a_long_list_gets_its_room_at_once() {
+        let push = |list: &mut Vec<u32>, n: usize| {
+            for i in 0..n {
+                make_room(list, 100_000);
+                list.push(i as u32);
+            }
+        };
+        // Short: it grows as a Vec does.
+        let mut short = Vec::new();
+        push(&mut short, 100);
+        assert!(short.capacity() < LONG, "{}", short.capacity());
+        // Past `LONG`: one growth, to its room.
+        let mut long = Vec::with_capacity(LONG);
+        push(&mut long, LONG + 1);
+        assert_eq!(long.capacity(), 100_000);
+        // Past its room: it doubles again.
+        push(&mut long, 100_000);
+        assert!(long.capacity() >= 200_000, "{}", long.capacity());
     }
 
     #[test]
