@@ -1,5 +1,6 @@
 //! Optimisation passes over the IR: small functions over plain data, run to a fixpoint.
 //!
+//! - `compact_blocks` (around the rest): the passes work on the blocks the entry reaches.
 //! - `clear_unreachable`: blocks no path reaches are emptied (their writes no longer count).
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
@@ -28,6 +29,9 @@ use runtime_bpf::isa::JmpOp;
 
 /// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
 pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    // The passes below see the reachable blocks only (the others, most of a freshly lowered
+    // function, come back empty at the end, as `clear_unreachable` leaves them).
+    let numbering = crate::compact_blocks::compact(f);
     // `known`: the interval analysis of `f` as it is, when `simplify` ended without a change
     // after its last one (the passes below then need not run it again).
     // The block order, predecessors and write counts, shared by the passes until one edits.
@@ -47,6 +51,7 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     // Last: the passes above know packet pointers by their offset from `data`, and this one
     // moves access offsets below a pointer's.
     crate::check_bases::fold_check_extents(f);
+    numbering.restore(f);
 }
 
 /// Returns the interval analysis of `f` as it leaves, when its last round changed nothing

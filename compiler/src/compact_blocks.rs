@@ -1,0 +1,147 @@
+//! The optimiser works on the blocks the entry reaches, numbered anew; the blocks it left out
+//! are put back, under their numbers, when it is done.
+//!
+//! Lowering leaves most blocks of a function unreachable (the code after a `return`, the
+//! branches of inlined library functions that a constant argument rules out): `sni_filter`
+//! has about 245 blocks of which 81 are reachable. The first optimisation pass only empties
+//! them (`opt::clear_unreachable`), but every later pass and analysis still walked them and
+//! sized its per-block maps for them, which cost a good part of the optimiser's instructions.
+//!
+//! Nothing changes in the result: the blocks left out are exactly those `clear_unreachable`
+//! empties first, emptied the same way; the kept blocks keep their order (a pass that picks
+//! the lowest-numbered block picks the same one), and blocks the passes add come after all of
+//! them in both numberings, in the order they were made.
+
+use cranelift_entity::{EntityRef, PrimaryMap, SecondaryMap};
+
+use crate::ir::{Block, BlockData, Function, Operand, Terminator};
+
+/// How to put the blocks of a compacted function back under their numbers.
+pub struct Renumbering {
+    /// The full number of each kept block, by its compact number (ascending).
+    full: Vec<Block>,
+    /// How many blocks the function had: blocks added later are numbered from here.
+    len: usize,
+    /// The blocks left out, emptied, by full number (ascending).
+    dropped: Vec<(Block, BlockData)>,
+}
+
+/// Leaves out the blocks the entry does not reach, emptied as `clear_unreachable` empties
+/// them, and renumbers the others in order.
+pub fn compact(f: &mut Function) -> Renumbering {
+    let mut live: SecondaryMap<Block, bool> = f.block_map();
+    for b in f.reverse_postorder() {
+        live[b] = true;
+    }
+    let len = f.blocks.len();
+    // (Only the kept blocks' entries are read.)
+    let mut compact_of: SecondaryMap<Block, Block> = SecondaryMap::with_default(f.entry);
+    let mut full = Vec::new();
+    let mut dropped = Vec::new();
+    for (b, d) in std::mem::take(&mut f.blocks) {
+        if live[b] {
+            compact_of[b] = f.blocks.push(d);
+            full.push(b);
+        } else {
+            let emptied = BlockData {
+                insts: Vec::new(),
+                term: (Terminator::Return(Operand::Imm(0)), d.term.1),
+            };
+            dropped.push((b, emptied));
+        }
+    }
+    for d in f.blocks.values_mut() {
+        renumber(&mut d.term.0, |s| compact_of[s]);
+    }
+    f.entry = compact_of[f.entry];
+    Renumbering { full, len, dropped }
+}
+
+impl Renumbering {
+    /// Puts the blocks left out back, and every block under its full number.
+    pub fn restore(self, f: &mut Function) {
+        let kept = self.full.len();
+        let total = self.len + f.blocks.len() - kept;
+        let full_of = |b: Block| match self.full.get(b.index()) {
+            Some(&n) => n,
+            None => Block::new(self.len + b.index() - kept),
+        };
+        // Both sequences ascend by full number and together cover every number once: merged,
+        // each block lands at its number.
+        let mut blocks = std::mem::take(&mut f.blocks).into_iter().peekable();
+        let mut dropped = self.dropped.into_iter().peekable();
+        let mut merged = PrimaryMap::with_capacity(total);
+        loop {
+            let next_kept = blocks.peek().map(|&(b, _)| full_of(b));
+            let next_dropped = dropped.peek().map(|(b, _)| *b);
+            let d = match (next_kept, next_dropped) {
+                (Some(k), Some(x)) if x < k => dropped.next().map(|(_, d)| d),
+                (Some(_), _) => blocks.next().map(|(_, d)| d),
+                (None, Some(_)) => dropped.next().map(|(_, d)| d),
+                (None, None) => break,
+            };
+            if let Some(mut d) = d {
+                renumber(&mut d.term.0, full_of);
+                merged.push(d);
+            }
+        }
+        f.blocks = merged;
+        f.entry = full_of(f.entry);
+    }
+}
+
+/// Maps every successor of `t` through `to`.
+fn renumber(t: &mut Terminator, to: impl Fn(Block) -> Block) {
+    match t {
+        Terminator::Jump(b) => *b = to(*b),
+        Terminator::Branch { then_, else_, .. } => {
+            *then_ = to(*then_);
+            *else_ = to(*else_);
+        }
+        Terminator::MayGoto { exhausted, cont } => {
+            *exhausted = to(*exhausted);
+            *cont = to(*cont);
+        }
+        Terminator::Return(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Inst, ValueKind};
+
+    /// b0 -> b2 -> b4; b1 and b3 unreachable (b1 with an instruction). Compacted, b0, b2 and
+    /// b4 are 0, 1, 2, and a block added then is 3; restored, it is b5, the unreachable
+    /// blocks are back empty, and the edges name the full numbers again.
+    #[test]
+    fn unreachable_blocks_leave_and_come_back_empty() {
+        let mut f = Function::new("t");
+        let [b1, b2, b3, b4] = [(); 4].map(|_| f.new_block());
+        let v = f.new_value(ValueKind::Scalar);
+        let loc = Default::default();
+        f.blocks[f.entry].term.0 = Terminator::Jump(b2);
+        f.blocks[b1].insts.push((Inst::Const { dst: v, imm: 1 }, loc));
+        f.blocks[b1].term.0 = Terminator::Jump(b3);
+        f.blocks[b2].term.0 = Terminator::Jump(b4);
+        f.blocks[b3].term.0 = Terminator::Jump(b4);
+        f.blocks[b4].term.0 = Terminator::Return(Operand::Imm(7));
+        let numbering = compact(&mut f);
+        assert_eq!(f.blocks.len(), 3);
+        assert_eq!(f.blocks[Block::new(1)].term.0, Terminator::Jump(Block::new(2)));
+        let added = f.new_block();
+        f.blocks[Block::new(1)].term.0 = Terminator::Jump(added);
+        f.blocks[added].term.0 = Terminator::Jump(Block::new(2));
+        numbering.restore(&mut f);
+        assert_eq!(f.blocks.len(), 6);
+        let b5 = Block::new(5);
+        assert_eq!(f.blocks[b2].term.0, Terminator::Jump(b5));
+        assert_eq!(f.blocks[b5].term.0, Terminator::Jump(b4));
+        assert_eq!(f.blocks[b4].term.0, Terminator::Return(Operand::Imm(7)));
+        for b in [b1, b3] {
+            assert!(f.blocks[b].insts.is_empty());
+            assert_eq!(f.blocks[b].term.0, Terminator::Return(Operand::Imm(0)));
+        }
+        assert_eq!(f.entry, Block::new(0));
+    }
+}
