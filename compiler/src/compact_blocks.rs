@@ -20,59 +20,81 @@ use crate::ir::{Block, BlockData, Function, Operand, Terminator};
 pub struct Renumbering {
     /// The full number of each kept block, by its compact number (ascending).
     full: Vec<Block>,
-    /// How many blocks the function had: blocks added later are numbered from here.
+    /// How many blocks the full function had when last compacted: blocks added since are
+    /// numbered from here, in the order they were made.
     len: usize,
-    /// The blocks left out, emptied, by full number (ascending).
+    /// The blocks left out, emptied, with their full numbers.
     dropped: Vec<(Block, BlockData)>,
 }
 
-/// Leaves out the blocks the entry does not reach, emptied as `clear_unreachable` empties
-/// them, and renumbers the others in order.
-pub fn compact(f: &mut Function) -> Renumbering {
-    let mut live: SecondaryMap<Block, bool> = f.block_map();
-    for b in f.reverse_postorder() {
-        live[b] = true;
-    }
-    let len = f.blocks.len();
-    // (Only the kept blocks' entries are read.)
-    let mut compact_of: SecondaryMap<Block, Block> = SecondaryMap::with_default(f.entry);
-    let mut full = Vec::new();
-    let mut dropped = Vec::new();
-    for (b, d) in std::mem::take(&mut f.blocks) {
-        if live[b] {
-            compact_of[b] = f.blocks.push(d);
-            full.push(b);
-        } else {
-            let emptied = BlockData {
-                insts: Vec::new(),
-                term: (Terminator::Return(Operand::Imm(0)), d.term.1),
-            };
-            dropped.push((b, emptied));
+impl Renumbering {
+    /// `f` as it is: every block under its own number.
+    pub fn new(f: &Function) -> Renumbering {
+        Renumbering {
+            full: f.blocks.keys().collect(),
+            len: f.blocks.len(),
+            dropped: Vec::new(),
         }
     }
-    for d in f.blocks.values_mut() {
-        renumber(&mut d.term.0, |s| compact_of[s]);
-    }
-    f.entry = compact_of[f.entry];
-    Renumbering { full, len, dropped }
-}
 
-impl Renumbering {
-    /// Puts the blocks left out back, and every block under its full number.
-    pub fn restore(self, f: &mut Function) {
-        let kept = self.full.len();
-        let total = self.len + f.blocks.len() - kept;
-        let full_of = |b: Block| match self.full.get(b.index()) {
+    /// The full number of block `b` of the compact function.
+    fn full_of(&self, b: Block) -> Block {
+        match self.full.get(b.index()) {
             Some(&n) => n,
-            None => Block::new(self.len + b.index() - kept),
-        };
+            None => Block::new(self.len + b.index() - self.full.len()),
+        }
+    }
+
+    /// Leaves out the blocks the entry does not reach, emptied as `clear_unreachable` empties
+    /// them, and renumbers the others in order. Returns whether it left any out.
+    pub fn compact(&mut self, f: &mut Function) -> bool {
+        let order = f.reverse_postorder();
+        if order.len() == f.blocks.len() {
+            return false;
+        }
+        let mut live: SecondaryMap<Block, bool> = f.block_map();
+        for &b in &order {
+            live[b] = true;
+        }
+        // The full function's block count now (the blocks added since the last compaction are
+        // numbered on from it).
+        let total = self.len + f.blocks.len() - self.full.len();
+        // (Only the kept blocks' entries are read.)
+        let mut compact_of: SecondaryMap<Block, Block> = SecondaryMap::with_default(f.entry);
+        let mut full = Vec::with_capacity(order.len());
+        for (b, d) in std::mem::take(&mut f.blocks) {
+            let n = self.full_of(b);
+            if live[b] {
+                compact_of[b] = f.blocks.push(d);
+                full.push(n);
+            } else {
+                let emptied = BlockData {
+                    insts: Vec::new(),
+                    term: (Terminator::Return(Operand::Imm(0)), d.term.1),
+                };
+                self.dropped.push((n, emptied));
+            }
+        }
+        for d in f.blocks.values_mut() {
+            renumber(&mut d.term.0, |s| compact_of[s]);
+        }
+        f.entry = compact_of[f.entry];
+        self.len = total;
+        self.full = full;
+        true
+    }
+
+    /// Puts the blocks left out back, and every block under its full number.
+    pub fn restore(mut self, f: &mut Function) {
+        let total = self.len + f.blocks.len() - self.full.len();
+        self.dropped.sort_unstable_by_key(|(b, _)| *b);
         // Both sequences ascend by full number and together cover every number once: merged,
         // each block lands at its number.
         let mut blocks = std::mem::take(&mut f.blocks).into_iter().peekable();
-        let mut dropped = self.dropped.into_iter().peekable();
+        let mut dropped = std::mem::take(&mut self.dropped).into_iter().peekable();
         let mut merged = PrimaryMap::with_capacity(total);
         loop {
-            let next_kept = blocks.peek().map(|&(b, _)| full_of(b));
+            let next_kept = blocks.peek().map(|&(b, _)| self.full_of(b));
             let next_dropped = dropped.peek().map(|(b, _)| *b);
             let d = match (next_kept, next_dropped) {
                 (Some(k), Some(x)) if x < k => dropped.next().map(|(_, d)| d),
@@ -81,12 +103,12 @@ impl Renumbering {
                 (None, None) => break,
             };
             if let Some(mut d) = d {
-                renumber(&mut d.term.0, full_of);
+                renumber(&mut d.term.0, |s| self.full_of(s));
                 merged.push(d);
             }
         }
+        f.entry = self.full_of(f.entry);
         f.blocks = merged;
-        f.entry = full_of(f.entry);
     }
 }
 
@@ -112,8 +134,9 @@ mod tests {
     use crate::ir::{Inst, ValueKind};
 
     /// b0 -> b2 -> b4; b1 and b3 unreachable (b1 with an instruction). Compacted, b0, b2 and
-    /// b4 are 0, 1, 2, and a block added then is 3; restored, it is b5, the unreachable
-    /// blocks are back empty, and the edges name the full numbers again.
+    /// b4 are 0, 1, 2, and a block added then is 3 (b5 in full); compacted again once b4 is
+    /// cut off, a block added after that is b6. Restored, the unreachable blocks are back
+    /// empty, and the edges name the full numbers again.
     #[test]
     fn unreachable_blocks_leave_and_come_back_empty() {
         let mut f = Function::new("t");
@@ -126,9 +149,42 @@ mod tests {
         f.blocks[b2].term.0 = Terminator::Jump(b4);
         f.blocks[b3].term.0 = Terminator::Jump(b4);
         f.blocks[b4].term.0 = Terminator::Return(Operand::Imm(7));
-        let numbering = compact(&mut f);
+        let mut numbering = Renumbering::new(&f);
+        assert!(numbering.compact(&mut f));
         assert_eq!(f.blocks.len(), 3);
         assert_eq!(f.blocks[Block::new(1)].term.0, Terminator::Jump(Block::new(2)));
+        let added = f.new_block();
+        f.blocks[Block::new(1)].term.0 = Terminator::Jump(added);
+        f.blocks[added].term.0 = Terminator::Jump(Block::new(2));
+        // Compacted again after b4 (compact 2) is cut off, and a block added after that.
+        f.blocks[added].term.0 = Terminator::Return(Operand::Imm(3));
+        assert!(numbering.compact(&mut f));
+        assert_eq!(f.blocks.len(), 3);
+        let later = f.new_block();
+        f.blocks[Block::new(2)].term.0 = Terminator::Jump(later);
+        f.blocks[later].term.0 = Terminator::Return(Operand::Imm(4));
+        numbering.restore(&mut f);
+        assert_eq!(f.blocks.len(), 7);
+        assert_eq!(f.blocks[Block::new(5)].term.0, Terminator::Jump(Block::new(6)));
+        assert_eq!(f.blocks[Block::new(6)].term.0, Terminator::Return(Operand::Imm(4)));
+        assert_eq!(f.blocks[b4].term.0, Terminator::Return(Operand::Imm(0)));
+        assert_eq!(f.entry, Block::new(0));
+    }
+
+    #[test]
+    fn compacted_once_and_restored() {
+        let mut f = Function::new("t");
+        let [b1, b2, b3, b4] = [(); 4].map(|_| f.new_block());
+        let v = f.new_value(ValueKind::Scalar);
+        let loc = Default::default();
+        f.blocks[f.entry].term.0 = Terminator::Jump(b2);
+        f.blocks[b1].insts.push((Inst::Const { dst: v, imm: 1 }, loc));
+        f.blocks[b1].term.0 = Terminator::Jump(b3);
+        f.blocks[b2].term.0 = Terminator::Jump(b4);
+        f.blocks[b3].term.0 = Terminator::Jump(b4);
+        f.blocks[b4].term.0 = Terminator::Return(Operand::Imm(7));
+        let mut numbering = Renumbering::new(&f);
+        assert!(numbering.compact(&mut f));
         let added = f.new_block();
         f.blocks[Block::new(1)].term.0 = Terminator::Jump(added);
         f.blocks[added].term.0 = Terminator::Jump(Block::new(2));
