@@ -133,12 +133,8 @@ mod tests {
     use super::*;
     use crate::ir::{Inst, ValueKind};
 
-    /// b0 -> b2 -> b4; b1 and b3 unreachable (b1 with an instruction). Compacted, b0, b2 and
-    /// b4 are 0, 1, 2, and a block added then is 3 (b5 in full); compacted again once b4 is
-    /// cut off, a block added after that is b6. Restored, the unreachable blocks are back
-    /// empty, and the edges name the full numbers again.
-    #[test]
-    fn unreachable_blocks_leave_and_come_back_empty() {
+    /// b0 -> b2 -> b4, and b1 -> b3 -> b4 that nothing reaches (b1 with an instruction).
+    fn two_unreachable() -> (Function, [Block; 4]) {
         let mut f = Function::new("t");
         let [b1, b2, b3, b4] = [(); 4].map(|_| f.new_block());
         let v = f.new_value(ValueKind::Scalar);
@@ -149,42 +145,18 @@ mod tests {
         f.blocks[b2].term.0 = Terminator::Jump(b4);
         f.blocks[b3].term.0 = Terminator::Jump(b4);
         f.blocks[b4].term.0 = Terminator::Return(Operand::Imm(7));
+        (f, [b1, b2, b3, b4])
+    }
+
+    /// Compacted, b0, b2 and b4 are 0, 1, 2, and a block added then is 3, b5 in full.
+    /// Restored, the unreachable blocks are back empty, and the edges name the full numbers.
+    #[test]
+    fn unreachable_blocks_leave_and_come_back_empty() {
+        let (mut f, [b1, b2, b3, b4]) = two_unreachable();
         let mut numbering = Renumbering::new(&f);
         assert!(numbering.compact(&mut f));
         assert_eq!(f.blocks.len(), 3);
         assert_eq!(f.blocks[Block::new(1)].term.0, Terminator::Jump(Block::new(2)));
-        let added = f.new_block();
-        f.blocks[Block::new(1)].term.0 = Terminator::Jump(added);
-        f.blocks[added].term.0 = Terminator::Jump(Block::new(2));
-        // Compacted again after b4 (compact 2) is cut off, and a block added after that.
-        f.blocks[added].term.0 = Terminator::Return(Operand::Imm(3));
-        assert!(numbering.compact(&mut f));
-        assert_eq!(f.blocks.len(), 3);
-        let later = f.new_block();
-        f.blocks[Block::new(2)].term.0 = Terminator::Jump(later);
-        f.blocks[later].term.0 = Terminator::Return(Operand::Imm(4));
-        numbering.restore(&mut f);
-        assert_eq!(f.blocks.len(), 7);
-        assert_eq!(f.blocks[Block::new(5)].term.0, Terminator::Jump(Block::new(6)));
-        assert_eq!(f.blocks[Block::new(6)].term.0, Terminator::Return(Operand::Imm(4)));
-        assert_eq!(f.blocks[b4].term.0, Terminator::Return(Operand::Imm(0)));
-        assert_eq!(f.entry, Block::new(0));
-    }
-
-    #[test]
-    fn compacted_once_and_restored() {
-        let mut f = Function::new("t");
-        let [b1, b2, b3, b4] = [(); 4].map(|_| f.new_block());
-        let v = f.new_value(ValueKind::Scalar);
-        let loc = Default::default();
-        f.blocks[f.entry].term.0 = Terminator::Jump(b2);
-        f.blocks[b1].insts.push((Inst::Const { dst: v, imm: 1 }, loc));
-        f.blocks[b1].term.0 = Terminator::Jump(b3);
-        f.blocks[b2].term.0 = Terminator::Jump(b4);
-        f.blocks[b3].term.0 = Terminator::Jump(b4);
-        f.blocks[b4].term.0 = Terminator::Return(Operand::Imm(7));
-        let mut numbering = Renumbering::new(&f);
-        assert!(numbering.compact(&mut f));
         let added = f.new_block();
         f.blocks[Block::new(1)].term.0 = Terminator::Jump(added);
         f.blocks[added].term.0 = Terminator::Jump(Block::new(2));
@@ -198,6 +170,30 @@ mod tests {
             assert!(f.blocks[b].insts.is_empty());
             assert_eq!(f.blocks[b].term.0, Terminator::Return(Operand::Imm(0)));
         }
+        assert_eq!(f.entry, Block::new(0));
+    }
+
+    /// Compacted again once b4 (compact 2) is cut off, the numbering composes: the block
+    /// added before (compact 3, b5) stays b5, and one added after is b6.
+    #[test]
+    fn compacted_twice() {
+        let (mut f, [_, b2, _, b4]) = two_unreachable();
+        let mut numbering = Renumbering::new(&f);
+        assert!(numbering.compact(&mut f));
+        let added = f.new_block();
+        f.blocks[Block::new(1)].term.0 = Terminator::Jump(added);
+        f.blocks[added].term.0 = Terminator::Return(Operand::Imm(3));
+        assert!(numbering.compact(&mut f));
+        assert_eq!(f.blocks.len(), 3);
+        let later = f.new_block();
+        f.blocks[Block::new(2)].term.0 = Terminator::Jump(later);
+        f.blocks[later].term.0 = Terminator::Return(Operand::Imm(4));
+        numbering.restore(&mut f);
+        assert_eq!(f.blocks.len(), 7);
+        assert_eq!(f.blocks[Block::new(5)].term.0, Terminator::Jump(Block::new(6)));
+        assert_eq!(f.blocks[Block::new(6)].term.0, Terminator::Return(Operand::Imm(4)));
+        assert_eq!(f.blocks[b2].term.0, Terminator::Jump(Block::new(5)));
+        assert_eq!(f.blocks[b4].term.0, Terminator::Return(Operand::Imm(0)));
         assert_eq!(f.entry, Block::new(0));
     }
 }
