@@ -313,6 +313,7 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     // Per block: the values whose entry range changed, in order; per edge (source block,
     // successor slot): how much of the source's log its last merge had seen.
     let mut log: SecondaryMap<Block, Vec<u32>> = f.block_map();
+    let values = f.values.len();
     let mut seen: SecondaryMap<Block, [Option<u32>; 2]> = f.block_map();
     entry[f.entry] = Some(State::unknown(f.values.len()));
     let mut work = Worklist::new(order.len());
@@ -362,6 +363,11 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
         let logged = log[b].len() as u32;
         let mut merge = |slot: usize, succ: Block, out: &State, refined: &[u32]| {
             let last = seen[b][slot].replace(logged);
+            if log[succ].capacity() == 0 {
+                // Room for every value once up front: grown from empty, the logs' copies as
+                // they doubled showed in profiles.
+                log[succ].reserve_exact(values);
+            }
             let changed = match &mut entry[succ] {
                 None => {
                     entry[succ] = Some(out.clone());
