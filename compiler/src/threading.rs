@@ -99,8 +99,10 @@ pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block,
     // for a small vector showed in profiles).
     let mut preds: SecondaryMap<Block, Preds> = (0..f.blocks.len()).map(|_| Preds::new()).collect::<Vec<_>>().into();
     for &b in order {
-        for s in f.blocks[b].term.0.successors() {
-            if !preds[s].contains(&b) {
+        // (The pair, not `successors`: no small vector built per block.)
+        let (succs, n) = f.blocks[b].term.0.successor_pair();
+        for &s in &succs[..n] {
+            if preds[s].last() != Some(&b) {
                 preds[s].push(b);
             }
         }
