@@ -259,26 +259,47 @@ fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64], 
         }
         old.0.truncate(new.0.len());
     }
-    // Most values do not grow (unknown on both sides, most often): the test for that is two
-    // compares, and only the values that grow take the join's slower path. (Comparing runs of
-    // values for equality first cost more: many runs hold some known value that differs.)
+    // Most values do not grow (unknown on both sides, most often). Runs of 16 are tested
+    // for growth with no branch per value, and only a run where one grows is joined value by
+    // value. (Comparing runs for equality cost more: most runs hold a known value that
+    // differs without growing.)
+    const RUN: usize = 16;
     let n = old.0.len().min(new.0.len());
-    for (k, (ro, rn)) in old.0[..n].iter_mut().zip(&new.0[..n]).enumerate() {
-        if rn.lo >= ro.lo && rn.hi <= ro.hi {
-            continue;
+    let (olds, news) = (&mut old.0[..n], &new.0[..n]);
+    let whole = n - n % RUN;
+    let mut base = 0;
+    while base < n {
+        let end = if base < whole { base + RUN } else { n };
+        let (co, cn) = (&mut olds[base..end], &news[base..end]);
+        if base >= whole || grows(co, cn) {
+            for (k, (ro, rn)) in co.iter_mut().zip(cn).enumerate() {
+                if rn.lo >= ro.lo && rn.hi <= ro.hi {
+                    continue;
+                }
+                // (An unknown side gives FULL, unknown.)
+                let mut r = ro.union(*rn);
+                if widening && r != Range::FULL {
+                    r = widen(*ro, r, thresholds);
+                }
+                if r != *ro {
+                    changed = true;
+                    log.push((base + k) as u32);
+                }
+                *ro = r;
+            }
         }
-        // (An unknown side gives FULL, unknown.)
-        let mut r = ro.union(*rn);
-        if widening && r != Range::FULL {
-            r = widen(*ro, r, thresholds);
-        }
-        if r != *ro {
-            changed = true;
-            log.push(k as u32);
-        }
-        *ro = r;
+        base = end;
     }
     changed
+}
+
+/// Whether some range of `new` reaches past the one of `old` at its place, tested with no
+/// branch per value.
+#[inline(always)]
+fn grows(old: &[Range], new: &[Range]) -> bool {
+    old.iter()
+        .zip(new)
+        .fold(false, |g, (o, n)| g | (n.lo < o.lo) | (n.hi > o.hi))
 }
 
 /// Widening: bounds that moved since the last visit jump to the next constant the function
