@@ -416,35 +416,56 @@ mod tests {
         assert!(!listing.contains(&format!("return {}", insert.as_u32())), "{listing}");
     }
 
-    /// A helper call between the lookups (here an update of the map) keeps both.
+    /// A function whose entry looks `m[k]` up into `r1` (the key slot's and map's address
+    /// values made first); `r2` is left for a second lookup.
+    struct OneKey {
+        f: Function,
+        slot: Slot,
+        map: Value,
+        key: Value,
+        r2: Value,
+    }
+
+    impl OneKey {
+        fn new() -> OneKey {
+            let mut f = Function::new("t");
+            let slot = f.new_slot(8, 8);
+            let [key, map, r1, r2] = [0; 4].map(|_| f.new_value(ValueKind::Pointer));
+            let at = SourceLoc::default();
+            let e = f.entry;
+            let mut k = OneKey { f, slot, map, key, r2 };
+            k.f.blocks[e].insts = vec![
+                (Inst::SlotAddr { dst: key, slot, off: 0 }, at),
+                (Inst::MapAddr { dst: map, map: 0 }, at),
+                (k.lookup(r1), at),
+            ];
+            k
+        }
+
+        fn lookup(&self, r: Value) -> Inst {
+            self.call(h::MAP_LOOKUP_ELEM, Some(r))
+        }
+
+        /// A map helper given the map and the key (and, for an update, the key as the value).
+        fn call(&self, helper: i32, dst: Option<Value>) -> Inst {
+            let mut args = vec![Operand::Value(self.map), Operand::Value(self.key)];
+            if helper == h::MAP_UPDATE_ELEM {
+                args.extend([Operand::Value(self.key), Operand::Imm(0)]);
+            }
+            Inst::Call { helper, args, dst }
+        }
+    }
+
+    /// A helper call between the lookups (here a delete from the map) keeps both.
     #[test]
     fn a_call_in_between_keeps_the_second_lookup() {
-        let mut f = Function::new("t");
+        let mut k = OneKey::new();
         let at = SourceLoc::default();
-        let slot = f.new_slot(8, 8);
-        let [key, map, r1, r2] = [0; 4].map(|_| f.new_value(ValueKind::Pointer));
-        let e = f.entry;
-        let lookup = |r| Inst::Call {
-            helper: h::MAP_LOOKUP_ELEM,
-            args: vec![Operand::Value(map), Operand::Value(key)],
-            dst: Some(r),
-        };
-        f.blocks[e].insts = vec![
-            (Inst::SlotAddr { dst: key, slot, off: 0 }, at),
-            (Inst::MapAddr { dst: map, map: 0 }, at),
-            (lookup(r1), at),
-            (
-                Inst::Call {
-                    helper: h::MAP_DELETE_ELEM,
-                    args: vec![Operand::Value(map), Operand::Value(key)],
-                    dst: None,
-                },
-                at,
-            ),
-            (lookup(r2), at),
-        ];
-        f.blocks[e].term.0 = Terminator::Return(Operand::Value(r2));
-        assert!(!reuse_lookups(&mut f, &mut Default::default()));
+        let e = k.f.entry;
+        let (delete, second) = (k.call(h::MAP_DELETE_ELEM, None), k.lookup(k.r2));
+        k.f.blocks[e].insts.extend([(delete, at), (second, at)]);
+        k.f.blocks[e].term.0 = Terminator::Return(Operand::Value(k.r2));
+        assert!(!reuse_lookups(&mut k.f, &mut Default::default()));
     }
 
     /// `m[k]` in one block; `k` written again, `m[k]` and an update of `m` in the next: the
@@ -453,47 +474,25 @@ mod tests {
     /// without the store, it cannot, and the second lookup is reused.
     #[test]
     fn a_lookup_after_a_store_into_its_key_cannot_be_reused() {
-        let mut f = Function::new("t");
+        let mut k = OneKey::new();
         let at = SourceLoc::default();
-        let slot = f.new_slot(8, 8);
-        let [key, map, r1, r2] = [0; 4].map(|_| f.new_value(ValueKind::Pointer));
-        let next = f.new_block();
-        let e = f.entry;
-        let lookup = |r| Inst::Call {
-            helper: h::MAP_LOOKUP_ELEM,
-            args: vec![Operand::Value(map), Operand::Value(key)],
-            dst: Some(r),
-        };
-        f.blocks[e].insts = vec![
-            (Inst::SlotAddr { dst: key, slot, off: 0 }, at),
-            (Inst::MapAddr { dst: map, map: 0 }, at),
-            (lookup(r1), at),
-        ];
-        f.blocks[e].term.0 = Terminator::Jump(next);
+        let next = k.f.new_block();
+        let e = k.f.entry;
+        k.f.blocks[e].term.0 = Terminator::Jump(next);
         let store = Inst::StoreSlot {
-            slot,
+            slot: k.slot,
             off: 0,
             src: Operand::Imm(5),
             size: runtime_bpf::isa::Size::DW,
         };
-        let update = Inst::Call {
-            helper: h::MAP_UPDATE_ELEM,
-            args: vec![
-                Operand::Value(map),
-                Operand::Value(key),
-                Operand::Value(key),
-                Operand::Imm(0),
-            ],
-            dst: None,
-        };
-        f.blocks[next].insts = vec![(store, at), (lookup(r2), at), (update, at)];
-        f.blocks[next].term.0 = Terminator::Return(Operand::Value(r2));
-        let counts = f.def_counts();
-        assert!(!may_reuse(&f, &defs(&f, &counts)));
-        assert!(!reuse_lookups(&mut f, &mut Default::default()));
-        f.blocks[next].insts.remove(0);
-        let counts = f.def_counts();
-        assert!(may_reuse(&f, &defs(&f, &counts)));
-        assert!(reuse_lookups(&mut f, &mut Default::default()));
+        let (second, update) = (k.lookup(k.r2), k.call(h::MAP_UPDATE_ELEM, None));
+        k.f.blocks[next].insts = vec![(store, at), (second, at), (update, at)];
+        k.f.blocks[next].term.0 = Terminator::Return(Operand::Value(k.r2));
+        let may = |f: &Function| may_reuse(f, &defs(f, &f.def_counts()));
+        assert!(!may(&k.f));
+        assert!(!reuse_lookups(&mut k.f, &mut Default::default()));
+        k.f.blocks[next].insts.remove(0);
+        assert!(may(&k.f));
+        assert!(reuse_lookups(&mut k.f, &mut Default::default()));
     }
 }
