@@ -156,7 +156,20 @@ pub fn thread_decided_branches(f: &mut Function, facts: &mut crate::facts::Facts
         {
             continue;
         }
+        let Terminator::Branch { a, b: o, .. } = d.term.0 else {
+            continue;
+        };
         for &p in &preds[b] {
+            // Only `p`'s and `b`'s writes and `p`'s branch make a value known on the edge
+            // (`known_on_edge` starts from nothing): a branch on values none of them write
+            // is not decided there, and the edge need not be stepped through.
+            let written = |v: Value| {
+                let writes = |x: Block| f.blocks[x].insts.iter().any(|(i, _)| i.def() == Some(v));
+                writes(b) || writes(p) || matches!(f.blocks[p].term.0, Terminator::Branch { a: t, .. } if t == v)
+            };
+            if !written(a) || matches!(o, Operand::Value(v) if !written(v)) {
+                continue;
+            }
             known_on_edge(f, p, b, &mut k);
             let Some(target) = decided_target(f, b, &mut k) else {
                 continue;
