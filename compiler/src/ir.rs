@@ -9,7 +9,7 @@
 //! Every instruction and terminator carries the source location it came from, so that the
 //! emitted BPF has line info and the verifier's complaints can be shown on Lua lines.
 
-use cranelift_entity::{entity_impl, PrimaryMap};
+use cranelift_entity::{entity_impl, EntityRef, PrimaryMap};
 use runtime_bpf::isa::{JmpOp, Size};
 use runtime_bpf::object::SourceLoc;
 use smallvec::{smallvec, SmallVec};
@@ -403,24 +403,28 @@ impl Function {
     }
 
     pub fn reverse_postorder(&self) -> Vec<Block> {
-        let mut seen: cranelift_entity::SecondaryMap<Block, bool> = self.block_map();
+        let mut seen = vec![false; self.blocks.len()];
         let mut post = Vec::with_capacity(self.blocks.len());
         // Iterative DFS: deep CFGs from long programs must not overflow the native stack.
-        let mut stack: Vec<(Block, usize)> = Vec::with_capacity(self.blocks.len());
-        stack.push((self.entry, 0));
-        seen[self.entry] = true;
-        while let Some((b, i)) = stack.pop() {
-            let (succs, n) = self.blocks[b].term.0.successor_pair();
-            if i < n {
-                stack.push((b, i + 1));
-                // Visit the fall-through (else/cont) side last so it is laid out right after.
-                let s = succs[n - 1 - i];
-                if !seen[s] {
-                    seen[s] = true;
-                    stack.push((s, 0));
-                }
-            } else {
-                post.push(b);
+        // Each entry holds its block's successors and how many are still to visit, so a
+        // block's terminator is read once, not once per successor.
+        let mut stack: Vec<(Block, [Block; 2], usize)> = Vec::with_capacity(self.blocks.len());
+        let (succs, n) = self.blocks[self.entry].term.0.successor_pair();
+        stack.push((self.entry, succs, n));
+        seen[self.entry.index()] = true;
+        while let Some((b, succs, left)) = stack.last_mut() {
+            if *left == 0 {
+                post.push(*b);
+                stack.pop();
+                continue;
+            }
+            // Visit the fall-through (else/cont) side last so it is laid out right after.
+            *left -= 1;
+            let s = succs[*left];
+            if !seen[s.index()] {
+                seen[s.index()] = true;
+                let (succs, n) = self.blocks[s].term.0.successor_pair();
+                stack.push((s, succs, n));
             }
         }
         post.reverse();

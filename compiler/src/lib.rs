@@ -8,6 +8,7 @@
 pub mod available_copies;
 pub mod bitset;
 pub mod check_bases;
+pub mod compact_blocks;
 pub mod compile;
 pub mod cost;
 pub mod cse;

@@ -154,30 +154,18 @@ fn null_test(t: &Terminator, alias: &[(Value, Value)]) -> Option<(Value, Block, 
 }
 
 /// Whether the data flow below can change anything: a lookup is reused only when another
-/// lookup has the same key, and a null test is decided only when another null test of the
-/// same result (or a copy of it) came first on every path. Most runs (the pass runs in every
-/// round of the local passes) find neither and skip the data flow, which costs most of this
-/// pass.
+/// lookup has the same key and what it would find can reach it (`reusable_lookup`), and a null test is decided only when another null test of
+/// the same result (or a copy of it) came first on every path. Most runs (the pass runs in
+/// every round of the local passes) find neither and skip the data flow, which costs most of
+/// this pass.
 fn may_reuse(f: &Function, d: &Defs) -> bool {
     let mut keys: Vec<(u32, Slot, u32)> = Vec::new();
-    // What a null test can be about: a call's result, or a copy (of any of them).
-    #[derive(Clone, Copy, Default, PartialEq)]
-    enum Tested {
-        #[default]
-        No,
-        Result,
-        Copy,
-    }
-    let mut tested: SecondaryMap<Value, Tested> = f.value_map();
+    let mut result: SecondaryMap<Value, bool> = f.value_map();
     for b in f.blocks.values() {
         for (inst, _) in &b.insts {
-            if let Some((map, slot, off, _)) = as_lookup(d, inst) {
+            if let Some((map, slot, off, r)) = as_lookup(d, inst) {
                 keys.push((map, slot, off));
-            }
-            match inst {
-                Inst::Call { dst: Some(v), .. } => tested[*v] = Tested::Result,
-                Inst::Mov { dst, .. } => tested[*dst] = Tested::Copy,
-                _ => {}
+                result[r] = true;
             }
         }
     }
@@ -185,28 +173,99 @@ fn may_reuse(f: &Function, d: &Defs) -> bool {
         return false;
     }
     keys.sort_unstable();
-    if keys.windows(2).any(|w| w[0] == w[1]) {
+    if keys.windows(2).any(|w| w[0] == w[1]) && reusable_lookup(f, d) {
         return true;
     }
-    let (mut results, mut copies) = (Vec::new(), 0);
+    // The lookup results each null test can be about: its value, or what that is a copy of
+    // through copies made earlier in its block (`step`'s aliases last a block).
+    let mut results: Vec<Value> = Vec::new();
+    let mut about = Vec::new();
     for b in f.blocks.values() {
-        if let Terminator::Branch {
+        let Terminator::Branch {
             op: JmpOp::Jeq | JmpOp::Jne,
             a,
             b: Operand::Imm(0),
             ..
         } = b.term.0
-        {
-            match tested[a] {
-                Tested::Result => results.push(a),
-                Tested::Copy => copies += 1,
-                Tested::No => {}
+        else {
+            continue;
+        };
+        about.clear();
+        about.push(a);
+        for (inst, _) in b.insts.iter().rev() {
+            if let Inst::Mov { dst, src } = inst {
+                if about.contains(dst) && !about.contains(src) {
+                    about.push(*src);
+                }
+            }
+        }
+        results.extend(about.iter().filter(|v| result[**v]));
+    }
+    results.sort_unstable();
+    results.windows(2).any(|w| w[0] == w[1])
+}
+
+/// Whether a lookup may be reused. Within a block: a lookup repeating one the block made
+/// with nothing in between that `step` clears it with (a store into the key's slot, a call,
+/// a store through a pointer other than a map value's). Across blocks: a lookup with no such
+/// clearing before it in its block (it may find what the block's entry has) and, for it to
+/// find anything there, another lookup of its key with no such clearing after it in its
+/// block (what reaches a block's entry was made by one of those).
+fn reusable_lookup(f: &Function, d: &Defs) -> bool {
+    // The keys of the lookups that may find what their block's entry has, and whether each
+    // lasts to its block's end; the keys of the lookups that last to their block's end.
+    let mut open: Vec<((u32, Slot, u32), bool)> = Vec::new();
+    let mut lasting: Vec<(u32, Slot, u32)> = Vec::new();
+    // What the block made since its start, as `step` keeps it (with the place in `open`),
+    // the slots stored into, and whether everything from the entry was cleared.
+    let mut made: Vec<((u32, Slot, u32), Option<usize>)> = Vec::new();
+    let mut stored: Vec<Slot> = Vec::new();
+    for b in f.blocks.values() {
+        made.clear();
+        stored.clear();
+        let mut cleared = false;
+        for (inst, _) in &b.insts {
+            if let Some((map, slot, off, _)) = as_lookup(d, inst) {
+                let key = (map, slot, off);
+                if made.iter().any(|(k, _)| *k == key) {
+                    return true;
+                }
+                let at = (!cleared && !stored.contains(&slot)).then(|| {
+                    open.push((key, false));
+                    open.len() - 1
+                });
+                made.push((key, at));
+                continue;
+            }
+            match inst {
+                Inst::StoreSlot { slot, .. } => {
+                    stored.push(*slot);
+                    made.retain(|(k, _)| k.1 != *slot);
+                }
+                Inst::Store { base, .. } | Inst::AtomicAdd { base, .. } if d.call_result[*base] => {}
+                Inst::Store { .. }
+                | Inst::AtomicAdd { .. }
+                | Inst::Call { .. }
+                | Inst::CallKfunc { .. }
+                | Inst::CallLocal { .. } => {
+                    cleared = true;
+                    made.clear();
+                }
+                _ => {}
+            }
+        }
+        for &(key, at) in &made {
+            lasting.push(key);
+            if let Some(i) = at {
+                open[i].1 = true;
             }
         }
     }
-    results.sort_unstable();
-    // A copy may be of any result, so it may repeat any other test.
-    (copies > 0 && copies + results.len() >= 2) || results.windows(2).any(|w| w[0] == w[1])
+    lasting.sort_unstable();
+    open.iter().any(|&(key, lasts)| {
+        let n = lasting.partition_point(|k| *k <= key) - lasting.partition_point(|k| *k < key);
+        n > usize::from(lasts)
+    })
 }
 
 pub fn reuse_lookups(f: &mut Function, facts: &mut crate::facts::Facts) -> bool {
@@ -357,34 +416,83 @@ mod tests {
         assert!(!listing.contains(&format!("return {}", insert.as_u32())), "{listing}");
     }
 
-    /// A helper call between the lookups (here an update of the map) keeps both.
+    /// A function whose entry looks `m[k]` up into `r1` (the key slot's and map's address
+    /// values made first); `r2` is left for a second lookup.
+    struct OneKey {
+        f: Function,
+        slot: Slot,
+        map: Value,
+        key: Value,
+        r2: Value,
+    }
+
+    impl OneKey {
+        fn new() -> OneKey {
+            let mut f = Function::new("t");
+            let slot = f.new_slot(8, 8);
+            let [key, map, r1, r2] = [0; 4].map(|_| f.new_value(ValueKind::Pointer));
+            let at = SourceLoc::default();
+            let e = f.entry;
+            let mut k = OneKey { f, slot, map, key, r2 };
+            k.f.blocks[e].insts = vec![
+                (Inst::SlotAddr { dst: key, slot, off: 0 }, at),
+                (Inst::MapAddr { dst: map, map: 0 }, at),
+                (k.lookup(r1), at),
+            ];
+            k
+        }
+
+        fn lookup(&self, r: Value) -> Inst {
+            self.call(h::MAP_LOOKUP_ELEM, Some(r))
+        }
+
+        /// A map helper given the map and the key (and, for an update, the key as the value).
+        fn call(&self, helper: i32, dst: Option<Value>) -> Inst {
+            let mut args = vec![Operand::Value(self.map), Operand::Value(self.key)];
+            if helper == h::MAP_UPDATE_ELEM {
+                args.extend([Operand::Value(self.key), Operand::Imm(0)]);
+            }
+            Inst::Call { helper, args, dst }
+        }
+    }
+
+    /// A helper call between the lookups (here a delete from the map) keeps both.
     #[test]
     fn a_call_in_between_keeps_the_second_lookup() {
-        let mut f = Function::new("t");
+        let mut k = OneKey::new();
         let at = SourceLoc::default();
-        let slot = f.new_slot(8, 8);
-        let [key, map, r1, r2] = [0; 4].map(|_| f.new_value(ValueKind::Pointer));
-        let e = f.entry;
-        let lookup = |r| Inst::Call {
-            helper: h::MAP_LOOKUP_ELEM,
-            args: vec![Operand::Value(map), Operand::Value(key)],
-            dst: Some(r),
+        let e = k.f.entry;
+        let (delete, second) = (k.call(h::MAP_DELETE_ELEM, None), k.lookup(k.r2));
+        k.f.blocks[e].insts.extend([(delete, at), (second, at)]);
+        k.f.blocks[e].term.0 = Terminator::Return(Operand::Value(k.r2));
+        assert!(!reuse_lookups(&mut k.f, &mut Default::default()));
+    }
+
+    /// `m[k]` in one block; `k` written again, `m[k]` and an update of `m` in the next: the
+    /// store clears what was available before the second lookup, and the update what the
+    /// second made, so the cheap check rules out the data flow (which would find nothing);
+    /// without the store, it cannot, and the second lookup is reused.
+    #[test]
+    fn a_lookup_after_a_store_into_its_key_cannot_be_reused() {
+        let mut k = OneKey::new();
+        let at = SourceLoc::default();
+        let next = k.f.new_block();
+        let e = k.f.entry;
+        k.f.blocks[e].term.0 = Terminator::Jump(next);
+        let store = Inst::StoreSlot {
+            slot: k.slot,
+            off: 0,
+            src: Operand::Imm(5),
+            size: runtime_bpf::isa::Size::DW,
         };
-        f.blocks[e].insts = vec![
-            (Inst::SlotAddr { dst: key, slot, off: 0 }, at),
-            (Inst::MapAddr { dst: map, map: 0 }, at),
-            (lookup(r1), at),
-            (
-                Inst::Call {
-                    helper: h::MAP_DELETE_ELEM,
-                    args: vec![Operand::Value(map), Operand::Value(key)],
-                    dst: None,
-                },
-                at,
-            ),
-            (lookup(r2), at),
-        ];
-        f.blocks[e].term.0 = Terminator::Return(Operand::Value(r2));
-        assert!(!reuse_lookups(&mut f, &mut Default::default()));
+        let (second, update) = (k.lookup(k.r2), k.call(h::MAP_UPDATE_ELEM, None));
+        k.f.blocks[next].insts = vec![(store, at), (second, at), (update, at)];
+        k.f.blocks[next].term.0 = Terminator::Return(Operand::Value(k.r2));
+        let may = |f: &Function| may_reuse(f, &defs(f, &f.def_counts()));
+        assert!(!may(&k.f));
+        assert!(!reuse_lookups(&mut k.f, &mut Default::default()));
+        k.f.blocks[next].insts.remove(0);
+        assert!(may(&k.f));
+        assert!(reuse_lookups(&mut k.f, &mut Default::default()));
     }
 }

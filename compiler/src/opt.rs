@@ -1,5 +1,6 @@
 //! Optimisation passes over the IR: small functions over plain data, run to a fixpoint.
 //!
+//! - `compact_blocks` (around the rest): the passes work on the blocks the entry reaches.
 //! - `clear_unreachable`: blocks no path reaches are emptied (their writes no longer count).
 //! - `propagate_constants`: a value written once by a constant is used as an immediate.
 //! - `fold`: arithmetic and branches on immediates are computed now.
@@ -28,25 +29,29 @@ use runtime_bpf::isa::JmpOp;
 
 /// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
 pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+    // The passes below see the reachable blocks only (the others, most of a freshly lowered
+    // function, come back empty at the end, as `clear_unreachable` leaves them).
+    let mut numbering = crate::compact_blocks::Renumbering::new(f);
     // `known`: the interval analysis of `f` as it is, when `simplify` ended without a change
     // after its last one (the passes below then need not run it again).
     // The block order, predecessors and write counts, shared by the passes until one edits.
     let mut facts = Facts::default();
-    let mut known = simplify(f, maps, &mut facts);
+    let mut known = simplify(f, maps, &mut facts, &mut numbering);
     // Rebasing packet accesses once the offsets are simplified, then cleaning up after it.
     if crate::packet_access::rebase_packet_accesses(f, known.as_ref()) {
         facts.edited(f);
-        known = simplify(f, maps, &mut facts);
+        known = simplify(f, maps, &mut facts, &mut numbering);
     }
     // Scan pointers made from a base fixed before the loop, then the offsets only the loop's
     // exit reads made there.
     if crate::loop_bases::hoist(f, known.as_ref()) | crate::loop_bases::sink(f) {
         facts.edited(f);
-        simplify(f, maps, &mut facts);
+        simplify(f, maps, &mut facts, &mut numbering);
     }
     // Last: the passes above know packet pointers by their offset from `data`, and this one
     // moves access offsets below a pointer's.
     crate::check_bases::fold_check_extents(f);
+    numbering.restore(f);
 }
 
 /// Returns the interval analysis of `f` as it leaves, when its last round changed nothing
@@ -55,11 +60,18 @@ fn simplify(
     f: &mut Function,
     maps: &crate::slot_stores::MapSizes,
     facts: &mut Facts,
+    numbering: &mut crate::compact_blocks::Renumbering,
 ) -> Option<crate::ranges::Entries> {
     // The cheap local passes run to a fixpoint between runs of the ones that analyse the
     // whole function (intervals, liveness), which cost most of the compile time; three
     // rounds of those reach what more rounds do on the examples.
     for _ in 0..3 {
+        // Leaving out the blocks no path reaches (lowering's, then those of the branches the
+        // last round decided) is exactly what the local passes' first, `clear_unreachable`,
+        // would do, but spares every pass after it walking them.
+        if numbering.compact(f) {
+            *facts = Facts::default();
+        }
         local_passes(f, maps, facts);
         let (ends, undo) = crate::ranges::end_states_undoable(f);
         let mut decided = crate::ranges::remove_decided_branches_with(f, &ends);

@@ -14,7 +14,6 @@
 //! analysis removes is one the verifier can also see through.
 
 use cranelift_entity::{EntityRef, SecondaryMap};
-use smallvec::SmallVec;
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use runtime_bpf::isa::{JmpOp, Size};
@@ -164,10 +163,14 @@ fn bin(op: BinOp, a: Range, b: Range) -> Range {
 
 /// Applies one instruction to the state.
 pub fn step(s: &mut State, inst: &Inst) {
-    let def = match inst.def() {
-        Some(d) => d,
-        None => return,
-    };
+    if let Some(def) = inst.def() {
+        step_writing(s, inst, def);
+    }
+}
+
+/// `step` for an instruction that writes `def` (`inst.def()`, which the analysis's visit
+/// already asked for).
+fn step_writing(s: &mut State, inst: &Inst, def: Value) {
     let r = match inst {
         Inst::Const { imm, .. } => Range::exact(*imm),
         Inst::Mov { src, .. } => get(s, *src),
@@ -256,20 +259,25 @@ fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64], 
         }
         old.0.truncate(new.0.len());
     }
-    // Most values are the same on both sides (unknown in both, most often): runs of equal
-    // ranges are skipped a chunk at a time, which is a plain memory compare, and only the
-    // chunks that differ are joined value by value (a full merge was most of the analysis).
-    const CHUNK: usize = 8;
+    // Most values do not grow (unknown on both sides, most often). Runs of 16 are tested
+    // for growth with no branch per value, and only a run where one grows is joined value by
+    // value. (Comparing runs for equality cost more: most runs hold a known value that
+    // differs without growing.)
+    const RUN: usize = 16;
     let n = old.0.len().min(new.0.len());
+    let (olds, news) = (&mut old.0[..n], &new.0[..n]);
+    let whole = n - n % RUN;
     let mut base = 0;
-    for (co, cn) in old.0[..n].chunks_mut(CHUNK).zip(new.0[..n].chunks(CHUNK)) {
-        if co != cn {
+    while base < n {
+        let end = if base < whole { base + RUN } else { n };
+        let (co, cn) = (&mut olds[base..end], &news[base..end]);
+        if base >= whole || grows(co, cn) {
             for (k, (ro, rn)) in co.iter_mut().zip(cn).enumerate() {
-                // (An unknown side gives FULL, unknown.)
-                let mut r = ro.union(*rn);
-                if r == *ro {
+                if rn.lo >= ro.lo && rn.hi <= ro.hi {
                     continue;
                 }
+                // (An unknown side gives FULL, unknown.)
+                let mut r = ro.union(*rn);
                 if widening && r != Range::FULL {
                     r = widen(*ro, r, thresholds);
                 }
@@ -280,9 +288,18 @@ fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64], 
                 *ro = r;
             }
         }
-        base += CHUNK;
+        base = end;
     }
     changed
+}
+
+/// Whether some range of `new` reaches past the one of `old` at its place, tested with no
+/// branch per value.
+#[inline(always)]
+fn grows(old: &[Range], new: &[Range]) -> bool {
+    old.iter()
+        .zip(new)
+        .fold(false, |g, (o, n)| g | (n.lo < o.lo) | (n.hi > o.hi))
 }
 
 /// Widening: bounds that moved since the last visit jump to the next constant the function
@@ -317,14 +334,15 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     // Per block: the values whose entry range changed, in order; per edge (source block,
     // successor slot): how much of the source's log its last merge had seen.
     let mut log: SecondaryMap<Block, Vec<u32>> = f.block_map();
+    let values = f.values.len();
     let mut seen: SecondaryMap<Block, [Option<u32>; 2]> = f.block_map();
     entry[f.entry] = Some(State::unknown(f.values.len()));
     let mut work = Worklist::new(order.len());
     work.insert(0);
-    // Scratch state for a block that loops to itself, reused; the values the block writes,
-    // and their ranges before (to undo the block's steps).
+    let writes = Writes::new(f, &order);
+    // Scratch state for a block that loops to itself, reused; the ranges of the values the
+    // block writes before its steps (to undo them).
     let mut scratch = State::default();
-    let mut written: Vec<u32> = Vec::new();
     let mut undo: Vec<(Value, Range)> = Vec::new();
     let mut grown: Vec<u32> = Vec::new();
     let mut budget = 200_000usize;
@@ -345,7 +363,8 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
         // merges by undoing them (a block writes a few values; a copy of the whole state on
         // every visit cost more than the steps). A block that is its own successor merges
         // into that entry state, so it runs on a copy.
-        let self_loop = f.blocks[b].term.0.successors().into_iter().any(|t| t == b);
+        let (succs, n) = f.blocks[b].term.0.successor_pair();
+        let self_loop = succs[..n].contains(&b);
         let mut s = if self_loop {
             let mut copy = std::mem::take(&mut scratch);
             copy.0.clone_from(&entry[b].as_ref().expect("checked above").0);
@@ -354,20 +373,22 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
             entry[b].take().expect("checked above")
         };
         let len = s.0.len();
-        written.clear();
         undo.clear();
         for (inst, _) in &f.blocks[b].insts {
             if let Some(d) = inst.def() {
                 undo.push((d, get(&s, d)));
-            }
-            step(&mut s, inst);
-            if let Some(d) = inst.def() {
-                written.push(d.index() as u32);
+                step_writing(&mut s, inst, d);
             }
         }
+        let written = writes.of(i);
         let logged = log[b].len() as u32;
         let mut merge = |slot: usize, succ: Block, out: &State, refined: &[u32]| {
             let last = seen[b][slot].replace(logged);
+            if log[succ].capacity() == 0 {
+                // Room for every value once up front: grown from empty, the logs' copies as
+                // they doubled showed in profiles.
+                log[succ].reserve_exact(values);
+            }
             let changed = match &mut entry[succ] {
                 None => {
                     entry[succ] = Some(out.clone());
@@ -383,7 +404,7 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
                             // (Logged after the merge: `succ` may be `b` itself.)
                             grown.clear();
                             let since = &log[b][from as usize..logged as usize];
-                            for at in [since, &written, refined] {
+                            for at in [since, written, refined] {
                                 merge_values(old, out, at, widening, &thresholds, &mut grown);
                             }
                             log[succ].extend_from_slice(&grown);
@@ -407,12 +428,12 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
                 else_,
             } => {
                 for (slot, succ, taken) in [(0, *then_, true), (1, *else_, false)] {
-                    let Some(refined) = refinements(*op, *a, o, &s, taken) else {
+                    let Some((refined, n)) = refinements(*op, *a, o, &s, taken) else {
                         continue;
                     };
                     // The edge's state is `s` refined: refined in place and restored after the
                     // merge, rather than copied per edge. (Fixed arrays: at most two values.)
-                    let refined = refined.as_slice();
+                    let refined = &refined[..n];
                     let mut saved = [(Value::from_u32(0), Range::FULL); 2];
                     let mut values = [0u32; 2];
                     for (k, &(v, r)) in refined.iter().enumerate() {
@@ -498,17 +519,54 @@ fn thresholds(f: &Function) -> Vec<i64> {
 }
 
 /// What the branch `if a op b` learns on its `taken` edge from state `s`: the ranges to set,
-/// in order; `None` if that edge is never taken.
-fn refinements(op: JmpOp, a: Value, b: &Operand, s: &State, taken: bool) -> Option<SmallVec<[(Value, Range); 2]>> {
+/// in order, and how many; `None` if that edge is never taken.
+fn refinements(op: JmpOp, a: Value, b: &Operand, s: &State, taken: bool) -> Option<([(Value, Range); 2], usize)> {
     let ra = get(s, a);
     let rb = operand(s, b);
-    let mut out = SmallVec::new();
-    out.push((a, refine(op, ra, rb, taken)?));
+    let mut out = [(a, refine(op, ra, rb, taken)?); 2];
     if let Operand::Value(bv) = b {
         // Refine the other side too, by swapping the comparison.
-        out.push((*bv, refine(op.swap(), rb, ra, taken)?));
+        out[1] = (*bv, refine(op.swap(), rb, ra, taken)?);
+        return Some((out, 2));
     }
-    Some(out)
+    Some((out, 1))
+}
+
+/// The values each reachable block writes, each once, by the block's place in the reverse
+/// post-order: one list for the whole analysis rather than one per visit. (Once: merging a
+/// value a second time along the same edge changes nothing, the first merge covered it.)
+struct Writes {
+    values: Vec<u32>,
+    /// Where each block's values start in `values`; the last entry is the end.
+    starts: Vec<u32>,
+}
+
+impl Writes {
+    fn new(f: &Function, order: &[Block]) -> Writes {
+        let mut values = Vec::new();
+        let mut starts = Vec::with_capacity(order.len() + 1);
+        // The last block (place + 1) that listed each value.
+        let mut listed = vec![0u32; f.values.len()];
+        for (i, &b) in order.iter().enumerate() {
+            starts.push(values.len() as u32);
+            for (inst, _) in &f.blocks[b].insts {
+                if let Some(d) = inst.def() {
+                    let at = &mut listed[d.index()];
+                    if *at != i as u32 + 1 {
+                        *at = i as u32 + 1;
+                        values.push(d.index() as u32);
+                    }
+                }
+            }
+        }
+        starts.push(values.len() as u32);
+        Writes { values, starts }
+    }
+
+    /// The values written by the block at place `i` of the order.
+    fn of(&self, i: usize) -> &[u32] {
+        &self.values[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
 }
 
 /// Replaces branches whose outcome the ranges decide with jumps. Returns whether anything

@@ -99,8 +99,10 @@ pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block,
     // for a small vector showed in profiles).
     let mut preds: SecondaryMap<Block, Preds> = (0..f.blocks.len()).map(|_| Preds::new()).collect::<Vec<_>>().into();
     for &b in order {
-        for s in f.blocks[b].term.0.successors() {
-            if !preds[s].contains(&b) {
+        // (The pair, not `successors`: no small vector built per block.)
+        let (succs, n) = f.blocks[b].term.0.successor_pair();
+        for &s in &succs[..n] {
+            if preds[s].last() != Some(&b) {
                 preds[s].push(b);
             }
         }
@@ -154,7 +156,20 @@ pub fn thread_decided_branches(f: &mut Function, facts: &mut crate::facts::Facts
         {
             continue;
         }
+        let Terminator::Branch { a, b: o, .. } = d.term.0 else {
+            continue;
+        };
         for &p in &preds[b] {
+            // Only `p`'s and `b`'s writes and `p`'s branch make a value known on the edge
+            // (`known_on_edge` starts from nothing): a branch on values none of them write
+            // is not decided there, and the edge need not be stepped through.
+            let written = |v: Value| {
+                let writes = |x: Block| f.blocks[x].insts.iter().any(|(i, _)| i.def() == Some(v));
+                writes(b) || writes(p) || matches!(f.blocks[p].term.0, Terminator::Branch { a: t, .. } if t == v)
+            };
+            if !written(a) || matches!(o, Operand::Value(v) if !written(v)) {
+                continue;
+            }
             known_on_edge(f, p, b, &mut k);
             let Some(target) = decided_target(f, b, &mut k) else {
                 continue;
