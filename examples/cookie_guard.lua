@@ -31,10 +31,9 @@ local MAX_COOKIE <const> = 32
 -- the scan loop, it is compiled as a BPF function that the verifier checks once, knowing
 -- nothing of `value`. (The scan is written here rather than with `http.header`: the cookie
 -- check belongs inside the loop, where the verifier sees it once, not after it, where it
--- would see it once per position.) The first test bounds `value` once (no packet is 65000
--- bytes long): each byte then costs one packet test, which is also the bound of the read.
+-- would see it once per position.) The compiler bounds `value` at the function's start with
+-- what the call passes: each byte costs one packet test, which is also the bound of the read.
 local function cookie_length(p, value)
-  if value < 0 or value > 65000 then return 0 end
   local n = 0
   while n <= MAX_COOKIE do
     local at = value + n

@@ -34,11 +34,10 @@ local function is_tag(raw)
 end
 
 -- The length of the cookie value at `value`: up to ";" or the end of the line. Called in
--- the scan loop, it is compiled as a BPF function that the verifier checks once, knowing
--- nothing of `value`: bounded once (no packet is 65000 bytes long), each byte then costs one
--- packet test (docs/language.md, section 5).
+-- the scan loop, it is compiled as a BPF function that the verifier checks once, which the
+-- compiler starts with the bound of `value` the call gives: each byte costs one packet test
+-- (docs/language.md, section 5).
 local function cookie_length(p, value)
-  if value < 0 or value > 65000 then return 0 end
   local n = 0
   while n <= MAX_COOKIE do
     local at = value + n

@@ -7,6 +7,7 @@
 
 pub mod available_copies;
 pub mod bitset;
+pub mod call_bounds;
 pub mod check_bases;
 pub mod compact_blocks;
 pub mod compile;

@@ -132,7 +132,7 @@ enum RetMode {
 }
 
 const SUB_OK: i64 = 0;
-const SUB_ERROR: i64 = 1;
+pub(crate) const SUB_ERROR: i64 = 1;
 const SUB_NIL: i64 = 2;
 
 /// A lowered value.

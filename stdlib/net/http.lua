@@ -97,12 +97,10 @@ function M.header(name, max)
   local M3 <const>, M4 <const> = word(mask, O3 + 1, size), word(mask, O4 + 1, size)
 
   -- The value's length: up to "\r" or the end of the packet, at most MAX. A function with a
-  -- loop called in the scan loop: a BPF function the verifier checks once, knowing nothing
-  -- of `value`. The first test bounds it once (no packet is 65000 bytes long, so it changes
-  -- no result): each byte then costs one packet test, `at + 1 > #p`, which is also the bound
-  -- of the read, instead of a length test, an offset bound and the read's own bound.
+  -- loop called in the scan loop: a BPF function the verifier checks once. The compiler
+  -- bounds `value` at its start with what the calls pass, so each byte costs one packet
+  -- test, `at + 1 > #p`, which is also the bound of the read.
   local function value_length(p, value)
-    if value < 0 or value > 65000 then return 0 end
     local n = 0
     while n < MAX do
       local at = value + n
