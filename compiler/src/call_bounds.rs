@@ -9,7 +9,7 @@
 //! a value in `[0, hi]`), and from it both the callee's analysis and the verifier know
 //! `0 <= arg <= hi`: the offset tests inside become provable and are removed.
 
-use crate::ir::{Block, Function, Inst, Operand, Terminator, Value};
+use crate::ir::{Block, Function, Inst, Operand, Terminator, Value, ValueKind};
 use crate::ranges::Range;
 use runtime_bpf::isa::JmpOp;
 use runtime_bpf::object::SourceLoc;
@@ -87,10 +87,13 @@ pub fn bound_arguments(f: &mut Function, ranges: &[Option<Range>], fail: i64) ->
     let bounded: Vec<(Value, i64)> = f.blocks[entry].insts[..args]
         .iter()
         .filter_map(|(inst, _)| match inst {
-            Inst::Arg { dst, index } => match ranges.get(*index as usize).copied().flatten() {
-                Some(r) if r.lo >= 0 && r.hi > 1 && r.hi < LARGEST_BOUND => Some((*dst, r.hi)),
-                _ => None,
-            },
+            // Scalars only: a pointer argument (ctx, a result's slot) is compared with nothing.
+            Inst::Arg { dst, index } if f.values[*dst] == ValueKind::Scalar => {
+                match ranges.get(*index as usize).copied().flatten() {
+                    Some(r) if r.lo >= 0 && r.hi > 1 && r.hi < LARGEST_BOUND => Some((*dst, r.hi)),
+                    _ => None,
+                }
+            }
             _ => None,
         })
         .collect();
@@ -130,7 +133,6 @@ pub fn bound_arguments(f: &mut Function, ranges: &[Option<Range>], fail: i64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::ValueKind;
     use runtime_bpf::isa::Size;
 
     /// `callee(ctx, n)`: reads the packet at `n` (no bound of its own).
@@ -222,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_negative_and_boolean_arguments_get_no_test() {
+    fn unknown_negative_boolean_and_pointer_arguments_get_no_test() {
         let mut f = callee();
         let none = [None, None];
         assert!(!bound_arguments(&mut f, &none, 1));
@@ -232,6 +234,8 @@ mod tests {
         assert!(!bound_arguments(&mut f, &flag, 1));
         let huge = [None, Some(Range { lo: 0, hi: 1 << 20 })];
         assert!(!bound_arguments(&mut f, &huge, 1));
+        let pointer = [Some(Range { lo: 0, hi: 100 }), None];
+        assert!(!bound_arguments(&mut f, &pointer, 1), "ctx is a pointer");
         assert_eq!(f.blocks.len(), callee().blocks.len());
     }
 }
