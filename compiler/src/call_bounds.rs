@@ -10,7 +10,9 @@
 //! `0 <= arg <= hi`: the offset tests inside become provable and are removed.
 
 use crate::ir::{Block, Function, Inst, Operand, Terminator, Value, ValueKind};
-use crate::ranges::Range;
+use std::collections::BTreeMap;
+
+use crate::ranges::{Entries, Range};
 use runtime_bpf::isa::JmpOp;
 use runtime_bpf::object::SourceLoc;
 
@@ -18,51 +20,74 @@ use runtime_bpf::object::SourceLoc;
 /// bound would prove nothing the verifier can use.
 const LARGEST_BOUND: i64 = 1 << 16;
 
-/// For `funcs[callee]`: per argument index (as in `Inst::Arg`), the union of the ranges the
-/// calls in `callers` pass (`None`: some call passes a value of unknown range). `None`
-/// altogether when no caller calls it.
-pub fn argument_ranges(callers: &[Function], callee: u32) -> Option<Vec<Option<Range>>> {
-    let mut out: Option<Vec<Option<Range>>> = None;
-    for f in callers {
-        if !calls(f, callee) {
+/// Per callee (`Inst::CallLocal`'s `func`), per argument index (as in `Inst::Arg`): the
+/// union of the ranges the calls of one function pass (`None`: some call passes a value of
+/// unknown range).
+pub type CallRanges = BTreeMap<u32, Vec<Option<Range>>>;
+
+/// The ranges `f`'s calls pass, from `entries`, an interval analysis of `f` as it is. Taken
+/// at any point of the optimisation they stay true of the final code: the passes after keep
+/// what each call receives at run time, and the analysis over-approximates it.
+pub fn ranges_at_calls(f: &Function, entries: &Entries) -> CallRanges {
+    let mut out = CallRanges::new();
+    for (b, data) in f.blocks.iter() {
+        if !data.insts.iter().any(|(i, _)| matches!(i, Inst::CallLocal { .. })) {
             continue;
         }
-        let entries = crate::ranges::analyze(f);
-        for (b, data) in f.blocks.iter() {
-            let Some(mut state) = entries[b].clone() else {
-                continue;
-            };
-            for (inst, _) in &data.insts {
-                if let Inst::CallLocal { func, args, .. } = inst {
-                    if *func == callee {
-                        let passed: Vec<Option<Range>> = args
-                            .iter()
-                            .map(|a| match a {
-                                Operand::Imm(k) => Some(Range::exact(*k)),
-                                Operand::Value(v) => state.get(v).copied(),
-                            })
-                            .collect();
-                        out = Some(match out {
-                            None => passed,
-                            Some(seen) => seen
-                                .iter()
-                                .zip(&passed)
-                                .map(|(a, b)| match (a, b) {
-                                    (Some(a), Some(b)) => Some(Range {
-                                        lo: a.lo.min(b.lo),
-                                        hi: a.hi.max(b.hi),
-                                    }),
-                                    _ => None,
-                                })
-                                .collect(),
-                        });
-                    }
-                }
-                crate::ranges::step(&mut state, inst);
+        let Some(mut state) = entries[b].clone() else {
+            continue;
+        };
+        for (inst, _) in &data.insts {
+            if let Inst::CallLocal { func, args, .. } = inst {
+                let passed: Vec<Option<Range>> = args
+                    .iter()
+                    .map(|a| match a {
+                        Operand::Imm(k) => Some(Range::exact(*k)),
+                        Operand::Value(v) => state.get(v).copied(),
+                    })
+                    .collect();
+                let joined = match out.remove(func) {
+                    None => passed,
+                    Some(seen) => union(&seen, &passed),
+                };
+                out.insert(*func, joined);
             }
+            crate::ranges::step(&mut state, inst);
         }
     }
     out
+}
+
+/// `ranges_at_calls` with an analysis of its own, made only if `f` calls anything.
+pub fn ranges_at_calls_analysed(f: &Function) -> CallRanges {
+    let calls_any = f
+        .blocks
+        .values()
+        .any(|b| b.insts.iter().any(|(i, _)| matches!(i, Inst::CallLocal { .. })));
+    match calls_any {
+        true => ranges_at_calls(f, &crate::ranges::analyze(f)),
+        false => CallRanges::new(),
+    }
+}
+
+/// What the calls in all of `callers` pass to `callee`; `None` when none calls it.
+pub fn argument_ranges(callers: &[CallRanges], callee: u32) -> Option<Vec<Option<Range>>> {
+    callers.iter().filter_map(|c| c.get(&callee)).fold(None, |acc, r| {
+        Some(acc.map_or_else(|| r.clone(), |a: Vec<_>| union(&a, r)))
+    })
+}
+
+fn union(a: &[Option<Range>], b: &[Option<Range>]) -> Vec<Option<Range>> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| match (a, b) {
+            (Some(a), Some(b)) => Some(Range {
+                lo: a.lo.min(b.lo),
+                hi: a.hi.max(b.hi),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `f` calls `funcs[callee]`.
@@ -195,9 +220,11 @@ mod tests {
 
     #[test]
     fn an_argument_gets_the_bound_its_calls_give() {
-        let ranges = argument_ranges(&[caller()], 1).expect("called");
+        let caller = caller();
+        let calls = ranges_at_calls(&caller, &crate::ranges::analyze(&caller));
+        let ranges = argument_ranges(std::slice::from_ref(&calls), 1).expect("called");
         assert_eq!(ranges[1], Some(Range { lo: 14, hi: 269 }));
-        assert_eq!(argument_ranges(&[caller()], 2), None, "not called");
+        assert_eq!(argument_ranges(&[calls], 2), None, "not called");
 
         let mut f = callee();
         assert!(bound_arguments(&mut f, &ranges, 1));

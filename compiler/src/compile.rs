@@ -258,16 +258,19 @@ fn finish_program(
     let map_sizes: Vec<(u32, u32)> = maps.maps.iter().map(|m| (m.key.size(), m.value.size())).collect();
     let mut parts = Vec::new();
     let mut frames = Vec::new();
+    // What each optimised function's calls pass to the others (`call_bounds`).
+    let mut calls: Vec<crate::call_bounds::CallRanges> = Vec::new();
     for i in 0..funcs.len() {
         // A function of its own starts knowing what its callers pass, when they all come
         // before it (they are then optimised, and their analysis is final).
         if i > 0 && !funcs[i + 1..].iter().any(|g| crate::call_bounds::calls(g, i as u32)) {
-            if let Some(ranges) = crate::call_bounds::argument_ranges(&funcs[..i], i as u32) {
+            if let Some(ranges) = crate::call_bounds::argument_ranges(&calls, i as u32) {
                 crate::call_bounds::bound_arguments(&mut funcs[i], &ranges, crate::lower::SUB_ERROR);
             }
         }
         let f = &mut funcs[i];
-        crate::opt::optimize(f, &map_sizes);
+        let made = crate::opt::optimize(f, &map_sizes);
+        calls.push(made.unwrap_or_else(|| crate::call_bounds::ranges_at_calls_analysed(f)));
         let alloc = loop_passes_if_free(f, crate::regalloc::allocate(f)).map_err(|e| match e {
             crate::regalloc::AllocError::StackTooLarge { needed } => {
                 vec![crate::stack::frame_too_large(

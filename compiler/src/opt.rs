@@ -28,7 +28,9 @@ use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value, ValueK
 use runtime_bpf::isa::JmpOp;
 
 /// `maps`: key and value sizes of the module's maps (what a map helper reads from a slot).
-pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
+/// Returns what `f`'s calls of other functions pass (`call_bounds`), from the optimiser's
+/// last interval analysis, when that analysis is of `f` as the simplifications left it.
+pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) -> Option<crate::call_bounds::CallRanges> {
     // The passes below see the reachable blocks only (the others, most of a freshly lowered
     // function, come back empty at the end, as `clear_unreachable` leaves them).
     let mut numbering = crate::compact_blocks::Renumbering::new(f);
@@ -46,12 +48,14 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) {
     // exit reads made there.
     if crate::loop_bases::hoist(f, known.as_ref()) | crate::loop_bases::sink(f) {
         facts.edited(f);
-        simplify(f, maps, &mut facts, &mut numbering);
+        known = simplify(f, maps, &mut facts, &mut numbering);
     }
+    let calls = known.map(|entries| crate::call_bounds::ranges_at_calls(f, &entries));
     // Last: the passes above know packet pointers by their offset from `data`, and this one
     // moves access offsets below a pointer's.
     crate::check_bases::fold_check_extents(f);
     numbering.restore(f);
+    calls
 }
 
 /// Returns the interval analysis of `f` as it leaves, when its last round changed nothing
