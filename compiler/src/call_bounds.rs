@@ -9,9 +9,9 @@
 //! a value in `[0, hi]`), and from it both the callee's analysis and the verifier know
 //! `0 <= arg <= hi`: the offset tests inside become provable and are removed.
 
-use crate::ir::{Block, Function, Inst, Operand, Terminator, Value, ValueKind};
 use std::collections::BTreeMap;
 
+use crate::ir::{Block, BlockData, Function, Inst, Operand, Terminator, Value, ValueKind};
 use crate::ranges::{Entries, Range};
 use runtime_bpf::isa::JmpOp;
 use runtime_bpf::object::SourceLoc;
@@ -31,7 +31,7 @@ pub type CallRanges = BTreeMap<u32, Vec<Option<Range>>>;
 pub fn ranges_at_calls(f: &Function, entries: &Entries) -> CallRanges {
     let mut out = CallRanges::new();
     for (b, data) in f.blocks.iter() {
-        if !data.insts.iter().any(|(i, _)| matches!(i, Inst::CallLocal { .. })) {
+        if callees(data).next().is_none() {
             continue;
         }
         let Some(mut state) = entries[b].clone() else {
@@ -60,11 +60,7 @@ pub fn ranges_at_calls(f: &Function, entries: &Entries) -> CallRanges {
 
 /// `ranges_at_calls` with an analysis of its own, made only if `f` calls anything.
 pub fn ranges_at_calls_analysed(f: &Function) -> CallRanges {
-    let calls_any = f
-        .blocks
-        .values()
-        .any(|b| b.insts.iter().any(|(i, _)| matches!(i, Inst::CallLocal { .. })));
-    match calls_any {
+    match f.blocks.values().any(|b| callees(b).next().is_some()) {
         true => ranges_at_calls(f, &crate::ranges::analyze(f)),
         false => CallRanges::new(),
     }
@@ -92,10 +88,14 @@ fn union(a: &[Option<Range>], b: &[Option<Range>]) -> Vec<Option<Range>> {
 
 /// Whether `f` calls `funcs[callee]`.
 pub fn calls(f: &Function, callee: u32) -> bool {
-    f.blocks.values().any(|b| {
-        b.insts
-            .iter()
-            .any(|(i, _)| matches!(i, Inst::CallLocal { func, .. } if *func == callee))
+    f.blocks.values().any(|b| callees(b).any(|c| c == callee))
+}
+
+/// The functions the block's `CallLocal`s call, in order.
+fn callees(b: &BlockData) -> impl Iterator<Item = u32> + '_ {
+    b.insts.iter().filter_map(|(i, _)| match i {
+        Inst::CallLocal { func, .. } => Some(*func),
+        _ => None,
     })
 }
 
