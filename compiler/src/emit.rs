@@ -23,11 +23,16 @@
 //! - `Store` of an immediate goes through a register (`BPF_ST` into a ctx pointer is refused
 //!   by the verifier and `Store` does not know its base's kind); `StoreSlot` uses `BPF_ST`.
 //! - Call arguments and entry `Arg`s are parallel moves (r0 breaks cycles).
+//! - A spilled value read in the block that spilled or filled it, before its register is
+//!   written, is read from that register (`Emitter::held`): no load straight after a store.
 
 use crate::ir::{BinOp, Block, Function, Inst, Operand, Terminator, Value};
 use crate::regalloc::{Allocation, Loc};
 use cranelift_entity::SecondaryMap;
-use runtime_bpf::isa::{AluOp, Insn, JmpOp, Reg, Size, BPF_ALU64, BPF_JMP, BPF_K, BPF_X, R0, R10, STACK_SIZE};
+use runtime_bpf::isa::{
+    AluOp, Insn, JmpOp, Reg, Size, BPF_ALU64, BPF_ATOMIC, BPF_JMP, BPF_JMP32, BPF_K, BPF_ST, BPF_STX, BPF_X, R0, R10,
+    STACK_SIZE,
+};
 use runtime_bpf::object::{ProgramCode, SourceLoc};
 use std::fmt;
 
@@ -95,6 +100,12 @@ struct Emitter<'a> {
     /// Stack addresses only a call argument reads: computed in the argument register at the
     /// call (`r4 = r10; r4 += -8`), not at their definition and then copied there.
     at_call: SecondaryMap<Value, Option<i16>>,
+    /// Spill slots whose value a register still holds, since the spill or fill that put it
+    /// there in this block: a fill from one of them reads that register instead. The entry
+    /// block spills an argument that lives on the stack (the context, when r6-r9 are taken)
+    /// and then reads it at once; without this it would store and load it back, a store
+    /// forwarding's latency on every packet's path.
+    held: Vec<(i16, Reg)>,
 }
 
 type R<T> = Result<T, EmitError>;
@@ -107,7 +118,32 @@ impl<'a> Emitter<'a> {
         })
     }
 
+    /// Forgets what `insn` overwrites among the `held` slots and registers.
+    fn forget_written(&mut self, insn: &Insn) {
+        if self.held.is_empty() {
+            return;
+        }
+        let class = insn.class();
+        let dst = Reg(insn.dst);
+        if class == BPF_ST || class == BPF_STX {
+            // A store into a spill slot (only spills and fills use them: an IR slot's pointer
+            // stays inside its slot); an atomic operation may also write its source register.
+            // (Taken as 8 bytes wide, whatever its size: forgetting more is only slower.)
+            let (lo, hi) = (insn.off as i32, insn.off as i32 + 8);
+            let atomic_src = (insn.code & 0xe0 == BPF_ATOMIC).then_some(Reg(insn.src));
+            self.held.retain(|&(off, r)| {
+                let overlaps = dst == R10 && (off as i32) < hi && lo < off as i32 + 8;
+                !overlaps && Some(r) != atomic_src
+            });
+        } else if class == BPF_JMP && insn.code & 0xf0 == JmpOp::Call as u8 {
+            self.held.retain(|&(_, r)| r.0 > 5);
+        } else if class != BPF_JMP && class != BPF_JMP32 {
+            self.held.retain(|&(_, r)| r != dst);
+        }
+    }
+
     fn push(&mut self, insn: Insn) {
+        self.forget_written(&insn);
         self.items.push(Item::Insn {
             insn,
             loc: self.loc,
@@ -117,6 +153,7 @@ impl<'a> Emitter<'a> {
     }
 
     fn push_wide(&mut self, pair: [Insn; 2], reloc: Reloc) {
+        self.forget_written(&pair[0]);
         self.items.push(Item::Insn {
             insn: pair[0],
             loc: self.loc,
@@ -179,21 +216,33 @@ impl<'a> Emitter<'a> {
 
     fn fill(&mut self, dst: Reg, off: i16) {
         self.push(Insn::load(Size::DW, dst, R10, off));
+        self.held.push((off, dst));
     }
 
     fn spill(&mut self, off: i16, src: Reg) {
         self.push(Insn::store_reg(Size::DW, R10, off, src));
+        self.held.push((off, src));
     }
 
-    /// A register holding `v`: its own, or `scratch` after a fill.
+    /// A register holding `v`: its own, one still holding its spill slot (`held`), or
+    /// `scratch` after a fill. Callers only read the register returned.
     fn read(&mut self, v: Value, scratch: Reg) -> R<Reg> {
         Ok(match self.loc_of(v)? {
             Loc::Reg(r) => r,
-            Loc::Stack(off) => {
+            Loc::Stack(off) => self.read_slot(off, scratch),
+        })
+    }
+
+    /// A register holding spill slot `off`: one that still does (`held`), or `scratch`
+    /// after a fill.
+    fn read_slot(&mut self, off: i16, scratch: Reg) -> Reg {
+        match self.held.iter().find(|&&(o, _)| o == off) {
+            Some(&(_, r)) => r,
+            None => {
                 self.fill(scratch, off);
                 scratch
             }
-        })
+        }
     }
 
     /// Copies `v` into `dst`.
@@ -408,6 +457,7 @@ impl<'a> Emitter<'a> {
                 self.push(Insn::alu64_imm(AluOp::Add, r, o as i32));
             }
         }
+        self.forget_written(&call);
         self.items.push(Item::Insn {
             insn: call,
             loc: self.loc,
@@ -904,6 +954,7 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
         items: Vec::new(),
         loc: SourceLoc::default(),
         at_call: SecondaryMap::new(),
+        held: Vec::new(),
     };
     let reads = f.read_counts();
     let defs = f.def_counts();
@@ -932,6 +983,8 @@ pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCo
     for (bi, &b) in order.iter().enumerate() {
         let data = &f.blocks[b];
         e.items.push(Item::Label(b));
+        // A jump may land here from where the registers hold other things.
+        e.held.clear();
         if hints[b] {
             // `ja +0` (no target: the peephole keeps it): a verifier prune point, see prune_hints.
             e.loc = data.insts.first().map_or(data.term.1, |(_, loc)| *loc);
@@ -1170,6 +1223,45 @@ end, { name = "t" })
     }
     const BPF_DW_SIZE: Size = Size::DW;
 
+    fn emitter<'a>(f: &'a Function, alloc: &'a Allocation) -> Emitter<'a> {
+        Emitter {
+            f,
+            alloc,
+            items: Vec::new(),
+            loc: SourceLoc::default(),
+            at_call: SecondaryMap::new(),
+            held: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_spill_slot_is_read_from_the_register_still_holding_it() {
+        let f = Function::new("t");
+        let alloc = allocate(&f).unwrap();
+        let mut e = emitter(&f, &alloc);
+        let count = |e: &Emitter| e.items.len();
+        let (r1, r6) = (Reg(1), Reg(6));
+        e.spill(-8, r1);
+        e.spill(-16, r6);
+        let n = count(&e);
+        assert_eq!((e.read_slot(-8, R0), e.read_slot(-16, R0)), (r1, r6));
+        assert_eq!(count(&e), n, "no fill while the registers hold the slots");
+        // A call clobbers r1-r5: the slot spilled from r1 is filled again, r6's is not.
+        e.push(Insn::call_helper(1));
+        assert_eq!(e.read_slot(-8, R0), R0);
+        assert_eq!(e.read_slot(-16, R0), r6);
+        assert_eq!(count(&e), n + 2);
+        // The fill itself is remembered, until its register is written.
+        assert_eq!(e.read_slot(-8, R0), R0);
+        e.push(Insn::mov64_imm(R0, 7));
+        assert_eq!(e.read_slot(-8, R0), R0);
+        assert_eq!(count(&e), n + 4);
+        // A store over the slot forgets it.
+        e.push(Insn::store_imm(Size::W, R10, -12, 0));
+        assert_eq!(e.read_slot(-16, R0), R0);
+        assert_eq!(count(&e), n + 6);
+    }
+
     #[test]
     fn parallel_moves_with_cycles_fills_and_constants() {
         let f = Function::new("t");
@@ -1202,13 +1294,7 @@ end, { name = "t" })
                 };
                 moves.push((d, s));
             }
-            let mut e = Emitter {
-                f: &f,
-                alloc: &alloc,
-                items: Vec::new(),
-                loc: SourceLoc::default(),
-                at_call: SecondaryMap::new(),
-            };
+            let mut e = emitter(&f, &alloc);
             e.parallel_move(&moves);
             let insns: Vec<Insn> = e
                 .items
