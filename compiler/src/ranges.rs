@@ -247,7 +247,7 @@ fn decide(op: JmpOp, a: Range, b: Range) -> Option<bool> {
 /// `old` joined with `new` in place: the values known in both, with the union of their
 /// ranges, `widen`ed if `widening`. Returns whether `old` changed. In place rather than into a
 /// new state: the analysis merges at every edge, and allocating there cost most of its time.
-fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64], log: &mut Vec<u32>) -> bool {
+fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &Thresholds, log: &mut Vec<u32>) -> bool {
     let mut changed = false;
     if old.0.len() > new.0.len() {
         // Unknown in `new`, so unknown in the join.
@@ -279,7 +279,7 @@ fn merge_into(old: &mut State, new: &State, widening: bool, thresholds: &[i64], 
                 // (An unknown side gives FULL, unknown.)
                 let mut r = ro.union(*rn);
                 if widening && r != Range::FULL {
-                    r = widen(*ro, r, thresholds);
+                    r = widen(*ro, r, thresholds.of(base + k));
                 }
                 if r != *ro {
                     changed = true;
@@ -302,9 +302,9 @@ fn grows(old: &[Range], new: &[Range]) -> bool {
         .fold(false, |g, (o, n)| g | (n.lo < o.lo) | (n.hi > o.hi))
 }
 
-/// Widening: bounds that moved since the last visit jump to the next constant the function
-/// compares against (a loop bound, usually), then to infinity, so loops converge quickly and
-/// loop variables keep the bound their exit test gives them.
+/// Widening: bounds that moved since the last visit jump to the next constant the value is
+/// compared against (a loop bound, usually; `Thresholds`), then to infinity, so loops converge
+/// quickly and loop variables keep the bound their exit test gives them.
 fn widen(old: Range, joined: Range, thresholds: &[i64]) -> Range {
     let up = |x: i64| thresholds.iter().copied().find(|&t| t >= x).unwrap_or(i64::MAX);
     let down = |x: i64| thresholds.iter().rev().copied().find(|&t| t <= x).unwrap_or(i64::MIN);
@@ -323,12 +323,17 @@ fn widen(old: Range, joined: Range, thresholds: &[i64]) -> Range {
 /// target's state. The result is the same as merging whole states, at a fraction of the cost
 /// (a whole-state merge on every edge was most of the optimiser's time).
 pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
+    analyze_counting(f).0
+}
+
+/// `analyze`, and how many block visits it took.
+fn analyze_counting(f: &Function) -> (SecondaryMap<Block, Option<State>>, usize) {
     let order = f.reverse_postorder();
     let mut rpo_index: SecondaryMap<Block, usize> = f.block_map();
     for (i, b) in order.iter().enumerate() {
         rpo_index[*b] = i;
     }
-    let thresholds = thresholds(f);
+    let thresholds = Thresholds::new(f);
     let mut entry: SecondaryMap<Block, Option<State>> = f.block_map();
     let mut visits: SecondaryMap<Block, u32> = f.block_map();
     // Per block: the values whose entry range changed, in order; per edge (source block,
@@ -346,7 +351,9 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
     let mut undo: Vec<(Value, Range)> = Vec::new();
     let mut grown: Vec<u32> = Vec::new();
     let mut budget = 200_000usize;
+    let mut visited = 0;
     while let Some(i) = work.pop_first() {
+        visited += 1;
         budget = budget.saturating_sub(1);
         if budget == 0 {
             // Give up soundly: forget everything we learned.
@@ -463,12 +470,19 @@ pub fn analyze(f: &Function) -> SecondaryMap<Block, Option<State>> {
             entry[b] = Some(s);
         }
     }
-    entry
+    (entry, visited)
 }
 
 /// Merges the values `at` of `new` into `old`, as `merge_into` does for every value, and
 /// appends those that changed to `grown`. Both states hold every value.
-fn merge_values(old: &mut State, new: &State, at: &[u32], widening: bool, thresholds: &[i64], grown: &mut Vec<u32>) {
+fn merge_values(
+    old: &mut State,
+    new: &State,
+    at: &[u32],
+    widening: bool,
+    thresholds: &Thresholds,
+    grown: &mut Vec<u32>,
+) {
     for &v in at {
         let i = v as usize;
         let ro = old.0[i];
@@ -477,7 +491,7 @@ fn merge_values(old: &mut State, new: &State, at: &[u32], widening: bool, thresh
             continue;
         }
         if widening && r != Range::FULL {
-            r = widen(ro, r, thresholds);
+            r = widen(ro, r, thresholds.of(i));
         }
         old.0[i] = r;
         grown.push(v);
@@ -502,6 +516,65 @@ impl Worklist {
         let bit = self.0[w].trailing_zeros() as usize;
         self.0[w] &= self.0[w] - 1;
         Some(w * 64 + bit)
+    }
+}
+
+/// Per value: the constants branches compare it against (and their neighbours, and 0, -1, 1),
+/// sorted; a value no branch compares with a constant widens to the function's (`all`).
+///
+/// Why per value: a counter climbs one threshold per trip around its loop, and with every
+/// constant of the function as a threshold, cookie_guard's `for i = 0, 511` went around 27
+/// times (each constant below 512 and its neighbours) before reaching its own bound, which
+/// was most of the analysis's time. Its own compares are the bounds that can stop it.
+struct Thresholds {
+    all: Vec<i64>,
+    pool: Vec<i64>,
+    /// (start, end) in `pool` by value; empty: `all`.
+    spans: Vec<(u32, u32)>,
+}
+
+impl Thresholds {
+    fn new(f: &Function) -> Thresholds {
+        let all = thresholds(f);
+        let mut pairs: Vec<(u32, i64)> = Vec::new();
+        for (_, b) in f.blocks.iter() {
+            if let Terminator::Branch {
+                a, b: Operand::Imm(k), ..
+            } = b.term.0
+            {
+                let v = a.index() as u32;
+                pairs.extend([
+                    (v, k.saturating_sub(1)),
+                    (v, k),
+                    (v, k.saturating_add(1)),
+                    (v, 0),
+                    (v, -1),
+                    (v, 1),
+                ]);
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut pool = Vec::with_capacity(pairs.len());
+        let mut spans = vec![(0u32, 0u32); f.values.len()];
+        let mut i = 0;
+        while i < pairs.len() {
+            let v = pairs[i].0;
+            let start = pool.len() as u32;
+            while i < pairs.len() && pairs[i].0 == v {
+                pool.push(pairs[i].1);
+                i += 1;
+            }
+            spans[v as usize] = (start, pool.len() as u32);
+        }
+        Thresholds { all, pool, spans }
+    }
+
+    fn of(&self, v: usize) -> &[i64] {
+        match self.spans.get(v) {
+            Some(&(s, e)) if e > s => &self.pool[s as usize..e as usize],
+            _ => &self.all,
+        }
     }
 }
 
@@ -675,6 +748,28 @@ mod tests {
     use super::*;
     use crate::ir::{Operand, ValueKind};
 
+    /// `v = v + 1`.
+    fn add_one(v: Value) -> Inst {
+        Inst::Bin {
+            op: BinOp::Add,
+            dst: v,
+            a: v,
+            b: Operand::Imm(1),
+        }
+    }
+
+    /// Block `b` of a counting loop: `i = i + 1; if i op k then back else exit`.
+    fn count(f: &mut Function, b: Block, i: Value, (op, k): (JmpOp, i64), back: Block, exit: Block) {
+        f.blocks[b].insts.push((add_one(i), Default::default()));
+        f.blocks[b].term.0 = Terminator::Branch {
+            op,
+            a: i,
+            b: Operand::Imm(k),
+            then_: back,
+            else_: exit,
+        };
+    }
+
     /// `v = <load of size>; w = op(v); if w > 0xfff0 goto err else ok`: the entry block and
     /// `ok`.
     fn check_after(size: Size, op: impl FnOnce(Value, Value) -> Inst) -> (Function, Block, Block) {
@@ -763,22 +858,7 @@ mod tests {
         let e = f.entry;
         f.blocks[e].insts.push((Inst::Const { dst: i, imm: 0 }, loc));
         f.blocks[e].term.0 = Terminator::Jump(body);
-        f.blocks[body].insts.push((
-            Inst::Bin {
-                op: BinOp::Add,
-                dst: i,
-                a: i,
-                b: Operand::Imm(1),
-            },
-            loc,
-        ));
-        f.blocks[body].term.0 = Terminator::Branch {
-            op: JmpOp::Jslt,
-            a: i,
-            b: Operand::Imm(5),
-            then_: body,
-            else_: exit,
-        };
+        count(&mut f, body, i, (JmpOp::Jslt, 5), body, exit);
         let states = analyze(&f);
         assert_eq!(
             states[body].as_ref().and_then(|s| s.get(&i)),
@@ -791,6 +871,44 @@ mod tests {
         assert_eq!(range_at_end(&f, e, i), Some(Range::exact(0)));
     }
 
+    /// A loop counter widens through the constants it is compared against, not those of every
+    /// branch of the function: the 40 tests before the loop do not cost trips around it.
+    #[test]
+    fn a_counter_widens_to_its_own_bound() {
+        let mut f = Function::new("t");
+        let x = f.new_value(ValueKind::Scalar);
+        let i = f.new_value(ValueKind::Scalar);
+        let loc = Default::default();
+        let mut at = f.entry;
+        f.blocks[at].insts.push((Inst::Arg { dst: x, index: 0 }, loc));
+        let exit = f.new_block();
+        f.blocks[exit].term.0 = Terminator::Return(Operand::Value(i));
+        for k in 0..40 {
+            let next = f.new_block();
+            f.blocks[at].term.0 = Terminator::Branch {
+                op: JmpOp::Jeq,
+                a: x,
+                b: Operand::Imm(10 * k + 5),
+                then_: exit,
+                else_: next,
+            };
+            at = next;
+        }
+        let [header, latch] = [(); 2].map(|_| f.new_block());
+        f.blocks[at].insts.push((Inst::Const { dst: i, imm: 0 }, loc));
+        f.blocks[at].term.0 = Terminator::Jump(header);
+        f.blocks[header].term.0 = Terminator::Jump(latch);
+        count(&mut f, latch, i, (JmpOp::Jsle, 511), header, exit);
+        let (states, visits) = analyze_counting(&f);
+        assert_eq!(
+            states[header].as_ref().and_then(|s| s.get(&i)),
+            Some(&Range { lo: 0, hi: 511 })
+        );
+        // 41 blocks before the loop and the exit once each, the loop's two a few times (every
+        // constant of the function as a threshold: about 120 times each).
+        assert!(visits < 60, "{visits} visits");
+    }
+
     /// Nested loops: the outer counter is not written in the inner loop, so its growth
     /// reaches the inner loop's back edge only through the entry logs (`analyze`'s merges
     /// along an edge look at the values that changed since the edge's last merge).
@@ -800,12 +918,6 @@ mod tests {
         let [outer, inner_init, inner, body, outer_next, exit] = [(); 6].map(|_| f.new_block());
         let (i, j) = (f.new_value(ValueKind::Scalar), f.new_value(ValueKind::Scalar));
         let loc = Default::default();
-        let add = |v: Value| Inst::Bin {
-            op: BinOp::Add,
-            dst: v,
-            a: v,
-            b: Operand::Imm(1),
-        };
         let below = |v: Value, k: i64, then_: Block, else_: Block| Terminator::Branch {
             op: JmpOp::Jslt,
             a: v,
@@ -820,9 +932,9 @@ mod tests {
         f.blocks[inner_init].insts.push((Inst::Const { dst: i, imm: 0 }, loc));
         f.blocks[inner_init].term.0 = Terminator::Jump(inner);
         f.blocks[inner].term.0 = below(i, 5, body, outer_next);
-        f.blocks[body].insts.push((add(i), loc));
+        f.blocks[body].insts.push((add_one(i), loc));
         f.blocks[body].term.0 = Terminator::Jump(inner);
-        f.blocks[outer_next].insts.push((add(j), loc));
+        f.blocks[outer_next].insts.push((add_one(j), loc));
         f.blocks[outer_next].term.0 = Terminator::Jump(outer);
         assert_eq!(range_at_end(&f, body, j), Some(Range { lo: 0, hi: 2 }));
         assert_eq!(range_at_end(&f, body, i), Some(Range { lo: 1, hi: 5 }));
