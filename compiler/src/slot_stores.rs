@@ -155,15 +155,13 @@ pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes, known: &mut cr
 /// (helpers and BPF functions alike) change only the slots whose address they are given,
 /// and map helpers only read theirs; a store through a pointer may change any.
 fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts) -> bool {
-    type Fact = (Slot, u32, Size, Operand);
-    // Only a store made twice can be a repeat: most runs (the pass runs in every round of the
-    // local passes) find none and skip the data flow, which costs most of this pass.
-    let mut seen = rustc_hash::FxHashSet::default();
-    let twice = f.blocks.iter().flat_map(|(_, b)| &b.insts).any(|(inst, _)| match inst {
-        Inst::StoreSlot { slot, off, src, size } => !seen.insert((*slot, *off, *size, *src)),
-        _ => false,
-    });
-    if !twice {
+    // Only a store made twice can be a repeat (the first time a path reaches a store, nothing
+    // has made it yet), so the data flow follows those stores' facts alone, as bits: most runs
+    // (the pass runs in every round of the local passes) find none and stop here, and the
+    // others follow a few facts, where a list of every store's fact per block, cloned at each
+    // join, cost most of the local passes' instructions.
+    let facts = repeated_stores(f);
+    if facts.is_empty() {
         return false;
     }
     let (cfg, defs) = known.cfg_and_defs(f);
@@ -208,76 +206,73 @@ fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts
             _ => false,
         })
     });
-    let step = |facts: &mut Vec<Fact>, inst: &Inst| match inst {
-        Inst::StoreSlot { slot, off, src, size } => {
-            let (start, end) = (*off, off + size.bytes());
-            facts.retain(|(s, o, z, _)| s != slot || o + z.bytes() <= start || *o >= end);
-            facts.push((*slot, *off, *size, *src));
-        }
-        Inst::Call { args, .. } | Inst::CallLocal { args, .. } | Inst::CallKfunc { args, .. } => {
-            let reads_only = matches!(
-                inst,
-                Inst::Call {
-                    helper: h::MAP_LOOKUP_ELEM | h::MAP_UPDATE_ELEM | h::MAP_DELETE_ELEM | h::MAP_LOOKUP_PERCPU_ELEM,
-                    ..
+    // The facts (bits, by place in `facts`) that hold on `slot`, or that hold `d`.
+    let of_slot = |slot: Slot| bits(&facts, |(s, ..)| *s == slot);
+    let holding = |d: Value| bits(&facts, |(.., src)| *src == Operand::Value(d));
+    let step = |held: u64, inst: &Inst| -> u64 {
+        match inst {
+            Inst::StoreSlot { slot, off, src, size } => {
+                let (start, end) = (*off, off + size.bytes());
+                let overlapped = bits(&facts, |(s, o, z, _)| s == slot && o + z.bytes() > start && *o < end);
+                let made = bits(&facts, |fact| *fact == (*slot, *off, *size, *src));
+                (held & !overlapped) | made
+            }
+            Inst::Call { args, .. } | Inst::CallLocal { args, .. } | Inst::CallKfunc { args, .. } => {
+                let reads_only = matches!(
+                    inst,
+                    Inst::Call {
+                        helper: h::MAP_LOOKUP_ELEM
+                            | h::MAP_UPDATE_ELEM
+                            | h::MAP_DELETE_ELEM
+                            | h::MAP_LOOKUP_PERCPU_ELEM,
+                        ..
+                    }
+                );
+                let mut held = held;
+                for a in args {
+                    let Operand::Value(v) = a else { continue };
+                    match slot_addr[*v] {
+                        _ if escapes => held = 0,
+                        Some(slot) if !reads_only => held &= !of_slot(slot),
+                        Some(_) => {}
+                        None if stack_ptr[*v] && !reads_only => held = 0,
+                        None => {}
+                    }
                 }
-            );
-            for a in args {
-                let Operand::Value(v) = a else { continue };
-                match slot_addr[*v] {
-                    _ if escapes => facts.clear(),
-                    Some(slot) if !reads_only => facts.retain(|f| f.0 != slot),
-                    Some(_) => {}
-                    None if stack_ptr[*v] && !reads_only => facts.clear(),
-                    None => {}
+                match inst.def() {
+                    Some(d) => held & !holding(d),
+                    None => held,
                 }
             }
-            if let Some(d) = inst.def() {
-                facts.retain(|f| f.3 != Operand::Value(d));
-            }
-        }
-        Inst::Store { .. } | Inst::AtomicAdd { .. } => facts.clear(),
-        _ => {
-            if let Some(d) = inst.def() {
-                facts.retain(|f| f.3 != Operand::Value(d));
-            }
+            Inst::Store { .. } | Inst::AtomicAdd { .. } => 0,
+            _ => match inst.def() {
+                Some(d) => held & !holding(d),
+                None => held,
+            },
         }
     };
     let crate::facts::Cfg { order, preds, .. } = cfg;
     // Facts at each block's entry; None: not reached yet (everything holds).
-    let mut entry: SecondaryMap<Block, Option<Vec<Fact>>> = f.block_map();
-    let mut exit: SecondaryMap<Block, Option<Vec<Fact>>> = f.block_map();
+    let mut entry: SecondaryMap<Block, Option<u64>> = f.block_map();
+    let mut exit: SecondaryMap<Block, Option<u64>> = f.block_map();
     let mut changed_any = true;
     let mut rounds = 0;
     while changed_any && rounds < 20 {
         changed_any = false;
         rounds += 1;
         for &b in order {
-            let mut facts: Option<Vec<Fact>> = if b == f.entry {
-                Some(Vec::new())
+            let held: Option<u64> = if b == f.entry {
+                Some(0)
             } else {
-                let mut acc: Option<Vec<Fact>> = None;
-                for p in &preds[b] {
-                    if let Some(pf) = &exit[*p] {
-                        acc = Some(match acc {
-                            None => pf.clone(),
-                            Some(a) => a.into_iter().filter(|x| pf.contains(x)).collect(),
-                        });
-                    }
-                }
-                acc
+                preds[b].iter().filter_map(|p| exit[*p]).reduce(|a, x| a & x)
             };
-            if facts == entry[b] && exit[b].is_some() {
+            if held == entry[b] && exit[b].is_some() {
                 continue;
             }
-            entry[b] = facts.clone();
-            if let Some(fs) = facts.as_mut() {
-                for (inst, _) in &f.blocks[b].insts {
-                    step(fs, inst);
-                }
-            }
-            if facts != exit[b] {
-                exit[b] = facts;
+            entry[b] = held;
+            let out = held.map(|h| f.blocks[b].insts.iter().fold(h, |h, (inst, _)| step(h, inst)));
+            if out != exit[b] {
+                exit[b] = out;
                 changed_any = true;
             }
         }
@@ -287,13 +282,17 @@ fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts
     }
     let mut changed = false;
     for &b in order {
-        let Some(mut facts) = entry[b].clone() else { continue };
+        let Some(mut held) = entry[b] else { continue };
         let mut keep = Vec::with_capacity(f.blocks[b].insts.len());
         for (inst, _) in &f.blocks[b].insts {
-            let same =
-                matches!(inst, Inst::StoreSlot { slot, off, src, size } if facts.contains(&(*slot, *off, *size, *src)));
+            let same = match inst {
+                Inst::StoreSlot { slot, off, src, size } => {
+                    held & bits(&facts, |fact| *fact == (*slot, *off, *size, *src)) != 0
+                }
+                _ => false,
+            };
             keep.push(!same);
-            step(&mut facts, inst);
+            held = step(held, inst);
         }
         let mut k = 0;
         f.blocks[b].insts.retain(|_| {
@@ -303,6 +302,44 @@ fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts
         changed |= keep.contains(&false);
     }
     changed
+}
+
+/// What a store into a slot leaves there: (slot, offset, size, stored operand).
+type Fact = (Slot, u32, Size, Operand);
+
+/// The facts that more than one store makes, at most 64 (each a bit of a `u64`; past those,
+/// a repeat is kept, which is only a missed removal).
+fn repeated_stores(f: &Function) -> Vec<Fact> {
+    let key = |(slot, off, size, src): &Fact| {
+        let src = match src {
+            Operand::Value(v) => (0, v.as_u32() as i64),
+            Operand::Imm(k) => (1, *k),
+        };
+        (slot.as_u32(), *off, size.bytes(), src)
+    };
+    let mut made: Vec<Fact> = f
+        .blocks
+        .values()
+        .flat_map(|b| &b.insts)
+        .filter_map(|(inst, _)| match inst {
+            Inst::StoreSlot { slot, off, src, size } => Some((*slot, *off, *size, *src)),
+            _ => None,
+        })
+        .collect();
+    made.sort_unstable_by_key(key);
+    let mut repeated: Vec<Fact> = made.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    repeated.dedup();
+    repeated.truncate(64);
+    repeated
+}
+
+/// The bits of the facts that `test` accepts.
+fn bits(facts: &[Fact], test: impl Fn(&Fact) -> bool) -> u64 {
+    facts
+        .iter()
+        .enumerate()
+        .filter(|(_, fact)| test(fact))
+        .fold(0, |b, (i, _)| b | 1 << i)
 }
 
 #[cfg(test)]
