@@ -186,6 +186,11 @@ struct Frame {
     /// path's state, only checkpoints get precision marks (`mark_in`, which keeps these).
     precise_regs: u16,
     precise_slots: u64,
+    /// The slots holding a spilled pointer, and those holding a scalar linked to others (a
+    /// nonzero id): the only ones `update_vals` can change, which it looks at instead of
+    /// every slot (kept by `set_slot` and `update_vals`, the writers of a slot's value).
+    ptr_slots: u64,
+    linked_slots: u64,
 }
 
 impl Frame {
@@ -198,6 +203,8 @@ impl Frame {
             callsite,
             precise_regs: 0,
             precise_slots: 0,
+            ptr_slots: 0,
+            linked_slots: 0,
         }
     }
     fn slot(&self, i: usize) -> Slot {
@@ -215,7 +222,20 @@ impl Frame {
             stack.resize(i + 1, Slot::Invalid);
         }
         stack[i] = s;
+        (self.ptr_slots, self.linked_slots) = mark_slot(self.ptr_slots, self.linked_slots, i, &s);
     }
+}
+
+/// A frame's `ptr_slots` and `linked_slots` once slot `i` holds `s`.
+#[inline]
+fn mark_slot(ptrs: u64, linked: u64, i: usize, s: &Slot) -> (u64, u64) {
+    let bit = 1u64 << i;
+    let (p, l) = match s {
+        Slot::Spill(Val::Ptr(_)) => (bit, 0),
+        Slot::Spill(Val::Scalar { id, .. }) if *id != 0 => (0, bit),
+        _ => (0, 0),
+    };
+    (ptrs & !bit | p, linked & !bit | l)
 }
 
 /// The register an operand field names: an instruction's field can name r11-r15, which the
@@ -1069,7 +1089,12 @@ impl<'a> Walker<'a> {
             _ => Val::scalar(Sc::UNKNOWN),
         };
         if changes_packet(id) {
-            update_vals(&mut cur.state, is_packet, |v| *v = Val::scalar(Sc::UNKNOWN));
+            update_vals(
+                &mut cur.state,
+                |f| f.ptr_slots,
+                is_packet,
+                |v| *v = Val::scalar(Sc::UNKNOWN),
+            );
         }
         self.clobber_caller_saved(cur);
         self.set(cur, 0, r0);
@@ -1167,6 +1192,7 @@ impl<'a> Walker<'a> {
         let depth = cur.state.len();
         update_vals(
             &mut cur.state,
+            |f| f.ptr_slots,
             |v| matches!(v, Val::Ptr(Ptr { kind: Kind::Stack(f), .. }) if *f as usize >= depth),
             |v| *v = Val::scalar(Sc::UNKNOWN),
         );
@@ -1315,6 +1341,7 @@ fn set_range(path: &mut Path, r: u8, id: u32, sc: Sc) {
     }
     update_vals(
         &mut path.state,
+        |f| f.linked_slots,
         |v| matches!(v, Val::Scalar { sc: s, id: i, .. } if *i == id && *s != sc),
         |v| {
             if let Val::Scalar { sc: s, .. } = v {
@@ -1336,6 +1363,7 @@ fn packet_bound(state: &mut State, p: Ptr, op: JmpOp) {
     }
     update_vals(
         state,
+        |f| f.ptr_slots,
         |v| matches!(v, Val::Ptr(q) if q.kind == Kind::Pkt && q.id == p.id && q.range < range),
         |v| {
             if let Val::Ptr(q) = v {
@@ -1349,6 +1377,7 @@ fn packet_bound(state: &mut State, p: Ptr, op: JmpOp) {
 fn set_null(state: &mut State, id: u32, null: bool) {
     update_vals(
         state,
+        |f| f.ptr_slots,
         |v| matches!(v, Val::Ptr(q) if q.maybe_null && q.id == id),
         |v| match v {
             Val::Ptr(q) if !null => q.maybe_null = false,
@@ -1357,10 +1386,11 @@ fn set_null(state: &mut State, id: u32, null: bool) {
     );
 }
 
-/// Applies `change` to every register and spilled value that `wants`; the test comes first
-/// so that a spilled value is neither copied out to be looked at nor, unless it changes, a
-/// stack shared with other states copied.
-fn update_vals(state: &mut State, wants: impl Fn(&Val) -> bool, change: impl Fn(&mut Val)) {
+/// Applies `change` to every register and spilled value that `wants`, among the slots
+/// `slots` gives of each frame (those that can hold a wanted value: most slots cannot); the
+/// test comes first so that a spilled value is neither copied out to be looked at nor,
+/// unless it changes, a stack shared with other states copied.
+fn update_vals(state: &mut State, slots: fn(&Frame) -> u64, wants: impl Fn(&Val) -> bool, change: impl Fn(&mut Val)) {
     for frame in state.iter_mut() {
         for v in frame.regs.iter_mut() {
             if wants(v) {
@@ -1368,14 +1398,25 @@ fn update_vals(state: &mut State, wants: impl Fn(&Val) -> bool, change: impl Fn(
             }
         }
         let wanted = |s: &Slot| matches!(s, Slot::Spill(v) if wants(v));
-        if let Some(first) = frame.stack.iter().position(wanted) {
-            for s in &mut Rc::make_mut(&mut frame.stack)[first..] {
-                if let Slot::Spill(v) = s {
+        let mut candidates = slots(frame);
+        while candidates != 0 {
+            let first = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            if !wanted(&frame.stack[first]) {
+                continue;
+            }
+            let stack = Rc::make_mut(&mut frame.stack);
+            let (mut ptrs, mut linked) = (frame.ptr_slots, frame.linked_slots);
+            for i in std::iter::once(first).chain(bits(candidates)) {
+                if let Slot::Spill(v) = &mut stack[i] {
                     if wants(v) {
                         change(v);
+                        (ptrs, linked) = mark_slot(ptrs, linked, i, &stack[i]);
                     }
                 }
             }
+            (frame.ptr_slots, frame.linked_slots) = (ptrs, linked);
+            break;
         }
     }
 }
