@@ -1836,6 +1836,92 @@ mod tests {
         assert!(steps(Hist::EMPTY).is_empty());
     }
 
+    /// A frame's sets of pointer and linked-scalar slots stay those its stack holds through
+    /// random spills and the updates that look only at them (null tests, packet bounds,
+    /// linked ranges), and those updates change every slot they would have found by a scan.
+    #[test]
+    fn slot_sets_follow_the_stack() {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let sets = |f: &Frame| {
+            let mut all = (0, 0);
+            for (i, s) in f.stack.iter().enumerate() {
+                all = mark_slot(all.0, all.1, i, s);
+            }
+            all
+        };
+        for _ in 0..200 {
+            let mut state = vec![Frame::new(u32::MAX, 0), Frame::new(3, 1)];
+            for _ in 0..60 {
+                let r = next();
+                let f = (r % 2) as usize;
+                let id = (r >> 8) as u32 % 4;
+                let val = match (r >> 4) % 5 {
+                    0 => Val::scalar(Sc::konst(r >> 32)),
+                    1 => Val::Scalar {
+                        sc: Sc::UNKNOWN,
+                        precise: false,
+                        id,
+                    },
+                    2 => Val::Ptr(Ptr {
+                        id,
+                        maybe_null: true,
+                        ..ptr_of(Kind::MapValue(0))
+                    }),
+                    _ => Val::Ptr(Ptr {
+                        id,
+                        off: (r >> 16) as i64 % 8,
+                        ..ptr_of(Kind::Pkt)
+                    }),
+                };
+                let slot = match (r >> 12) % 6 {
+                    0 => Slot::Misc,
+                    1 => Slot::Zero,
+                    _ => Slot::Spill(val),
+                };
+                let shared = state.clone();
+                state[f].set_slot((r >> 20) as usize % SLOTS, slot);
+                let off = (r >> 44) as i64 % 8;
+                let left: fn(&Val, u32, i64) -> bool = match (r >> 28) % 4 {
+                    0 => {
+                        set_null(&mut state, id, r >> 40 & 1 == 0);
+                        |v, id, _| matches!(v, Val::Ptr(q) if q.maybe_null && q.id == id)
+                    }
+                    1 => {
+                        let p = Ptr {
+                            id,
+                            off,
+                            ..ptr_of(Kind::Pkt)
+                        };
+                        packet_bound(&mut state, p, JmpOp::Jle);
+                        |v, id, off| matches!(v, Val::Ptr(q) if q.kind == Kind::Pkt && q.id == id && q.range < off)
+                    }
+                    2 => {
+                        let mut path = Path {
+                            pc: 0,
+                            state: std::mem::take(&mut state),
+                            parent: None,
+                            hist: Hist::EMPTY,
+                        };
+                        set_range(&mut path, 0, id, Sc::konst(1));
+                        state = path.state;
+                        |v, id, _| {
+                            id != 0 && matches!(v, Val::Scalar { sc, id: i, .. } if *i == id && *sc != Sc::konst(1))
+                        }
+                    }
+                    _ => |_, _, _| false,
+                };
+                drop(shared);
+                for frame in &state {
+                    assert_eq!((frame.ptr_slots, frame.linked_slots), sets(frame));
+                    assert!(!frame
+                        .stack
+                        .iter()
+                        .any(|s| matches!(s, Slot::Spill(v) if left(v, id, off))));
+                }
+            }
+        }
+    }
+
     /// The walk runs on the compiler's own code, but must not panic on any instructions.
     /// A small deterministic generator of random words.
     fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
