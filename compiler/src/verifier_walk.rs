@@ -1398,26 +1398,22 @@ fn update_vals(state: &mut State, slots: fn(&Frame) -> u64, wants: impl Fn(&Val)
             }
         }
         let wanted = |s: &Slot| matches!(s, Slot::Spill(v) if wants(v));
-        let mut candidates = slots(frame);
-        while candidates != 0 {
-            let first = candidates.trailing_zeros() as usize;
-            candidates &= candidates - 1;
-            if !wanted(&frame.stack[first]) {
-                continue;
-            }
-            let stack = Rc::make_mut(&mut frame.stack);
-            let (mut ptrs, mut linked) = (frame.ptr_slots, frame.linked_slots);
-            for i in std::iter::once(first).chain(bits(candidates)) {
-                if let Slot::Spill(v) = &mut stack[i] {
-                    if wants(v) {
-                        change(v);
-                        (ptrs, linked) = mark_slot(ptrs, linked, i, &stack[i]);
-                    }
+        let candidates = slots(frame);
+        let Some(first) = bits(candidates).find(|&i| wanted(&frame.stack[i])) else {
+            continue;
+        };
+        let stack = Rc::make_mut(&mut frame.stack);
+        let (mut ptrs, mut linked) = (frame.ptr_slots, frame.linked_slots);
+        // The candidates from the first wanted one on.
+        for i in bits(candidates >> first << first) {
+            if let Slot::Spill(v) = &mut stack[i] {
+                if wants(v) {
+                    change(v);
+                    (ptrs, linked) = mark_slot(ptrs, linked, i, &stack[i]);
                 }
             }
-            (frame.ptr_slots, frame.linked_slots) = (ptrs, linked);
-            break;
         }
+        (frame.ptr_slots, frame.linked_slots) = (ptrs, linked);
     }
 }
 
