@@ -8,7 +8,7 @@
 //! (record field order, call spans, function sites); `collect` walks from the programs to
 //! every reachable function, table and map once the body has returned.
 //!
-//! One Lua state per compile, on a large-stack thread (parsing and tree walks recurse).
+//! One Lua state per compile, on a large stack (parsing and tree walks recurse).
 
 mod builtins;
 mod collect;
@@ -151,7 +151,7 @@ fn evaluate_db(
     opts: &EvalOptions,
 ) -> Result<Evaluated, (SourceDb, Diagnostics)> {
     let include_dirs = opts.include_dirs.clone();
-    // Kept to render a diagnostic if the evaluation thread dies (it should not).
+    // Kept to render a diagnostic if the evaluation panics (it should not).
     let fallback = db.clone();
     syntax::with_big_stack(move || run(db, main, program_dir, include_dirs, default_name)).unwrap_or_else(|| {
         let diag = Diagnostic::new(

@@ -83,7 +83,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
 }
 
 /// Panics never reach the user as a crash: the message is recorded for `main` to report as an
-/// internal error. Panics caught inside the libraries (the compiler's evaluation thread,
+/// internal error. Panics caught inside the libraries (the compiler's evaluation,
 /// aya's parser) are reported by them as diagnostics or errors. With `RUST_BACKTRACE` set the
 /// default hook stays, for developers.
 fn install_panic_hook() {
