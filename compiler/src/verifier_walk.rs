@@ -469,7 +469,7 @@ struct Walker<'a> {
     /// Per instruction, when backtracking through it can change anything (`back_mask`).
     back: Vec<u32>,
     nodes: Vec<Node>,
-    /// Checkpoints to compare with, per instruction, oldest first.
+    /// Checkpoints to compare with, per instruction.
     explored: Vec<Vec<usize>>,
     pending: Vec<Path>,
     /// The memory of states no longer used (`copy_state`).
@@ -600,13 +600,8 @@ impl<'a> Walker<'a> {
         let (list, nodes) = (&mut self.explored[pc], &mut self.nodes);
         let live_top = self.live[pc];
         let mut hit = None;
-        // Newest first, as the kernel's list (a new state goes to its head): an arrival
-        // stops at the first state that covers it, so the older ones are not charged a miss.
-        // Oldest first, the states a long loop left behind were evicted by the arrivals of
-        // later iterations before the branch pending since their own iteration came back.
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
+        let mut i = 0;
+        while i < list.len() {
             let n = list[i];
             let node = &mut nodes[n];
             if node.branches > 0 {
@@ -624,8 +619,9 @@ impl<'a> Walker<'a> {
             if node.miss > node.hit * 3 + 3 {
                 node.evicted = true;
                 node.release();
-                // (Keeping the order: the list is short, a few states per instruction.)
-                list.remove(i);
+                list.swap_remove(i);
+            } else {
+                i += 1;
             }
         }
         if let Some(n) = hit {
