@@ -319,6 +319,7 @@ struct Linked {
 }
 
 const FRAME_SHIFT: u32 = 24;
+const FRAME_BITS: u32 = !0 << FRAME_SHIFT;
 
 impl Linked {
     fn frame(&self) -> usize {
@@ -1561,6 +1562,10 @@ fn back_steps(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) 
     let mut at = hist.latest;
     while let Some(l) = arena.get(at as usize) {
         at = l.prev;
+        // (One test for the commonest step: of the outermost frame, touching nothing wanted.)
+        if l.mask & (wanted_0 | FRAME_BITS) == 0 {
+            continue;
+        }
         let f = l.frame();
         let wanted = if f == 0 { wanted_0 } else { bt.wanted(f) };
         if l.mask & wanted != 0 {
