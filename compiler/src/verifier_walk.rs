@@ -2086,6 +2086,30 @@ mod tests {
     }
 
     #[test]
+    fn pointers_moved_alike_on_two_paths_are_pruned() {
+        // Sixteen diamonds moving a packet pointer by the same unknown amount on both arms:
+        // the arms' variable offsets are two entries of the walk's table (`vars`), of equal
+        // ranges, which cover each other.
+        use runtime_bpf::isa::Size;
+        let mut insns = vec![
+            Insn::load(Size::W, R2, R1, 0),
+            Insn::load(Size::W, Reg(3), R1, 16),
+            Insn::alu64_imm(AluOp::And, Reg(3), 15),
+        ];
+        for _ in 0..16 {
+            insns.push(Insn::load(Size::W, Reg(4), R1, 16));
+            insns.push(Insn::jmp_imm(JmpOp::Jeq, Reg(4), 7, 2));
+            insns.push(Insn::alu64_reg(AluOp::Add, R2, Reg(3)));
+            insns.push(Insn::ja(1));
+            insns.push(Insn::alu64_reg(AluOp::Add, R2, Reg(3)));
+        }
+        insns.push(Insn::load(Size::B, R0, R2, 0));
+        insns.push(Insn::exit());
+        let w = walk(&code(insns), &[], Hook::Xdp, LIMITS);
+        assert!(w.processed < 400, "{}", w.processed);
+    }
+
+    #[test]
     fn constants_that_decide_later_branches_multiply_the_paths() {
         // Each diamond leaves r3 = 0 or 1 in a different bit, and at the end each value of r3
         // is compared with a constant: the verifier needs r3 exact, so no path merges.
