@@ -685,10 +685,12 @@ impl<'a> Walker<'a> {
     fn copy_state(&mut self, state: &State) -> State {
         // A fresh copy is made by `clone`, at its exact size: `clone_from` into an empty
         // state would reserve room for four frames (Vec's smallest growth), which tripled
-        // the walk's memory and its page faults (cookie_guard: +950).
+        // the walk's memory and its page faults (cookie_guard: +950). Into a spare state,
+        // `extend_from_slice` took 0.3M fewer instructions than `clone_from` on cookie_guard
+        // and on ua_filter (`with_capacity` and it for a fresh copy took 0.2M more than `clone`).
         match self.spare.pop() {
             Some(mut copy) => {
-                copy.clone_from(state);
+                copy.extend_from_slice(state);
                 copy
             }
             None => state.clone(),
