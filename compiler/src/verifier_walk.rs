@@ -1327,7 +1327,7 @@ impl<'a> Walker<'a> {
     /// bounds). False when it may have written an empty range (the way is then impossible).
     fn narrow(&mut self, path: &mut Path, insn: Insn, op: JmpOp, x: bool, is32: bool) -> bool {
         let f = path.state.len() - 1;
-        // (Read in place: a register is 64 bytes, most of which a compare does not need.)
+        // (Read in place: a register is 40 bytes, most of which a compare does not need.)
         let regs = &path.state[f].regs;
         let imm = Val::scalar(Sc::konst(insn.imm as i64 as u64));
         let b = if x { &regs[reg_slot(insn.src)] } else { &imm };
