@@ -640,16 +640,17 @@ impl<'a> Walker<'a> {
                 hit = Some(n);
                 break;
             }
+            // (Only a miss can make a checkpoint evicted: its test is false until one.)
             if add {
                 node.miss += 1;
+                if node.miss > node.hit * 3 + 3 {
+                    node.evicted = true;
+                    node.release();
+                    list.swap_remove(i);
+                    continue;
+                }
             }
-            if node.miss > node.hit * 3 + 3 {
-                node.evicted = true;
-                node.release();
-                list.swap_remove(i);
-            } else {
-                i += 1;
-            }
+            i += 1;
         }
         if let Some(n) = hit {
             self.propagate_precision(n, cur);
