@@ -9,7 +9,6 @@
 //! `d = s` is available: on every path to the use it ran, and neither `d` nor `s` was written
 //! since (a forward must-analysis over blocks). `d` must be written only by that copy.
 
-use crate::bitset::BitSet;
 use crate::facts::Facts;
 use crate::ir::{Block, Function, Inst, Value};
 use cranelift_entity::SecondaryMap;
@@ -34,64 +33,93 @@ pub fn propagate(f: &mut Function, facts: &mut Facts) -> bool {
     if copies.is_empty() {
         return false;
     }
-    // Copies that a write of each value kills.
-    let mut killed_by: SecondaryMap<Value, Vec<usize>> = f.value_map();
-    for (k, &(d, s)) in copies.iter().enumerate() {
-        killed_by[d].push(k);
-        killed_by[s].push(k);
+    // Copies that a write of each value kills, listed by value (`kills[kill_at[v]..kill_at[v
+    // + 1]]`): one list, not a vector per value.
+    let mut kill_at = vec![0u32; f.values.len() + 1];
+    for &(d, s) in &copies {
+        kill_at[d.as_u32() as usize + 1] += 1;
+        kill_at[s.as_u32() as usize + 1] += 1;
     }
-    let step = |inst: &Inst, avail: &mut BitSet| {
+    for i in 1..kill_at.len() {
+        kill_at[i] += kill_at[i - 1];
+    }
+    let mut kills = vec![0u32; 2 * copies.len()];
+    let mut next = kill_at.clone();
+    for (k, &(d, s)) in copies.iter().enumerate() {
+        for v in [d, s] {
+            let at = &mut next[v.as_u32() as usize];
+            kills[*at as usize] = k as u32;
+            *at += 1;
+        }
+    }
+    let words = copies.len().div_ceil(64);
+    let step = |inst: &Inst, avail: &mut [u64]| {
         if let Some(v) = inst.def() {
-            for &k in &killed_by[v] {
-                avail.remove(k);
+            let v = v.as_u32() as usize;
+            for &k in &kills[kill_at[v] as usize..kill_at[v + 1] as usize] {
+                avail[k as usize / 64] &= !(1 << (k % 64));
             }
         }
         if let Inst::Mov { dst, .. } = inst {
             if let Some(k) = copy_of_dst[*dst] {
-                avail.insert(k);
+                avail[k / 64] |= 1 << (k % 64);
             }
         }
     };
     let order = &cfg.order;
     let entry = order.first().copied();
     let preds = &cfg.preds;
-    // Out-states; None until a block is first visited (the meet's identity: all copies).
-    let mut out: SecondaryMap<Block, Option<BitSet>> = SecondaryMap::new();
-    let entry_state = |b: Block, out: &SecondaryMap<Block, Option<BitSet>>| {
-        let mut state: Option<BitSet> = None;
+    // Out-states, `words` words per block, in one buffer; `reached`: set once a block is first
+    // visited (until then its out-state is the meet's identity, all copies). One buffer
+    // rather than a set per block, cloned at every visit: those allocations were most of this
+    // pass's time.
+    let mut out = vec![0u64; words * f.blocks.len()];
+    let mut reached: SecondaryMap<Block, bool> = f.block_map();
+    // The state at `b`'s entry, into `state`.
+    let entry_state = |b: Block, out: &[u64], reached: &SecondaryMap<Block, bool>, state: &mut [u64]| {
+        let mut first = true;
         if Some(b) != entry {
             for &p in &preds[b] {
-                if let Some(o) = &out[p] {
-                    match &mut state {
-                        None => state = Some(o.clone()),
-                        Some(s) => s.intersect_with(o),
+                if reached[p] {
+                    let at = p.as_u32() as usize * words;
+                    let o = &out[at..at + words];
+                    if first {
+                        state.copy_from_slice(o);
+                        first = false;
+                    } else {
+                        state.iter_mut().zip(o).for_each(|(a, b)| *a &= *b);
                     }
                 }
             }
         }
-        state.unwrap_or_else(|| BitSet::new(copies.len()))
+        if first {
+            state.fill(0);
+        }
     };
+    let mut avail = vec![0u64; words];
     let mut changed_states = true;
     while changed_states {
         changed_states = false;
         for &b in order {
-            let mut avail = entry_state(b, &out);
+            entry_state(b, &out, &reached, &mut avail);
             for (inst, _) in &f.blocks[b].insts {
                 step(inst, &mut avail);
             }
-            if out[b].as_ref() != Some(&avail) {
-                out[b] = Some(avail);
+            let at = b.as_u32() as usize * words;
+            if !reached[b] || out[at..at + words] != avail[..] {
+                reached[b] = true;
+                out[at..at + words].copy_from_slice(&avail);
                 changed_states = true;
             }
         }
     }
     let mut changed = false;
     for &b in order {
-        let mut avail = entry_state(b, &out);
+        entry_state(b, &out, &reached, &mut avail);
         let block = &mut f.blocks[b];
-        let mut sub = |v: &mut Value, avail: &BitSet| {
+        let mut sub = |v: &mut Value, avail: &[u64]| {
             if let Some(k) = copy_of_dst[*v] {
-                if avail.contains(k) {
+                if avail[k / 64] & (1 << (k % 64)) != 0 {
                     *v = copies[k].1;
                     changed = true;
                 }

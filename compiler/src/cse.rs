@@ -78,12 +78,27 @@ pub fn reuse_expressions(f: &mut Function, facts: &mut crate::facts::Facts) -> b
         }
     }
     let mut edge: HashMap<Block, Avail> = HashMap::default();
+    // Maps a block is done with, emptied, for the next blocks that start from nothing: their
+    // tables' allocations (one or two per block, and again for every copy along an edge) were
+    // a good part of this pass. Only the maps' capacities differ, never what they hold.
+    let mut spare: Vec<Avail> = Vec::new();
+    let fresh = |spare: &mut Vec<Avail>| {
+        spare
+            .pop()
+            .map(|mut a| {
+                a.ops.clear();
+                a.loads.clear();
+                a.named = 0;
+                a
+            })
+            .unwrap_or_default()
+    };
     let mut changed = false;
     for &b in order {
         let mut avail = if preds[b] == 1 && b != f.entry {
-            edge.remove(&b).unwrap_or_default()
+            edge.remove(&b).unwrap_or_else(|| fresh(&mut spare))
         } else {
-            Avail::default()
+            fresh(&mut spare)
         };
         for (inst, _) in f.blocks[b].insts.iter_mut() {
             // Only value-with-value operations: `x + k` is as cheap to redo as to keep live
@@ -137,11 +152,22 @@ pub fn reuse_expressions(f: &mut Function, facts: &mut crate::facts::Facts) -> b
                 forget(&mut avail, d);
             }
         }
-        // Only a block with this one predecessor starts from what is available here.
-        for s in f.blocks[b].term.0.successors() {
-            if preds[s] == 1 && s != f.entry {
-                edge.insert(s, avail.clone());
+        // Only a block with this one predecessor starts from what is available here (each
+        // such successor once: a branch with both sides to one block counts it twice). The
+        // last one takes `avail` itself.
+        let mut takers = f.blocks[b].term.0.successors();
+        takers.retain(|s| preds[*s] == 1 && *s != f.entry);
+        if let Some((&last, others)) = takers.split_last() {
+            for &s in others {
+                let mut copy = fresh(&mut spare);
+                copy.ops.clone_from(&avail.ops);
+                copy.loads.clone_from(&avail.loads);
+                copy.named = avail.named;
+                edge.insert(s, copy);
             }
+            edge.insert(last, avail);
+        } else {
+            spare.push(avail);
         }
     }
     changed

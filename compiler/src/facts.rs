@@ -11,8 +11,9 @@
 
 use cranelift_entity::SecondaryMap;
 
+use cranelift_entity::EntityRef;
+
 use crate::ir::{Block, Function, Inst, Value};
-use crate::threading::{predecessors, Preds};
 
 /// The control-flow facts of a function, valid while its blocks' successors are unchanged.
 pub struct Cfg {
@@ -21,7 +22,7 @@ pub struct Cfg {
     /// Each block's place in `order` (0 for an unreachable block).
     pub(crate) index: SecondaryMap<Block, usize>,
     /// Each block's predecessors among the reachable blocks, each once, in `order`.
-    pub(crate) preds: SecondaryMap<Block, Preds>,
+    pub(crate) preds: PredLists,
     /// What the facts were computed from: the entry and every block's successors.
     entry: Block,
     shape: Vec<([Block; 2], usize)>,
@@ -34,7 +35,7 @@ impl Cfg {
         for (i, &b) in order.iter().enumerate() {
             index[b] = i;
         }
-        let preds = predecessors(f, &order);
+        let preds = PredLists::new(f, &order);
         Cfg {
             order,
             index,
@@ -52,6 +53,57 @@ impl Cfg {
                 .values()
                 .zip(&self.shape)
                 .all(|(d, s)| d.term.0.successor_pair() == *s)
+    }
+}
+
+/// Each block's predecessors among the blocks of an order, each once, in that order
+/// (`threading::predecessors`' lists), all in one list: the CFG facts are made again after
+/// every edit of an edge, and a small vector per block (spilled to the heap past two) cost
+/// most of that.
+pub struct PredLists {
+    /// Where each block's predecessors start in `list`, by block number; then the end.
+    starts: Vec<u32>,
+    list: Vec<Block>,
+}
+
+impl PredLists {
+    fn new(f: &Function, order: &[Block]) -> PredLists {
+        // The edges into each block, counted, then placed: a branch with both sides to one
+        // block is one predecessor.
+        let edges = |b: Block| {
+            let (succs, n) = f.blocks[b].term.0.successor_pair();
+            let n = if n == 2 && succs[0] == succs[1] { 1 } else { n };
+            (succs, n)
+        };
+        let mut starts = vec![0u32; f.blocks.len() + 1];
+        for &b in order {
+            let (succs, n) = edges(b);
+            for s in &succs[..n] {
+                starts[s.index() + 1] += 1;
+            }
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut list = vec![f.entry; starts[f.blocks.len()] as usize];
+        let mut next = starts.clone();
+        for &b in order {
+            let (succs, n) = edges(b);
+            for s in &succs[..n] {
+                let at = &mut next[s.index()];
+                list[*at as usize] = b;
+                *at += 1;
+            }
+        }
+        PredLists { starts, list }
+    }
+}
+
+impl std::ops::Index<Block> for PredLists {
+    type Output = [Block];
+
+    fn index(&self, b: Block) -> &[Block] {
+        &self.list[self.starts[b.index()] as usize..self.starts[b.index() + 1] as usize]
     }
 }
 
@@ -170,7 +222,37 @@ mod tests {
         assert!(facts.cfg.is_none());
         let cfg = facts.cfg(&f);
         assert_eq!(cfg.order, f.reverse_postorder());
-        assert_eq!(cfg.preds[b].as_slice(), &[e]);
+        assert_eq!(&cfg.preds[b], &[e]);
         assert!(cfg.preds[a].is_empty());
+    }
+
+    /// The predecessor lists are `threading::predecessors`' on the examples' functions (a
+    /// branch with both sides to one block counted once, unreachable blocks left out).
+    #[test]
+    fn predecessor_lists_are_the_predecessors() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for name in ["cookie_guard", "ua_filter", "sni_filter"] {
+            let c = crate::compile::compile_path(&examples.join(format!("{name}.lua")), &Default::default())
+                .unwrap_or_else(|e| panic!("{}", e.render()));
+            for f in &c.ir {
+                let cfg = Cfg::new(f);
+                let want = crate::threading::predecessors(f, &cfg.order);
+                for b in f.blocks.keys() {
+                    assert_eq!(&cfg.preds[b], want[b].as_slice(), "{name}: {b}");
+                }
+            }
+        }
+        let mut f = Function::new("t");
+        let x = f.new_value(ValueKind::Scalar);
+        let j = f.new_block();
+        let e = f.entry;
+        f.blocks[e].term.0 = Terminator::Branch {
+            op: JmpOp::Jeq,
+            a: x,
+            b: Operand::Imm(0),
+            then_: j,
+            else_: j,
+        };
+        assert_eq!(&Cfg::new(&f).preds[j], &[e]);
     }
 }

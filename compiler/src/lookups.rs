@@ -31,19 +31,6 @@ struct Avail {
 
 type State = Vec<Avail>;
 
-fn meet(a: &State, b: &State) -> State {
-    a.iter()
-        .filter_map(|x| {
-            b.iter()
-                .find(|y| (y.map, y.slot, y.off, y.result) == (x.map, x.slot, x.off, x.result))
-                .map(|y| Avail {
-                    non_null: x.non_null && y.non_null,
-                    ..*x
-                })
-        })
-        .collect()
-}
-
 struct Defs {
     map_addr: SecondaryMap<Value, Option<u32>>,
     slot_addr: SecondaryMap<Value, Option<(Slot, u32)>>,
@@ -275,44 +262,68 @@ pub fn reuse_lookups(f: &mut Function, facts: &mut crate::facts::Facts) -> bool 
     }
     let crate::facts::Cfg { order, preds, .. } = facts.cfg(f);
     let mut out: SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>> = f.block_map();
-    let entry_in = |out: &SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>>, f: &Function, b: Block| {
+    // The state at `b`'s entry, into `acc`: the meet of its visited predecessors' out-states
+    // (each with the lookup its branch tested non-null on the edge to `b` marked so). Met in
+    // place, into one buffer, rather than a copy of every predecessor's state and a new state
+    // per meet: those allocations were most of this pass's time.
+    let entry_in = |out: &SecondaryMap<Block, Option<(State, Option<(Value, Block)>)>>,
+                    f: &Function,
+                    b: Block,
+                    acc: &mut State| {
+        acc.clear();
         if b == f.entry {
-            return State::new();
+            return;
         }
-        let mut acc: Option<State> = None;
+        let mut first = true;
         for &p in &preds[b] {
             let Some((s, nn)) = &out[p] else { continue };
-            let mut s = s.clone();
-            if let Some((r, succ)) = nn {
-                if *succ == b {
-                    for a in s.iter_mut().filter(|a| a.result == *r) {
-                        a.non_null = true;
-                    }
-                }
+            let tested = nn.filter(|(_, succ)| *succ == b).map(|(r, _)| r);
+            let non_null = |a: &Avail| a.non_null || tested == Some(a.result);
+            if first {
+                acc.extend(s.iter().map(|a| Avail {
+                    non_null: non_null(a),
+                    ..*a
+                }));
+                first = false;
+            } else {
+                acc.retain_mut(|x| {
+                    let Some(y) = s
+                        .iter()
+                        .find(|y| (y.map, y.slot, y.off, y.result) == (x.map, x.slot, x.off, x.result))
+                    else {
+                        return false;
+                    };
+                    x.non_null = x.non_null && non_null(y);
+                    true
+                });
             }
-            acc = Some(match acc {
-                None => s,
-                Some(x) => meet(&x, &s),
-            });
         }
-        acc.unwrap_or_default()
     };
+    let mut s = State::new();
+    let mut alias = Vec::new();
     // Solve (optimistically: unvisited predecessors are skipped, then iterate).
     for _ in 0..16 {
         let mut stable = true;
         for &b in order {
-            let mut s = entry_in(&out, f, b);
-            let mut alias = Vec::new();
+            entry_in(&out, f, b, &mut s);
+            alias.clear();
             for (inst, _) in &f.blocks[b].insts {
                 step(&d, &mut s, inst, &mut alias);
             }
             let nn = null_test(&f.blocks[b].term.0, &alias)
                 .filter(|(r, _, _)| s.iter().any(|a| a.result == *r))
                 .map(|(r, yes, _)| (r, yes));
-            let new = Some((s, nn));
-            if out[b] != new {
-                out[b] = new;
-                stable = false;
+            match &mut out[b] {
+                Some((old, old_nn)) if *old == s && *old_nn == nn => {}
+                Some((old, old_nn)) => {
+                    old.clone_from(&s);
+                    *old_nn = nn;
+                    stable = false;
+                }
+                None => {
+                    out[b] = Some((s.clone(), nn));
+                    stable = false;
+                }
             }
         }
         if stable {
@@ -321,8 +332,8 @@ pub fn reuse_lookups(f: &mut Function, facts: &mut crate::facts::Facts) -> bool 
     }
     let mut changed = false;
     for &b in order {
-        let mut s = entry_in(&out, f, b);
-        let mut alias = Vec::new();
+        entry_in(&out, f, b, &mut s);
+        alias.clear();
         let mut insts = std::mem::take(&mut f.blocks[b].insts);
         for (inst, _) in insts.iter_mut() {
             if let Some(copy) = step(&d, &mut s, inst, &mut alias) {

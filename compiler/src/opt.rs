@@ -55,6 +55,7 @@ pub fn optimize(f: &mut Function, maps: &crate::slot_stores::MapSizes) -> Option
     // moves access offsets below a pointer's.
     crate::check_bases::fold_check_extents(f);
     numbering.restore(f);
+    crate::ranges::release_spares();
     calls
 }
 

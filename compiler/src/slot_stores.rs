@@ -27,6 +27,7 @@ fn read_extents(f: &Function, maps: &MapSizes, defs: &SecondaryMap<Value, u32>) 
     let mut slot_addr: SecondaryMap<Value, Option<(Slot, u32)>> = f.value_map();
     let mut map_addr: SecondaryMap<Value, Option<u32>> = f.value_map();
     let mut need: SecondaryMap<Slot, u32> = SecondaryMap::new();
+    need.resize(f.slots.len());
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             match inst {
@@ -184,7 +185,12 @@ fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts
             for (inst, _) in &b.insts {
                 let from_stack = match inst {
                     Inst::SlotAddr { .. } => true,
-                    Inst::Mov { .. } | Inst::Bin { .. } => inst.uses().iter().any(|u| stack_ptr[*u]),
+                    // (Its reads visited in place: no list of them built per instruction.)
+                    Inst::Mov { .. } | Inst::Bin { .. } => {
+                        let mut any = false;
+                        inst.each_use(|u| any |= stack_ptr[u]);
+                        any
+                    }
                     _ => false,
                 };
                 if let Some(d) = inst.def().filter(|d| from_stack && !stack_ptr[*d]) {
@@ -281,9 +287,11 @@ fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts
         return false;
     }
     let mut changed = false;
+    // One buffer for every block's marks.
+    let mut keep = Vec::new();
     for &b in order {
         let Some(mut held) = entry[b] else { continue };
-        let mut keep = Vec::with_capacity(f.blocks[b].insts.len());
+        keep.clear();
         for (inst, _) in &f.blocks[b].insts {
             let same = match inst {
                 Inst::StoreSlot { slot, off, src, size } => {
@@ -294,12 +302,14 @@ fn remove_repeated_slot_stores(f: &mut Function, known: &mut crate::facts::Facts
             keep.push(!same);
             held = step(held, inst);
         }
-        let mut k = 0;
-        f.blocks[b].insts.retain(|_| {
-            k += 1;
-            keep[k - 1]
-        });
-        changed |= keep.contains(&false);
+        if keep.contains(&false) {
+            let mut k = 0;
+            f.blocks[b].insts.retain(|_| {
+                k += 1;
+                keep[k - 1]
+            });
+            changed = true;
+        }
     }
     changed
 }
