@@ -9,6 +9,7 @@
 //! `d = s` is available: on every path to the use it ran, and neither `d` nor `s` was written
 //! since (a forward must-analysis over blocks). `d` must be written only by that copy.
 
+use crate::bitset::{has_bit, insert_bit, remove_bit};
 use crate::facts::Facts;
 use crate::ir::{Block, Function, Inst, Value};
 use cranelift_entity::SecondaryMap;
@@ -57,12 +58,12 @@ pub fn propagate(f: &mut Function, facts: &mut Facts) -> bool {
         if let Some(v) = inst.def() {
             let v = v.as_u32() as usize;
             for &k in &kills[kill_at[v] as usize..kill_at[v + 1] as usize] {
-                avail[k as usize / 64] &= !(1 << (k % 64));
+                remove_bit(avail, k as usize);
             }
         }
         if let Inst::Mov { dst, .. } = inst {
             if let Some(k) = copy_of_dst[*dst] {
-                avail[k / 64] |= 1 << (k % 64);
+                insert_bit(avail, k);
             }
         }
     };
@@ -119,7 +120,7 @@ pub fn propagate(f: &mut Function, facts: &mut Facts) -> bool {
         let block = &mut f.blocks[b];
         let mut sub = |v: &mut Value, avail: &[u64]| {
             if let Some(k) = copy_of_dst[*v] {
-                if avail[k / 64] & (1 << (k % 64)) != 0 {
+                if has_bit(avail, k) {
                     *v = copies[k].1;
                     changed = true;
                 }

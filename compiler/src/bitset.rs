@@ -15,11 +15,11 @@ impl BitSet {
     }
 
     pub fn insert(&mut self, i: usize) {
-        self.words[i / 64] |= 1 << (i % 64);
+        insert_bit(&mut self.words, i);
     }
 
     pub fn remove(&mut self, i: usize) {
-        self.words[i / 64] &= !(1 << (i % 64));
+        remove_bit(&mut self.words, i);
     }
 
     /// False past the set's size (an unreachable block's empty default set, in `liveness`).
@@ -52,6 +52,21 @@ impl BitSet {
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         bits(&self.words)
     }
+}
+
+// The row forms below serve sets kept as rows of one buffer, a row per block
+// (`available_copies`' states), where a `BitSet` per block would be an allocation each.
+
+pub fn insert_bit(words: &mut [u64], i: usize) {
+    words[i / 64] |= 1 << (i % 64);
+}
+
+pub fn remove_bit(words: &mut [u64], i: usize) {
+    words[i / 64] &= !(1 << (i % 64));
+}
+
+pub fn has_bit(words: &[u64], i: usize) -> bool {
+    words[i / 64] & (1 << (i % 64)) != 0
 }
 
 /// The indices of the bits set in `words`, ascending (also `liveness`'s rows of words).

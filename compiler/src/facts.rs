@@ -9,9 +9,7 @@
 //! (and the entry) are what they were computed from, which is checked, not assumed from which
 //! pass ran. The counts and constants are dropped on any edit.
 
-use cranelift_entity::SecondaryMap;
-
-use cranelift_entity::EntityRef;
+use cranelift_entity::{EntityRef, SecondaryMap};
 
 use crate::ir::{Block, Function, Inst, Value};
 
