@@ -23,7 +23,7 @@ fn wide(o: &Operand) -> Option<i64> {
 /// Replaces the wide immediates of loop bodies by values set before the loop; true if any.
 pub fn hoist_wide_constants(f: &mut Function) -> bool {
     let order = f.reverse_postorder();
-    let preds = crate::threading::predecessors(f, &order);
+    let preds = crate::facts::PredLists::new(f, &order);
     let mut loops = crate::prune_hints::loops(f, &order, &preds);
     // Outer loops first: their constants leave inner loops too.
     let size = |body: &SecondaryMap<Block, bool>| order.iter().filter(|&&b| body[b]).count();

@@ -33,7 +33,7 @@ pub fn order(f: &Function) -> Vec<Block> {
 /// Not inside a loop's layout, for the reason `share_returns` gives.
 fn shared_returns_after_twins(f: &Function, mut order: Vec<Block>) -> Vec<Block> {
     let in_loop = crate::opt::laid_out_in_loops(f, &order);
-    let preds = crate::threading::predecessors(f, &order);
+    let preds = crate::facts::PredLists::new(f, &order);
     let shared: Vec<Block> = order
         .iter()
         .copied()

@@ -26,7 +26,7 @@ use cranelift_entity::SecondaryMap;
 /// that jumps back), which a counted loop leaves once, at its bound.
 pub fn blocks(f: &Function, order: &[Block]) -> SecondaryMap<Block, bool> {
     let mut hints = SecondaryMap::new();
-    let preds = crate::threading::predecessors(f, order);
+    let preds = crate::facts::PredLists::new(f, order);
     let loops = loops(f, order, &preds);
     for (i, pair) in order.windows(2).enumerate() {
         let (prev, b) = (pair[0], pair[1]);
@@ -52,7 +52,7 @@ pub fn blocks(f: &Function, order: &[Block]) -> SecondaryMap<Block, bool> {
 /// header: where code run once before the loop goes.
 pub(crate) fn preheader(
     f: &Function,
-    preds: &SecondaryMap<Block, crate::threading::Preds>,
+    preds: &crate::facts::PredLists,
     header: Block,
     body: &SecondaryMap<Block, bool>,
 ) -> Option<Block> {
@@ -68,7 +68,7 @@ pub(crate) fn preheader(
 pub(crate) fn loops(
     f: &Function,
     order: &[Block],
-    preds: &SecondaryMap<Block, crate::threading::Preds>,
+    preds: &crate::facts::PredLists,
 ) -> Vec<(Block, SecondaryMap<Block, bool>)> {
     let mut pos: SecondaryMap<Block, usize> = SecondaryMap::with_default(usize::MAX);
     for (i, &b) in order.iter().enumerate() {

@@ -10,8 +10,6 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use cranelift_entity::SecondaryMap;
-
 use crate::ir::{Block, BlockData, Function, Inst, Operand, Terminator, Value};
 use crate::opt::{eval_bin, eval_cond};
 use runtime_bpf::isa::JmpOp;
@@ -87,27 +85,6 @@ fn decided_target(f: &Function, b: Block, k: &mut Known) -> Option<Block> {
         Operand::Value(v) => *k.get(&v)?,
     };
     Some(if eval_cond(op, x, y)? { then_ } else { else_ })
-}
-
-/// A block's predecessors: inline, as most blocks have one or two (the passes ask for them
-/// in every round, and a vector per block was a good part of their allocations).
-pub(crate) type Preds = smallvec::SmallVec<[Block; 2]>;
-
-/// Each block's predecessors among the blocks of `order`, each once.
-pub(crate) fn predecessors(f: &Function, order: &[Block]) -> SecondaryMap<Block, Preds> {
-    // Made whole rather than grown (`block_map` clones its default into every entry, which
-    // for a small vector showed in profiles).
-    let mut preds: SecondaryMap<Block, Preds> = (0..f.blocks.len()).map(|_| Preds::new()).collect::<Vec<_>>().into();
-    for &b in order {
-        // (The pair, not `successors`: no small vector built per block.)
-        let (succs, n) = f.blocks[b].term.0.successor_pair();
-        for &s in &succs[..n] {
-            if preds[s].last() != Some(&b) {
-                preds[s].push(b);
-            }
-        }
-    }
-    preds
 }
 
 pub(crate) fn redirect(t: &mut Terminator, from: Block, to: Block) {
