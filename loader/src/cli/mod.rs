@@ -21,8 +21,6 @@ mod verify;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use clap::Parser;
-
 use args::{Cli, Command};
 use output::CliError;
 
@@ -39,7 +37,7 @@ pub const EXIT_INTERNAL: u8 = 3;
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_from_args(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are "errors" with exit code 0.
