@@ -518,6 +518,31 @@ fn time_runs(
 /// What scripts/install adds to RUSTFLAGS: the C library linked in statically.
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 
+/// The RUSTFLAGS scripts/install builds with: the C library linked statically, and the
+/// profile scripts/pgo-profile makes (in `target_dir`), when it can make one.
+fn dist_rustflags(root: &Path, target_dir: &Path) -> String {
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/pgo-profile"))
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let profile = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if profile.is_empty() {
+                STATIC_RUSTFLAGS.to_string()
+            } else {
+                format!("{STATIC_RUSTFLAGS} -Cprofile-use={profile}")
+            }
+        }
+        _ => {
+            eprintln!("bench: scripts/pgo-profile failed: timing a build without profile-guided optimisation");
+            STATIC_RUSTFLAGS.to_string()
+        }
+    }
+}
+
 /// The triple rustc builds for by default (`host:` in `rustc -vV`).
 fn host_triple() -> String {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
@@ -544,20 +569,21 @@ fn time_compiles(
 ) -> Vec<(String, String)> {
     // The timed binaries are built as scripts/install builds the installed command: the
     // `dist` profile (Cargo.toml) for the host named as the target, with the C library linked
-    // statically; in the target directory the harness itself was built into.
+    // statically and the profile-guided optimisation; in the target directory the harness
+    // itself was built into.
     let host = host_triple();
-    let target = std::env::current_exe()
+    let target_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
-        .unwrap_or_else(|| root.join("target"))
-        .join(&host)
-        .join("dist");
+        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir.join(&host).join("dist");
     let lbc = target.join("examples/lbc");
     let cli = target.join("luabpf");
     let mut binaries = Vec::new();
     let mut cli_ok = true;
     let mut lbc_ok = true;
     if opts.build {
+        let rustflags = dist_rustflags(root, &target_dir);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let dist = |what: &'static str, kind: &'static str| {
             vec!["build", "--profile", "dist", "--target", &host, "-p", what, kind]
@@ -567,16 +593,16 @@ fn time_compiles(
             ("luabpf", dist("luabpf-loader", "--bin"), &mut cli_ok),
         ] {
             args.push(what);
-            eprintln!("bench: RUSTFLAGS='{STATIC_RUSTFLAGS}' cargo {}", args.join(" "));
+            eprintln!("bench: RUSTFLAGS='{rustflags}' cargo {}", args.join(" "));
             let out = std::process::Command::new(&cargo)
                 .args(&args)
-                .env("RUSTFLAGS", STATIC_RUSTFLAGS)
+                .env("RUSTFLAGS", &rustflags)
                 .current_dir(root)
                 .output();
             match out {
                 Ok(o) if o.status.success() => binaries.push((
                     what.to_string(),
-                    format!("built by `RUSTFLAGS='{STATIC_RUSTFLAGS}' cargo {}`", args.join(" ")),
+                    format!("built by `RUSTFLAGS='{rustflags}' cargo {}`", args.join(" ")),
                 )),
                 Ok(o) => {
                     *ok = false;

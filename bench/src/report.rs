@@ -408,7 +408,10 @@ fn compile_table(w: &mut String, r: &Results) {
          ELF bytes) inside the harness (a `--release` build, warm: no process start, no page \
          faults), median of {} calls. The timed binaries are built as scripts/install builds the \
          installed command: the `dist` profile (Cargo.toml: fat LTO, one codegen unit), the C \
-         library linked statically. Speed-up = clang-19 time / luabpf \
+         library linked statically, and profile-guided optimisation (scripts/pgo-profile: trained \
+         by compiling and checking the Lua files under examples/, tests/ and bench/, these four \
+         among them; trained without them and their variants, the gain on them is about four \
+         fifths as large in instructions, docs/ARCHITECTURE.md). Speed-up = clang-19 time / luabpf \
          time, whole process. The C baselines include only bench/c/common.h (about 60 lines), not \
          linux/bpf.h or libbpf's headers: clang's times here are a lower bound for a real BPF C \
          file (an empty file takes clang-19 ~20-25 ms here; the uapi headers add ~10 ms).\n",
