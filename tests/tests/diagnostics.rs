@@ -380,6 +380,25 @@ fn generic_for() {
 }
 
 #[test]
+fn assignment_to_a_constant() {
+    let src = xdp("local K <const> = 1\nlocal function reset() K = 2 end", "");
+    check("assignment_to_a_constant", &src, "local function reset", 0);
+}
+
+/// A local that only shares a constant's name may be assigned: the body is compiled with the
+/// `<const>`s as written only when a name is both (scopes aside), and Lua then decides.
+#[test]
+fn assignment_to_a_local_named_like_a_constant() {
+    let src = xdp(
+        "local K <const> = 1\ndo local K = 3; K = K + 1 end",
+        "  p:setbyte(14, K)",
+    );
+    if let Err(f) = compile_source(&src, "prog.lua", &Options::default()) {
+        panic!("refused:\n{}", f.render());
+    }
+}
+
+#[test]
 fn break_outside_a_loop() {
     let src = xdp("", "  if p:getbyte(14) == 0 then break end");
     check("break_outside_a_loop", &src, "break", 0);

@@ -50,6 +50,11 @@ pub(crate) struct FileIndex {
     pub local_tables: Vec<(String, Span)>,
     /// Byte ranges of `<const>` attributes.
     pub consts: Vec<(usize, usize)>,
+    /// Whether a plain `NAME = ...` assigns to a name that some `<const>` local has (scopes
+    /// ignored): only then can Lua refuse the text for assigning to a constant, which is
+    /// what compiling the text as written, besides the text without its `<const>`s, is for.
+    /// (Not kept in the stdlib's prepared facts: no stdlib module assigns to a constant.)
+    pub assigns_const_name: bool,
     /// The span of the chunk's final `return`, if any.
     pub return_span: Option<Span>,
 }
@@ -60,9 +65,12 @@ impl FileIndex {
             file,
             index: FileIndex::default(),
             targets: HashMap::new(),
+            const_names: HashSet::new(),
+            assigned_names: HashSet::new(),
         };
         v.visit_ast(ast);
         let mut index = v.index;
+        index.assigns_const_name = !v.const_names.is_disjoint(&v.assigned_names);
         if let Some(ast::LastStmt::Return(ret)) = ast.nodes().last_stmt() {
             index.return_span = Some(span_of(file, ret));
         }
@@ -100,10 +108,18 @@ struct IndexVisitor {
     index: FileIndex,
     /// Start byte of a call -> the name it is assigned to.
     targets: HashMap<usize, String>,
+    /// Names declared `<const>`, and names assigned by a plain `NAME = ...`.
+    const_names: HashSet<String>,
+    assigned_names: HashSet<String>,
 }
 
 impl Visitor for IndexVisitor {
     fn visit_local_assignment(&mut self, node: &ast::LocalAssignment) {
+        for (name, attribute) in node.names().iter().zip(node.attributes()) {
+            if attribute.is_some_and(|a| ident(a.name()) == "const") {
+                self.const_names.insert(ident(name));
+            }
+        }
         for (name, expr) in node.names().iter().zip(node.expressions().iter()) {
             let name = ident(name);
             match expr {
@@ -119,6 +135,11 @@ impl Visitor for IndexVisitor {
     }
 
     fn visit_assignment(&mut self, node: &ast::Assignment) {
+        for var in node.variables() {
+            if let Var::Name(name) = var {
+                self.assigned_names.insert(ident(name));
+            }
+        }
         for (var, expr) in node.variables().iter().zip(node.expressions().iter()) {
             if let (Some(name), Expression::FunctionCall(call)) = (var_name(var), expr) {
                 self.targets.insert(span_of(self.file, call).start, name);
@@ -386,5 +407,20 @@ impl Visitor for SiteVisitor<'_> {
 
     fn visit_anonymous_function(&mut self, node: &ast::AnonymousFunction) {
         self.add(node.function_token(), None, node.body());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Lua's check of assignments to constants runs only where it can refuse something: the
+    /// examples never assign to a constant's name, so their body is compiled once.
+    #[test]
+    fn only_an_assignment_to_a_constants_name_asks_for_luas_check() {
+        let assigns = |text: &str| super::super::sandbox::syntax_of("t.lua", text).0.assigns_const_name;
+        assert!(!assigns("local K <const> = 1\nlocal x = K\nx = 2\n"));
+        assert!(!assigns("local K <const> = 1\nlocal t = {}\nt.K = 2\n"));
+        assert!(assigns("local K <const> = 1\nlocal function f() K = 2 end\n"));
+        assert!(assigns("local K <const> = 1\ndo local K = 3; K = 4 end\n"));
+        assert!(!assigns(include_str!("../../../examples/cookie_guard.lua")));
     }
 }

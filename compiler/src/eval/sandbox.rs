@@ -200,7 +200,8 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
             }
         };
         let text = syntax::lua_text(&source.text).into_owned();
-        let stripped = (!loaded.index.consts.is_empty()).then(|| loaded.index.strip_consts(&text));
+        let stripped = (!loaded.index.consts.is_empty())
+            .then(|| (loaded.index.strip_consts(&text), loaded.index.assigns_const_name));
         let chunk = format!("@{name}");
         s.chunks.insert(chunk.clone(), file);
         if s.files.len() <= file as usize {
@@ -220,8 +221,9 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
             return Ok(function);
         }
     }
-    // With `<const>` attributes, compile the real text first: Lua's own checks (assignment
-    // to a constant) apply; then run the text without them.
+    // With `<const>` attributes, the text without them is run. Where the file assigns to a
+    // name that a constant has, the real text is compiled first, for Lua's own check of
+    // assignments to constants (the only error the attributes add).
     let compile = |text: &str| {
         lua.load(text)
             .set_name(chunk.as_str())
@@ -229,8 +231,10 @@ pub(crate) fn load_chunk(lua: &Lua, st: &Shared, file: FileId) -> mlua::Result<F
             .into_function()
     };
     match stripped {
-        Some(stripped) => {
-            compile(&text)?;
+        Some((stripped, assigns_const_name)) => {
+            if assigns_const_name {
+                compile(&text)?;
+            }
             compile(&stripped)
         }
         None => compile(&text),
