@@ -105,6 +105,8 @@ fn simplify(
 struct Outcome {
     changed: bool,
     modified: bool,
+    /// The pass brought the facts' counts up to date itself.
+    counts_kept: bool,
 }
 
 impl From<bool> for Outcome {
@@ -112,6 +114,7 @@ impl From<bool> for Outcome {
         Outcome {
             changed,
             modified: changed,
+            counts_kept: false,
         }
     }
 }
@@ -149,7 +152,11 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes, facts: &m
             changed |= out.changed;
             if out.modified {
                 settled = [false; 15];
-                facts.edited(f);
+                if out.counts_kept {
+                    facts.edited_counts_kept(f);
+                } else {
+                    facts.edited(f);
+                }
             }
             settled[done] = !out.modified;
         }
@@ -605,19 +612,27 @@ pub fn remove_dead(f: &mut Function) -> bool {
 }
 
 fn remove_dead_reporting(f: &mut Function, facts: &mut Facts) -> Outcome {
-    let reads = facts.reads(f);
-    let used = |v: Value| reads[v] > 0;
+    let (reads, defs, consts) = facts.counts_mut(f);
     let (mut changed, mut modified) = (false, false);
+    // What goes, to take out of the counts once every block is done: the instructions left
+    // are chosen by the counts as they were when the pass began.
+    let mut gone_reads: Vec<Value> = Vec::new();
+    let mut gone_defs: Vec<Value> = Vec::new();
     for (_, b) in f.blocks.iter_mut() {
         let before = b.insts.len();
         b.insts.retain(|(inst, _)| match inst.def() {
-            Some(d) if !used(d) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) => false,
+            Some(d) if reads[d] == 0 && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) => {
+                inst.each_use(|u| gone_reads.push(u));
+                gone_defs.push(d);
+                false
+            }
             _ => true,
         });
         // A call whose result is unused still runs, but needs no destination.
         for (inst, _) in b.insts.iter_mut() {
             if let Inst::Call { dst: Some(d), .. } = inst {
-                if !used(*d) {
+                if reads[*d] == 0 {
+                    gone_defs.push(*d);
                     if let Inst::Call { dst, .. } = inst {
                         *dst = None;
                         modified = true;
@@ -627,9 +642,25 @@ fn remove_dead_reporting(f: &mut Function, facts: &mut Facts) -> Outcome {
         }
         changed |= b.insts.len() != before;
     }
+    // The counts and constants as they now are (a value unread when the pass began keeps no
+    // constant write: any was pure, so it went).
+    for u in gone_reads {
+        reads[u] -= 1;
+    }
+    if let Some(defs) = defs {
+        for &d in &gone_defs {
+            defs[d] -= 1;
+        }
+    }
+    if let Some(consts) = consts {
+        for &d in &gone_defs {
+            consts[d] = None;
+        }
+    }
     Outcome {
         changed,
         modified: changed || modified,
+        counts_kept: true,
     }
 }
 
@@ -837,6 +868,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `remove_dead` brings the counts and constants it was given up to date itself: they are
+    /// what counting the edited function gives, and it still drops one layer per run (the
+    /// copy `y = x` waits for the next run, as the rounds expect).
+    #[test]
+    fn dead_removal_keeps_the_counts() {
+        let mut f = Function::new("t");
+        let at = SourceLoc::default();
+        let [x, y, z, k, r, c] = [0; 6].map(|_| f.new_value(ValueKind::Scalar));
+        let e = f.entry;
+        f.blocks[e].insts = vec![
+            (Inst::Arg { dst: x, index: 0 }, at),
+            (Inst::Const { dst: k, imm: 3 }, at),
+            (Inst::Mov { dst: y, src: x }, at),
+            (Inst::Mov { dst: z, src: y }, at),
+            (Inst::Const { dst: c, imm: 1 }, at),
+            (
+                Inst::Call {
+                    helper: 5,
+                    args: vec![Operand::Value(k)],
+                    dst: Some(c),
+                },
+                at,
+            ),
+            (
+                Inst::Bin {
+                    op: BinOp::Add,
+                    dst: r,
+                    a: x,
+                    b: Operand::Value(k),
+                },
+                at,
+            ),
+        ];
+        f.blocks[e].term.0 = Terminator::Return(Operand::Value(r));
+        let mut facts = Facts::default();
+        facts.constants(&f);
+        let out = remove_dead_reporting(&mut f, &mut facts);
+        assert!(out.changed && out.counts_kept);
+        assert_eq!(f.blocks[e].insts.len(), 5, "z and c's constant go, y stays for now");
+        let fresh = &mut Facts::default();
+        assert_eq!(
+            facts.defs(&f).values().collect::<Vec<_>>(),
+            fresh.defs(&f).values().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            facts.reads(&f).values().collect::<Vec<_>>(),
+            fresh.reads(&f).values().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            facts.constants(&f).values().collect::<Vec<_>>(),
+            fresh.constants(&f).values().collect::<Vec<_>>()
+        );
+        assert!(remove_dead_reporting(&mut f, &mut facts).changed, "then y");
     }
 
     /// `bswap16(load16) == k`: compared unswapped with the swapped constant; a constant wider
