@@ -124,6 +124,30 @@ impl Facts {
         }
     }
 
+    /// After an edit of instructions alone whose pass brought the counts and constants up
+    /// to date itself (`counts_mut`): only the CFG facts are checked.
+    pub fn edited_counts_kept(&mut self, f: &Function) {
+        if self.cfg.as_ref().is_some_and(|c| !c.describes(f)) {
+            self.cfg = None;
+        }
+    }
+
+    /// The read counts, and the write counts and constants where already made, for a pass
+    /// that knows what its edit changes in them (`opt::remove_dead`, the pass that edits most
+    /// often: it would otherwise have them all made again for the passes after it).
+    #[allow(clippy::type_complexity)]
+    pub fn counts_mut(
+        &mut self,
+        f: &Function,
+    ) -> (
+        &mut SecondaryMap<Value, u32>,
+        Option<&mut SecondaryMap<Value, u32>>,
+        Option<&mut SecondaryMap<Value, Option<i64>>>,
+    ) {
+        let reads = self.reads.get_or_insert_with(|| f.read_counts());
+        (reads, self.defs.as_mut(), self.consts.as_mut())
+    }
+
     pub fn cfg(&mut self, f: &Function) -> &Cfg {
         self.cfg.get_or_insert_with(|| Cfg::new(f))
     }

@@ -105,6 +105,8 @@ fn simplify(
 struct Outcome {
     changed: bool,
     modified: bool,
+    /// The pass brought the facts' counts up to date itself.
+    counts_kept: bool,
 }
 
 impl From<bool> for Outcome {
@@ -112,6 +114,7 @@ impl From<bool> for Outcome {
         Outcome {
             changed,
             modified: changed,
+            counts_kept: false,
         }
     }
 }
@@ -149,7 +152,11 @@ fn local_passes(f: &mut Function, maps: &crate::slot_stores::MapSizes, facts: &m
             changed |= out.changed;
             if out.modified {
                 settled = [false; 15];
-                facts.edited(f);
+                if out.counts_kept {
+                    facts.edited_counts_kept(f);
+                } else {
+                    facts.edited(f);
+                }
             }
             settled[done] = !out.modified;
         }
@@ -605,19 +612,62 @@ pub fn remove_dead(f: &mut Function) -> bool {
 }
 
 fn remove_dead_reporting(f: &mut Function, facts: &mut Facts) -> Outcome {
-    let reads = facts.reads(f);
-    let used = |v: Value| reads[v] > 0;
+    // Dropping an instruction drops its reads too, which may leave the one that wrote what
+    // it read unread: such chains (a variable copied through several joins, each copy read
+    // only by the next) all go in this run, counting reads down as instructions go. Peeled
+    // one layer per run, a chain kept the rounds going with every other pass run again only
+    // for this one to peel the next copy (cookie_guard's first local passes ran all 8 rounds,
+    // 5 of them for that). The counts and constants are kept up to date on the way.
+    let (reads, mut defs, mut consts) = facts.counts_mut(f);
     let (mut changed, mut modified) = (false, false);
+    let mut keep: Vec<bool> = Vec::new();
+    let mut peeled = true;
+    while peeled {
+        peeled = false;
+        for (_, b) in f.blocks.iter_mut() {
+            // Backwards: a read later in the block goes before the write it reads.
+            keep.clear();
+            keep.resize(b.insts.len(), true);
+            let mut dropped = false;
+            for (i, (inst, _)) in b.insts.iter().enumerate().rev() {
+                match inst.def() {
+                    Some(d) if reads[d] == 0 && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) => {
+                        keep[i] = false;
+                        dropped = true;
+                        inst.each_use(|u| reads[u] -= 1);
+                        if let Some(defs) = defs.as_deref_mut() {
+                            defs[d] -= 1;
+                        }
+                        // (Any constant write of an unread value is pure, so it goes too.)
+                        if let Some(consts) = consts.as_deref_mut() {
+                            consts[d] = None;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if dropped {
+                let mut i = 0;
+                b.insts.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+                peeled = true;
+                changed = true;
+            }
+        }
+    }
     for (_, b) in f.blocks.iter_mut() {
-        let before = b.insts.len();
-        b.insts.retain(|(inst, _)| match inst.def() {
-            Some(d) if !used(d) && inst.is_pure() && !matches!(inst, Inst::Arg { .. }) => false,
-            _ => true,
-        });
         // A call whose result is unused still runs, but needs no destination.
         for (inst, _) in b.insts.iter_mut() {
             if let Inst::Call { dst: Some(d), .. } = inst {
-                if !used(*d) {
+                if reads[*d] == 0 {
+                    if let Some(defs) = defs.as_deref_mut() {
+                        defs[*d] -= 1;
+                    }
+                    if let Some(consts) = consts.as_deref_mut() {
+                        consts[*d] = None;
+                    }
                     if let Inst::Call { dst, .. } = inst {
                         *dst = None;
                         modified = true;
@@ -625,11 +675,11 @@ fn remove_dead_reporting(f: &mut Function, facts: &mut Facts) -> Outcome {
                 }
             }
         }
-        changed |= b.insts.len() != before;
     }
     Outcome {
         changed,
         modified: changed || modified,
+        counts_kept: true,
     }
 }
 
@@ -837,6 +887,59 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `remove_dead` brings the counts and constants it was given up to date itself: they are
+    /// what counting the edited function gives; a chain of copies goes in one run.
+    #[test]
+    fn dead_removal_keeps_the_counts() {
+        let mut f = Function::new("t");
+        let at = SourceLoc::default();
+        let [x, y, z, k, r, c] = [0; 6].map(|_| f.new_value(ValueKind::Scalar));
+        let e = f.entry;
+        f.blocks[e].insts = vec![
+            (Inst::Arg { dst: x, index: 0 }, at),
+            (Inst::Const { dst: k, imm: 3 }, at),
+            (Inst::Mov { dst: y, src: x }, at),
+            (Inst::Mov { dst: z, src: y }, at),
+            (Inst::Const { dst: c, imm: 1 }, at),
+            (
+                Inst::Call {
+                    helper: 5,
+                    args: vec![Operand::Value(k)],
+                    dst: Some(c),
+                },
+                at,
+            ),
+            (
+                Inst::Bin {
+                    op: BinOp::Add,
+                    dst: r,
+                    a: x,
+                    b: Operand::Value(k),
+                },
+                at,
+            ),
+        ];
+        f.blocks[e].term.0 = Terminator::Return(Operand::Value(r));
+        let mut facts = Facts::default();
+        facts.constants(&f);
+        let out = remove_dead_reporting(&mut f, &mut facts);
+        assert!(out.changed && out.counts_kept);
+        assert_eq!(f.blocks[e].insts.len(), 4, "z, then y, and c's constant go");
+        let fresh = &mut Facts::default();
+        assert_eq!(
+            facts.defs(&f).values().collect::<Vec<_>>(),
+            fresh.defs(&f).values().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            facts.reads(&f).values().collect::<Vec<_>>(),
+            fresh.reads(&f).values().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            facts.constants(&f).values().collect::<Vec<_>>(),
+            fresh.constants(&f).values().collect::<Vec<_>>()
+        );
     }
 
     /// `bswap16(load16) == k`: compared unswapped with the swapped constant; a constant wider
