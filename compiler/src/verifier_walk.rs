@@ -625,7 +625,8 @@ impl<'a> Walker<'a> {
         // Inside a loop: different iterations rarely prune each other.
         let in_loop_quiet = !force && self.jumps - self.prev_jumps < 20 && self.processed - self.prev_processed < 100;
         let (list, nodes) = (&mut self.explored[pc], &mut self.nodes);
-        let live_top = self.live[pc];
+        let (live, vars, live_top) = (&self.live[..], &self.vars[..], self.live[pc]);
+        let now = cur.state.as_slice();
         let mut hit = None;
         let mut i = 0;
         while i < list.len() {
@@ -635,7 +636,7 @@ impl<'a> Walker<'a> {
                 if in_loop_quiet {
                     add = false;
                 }
-            } else if covers(&self.live, &self.vars, live_top, &node.state, &cur.state) {
+            } else if covers(live, vars, live_top, &node.state, now) {
                 node.hit += 1;
                 hit = Some(n);
                 break;
@@ -712,7 +713,7 @@ impl<'a> Walker<'a> {
 /// Covering is a conjunction of pure tests: their order changes nothing but how soon a miss
 /// is seen.
 #[inline]
-fn covers(live_at: &[u16], vars: &[Sc], live_top: u16, old: &State, cur: &State) -> bool {
+fn covers(live_at: &[u16], vars: &[Sc], live_top: u16, old: &[Frame], cur: &[Frame]) -> bool {
     if old.len() != cur.len() {
         return false;
     }
@@ -722,6 +723,10 @@ fn covers(live_at: &[u16], vars: &[Sc], live_top: u16, old: &State, cur: &State)
     let live_top = live_top as u64 & 0x3ff;
     if !precise_regs_cover(vars, &old[top], &cur[top], live_top) {
         return false;
+    }
+    // (Most states have one frame: no walk over the outer ones to set up.)
+    if top == 0 {
+        return frame_covers(vars, &old[0], &cur[0], live_top & !(old[0].precise_regs as u64));
     }
     old.iter().zip(cur).enumerate().all(|(i, (o, c))| {
         if i == top {
@@ -783,8 +788,8 @@ impl<'a> Walker<'a> {
     fn mark_precise(&mut self, cur: &Path, regs: u16, slots: u64) {
         let f = cur.state.len() - 1;
         let mut bt = Backtrack::default();
-        for r in 0..10 {
-            if regs & (1 << r) != 0 && cur.state[f].regs[r].sc().is_some() {
+        for r in bits(regs as u64 & 0x3ff) {
+            if cur.state[f].regs[r].sc().is_some() {
                 bt.regs[f] |= 1 << r;
             }
         }
@@ -804,7 +809,7 @@ impl<'a> Walker<'a> {
                 return;
             }
             let node = &self.nodes[i];
-            back_steps(&mut bt, self.insns, &self.steps, node.hist);
+            back_steps_from(&mut bt, self.insns, &self.steps, node.hist);
             n = node.parent;
         }
     }
@@ -1555,9 +1560,14 @@ fn bits(mut m: u64) -> impl Iterator<Item = usize> {
 /// would change nothing.
 fn back_steps(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) {
     // (Only `back_step` changes `bt`: emptiness is tested after it, not on every step.)
-    if bt.is_empty() {
-        return;
+    if !bt.is_empty() {
+        back_steps_from(bt, insns, arena, hist);
     }
+}
+
+/// `back_steps` of a backtrack known not to be empty.
+#[inline]
+fn back_steps_from(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) {
     // Most steps touch nothing being followed: their mask tells so without decoding them.
     // Most run in the outermost frame, whose wanted bits are kept at hand (a step of frame 0
     // has no frame bits in its mask).
