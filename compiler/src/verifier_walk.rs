@@ -1461,8 +1461,9 @@ fn update_vals(state: &mut State, slots: fn(&Frame) -> u64, wants: impl Fn(&Val)
 
 /// A state whose ranges are all non-empty (a refinement that empties one is a dead branch).
 fn possible(state: &State) -> bool {
+    // (r10, the frame pointer, is never a scalar.)
     state.last().is_none_or(|f| {
-        f.regs
+        f.regs[..10]
             .iter()
             .all(|v| !matches!(v, Val::Scalar { sc, .. } if sc.is_empty()))
     })
