@@ -625,7 +625,8 @@ impl<'a> Walker<'a> {
         // Inside a loop: different iterations rarely prune each other.
         let in_loop_quiet = !force && self.jumps - self.prev_jumps < 20 && self.processed - self.prev_processed < 100;
         let (list, nodes) = (&mut self.explored[pc], &mut self.nodes);
-        let live_top = self.live[pc];
+        let (live, vars, live_top) = (&self.live[..], &self.vars[..], self.live[pc]);
+        let now = cur.state.as_slice();
         let mut hit = None;
         let mut i = 0;
         while i < list.len() {
@@ -635,7 +636,7 @@ impl<'a> Walker<'a> {
                 if in_loop_quiet {
                     add = false;
                 }
-            } else if covers(&self.live, &self.vars, live_top, &node.state, &cur.state) {
+            } else if covers(live, vars, live_top, &node.state, now) {
                 node.hit += 1;
                 hit = Some(n);
                 break;
@@ -712,7 +713,7 @@ impl<'a> Walker<'a> {
 /// Covering is a conjunction of pure tests: their order changes nothing but how soon a miss
 /// is seen.
 #[inline]
-fn covers(live_at: &[u16], vars: &[Sc], live_top: u16, old: &State, cur: &State) -> bool {
+fn covers(live_at: &[u16], vars: &[Sc], live_top: u16, old: &[Frame], cur: &[Frame]) -> bool {
     if old.len() != cur.len() {
         return false;
     }
@@ -722,6 +723,10 @@ fn covers(live_at: &[u16], vars: &[Sc], live_top: u16, old: &State, cur: &State)
     let live_top = live_top as u64 & 0x3ff;
     if !precise_regs_cover(vars, &old[top], &cur[top], live_top) {
         return false;
+    }
+    // (Most states have one frame: no walk over the outer ones to set up.)
+    if top == 0 {
+        return frame_covers(vars, &old[0], &cur[0], live_top & !(old[0].precise_regs as u64));
     }
     old.iter().zip(cur).enumerate().all(|(i, (o, c))| {
         if i == top {
@@ -783,8 +788,8 @@ impl<'a> Walker<'a> {
     fn mark_precise(&mut self, cur: &Path, regs: u16, slots: u64) {
         let f = cur.state.len() - 1;
         let mut bt = Backtrack::default();
-        for r in 0..10 {
-            if regs & (1 << r) != 0 && cur.state[f].regs[r].sc().is_some() {
+        for r in bits(regs as u64 & 0x3ff) {
+            if cur.state[f].regs[r].sc().is_some() {
                 bt.regs[f] |= 1 << r;
             }
         }
@@ -804,7 +809,7 @@ impl<'a> Walker<'a> {
                 return;
             }
             let node = &self.nodes[i];
-            back_steps(&mut bt, self.insns, &self.steps, node.hist);
+            back_steps_from(&mut bt, self.insns, &self.steps, node.hist);
             n = node.parent;
         }
     }
@@ -1048,6 +1053,9 @@ impl<'a> Walker<'a> {
 
     /// A call: a helper or kfunc changes r0-r5, a separately verified function returns a
     /// scalar, a static function gets a new frame (returns its first pc).
+    // (Not inlined, nor `exit`: calls and exits are few of the instructions walked, and
+    // inlined into `Walker::run` they made its loop slower, 0.15M instructions on cookie_guard.)
+    #[inline(never)]
     fn call(&mut self, cur: &mut Path, insn: Insn, pc: usize) -> Option<usize> {
         let depth = cur.state.len() - 1;
         if insn.src == isa::BPF_PSEUDO_CALL {
@@ -1213,6 +1221,7 @@ impl<'a> Walker<'a> {
     }
 
     /// `exit`: the return pc in the caller, or None at the end of a program.
+    #[inline(never)]
     fn exit(&mut self, cur: &mut Path) -> Option<usize> {
         if cur.state.len() == 1 {
             if self.hook == Hook::Netfilter && !self.in_subfunction {
@@ -1452,8 +1461,9 @@ fn update_vals(state: &mut State, slots: fn(&Frame) -> u64, wants: impl Fn(&Val)
 
 /// A state whose ranges are all non-empty (a refinement that empties one is a dead branch).
 fn possible(state: &State) -> bool {
+    // (r10, the frame pointer, is never a scalar.)
     state.last().is_none_or(|f| {
-        f.regs
+        f.regs[..10]
             .iter()
             .all(|v| !matches!(v, Val::Scalar { sc, .. } if sc.is_empty()))
     })
@@ -1555,9 +1565,14 @@ fn bits(mut m: u64) -> impl Iterator<Item = usize> {
 /// would change nothing.
 fn back_steps(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) {
     // (Only `back_step` changes `bt`: emptiness is tested after it, not on every step.)
-    if bt.is_empty() {
-        return;
+    if !bt.is_empty() {
+        back_steps_from(bt, insns, arena, hist);
     }
+}
+
+/// `back_steps` of a backtrack known not to be empty.
+#[inline]
+fn back_steps_from(bt: &mut Backtrack, insns: &[Insn], arena: &[Linked], hist: Hist) {
     // Most steps touch nothing being followed: their mask tells so without decoding them.
     // Most run in the outermost frame, whose wanted bits are kept at hand (a step of frame 0
     // has no frame bits in its mask).
