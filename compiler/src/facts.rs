@@ -7,7 +7,8 @@
 //! The block order and predecessors depend on the blocks' successors alone, so they survive
 //! edits of instructions: after an edit, `edited` keeps them when every block's successors
 //! (and the entry) are what they were computed from, which is checked, not assumed from which
-//! pass ran. The counts and constants are dropped on any edit.
+//! pass ran. The counts and constants are dropped on any edit, except by a pass that keeps
+//! them up to date itself (`counts_mut`, then `edited_counts_kept`).
 
 use cranelift_entity::{EntityRef, SecondaryMap};
 
@@ -119,9 +120,7 @@ impl Facts {
         self.defs = None;
         self.consts = None;
         self.reads = None;
-        if self.cfg.as_ref().is_some_and(|c| !c.describes(f)) {
-            self.cfg = None;
-        }
+        self.edited_counts_kept(f);
     }
 
     /// After an edit of instructions alone whose pass brought the counts and constants up
