@@ -515,32 +515,21 @@ fn time_runs(
     }
 }
 
-/// What scripts/install adds to RUSTFLAGS: the C library linked in statically.
-const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
-
-/// The RUSTFLAGS scripts/install builds with: the C library linked statically, and the
-/// profile scripts/pgo-profile makes (in `target_dir`), when it can make one.
-fn dist_rustflags(root: &Path, target_dir: &Path) -> String {
+/// The RUSTFLAGS scripts/install builds with, from scripts/dist-rustflags (the C library
+/// linked statically, and the profile-guided optimisation when it can be had), made in
+/// `target_dir`; or why they could not be had.
+fn dist_rustflags(root: &Path, target_dir: &Path) -> Result<String, String> {
     let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/pgo-profile"))
+        .arg(root.join("scripts/dist-rustflags"))
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(root)
         .stderr(std::process::Stdio::inherit())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let profile = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if profile.is_empty() {
-                STATIC_RUSTFLAGS.to_string()
-            } else {
-                format!("{STATIC_RUSTFLAGS} -Cprofile-use={profile}")
-            }
-        }
-        _ => {
-            eprintln!("bench: scripts/pgo-profile failed: timing a build without profile-guided optimisation");
-            STATIC_RUSTFLAGS.to_string()
-        }
+        .output()
+        .map_err(|e| format!("cannot run scripts/dist-rustflags: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("scripts/dist-rustflags failed ({})", out.status));
     }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The triple rustc builds for by default (`host:` in `rustc -vV`).
@@ -593,10 +582,18 @@ fn time_compiles(
             ("luabpf", dist("luabpf-loader", "--bin"), &mut cli_ok),
         ] {
             args.push(what);
+            let rustflags = match &rustflags {
+                Ok(flags) => flags,
+                Err(why) => {
+                    *ok = false;
+                    binaries.push((what.to_string(), format!("not available: {why}")));
+                    continue;
+                }
+            };
             eprintln!("bench: RUSTFLAGS='{rustflags}' cargo {}", args.join(" "));
             let out = std::process::Command::new(&cargo)
                 .args(&args)
-                .env("RUSTFLAGS", &rustflags)
+                .env("RUSTFLAGS", rustflags)
                 .current_dir(root)
                 .output();
             match out {
