@@ -532,19 +532,19 @@ fn dist_rustflags(root: &Path, target_dir: &Path) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The triple rustc builds for by default (`host:` in `rustc -vV`).
-fn host_triple() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    std::process::Command::new(rustc)
-        .arg("-vV")
+/// The target scripts/install builds for, from scripts/dist-target (musl where it can be
+/// had, else the host), or why it could not be had.
+fn dist_target(root: &Path) -> Result<String, String> {
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/dist-target"))
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
         .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
-        })
-        .unwrap_or_else(|| "x86_64-unknown-linux-gnu".into())
+        .map_err(|e| format!("cannot run scripts/dist-target: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("scripts/dist-target failed ({})", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Builds the compiler binaries (a no-op when fresh) and times whole compiler processes,
@@ -557,15 +557,21 @@ fn time_compiles(
     results: &mut [ExampleResult],
 ) -> Vec<(String, String)> {
     // The timed binaries are built as scripts/install builds the installed command: the
-    // `dist` profile (Cargo.toml) for the host named as the target, with the C library linked
-    // statically and the profile-guided optimisation; in the target directory the harness
-    // itself was built into.
-    let host = host_triple();
+    // `dist` profile (Cargo.toml) for scripts/dist-target's target (musl where it can be had),
+    // with the C library linked statically and the profile-guided optimisation; in the target
+    // directory the harness itself was built into.
+    let triple = match dist_target(root) {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("bench: {why}");
+            return vec![("luabpf".into(), format!("not available: {why}"))];
+        }
+    };
     let target_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
         .unwrap_or_else(|| root.join("target"));
-    let target = target_dir.join(&host).join("dist");
+    let target = target_dir.join(&triple).join("dist");
     let lbc = target.join("examples/lbc");
     let cli = target.join("luabpf");
     let mut binaries = Vec::new();
@@ -575,7 +581,7 @@ fn time_compiles(
         let rustflags = dist_rustflags(root, &target_dir);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let dist = |what: &'static str, kind: &'static str| {
-            vec!["build", "--profile", "dist", "--target", &host, "-p", what, kind]
+            vec!["build", "--profile", "dist", "--target", &triple, "-p", what, kind]
         };
         for (what, mut args, ok) in [
             ("lbc", dist("luabpf-compiler", "--example"), &mut lbc_ok),

@@ -407,8 +407,10 @@ fn compile_table(w: &mut String, r: &Results) {
          separate interleaved runs). In process: `luabpf_compiler::compile::compile_path` (parse to \
          ELF bytes) inside the harness (a `--release` build, warm: no process start, no page \
          faults), median of {} calls. The timed binaries are built as scripts/install builds the \
-         installed command: the `dist` profile (Cargo.toml: fat LTO, one codegen unit), the C \
-         library linked statically, and profile-guided optimisation (scripts/pgo-profile: trained \
+         installed command: the `dist` profile (Cargo.toml: fat LTO, one codegen unit), for musl \
+         where it can be had (scripts/dist-target; the binaries' lines below name the target), \
+         the C library linked statically, the command's own allocator (loader/src/alloc.rs: size \
+         classes in huge-page mappings), and profile-guided optimisation (scripts/pgo-profile: trained \
          by compiling and checking the Lua files under examples/, tests/ and bench/, these four \
          among them; trained without them and their variants, the gain on them is about four \
          fifths as large in instructions, docs/ARCHITECTURE.md). Speed-up = clang-19 time / luabpf \

@@ -1,4 +1,12 @@
 //! A development driver: `cargo run -p luabpf-compiler --example lbc -- FILE.lua [ir|asm|obj OUT]`.
+
+// The `luabpf` command's allocator, so that the bench's times of this driver beside the
+// command's are the compiler's and not the C library's allocator (musl's, in the installed
+// build, is several times slower than glibc's).
+#[path = "../../loader/src/alloc.rs"]
+mod alloc;
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = std::path::Path::new(&args[1]);

@@ -56,9 +56,12 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput);
     let (a, b) = (c(a)?, c(b)?);
+    // The system call rather than the C library's wrapper, which musl (the installed
+    // command's C library, scripts/dist-target) does not have.
     // SAFETY: two valid NUL-terminated paths; renameat2 reads them and nothing else.
     let r = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             a.as_ptr(),
             libc::AT_FDCWD,
