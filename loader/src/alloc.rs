@@ -9,7 +9,9 @@
 //! virtual machine): the mappings blocks are carved from ask for transparent huge pages, so
 //! that a few 2 MiB faults take their place. Paired whole-process runs against glibc's
 //! allocator: 0.81-0.85 of the time (docs/ARCHITECTURE.md). Where huge pages are off, the
-//! advice is ignored and the pages come 4 KiB at a time. It also keeps the C library's
+//! advice is ignored and the pages come 4 KiB at a time; where none is free, the kernel
+//! compacts memory for one at the fault (THP `defrag` set to `madvise`, the default) or falls
+//! back to 4 KiB pages, so a compile on a fragmented machine may take longer. It also keeps the C library's
 //! allocator out of the command: musl's, which the installed build links
 //! (scripts/dist-target), is several times slower than glibc's.
 //!
