@@ -515,34 +515,21 @@ fn time_runs(
     }
 }
 
-/// The RUSTFLAGS scripts/install builds with, from scripts/dist-rustflags (the C library
-/// linked statically, and the profile-guided optimisation when it can be had), made in
-/// `target_dir`; or why they could not be had.
-fn dist_rustflags(root: &Path, target_dir: &Path) -> Result<String, String> {
+/// What one of scripts/install's helper scripts prints, run from the repository with
+/// `target_dir` as the target directory (its notes go to our stderr), or why it failed:
+/// scripts/dist-rustflags (the RUSTFLAGS: the C library linked statically, and the
+/// profile-guided optimisation when it can be had) and scripts/dist-target (musl where it can
+/// be had, else the host).
+fn dist_script(root: &Path, script: &str, target_dir: &Path) -> Result<String, String> {
     let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/dist-rustflags"))
+        .arg(root.join("scripts").join(script))
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(root)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| format!("cannot run scripts/dist-rustflags: {e}"))?;
+        .map_err(|e| format!("cannot run scripts/{script}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("scripts/dist-rustflags failed ({})", out.status));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// The target scripts/install builds for, from scripts/dist-target (musl where it can be
-/// had, else the host), or why it could not be had.
-fn dist_target(root: &Path) -> Result<String, String> {
-    let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/dist-target"))
-        .current_dir(root)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run scripts/dist-target: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("scripts/dist-target failed ({})", out.status));
+        return Err(format!("scripts/{script} failed ({})", out.status));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -560,17 +547,17 @@ fn time_compiles(
     // `dist` profile (Cargo.toml) for scripts/dist-target's target (musl where it can be had),
     // with the C library linked statically and the profile-guided optimisation; in the target
     // directory the harness itself was built into.
-    let triple = match dist_target(root) {
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| root.join("target"));
+    let triple = match dist_script(root, "dist-target", &target_dir) {
         Ok(t) => t,
         Err(why) => {
             eprintln!("bench: {why}");
             return vec![("luabpf".into(), format!("not available: {why}"))];
         }
     };
-    let target_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
-        .unwrap_or_else(|| root.join("target"));
     let target = target_dir.join(&triple).join("dist");
     let lbc = target.join("examples/lbc");
     let cli = target.join("luabpf");
@@ -578,7 +565,7 @@ fn time_compiles(
     let mut cli_ok = true;
     let mut lbc_ok = true;
     if opts.build {
-        let rustflags = dist_rustflags(root, &target_dir);
+        let rustflags = dist_script(root, "dist-rustflags", &target_dir);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let dist = |what: &'static str, kind: &'static str| {
             vec!["build", "--profile", "dist", "--target", &triple, "-p", what, kind]

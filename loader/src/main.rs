@@ -4,8 +4,8 @@
 mod alloc;
 mod cli;
 
-/// A compile's ~25,000 allocations cost a tenth of its instructions with the C library's
-/// allocator (see [`alloc`]).
+/// Size classes in huge-page mappings: a compile takes a fifth less time than with the C
+/// library's allocator, mostly from fewer page faults (see [`alloc`]).
 #[global_allocator]
 static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
