@@ -9,12 +9,13 @@
 //!
 //! A use is understood only when it is a `LoadSlot`, a `Load` through the slot's address, or
 //! the slot's address passed to a map helper as the key or value (which reads the map's key
-//! or value size) or to a `load_bytes` helper as its destination (a write). Any other use of
+//! or value size) or to a `load_bytes` helper as its destination (a write), or an address that
+//! only moves through the slot to store (`write_cursors`: `getstring`'s copy). Any other use of
 //! the address (moved, computed with, passed elsewhere) counts as reading the whole slot.
 
 use cranelift_entity::SecondaryMap;
 
-use crate::ir::{Block, Function, Inst, Operand, Slot, Value};
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Slot, Value};
 use runtime_bpf::helpers as h;
 use runtime_bpf::isa::Size;
 
@@ -28,10 +29,12 @@ fn read_extents(f: &Function, maps: &MapSizes, defs: &SecondaryMap<Value, u32>) 
     let mut map_addr: SecondaryMap<Value, Option<u32>> = f.value_map();
     let mut need: SecondaryMap<Slot, u32> = SecondaryMap::new();
     need.resize(f.slots.len());
+    let cursors = write_cursors(f, defs);
     for (_, b) in f.blocks.iter() {
         for (inst, _) in &b.insts {
             match inst {
                 Inst::SlotAddr { dst, slot, off } if defs[*dst] == 1 => slot_addr[*dst] = Some((*slot, *off)),
+                Inst::SlotAddr { dst, .. } if cursors[*dst] => {}
                 // An address held in a value that is also written elsewhere (`p = &s; p = p + i`)
                 // is not followed: whatever reads through it may read the whole slot.
                 Inst::SlotAddr { slot, .. } => need[*slot] = f.slots[*slot].size,
@@ -62,11 +65,12 @@ fn read_extents(f: &Function, maps: &MapSizes, defs: &SecondaryMap<Value, u32>) 
                     read(&mut need, slot, at + *off as u32 + size.bytes());
                 }
                 // A store through the address writes; its value operand is what escapes.
-                Inst::Store { base, src, off, .. } if slot_addr[*base].is_some() && *off >= 0 => {
+                Inst::Store { base, src, off, .. } if slot_addr[*base].is_some() && *off >= 0 || cursors[*base] => {
                     if let Some(v) = value_of(src) {
                         whole(&mut need, v);
                     }
                 }
+                Inst::Bin { dst, a, .. } if cursors[*dst] && *dst == *a => {}
                 Inst::Call { helper, args, .. } => {
                     let map = args.first().and_then(value_of).and_then(|m| map_addr[m]);
                     for (i, a) in args.iter().enumerate() {
@@ -90,6 +94,48 @@ fn read_extents(f: &Function, maps: &MapSizes, defs: &SecondaryMap<Value, u32>) 
         }
     }
     need
+}
+
+/// Values that walk a slot only to write it (`getstring`'s copy, `Lowerer::packet_words_copy`):
+/// set once by a `SlotAddr`, otherwise only moved by `v = v + x`, and used only as the base
+/// of stores and in those moves.
+fn write_cursors(f: &Function, defs: &SecondaryMap<Value, u32>) -> SecondaryMap<Value, bool> {
+    let mut cursor: SecondaryMap<Value, bool> = f.value_map();
+    let mut addrs: SecondaryMap<Value, u32> = f.value_map();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            if let Inst::SlotAddr { dst, .. } = inst {
+                addrs[*dst] += 1;
+                cursor[*dst] = defs[*dst] > 1;
+            }
+        }
+    }
+    let mut moves: SecondaryMap<Value, u32> = f.value_map();
+    for (_, b) in f.blocks.iter() {
+        for (inst, _) in &b.insts {
+            match inst {
+                Inst::Bin {
+                    op: BinOp::Add,
+                    dst,
+                    a,
+                    b: step,
+                } if dst == a && cursor[*dst] && !matches!(step, Operand::Value(s) if cursor[*s]) => moves[*dst] += 1,
+                Inst::Store { base, src, .. } if cursor[*base] => {
+                    if let Operand::Value(v) = src {
+                        cursor[*v] = false;
+                    }
+                }
+                _ => inst.each_use(|u| cursor[u] = false),
+            }
+        }
+        for u in b.term.0.uses() {
+            cursor[u] = false;
+        }
+    }
+    for (v, c) in cursor.iter_mut() {
+        *c = *c && addrs[v] == 1 && defs[v] == 1 + moves[v];
+    }
+    cursor
 }
 
 /// Removes stores into slots past every byte that is read, and stores that a later store in
@@ -394,6 +440,80 @@ mod tests {
             .collect()
     }
 
+    /// `r = lookup(map 0, &slot)` (`p` the address, `m` the map), then `return r`.
+    fn look_up_and_return(f: &mut Function, slot: Slot, (p, m, r): (Value, Value, Value)) {
+        push(f, Inst::SlotAddr { dst: p, slot, off: 0 });
+        push(f, Inst::MapAddr { dst: m, map: 0 });
+        push(
+            f,
+            Inst::Call {
+                helper: h::MAP_LOOKUP_ELEM,
+                args: vec![m.into(), p.into()],
+                dst: Some(r),
+            },
+        );
+        let e = f.entry;
+        f.blocks[e].term.0 = Terminator::Return(r.into());
+    }
+
+    /// A buffer filled through a pointer that moves along it and only stores (`getstring`'s
+    /// copy) is still only read as the map key; a moving pointer that is also loaded through
+    /// may read any byte, so the zeroing stays whole.
+    #[test]
+    fn a_pointer_that_only_stores_reads_nothing() {
+        for also_loads in [false, true] {
+            let mut f = Function::new("t");
+            let slot = f.new_slot(256, 8);
+            zero(&mut f, slot, 256);
+            let (q, w, p, m, r) = (
+                f.new_value(ValueKind::Pointer),
+                f.new_value(ValueKind::Scalar),
+                f.new_value(ValueKind::Pointer),
+                f.new_value(ValueKind::Pointer),
+                f.new_value(ValueKind::Pointer),
+            );
+            push(&mut f, Inst::SlotAddr { dst: q, slot, off: 0 });
+            push(&mut f, Inst::Const { dst: w, imm: 0x41 });
+            push(
+                &mut f,
+                Inst::Store {
+                    base: q,
+                    off: 0,
+                    src: w.into(),
+                    size: Size::DW,
+                },
+            );
+            push(
+                &mut f,
+                Inst::Bin {
+                    op: BinOp::Add,
+                    dst: q,
+                    a: q,
+                    b: Operand::Imm(8),
+                },
+            );
+            if also_loads {
+                push(
+                    &mut f,
+                    Inst::Load {
+                        dst: w,
+                        base: q,
+                        off: -8,
+                        size: Size::DW,
+                    },
+                );
+            }
+            look_up_and_return(&mut f, slot, (p, m, r));
+            remove_dead_slot_stores(&mut f, &[(64, 8)], &mut Default::default());
+            let kept = if also_loads { 256 } else { 64 };
+            assert_eq!(
+                stores(&f),
+                (0..kept).step_by(8).collect::<Vec<u32>>(),
+                "loads: {also_loads}"
+            );
+        }
+    }
+
     /// A 256-byte string buffer used only as the key of a map with 64-byte keys: only the
     /// key's 64 bytes need zeroing.
     #[test]
@@ -406,18 +526,7 @@ mod tests {
             f.new_value(ValueKind::Pointer),
             f.new_value(ValueKind::Pointer),
         );
-        push(&mut f, Inst::SlotAddr { dst: p, slot, off: 0 });
-        push(&mut f, Inst::MapAddr { dst: m, map: 0 });
-        push(
-            &mut f,
-            Inst::Call {
-                helper: h::MAP_LOOKUP_ELEM,
-                args: vec![m.into(), p.into()],
-                dst: Some(r),
-            },
-        );
-        let e = f.entry;
-        f.blocks[e].term.0 = Terminator::Return(r.into());
+        look_up_and_return(&mut f, slot, (p, m, r));
         assert!(remove_dead_slot_stores(&mut f, &[(64, 8)], &mut Default::default()));
         assert_eq!(stores(&f), vec![0, 8, 16, 24, 32, 40, 48, 56]);
     }

@@ -1146,6 +1146,91 @@ fn strings_against_map_strings() {
     t.finish("strings against map strings");
 }
 
+/// `getstring` with a run-time length copies 8 bytes a step and clears the last step's bytes
+/// past the string; where a step would run past the packet's end, the kernel's helper copies
+/// it (`Lowerer::packet_string`). Inside a long loop it is the helper alone. At XDP and tc,
+/// every length from 0 to 72, at three alignments, with the string ending 0 to 9 bytes before
+/// the packet's end (and 1 or 3 bytes past it: a runtime error): the string must be exactly
+/// the bytes, zero-padded, so a map key finds it.
+#[test]
+fn packet_strings_at_every_length_and_distance_from_the_end() {
+    if !kernel("packet_strings_at_every_length_and_distance_from_the_end") {
+        return;
+    }
+    let mut t = Tally::default();
+    let text: Vec<u8> = (0..72u8).map(|i| b'A' + i % 58).collect();
+    let decl = "local map = require \"bpf.map\"\n\
+                local keys = map.hash(\"keys\", { key = \"c72\", value = \"I8\", entries = 128 })\n";
+    let read = "  local n = p:getint64(14)\n  local o = p:getint64(22)\n";
+    let report = "p:setint64(30, (keys[s] or -1) * 1000 + #s)";
+    let straight = format!("{read}  local s = p:getstring(o, n)\n  {report}");
+    // tc reads the packet through `__sk_buff`'s data and data_end, and its helper is
+    // `skb_load_bytes`.
+    let tc = program(&straight)
+        .replace("local xdp = require \"bpf.xdp\"", "local tc = require \"bpf.tc\"")
+        .replace("xdp.program", "tc.program");
+    assert!(tc.contains("tc.program") && !tc.contains("xdp"), "{tc}");
+    let cases = [
+        ("straight", program(&straight)),
+        (
+            "in a long loop",
+            program(&format!(
+                "{read}  for k = 1, 40 do\n    if k == 40 then\n      local s = p:getstring(o, n)\n      {report}\n    end\n  end"
+            )),
+        ),
+        ("tc", tc),
+    ];
+    for (label, prog) in cases {
+        let src = format!("{decl}{prog}");
+        let Some(loaded) = build(&mut t, label, &src) else {
+            continue;
+        };
+        t.programs += 1;
+        let keys = loaded.map("keys").expect("keys");
+        for n in 1..=72usize {
+            let mut key = text[..n].to_vec();
+            key.resize(72, 0);
+            keys.update(&key, &(n as u64).to_le_bytes(), luabpf_loader::UpdateMode::Any)
+                .expect("set keys");
+        }
+        let fd = loaded.program_fd("t").expect("program t");
+        for n in 0..=72usize {
+            for o in [40usize, 41, 45] {
+                for past_end in [-9i64, -8, -7, -5, -1, 0, 1, 3] {
+                    let mut p = operands_packet(n as i64, o as i64, 1);
+                    p.resize(o, b'#');
+                    p.extend_from_slice(&text[..n]);
+                    let len = (o + n) as i64 - past_end;
+                    p.resize(len.max(38) as usize, b'#');
+                    let fits = past_end <= 0 || n == 0;
+                    let want = if n == 0 { -1000 } else { n as i64 * 1001 };
+                    let got = test_run(fd, &p, 1).unwrap_or_else(|e| panic!("[{label}] test run: {e}"));
+                    t.runs += 1;
+                    let ok = if fits {
+                        got.retval == 2 && word(&got.data_out, 30) == Some(want)
+                    } else {
+                        got.retval == 1
+                    };
+                    if !ok {
+                        t.fail(format!(
+                            "[{label}] n = {n}, at {o}, packet of {} bytes: verdict {} value {:?}, expected {}",
+                            p.len(),
+                            got.retval,
+                            word(&got.data_out, 30),
+                            if fits {
+                                format!("2 and {want}")
+                            } else {
+                                "1 (an error)".into()
+                            }
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    t.finish("packet strings");
+}
+
 // ---------------------------------------------------------------------------------------
 // The packet: bounds, run-time offsets, errors
 
