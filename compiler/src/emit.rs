@@ -947,7 +947,10 @@ fn is_cond_jump_code(code: u8) -> bool {
 /// Emits `f` with allocation `alloc` as the program code of ELF section `section`.
 pub fn emit(f: &Function, alloc: &Allocation, section: &str) -> Result<ProgramCode, EmitError> {
     let order = crate::layout::order(f);
+    // The hints follow the loops' shape in reverse post-order (each latch after its body); the
+    // latches then move before their headers, and the blocks the hints mark keep their places.
     let hints = crate::prune_hints::blocks(f, &order);
+    let order = crate::layout::latches_before_headers(f, order);
     let mut e = Emitter {
         f,
         alloc,

@@ -1,6 +1,7 @@
 //! The order `emit` lays blocks out in: reverse post-order, then two moves of the blocks that
 //! only return a constant (runtime errors, `return action.PASS`), each made only when it
-//! costs no instruction.
+//! costs no instruction; last, loops' latches before their headers
+//! (`latches_before_headers`, which `emit` applies after choosing the prune hints).
 //!
 //! - Outside loops, a shared `return k` goes right after the last block that ends in its own
 //!   `return k`, which then falls into it (one `r0 = k; exit` less); a map lookup's null test
@@ -22,6 +23,43 @@ use cranelift_entity::SecondaryMap;
 /// `f`'s blocks in emission order (the entry first).
 pub fn order(f: &Function) -> Vec<Block> {
     loop_returns_last(f, shared_returns_after_twins(f, f.reverse_postorder()))
+}
+
+/// `order` with each loop's latch (the block whose conditional branch goes back to its
+/// header, laid out earlier, and otherwise on, later) moved to just before the header, when
+/// it is entered by jumps only: it then falls into the header, and only the way out of the
+/// loop jumps. One taken jump less per iteration, for one `ja` over the latch where the loop
+/// is entered. cookie_guard's 512-byte scan jumps to its latch from each failed compare; with
+/// the latch after the loop body, each position took two taken jumps, and the program ran
+/// 1.06-1.56x clang's time on an AMD EPYC host (clang lays the latch out before the header);
+/// with the latch before it, 0.90-0.92 (BPF_PROG_TEST_RUN, 21 rounds; perf put the
+/// difference in the scan loop, not in helpers).
+///
+/// Applied after `prune_hints` chose its blocks on the loops' reverse post-order shape: the
+/// moves keep each marked block right after the branch that falls into it.
+pub fn latches_before_headers(f: &Function, mut order: Vec<Block>) -> Vec<Block> {
+    let mut i = 1;
+    while i < order.len() {
+        let l = order[i];
+        let at = |b: Block| order.iter().position(|&c| c == b);
+        let header = match f.blocks[l].term.0 {
+            Terminator::Branch { then_, else_, .. } => match (at(then_), at(else_)) {
+                (Some(t), Some(e)) if t < i && e > i => Some(t),
+                (Some(t), Some(e)) if e < i && t > i => Some(e),
+                _ => None,
+            },
+            _ => None,
+        };
+        let entered_by_jumps = !f.blocks[order[i - 1]].term.0.successors().contains(&l);
+        if let Some(h) = header {
+            if entered_by_jumps && h > 0 {
+                order.remove(i);
+                order.insert(h, l);
+            }
+        }
+        i += 1;
+    }
+    order
 }
 
 /// `order` with each shared `return k` block (`opt::share_returns`) moved to just after the
@@ -135,6 +173,44 @@ mod tests {
         // The test now falls through to the rest of the body.
         assert_eq!(at(&order, next), at(&order, body) + 1, "{order:?}");
         assert_eq!(order.len(), rpo.len());
+    }
+
+    /// A scan: `for i = 0, 9 do if x == 7 then <found> end end` where the failed test jumps
+    /// to the latch (`i += 1; if i <= 9 goto head`) past the found path: the latch moves
+    /// before the header and falls into it. A latch the block before it falls into stays.
+    #[test]
+    fn a_latch_entered_by_jumps_moves_before_its_header() {
+        let mut found = None;
+        let (mut f, [head, _, latch, done]) = counted_loop(|f, x, [_, _, next, _]| {
+            // Found returns what it computed: not a constant `return` that moves to the end.
+            let b = f.new_block();
+            f.blocks[b].term.0 = Terminator::Return(Operand::Value(x));
+            found = Some(b);
+            branch(x, 7, b, next)
+        });
+        let found = found.unwrap();
+        let i = match f.blocks[latch].insts[0].0 {
+            Inst::Bin { dst, .. } => dst,
+            _ => unreachable!(),
+        };
+        f.blocks[latch].term.0 = Terminator::Branch {
+            op: JmpOp::Jsle,
+            a: i,
+            b: Operand::Imm(9),
+            then_: head,
+            else_: done,
+        };
+        let laid = order(&f);
+        let pos = |o: &[Block], b| o.iter().position(|&c| c == b).unwrap();
+        assert!(pos(&laid, latch) > pos(&laid, head) + 1, "{laid:?}");
+        let moved = latches_before_headers(&f, laid.clone());
+        assert_eq!(pos(&moved, latch) + 1, pos(&moved, head), "{moved:?}");
+        assert_eq!(moved.len(), laid.len());
+        // The found path falls into the latch: moving it would cost that path a jump.
+        f.blocks[found].term.0 = Terminator::Jump(latch);
+        let laid = order(&f);
+        assert_eq!(pos(&laid, latch), pos(&laid, found) + 1, "{laid:?}");
+        assert_eq!(latches_before_headers(&f, laid.clone()), laid);
     }
 
     /// `if x == 7 then return 1 end; if x == 3 then break end` in a loop body: the branch
