@@ -449,17 +449,20 @@ fn time_runs(
         for (i, ex) in examples.iter().enumerate() {
             // A fresh load of both programs each round (unless --no-reload): where the JITed
             // image and the maps land changes a program's speed by up to ~1.5x from one load
-            // to the next, so a single load would bias the whole run one way.
-            let fresh: [Option<Loaded>; 2] = if opts.reload {
-                [0, 1].map(|k| {
-                    let elf = elfs[i][k].as_ref()?;
-                    let l = luabpf_loader::load(elf).ok()?;
-                    (ex.setup)(&l).ok()?;
-                    Some(l)
-                })
-            } else {
-                [None, None]
-            };
+            // to the next, so a single load would bias the whole run one way. Loaded in the
+            // round's order too: the second load's maps and image land where the first's did
+            // not.
+            let mut fresh: [Option<Loaded>; 2] = [None, None];
+            if opts.reload {
+                for side in order {
+                    let k = side as usize;
+                    fresh[k] = elfs[i][k].as_ref().and_then(|elf| {
+                        let l = luabpf_loader::load(elf).ok()?;
+                        (ex.setup)(&l).ok()?;
+                        Some(l)
+                    });
+                }
+            }
             for k in 0..2 {
                 if opts.reload && elfs[i][k].is_some() && fresh[k].is_none() {
                     for pt in &mut results[i].packets {
