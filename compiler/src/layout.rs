@@ -37,29 +37,31 @@ pub fn order(f: &Function) -> Vec<Block> {
 ///
 /// Applied after `prune_hints` chose its blocks on the loops' reverse post-order shape: the
 /// moves keep each marked block right after the branch that falls into it.
-pub fn latches_before_headers(f: &Function, mut order: Vec<Block>) -> Vec<Block> {
-    let mut i = 1;
-    while i < order.len() {
-        let l = order[i];
-        let at = |b: Block| order.iter().position(|&c| c == b);
+pub fn latches_before_headers(f: &Function, order: Vec<Block>) -> Vec<Block> {
+    // Back edges and fall-throughs as laid out before any move (a moved latch is not a
+    // header for the blocks that jump to it).
+    let mut at: SecondaryMap<Block, usize> = f.block_map();
+    for (i, &b) in order.iter().enumerate() {
+        at[b] = i;
+    }
+    let mut moved = order.clone();
+    for (i, &l) in order.iter().enumerate().skip(1) {
         let header = match f.blocks[l].term.0 {
-            Terminator::Branch { then_, else_, .. } => match (at(then_), at(else_)) {
-                (Some(t), Some(e)) if t < i && e > i => Some(t),
-                (Some(t), Some(e)) if e < i && t > i => Some(e),
+            Terminator::Branch { then_, else_, .. } => match (at[then_], at[else_]) {
+                (t, e) if t < i && e > i => Some(then_),
+                (t, e) if e < i && t > i => Some(else_),
                 _ => None,
             },
             _ => None,
         };
         let entered_by_jumps = !f.blocks[order[i - 1]].term.0.successors().contains(&l);
-        if let Some(h) = header {
-            if entered_by_jumps && h > 0 {
-                order.remove(i);
-                order.insert(h, l);
-            }
+        if let Some(h) = header.filter(|&h| entered_by_jumps && at[h] > 0) {
+            moved.retain(|&b| b != l);
+            let to = moved.iter().position(|&b| b == h).unwrap_or(moved.len());
+            moved.insert(to, l);
         }
-        i += 1;
     }
-    order
+    moved
 }
 
 /// `order` with each shared `return k` block (`opt::share_returns`) moved to just after the
