@@ -8,7 +8,7 @@
 
 use cranelift_entity::SecondaryMap;
 
-use crate::ir::{Function, Inst, Operand, Slot, Value};
+use crate::ir::{Function, Inst, Slot, Value};
 
 /// The values that may depend on a value holding a different constant on different paths:
 /// one computed from constants only (no load, call or argument) and set in more than one
@@ -16,92 +16,95 @@ use crate::ir::{Function, Inst, Operand, Slot, Value};
 pub(super) fn varying_values(f: &Function) -> SecondaryMap<Value, bool> {
     let defs = f.def_counts();
     // Constant-only values: the largest set closed under their definitions (so that a counter's
-    // `n = t; t = n + 1` cycle stays in it).
+    // `n = t; t = n + 1` cycle stays in it). An immediate operand is no use, so arithmetic on
+    // constants and immediates keeps a value in.
     let mut constant: SecondaryMap<Value, bool> = f.value_map();
     for (v, c) in constant.iter_mut() {
         *c = defs[v] > 0;
     }
     let mut slot_constant: SecondaryMap<Slot, bool> = SecondaryMap::with_default(true);
-    loop {
-        let mut changed = false;
-        for (_, b) in f.blocks.iter() {
-            for (inst, _) in &b.insts {
-                let keeps = match inst {
-                    Inst::Const { .. } => true,
-                    Inst::Mov { src, .. }
-                    | Inst::Neg { src, .. }
-                    | Inst::Bswap { src, .. }
-                    | Inst::Zext { src, .. }
-                    | Inst::Sext { src, .. } => constant[*src],
-                    Inst::Bin { a, b, .. } => constant[*a] && operand(&constant, b, true),
-                    Inst::LoadSlot { slot, .. } => slot_constant[*slot],
-                    Inst::StoreSlot { slot, src, .. } => {
-                        if !operand(&constant, src, true) && slot_constant[*slot] {
-                            slot_constant[*slot] = false;
-                            changed = true;
-                        }
-                        continue;
-                    }
-                    _ => false,
-                };
-                if let Some(d) = inst.def() {
-                    if !keeps && constant[d] {
-                        constant[d] = false;
-                        changed = true;
-                    }
-                }
+    propagate(f, |inst| {
+        let stays = match inst {
+            Inst::Const { .. } => true,
+            _ if is_arithmetic(inst) => all_uses(inst, &constant),
+            Inst::LoadSlot { slot, .. } => slot_constant[*slot],
+            Inst::StoreSlot { slot, .. } => {
+                let changed = slot_constant[*slot] && !all_uses(inst, &constant);
+                slot_constant[*slot] &= !changed;
+                return changed;
             }
+            _ => false,
+        };
+        match inst.def() {
+            Some(d) if !stays && constant[d] => {
+                constant[d] = false;
+                true
+            }
+            _ => false,
         }
-        if !changed {
-            break;
-        }
-    }
+    });
     // Values computed from a constant-only value set in more than one place.
     let mut varies: SecondaryMap<Value, bool> = f.value_map();
     for (v, c) in constant.iter() {
         varies[v] = *c && defs[v] > 1;
     }
     let mut slot_varies: SecondaryMap<Slot, bool> = SecondaryMap::new();
-    loop {
-        let mut changed = false;
-        for (_, b) in f.blocks.iter() {
-            for (inst, _) in &b.insts {
-                let from = match inst {
-                    Inst::Mov { src, .. }
-                    | Inst::Neg { src, .. }
-                    | Inst::Bswap { src, .. }
-                    | Inst::Zext { src, .. }
-                    | Inst::Sext { src, .. } => varies[*src],
-                    Inst::Bin { a, b, .. } => varies[*a] || operand(&varies, b, false),
-                    Inst::LoadSlot { slot, .. } | Inst::LoadSlotIndexed { slot, .. } => slot_varies[*slot],
-                    Inst::StoreSlot { slot, src, .. } => {
-                        if operand(&varies, src, false) && !slot_varies[*slot] {
-                            slot_varies[*slot] = true;
-                            changed = true;
-                        }
-                        continue;
-                    }
-                    _ => false,
-                };
-                if let Some(d) = inst.def() {
-                    if from && !varies[d] {
-                        varies[d] = true;
-                        changed = true;
-                    }
-                }
+    propagate(f, |inst| {
+        let from = match inst {
+            _ if is_arithmetic(inst) => any_use(inst, &varies),
+            Inst::LoadSlot { slot, .. } | Inst::LoadSlotIndexed { slot, .. } => slot_varies[*slot],
+            Inst::StoreSlot { slot, .. } => {
+                let changed = !slot_varies[*slot] && any_use(inst, &varies);
+                slot_varies[*slot] |= changed;
+                return changed;
             }
+            _ => false,
+        };
+        match inst.def() {
+            Some(d) if from && !varies[d] => {
+                varies[d] = true;
+                true
+            }
+            _ => false,
         }
-        if !changed {
-            break;
-        }
-    }
+    });
     varies
 }
 
-/// `set`'s mark of a value operand; `imm` for an immediate.
-fn operand(set: &SecondaryMap<Value, bool>, o: &Operand, imm: bool) -> bool {
-    match o {
-        Operand::Value(v) => set[*v],
-        Operand::Imm(_) => imm,
+/// Runs `step` over every instruction until a whole pass changes nothing.
+fn propagate(f: &Function, mut step: impl FnMut(&Inst) -> bool) {
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for (_, b) in f.blocks.iter() {
+            for (inst, _) in &b.insts {
+                changed |= step(inst);
+            }
+        }
     }
+}
+
+/// A copy, unary or binary operation: its value follows from its operands alone.
+fn is_arithmetic(inst: &Inst) -> bool {
+    matches!(
+        inst,
+        Inst::Mov { .. }
+            | Inst::Neg { .. }
+            | Inst::Bswap { .. }
+            | Inst::Zext { .. }
+            | Inst::Sext { .. }
+            | Inst::Bin { .. }
+    )
+}
+
+fn all_uses(inst: &Inst, set: &SecondaryMap<Value, bool>) -> bool {
+    let mut all = true;
+    inst.each_use(|u| all &= set[u]);
+    all
+}
+
+fn any_use(inst: &Inst, set: &SecondaryMap<Value, bool>) -> bool {
+    let mut any = false;
+    inst.each_use(|u| any |= set[u]);
+    any
 }
