@@ -2121,11 +2121,12 @@ impl<'a> Lowerer<'a> {
 
     /// `getstring(off, n)` for a constant `n` (1..=UNROLLED_STRING): one bounds check (out of
     /// the packet is a runtime error, as the helper's failure is), then loads of 8, 4, 2 and
-    /// 1 bytes; only the buffer's bytes past `n` are zeroed.
+    /// 1 bytes.
     fn packet_string_unrolled(&mut self, off: Operand, n: u32) -> StrV {
         let cap = round8(n).max(8);
         let slot = self.f.new_slot(cap, 8);
         let p = self.packet_ptr(off, n as i64);
+        let mut words = Vec::new();
         let mut at = 0;
         while at < n {
             let size = [Size::DW, Size::W, Size::H, Size::B]
@@ -2139,27 +2140,18 @@ impl<'a> Lowerer<'a> {
                 off: at as i16,
                 size,
             });
+            words.push((at, w, size));
+            at += size.bytes();
+        }
+        // Zeroed, then stored over: `slot_stores` drops the zero words the loads cover whole.
+        self.zero_slot(slot, cap);
+        for (off, w, size) in words {
             self.push(Inst::StoreSlot {
                 slot,
-                off: at,
+                off,
                 src: Operand::Value(w),
                 size,
             });
-            at += size.bytes();
-        }
-        while at < cap {
-            let size = if at % 8 == 0 && at + 8 <= cap {
-                Size::DW
-            } else {
-                Size::B
-            };
-            self.push(Inst::StoreSlot {
-                slot,
-                off: at,
-                src: Operand::Imm(0),
-                size,
-            });
-            at += size.bytes();
         }
         StrV {
             buf: StrBuf::Slot { slot, cap },
