@@ -376,6 +376,11 @@ impl<'a> Lowerer<'a> {
         dst
     }
 
+    /// `v = v op b`: a value the code updates where it is (a counter, a moving pointer).
+    fn bin_in_place(&mut self, op: BinOp, v: Value, b: Operand) {
+        self.push(Inst::Bin { op, dst: v, a: v, b });
+    }
+
     fn mov(&mut self, dst: Value, src: Operand) {
         match src {
             Operand::Value(v) => self.push(Inst::Mov { dst, src: v }),
@@ -641,12 +646,7 @@ impl<'a> Lowerer<'a> {
         if self.input.without != Some(SafetyCheck::LoopBound) {
             self.error_if(JmpOp::Jsge, counter, Operand::Imm(LOOP_CAP));
         }
-        self.push(Inst::Bin {
-            op: BinOp::Add,
-            dst: counter,
-            a: counter,
-            b: Operand::Imm(1),
-        });
+        self.bin_in_place(BinOp::Add, counter, Operand::Imm(1));
     }
 
     fn numeric_for(&mut self, var: LocalId, start: &Expr, limit: &Expr, step: i64, body: &[Stmt], span: Span) {
@@ -692,24 +692,14 @@ impl<'a> Lowerer<'a> {
             self.switch_to(head);
             self.loop_body(exit, Some((var, i)), body, trips as u64);
             if !self.is_terminated() {
-                self.push(Inst::Bin {
-                    op: BinOp::Add,
-                    dst: i,
-                    a: i,
-                    b: Operand::Imm(step),
-                });
+                self.bin_in_place(BinOp::Add, i, Operand::Imm(step));
                 match count {
                     None => {
                         let op = if step > 0 { JmpOp::Jsle } else { JmpOp::Jsge };
                         self.branch(op, i, Operand::Imm(b), head, exit);
                     }
                     Some(count) => {
-                        self.push(Inst::Bin {
-                            op: BinOp::Sub,
-                            dst: count,
-                            a: count,
-                            b: Operand::Imm(1),
-                        });
+                        self.bin_in_place(BinOp::Sub, count, Operand::Imm(1));
                         self.branch(JmpOp::Jne, count, Operand::Imm(0), head, exit);
                     }
                 }
@@ -754,18 +744,8 @@ impl<'a> Lowerer<'a> {
             let next = self.f.new_block();
             self.branch(JmpOp::Jeq, count, Operand::Imm(0), exit, next);
             self.switch_to(next);
-            self.push(Inst::Bin {
-                op: BinOp::Sub,
-                dst: count,
-                a: count,
-                b: Operand::Imm(1),
-            });
-            self.push(Inst::Bin {
-                op: BinOp::Add,
-                dst: i,
-                a: i,
-                b: Operand::Imm(step),
-            });
+            self.bin_in_place(BinOp::Sub, count, Operand::Imm(1));
+            self.bin_in_place(BinOp::Add, i, Operand::Imm(step));
             self.jump(head);
         }
         self.switch_to(exit);
@@ -1104,12 +1084,7 @@ impl<'a> Lowerer<'a> {
                 let (data, end) = self.packet_bounds();
                 let d = self.scalar();
                 self.push(Inst::Mov { dst: d, src: end });
-                self.push(Inst::Bin {
-                    op: BinOp::Sub,
-                    dst: d,
-                    a: d,
-                    b: Operand::Value(data),
-                });
+                self.bin_in_place(BinOp::Sub, d, Operand::Value(data));
                 LV::Scalar(Operand::Value(d))
             }
             ExprKind::PacketString { off, len } => {
@@ -1440,19 +1415,9 @@ impl<'a> Lowerer<'a> {
         self.branch(JmpOp::Jslt, x, Operand::Imm(0), adjust, join);
         self.switch_to(adjust);
         if div {
-            self.push(Inst::Bin {
-                op: BinOp::Sub,
-                dst: out,
-                a: out,
-                b: Operand::Imm(1),
-            });
+            self.bin_in_place(BinOp::Sub, out, Operand::Imm(1));
         } else {
-            self.push(Inst::Bin {
-                op: BinOp::Add,
-                dst: out,
-                a: out,
-                b: Operand::Value(bv),
-            });
+            self.bin_in_place(BinOp::Add, out, Operand::Value(bv));
         }
         self.jump(join);
         self.switch_to(join);
@@ -1880,32 +1845,17 @@ impl<'a> Lowerer<'a> {
                     return p;
                 }
                 if k != 0 {
-                    self.push(Inst::Bin {
-                        op: BinOp::Add,
-                        dst: p,
-                        a: p,
-                        b: Operand::Imm(k),
-                    });
+                    self.bin_in_place(BinOp::Add, p, Operand::Imm(k));
                 }
             }
             Operand::Value(o) => {
                 self.error_if(JmpOp::Jgt, o, Operand::Imm(MAX_PACKET_OFF));
-                self.push(Inst::Bin {
-                    op: BinOp::Add,
-                    dst: p,
-                    a: p,
-                    b: Operand::Value(o),
-                });
+                self.bin_in_place(BinOp::Add, p, Operand::Value(o));
             }
         }
         let t = self.pointer();
         self.push(Inst::Mov { dst: t, src: p });
-        self.push(Inst::Bin {
-            op: BinOp::Add,
-            dst: t,
-            a: t,
-            b: Operand::Imm(bytes),
-        });
+        self.bin_in_place(BinOp::Add, t, Operand::Imm(bytes));
         if self.input.without != Some(SafetyCheck::PacketBounds) {
             self.error_if(JmpOp::Jgt, t, Operand::Value(end));
         }
@@ -2047,18 +1997,8 @@ impl<'a> Lowerer<'a> {
         let (data, end) = self.packet_bounds();
         let t = self.pointer();
         self.push(Inst::Mov { dst: t, src: data });
-        self.push(Inst::Bin {
-            op: BinOp::Add,
-            dst: t,
-            a: t,
-            b: Operand::Value(off),
-        });
-        self.push(Inst::Bin {
-            op: BinOp::Add,
-            dst: t,
-            a: t,
-            b: Operand::Imm(8),
-        });
+        self.bin_in_place(BinOp::Add, t, Operand::Value(off));
+        self.bin_in_place(BinOp::Add, t, Operand::Imm(8));
         let q = self.pointer();
         self.push(Inst::SlotAddr { dst: q, slot, off: 0 });
         let rem = self.scalar();
@@ -2084,31 +2024,16 @@ impl<'a> Lowerer<'a> {
             size: Size::DW,
         });
         for (v, d) in [(q, 8), (t, 8), (rem, -8)] {
-            self.push(Inst::Bin {
-                op: BinOp::Add,
-                dst: v,
-                a: v,
-                b: Operand::Imm(d),
-            });
+            self.bin_in_place(BinOp::Add, v, Operand::Imm(d));
         }
         self.branch(JmpOp::Jsgt, rem, Operand::Imm(0), step, tail);
         self.switch_to(tail);
         // The last step's word, still in `w` and stored at q - 8, holds 8 + rem bytes of the
         // string (rem in -7..=0): shifted up and back down by -8 * rem bits, the bytes past
         // the string are zero.
-        self.push(Inst::Bin {
-            op: BinOp::Mul,
-            dst: rem,
-            a: rem,
-            b: Operand::Imm(-8),
-        });
+        self.bin_in_place(BinOp::Mul, rem, Operand::Imm(-8));
         for op in [BinOp::Lsh, BinOp::Rsh] {
-            self.push(Inst::Bin {
-                op,
-                dst: w,
-                a: w,
-                b: Operand::Value(rem),
-            });
+            self.bin_in_place(op, w, Operand::Value(rem));
         }
         self.push(Inst::Store {
             base: q,
@@ -2345,12 +2270,7 @@ impl<'a> Lowerer<'a> {
             StrBuf::Ptr { base, off, .. } => {
                 let p = self.pointer();
                 self.push(Inst::Mov { dst: p, src: *base });
-                self.push(Inst::Bin {
-                    op: BinOp::Add,
-                    dst: p,
-                    a: p,
-                    b: Operand::Value(idx),
-                });
+                self.bin_in_place(BinOp::Add, p, Operand::Value(idx));
                 self.push(Inst::Load {
                     dst: value,
                     base: p,
@@ -2371,12 +2291,7 @@ impl<'a> Lowerer<'a> {
     fn load_byte_slot(&mut self, slot: Slot, idx: Value, dst: Value) {
         let p = self.pointer();
         self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
-        self.push(Inst::Bin {
-            op: BinOp::Add,
-            dst: p,
-            a: p,
-            b: Operand::Value(idx),
-        });
+        self.bin_in_place(BinOp::Add, p, Operand::Value(idx));
         self.push(Inst::Load {
             dst,
             base: p,
@@ -2671,19 +2586,9 @@ impl<'a> Lowerer<'a> {
                             size: Size::B,
                         });
                         if i > 0 {
-                            self.push(Inst::Bin {
-                                op: BinOp::Lsh,
-                                dst: b,
-                                a: b,
-                                b: Operand::Imm(8 * i as i64),
-                            });
+                            self.bin_in_place(BinOp::Lsh, b, Operand::Imm(8 * i as i64));
                         }
-                        self.push(Inst::Bin {
-                            op: BinOp::Or,
-                            dst: t,
-                            a: t,
-                            b: Operand::Value(b),
-                        });
+                        self.bin_in_place(BinOp::Or, t, Operand::Value(b));
                     }
                 }
                 Operand::Value(t)
@@ -3109,12 +3014,7 @@ impl<'a> Lowerer<'a> {
                 off: 0,
                 size,
             });
-            self.push(Inst::Bin {
-                op: BinOp::Add,
-                dst: t,
-                a: t,
-                b: Operand::Value(d),
-            });
+            self.bin_in_place(BinOp::Add, t, Operand::Value(d));
             self.push(Inst::Store {
                 base: p,
                 off: 0,
