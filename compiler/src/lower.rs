@@ -915,7 +915,7 @@ impl<'a> Lowerer<'a> {
                     return;
                 }
                 if let Some((slot, cap)) = slot {
-                    self.copy_str_into(sv, *slot, *cap);
+                    self.copy_str_into(sv, *slot, *cap, false);
                 }
             }
             _ => {}
@@ -2156,24 +2156,21 @@ impl<'a> Lowerer<'a> {
     }
 
     fn zero_slot(&mut self, slot: Slot, size: u32) {
-        let mut off = 0;
-        while off + 8 <= size {
+        self.zero_range(slot, 0, size);
+    }
+
+    /// Zeroes bytes `from..to` of `slot`: words where aligned and whole, bytes elsewhere.
+    fn zero_range(&mut self, slot: Slot, from: u32, to: u32) {
+        let mut off = from;
+        while off < to {
+            let size = if off % 8 == 0 && off + 8 <= to { Size::DW } else { Size::B };
             self.push(Inst::StoreSlot {
                 slot,
                 off,
                 src: Operand::Imm(0),
-                size: Size::DW,
+                size,
             });
-            off += 8;
-        }
-        while off < size {
-            self.push(Inst::StoreSlot {
-                slot,
-                off,
-                src: Operand::Imm(0),
-                size: Size::B,
-            });
-            off += 1;
+            off += size.bytes();
         }
     }
 
@@ -2304,13 +2301,16 @@ impl<'a> Lowerer<'a> {
     fn str_to_slot(&mut self, sv: &StrV, cap: u32) -> (Slot, u32) {
         let slot = self.f.new_slot(cap, 8);
         self.zero_slot(slot, cap);
-        self.copy_str_into(sv, slot, cap);
+        self.copy_str_into(sv, slot, cap, true);
         (slot, cap)
     }
 
-    /// Copies the bytes of `sv` into `slot` (already zero beyond them), 8 bytes at a time.
-    fn copy_str_into(&mut self, sv: &StrV, slot: Slot, cap: u32) {
-        match &sv.buf {
+    /// Copies the bytes of `sv` into `slot`, 8 bytes at a time, and zeroes the rest of its
+    /// `cap` bytes unless `zeroed` (the slot was just zeroed). A string local assigned a
+    /// shorter string than it held must lose the old tail: a map key made from it reads
+    /// all `cap` bytes.
+    fn copy_str_into(&mut self, sv: &StrV, slot: Slot, cap: u32, zeroed: bool) {
+        let written = match &sv.buf {
             StrBuf::Const(b) => {
                 for (k, chunk) in b.chunks(8).enumerate() {
                     let off = k as u32 * 8;
@@ -2327,6 +2327,7 @@ impl<'a> Lowerer<'a> {
                         size: Size::DW,
                     });
                 }
+                (round8(b.len() as u32)).min(cap / 8 * 8)
             }
             StrBuf::Slot { slot: src, cap: scap } => {
                 let n = (*scap).min(cap);
@@ -2348,15 +2349,10 @@ impl<'a> Lowerer<'a> {
                     off += 8;
                 }
                 // Bytes of a longer source beyond `cap` would be lost: zero the rest instead.
-                let mut o2 = off;
-                while o2 < cap {
-                    self.push(Inst::StoreSlot {
-                        slot,
-                        off: o2,
-                        src: Operand::Imm(0),
-                        size: Size::B,
-                    });
-                    o2 += 1;
+                if zeroed {
+                    cap
+                } else {
+                    off
                 }
             }
             StrBuf::Ptr {
@@ -2383,7 +2379,11 @@ impl<'a> Lowerer<'a> {
                     });
                     off += size.bytes();
                 }
+                n
             }
+        };
+        if !zeroed {
+            self.zero_range(slot, written, cap);
         }
     }
 
@@ -2667,7 +2667,7 @@ impl<'a> Lowerer<'a> {
                         let size = round8(n).max(8);
                         let slot = self.temp_slot(TempSlot::Key, size);
                         self.zero_slot(slot, size);
-                        self.copy_str_into(&sv, slot, size);
+                        self.copy_str_into(&sv, slot, size, true);
                         self.push(Inst::SlotAddr { dst: p, slot, off: 0 });
                     }
                 }
@@ -2719,7 +2719,7 @@ impl<'a> Lowerer<'a> {
                     },
                     len: None,
                 };
-                self.copy_str_into(&sv, slot, round8(n).max(8));
+                self.copy_str_into(&sv, slot, round8(n).max(8), true);
                 self.push(Inst::Const { dst: present, imm: 1 });
                 self.jump(join);
                 self.switch_to(miss);
@@ -3110,7 +3110,7 @@ impl<'a> Lowerer<'a> {
                     },
                     len: None,
                 };
-                self.copy_str_into(&sv, slot, cap);
+                self.copy_str_into(&sv, slot, cap, true);
                 LV::Str(StrV {
                     buf: StrBuf::Slot { slot, cap },
                     len: None,

@@ -1152,6 +1152,62 @@ fn strings_against_map_strings() {
 /// every length from 0 to 72, at three alignments, with the string ending 0 to 9 bytes before
 /// the packet's end (and 1 or 3 bytes past it: a runtime error): the string must be exactly
 /// the bytes, zero-padded, so a map key finds it.
+/// A string local that held a 12-byte packet string and is assigned a shorter one (a
+/// constant, a 4-byte map string) keeps none of the old bytes: as a 16-byte map key it is
+/// the new string padded with zeros, the key a user writes with `luabpf map set`. (The
+/// compiler once overwrote only the first word, leaving packet bytes 8-11 in the key.)
+#[test]
+fn a_string_local_assigned_a_shorter_string_loses_its_old_tail() {
+    if !kernel("a_string_local_assigned_a_shorter_string_loses_its_old_tail") {
+        return;
+    }
+    let mut t = Tally::default();
+    let src = "local map = require \"bpf.map\"\n\
+               local keys = map.hash(\"keys\", { key = \"c16\", value = \"I8\", entries = 8 })\n\
+               local names = map.array(\"names\", { key = \"I4\", value = \"c4\", entries = 1 })\n"
+        .to_string()
+        + &program(
+            "  local s = p:getstring(40, 12)\n  local which = p:getbyte(14)\n  \
+             if which == 1 then s = \"ab\" end\n  \
+             if which == 2 then local v = names[0]; if v then s = v end end\n  \
+             keys[s] = which",
+        );
+    let Some(loaded) = build(&mut t, "shorter string", &src) else {
+        t.finish("a string local assigned a shorter string");
+        return;
+    };
+    let names = loaded.map("names").expect("names");
+    names
+        .update(&0u32.to_le_bytes(), b"wxyz", luabpf_loader::UpdateMode::Any)
+        .expect("set names[0]");
+    let text = b"ABCDEFGHIJKL";
+    for which in [0u8, 1, 2] {
+        let mut p = operands_packet(i64::from(which), 0, 1);
+        p.resize(40, 0);
+        p.extend_from_slice(text);
+        p.resize(64, 0);
+        let got = test_run(loaded.program_fd("t").unwrap(), &p, 1).unwrap();
+        t.runs += 1;
+        if got.retval != 2 {
+            t.fail(format!("which = {which}: verdict {}", got.retval));
+        }
+    }
+    let keys = loaded.map("keys").expect("keys");
+    for (string, which) in [(&text[..], 0u64), (b"ab", 1), (b"wxyz", 2)] {
+        let mut key = string.to_vec();
+        key.resize(16, 0);
+        let found = keys.lookup(&key).expect("look up keys");
+        if found.as_deref() != Some(&which.to_le_bytes()[..]) {
+            let all: Vec<String> = keys.keys().map(|k| format!("{:02x?}", k.expect("a key"))).collect();
+            t.fail(format!(
+                "keys[{:?}] is {found:?}, expected {which}; the map holds {all:?}",
+                String::from_utf8_lossy(string)
+            ));
+        }
+    }
+    t.finish("a string local assigned a shorter string");
+}
+
 #[test]
 fn packet_strings_at_every_length_and_distance_from_the_end() {
     if !kernel("packet_strings_at_every_length_and_distance_from_the_end") {
