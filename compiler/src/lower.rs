@@ -1349,10 +1349,20 @@ impl<'a> Lowerer<'a> {
         if let Some(bop) = simple {
             return Operand::Value(self.bin(bop, a, b));
         }
-        match op {
-            ArithOp::IDiv | ArithOp::Mod => Operand::Value(self.floor_div_mod(op == ArithOp::IDiv, a, b)),
-            ArithOp::Shl => self.shift(a, b, false),
-            ArithOp::Shr => self.shift(a, b, true),
+        match (op, b) {
+            // By a positive power of two, floor division is an arithmetic shift and the floor
+            // modulo a mask, for negative dividends too (-9 // 8 == -2 == -9 >> 3, -9 % 8 ==
+            // 7 == -9 & 7): one instruction instead of a signed divide, a modulo and the
+            // sign fix-up.
+            (ArithOp::IDiv, Operand::Imm(y)) if y > 0 && y & (y - 1) == 0 => {
+                Operand::Value(self.bin(BinOp::Arsh, a, Operand::Imm(y.trailing_zeros() as i64)))
+            }
+            (ArithOp::Mod, Operand::Imm(y)) if y > 0 && y & (y - 1) == 0 => {
+                Operand::Value(self.bin(BinOp::And, a, Operand::Imm(y - 1)))
+            }
+            (ArithOp::IDiv | ArithOp::Mod, _) => Operand::Value(self.floor_div_mod(op == ArithOp::IDiv, a, b)),
+            (ArithOp::Shl, _) => self.shift(a, b, false),
+            (ArithOp::Shr, _) => self.shift(a, b, true),
             _ => Operand::Imm(0),
         }
     }
@@ -2163,7 +2173,11 @@ impl<'a> Lowerer<'a> {
     fn zero_range(&mut self, slot: Slot, from: u32, to: u32) {
         let mut off = from;
         while off < to {
-            let size = if off % 8 == 0 && off + 8 <= to { Size::DW } else { Size::B };
+            let size = if off % 8 == 0 && off + 8 <= to {
+                Size::DW
+            } else {
+                Size::B
+            };
             self.push(Inst::StoreSlot {
                 slot,
                 off,

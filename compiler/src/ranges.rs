@@ -248,6 +248,11 @@ fn bin(op: BinOp, a: Range, b: Range) -> Range {
                 _ => full,
             }
         }
+        // An arithmetic shift is monotonic: `x // 8` of x in [-9, 20] is in [-2, 2].
+        BinOp::Arsh if b.lo == b.hi && (0..64).contains(&b.lo) => Range {
+            lo: a.lo >> b.lo,
+            hi: a.hi >> b.lo,
+        },
         BinOp::UDiv if b.lo == b.hi && b.lo > 0 && a.non_negative() => Range {
             lo: a.lo / b.lo,
             hi: a.hi / b.lo,

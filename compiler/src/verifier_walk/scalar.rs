@@ -205,7 +205,9 @@ pub fn alu(op: AluOp, a: Sc, b: Sc, is64: bool, signed: bool) -> Sc {
         AluOp::Or => Sc::urange(a.umin.max(b.umin), mask_upto(a.umax.max(b.umax))),
         AluOp::Xor => Sc::urange(0, mask_upto(a.umax.max(b.umax))),
         AluOp::Lsh => match b.value() {
-            Some(k) if k < 64 && a.umax.leading_zeros() as u64 >= k => Sc::urange(a.umin << k, a.umax << k),
+            // The kernel's test (`__scalar64_min_max_lsh`): umax <= 2^(63-k), one bit stricter
+            // than "no bit shifted out".
+            Some(k) if k < 64 && a.umax <= 1u64 << (63 - k) => Sc::urange(a.umin << k, a.umax << k),
             _ => Sc::UNKNOWN,
         },
         AluOp::Rsh => match b.value() {
