@@ -8,10 +8,12 @@
 //! instructions per scanned byte). Here a use of `d` is replaced by `s` wherever the copy
 //! `d = s` is available: on every path to the use it ran, and neither `d` nor `s` was written
 //! since (a forward must-analysis over blocks). `d` must be written only by that copy.
+//!
+//! `propagate_in_blocks` does the same inside one block for any `d`, for adds of a constant.
 
 use crate::bitset::{has_bit, insert_bit, remove_bit};
 use crate::facts::Facts;
-use crate::ir::{Block, Function, Inst, Value};
+use crate::ir::{BinOp, Block, Function, Inst, Operand, Value};
 use cranelift_entity::SecondaryMap;
 
 /// Replaces uses of available copies' destinations by their sources; true if any changed.
@@ -135,6 +137,46 @@ pub fn propagate(f: &mut Function, facts: &mut Facts) -> bool {
     changed
 }
 
+/// Within a block, an add of a constant to `d` after the copy `d = s` adds to `s` instead,
+/// until either is written again, however often `d` is written elsewhere: a local
+/// reassigned in a row (`at = off + 43; at = at + 1 + p:getbyte(at)`, tls.lua's record
+/// walk) then adds to `off + 43` directly, and `opt::fold_add_chains` makes the two adds one.
+/// Only such adds, written once: other readers of `d` are shaped by the lowering for the
+/// passes after this one (a pointer copied, then moved in place), and keep their copy.
+pub fn propagate_in_blocks(f: &mut Function, defs: &SecondaryMap<Value, u32>) -> bool {
+    let mut changed = false;
+    let values = &f.values;
+    let mut active: Vec<(Value, Value)> = Vec::new();
+    for (_, b) in f.blocks.iter_mut() {
+        active.clear();
+        for (inst, _) in b.insts.iter_mut() {
+            if let Inst::Bin {
+                op: BinOp::Add,
+                dst,
+                a,
+                b: Operand::Imm(_),
+            } = inst
+            {
+                if defs[*dst] == 1 {
+                    if let Some(&(_, s)) = active.iter().find(|(d, _)| d == a) {
+                        *a = s;
+                        changed = true;
+                    }
+                }
+            }
+            if let Some(w) = inst.def() {
+                active.retain(|&(d, s)| d != w && s != w);
+            }
+            if let Inst::Mov { dst, src } = *inst {
+                if dst != src && values[dst] == values[src] {
+                    active.push((dst, src));
+                }
+            }
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +217,25 @@ mod tests {
         assert!(!f.blocks[body].insts[1].0.uses().contains(&j));
         assert_eq!(f.blocks[found].term.0, Terminator::Return(Operand::Value(i)));
         assert_eq!(f.blocks[done].term.0, Terminator::Return(Operand::Value(j)));
+    }
+
+    /// tls.lua's `at = off + 43; at = at + 1 + p:getbyte(at)`: `at` is written more than
+    /// once, but in its block the add after the copy adds to `off + 43`, and the two adds
+    /// fold into one. A read of `at` that is not such an add (the packet load) keeps it.
+    #[test]
+    fn an_add_after_a_copy_in_its_block_adds_to_the_source() {
+        let asm = crate::compile::asm_of(
+            r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local at = p:getbyte(0) + 43
+  at = at + 1 + p:getbyte(1)
+  return at & 3
+end, { name = "t" })
+"#,
+        );
+        assert!(asm.contains("+= 44"), "{asm}");
+        assert!(!asm.contains("+= 43"), "{asm}");
     }
 }

@@ -205,7 +205,8 @@ pub fn propagate_copies(f: &mut Function, facts: &mut Facts) -> bool {
     }
     // No such copy: every value resolves to itself (most runs), no need to visit the uses.
     if !copies {
-        return crate::available_copies::propagate(f, facts);
+        let local = crate::available_copies::propagate_in_blocks(f, facts.defs(f));
+        return local | crate::available_copies::propagate(f, facts);
     }
     let resolve = |mut v: Value| {
         for _ in 0..16 {
@@ -231,7 +232,8 @@ pub fn propagate_copies(f: &mut Function, facts: &mut Facts) -> bool {
         for_each_term_use(&mut b.term.0, &mut sub);
     }
     // Replacing uses changes no write count and no edge: the facts still hold.
-    changed | crate::available_copies::propagate(f, facts)
+    let local = crate::available_copies::propagate_in_blocks(f, facts.defs(f));
+    changed | local | crate::available_copies::propagate(f, facts)
 }
 
 /// Calls `sub` on every value an instruction reads (not on the one it writes).

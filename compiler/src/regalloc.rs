@@ -183,6 +183,11 @@ impl Interval {
 enum Hint {
     Reg(Reg),
     SameAs(Value),
+    /// The value is the operand of an operation written to this one (`d = bswap16 v`,
+    /// `d = v + 1`), which will try v's register: a register that this one's life leaves
+    /// free for `d`'s too lets the operation happen in place. A load into r5 whose swapped
+    /// value must survive a call (so lives in r6-r9) is otherwise `r6 = r5; r6 = be16 r6`.
+    Into(Value),
 }
 
 /// Positions, intervals and hints of a function (independent of the register set).
@@ -239,8 +244,14 @@ fn compute_ranges(f: &Function) -> Ranges {
                 Inst::Neg { dst, src }
                 | Inst::Bswap { dst, src, .. }
                 | Inst::Zext { dst, src, .. }
-                | Inst::Sext { dst, src, .. } => hints[*dst].push(Hint::SameAs(*src)),
-                Inst::Bin { dst, a, .. } => hints[*dst].push(Hint::SameAs(*a)),
+                | Inst::Sext { dst, src, .. } => {
+                    hints[*dst].push(Hint::SameAs(*src));
+                    hints[*src].push(Hint::Into(*dst));
+                }
+                Inst::Bin { dst, a, .. } => {
+                    hints[*dst].push(Hint::SameAs(*a));
+                    hints[*a].push(Hint::Into(*dst));
+                }
                 _ => {}
             }
             if !matches!(inst, Inst::Arg { .. }) {
@@ -340,6 +351,10 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
                                               // Per register, the intervals holding it that have not ended yet.
     let mut holders: Vec<Vec<usize>> = vec![Vec::new(); 11];
     let callee_saved = |r: Reg| r.0 >= R6.0 && r.0 <= R9.0;
+    let mut interval_of: Vec<Option<usize>> = vec![None; nvals];
+    for (idx, iv) in ivs.iter().enumerate() {
+        interval_of[iv.value.index()] = Some(idx);
+    }
 
     for (idx, iv) in ivs.iter().enumerate() {
         for r in allocatable {
@@ -349,12 +364,15 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
         let free =
             |r: Reg, holders: &Vec<Vec<usize>>| ok(r) && holders[r.0 as usize].iter().all(|&j| !ivs[j].intersects(iv));
 
-        // 1. A usable hint.
+        // 1. A usable hint; then a register the operations this value flows into can take
+        //    over.
+        let hints = ranges.hints.get(iv.value).map(|v| v.as_slice()).unwrap_or(&[]);
         let mut choice = None;
-        for h in ranges.hints.get(iv.value).map(|v| v.as_slice()).unwrap_or(&[]) {
+        for h in hints {
             let r = match *h {
                 Hint::Reg(r) => Some(r),
                 Hint::SameAs(v) => reg_of[v.index()],
+                Hint::Into(_) => None,
             };
             if let Some(r) = r {
                 if free(r, &holders) {
@@ -362,6 +380,27 @@ fn linear_scan(ranges: &Ranges, nvals: usize, allocatable: &[Reg]) -> (Vec<Optio
                     break;
                 }
             }
+        }
+        for h in hints {
+            let Hint::Into(d) = *h else { continue };
+            if choice.is_some() {
+                break;
+            }
+            let Some(d) = interval_of[d.index()].map(|j| &ivs[j]) else {
+                continue;
+            };
+            if d.start() < iv.start() || d.intersects(iv) {
+                continue;
+            }
+            choice = allocatable
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    free(r, &holders)
+                        && (!d.crosses_call || callee_saved(r))
+                        && holders[r.0 as usize].iter().all(|&j| !ivs[j].intersects(d))
+                })
+                .min_by_key(|&r| (callee_saved(r), r.0));
         }
         // 2. Any free register: caller-saved first for intervals that do not cross calls,
         //    so r6-r9 stay available for those that do.
@@ -666,5 +705,31 @@ mod tests {
         assert!(!read.contains("= r0\n"), "no copy of r0:\n{read}");
         let stored = asm("  local v = m[1]\n  if v then m[1] = 7 end\n  return 2");
         assert!(stored.contains("r1 = r0\n") && stored.contains("r0 = 7\n"), "{stored}");
+    }
+
+    /// A load whose byte-swapped value must survive a map lookup (so lives in r6-r9) is
+    /// loaded into that register and swapped in place, not loaded into r1-r5, copied and
+    /// swapped (`Hint::Into`).
+    #[test]
+    fn a_value_flowing_into_a_call_surviving_one_takes_its_register() {
+        let asm = crate::compile::asm_of(
+            r#"
+local xdp = require "bpf.xdp"
+local map = require "bpf.map"
+local bo = require "linux.byteorder"
+local m = map.hash("m", { key = "I4", value = "I8", entries = 4 })
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local n = bo.ntoh16(p:getuint16(0))
+  if m[1] then return n & 3 end
+  return 2
+end, { name = "t" })
+"#,
+        );
+        let lines: Vec<&str> = asm.lines().map(str::trim).collect();
+        let swap = lines.iter().position(|l| l.contains("= be16 r")).expect(&asm);
+        let reg = lines[swap].split_whitespace().nth(1).expect(&asm);
+        assert!(["r6", "r7", "r8", "r9"].contains(&reg), "{asm}");
+        assert!(lines[swap - 1].contains(&format!("{reg} = *(u16 *)")), "{asm}");
     }
 }
