@@ -138,12 +138,61 @@ fn write_cursors(f: &Function, defs: &SecondaryMap<Value, u32>) -> SecondaryMap<
     cursor
 }
 
+/// The values that may point into the function's stack: slot addresses, arguments (a
+/// caller's buffer), and what is computed from them, copied or returned by a BPF function
+/// given one; and any pointer loaded from memory once such a value is stored somewhere. A
+/// load through anything else (a map value, the packet) cannot read a slot: cookie_guard's
+/// copy of a map string into a zeroed buffer overwrites the zeroing without a read between.
+fn stack_pointers(f: &Function) -> SecondaryMap<Value, bool> {
+    let mut stack: SecondaryMap<Value, bool> = f.value_map();
+    let mut stored = false;
+    loop {
+        let mut changed = false;
+        for (_, b) in f.blocks.iter() {
+            for (inst, _) in &b.insts {
+                let derived = match inst {
+                    Inst::SlotAddr { .. } | Inst::Arg { .. } => true,
+                    Inst::Mov { src, .. } => stack[*src],
+                    Inst::Bin { a, b, .. } => stack[*a] || matches!(b, Operand::Value(v) if stack[*v]),
+                    Inst::CallLocal { args, .. } => args.iter().any(|a| matches!(a, Operand::Value(v) if stack[*v])),
+                    Inst::Load { .. } | Inst::LoadSlot { .. } | Inst::LoadSlotIndexed { .. } => stored,
+                    Inst::Store { src, .. } | Inst::StoreSlot { src, .. } => {
+                        if matches!(src, Operand::Value(v) if stack[*v]) && !stored {
+                            stored = true;
+                            changed = true;
+                        }
+                        false
+                    }
+                    Inst::AtomicAdd { src, .. } => {
+                        if stack[*src] && !stored {
+                            stored = true;
+                            changed = true;
+                        }
+                        false
+                    }
+                    _ => false,
+                };
+                if let Some(d) = inst.def() {
+                    if derived && !stack[d] {
+                        stack[d] = true;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            return stack;
+        }
+    }
+}
+
 /// Removes stores into slots past every byte that is read, and stores that a later store in
 /// the same block overwrites with nothing in between that could read the slot.
 pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes, known: &mut crate::facts::Facts) -> bool {
     let mut changed = remove_repeated_slot_stores(f, known);
     // (Stores write no value: the write counts are still those of `f` after the removals.)
     let need = read_extents(f, maps, known.defs(f));
+    let stack = stack_pointers(f);
     // One buffer for every block's marks (a vector per block showed in profiles).
     let mut dead = Vec::new();
     for (_, b) in f.blocks.iter_mut() {
@@ -181,6 +230,7 @@ pub fn remove_dead_slot_stores(f: &mut Function, maps: &MapSizes, known: &mut cr
                     | Inst::MapAddr { .. }
                     | Inst::SlotAddr { .. } => {}
                     Inst::LoadSlot { slot: s2, .. } if s2 != slot => {}
+                    Inst::Load { base, .. } if !stack[*base] => {}
                     _ => break,
                 }
             }
@@ -511,6 +561,82 @@ mod tests {
                 (0..kept).step_by(8).collect::<Vec<u32>>(),
                 "loads: {also_loads}"
             );
+        }
+    }
+
+    /// A map string copied into a zeroed buffer (cookie_guard's `expected`): the loads from
+    /// the map value cannot read the buffer, so the copy's stores make the zeroing dead. A
+    /// load through a stack address may read it, and the zeroing stays.
+    #[test]
+    fn loads_from_a_map_value_do_not_read_the_stack() {
+        for from_stack in [false, true] {
+            let mut f = Function::new("t");
+            let (slot, other) = (f.new_slot(16, 8), f.new_slot(16, 8));
+            let v = |f: &mut Function, kind| f.new_value(kind);
+            let (k, m, src) = (
+                v(&mut f, ValueKind::Pointer),
+                v(&mut f, ValueKind::Pointer),
+                v(&mut f, ValueKind::Pointer),
+            );
+            if from_stack {
+                push(
+                    &mut f,
+                    Inst::SlotAddr {
+                        dst: src,
+                        slot: other,
+                        off: 0,
+                    },
+                );
+            } else {
+                push(
+                    &mut f,
+                    Inst::SlotAddr {
+                        dst: k,
+                        slot: other,
+                        off: 0,
+                    },
+                );
+                push(&mut f, Inst::MapAddr { dst: m, map: 0 });
+                push(
+                    &mut f,
+                    Inst::Call {
+                        helper: h::MAP_LOOKUP_ELEM,
+                        args: vec![m.into(), k.into()],
+                        dst: Some(src),
+                    },
+                );
+            }
+            zero(&mut f, slot, 16);
+            for off in [0, 8] {
+                let w = v(&mut f, ValueKind::Scalar);
+                push(
+                    &mut f,
+                    Inst::Load {
+                        dst: w,
+                        base: src,
+                        off: off as i16,
+                        size: Size::DW,
+                    },
+                );
+                push(
+                    &mut f,
+                    Inst::StoreSlot {
+                        slot,
+                        off,
+                        src: w.into(),
+                        size: Size::DW,
+                    },
+                );
+            }
+            let (p, m2, r) = (
+                v(&mut f, ValueKind::Pointer),
+                v(&mut f, ValueKind::Pointer),
+                v(&mut f, ValueKind::Pointer),
+            );
+            look_up_and_return(&mut f, slot, (p, m2, r));
+            remove_dead_slot_stores(&mut f, &[(16, 8)], &mut Default::default());
+            let want: &[u32] = if from_stack { &[0, 8, 0, 8] } else { &[0, 8] };
+            assert_eq!(stores(&f), want, "from the stack: {from_stack}");
         }
     }
 
