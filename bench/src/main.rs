@@ -322,7 +322,9 @@ fn main() {
     let machine = Machine {
         kernel: command_output("uname", &["-r"]),
         cpu_model: cpu_model(),
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // The machine's, not the harness's: `--cpu` pins it to one, and available_parallelism
+        // counts only the CPUs it may run on.
+        cpus: usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(0),
         loadavg_start,
         loadavg_end: read_trim("/proc/loadavg"),
         date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
