@@ -140,7 +140,8 @@ fn write_cursors(f: &Function, defs: &SecondaryMap<Value, u32>) -> SecondaryMap<
 
 /// The values that may point into the function's stack: slot addresses, arguments (a
 /// caller's buffer), and what is computed from them, copied or returned by a BPF function
-/// given one; and any pointer loaded from memory once such a value is stored somewhere. A
+/// or kfunc given one; and any pointer loaded from memory once such a value is stored
+/// somewhere. A
 /// load through anything else (a map value, the packet) cannot read a slot: cookie_guard's
 /// copy of a map string into a zeroed buffer overwrites the zeroing without a read between.
 fn stack_pointers(f: &Function) -> SecondaryMap<Value, bool> {
@@ -154,7 +155,12 @@ fn stack_pointers(f: &Function) -> SecondaryMap<Value, bool> {
                     Inst::SlotAddr { .. } | Inst::Arg { .. } => true,
                     Inst::Mov { src, .. } => stack[*src],
                     Inst::Bin { a, b, .. } => stack[*a] || matches!(b, Operand::Value(v) if stack[*v]),
-                    Inst::CallLocal { args, .. } => args.iter().any(|a| matches!(a, Operand::Value(v) if stack[*v])),
+                    // A BPF function, or a kfunc (`bpf_dynptr_slice` returns the buffer it is
+                    // given when the packet is not linear); helpers return map values and
+                    // kernel objects only.
+                    Inst::CallLocal { args, .. } | Inst::CallKfunc { args, .. } => {
+                        args.iter().any(|a| matches!(a, Operand::Value(v) if stack[*v]))
+                    }
                     Inst::Load { .. } | Inst::LoadSlot { .. } | Inst::LoadSlotIndexed { .. } => stored,
                     Inst::Store { src, .. } | Inst::StoreSlot { src, .. } => {
                         if matches!(src, Operand::Value(v) if stack[*v]) && !stored {
