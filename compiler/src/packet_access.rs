@@ -338,6 +338,31 @@ end, { name = "scan" })
         );
     }
 
+    /// `if #p < 34 then return end` is one packet check (`data + 34 > data_end`,
+    /// packet_compares) that covers the accesses after it: none of them checks again. A
+    /// shorter minimum (20) covers only the access inside it; the three past it keep theirs.
+    #[test]
+    fn a_minimum_length_test_covers_the_accesses_after_it() {
+        for (test, checks) in [("#p < 34", 1), ("#p <= 33", 1), ("34 > #p", 1), ("#p < 20", 4)] {
+            let out = asm(&format!(
+                r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  if {test} then return 2 end
+  if p:getuint16(12) ~= 8 then return 2 end
+  return p:getbyte(23) + p:getuint32(26) + p:getuint32(30)
+end, {{ name = "t" }})
+"#
+            ));
+            let compares = out
+                .lines()
+                .filter(|l| l.contains("goto") && [" > r", " >= r", " < r", " <= r"].iter().any(|c| l.contains(c)))
+                .count();
+            assert_eq!(compares, checks, "{test}:\n{out}");
+        }
+    }
+
     /// `a - 1` is not `a` plus an offset the verifier would take (a negative one): the
     /// access there keeps its own check although `a + 1`'s check spans its last byte.
     #[test]

@@ -7,6 +7,11 @@
 //! matching, and the verifier walks each iteration several times. Compared as pointers,
 //! `data + at + 14 > data_end`, the test says nothing about a scalar, as in C.
 //!
+//! A test against a constant, `if #p < 54 then return end` (the usual "is the packet long
+//! enough" guard), becomes `data + 54 > data_end`: the lowering's own bounds-check form, so
+//! `packet_access` takes it as the check of every access within 54 bytes after it, as in C.
+//! As a length compare it bounded no pointer, and each access checked again.
+//!
 //! Only where the interval analysis proves the offset within [0, MAX_PACKET_OFF] (so the
 //! pointer arithmetic is one the verifier accepts); the signed and unsigned orders agree
 //! there because the length is never negative.
@@ -73,11 +78,21 @@ pub fn compare_packet_pointers(f: &mut Function, ends: &SecondaryMap<Block, Opti
             b: Operand::Value(o),
             ..
         } => unsigned(op).is_some() && (len[a].is_some() != len[o].is_some()),
+        Terminator::Branch {
+            op,
+            a,
+            b: Operand::Imm(k),
+            ..
+        } => unsigned(op).is_some() && len[a].is_some() && (0..=MAX_PACKET_OFF).contains(&k),
         _ => false,
     });
     if !candidate {
         return false;
     }
+    // A length test against a constant inside a loop stays a length test: its scalar bound
+    // is what lets the verifier decide the loop's other tests (`while n ~= len do if len > 1
+    // then n = n + 1 end end` walks every hidden-bound iteration without it).
+    let in_loop = crate::opt::laid_out_in_loops(f, &f.reverse_postorder());
     let mut changed = false;
     let blocks: Vec<_> = f.blocks.keys().collect();
     for b in blocks {
@@ -85,7 +100,7 @@ pub fn compare_packet_pointers(f: &mut Function, ends: &SecondaryMap<Block, Opti
         let Terminator::Branch {
             op,
             a,
-            b: Operand::Value(o),
+            b: other,
             then_,
             else_,
         } = f.blocks[b].term.0
@@ -93,13 +108,20 @@ pub fn compare_packet_pointers(f: &mut Function, ends: &SecondaryMap<Block, Opti
             continue;
         };
         let Some(uop) = unsigned(op) else { continue };
-        // `offset op len` or `len op offset`.
-        let (offset, (data, end), len_on_right) = match (len[a], len[o]) {
-            (None, Some(p)) => (a, p, true),
-            (Some(p), None) => (o, p, false),
+        // `offset op len`, `len op offset`, or `len op k` (`if #p < 54 then return end`,
+        // which then bounds the accesses after it as `data + 54 > data_end` does).
+        let (offset, (data, end), len_on_right) = match (len[a], other) {
+            (Some(p), Operand::Imm(k)) if (0..=MAX_PACKET_OFF).contains(&k) && !in_loop[b] => {
+                (Operand::Imm(k), p, false)
+            }
+            (None, Operand::Value(o)) if len[o].is_some() => (Operand::Value(a), len[o].unwrap(), true),
+            (Some(p), Operand::Value(o)) if len[o].is_none() => (Operand::Value(o), p, false),
             _ => continue,
         };
-        let within = state.get(&offset).is_some_and(|r| r.lo >= 0 && r.hi <= MAX_PACKET_OFF);
+        let within = match offset {
+            Operand::Imm(_) => true,
+            Operand::Value(v) => state.get(&v).is_some_and(|r| r.lo >= 0 && r.hi <= MAX_PACKET_OFF),
+        };
         if !within {
             continue;
         }
@@ -111,15 +133,17 @@ pub fn compare_packet_pointers(f: &mut Function, ends: &SecondaryMap<Block, Opti
                 op: crate::ir::BinOp::Add,
                 dst: t,
                 a: t,
-                b: Operand::Value(offset),
+                b: offset,
             },
             loc,
         ));
-        let (x, y) = if len_on_right { (t, end) } else { (end, t) };
+        // Always `data + offset op data_end` (`len < k` is `data + k > data_end`): the form
+        // of the lowering's own bounds checks, which packet_access then takes as covering
+        // the accesses after it.
         f.blocks[b].term.0 = Terminator::Branch {
-            op: uop,
-            a: x,
-            b: Operand::Value(y),
+            op: if len_on_right { uop } else { uop.swap() },
+            a: t,
+            b: Operand::Value(end),
             then_,
             else_,
         };

@@ -1342,6 +1342,11 @@ fn packet_access() {
         ("writes before a failed access stay", "p:setint64(30, 42)\n  p:setint64(a, 0)\n  do return 3 end"),
         ("division by a run-time zero in a helper", "local function d(x, y) return x // y end\n  p:setint64(30, 1)\n  p:setint64(30, d(b, a & 3))"),
         ("return nothing", "if a > 40 then return end\n  p:setint64(30, 9)"),
+        // The length test becomes the packet check of the reads after it (packet_compares).
+        ("a minimum length covers the reads after it", "if #p < 46 then return 3 end\n  p:setint64(30, p:getint64(38))"),
+        ("a minimum length, at most", "if #p <= 45 then return 3 end\n  p:setint64(30, p:getuint32(42) + p:getbyte(45))"),
+        ("a minimum length, reversed", "if 46 > #p then return 3 end\n  p:setint64(30, p:getint64(38))"),
+        ("a minimum length too short for a read", "if #p < 40 then return 3 end\n  p:setint64(30, p:getint64(38))"),
         ("return from a nested block", "for i = 1, 3 do\n    if i == a then return 3 end\n    while true do\n      if a < 0 then return 0 end\n      break\n    end\n  end"),
     ];
     for (label, body) in cases {
