@@ -572,10 +572,11 @@ mod tests {
 
     /// A map string copied into a zeroed buffer (cookie_guard's `expected`): the loads from
     /// the map value cannot read the buffer, so the copy's stores make the zeroing dead. A
-    /// load through a stack address may read it, and the zeroing stays.
+    /// load through a stack address may read it, as may one through what a kfunc given a
+    /// stack address returns (`bpf_dynptr_slice`'s buffer), and the zeroing stays.
     #[test]
     fn loads_from_a_map_value_do_not_read_the_stack() {
-        for from_stack in [false, true] {
+        for source in ["map value", "stack", "kfunc"] {
             let mut f = Function::new("t");
             let (slot, other) = (f.new_slot(16, 8), f.new_slot(16, 8));
             let v = |f: &mut Function, kind| f.new_value(kind);
@@ -584,33 +585,31 @@ mod tests {
                 v(&mut f, ValueKind::Pointer),
                 v(&mut f, ValueKind::Pointer),
             );
-            if from_stack {
-                push(
-                    &mut f,
-                    Inst::SlotAddr {
-                        dst: src,
-                        slot: other,
-                        off: 0,
-                    },
-                );
-            } else {
-                push(
-                    &mut f,
-                    Inst::SlotAddr {
-                        dst: k,
-                        slot: other,
-                        off: 0,
-                    },
-                );
-                push(&mut f, Inst::MapAddr { dst: m, map: 0 });
-                push(
-                    &mut f,
-                    Inst::Call {
-                        helper: h::MAP_LOOKUP_ELEM,
-                        args: vec![m.into(), k.into()],
-                        dst: Some(src),
-                    },
-                );
+            let from_stack = source == "stack";
+            push(
+                &mut f,
+                Inst::SlotAddr {
+                    dst: if from_stack { src } else { k },
+                    slot: other,
+                    off: 0,
+                },
+            );
+            let call = match source {
+                "map value" => Some(Inst::Call {
+                    helper: h::MAP_LOOKUP_ELEM,
+                    args: vec![m.into(), k.into()],
+                    dst: Some(src),
+                }),
+                "kfunc" => Some(Inst::CallKfunc {
+                    name: "bpf_dynptr_slice".into(),
+                    args: vec![k.into()],
+                    dst: Some(src),
+                }),
+                _ => None,
+            };
+            push(&mut f, Inst::MapAddr { dst: m, map: 0 });
+            if let Some(call) = call {
+                push(&mut f, call);
             }
             zero(&mut f, slot, 16);
             for off in [0, 8] {
@@ -641,8 +640,8 @@ mod tests {
             );
             look_up_and_return(&mut f, slot, (p, m2, r));
             remove_dead_slot_stores(&mut f, &[(16, 8)], &mut Default::default());
-            let want: &[u32] = if from_stack { &[0, 8, 0, 8] } else { &[0, 8] };
-            assert_eq!(stores(&f), want, "from the stack: {from_stack}");
+            let want: &[u32] = if source == "map value" { &[0, 8] } else { &[0, 8, 0, 8] };
+            assert_eq!(stores(&f), want, "loads through a {source}");
         }
     }
 
