@@ -114,7 +114,10 @@ pub fn compare_packet_pointers(f: &mut Function, ends: &SecondaryMap<Block, Opti
             (Some(p), Operand::Imm(k)) if (0..=MAX_PACKET_OFF).contains(&k) && !in_loop[b] => {
                 (Operand::Imm(k), p, false)
             }
-            (None, Operand::Value(o)) if len[o].is_some() => (Operand::Value(a), len[o].unwrap(), true),
+            (None, Operand::Value(o)) => match len[o] {
+                Some(p) => (Operand::Value(a), p, true),
+                None => continue,
+            },
             (Some(p), Operand::Value(o)) if len[o].is_none() => (Operand::Value(o), p, false),
             _ => continue,
         };

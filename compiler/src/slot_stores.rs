@@ -162,22 +162,22 @@ fn stack_pointers(f: &Function) -> SecondaryMap<Value, bool> {
                         args.iter().any(|a| matches!(a, Operand::Value(v) if stack[*v]))
                     }
                     Inst::Load { .. } | Inst::LoadSlot { .. } | Inst::LoadSlotIndexed { .. } => stored,
-                    Inst::Store { src, .. } | Inst::StoreSlot { src, .. } => {
-                        if matches!(src, Operand::Value(v) if stack[*v]) && !stored {
-                            stored = true;
-                            changed = true;
-                        }
-                        false
-                    }
-                    Inst::AtomicAdd { src, .. } => {
-                        if stack[*src] && !stored {
-                            stored = true;
-                            changed = true;
-                        }
-                        false
-                    }
                     _ => false,
                 };
+                let escapes = match inst {
+                    Inst::Store {
+                        src: Operand::Value(v), ..
+                    }
+                    | Inst::StoreSlot {
+                        src: Operand::Value(v), ..
+                    }
+                    | Inst::AtomicAdd { src: v, .. } => stack[*v],
+                    _ => false,
+                };
+                if escapes && !stored {
+                    stored = true;
+                    changed = true;
+                }
                 if let Some(d) = inst.def() {
                     if derived && !stack[d] {
                         stack[d] = true;
