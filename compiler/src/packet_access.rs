@@ -10,6 +10,14 @@
 //! data_end` that passed covers every later access of the same base within `K` bytes, and
 //! the later checks go. That is how a C programmer writes it, and what the verifier tracks.
 //!
+//! A check that is not covered can instead move into the last check of its base, widened
+//! to both extents, when no one can tell the difference: nothing observable (a store, a
+//! call) happened since that check, and every way out since, like both checks' failures,
+//! returns the same constant. Then a packet too short for the second read returns that
+//! constant either way. A filter's "not IPv4: pass" between the Ethernet and IPv4 reads is
+//! such a way out when pass is also the default verdict, so the headers' reads share one
+//! check of the furthest byte, as a C programmer writes it.
+//!
 //! Facts flow forward along chains of blocks with a single predecessor (the `and` chains and
 //! `then` arms that lowering makes): a check removed here is dominated, on every path, by
 //! the check that covers it. A redefined root, a call, or a join forgets them. Only offsets
@@ -37,6 +45,26 @@ struct Facts {
     checked: HashMap<Option<Value>, i64>,
     /// The pointer `data + root` that checks and accesses of `root` go through.
     base: HashMap<Value, Value>,
+    /// The last check of each root that a later, wider check of it may be moved into.
+    open: HashMap<Option<Value>, OpenCheck>,
+}
+
+/// A check `q + c > data_end` (or `>=`) whose failure returns the constant `verdict`, on a
+/// path from which, since, nothing observable happened and every way out returned `verdict`
+/// too. A later check of the same root that also fails to `verdict` can be made here
+/// instead, with its extent: a packet too short for it returns `verdict` either way.
+#[derive(Clone, Copy)]
+struct OpenCheck {
+    block: Block,
+    /// The compared pointer `q + c`, made by the block's last instruction.
+    compared: Value,
+    op: JmpOp,
+    /// `data + root`.
+    base: Value,
+    verdict: i64,
+    /// The root's largest value at the check (0 for constants): how far the verifier lets
+    /// the check reach.
+    root_max: i64,
 }
 
 impl Facts {
@@ -46,6 +74,8 @@ impl Facts {
         self.scalar.retain(|_, s| s.0 != Some(v));
         self.pointer.retain(|_, s| s.0 != Some(v));
         self.checked.remove(&Some(v));
+        self.open.remove(&Some(v));
+        self.open.retain(|_, o| o.base != v);
         self.base.remove(&v);
         self.base.retain(|_, q| *q != v);
     }
@@ -63,6 +93,9 @@ fn add(s: Sym, k: i64) -> Option<Sym> {
 /// one of them).
 fn step(facts: &mut Facts, inst: &Inst, data: Value, kinds: &PrimaryMap<Value, ValueKind>) {
     let scalar_ok = |v: &Value| kinds[*v] == ValueKind::Scalar;
+    if matches!(inst, Inst::Store { .. } | Inst::AtomicAdd { .. }) {
+        facts.open.clear();
+    }
     let Some(d) = inst.def() else {
         if inst.is_call() {
             *facts = Facts::default();
@@ -252,6 +285,23 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
                     if facts.checked.get(&root).is_some_and(|&k| extent <= k) {
                         f.blocks[b].term.0 = Terminator::Jump(else_);
                         changed = true;
+                    } else if facts
+                        .open
+                        .get(&root)
+                        .copied()
+                        .filter(|o| constant_return(f, then_) == Some(o.verdict))
+                        .filter(|o| root.map_or(Some(data), |r| facts.base.get(&r).copied()) == Some(o.base))
+                        .filter(|o| {
+                            o.root_max
+                                .checked_add(extent)
+                                .is_some_and(|h| h <= VERIFIER_MAX_PACKET_OFF)
+                        })
+                        .is_some_and(|o| widen(f, o, extent))
+                    {
+                        // The earlier check now tests this extent; this one goes.
+                        facts.checked.insert(root, extent);
+                        f.blocks[b].term.0 = Terminator::Jump(else_);
+                        changed = true;
                     } else if root_ok(&ranges, root, c) {
                         let loc = f.blocks[b].term.1;
                         let q = match root {
@@ -277,6 +327,21 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
                         changed = true;
                         let mut safe = facts.clone();
                         safe.checked.insert(root, extent);
+                        safe.open.retain(|_, o| constant_return(f, then_) == Some(o.verdict));
+                        if let Some(verdict) = constant_return(f, then_) {
+                            let root_max = root.map_or(Some(0), |r| ranges.get(&r).map(|x| x.hi));
+                            if let Some(root_max) = root_max {
+                                let open = OpenCheck {
+                                    block: b,
+                                    compared: nt,
+                                    op,
+                                    base: q,
+                                    verdict,
+                                    root_max,
+                                };
+                                safe.open.insert(root, open);
+                            }
+                        }
                         edge.insert(else_, safe);
                         edge.insert(then_, facts.clone());
                         continue;
@@ -284,11 +349,58 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
                 }
             }
         }
-        for s in f.blocks[b].term.0.successors() {
-            edge.entry(s).or_insert_with(|| facts.clone());
+        let term = &f.blocks[b].term.0;
+        for s in term.successors() {
+            edge.entry(s).or_insert_with(|| {
+                let mut facts = facts.clone();
+                // A check stays open into `s` only if every other way out returns its verdict.
+                match *term {
+                    Terminator::Jump(_) => {}
+                    Terminator::Branch { then_, else_, .. } if then_ != else_ => {
+                        let other = constant_return(f, if s == then_ { else_ } else { then_ });
+                        facts.open.retain(|_, o| other == Some(o.verdict));
+                    }
+                    _ => facts.open.clear(),
+                }
+                facts
+            });
         }
     }
     changed
+}
+
+/// `k` when block `b` is only `return k`.
+fn constant_return(f: &Function, b: Block) -> Option<i64> {
+    let blk = &f.blocks[b];
+    match blk.term.0 {
+        Terminator::Return(Operand::Imm(k)) if blk.insts.is_empty() => Some(k),
+        _ => None,
+    }
+}
+
+/// Makes `open`'s check test `extent` bytes from its base; false if it cannot.
+fn widen(f: &mut Function, open: OpenCheck, extent: i64) -> bool {
+    let c = if open.op == JmpOp::Jge { extent - 1 } else { extent };
+    let made = f.blocks[open.block]
+        .insts
+        .iter_mut()
+        .rev()
+        .find_map(|(inst, _)| match inst {
+            Inst::Bin {
+                op: BinOp::Add,
+                dst,
+                b: b @ Operand::Imm(_),
+                ..
+            } if *dst == open.compared => Some(b),
+            _ => None,
+        });
+    match made {
+        Some(b) => {
+            *b = Operand::Imm(c);
+            true
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -340,16 +452,24 @@ end, { name = "scan" })
 
     /// `if #p < 34 then return end` is one packet check (`data + 34 > data_end`,
     /// packet_compares) that covers the accesses after it: none of them checks again. A
-    /// shorter minimum (20) covers only the access inside it; the three past it keep theirs.
+    /// shorter minimum (20) that returns the default verdict tests the furthest read's extent
+    /// instead (a packet too short for it returns the default either way); one that returns
+    /// another verdict keeps its own, and the reads after it share one check.
     #[test]
     fn a_minimum_length_test_covers_the_accesses_after_it() {
-        for (test, checks) in [("#p < 34", 1), ("#p <= 33", 1), ("34 > #p", 1), ("#p < 20", 4)] {
+        for (test, verdict, checks) in [
+            ("#p < 34", 2, 1),
+            ("#p <= 33", 2, 1),
+            ("34 > #p", 2, 1),
+            ("#p < 20", 2, 1),
+            ("#p < 20", 1, 2),
+        ] {
             let out = asm(&format!(
                 r#"
 local xdp = require "bpf.xdp"
 return xdp.program(function(ctx)
   local p = ctx:packet()
-  if {test} then return 2 end
+  if {test} then return {verdict} end
   if p:getuint16(12) ~= 8 then return 2 end
   return p:getbyte(23) + p:getuint32(26) + p:getuint32(30)
 end, {{ name = "t" }})
@@ -359,7 +479,40 @@ end, {{ name = "t" }})
                 .lines()
                 .filter(|l| l.contains("goto") && [" > r", " >= r", " < r", " <= r"].iter().any(|c| l.contains(c)))
                 .count();
-            assert_eq!(compares, checks, "{test}:\n{out}");
+            assert_eq!(compares, checks, "{test} then return {verdict}:\n{out}");
+        }
+    }
+
+    /// A read's check moves into the check of an earlier read of the same base, widened to
+    /// both, only where no one can tell: nothing observable happens between them and every
+    /// way out between returns the verdict of a failed check (the default, 2). A write, a
+    /// call or a way out with another verdict keeps the two checks.
+    #[test]
+    fn a_later_check_moves_into_an_earlier_one_only_where_nothing_can_tell() {
+        for (between, checks) in [
+            ("", 1),
+            ("if x == 1 then return 2 end", 1),
+            ("if x == 1 then return 1 end", 2),
+            ("p:setbyte(0, x)", 2),
+            ("x = x + bpf.ktime()", 2),
+        ] {
+            let out = asm(&format!(
+                r#"
+local xdp = require "bpf.xdp"
+local bpf = require "bpf"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local x = p:getbyte(23)
+  {between}
+  return x + p:getuint32(30)
+end, {{ name = "t" }})
+"#
+            ));
+            assert_eq!(packet_checks(&out), checks, "{between:?}:\n{out}");
+            // The one check left tests the second read's extent.
+            if checks == 1 {
+                assert!(out.contains(" += 34"), "{between:?}:\n{out}");
+            }
         }
     }
 
@@ -385,16 +538,17 @@ end, { name = "before" })
     }
 
     /// Constant offsets: an access inside the extent an earlier check proved needs no check
-    /// of its own (bytes 12-13 after the check up to byte 23), one past it does.
+    /// of its own (bytes 12-13 after the check up to byte 23), one past it does (the return
+    /// of 1 between keeps it from moving into the first).
     #[test]
     fn a_wider_earlier_check_covers_later_constant_accesses() {
         let out = asm(r#"
 local xdp = require "bpf.xdp"
 return xdp.program(function(ctx)
   local p = ctx:packet()
-  local x = p:getbyte(23) + p:getuint16(12) + p:getuint32(26)
+  local x = p:getbyte(23) + p:getuint16(12)
   if x == 7 then return 1 end
-  return 2
+  return x + p:getuint32(26)
 end, { name = "consts" })
 "#);
         let checks = packet_checks(&out);

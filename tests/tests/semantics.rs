@@ -1347,6 +1347,13 @@ fn packet_access() {
         ("a minimum length, at most", "if #p <= 45 then return 3 end\n  p:setint64(30, p:getuint32(42) + p:getbyte(45))"),
         ("a minimum length, reversed", "if 46 > #p then return 3 end\n  p:setint64(30, p:getint64(38))"),
         ("a minimum length too short for a read", "if #p < 40 then return 3 end\n  p:setint64(30, p:getint64(38))"),
+        // A read's check moved into an earlier one (packet_access): only where the verdict
+        // of a too-short packet cannot change, and no write can be lost.
+        ("a later read checked by an earlier one", "if p:getbyte(40) ~= 0x11 then return 1 end\n  p:setint64(30, p:getint64(50))"),
+        ("a way out with another verdict between two reads", "if p:getbyte(40) == 0x11 then return 3 end\n  p:setint64(30, p:getint64(50))"),
+        ("a write between two reads", "local x = p:getbyte(36)\n  p:setbyte(37, 7)\n  p:setint64(30, x + p:getint64(50))"),
+        ("a short guard with the default verdict", "if #p < 40 then return 1 end\n  p:setint64(30, p:getint64(50))"),
+        ("a short guard with another verdict", "if #p < 40 then return 3 end\n  p:setint64(30, p:getint64(50))"),
         ("return from a nested block", "for i = 1, 3 do\n    if i == a then return 3 end\n    while true do\n      if a < 0 then return 0 end\n      break\n    end\n  end"),
     ];
     for (label, body) in cases {
