@@ -20,7 +20,9 @@
 //!
 //! Facts flow forward along chains of blocks with a single predecessor (the `and` chains and
 //! `then` arms that lowering makes): a check removed here is dominated, on every path, by
-//! the check that covers it. A redefined root, a call, or a join forgets them. Only offsets
+//! the check that covers it. A redefined root, a join, or a call forgets them, but for the
+//! helpers that cannot move the packet (a map lookup, the clock): across those the verifier
+//! keeps a checked pointer's range too, in r6-r9 or spilled. Only offsets
 //! that the interval analysis proves non-negative and small enough for the verifier to grant
 //! a range (root + extent <= 0xffff) are rebased.
 
@@ -93,13 +95,13 @@ fn add(s: Sym, k: i64) -> Option<Sym> {
 /// one of them).
 fn step(facts: &mut Facts, inst: &Inst, data: Value, kinds: &PrimaryMap<Value, ValueKind>) {
     let scalar_ok = |v: &Value| kinds[*v] == ValueKind::Scalar;
-    if matches!(inst, Inst::Store { .. } | Inst::AtomicAdd { .. }) {
+    if matches!(inst, Inst::Store { .. } | Inst::AtomicAdd { .. }) || inst.is_call() {
         facts.open.clear();
     }
+    if inst.is_call() && !keeps_packet(inst) {
+        *facts = Facts::default();
+    }
     let Some(d) = inst.def() else {
-        if inst.is_call() {
-            *facts = Facts::default();
-        }
         return;
     };
     let scalar = match inst {
@@ -137,7 +139,6 @@ fn step(facts: &mut Facts, inst: &Inst, data: Value, kinds: &PrimaryMap<Value, V
     // The new facts are computed from the old values; then `d`'s old meaning goes.
     facts.forget(d);
     if inst.is_call() {
-        *facts = Facts::default();
         return;
     }
     if let Some(p) = pointer {
@@ -148,6 +149,24 @@ fn step(facts: &mut Facts, inst: &Inst, data: Value, kinds: &PrimaryMap<Value, V
             facts.scalar.insert(d, s);
         }
     }
+}
+
+/// Whether the verifier keeps packet pointers' checked ranges across the call: helpers
+/// that cannot move or resize the packet. (Others, and BPF functions, forget everything.)
+fn keeps_packet(inst: &Inst) -> bool {
+    use runtime_bpf::helpers as h;
+    matches!(
+        inst,
+        Inst::Call { helper, .. } if [
+            h::MAP_LOOKUP_ELEM,
+            h::MAP_UPDATE_ELEM,
+            h::MAP_DELETE_ELEM,
+            h::KTIME_GET_NS,
+            h::KTIME_GET_BOOT_NS,
+            h::GET_SMP_PROCESSOR_ID,
+        ]
+        .contains(helper)
+    )
 }
 
 /// `data` and `data_end` as lowering loads them from the ctx (XDP: offsets 0 and 4; skb
@@ -514,6 +533,26 @@ end, {{ name = "t" }})
                 assert!(out.contains(" += 34"), "{between:?}:\n{out}");
             }
         }
+    }
+
+    /// A map lookup leaves the packet where it was, and the verifier keeps the checked range
+    /// of a packet pointer in r6-r9 across it: a check before the lookup covers the reads
+    /// after it. (cookie_guard: the IPv4 header's reads after the `blocked` lookup.)
+    #[test]
+    fn a_check_before_a_map_lookup_covers_the_reads_after_it() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+local map = require "bpf.map"
+local seen = map.hash("seen", { key = "I4", value = "I8", entries = 16 })
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local x = p:getuint32(26)
+  if seen[x] then return 1 end
+  return p:getbyte(23) + p:getuint16(12)
+end, { name = "t" })
+"#);
+        assert_eq!(packet_checks(&out), 1, "{out}");
+        assert!(out.contains("call bpf_map_lookup_elem"), "{out}");
     }
 
     /// `a - 1` is not `a` plus an offset the verifier would take (a negative one): the
