@@ -18,13 +18,13 @@
 //! such a way out when pass is also the default verdict, so the headers' reads share one
 //! check of the furthest byte, as a C programmer writes it.
 //!
-//! Facts flow forward along chains of blocks with a single predecessor (the `and` chains and
-//! `then` arms that lowering makes): a check removed here is dominated, on every path, by
-//! the check that covers it. A redefined root, a join, or a call forgets them, but for the
-//! helpers that cannot move the packet (a map lookup, the clock): across those the verifier
-//! keeps a checked pointer's range too, in r6-r9 or spilled. Only offsets
-//! that the interval analysis proves non-negative and small enough for the verifier to grant
-//! a range (root + extent <= 0xffff) are rebased.
+//! Facts flow forward along the blocks in reverse post-order; a join keeps what holds on
+//! every way in (`proto == 6 or proto == 17`), a loop's header starts from nothing. So a
+//! check removed here is preceded, on every path, by a check that covers it. A redefined
+//! root or a call forgets them, but for the helpers that cannot move the packet (a map
+//! lookup, the clock): across those the verifier keeps a checked pointer's range too, in
+//! r6-r9 or spilled. Only offsets that the interval analysis proves non-negative and small
+//! enough for the verifier to grant a range (root + extent <= 0xffff) are rebased.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -80,6 +80,24 @@ impl Facts {
         self.open.retain(|_, o| o.base != v);
         self.base.remove(&v);
         self.base.retain(|_, q| *q != v);
+    }
+
+    /// What holds on every path into a join: the facts both sides agree on; a root stays
+    /// checked, to the shorter extent, only where it has the same base on both. No check
+    /// stays open past a join.
+    fn meet(&mut self, other: &Facts) {
+        self.scalar.retain(|v, s| other.scalar.get(v) == Some(s));
+        self.pointer.retain(|v, p| other.pointer.get(v) == Some(p));
+        self.base.retain(|r, q| other.base.get(r) == Some(q));
+        let base = &self.base;
+        self.checked.retain(|r, k| match other.checked.get(r) {
+            Some(&o) if r.is_none_or(|r| base.contains_key(&r)) => {
+                *k = (*k).min(o);
+                true
+            }
+            _ => false,
+        });
+        self.open.clear();
     }
 
     fn scalar_of(&self, v: Value) -> Sym {
@@ -247,13 +265,23 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
     }
     let mut computed = None;
     let range_in = crate::ranges::known_or_analyze(f, known, &mut computed);
-    let mut edge: HashMap<Block, Facts> = HashMap::default();
+    // The facts on the edges into each block, met as they arrive; a block whose edges have
+    // not all arrived when it is reached (a loop's header) starts from none.
+    let mut edge: HashMap<Block, (u32, Facts)> = HashMap::default();
+    let arrive = |edge: &mut HashMap<Block, (u32, Facts)>, s: Block, facts: Facts| match edge.get_mut(&s) {
+        Some((arrived, met)) => {
+            *arrived += 1;
+            met.meet(&facts);
+        }
+        None => {
+            edge.insert(s, (1, facts));
+        }
+    };
     let mut changed = false;
     for &b in &order {
-        let mut facts = if preds[b] == 1 && b != f.entry {
-            edge.remove(&b).unwrap_or_default()
-        } else {
-            Facts::default()
+        let mut facts = match edge.remove(&b) {
+            Some((arrived, facts)) if arrived == preds[b] && b != f.entry => facts,
+            _ => Facts::default(),
         };
         let mut ranges = range_in[b].clone().unwrap_or_default();
         let mut insts = std::mem::take(&mut f.blocks[b].insts);
@@ -361,8 +389,8 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
                                 safe.open.insert(root, open);
                             }
                         }
-                        edge.insert(else_, safe);
-                        edge.insert(then_, facts.clone());
+                        arrive(&mut edge, else_, safe);
+                        arrive(&mut edge, then_, facts.clone());
                         continue;
                     }
                 }
@@ -370,19 +398,17 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
         }
         let term = &f.blocks[b].term.0;
         for s in term.successors() {
-            edge.entry(s).or_insert_with(|| {
-                let mut facts = facts.clone();
-                // A check stays open into `s` only if every other way out returns its verdict.
-                match *term {
-                    Terminator::Jump(_) => {}
-                    Terminator::Branch { then_, else_, .. } if then_ != else_ => {
-                        let other = constant_return(f, if s == then_ { else_ } else { then_ });
-                        facts.open.retain(|_, o| other == Some(o.verdict));
-                    }
-                    _ => facts.open.clear(),
+            let mut facts = facts.clone();
+            // A check stays open into `s` only if every other way out returns its verdict.
+            match *term {
+                Terminator::Jump(_) => {}
+                Terminator::Branch { then_, else_, .. } if then_ != else_ => {
+                    let other = constant_return(f, if s == then_ { else_ } else { then_ });
+                    facts.open.retain(|_, o| other == Some(o.verdict));
                 }
-                facts
-            });
+                _ => facts.open.clear(),
+            }
+            arrive(&mut edge, s, facts);
         }
     }
     changed
@@ -553,6 +579,33 @@ end, { name = "t" })
 "#);
         assert_eq!(packet_checks(&out), 1, "{out}");
         assert!(out.contains("call bpf_map_lookup_elem"), "{out}");
+    }
+
+    /// Past a join, what was checked on every way in stays checked: `proto == 6 or proto ==
+    /// 17` joins two paths that both passed the check up to byte 24, so the read at 14 after
+    /// it needs none. A read checked on one way in only is checked again.
+    #[test]
+    fn a_check_on_every_way_into_a_join_covers_the_reads_after_it() {
+        for (body, checks) in [
+            ("if x == 6 or x == 17 then return p:getbyte(14) end", 1),
+            (
+                "local y = 0\n  if x == 6 then y = p:getbyte(40) end\n  do return y + p:getbyte(40) end",
+                3,
+            ),
+        ] {
+            let out = asm(&format!(
+                r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local x = p:getbyte(23)
+  {body}
+  return 2
+end, {{ name = "t" }})
+"#
+            ));
+            assert_eq!(packet_checks(&out), checks, "{body}:\n{out}");
+        }
     }
 
     /// `a - 1` is not `a` plus an offset the verifier would take (a negative one): the
