@@ -53,4 +53,4 @@ pub use kernel::{kernel_available, require_kernel_or_skip};
 pub use load::{load, load_with, LoadError, LoadOptions, Loaded, ProgramSummary, VerifierError};
 pub use maps::{possible_cpus, MapError, MapInfo, RawMap, UpdateMode};
 pub use sys::{errno_name, errno_text};
-pub use testrun::{test_run, test_run_with, TestRunError, TestRunInput, TestRunResult};
+pub use testrun::{test_run, test_run_with, TestRunError, TestRunInput, TestRunResult, BPF_F_TEST_XDP_LIVE_FRAMES};

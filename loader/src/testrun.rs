@@ -56,6 +56,12 @@ struct TestAttr {
     _pad: u32,
 }
 
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: the program's XDP_TX and XDP_REDIRECT send the frames for
+/// real (the kernel's XDP packet generator). No packet or context comes back in this mode
+/// (the kernel refuses output buffers), and an XDP context must name the device
+/// (`ingress_ifindex`, looked up in the caller's network namespace).
+pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
 /// One test run's input.
 #[derive(Clone, Debug, Default)]
 pub struct TestRunInput<'a> {
@@ -158,6 +164,12 @@ pub fn test_run_with(prog_fd: BorrowedFd<'_>, input: &TestRunInput<'_>) -> Resul
         attr.ctx_size_out = len32(out.len(), "context")?;
         attr.ctx_out = ptr_u64(out.as_mut_ptr());
     }
+    let live = input.flags & BPF_F_TEST_XDP_LIVE_FRAMES != 0;
+    if live {
+        (attr.data_out, attr.data_size_out, attr.ctx_out, attr.ctx_size_out) = (0, 0, 0, 0);
+        data_out.clear();
+        ctx_out = None;
+    }
     // SAFETY: every pointer in `attr` points to a live buffer of the size declared next to it;
     // the output buffers are writable and outlive the call.
     let res = unsafe { bpf(sys::BPF_PROG_TEST_RUN, &mut attr) };
@@ -186,8 +198,8 @@ pub fn test_run_with(prog_fd: BorrowedFd<'_>, input: &TestRunInput<'_>) -> Resul
                 packet.len()
             ),
             Some(libc::EINVAL) if input.ctx.is_some() => {
-                ": the context was refused (for XDP: data/data_end must be 0, \
-                 ingress_ifindex a real device)"
+                ": the context was refused (for XDP: data 0, data_end the packet's length, \
+                 ingress_ifindex a device of the caller's network namespace)"
                     .to_string()
             }
             Some(libc::ENOTSUP) | Some(524) => ": this program type has no test-run support in this kernel".to_string(),
