@@ -1,21 +1,35 @@
 //! `bench wire`: the SNI filter on a wire, not under BPF_PROG_TEST_RUN.
 //!
-//! Two network namespaces joined by a veth pair; trafgen (Debian netsniff-ng) floods
-//! `pfw0` with one ClientHello for the blocked host name; on `pfw1` the blocking is done
-//! by, in turn: luabpf's sni_filter at native XDP, the clang-19 baseline at native XDP, and
-//! what one would otherwise deploy, an iptables `string` match rule in the raw table. Each
-//! variant runs for the same window on the same traffic, interleaved over rounds.
+//! Two network namespaces joined by a veth pair; a sender floods `pfw0` with one ClientHello
+//! for the blocked host name; on `pfw1` the blocking is done by, in turn: luabpf's
+//! sni_filter at native XDP, the clang-19 baseline at native XDP, and what one would
+//! otherwise deploy, an iptables `string` match rule in the raw table. Each variant runs for
+//! the same window on the same traffic, interleaved over rounds.
 //!
 //! Measured per window: packets dropped per second (the XDP programs' own hit counter in
-//! `blocklist`, the iptables rule's packet counter), packets offered (pfw0's tx counter),
-//! and the softirq CPU time of the whole machine (/proc/stat), where veth's receive path,
-//! XDP and netfilter run: divided by the drops it is the receive cost per dropped packet.
+//! `blocklist`, the iptables rule's packet counter), packets offered (pfw0's tx counter, or
+//! the frames the generator sent), and the softirq CPU time of the whole machine
+//! (/proc/stat), where veth's receive path, XDP and netfilter run: divided by the drops it is
+//! the receive cost per dropped packet.
+//!
+//! Two senders, each its own table:
+//! - trafgen: frames written to an AF_PACKET socket, as a host sends them. Each one costs
+//!   the sender an skb and veth's transmit path, on the same two CPUs as the receiver, and
+//!   bounds the offered rate.
+//! - frames (`BPF_PROG_TEST_RUN` in live-frames mode, the kernel's own XDP packet
+//!   generator, as xdp-trafficgen uses it): a one-line XDP program in the sending namespace
+//!   returns XDP_TX for each copy of the frame, and veth hands the frames to pfw1's XDP
+//!   receive queue without an skb, as a NIC's ring does. The XDP variants drop them there;
+//!   the iptables variant needs an skb built for each (pfw1 gets an XDP program that passes
+//!   everything, which is also what makes veth accept such frames). Generator and receiver
+//!   run on one CPU, one after the other, so the drop rate is bounded by the receive cost.
 //!
 //! Needs root and `ip` (iproute2), `trafgen` (netsniff-ng), `iptables`, `bpftool` and
 //! clang-19. Everything it creates (two namespaces, whose deletion removes the veth pair,
 //! XDP attachment and rules) is removed on exit, also on failure.
 
 use std::fmt::Write as _;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,15 +48,100 @@ const TOOLS: [&str; 5] = ["ip", "trafgen", "iptables", "bpftool", "clang-19"];
 const HELP: &str = "\
 usage: cargo run --release -p bench -- wire [OPTIONS]
 
-The SNI filter on a veth pair flooded by trafgen: luabpf (native XDP), clang-19 (native XDP)
-and an iptables string-match rule, interleaved. Writes bench/wire.md and bench/wire.json
+The SNI filter on a veth pair flooded by trafgen and by XDP live frames (BPF_PROG_TEST_RUN):
+luabpf (native XDP), clang-19 (native XDP) and an iptables string-match rule, interleaved. Writes bench/wire.md and bench/wire.json
 (BENCHMARKS.md includes bench/wire.md when the main benchmark is written).
 
 OPTIONS:
-  --seconds N   measured window per variant and round (default 5; 1 s warm-up before it)
-  --rounds N    interleaved rounds (default 3)
-  --no-write    print only
+  --seconds N        measured window per variant and round (default 5; 1 s warm-up before it)
+  --rounds N         interleaved rounds (default 3)
+  --sender S         trafgen, frames (XDP live frames from BPF_PROG_TEST_RUN) or both (default)
+  --no-write         print only
 ";
+
+/// Where the flood comes from (module docs).
+#[derive(Clone, Copy, PartialEq)]
+enum Sender {
+    Trafgen,
+    Frames,
+}
+
+/// The sending side: trafgen's configuration, or the frame generator's XDP program.
+struct Senders<'a> {
+    trafgen_conf: PathBuf,
+    /// `return XDP_TX`, loaded.
+    generator: BorrowedFd<'a>,
+    /// `return XDP_PASS`: on pfw1 for the iptables variant under frames.
+    pass_object: PathBuf,
+    frame: Vec<u8>,
+}
+
+/// Frames per test run call. Each call sets up and tears down its own page pool (~20 ms,
+/// partly asleep), so calls are long: about a second of frames.
+const FRAMES_PER_CALL: u32 = 1 << 20;
+
+/// Runs the XDP_TX program in live-frames mode from the sending namespace: 1 s of warm-up,
+/// then whole calls for `secs`, with `hits` read just before the first and after the last.
+/// On a thread of its own: the device named by the context's ingress_ifindex is looked up
+/// in the caller's namespace, and the thread moves into the sender's.
+fn frame_flood(
+    generator: BorrowedFd<'_>,
+    frame: &[u8],
+    hits: &(dyn Fn() -> Result<u64, String> + Sync),
+    secs: u64,
+) -> Result<Sample, String> {
+    let fd = generator.as_raw_fd();
+    std::thread::scope(|scope| {
+        let flood = scope.spawn(|| -> Result<Sample, String> {
+            let ns = std::fs::File::open(format!("/run/netns/{TX_NS}")).map_err(|e| format!("{TX_NS}: {e}"))?;
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns {TX_NS}: {}", std::io::Error::last_os_error()));
+            }
+            let name = std::ffi::CString::new(TX_DEV).expect("no NUL");
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(format!("{TX_DEV}: {}", std::io::Error::last_os_error()));
+            }
+            // struct xdp_md: data, data_end (the frame's length), data_meta, ingress_ifindex,
+            // rx_queue_index, egress_ifindex.
+            let mut ctx = [0u8; 24];
+            ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+            // SAFETY: the caller holds the loaded program, and so its fd, until this returns.
+            let prog = unsafe { BorrowedFd::borrow_raw(fd) };
+            let send = || {
+                let input = luabpf_loader::TestRunInput {
+                    packet: frame,
+                    repeat: FRAMES_PER_CALL,
+                    ctx: Some(&ctx),
+                    flags: luabpf_loader::BPF_F_TEST_XDP_LIVE_FRAMES,
+                };
+                luabpf_loader::test_run_with(prog, &input).map_err(|e| format!("live frames: {e}"))
+            };
+            let warm = Instant::now();
+            while warm.elapsed() < Duration::from_secs(1) {
+                send()?;
+            }
+            let (h0, t0, c0) = (hits()?, Instant::now(), cpu_times());
+            let mut sent = 0u64;
+            while t0.elapsed() < Duration::from_secs(secs) {
+                send()?;
+                sent += u64::from(FRAMES_PER_CALL);
+            }
+            let (h1, t1, c1) = (hits()?, Instant::now(), cpu_times());
+            Ok(Sample {
+                dropped: h1 - h0,
+                sent,
+                softirq_s: c1.0 - c0.0,
+                busy_s: c1.1 - c0.1,
+                secs: (t1 - t0).as_secs_f64(),
+            })
+        });
+        flood
+            .join()
+            .unwrap_or_else(|_| Err("the frame generator panicked".into()))
+    })
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -281,9 +380,9 @@ const IPTABLES_RULE: [&str; 14] = [
 ];
 
 /// Sets the variant up on pfw1, floods for warm-up plus `secs`, tears it down.
-fn measure(v: Variant, objects: &[PathBuf; 2], conf: &Path, secs: u64) -> Result<Sample, String> {
+fn measure(v: Variant, objects: &[PathBuf; 2], sender: Sender, senders: &Senders, secs: u64) -> Result<Sample, String> {
     let key = programs::padded(programs::BLOCKED_SNI, 64);
-    let hits: Box<dyn Fn() -> Result<u64, String>> = match v {
+    let hits: Box<dyn Fn() -> Result<u64, String> + Sync> = match v {
         Variant::Luabpf | Variant::Clang => {
             let obj = &objects[(v == Variant::Clang) as usize];
             let obj = obj.to_str().ok_or("object path is not UTF-8")?;
@@ -304,6 +403,15 @@ fn measure(v: Variant, objects: &[PathBuf; 2], conf: &Path, secs: u64) -> Result
             Box::new(move || xdp_hits(&map, &key))
         }
         Variant::Iptables => {
+            if sender == Sender::Frames {
+                let pass = senders.pass_object.to_str().ok_or("object path is not UTF-8")?;
+                run(
+                    "ip",
+                    &[
+                        "-n", RX_NS, "link", "set", "dev", RX_DEV, "xdpdrv", "obj", pass, "sec", "xdp",
+                    ],
+                )?;
+            }
             let mut a = vec!["-t", "raw", "-A", "PREROUTING"];
             a.extend_from_slice(&IPTABLES_RULE);
             in_ns(RX_NS, "iptables", &a)?;
@@ -311,26 +419,30 @@ fn measure(v: Variant, objects: &[PathBuf; 2], conf: &Path, secs: u64) -> Result
         }
     };
     let result = (|| {
-        let _flood = Flood::start(conf)?;
-        std::thread::sleep(Duration::from_secs(1));
-        let (h0, s0, t0, c0) = (hits()?, tx_packets(), Instant::now(), cpu_times());
-        std::thread::sleep(Duration::from_secs(secs));
-        let (h1, s1, t1, c1) = (hits()?, tx_packets(), Instant::now(), cpu_times());
-        Ok(Sample {
-            dropped: h1 - h0,
-            sent: s1.saturating_sub(s0),
-            softirq_s: c1.0 - c0.0,
-            busy_s: c1.1 - c0.1,
-            secs: (t1 - t0).as_secs_f64(),
-        })
+        let window = |sent: &dyn Fn() -> u64| -> Result<Sample, String> {
+            std::thread::sleep(Duration::from_secs(1));
+            let (h0, s0, t0, c0) = (hits()?, sent(), Instant::now(), cpu_times());
+            std::thread::sleep(Duration::from_secs(secs));
+            let (h1, s1, t1, c1) = (hits()?, sent(), Instant::now(), cpu_times());
+            Ok(Sample {
+                dropped: h1 - h0,
+                sent: s1.saturating_sub(s0),
+                softirq_s: c1.0 - c0.0,
+                busy_s: c1.1 - c0.1,
+                secs: (t1 - t0).as_secs_f64(),
+            })
+        };
+        match sender {
+            Sender::Trafgen => {
+                let _flood = Flood::start(&senders.trafgen_conf)?;
+                window(&tx_packets)
+            }
+            Sender::Frames => frame_flood(senders.generator, &senders.frame, &*hits, secs),
+        }
     })();
-    match v {
-        Variant::Luabpf | Variant::Clang => {
-            let _ = run("ip", &["-n", RX_NS, "link", "set", "dev", RX_DEV, "xdpdrv", "off"]);
-        }
-        Variant::Iptables => {
-            let _ = in_ns(RX_NS, "iptables", &["-t", "raw", "-F", "PREROUTING"]);
-        }
+    let _ = run("ip", &["-n", RX_NS, "link", "set", "dev", RX_DEV, "xdpdrv", "off"]);
+    if v == Variant::Iptables {
+        let _ = in_ns(RX_NS, "iptables", &["-t", "raw", "-F", "PREROUTING"]);
     }
     result
 }
@@ -343,16 +455,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The flooded frame as a trafgen packet: the benchmark's blocked-SNI ClientHello with the
-/// veth pair's MAC addresses.
-fn trafgen_conf(dir: &Path) -> Result<PathBuf, String> {
+/// The flooded frame: the benchmark's blocked-SNI ClientHello with the veth pair's MAC
+/// addresses.
+fn flood_frame() -> Vec<u8> {
     let mut frame = packets::tls_frame(programs::BLOCKED_SNI);
     frame[..6].copy_from_slice(&RX_MAC);
     frame[6..12].copy_from_slice(&TX_MAC);
-    let body: Vec<String> = frame.iter().map(|b| format!("0x{b:02x}")).collect();
+    frame
+}
+
+/// The flooded frame as a trafgen packet.
+fn trafgen_conf(dir: &Path) -> Result<PathBuf, String> {
+    let body: Vec<String> = flood_frame().iter().map(|b| format!("0x{b:02x}")).collect();
     let path = dir.join("clienthello.cfg");
     std::fs::write(&path, format!("{{ {} }}\n", body.join(", "))).map_err(|e| e.to_string())?;
     Ok(path)
+}
+
+/// A one-line XDP program returning `verdict`, compiled by luabpf.
+fn verdict_object(name: &str, verdict: u32) -> Result<Vec<u8>, String> {
+    let src = format!(
+        "local xdp = require \"bpf.xdp\"\nreturn xdp.program(function(ctx) return {verdict} end, {{ name = \"{name}\" }})\n"
+    );
+    luabpf_compiler::compile::compile_source(&src, &format!("{name}.lua"), &Default::default())
+        .map(|c| c.elf)
+        .map_err(|e| format!("luabpf: {}", e.render()))
 }
 
 fn build_objects(root: &Path, dir: &Path) -> Result<[PathBuf; 2], String> {
@@ -372,6 +499,7 @@ fn build_objects(root: &Path, dir: &Path) -> Result<[PathBuf; 2], String> {
 
 pub fn main(root: &Path, args: &[String]) -> i32 {
     let (mut secs, mut rounds, mut write) = (5u64, 3usize, true);
+    let mut sender_kinds = vec![Sender::Trafgen, Sender::Frames];
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |what: &str| -> Option<u64> {
@@ -389,6 +517,17 @@ pub fn main(root: &Path, args: &[String]) -> i32 {
                 Some(n) => rounds = n as usize,
                 None => return 2,
             },
+            "--sender" => {
+                sender_kinds = match it.next().map(String::as_str) {
+                    Some("trafgen") => vec![Sender::Trafgen],
+                    Some("frames") => vec![Sender::Frames],
+                    Some("both") => vec![Sender::Trafgen, Sender::Frames],
+                    _ => {
+                        eprintln!("bench wire: --sender needs trafgen, frames or both");
+                        return 2;
+                    }
+                }
+            }
             "--no-write" => write = false,
             "-h" | "--help" => {
                 print!("{HELP}");
@@ -422,20 +561,44 @@ pub fn main(root: &Path, args: &[String]) -> i32 {
     let _ = std::fs::create_dir_all(&dir);
     let outcome = (|| -> Result<(String, String), String> {
         let objects = build_objects(root, &dir)?;
-        let conf = trafgen_conf(&dir)?;
+        let pass_object = dir.join("pass.o");
+        std::fs::write(&pass_object, verdict_object("pass", 2)?).map_err(|e| e.to_string())?;
+        let generator = luabpf_loader::load(&verdict_object("tx", 3)?).map_err(|e| format!("generator: {e}"))?;
+        let senders = Senders {
+            trafgen_conf: trafgen_conf(&dir)?,
+            generator: generator.program_fd("tx").ok_or("generator: no program")?,
+            pass_object,
+            frame: flood_frame(),
+        };
         let _ns = Netns::create()?;
         let variants = [Variant::Luabpf, Variant::Clang, Variant::Iptables];
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
-        let started = chrono_now();
-        for round in 0..rounds {
-            // Rotate the order so that no variant always runs first (or after the same one).
-            for k in 0..variants.len() {
-                let i = (k + round) % variants.len();
-                eprintln!("bench wire: round {}/{rounds}: {}", round + 1, variants[i].label());
-                samples[i].push(measure(variants[i], &objects, &conf, secs)?);
+        let mut md = "## On the wire: SNI filter on a veth pair (`bench wire`)\n\n".to_string();
+        let mut json = Json::obj();
+        for &sender in &sender_kinds {
+            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
+            let started = chrono_now();
+            for round in 0..rounds {
+                // Rotate the order so that no variant always runs first (or after the same one).
+                for k in 0..variants.len() {
+                    let i = (k + round) % variants.len();
+                    eprintln!(
+                        "bench wire: {}: round {}/{rounds}: {}",
+                        sender_key(sender),
+                        round + 1,
+                        variants[i].label()
+                    );
+                    samples[i].push(measure(variants[i], &objects, sender, &senders, secs)?);
+                }
             }
+            let (m, j) = report(sender, &variants, &samples, secs, rounds, &started);
+            md.push_str(&m);
+            json = json.with(sender_key(sender), j);
         }
-        Ok(report(&variants, &samples, secs, rounds, &started))
+        md.push_str(
+            "Reproduce: `cargo run --release -p bench -- wire` (root; `apt-get install -y iproute2 netsniff-ng \
+             iptables bpftool clang-19`).\n",
+        );
+        Ok((md, json.render()))
     })();
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
@@ -465,19 +628,56 @@ fn chrono_now() -> String {
         .unwrap_or_default()
 }
 
-fn report(variants: &[Variant], samples: &[Vec<Sample>], secs: u64, rounds: usize, when: &str) -> (String, String) {
+fn sender_key(s: Sender) -> &'static str {
+    match s {
+        Sender::Trafgen => "trafgen",
+        Sender::Frames => "frames",
+    }
+}
+
+/// The section of wire.md for one sender, and its JSON.
+fn report(
+    sender: Sender,
+    variants: &[Variant],
+    samples: &[Vec<Sample>],
+    secs: u64,
+    rounds: usize,
+    when: &str,
+) -> (String, Json) {
     let mut w = String::new();
-    let frame_len = packets::tls_frame(programs::BLOCKED_SNI).len();
-    let _ = writeln!(w, "## On the wire: SNI filter on a veth pair (`bench wire`)\n");
+    let frame_len = flood_frame().len();
+    let (title, how, offered, note) = match sender {
+        Sender::Trafgen => (
+            "trafgen (AF_PACKET)",
+            format!("trafgen (netsniff-ng) floods `{TX_DEV}`"),
+            format!("`{TX_DEV}`'s tx packets"),
+            "The sender and the receiver share the VM's 2 CPUs, and each frame costs the sender an skb and \
+             veth's transmit path: the offered rate is bounded by trafgen and veth, not by the filter. When all \
+             variants drop what is offered, the softirq ns per drop is the figure that separates them.",
+        ),
+        Sender::Frames => (
+            "XDP live frames (as a NIC's ring delivers them)",
+            format!(
+                "`BPF_PROG_TEST_RUN` in live-frames mode sends copies of the frame out of `{TX_DEV}` (an XDP program \
+                 returning XDP_TX, {FRAMES_PER_CALL} frames a call), and veth hands them to `{RX_DEV}`'s XDP receive \
+                 queue without an skb,"
+            ),
+            "the frames the generator sent".to_string(),
+            "Generator and receiver run one after the other on one CPU, and sending a frame costs little, so the \
+             drop rate is bounded by the receive path: the XDP variants drop the frame where it arrives, the \
+             iptables variant gets an skb built for each frame (`pfw1` carries an XDP program returning XDP_PASS, \
+             as a NIC driver would build the skb) and the IP stack's raw PREROUTING hook.",
+        ),
+    };
+    let _ = writeln!(w, "### Sender: {title}\n");
     let _ = writeln!(
         w,
-        "Two network namespaces joined by a veth pair; trafgen (netsniff-ng) floods `{TX_DEV}` with the \
-         blocked-SNI ClientHello ({frame_len} B frame, the `blocked SNI` packet above); on `{RX_DEV}` it is dropped by \
-         each variant in turn, {rounds} interleaved rounds of {secs} s (after 1 s of warm-up each). Dropped: the \
-         XDP programs' own hit counter in `blocklist`, the iptables rule's packet counter. Offered: `{TX_DEV}`'s tx \
-         packets. CPU: softirq time of the whole machine over the window (veth's receive path, where XDP and \
-         netfilter run, is a softirq on the sending CPU), per dropped packet; busy: all non-idle CPU time of the \
-         2-CPU VM, trafgen included. Medians over the rounds. Run {when}.\n"
+        "{how} with the blocked-SNI ClientHello ({frame_len} B frame, the `blocked SNI` packet above); on `{RX_DEV}` \
+         it is dropped by each variant in turn, {rounds} interleaved rounds of {secs} s (after 1 s of warm-up each). \
+         Dropped: the XDP programs' own hit counter in `blocklist`, the iptables rule's packet counter. Offered: \
+         {offered}. CPU: softirq time of the whole machine over the window (where veth's receive path, XDP and \
+         netfilter run), per dropped packet; busy: all non-idle CPU time of the 2-CPU VM, the sender included. \
+         Medians over the rounds. Run {when}.\n"
     );
     let _ = writeln!(
         w,
@@ -536,12 +736,6 @@ fn report(variants: &[Variant], samples: &[Vec<Sample>], secs: u64, rounds: usiz
             rates[0] / rates[2]
         );
     }
-    let _ = writeln!(
-        w,
-        "On this VM the sender and the receiver share 2 virtual CPUs with other work, so the offered rate is \
-         bounded by trafgen and veth, not by the filter: when all variants drop what is offered, the softirq \
-         ns per drop is the figure that separates them. Reproduce: `cargo run --release -p bench -- wire` \
-         (root; `apt-get install -y iproute2 netsniff-ng iptables bpftool clang-19`).\n"
-    );
-    (w, json.render())
+    let _ = writeln!(w, "{note}\n");
+    (w, json)
 }
