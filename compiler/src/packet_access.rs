@@ -389,8 +389,12 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
                                 safe.open.insert(root, open);
                             }
                         }
+                        // The failing side (usually a return) keeps an open check only if
+                        // the passing side returns its verdict: like any other branch.
+                        let mut failing = facts.clone();
+                        failing.open.retain(|_, o| constant_return(f, else_) == Some(o.verdict));
                         arrive(&mut edge, else_, safe);
-                        arrive(&mut edge, then_, facts.clone());
+                        arrive(&mut edge, then_, failing);
                         continue;
                     }
                 }
@@ -559,6 +563,29 @@ end, {{ name = "t" }})
                 assert!(out.contains(" += 34"), "{between:?}:\n{out}");
             }
         }
+    }
+
+    /// A packet compare whose failing side is not a return (`if x + 30 > #p then ... end`)
+    /// is a fork like any other: a read inside its `then` must not move its check into the
+    /// check before the fork, or the packets that take the other side (long enough for `x +
+    /// 30`, not for the read) would return the read's verdict instead of their own.
+    #[test]
+    fn a_check_does_not_move_past_a_packet_compare_with_two_ways_on() {
+        let out = asm(r#"
+local xdp = require "bpf.xdp"
+return xdp.program(function(ctx)
+  local p = ctx:packet()
+  local x = p:getbyte(23) & 3
+  if x + 30 > #p then
+    return p:getuint32(30)
+  end
+  return 3
+end, { name = "t" })
+"#);
+        assert!(
+            out.contains(" += 24") && out.contains(" += 34"),
+            "the first read's check keeps its extent, the read at 30 checks its own:\n{out}"
+        );
     }
 
     /// A map lookup leaves the packet where it was, and the verifier keeps the checked range

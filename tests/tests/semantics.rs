@@ -1353,6 +1353,7 @@ fn packet_access() {
         ("a way out with another verdict between two reads", "if p:getbyte(40) == 0x11 then return 3 end\n  p:setint64(30, p:getint64(50))"),
         ("a write between two reads", "local x = p:getbyte(36)\n  p:setbyte(37, 7)\n  p:setint64(30, x + p:getint64(50))"),
         ("a short guard with the default verdict", "if #p < 40 then return 1 end\n  p:setint64(30, p:getint64(50))"),
+        ("a packet compare with two ways on", "local x = p:getbyte(40) & 3\n  if x + 44 > #p then return p:getuint32(44) end\n  p:setint64(30, 5)"),
         ("a short guard with another verdict", "if #p < 40 then return 3 end\n  p:setint64(30, p:getint64(50))"),
         ("return from a nested block", "for i = 1, 3 do\n    if i == a then return 3 end\n    while true do\n      if a < 0 then return 0 end\n      break\n    end\n  end"),
     ];
