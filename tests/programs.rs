@@ -122,7 +122,17 @@ impl Gen {
         let pad = "  ".repeat(indent);
         let nested = indent < 4;
         let kinds = if self.formats { 18 } else { 14 };
-        let s = match self.rng.below(kinds) {
+        // One draw in `kinds + 1` is a length guard: its `then` is a fork the packet passes
+        // either way, where reads and returns inside must keep their own checks.
+        let kind = self.rng.below(kinds + 1);
+        if kind == kinds && nested {
+            let saved = self.ints.len();
+            let (off, k) = (self.offset(), 1 + self.rng.below(8));
+            let t = self.block(2, indent + 1);
+            self.ints.truncate(saved);
+            return format!("{pad}if {off} + {k} > #p then\n{t}{pad}end\n");
+        }
+        let s = match kind {
             0 | 1 => {
                 let name = format!("v{}", self.ints.len());
                 let e = self.int_expr();
