@@ -49,8 +49,9 @@ const HELP: &str = "\
 usage: cargo run --release -p bench -- wire [OPTIONS]
 
 The SNI filter on a veth pair flooded by trafgen and by XDP live frames (BPF_PROG_TEST_RUN):
-luabpf (native XDP), clang-19 (native XDP) and an iptables string-match rule, interleaved. Writes bench/wire.md and bench/wire.json
-(BENCHMARKS.md includes bench/wire.md when the main benchmark is written).
+luabpf (native XDP), clang-19 (native XDP) and an iptables string-match rule, interleaved.
+Writes bench/wire.md and bench/wire.json (BENCHMARKS.md includes bench/wire.md when the main
+benchmark is written).
 
 OPTIONS:
   --seconds N        measured window per variant and round (default 5; 1 s warm-up before it)
@@ -90,7 +91,6 @@ fn frame_flood(
     hits: &(dyn Fn() -> Result<u64, String> + Sync),
     secs: u64,
 ) -> Result<Sample, String> {
-    let fd = generator.as_raw_fd();
     std::thread::scope(|scope| {
         let flood = scope.spawn(|| -> Result<Sample, String> {
             let ns = std::fs::File::open(format!("/run/netns/{TX_NS}")).map_err(|e| format!("{TX_NS}: {e}"))?;
@@ -107,8 +107,6 @@ fn frame_flood(
             let mut ctx = [0u8; 24];
             ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
             ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-            // SAFETY: the caller holds the loaded program, and so its fd, until this returns.
-            let prog = unsafe { BorrowedFd::borrow_raw(fd) };
             let send = || {
                 let input = luabpf_loader::TestRunInput {
                     packet: frame,
@@ -116,7 +114,7 @@ fn frame_flood(
                     ctx: Some(&ctx),
                     flags: luabpf_loader::BPF_F_TEST_XDP_LIVE_FRAMES,
                 };
-                luabpf_loader::test_run_with(prog, &input).map_err(|e| format!("live frames: {e}"))
+                luabpf_loader::test_run_with(generator, &input).map_err(|e| format!("live frames: {e}"))
             };
             let warm = Instant::now();
             while warm.elapsed() < Duration::from_secs(1) {
