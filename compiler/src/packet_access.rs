@@ -21,9 +21,9 @@
 //! Facts flow forward along the blocks in reverse post-order; a join keeps what holds on
 //! every way in (`proto == 6 or proto == 17`), a loop's header starts from nothing. So a
 //! check removed here is preceded, on every path, by a check that covers it. A redefined
-//! root or a call forgets them, but for the helpers that cannot move the packet (a map
-//! lookup, the clock): across those the verifier keeps a checked pointer's range too, in
-//! r6-r9 or spilled. Only offsets that the interval analysis proves non-negative and small
+//! root or a call forgets them, but for the helpers that do not change packet data (a map
+//! lookup, the clock; `helpers::changes_packet_data`): across those the verifier keeps a
+//! checked pointer's range too, in r6-r9 or spilled. Only offsets that the interval analysis proves non-negative and small
 //! enough for the verifier to grant a range (root + extent <= 0xffff) are rebased.
 
 use rustc_hash::FxHashMap as HashMap;
@@ -57,10 +57,8 @@ struct Facts {
 /// instead, with its extent: a packet too short for it returns `verdict` either way.
 #[derive(Clone, Copy)]
 struct OpenCheck {
+    /// The block the check ends; its last instruction makes the compared `q + c`.
     block: Block,
-    /// The compared pointer `q + c`, made by the block's last instruction.
-    compared: Value,
-    op: JmpOp,
     /// `data + root`.
     base: Value,
     verdict: i64,
@@ -169,22 +167,10 @@ fn step(facts: &mut Facts, inst: &Inst, data: Value, kinds: &PrimaryMap<Value, V
     }
 }
 
-/// Whether the verifier keeps packet pointers' checked ranges across the call: helpers
-/// that cannot move or resize the packet. (Others, and BPF functions, forget everything.)
+/// Whether the verifier keeps packet pointers' checked ranges across the call: a helper
+/// that does not change packet data. (Kfuncs and BPF functions forget everything.)
 fn keeps_packet(inst: &Inst) -> bool {
-    use runtime_bpf::helpers as h;
-    matches!(
-        inst,
-        Inst::Call { helper, .. } if [
-            h::MAP_LOOKUP_ELEM,
-            h::MAP_UPDATE_ELEM,
-            h::MAP_DELETE_ELEM,
-            h::KTIME_GET_NS,
-            h::KTIME_GET_BOOT_NS,
-            h::GET_SMP_PROCESSOR_ID,
-        ]
-        .contains(helper)
-    )
+    matches!(inst, Inst::Call { helper, .. } if !runtime_bpf::helpers::changes_packet_data(*helper))
 }
 
 /// `data` and `data_end` as lowering loads them from the ctx (XDP: offsets 0 and 4; skb
@@ -380,8 +366,6 @@ pub fn rebase_packet_accesses(f: &mut Function, known: Option<&crate::ranges::En
                             if let Some(root_max) = root_max {
                                 let open = OpenCheck {
                                     block: b,
-                                    compared: nt,
-                                    op,
                                     base: q,
                                     verdict,
                                     root_max,
@@ -429,26 +413,25 @@ fn constant_return(f: &Function, b: Block) -> Option<i64> {
 
 /// Makes `open`'s check test `extent` bytes from its base; false if it cannot.
 fn widen(f: &mut Function, open: OpenCheck, extent: i64) -> bool {
-    let c = if open.op == JmpOp::Jge { extent - 1 } else { extent };
-    let made = f.blocks[open.block]
-        .insts
-        .iter_mut()
-        .rev()
-        .find_map(|(inst, _)| match inst {
+    let blk = &mut f.blocks[open.block];
+    let Terminator::Branch { op, a: compared, .. } = blk.term.0 else {
+        return false;
+    };
+    let c = if op == JmpOp::Jge { extent - 1 } else { extent };
+    match blk.insts.last_mut() {
+        Some((
             Inst::Bin {
                 op: BinOp::Add,
                 dst,
                 b: b @ Operand::Imm(_),
                 ..
-            } if *dst == open.compared => Some(b),
-            _ => None,
-        });
-    match made {
-        Some(b) => {
+            },
+            _,
+        )) if *dst == compared => {
             *b = Operand::Imm(c);
             true
         }
-        None => false,
+        _ => false,
     }
 }
 

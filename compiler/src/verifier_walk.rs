@@ -1130,7 +1130,7 @@ impl<'a> Walker<'a> {
             h::RINGBUF_RESERVE => self.maybe_null(Kind::Mem),
             _ => Val::scalar(Sc::UNKNOWN),
         };
-        if changes_packet(id) {
+        if h::changes_packet_data(id) {
             update_vals(
                 &mut cur.state,
                 |f| f.ptr_slots,
@@ -1471,18 +1471,6 @@ fn possible(state: &State) -> bool {
 
 fn is_packet(v: &Val) -> bool {
     matches!(v, Val::Ptr(p) if matches!(p.kind, Kind::Pkt | Kind::PktEnd | Kind::PktMeta))
-}
-
-fn changes_packet(id: i32) -> bool {
-    matches!(
-        id,
-        h::SKB_STORE_BYTES
-            | h::L3_CSUM_REPLACE
-            | h::L4_CSUM_REPLACE
-            | h::SKB_PULL_DATA
-            | h::XDP_ADJUST_HEAD
-            | h::XDP_ADJUST_TAIL
-    )
 }
 
 /// The kernel's `regsafe` (not exact): anything `cur` holds is allowed where `old` was.

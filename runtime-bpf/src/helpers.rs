@@ -291,6 +291,40 @@ pub fn helper(id: i32) -> Option<&'static Helper> {
     HELPERS.get(index)
 }
 
+/// Whether the verifier forgets every packet pointer's checked range after a call of helper
+/// `id`: the helpers that may move, grow or rewrite the packet's buffer (the kernel's
+/// `bpf_helper_changes_pkt_data`, net/core/filter.c, 6.18). Across any other helper, a
+/// checked pointer kept in r6-r9 or on the stack stays checked.
+pub fn changes_packet_data(id: i32) -> bool {
+    helper_name(id).is_some_and(|name| CHANGES_PACKET_DATA.contains(&name))
+}
+
+/// The helpers of [`changes_packet_data`], by name.
+const CHANGES_PACKET_DATA: [&str; 22] = [
+    "bpf_clone_redirect",
+    "bpf_l3_csum_replace",
+    "bpf_l4_csum_replace",
+    "bpf_lwt_push_encap",
+    "bpf_lwt_seg6_action",
+    "bpf_lwt_seg6_adjust_srh",
+    "bpf_lwt_seg6_store_bytes",
+    "bpf_msg_pop_data",
+    "bpf_msg_pull_data",
+    "bpf_msg_push_data",
+    "bpf_skb_adjust_room",
+    "bpf_skb_change_head",
+    "bpf_skb_change_proto",
+    "bpf_skb_change_tail",
+    "bpf_skb_pull_data",
+    "bpf_skb_store_bytes",
+    "bpf_skb_vlan_pop",
+    "bpf_skb_vlan_push",
+    "bpf_store_hdr_opt",
+    "bpf_xdp_adjust_head",
+    "bpf_xdp_adjust_meta",
+    "bpf_xdp_adjust_tail",
+];
+
 /// The kernel's name of a helper (`bpf_map_lookup_elem` for 1), as the disassembler shows it.
 pub fn helper_name(id: i32) -> Option<&'static str> {
     helper(id).map(|h| h.name)
@@ -314,6 +348,28 @@ pub fn helper_by_name(name: &str) -> Option<&'static Helper> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A misspelt name would make a helper that moves the packet count as one that does not:
+    /// the packet checks before it would then be trusted after it.
+    #[test]
+    fn the_helpers_that_change_packet_data_are_named_as_in_the_table() {
+        for name in CHANGES_PACKET_DATA {
+            let h = helper_by_name(name).unwrap_or_else(|| panic!("{name} is not a helper"));
+            assert!(changes_packet_data(h.id), "{name}");
+        }
+        for id in [SKB_STORE_BYTES, XDP_ADJUST_HEAD, XDP_ADJUST_TAIL, SKB_PULL_DATA] {
+            assert!(changes_packet_data(id), "{id}");
+        }
+        for id in [
+            MAP_LOOKUP_ELEM,
+            KTIME_GET_NS,
+            XDP_LOAD_BYTES,
+            XDP_STORE_BYTES,
+            SKB_LOAD_BYTES,
+        ] {
+            assert!(!changes_packet_data(id), "{id}");
+        }
+    }
 
     #[test]
     fn table_is_indexed_by_id() {
